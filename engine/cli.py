@@ -1,0 +1,189 @@
+"""The ``trainpad`` command line: run, validate, runs, stop, resume, predict, app."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.errors import UserError
+
+
+def _supervisor(args: argparse.Namespace, **kw: Any) -> Any:
+    from engine.supervisor import Supervisor
+
+    return Supervisor(args.data_dir, **kw)
+
+
+def _progress(row: dict[str, Any], last: dict[str, Any]) -> str:
+    step, total = row.get("step") or 0, row.get("max_steps") or 0
+    bar = ""
+    if total:
+        done = int(30 * step / total)
+        bar = f"[{'#' * done}{'.' * (30 - done)}] {step}/{total}"
+    return f"\r{row['status']:<10} {bar} {last}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.config import load_config
+
+    task, params = load_config(args.config, args.overrides)
+    sup = _supervisor(args, manage_all=False, grace_period=args.grace)
+    secrets = _token_env()
+    run_id = sup.submit(task, params, name=args.name or "", secrets=secrets)
+    print(f"run {run_id} queued: {sup.runs_dir / run_id}", flush=True)
+    try:
+        row = _follow(sup, run_id)
+    except KeyboardInterrupt:
+        print("\nstopping (checkpoint is saved)...", flush=True)
+        sup.stop(run_id)
+        row = sup.wait(run_id, timeout=sup.grace_period + 30, drive=True)
+    print()
+    return _report(row)
+
+
+def _follow(sup: Any, run_id: str) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    tty = sys.stdout.isatty()
+    while True:
+        sup.tick()
+        row = sup.store.get_run(run_id)
+        metrics = sup.store.metrics(run_id, ["loss", "eval_loss"])
+        if metrics:
+            last = {m["name"]: round(m["value"], 4) for m in metrics[-2:]}
+        if tty:
+            print(_progress(row, last), end="", flush=True)
+        if row["status"] not in ("queued", "running"):
+            return row
+        time.sleep(0.2)
+
+
+def _report(row: dict[str, Any]) -> int:
+    print(f"run {row['id']} {row['status']}" + (f" ({row['key_metric_name']}={row['key_metric']:.4g})" if row.get("key_metric") is not None else ""))
+    if row["status"] == "succeeded":
+        print(f"model: {Path(row['run_dir']) / 'model'}")
+        return 0
+    if row.get("error"):
+        print(f"error: {row['error']}", file=sys.stderr)
+    return 143 if row["status"] == "stopped" else 1
+
+
+def _token_env() -> dict[str, str]:
+    import os
+
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    return {"HF_TOKEN": token} if token else {}
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.config import dump_config, load_config
+    from engine.data import check_data
+
+    task, params = load_config(args.config, args.overrides)
+    problems = check_data(task, params)
+    if problems:
+        raise UserError(problems)
+    print(dump_config(task, params), end="")
+    print(f"# OK: {task.name} config is valid and the data passed the checks.", file=sys.stderr)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from engine.store import Store
+    from engine.supervisor import data_dir_from_env
+
+    rows = Store(data_dir_from_env(args.data_dir) / "trainpad.db").list_runs(status=args.status, task=args.task)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    print(f"{'id':<24} {'task':<22} {'status':<11} {'step':>9} {'metric':>12}  name")
+    for r in rows:
+        metric = f"{r['key_metric']:.4g}" if r.get("key_metric") is not None else "-"
+        step = f"{r.get('step') or 0}/{r.get('max_steps') or '?'}"
+        print(f"{r['id']:<24} {r['task']:<22} {r['status']:<11} {step:>9} {metric:>12}  {r['name']}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    sup = _supervisor(args, manage_all=False)
+    sup.stop(args.run_id)
+    print(f"stop requested for {args.run_id}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    sup = _supervisor(args, manage_all=False, grace_period=args.grace)
+    run_id = sup.resume(args.run_id, secrets=_token_env())
+    print(f"run {run_id} resumes {args.run_id}", flush=True)
+    return _report(_follow(sup, run_id))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from engine.predict import predict_run
+
+    inputs: Any = args.input
+    try:
+        inputs = json.loads(args.input)
+    except json.JSONDecodeError:
+        pass
+    out = predict_run(args.run_id, inputs, data_dir=args.data_dir)
+    print(out if isinstance(out, str) else json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    import app
+
+    return app.main(args.app_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trainpad", description="Trainpad: train and fine-tune models without writing code.")
+    p.add_argument("--data-dir", default=None, help="data folder (runs, SQLite, models); default $TRAINPAD_DATA_DIR or ./trainpad_data")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a config in the foreground")
+    r.add_argument("config")
+    r.add_argument("overrides", nargs="*", help="key=value overrides of params")
+    r.add_argument("--name", default="")
+    r.add_argument("--grace", type=float, default=30.0, help="seconds to wait after Stop before killing")
+    r.set_defaults(fn=cmd_run)
+    v = sub.add_parser("validate", help="validate a config and check its data")
+    v.add_argument("config")
+    v.add_argument("overrides", nargs="*")
+    v.set_defaults(fn=cmd_validate)
+    ls = sub.add_parser("runs", help="list runs")
+    ls.add_argument("--status")
+    ls.add_argument("--task")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(fn=cmd_runs)
+    s = sub.add_parser("stop", help="stop a running run (it saves a checkpoint)")
+    s.add_argument("run_id")
+    s.set_defaults(fn=cmd_stop)
+    rs = sub.add_parser("resume", help="resume a run from its last checkpoint, in the foreground")
+    rs.add_argument("run_id")
+    rs.add_argument("--grace", type=float, default=30.0)
+    rs.set_defaults(fn=cmd_resume)
+    pr = sub.add_parser("predict", help="predict with a finished run's model")
+    pr.add_argument("run_id")
+    pr.add_argument("input", help="text, or JSON (a chat list, a row object...)")
+    pr.set_defaults(fn=cmd_predict)
+    a = sub.add_parser("app", help="start the studio UI")
+    a.add_argument("app_args", nargs=argparse.REMAINDER)
+    a.set_defaults(fn=cmd_app)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

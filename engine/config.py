@@ -1,0 +1,182 @@
+"""YAML run configs (``task: ... / params: ...``), ``key=value`` overrides, and AutoTrain configs."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from engine.errors import UserError
+from engine.params import public_dict, validate_params
+from engine.task import Task, get_task
+
+ENV_VAR = re.compile(r"\$\{(\w+)\}")
+
+
+def parse_value(text: str) -> Any:
+    """A CLI override value parsed as YAML (``3`` -> 3, ``true`` -> True, ``[a, b]`` -> list)."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` (and ``column_mapping.role=col``) overrides to a params dict."""
+    out = dict(params)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"Override `{item}` must look like key=value, e.g. epochs=1.")
+        key, value = item.split("=", 1)
+        if "." in key:
+            head, sub = key.split(".", 1)
+            out[head] = {**(out.get(head) or {}), sub: parse_value(value)}
+        else:
+            out[key.strip()] = parse_value(value)
+    return out
+
+
+def expand_env(obj: Any) -> Any:
+    """Replace ``${VAR}`` in strings with environment values (as AutoTrain configs do)."""
+    if isinstance(obj, str):
+        def sub(m: re.Match) -> str:
+            if m.group(1) not in os.environ:
+                raise UserError(f"Config uses ${{{m.group(1)}}} but the environment variable {m.group(1)} is not set.")
+            return os.environ[m.group(1)]
+        return ENV_VAR.sub(sub, obj)
+    if isinstance(obj, dict):
+        return {k: expand_env(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [expand_env(v) for v in obj]
+    return obj
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"Config file `{p}` does not exist.")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UserError(f"Config file `{p.name}` is not valid YAML: {e}") from None
+    if not isinstance(data, dict) or "task" not in data:
+        raise UserError(f"Config file `{p.name}` must be a mapping with `task:` and `params:` keys.")
+    return data
+
+
+def from_dict(data: dict[str, Any], overrides: list[str] | None = None, base_dir: Path | None = None) -> tuple[Task, BaseModel]:
+    """Validate a config dict (Trainpad or AutoTrain form) into a task and its params."""
+    data = expand_env(data)
+    if is_autotrain(data):
+        data = from_autotrain(data)
+    extra = sorted(set(data) - {"task", "params", "name"})
+    if extra:
+        raise UserError(f"Unknown top-level key(s) {', '.join(extra)} in config. Use `task:`, `params:` and optionally `name:`.")
+    task = get_task(str(data["task"]))
+    params = apply_overrides(dict(data.get("params") or {}), overrides or [])
+    if base_dir is not None:
+        params = _relative_paths(params, base_dir)
+    return task, validate_params(task.params, params)
+
+
+def _relative_paths(params: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """Data paths in a config are relative to the config file's folder (if that is where they exist)."""
+    for key in ("data_path", "valid_path", "base_model"):
+        value = params.get(key)
+        if isinstance(value, str) and value.startswith(("./", "../")) and (base_dir / value).exists():
+            params[key] = str((base_dir / value).resolve())
+    return params
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[Task, BaseModel]:
+    """Read and validate a YAML config (Trainpad or AutoTrain form) with overrides."""
+    return from_dict(read_yaml(path), overrides, Path(path).resolve().parent)
+
+
+def dump_config(task: Task, params: BaseModel, name: str = "") -> str:
+    """The YAML text of a validated config (no secrets), loadable by ``load_config``."""
+    doc: dict[str, Any] = {"task": task.name}
+    if name:
+        doc["name"] = name
+    doc["params"] = public_dict(params)
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+# --- AutoTrain Advanced configs -------------------------------------------------------------
+
+def is_autotrain(data: dict[str, Any]) -> bool:
+    return "base_model" in data or "data" in data or "project_name" in data
+
+
+# AutoTrain `params:` names -> Trainpad names (None = no equivalent, ignored with a note).
+AUTOTRAIN_PARAMS: dict[str, str | None] = {
+    "lr": "learning_rate", "epochs": "epochs", "batch_size": "batch_size",
+    "gradient_accumulation": "grad_accum", "warmup_ratio": "warmup_ratio", "weight_decay": "weight_decay",
+    "max_grad_norm": "max_grad_norm", "scheduler": "scheduler", "optimizer": "optimizer", "seed": "seed",
+    "block_size": "block_size", "model_max_length": "max_length", "max_seq_length": "max_length",
+    "padding": None, "logging_steps": "logging_steps", "eval_strategy": "eval_strategy",
+    "evaluation_strategy": "eval_strategy", "save_total_limit": "save_total_limit", "auto_find_batch_size": None,
+    "mixed_precision": "mixed_precision", "peft": "use_lora", "quantization": "quantization",
+    "lora_r": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
+    "target_modules": "lora_target_modules", "merge_adapter": "merge_adapter", "chat_template": "chat_template",
+    "trainer": None, "unsloth": None, "use_flash_attention_2": None, "disable_gradient_checkpointing": None,
+    "distributed_backend": None, "max_prompt_length": "max_prompt_length", "max_completion_length": "max_completion_length",
+    "dpo_beta": "beta", "model_ref": None, "add_eos_token": None, "early_stopping_patience": "early_stopping_patience",
+    "early_stopping_threshold": "early_stopping_threshold", "max_seq_len": "max_length", "num_trials": "num_trials",
+    "time_limit": "time_limit", "categorical_columns": None, "numerical_columns": None,
+    "max_target_length": "max_target_length", "max_length": "max_length", "save_strategy": "save_strategy",
+}
+MIXED = {"fp16": "fp16", "bf16": "bf16", "none": "no", None: "no", "no": "no"}
+QUANT = {"int4": "int4", "int8": "int8", "none": "none", None: "none"}
+
+
+def from_autotrain(data: dict[str, Any]) -> dict[str, Any]:
+    """Map an AutoTrain Advanced YAML onto Trainpad's ``task: / params:`` form."""
+    task = get_task(str(data.get("task", "")))
+    known = task.params.model_fields
+    params: dict[str, Any] = {"base_model": data.get("base_model", "")}
+    dcfg = data.get("data") or {}
+    params["data_path"] = dcfg.get("path", "")
+    if dcfg.get("train_split"):
+        params["train_split"] = dcfg["train_split"]
+    if dcfg.get("valid_split"):
+        params["valid_split"] = dcfg["valid_split"]
+    if dcfg.get("chat_template") and "chat_template" in known:
+        params["chat_template"] = {"tokenizer": "tokenizer", "chatml": "chatml", "zephyr": "zephyr"}.get(dcfg["chat_template"], dcfg["chat_template"])
+    mapping = {_autotrain_role(k): v for k, v in (dcfg.get("column_mapping") or {}).items()}
+    if mapping:
+        params["column_mapping"] = mapping
+    problems = []
+    for key, value in (data.get("params") or {}).items():
+        target = AUTOTRAIN_PARAMS.get(key, key)
+        if target is None:
+            continue
+        if target == "mixed_precision":
+            value = MIXED.get(value, value)
+        if target == "quantization":
+            value = QUANT.get(value, value)
+        if target == "use_lora" and "use_lora" in known:
+            params["use_lora"] = bool(value)
+            continue
+        if target in known:
+            params[target] = value
+        else:
+            problems.append(f"AutoTrain parameter `{key}` has no equivalent in Trainpad's {task.name} task; remove it.")
+    hub = data.get("hub") or {}
+    if hub.get("push_to_hub"):
+        params["push_to_hub"] = True
+        user = hub.get("username") or ""
+        name = data.get("project_name", "")
+        params["hub_repo_id"] = f"{user}/{name}" if user and name else name
+    if problems:
+        raise UserError(problems)
+    return {"task": task.name, "name": data.get("project_name", ""), "params": params}
+
+
+def _autotrain_role(key: str) -> str:
+    """AutoTrain names mapping keys ``text_column``, ``target_column``…; Trainpad uses the role."""
+    return key[: -len("_column")] if key.endswith("_column") else key

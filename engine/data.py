@@ -1,0 +1,278 @@
+"""Reading user data into pandas, mapping columns to task roles, splitting, and pre-flight checks.
+
+Only pandas is used for local files, so the checks run in the UI process before anything is
+queued. Hub datasets are read with ``datasets`` (imported lazily, in workers or the CLI).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from engine.errors import UserError
+
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+TRAIN_NAMES = ("train", "training")
+VALID_NAMES = ("validation", "valid", "val", "dev", "eval", "test")
+
+
+def read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
+    """Read one CSV/TSV/JSON/JSONL/Parquet file; plain-language errors for empty or broken files."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"Data file `{p}` does not exist. Check the path, or upload the file again.")
+    kind = EXTENSIONS.get(p.suffix.lower())
+    if kind is None:
+        raise UserError(
+            f"Data file `{p.name}` has an unsupported type `{p.suffix}`. Use one of: {', '.join(EXTENSIONS)}."
+        )
+    if p.stat().st_size == 0:
+        raise UserError(f"Data file `{p.name}` is empty. Upload a file with a header row and at least one data row.")
+    reader = {"csv": _read_csv, "tsv": _read_csv, "json": _read_json, "jsonl": _read_jsonl, "parquet": _read_parquet}[kind]
+    df = reader(p, nrows)
+    if len(df) == 0:
+        raise UserError(f"Data file `{p.name}` has a header but no data rows. Add at least one row.")
+    df.columns = [str(c) for c in df.columns]
+    return df
+
+
+def _read_csv(p: Path, nrows: int | None) -> pd.DataFrame:
+    sep = "\t" if p.suffix.lower() == ".tsv" else ","
+    try:
+        return pd.read_csv(p, sep=sep, nrows=nrows, keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"Data file `{p.name}` has no columns. Its first line must be a header row.") from None
+    except pd.errors.ParserError as e:
+        raise UserError(f"Data file `{p.name}` could not be parsed: {_parser_line(e)}. "
+                        "Check that row for extra separators or an unclosed quote.") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"Data file `{p.name}` is not UTF-8 text (byte {e.start}). Save it as UTF-8 CSV.") from None
+
+
+def _parser_line(e: Exception) -> str:
+    msg = str(e).strip()
+    # pandas says e.g. "Error tokenizing data. C error: Expected 2 fields in line 4, saw 3"
+    if "C error:" in msg:
+        msg = msg.split("C error:", 1)[1].strip()
+    return msg
+
+
+def _read_jsonl(p: Path, nrows: int | None) -> pd.DataFrame:
+    rows = []
+    with p.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"Data file `{p.name}`, line {lineno}: not valid JSON ({e.msg} at column {e.colno}). "
+                                "Each line must be one JSON object.") from None
+            if not isinstance(row, dict):
+                raise UserError(f"Data file `{p.name}`, line {lineno}: expected a JSON object like "
+                                f'{{"text": ...}}, got {type(row).__name__}.')
+            rows.append(row)
+            if nrows and len(rows) >= nrows:
+                break
+    return pd.DataFrame(rows)
+
+
+def _read_json(p: Path, nrows: int | None) -> pd.DataFrame:
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        if e.lineno > 1:  # maybe JSON lines with a .json suffix
+            try:
+                return _read_jsonl(p, nrows)
+            except UserError:
+                pass
+        raise UserError(f"Data file `{p.name}`, line {e.lineno}: not valid JSON ({e.msg}).") from None
+    if isinstance(data, dict):
+        for key in ("data", "rows", "train"):
+            if isinstance(data.get(key), list):
+                data = data[key]
+                break
+    if not isinstance(data, list):
+        raise UserError(f"Data file `{p.name}` must hold a list of objects (one per row), or be JSON lines.")
+    return pd.DataFrame(data[:nrows] if nrows else data)
+
+
+def _read_parquet(p: Path, nrows: int | None) -> pd.DataFrame:
+    try:
+        df = pd.read_parquet(p)
+    except Exception as e:  # pyarrow raises many types
+        raise UserError(f"Data file `{p.name}` is not a readable Parquet file ({e}).") from None
+    return df.head(nrows) if nrows else df
+
+
+def _pick(folder: Path, names: tuple[str, ...]) -> Path | None:
+    for f in sorted(folder.iterdir()):
+        if f.suffix.lower() in EXTENSIONS and any(f.stem.lower().startswith(n) for n in names):
+            return f
+    return None
+
+
+def is_local(source: str) -> bool:
+    """True when ``source`` looks like a local file or folder rather than a Hub dataset id."""
+    return bool(source) and (Path(source).exists() or source.startswith((".", "/", "~")) or Path(source).suffix.lower() in EXTENSIONS)
+
+
+def resolve_files(params: Any) -> tuple[Path, Path | None]:
+    """The local train file and optional validation file named by the params."""
+    src = Path(params.data_path).expanduser()
+    valid = Path(params.valid_path).expanduser() if params.valid_path else None
+    if src.is_dir():
+        train = _pick(src, (params.train_split or "train",) + TRAIN_NAMES)
+        if train is None:
+            files = [f.name for f in src.iterdir()]
+            raise UserError(f"Data folder `{src}` has no training file (looked for train.csv/.jsonl/...; found {files}).")
+        if valid is None:
+            names = (params.valid_split,) + VALID_NAMES if params.valid_split else VALID_NAMES
+            valid = _pick(src, names)
+        return train, valid
+    return src, valid
+
+
+def load_raw(params: Any, nrows: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Train and (if given) validation tables exactly as in the user's data."""
+    if not params.data_path:
+        raise UserError("No training data given. Set `data_path` to a file, a folder, or a Hub dataset id.")
+    if not is_local(params.data_path):
+        return _load_hub(params, nrows)
+    train, valid = resolve_files(params)
+    return read_table(train, nrows), (read_table(valid, nrows) if valid else None)
+
+
+def _load_hub(params: Any, nrows: int | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    import datasets  # heavy: only in workers / CLI
+
+    def split(name: str) -> pd.DataFrame:
+        s = f"{name}[:{nrows}]" if nrows else name
+        try:
+            ds = datasets.load_dataset(params.data_path, params.data_config or None, split=s)
+        except Exception as e:
+            raise UserError(f"Could not load Hub dataset `{params.data_path}` split `{name}`: {e}") from None
+        return ds.to_pandas()
+
+    return split(params.train_split or "train"), (split(params.valid_split) if params.valid_split else None)
+
+
+def resolve_mapping(task: Any, columns: list[str], mapping: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Map each role of ``task`` to a column: explicit mapping first, then same-name match.
+
+    Returns the mapping found and the problems (unknown roles, missing columns, missing required roles).
+    """
+    roles = {c.role: c for c in task.columns}
+    found: dict[str, str] = {}
+    problems = []
+    for role, col in mapping.items():
+        if role not in roles:
+            problems.append(f"column_mapping names an unknown role `{role}`. Roles for {task.name}: {', '.join(roles)}.")
+        elif col and col not in columns:
+            problems.append(f"Column `{col}` (mapped to role `{role}`) is not in the data. Columns found: {', '.join(columns)}.")
+        elif col:
+            found[role] = col
+    lower = {c.lower(): c for c in columns}
+    for role in roles:
+        if role not in found and role not in mapping and role.lower() in lower:
+            found[role] = lower[role.lower()]
+    for role, col in roles.items():
+        if col.required and role not in found and role not in mapping:
+            problems.append(
+                f"No column for `{role}` ({col.help}). Columns found: {', '.join(columns)}. "
+                f"Map one with column_mapping, e.g. {{{role}: {columns[0] if columns else 'my_column'}}}."
+            )
+    return found, problems
+
+
+def apply_mapping(df: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame:
+    """Keep only the mapped columns, renamed to their roles."""
+    return df[[mapping[r] for r in mapping]].set_axis(list(mapping), axis=1)
+
+
+def split_train_valid(df: pd.DataFrame, fraction: float, seed: int, stratify: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Hold out ``fraction`` of the rows for validation (stratified on ``stratify`` when possible)."""
+    if fraction <= 0 or len(df) < 4:
+        return df.reset_index(drop=True), None
+    n_valid = max(1, int(round(len(df) * fraction)))
+    strat = None
+    if stratify and stratify in df:
+        labels = df[stratify].astype(str)
+        counts = labels.value_counts()
+        if counts.min() >= 2 and n_valid >= len(counts):
+            strat = labels
+    from sklearn.model_selection import train_test_split
+
+    train, valid = train_test_split(df, test_size=n_valid, random_state=seed, shuffle=True, stratify=strat)
+    return train.reset_index(drop=True), valid.reset_index(drop=True)
+
+
+def load_splits(task: Any, params: Any) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Train/validation tables with columns renamed to the task's roles (used by workers)."""
+    raw_train, raw_valid = load_raw(params)
+    mapping, problems = resolve_mapping(task, list(raw_train.columns), params.column_mapping)
+    if problems:
+        raise UserError(problems)
+    train = apply_mapping(raw_train, mapping)
+    if params.max_rows:
+        train = train.sample(n=min(params.max_rows, len(train)), random_state=params.seed) if params.max_rows < len(train) else train
+    if raw_valid is not None:
+        return train.reset_index(drop=True), apply_mapping(raw_valid, mapping).reset_index(drop=True)
+    return split_train_valid(train, params.valid_fraction, params.seed, task.stratify_role)
+
+
+def check_data(task: Any, params: Any) -> list[str]:
+    """Pre-flight data checks in plain language (empty list = fine). Reads local files only."""
+    if not params.data_path:
+        return ["No training data given. Upload a file, or set `data_path` to a file, a folder, or a Hub dataset id."]
+    if not is_local(params.data_path):
+        return []  # Hub datasets are checked by the worker when it loads them
+    try:
+        train, valid = load_raw(params)
+    except UserError as e:
+        return e.problems
+    mapping, problems = resolve_mapping(task, list(train.columns), params.column_mapping)
+    if valid is not None:
+        missing = [c for c in mapping.values() if c not in valid.columns]
+        if missing:
+            problems.append(f"Validation data lacks column(s) {', '.join(missing)} that the training data has. "
+                            f"Validation columns: {', '.join(valid.columns)}.")
+    for role, col in mapping.items():
+        spec = next(c for c in task.columns if c.role == role)
+        if spec.required:
+            empty = train.index[train[col].isna()].tolist()
+            if empty:
+                problems.append(f"Column `{col}` ({role}) is empty in {len(empty)} row(s): {_rows(empty)}. Fill or remove those rows.")
+    if problems or task.check_data is None:
+        return problems
+    mapped_valid = apply_mapping(valid, mapping) if valid is not None and not any(c not in valid.columns for c in mapping.values()) else None
+    return task.check_data(apply_mapping(train, mapping), mapped_valid, params)
+
+
+def _rows(index: list[int], limit: int = 8) -> str:
+    """Row numbers as the user sees them in a spreadsheet (1 = first data row)."""
+    shown = ", ".join(str(i + 1) for i in index[:limit])
+    return shown + (f" and {len(index) - limit} more" if len(index) > limit else "")
+
+
+row_numbers = _rows
+
+
+def preview(path: str | Path, n: int = 20) -> pd.DataFrame:
+    """The first ``n`` rows of a file, for the UI preview."""
+    return read_table(path, nrows=n)
+
+
+def sniff_columns(path: str | Path) -> list[str]:
+    """Column names of a data file (reads only the head)."""
+    return list(read_table(path, nrows=5).columns)
+
+
+__all__ = [
+    "apply_mapping", "check_data", "csv", "load_raw", "load_splits", "preview", "read_table",
+    "resolve_mapping", "row_numbers", "sniff_columns", "split_train_valid",
+]

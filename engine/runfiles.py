@@ -1,0 +1,105 @@
+"""The run folder protocol: what a worker writes and the supervisor and UI read.
+
+runs/<id>/config.yaml   task + params (no secrets)
+runs/<id>/events.jsonl  one JSON object per line: {"type": "log"|"start"|"trial"|..., "step": ..., ...}
+runs/<id>/train.log     everything the worker prints
+runs/<id>/metrics.json  final metrics (success only)
+runs/<id>/error.json    {"message": one plain line, "type": exception class} (failure only)
+runs/<id>/outcome.json  {"status": "succeeded"|"failed"|"stopped", "exit_code": n}
+runs/<id>/model/        the trained model, model card README.md
+runs/<id>/checkpoints/  resumable checkpoints (checkpoint-<step>/)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+CONFIG, EVENTS, LOG, METRICS, ERROR, OUTCOME = (
+    "config.yaml", "events.jsonl", "train.log", "metrics.json", "error.json", "outcome.json",
+)
+MODEL_DIR, CHECKPOINTS = "model", "checkpoints"
+
+_STOP = {"requested": False}
+
+
+def request_stop(*_: Any) -> None:
+    """Signal handler: ask the running task to stop at its next step and save a checkpoint."""
+    _STOP["requested"] = True
+
+
+def stop_requested() -> bool:
+    return _STOP["requested"]
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return _clean(value.item())
+    return value
+
+
+def write_event(run_dir: str | Path, event: dict[str, Any]) -> None:
+    """Append one event line (flushed at once so the supervisor sees it)."""
+    event = {"time": time.time(), **{k: _clean(v) for k, v in event.items()}}
+    with open(Path(run_dir) / EVENTS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(event) + "\n")
+        f.flush()
+
+
+def read_events(run_dir: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Complete event lines after byte ``offset``; returns them and the new offset."""
+    path = Path(run_dir) / EVENTS
+    if not path.exists():
+        return [], offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        chunk = f.read()
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    events = []
+    for line in chunk[: end + 1].splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events, offset + end + 1
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps({k: _clean(v) for k, v in data.items()}, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def log_tail(run_dir: str | Path, max_bytes: int = 16_000) -> str:
+    """The last part of the run's log."""
+    path = Path(run_dir) / LOG
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - max_bytes))
+        return f.read().decode("utf-8", errors="replace")
+
+
+def last_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest ``checkpoint-<step>`` folder of a run, if any."""
+    folder = Path(run_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()]
+    return max(found)[1] if found else None

@@ -1,0 +1,89 @@
+"""The task contract and the registry of tasks.
+
+Each file in ``engine/tasks/`` defines ``TASK = Task(...)`` and is listed in ``TASK_MODULES``.
+Task modules must not import torch & co. at module level: the UI imports the registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from engine.errors import UserError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+# Explicit registry, in display order. Add a task by adding its module name here.
+TASK_MODULES = [
+    "llm_sft",
+]
+
+FAMILIES = ["LLM", "Text", "Vision", "Audio", "Tabular"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A role a data column can play for a task (e.g. ``text``, ``target``)."""
+
+    role: str
+    help: str
+    required: bool = True
+    kind: str = "text"  # text | label | number | list | messages | any
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything the engine and the UI need to know about one task."""
+
+    name: str
+    title: str
+    family: str
+    description: str
+    params: type[BaseModel]
+    columns: list[Column]
+    train: Callable[[Any, Path], dict[str, float]]
+    predict: Callable[[Path, Any], Any]
+    key_metric: str = "eval_loss"
+    greater_is_better: bool = False
+    model_note: str = ""
+    stratify_role: str | None = None
+    # Extra data checks: (train_df, valid_df or None, params) -> list of plain-language problems.
+    check_data: Callable[[Any, Any, Any], list[str]] | None = None
+    predict_input: str = "text"  # text | chat | json | table: which playground widget fits
+    autotrain_names: list[str] = field(default_factory=list)
+
+    @property
+    def example_config(self) -> Path:
+        return ASSETS / "examples" / f"{self.name}.yaml"
+
+
+_REGISTRY: dict[str, Task] = {}
+
+
+def _load() -> dict[str, Task]:
+    if not _REGISTRY:
+        for mod in TASK_MODULES:
+            task = importlib.import_module(f"engine.tasks.{mod}").TASK
+            _REGISTRY[task.name] = task
+    return _REGISTRY
+
+
+def all_tasks() -> list[Task]:
+    """Every registered task, in display order."""
+    return list(_load().values())
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``; a :class:`UserError` naming the valid tasks otherwise."""
+    tasks = _load()
+    if name not in tasks:
+        for task in tasks.values():
+            if name in task.autotrain_names:
+                return task
+        raise UserError(f"Unknown task `{name}`. Valid tasks: {', '.join(tasks)}.")
+    return tasks[name]

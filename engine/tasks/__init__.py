@@ -1,0 +1,1 @@
+"""One module per task; the registry in engine.task lists them."""
