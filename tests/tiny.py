@@ -77,3 +77,62 @@ def build_tiny_llama(out_dir: Path, hidden: int = 64, layers: int = 2, chat_temp
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def build_wordpiece_tokenizer(out_dir: Path, texts: list[str], vocab_size: int = 600):
+    """A BERT-style WordPiece tokenizer trained on ``texts``, saved as a transformers tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+    fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def build_tiny_bert(out_dir: Path, texts: list[str] | None = None, hidden: int = 32, layers: int = 2) -> Path:
+    """A 2-layer BERT encoder (plain ``BertModel`` weights; task heads are added at load time)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = build_wordpiece_tokenizer(out_dir, texts or corpus())
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                     intermediate_size=hidden * 2, max_position_embeddings=512, pad_token_id=tok.pad_token_id)
+    BertModel(cfg).save_pretrained(str(out_dir))
+    return out_dir
+
+
+def build_tiny_t5(out_dir: Path, texts: list[str] | None = None, d_model: int = 32, layers: int = 2) -> Path:
+    """A 2-layer T5 encoder-decoder with a BPE tokenizer trained on ``texts``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    specials = ["<pad>", "</s>", "<unk>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts or corpus(), trainers.BpeTrainer(vocab_size=500, special_tokens=specials,
+                                                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=512)
+    fast.save_pretrained(str(out_dir))
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=len(fast), d_model=d_model, d_kv=8, d_ff=d_model * 2, num_layers=layers, num_decoder_layers=layers,
+                   num_heads=4, pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id,
+                   decoder_start_token_id=fast.pad_token_id)
+    T5ForConditionalGeneration(cfg).save_pretrained(str(out_dir))
+    return out_dir
