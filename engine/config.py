@@ -113,11 +113,12 @@ def is_autotrain(data: dict[str, Any]) -> bool:
 
 
 # AutoTrain `params:` names -> Trainpad names (None = no equivalent, ignored with a note).
-AUTOTRAIN_PARAMS: dict[str, str | None] = {
+# A tuple lists candidates: the first one the task has wins.
+AUTOTRAIN_PARAMS: dict[str, str | tuple[str, ...] | None] = {
     "lr": "learning_rate", "epochs": "epochs", "batch_size": "batch_size",
     "gradient_accumulation": "grad_accum", "warmup_ratio": "warmup_ratio", "weight_decay": "weight_decay",
     "max_grad_norm": "max_grad_norm", "scheduler": "scheduler", "optimizer": "optimizer", "seed": "seed",
-    "block_size": "block_size", "model_max_length": "max_length", "max_seq_length": "max_length",
+    "block_size": ("block_size", "max_length"), "model_max_length": "max_length", "max_seq_length": "max_length",
     "padding": None, "logging_steps": "logging_steps", "eval_strategy": "eval_strategy",
     "evaluation_strategy": "eval_strategy", "save_total_limit": "save_total_limit", "auto_find_batch_size": None,
     "mixed_precision": "mixed_precision", "peft": "use_lora", "quantization": "quantization",
@@ -155,6 +156,8 @@ def from_autotrain(data: dict[str, Any]) -> dict[str, Any]:
         target = AUTOTRAIN_PARAMS.get(key, key)
         if target is None:
             continue
+        if isinstance(target, tuple):
+            target = next((t for t in target if t in known), target[0])
         if target == "mixed_precision":
             value = MIXED.get(value, value)
         if target == "quantization":
