@@ -15,6 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from engine.errors import UserError
 
 SECRET_FIELDS = ("hub_token",)
+# Names people bring from transformers / AutoTrain, for "did you mean" hints.
+ALIASES = {"lr": "learning_rate", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size",
+           "gradient_accumulation": "grad_accum", "gradient_accumulation_steps": "grad_accum", "block_size": "max_length",
+           "model_max_length": "max_length", "max_seq_length": "max_length", "peft": "use_lora",
+           "evaluation_strategy": "eval_strategy", "lr_scheduler_type": "scheduler", "optim": "optimizer",
+           "warmup_steps": "warmup_ratio", "model": "base_model", "train_path": "data_path"}
 
 
 def field(
@@ -119,8 +125,9 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], data: 
     for e in err.errors():
         name = ".".join(str(p) for p in e["loc"]) or "(config)"
         if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" Did you mean `{close[0]}`?" if close else " Remove it, or see `trainpad validate` for the list of parameters."
+            alias = ALIASES.get(name)
+            close = [alias] if alias in known else difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else " Remove it (see the task's example config for its parameters)."
             problems.append(f"Unknown parameter `{name}` = {e['input']!r}.{hint}")
             continue
         given = e.get("input")
