@@ -1,0 +1,131 @@
+"""Data for a task tab: keeping uploads, previews, and matching columns to the task's roles.
+
+Uploads are copied into ``<data_dir>/uploads/`` so a run never depends on Gradio's temp folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+
+from engine import data
+from engine.errors import UserError
+from engine.task import Task
+
+UPLOAD_TYPES = [".csv", ".tsv", ".json", ".jsonl", ".parquet", ".pq", ".zip"]
+MEDIA_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+                  ".wav", ".mp3", ".flac", ".ogg", ".m4a"}
+PREVIEW_ROWS = 20
+
+
+def keep_upload(path: str | Path, uploads_dir: Path) -> Path:
+    """Copy an uploaded file into ``uploads_dir`` (content-addressed); a ZIP is unpacked to a folder."""
+    src = Path(path)
+    digest = _digest(src)
+    uploads_dir.mkdir(parents=True, exist_ok=True)
+    if src.suffix.lower() == ".zip":
+        return _unzip(src, uploads_dir / f"{src.stem}-{digest}")
+    dest = uploads_dir / f"{src.stem}-{digest}{src.suffix.lower()}"
+    if not dest.exists():
+        shutil.copyfile(src, dest)
+    return dest
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:10]
+
+
+def _unzip(src: Path, dest: Path) -> Path:
+    """Unpack safely (no paths leaving ``dest``); a single top folder inside becomes the data folder."""
+    try:
+        archive = zipfile.ZipFile(src)
+    except zipfile.BadZipFile:
+        raise UserError(f"`{src.name}` is not a readable ZIP file. Zip the data folder again and upload it.") from None
+    with archive:
+        names = [n for n in archive.namelist() if not n.startswith("__MACOSX/")]
+        for n in names:
+            if Path(n).is_absolute() or ".." in Path(n).parts:
+                raise UserError(f"`{src.name}` holds an unsafe path `{n}`. Zip the folder with relative paths.")
+        if not dest.exists():
+            archive.extractall(dest, members=names)
+    entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+
+
+def source_params(data_path: str, valid_path: str = "", train_split: str = "train", valid_split: str = "",
+                  data_config: str = "") -> Any:
+    """The data-location fields ``engine.data`` reads, without a full params object."""
+    return SimpleNamespace(data_path=data_path, valid_path=valid_path, train_split=train_split or "train",
+                           valid_split=valid_split, data_config=data_config)
+
+
+def preview(source: Any) -> tuple[pd.DataFrame, str]:
+    """The first rows of local data and a one-line note; a Hub id only gets a note (no network here)."""
+    path = str(source.data_path or "").strip()
+    if not path:
+        return pd.DataFrame(), ""
+    if not data.is_local(path):
+        return pd.DataFrame(), (f"Hub dataset `{path}` (split `{source.train_split}`): the worker downloads it when "
+                                "the run starts. Type the column names into the mapping below if they differ from the roles.")
+    folder = Path(path).expanduser()
+    if folder.is_dir() and not _has_table(folder):
+        return media_listing(folder), f"Folder `{folder.name}`: files and the sub-folder each one is in (usually its label)."
+    train, valid = data.load_raw(source, nrows=PREVIEW_ROWS)
+    note = f"First {len(train)} rows of `{Path(path).name}`" + (" (a validation file was found too)." if valid is not None else ".")
+    return train, note
+
+
+def _has_table(folder: Path) -> bool:
+    return any(f.suffix.lower() in data.EXTENSIONS for f in folder.iterdir())
+
+
+def media_listing(folder: Path, limit: int = PREVIEW_ROWS) -> pd.DataFrame:
+    rows = []
+    for f in sorted(folder.rglob("*")):
+        if f.suffix.lower() in MEDIA_SUFFIXES:
+            rows.append({"file": str(f.relative_to(folder)), "folder": f.parent.name})
+            if len(rows) >= limit:
+                break
+    return pd.DataFrame(rows)
+
+
+def match_columns(task: Task, columns: list[str], current: dict[str, str] | None = None) -> dict[str, str]:
+    """Role -> column: keep a current choice that still exists, else the column named like the role."""
+    current = current or {}
+    lower = {c.lower(): c for c in columns}
+    found = {}
+    for col in task.columns:
+        keep = current.get(col.role)
+        if keep and keep in columns:
+            found[col.role] = keep
+        elif col.role.lower() in lower:
+            found[col.role] = lower[col.role.lower()]
+        else:
+            found[col.role] = ""
+    return found
+
+
+def display_frame(df: pd.DataFrame, max_chars: int = 200) -> pd.DataFrame:
+    """Cells as short text, so lists and long strings show in the preview table."""
+    def short(v: Any) -> str:
+        text = v if isinstance(v, str) else ("" if _is_missing(v) else str(v))
+        return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+
+    return df.apply(lambda col: col.map(short)) if len(df.columns) else df
+
+
+def _is_missing(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,100 @@
+"""The whole studio: header, one tab per task (grouped by family), Runs, Playground, Docs.
+
+Built from the task registry at start-up; adding a task to ``engine.task.TASK_MODULES`` adds its tab.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from engine import system
+from engine.backends import all_backends
+from engine.task import FAMILIES, Task, all_tasks
+from ui import playground, runs, task_tab
+from ui.context import Context
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "assets"
+CSS_PATH = ASSETS / "style.css"
+LOGO_PATH = ASSETS / "logo.svg"
+TIMER_SECONDS = 1.0
+
+
+def tasks_by_family() -> dict[str, list[Task]]:
+    """Registered tasks grouped by family, families in the fixed order (unknown ones last)."""
+    groups: dict[str, list[Task]] = {}
+    for task in all_tasks():
+        groups.setdefault(task.family, []).append(task)
+    order = FAMILIES + sorted(set(groups) - set(FAMILIES))
+    return {f: groups[f] for f in order if f in groups}
+
+
+def header(ctx: Context) -> tuple[gr.Dropdown, gr.Button]:
+    with gr.Row(elem_id="tp-header", equal_height=True):
+        logo = LOGO_PATH.read_text(encoding="utf-8") if LOGO_PATH.exists() else ""
+        gr.HTML(f'<div class="tp-brand">{logo}<span>Trainpad</span></div>', scale=1, min_width=160)
+        gr.Markdown(f"**Machine:** {system.summary()}", elem_id="tp-resources", scale=3)
+        backends = all_backends(ctx.concurrency)
+        backend = gr.Dropdown([(b.title, b.name) for b in backends], value=backends[0].name, label="Run on",
+                              elem_id="tp-backend", scale=2, info=backends[0].note)
+        docs = gr.Button("Docs", scale=0, min_width=80, elem_id="tp-docs", size="sm")
+    return backend, docs
+
+
+def build_demo(ctx: Context) -> gr.Blocks:
+    """Build the Blocks (not launched)."""
+    with gr.Blocks(title="Trainpad", fill_width=True) as demo:
+        backend, docs = header(ctx)
+        run_id = gr.Textbox(label="Selected run", elem_id="run-id", render=False, scale=3,
+                            placeholder="click a row in the table, or paste a run id")
+        timer = gr.Timer(TIMER_SECONDS, active=False)
+        saved_run = gr.BrowserState("", storage_key="trainpad_selected_run", secret=ctx.browser_secret())
+        load_request = gr.State(None)
+        tabs: list[tuple[task_tab.TaskTab, Any]] = []
+        with gr.Tabs(elem_id="tp-main") as main_tabs:
+            with gr.Tab("Train", id="train", elem_id="tab-train"):
+                family_tabs = _task_tabs(ctx, tabs)
+            with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
+                page = runs.build(ctx, run_id)
+            with gr.Tab("Playground", id="playground", elem_id="tab-playground") as play_tab:
+                playground.build_and_wire(ctx, demo, play_tab)
+            with gr.Tab("Docs", id="docs", elem_id="tab-docs"):
+                readme = ROOT / "README.md"
+                gr.Markdown(readme.read_text(encoding="utf-8") if readme.exists() else "See the project README.")
+        shared = task_tab.Shared(run_id=run_id, main_tabs=main_tabs, family_tabs=family_tabs, timer=timer,
+                                 backend=backend, load_request=load_request)
+        for tab, inner_tabs in tabs:
+            task_tab.wire(tab, ctx, shared, inner_tabs)
+        runs.wire(ctx, page, run_id, timer, saved_run, load_request, main_tabs)
+        docs.click(lambda: gr.Tabs(selected="docs"), None, main_tabs, api_visibility="private", queue=False)
+        demo.load(lambda saved: runs.restore(ctx, saved), saved_run, [run_id, timer], api_visibility="private",
+                  concurrency_limit=None)
+    return demo
+
+
+
+def _task_tabs(ctx: Context, out: list[tuple[task_tab.TaskTab, Any]]) -> gr.Tabs:
+    """Family tabs holding task tabs; fills ``out`` with (TaskTab, its family's Tabs)."""
+    with gr.Tabs(elem_id="tp-families") as family_tabs:
+        for family, tasks in tasks_by_family().items():
+            with gr.Tab(family, id=f"family-{family}", elem_id=f"family-{family}"):
+                with gr.Tabs() as inner:
+                    for task in tasks:
+                        with gr.Tab(task.title, id=f"task-{task.name}", elem_id=f"tab-{task.name}"):
+                            out.append((task_tab.build(task, ctx), inner))
+    return family_tabs
+
+
+def launch_kwargs(ctx: Context) -> dict:
+    """Theme, CSS and file access for ``demo.launch`` (Gradio 6 takes them there, not in Blocks)."""
+    return {
+        "theme": gr.themes.Soft(primary_hue="indigo"),
+        "css": CSS_PATH.read_text(encoding="utf-8") if CSS_PATH.exists() else None,
+        "allowed_paths": [str(ctx.exports_dir)],
+        "footer_links": ["api", "settings"],
+        "run_history": False,
+        "favicon_path": str(LOGO_PATH) if LOGO_PATH.exists() else None,
+    }
