@@ -27,25 +27,53 @@ def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
             continue
         user, sep, password = line.partition(":")
         if not sep or not user or not password:
-            raise SystemExit(f"--auth: expected user:password (or a file of such lines), got {line.split(':')[0]!r}:…")
+            raise SystemExit(
+                f"--auth: expected user:password (or a file of such lines), got {line.split(':')[0]!r}:…"
+            )
         pairs.append((user, password))
     return pairs or None
 
 
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="trainpad app", description="Start the Trainpad studio (a Gradio web app).")
-    p.add_argument("--host", default=env("GRADIO_SERVER_NAME") or ("0.0.0.0" if ON_SPACES else "127.0.0.1"),
-                   help="address to listen on (default 127.0.0.1; $GRADIO_SERVER_NAME)")
-    p.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT") or 7860), help="port (default 7860; $GRADIO_SERVER_PORT)")
-    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
-    p.add_argument("--auth", default=env("TRAINPAD_AUTH"),
-                   help="password login: user:pass, or a file of user:pass lines ($TRAINPAD_AUTH)")
-    p.add_argument("--data-dir", default=None,
-                   help="runs, history and models (default $TRAINPAD_DATA_DIR, /data/trainpad on a Space with storage, ./trainpad_data)")
-    p.add_argument("--concurrency", type=int, default=int(env("TRAINPAD_CONCURRENCY") or 1),
-                   help="runs trained at the same time; more wait in the queue (default 1; $TRAINPAD_CONCURRENCY)")
-    p.add_argument("--max-file-size", default=env("TRAINPAD_MAX_UPLOAD") or "2gb", help="largest upload (default 2gb)")
+    p = argparse.ArgumentParser(
+        prog="trainpad app", description="Start the Trainpad studio (a Gradio web app)."
+    )
+    p.add_argument(
+        "--host",
+        default=env("GRADIO_SERVER_NAME") or ("0.0.0.0" if ON_SPACES else "127.0.0.1"),
+        help="address to listen on (default 127.0.0.1; $GRADIO_SERVER_NAME)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(env("GRADIO_SERVER_PORT") or 7860),
+        help="port (default 7860; $GRADIO_SERVER_PORT)",
+    )
+    p.add_argument(
+        "--share", action="store_true", help="also open a public gradio.live link (needs internet)"
+    )
+    p.add_argument(
+        "--auth",
+        default=env("TRAINPAD_AUTH"),
+        help="password login: user:pass, or a file of user:pass lines ($TRAINPAD_AUTH)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="runs, history and models (default $TRAINPAD_DATA_DIR, /data/trainpad on a Space with storage, ./trainpad_data)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(env("TRAINPAD_CONCURRENCY") or 1),
+        help="runs trained at the same time; more wait in the queue (default 1; $TRAINPAD_CONCURRENCY)",
+    )
+    p.add_argument(
+        "--max-file-size",
+        default=env("TRAINPAD_MAX_UPLOAD") or "2gb",
+        help="largest upload (default 2gb)",
+    )
     return p
 
 
@@ -60,15 +88,31 @@ def create(data_dir: str | Path | None = None, concurrency: int = 1) -> tuple[An
     return ctx, build_demo(ctx)
 
 
-def launch(ctx: Any, demo: Any, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-           auth: list[tuple[str, str]] | None = None, max_file_size: str = "2gb", **kw: Any) -> Any:
+def launch(
+    ctx: Any,
+    demo: Any,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    auth: list[tuple[str, str]] | None = None,
+    max_file_size: str = "2gb",
+    **kw: Any,
+) -> Any:
     """Queue and launch ``demo`` with the studio's theme and settings."""
     from ui.studio import launch_kwargs
 
     demo.queue(default_concurrency_limit=4, max_size=None)
-    return demo.launch(server_name=host, server_port=port, share=share and not ON_SPACES, auth=auth,
-                       auth_message="Trainpad login" if auth else None, max_file_size=max_file_size,
-                       show_error=True, **launch_kwargs(ctx), **kw)
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share and not ON_SPACES,
+        auth=auth,
+        auth_message="Trainpad login" if auth else None,
+        max_file_size=max_file_size,
+        show_error=True,
+        **launch_kwargs(ctx),
+        **kw,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     ctx, demo = create(args.data_dir, args.concurrency)
     print(f"Trainpad: data folder {ctx.data_dir}", flush=True)
     try:
-        launch(ctx, demo, args.host, args.port, args.share, parse_auth(args.auth), args.max_file_size)
+        launch(
+            ctx, demo, args.host, args.port, args.share, parse_auth(args.auth), args.max_file_size
+        )
     finally:
         ctx.supervisor.shutdown()
     return 0

@@ -16,8 +16,12 @@ class Backend:
 def all_backends(concurrency: int = 1) -> list[Backend]:
     """The backends a run can be sent to, the default first."""
     return [
-        Backend("local", f"Local (this machine, {concurrency} run{'s' if concurrency != 1 else ''} at a time)", concurrency,
-                "Runs as subprocesses of this app; more runs wait in the queue."),
+        Backend(
+            "local",
+            f"Local (this machine, {concurrency} run{'s' if concurrency != 1 else ''} at a time)",
+            concurrency,
+            "Runs as subprocesses of this app; more runs wait in the queue.",
+        ),
     ]
 
 
@@ -26,4 +30,6 @@ def get_backend(name: str, concurrency: int = 1) -> Backend:
     for backend in all_backends(concurrency):
         if backend.name == name:
             return backend
-    raise ValueError(f"Unknown backend `{name}`. Valid: {', '.join(b.name for b in all_backends(concurrency))}.")
+    raise ValueError(
+        f"Unknown backend `{name}`. Valid: {', '.join(b.name for b in all_backends(concurrency))}."
+    )

@@ -32,8 +32,13 @@ def gpus(timeout: float = 3.0) -> list[Gpu]:
     if not exe:
         return []
     try:
-        out = subprocess.run([exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=timeout, check=True).stdout
+        out = subprocess.run(
+            [exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     return parse_nvidia_smi(out)
@@ -57,7 +62,9 @@ def resources() -> Resources:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return Resources(cpu_cores=cores, ram_gb=round(psutil.virtual_memory().total / 2**30, 1), gpus=gpus())
+    return Resources(
+        cpu_cores=cores, ram_gb=round(psutil.virtual_memory().total / 2**30, 1), gpus=gpus()
+    )
 
 
 def summary(res: Resources | None = None) -> str:

@@ -50,5 +50,7 @@ class Context:
         """Model folders under ``<data_dir>/models`` (any folder holding a config.json), newest first."""
         if not self.models_dir.is_dir():
             return []
-        found = [p.parent for p in self.models_dir.glob("*/config.json")] + [p.parent for p in self.models_dir.glob("*/*/config.json")]
+        found = [p.parent for p in self.models_dir.glob("*/config.json")] + [
+            p.parent for p in self.models_dir.glob("*/*/config.json")
+        ]
         return [str(p) for p in sorted(set(found), key=lambda p: p.stat().st_mtime, reverse=True)]

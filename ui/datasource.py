@@ -19,8 +19,21 @@ from engine.errors import UserError
 from engine.task import Task
 
 UPLOAD_TYPES = [".csv", ".tsv", ".json", ".jsonl", ".parquet", ".pq", ".zip"]
-MEDIA_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-                  ".wav", ".mp3", ".flac", ".ogg", ".m4a"}
+MEDIA_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".wav",
+    ".mp3",
+    ".flac",
+    ".ogg",
+    ".m4a",
+}
 PREVIEW_ROWS = 20
 
 
@@ -50,23 +63,37 @@ def _unzip(src: Path, dest: Path) -> Path:
     try:
         archive = zipfile.ZipFile(src)
     except zipfile.BadZipFile:
-        raise UserError(f"`{src.name}` is not a readable ZIP file. Zip the data folder again and upload it.") from None
+        raise UserError(
+            f"`{src.name}` is not a readable ZIP file. Zip the data folder again and upload it."
+        ) from None
     with archive:
         names = [n for n in archive.namelist() if not n.startswith("__MACOSX/")]
         for n in names:
             if Path(n).is_absolute() or ".." in Path(n).parts:
-                raise UserError(f"`{src.name}` holds an unsafe path `{n}`. Zip the folder with relative paths.")
+                raise UserError(
+                    f"`{src.name}` holds an unsafe path `{n}`. Zip the folder with relative paths."
+                )
         if not dest.exists():
             archive.extractall(dest, members=names)
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
 
 
-def source_params(data_path: str, valid_path: str = "", train_split: str = "train", valid_split: str = "",
-                  data_config: str = "") -> Any:
+def source_params(
+    data_path: str,
+    valid_path: str = "",
+    train_split: str = "train",
+    valid_split: str = "",
+    data_config: str = "",
+) -> Any:
     """The data-location fields ``engine.data`` reads, without a full params object."""
-    return SimpleNamespace(data_path=data_path, valid_path=valid_path, train_split=train_split or "train",
-                           valid_split=valid_split, data_config=data_config)
+    return SimpleNamespace(
+        data_path=data_path,
+        valid_path=valid_path,
+        train_split=train_split or "train",
+        valid_split=valid_split,
+        data_config=data_config,
+    )
 
 
 def preview(source: Any) -> tuple[pd.DataFrame, str]:
@@ -75,13 +102,19 @@ def preview(source: Any) -> tuple[pd.DataFrame, str]:
     if not path:
         return pd.DataFrame(), ""
     if not data.is_local(path):
-        return pd.DataFrame(), (f"Hub dataset `{path}` (split `{source.train_split}`): the worker downloads it when "
-                                "the run starts. Type the column names into the mapping below if they differ from the roles.")
+        return pd.DataFrame(), (
+            f"Hub dataset `{path}` (split `{source.train_split}`): the worker downloads it when "
+            "the run starts. Type the column names into the mapping below if they differ from the roles."
+        )
     folder = Path(path).expanduser()
     if folder.is_dir() and not _has_table(folder):
-        return media_listing(folder), f"Folder `{folder.name}`: files and the sub-folder each one is in (usually its label)."
+        return media_listing(
+            folder
+        ), f"Folder `{folder.name}`: files and the sub-folder each one is in (usually its label)."
     train, valid = data.load_raw(source, nrows=PREVIEW_ROWS)
-    note = f"First {len(train)} rows of `{Path(path).name}`" + (" (a validation file was found too)." if valid is not None else ".")
+    note = f"First {len(train)} rows of `{Path(path).name}`" + (
+        " (a validation file was found too)." if valid is not None else "."
+    )
     return train, note
 
 
@@ -99,7 +132,9 @@ def media_listing(folder: Path, limit: int = PREVIEW_ROWS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def match_columns(task: Task, columns: list[str], current: dict[str, str] | None = None) -> dict[str, str]:
+def match_columns(
+    task: Task, columns: list[str], current: dict[str, str] | None = None
+) -> dict[str, str]:
     """Role -> column: keep a current choice that still exists, else the column named like the role."""
     current = current or {}
     lower = {c.lower(): c for c in columns}
@@ -117,6 +152,7 @@ def match_columns(task: Task, columns: list[str], current: dict[str, str] | None
 
 def display_frame(df: pd.DataFrame, max_chars: int = 200) -> pd.DataFrame:
     """Cells as short text, so lists and long strings show in the preview table."""
+
     def short(v: Any) -> str:
         text = v if isinstance(v, str) else ("" if _is_missing(v) else str(v))
         return text if len(text) <= max_chars else text[: max_chars - 1] + "…"

@@ -38,8 +38,14 @@ def header(ctx: Context) -> tuple[gr.Dropdown, gr.Button]:
         gr.HTML(f'<div class="tp-brand">{logo}<span>Trainpad</span></div>', scale=1, min_width=160)
         gr.Markdown(f"**Machine:** {system.summary()}", elem_id="tp-resources", scale=3)
         backends = all_backends(ctx.concurrency)
-        backend = gr.Dropdown([(b.title, b.name) for b in backends], value=backends[0].name, label="Run on",
-                              elem_id="tp-backend", scale=2, info=backends[0].note)
+        backend = gr.Dropdown(
+            [(b.title, b.name) for b in backends],
+            value=backends[0].name,
+            label="Run on",
+            elem_id="tp-backend",
+            scale=2,
+            info=backends[0].note,
+        )
         docs = gr.Button("Docs", scale=0, min_width=80, elem_id="tp-docs", size="sm")
     return backend, docs
 
@@ -48,10 +54,17 @@ def build_demo(ctx: Context) -> gr.Blocks:
     """Build the Blocks (not launched)."""
     with gr.Blocks(title="Trainpad", fill_width=True) as demo:
         backend, docs = header(ctx)
-        run_id = gr.Textbox(label="Selected run", elem_id="run-id", render=False, scale=3,
-                            placeholder="click a row in the table, or paste a run id")
+        run_id = gr.Textbox(
+            label="Selected run",
+            elem_id="run-id",
+            render=False,
+            scale=3,
+            placeholder="click a row in the table, or paste a run id",
+        )
         timer = gr.Timer(TIMER_SECONDS, active=False)
-        saved_run = gr.BrowserState("", storage_key="trainpad_selected_run", secret=ctx.browser_secret())
+        saved_run = gr.BrowserState(
+            "", storage_key="trainpad_selected_run", secret=ctx.browser_secret()
+        )
         load_request = gr.State(None)
         tabs: list[tuple[task_tab.TaskTab, Any]] = []
         with gr.Tabs(elem_id="tp-main") as main_tabs:
@@ -63,17 +76,33 @@ def build_demo(ctx: Context) -> gr.Blocks:
                 playground.build_and_wire(ctx, demo, play_tab)
             with gr.Tab("Docs", id="docs", elem_id="tab-docs"):
                 readme = ROOT / "README.md"
-                gr.Markdown(readme.read_text(encoding="utf-8") if readme.exists() else "See the project README.")
-        shared = task_tab.Shared(run_id=run_id, main_tabs=main_tabs, family_tabs=family_tabs, timer=timer,
-                                 backend=backend, load_request=load_request)
+                gr.Markdown(
+                    readme.read_text(encoding="utf-8")
+                    if readme.exists()
+                    else "See the project README."
+                )
+        shared = task_tab.Shared(
+            run_id=run_id,
+            main_tabs=main_tabs,
+            family_tabs=family_tabs,
+            timer=timer,
+            backend=backend,
+            load_request=load_request,
+        )
         for tab, inner_tabs in tabs:
             task_tab.wire(tab, ctx, shared, inner_tabs)
         runs.wire(ctx, page, run_id, timer, saved_run, load_request, main_tabs)
-        docs.click(lambda: gr.Tabs(selected="docs"), None, main_tabs, api_visibility="private", queue=False)
-        demo.load(lambda saved: runs.restore(ctx, saved), saved_run, [run_id, timer], api_visibility="private",
-                  concurrency_limit=None)
+        docs.click(
+            lambda: gr.Tabs(selected="docs"), None, main_tabs, api_visibility="private", queue=False
+        )
+        demo.load(
+            lambda saved: runs.restore(ctx, saved),
+            saved_run,
+            [run_id, timer],
+            api_visibility="private",
+            concurrency_limit=None,
+        )
     return demo
-
 
 
 def _task_tabs(ctx: Context, out: list[tuple[task_tab.TaskTab, Any]]) -> gr.Tabs:

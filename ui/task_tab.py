@@ -15,7 +15,8 @@ import gradio as gr
 import pandas as pd
 import yaml
 
-from engine import config as cfg, data
+from engine import config as cfg
+from engine import data
 from engine.errors import UserError
 from engine.params import validate_params
 from engine.task import Task
@@ -54,8 +55,13 @@ class TaskTab:
 
     def inputs(self) -> dict[str, Any]:
         """Every value the handlers read, by keyword (``inputs_kwargs``)."""
-        named = {"base_model": self.base_model, "data_path": self.data_path, "upload": self.upload,
-                 "run_name": self.run_name, "hf_token": self.hf_token}
+        named = {
+            "base_model": self.base_model,
+            "data_path": self.data_path,
+            "upload": self.upload,
+            "run_name": self.run_name,
+            "hf_token": self.hf_token,
+        }
         named.update(self.data_fields)
         named.update({MAP_PREFIX + role: comp for role, comp in self.mapping.items()})
         named.update(self.form)
@@ -67,11 +73,14 @@ def form_fields(task: Task) -> list[str]:
     names = [n for n in task.params.model_fields if n not in SPECIAL_FIELDS]
     clash = RESERVED & set(names) | {n for n in names if n.startswith(MAP_PREFIX)}
     if clash:
-        raise ValueError(f"Task {task.name}: parameter name(s) {sorted(clash)} clash with the form's own inputs; rename them.")
+        raise ValueError(
+            f"Task {task.name}: parameter name(s) {sorted(clash)} clash with the form's own inputs; rename them."
+        )
     return names
 
 
 # --- layout -----------------------------------------------------------------------------------
+
 
 def build(task: Task, ctx: Context) -> TaskTab:
     """Lay out the tab's widgets (call inside a ``gr.Tab``)."""
@@ -81,28 +90,51 @@ def build(task: Task, ctx: Context) -> TaskTab:
     gr.Markdown(f"### {task.title}\n{task.description}", elem_classes=["tp-task-intro"])
     with gr.Group():
         tab.base_model = gr.Dropdown(
-            choices=ctx.local_models(), value=fields["base_model"].default or None, allow_custom_value=True,
-            label="Base model", elem_id=f"{p}-base_model", interactive=True,
+            choices=ctx.local_models(),
+            value=fields["base_model"].default or None,
+            allow_custom_value=True,
+            label="Base model",
+            elem_id=f"{p}-base_model",
+            interactive=True,
             info=f"{task.model_note} Type a Hub model id, or pick/paste a local model folder "
-                 f"(folders under {ctx.models_dir.name}/ in the data folder are listed).".strip())
+            f"(folders under {ctx.models_dir.name}/ in the data folder are listed).".strip(),
+        )
     with gr.Accordion("Data", open=True, elem_id=f"{p}-data"):
         _data_section(task, tab)
     with gr.Accordion("Parameters", open=True, elem_id=f"{p}-params"):
         tab.form = forms.build_form(task.params, p, form_fields(task))
     with gr.Row(equal_height=True):
-        tab.run_name = gr.Textbox(label="Run name", placeholder="optional", elem_id=f"{p}-run_name", scale=2)
-        tab.hf_token = gr.Textbox(label="Hugging Face token", type="password", placeholder="optional: private models, push to Hub",
-                                  elem_id=f"{p}-hf_token", scale=2,
-                                  info="Passed to the run's process only; never saved.")
+        tab.run_name = gr.Textbox(
+            label="Run name", placeholder="optional", elem_id=f"{p}-run_name", scale=2
+        )
+        tab.hf_token = gr.Textbox(
+            label="Hugging Face token",
+            type="password",
+            placeholder="optional: private models, push to Hub",
+            elem_id=f"{p}-hf_token",
+            scale=2,
+            info="Passed to the run's process only; never saved.",
+        )
     with gr.Row():
         tab.buttons["check"] = gr.Button("Check", elem_id=f"{p}-check")
         tab.buttons["config"] = gr.Button("Config", elem_id=f"{p}-config")
-        tab.buttons["load"] = gr.UploadButton("Load config", file_types=[".yaml", ".yml"], elem_id=f"{p}-load")
+        tab.buttons["load"] = gr.UploadButton(
+            "Load config", file_types=[".yaml", ".yml"], elem_id=f"{p}-load"
+        )
         tab.buttons["start"] = gr.Button("Start", variant="primary", elem_id=f"{p}-start")
     tab.form_msg = gr.Markdown(elem_id=f"{p}-form_msg", elem_classes=["tp-problems"])
-    with gr.Accordion("Config (YAML) and command", open=False, visible=False, elem_id=f"{p}-config_box") as tab.config_box:
-        tab.config_yaml = gr.Code(language="yaml", label="config.yaml", elem_id=f"{p}-config_yaml", interactive=False)
-        tab.config_cmd = gr.Code(language="shell", label="Run it from a terminal", elem_id=f"{p}-config_cmd", interactive=False)
+    with gr.Accordion(
+        "Config (YAML) and command", open=False, visible=False, elem_id=f"{p}-config_box"
+    ) as tab.config_box:
+        tab.config_yaml = gr.Code(
+            language="yaml", label="config.yaml", elem_id=f"{p}-config_yaml", interactive=False
+        )
+        tab.config_cmd = gr.Code(
+            language="shell",
+            label="Run it from a terminal",
+            elem_id=f"{p}-config_cmd",
+            interactive=False,
+        )
         tab.config_file = gr.File(label="Download", elem_id=f"{p}-config_file", interactive=False)
     return tab
 
@@ -110,35 +142,63 @@ def build(task: Task, ctx: Context) -> TaskTab:
 def _data_section(task: Task, tab: TaskTab) -> None:
     p, fields = task.name, task.params.model_fields
     with gr.Row():
-        tab.upload = gr.File(label="Upload data (CSV, TSV, JSON, JSONL, Parquet, or a ZIP of a folder)",
-                             file_types=datasource.UPLOAD_TYPES, elem_id=f"{p}-upload", scale=1, height=140)
+        tab.upload = gr.File(
+            label="Upload data (CSV, TSV, JSON, JSONL, Parquet, or a ZIP of a folder)",
+            file_types=datasource.UPLOAD_TYPES,
+            elem_id=f"{p}-upload",
+            scale=1,
+            height=140,
+        )
         with gr.Column(scale=2):
-            tab.data_path = gr.Textbox(label="Data: local file or folder, or Hub dataset id", elem_id=f"{p}-data_path",
-                                       info=fields["data_path"].description, value=fields["data_path"].default)
+            tab.data_path = gr.Textbox(
+                label="Data: local file or folder, or Hub dataset id",
+                elem_id=f"{p}-data_path",
+                info=fields["data_path"].description,
+                value=fields["data_path"].default,
+            )
             with gr.Row():
                 for name in DATA_FIELDS:
                     if name in fields:
-                        tab.data_fields[name] = forms.make_component(fields[name], name, f"{p}-{name}")
+                        tab.data_fields[name] = forms.make_component(
+                            fields[name], name, f"{p}-{name}"
+                        )
     tab.data_msg = gr.Markdown(elem_id=f"{p}-data_msg", elem_classes=["tp-problems"])
-    tab.preview = gr.Dataframe(value=pd.DataFrame(), label="Preview", interactive=False, max_height=260,
-                               elem_id=f"{p}-preview", wrap=True)
-    gr.Markdown("**Columns** — which column of your data plays each role (matched by name when possible).")
+    tab.preview = gr.Dataframe(
+        value=pd.DataFrame(),
+        label="Preview",
+        interactive=False,
+        max_height=260,
+        elem_id=f"{p}-preview",
+        wrap=True,
+    )
+    gr.Markdown(
+        "**Columns** — which column of your data plays each role (matched by name when possible)."
+    )
     with gr.Row():
         for col in task.columns:
             need = "required" if col.required else "optional"
             tab.mapping[col.role] = gr.Dropdown(
-                choices=[NONE_CHOICE], value="", allow_custom_value=True, label=col.role, info=f"{col.help} ({need})",
-                elem_id=f"{p}-map-{col.role}", interactive=True)
+                choices=[NONE_CHOICE],
+                value="",
+                allow_custom_value=True,
+                label=col.role,
+                info=f"{col.help} ({need})",
+                elem_id=f"{p}-map-{col.role}",
+                interactive=True,
+            )
 
 
 # --- handlers (plain functions) ---------------------------------------------------------------
 
+
 def params_data(task: Task, values: dict[str, Any]) -> dict[str, Any]:
     """Widget values -> the params dict the engine validates."""
-    out = forms.values_to_params(task.params, {k: v for k, v in values.items() if k in task.params.model_fields})
+    out = forms.values_to_params(
+        task.params, {k: v for k, v in values.items() if k in task.params.model_fields}
+    )
     out["base_model"] = str(values.get("base_model") or "").strip()
     out["data_path"] = str(values.get("data_path") or "").strip()
-    mapping = {k[len(MAP_PREFIX):]: v for k, v in values.items() if k.startswith(MAP_PREFIX) and v}
+    mapping = {k[len(MAP_PREFIX) :]: v for k, v in values.items() if k.startswith(MAP_PREFIX) and v}
     if "column_mapping" in task.params.model_fields:
         out["column_mapping"] = mapping
     return out
@@ -148,7 +208,11 @@ def resolve_upload(ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
     """An upload given to the API without a data path becomes the data path (kept in uploads/)."""
     upload = values.get("upload")
     if upload and not str(values.get("data_path") or "").strip():
-        path = upload if isinstance(upload, str) else getattr(upload, "name", None) or upload.get("path")
+        path = (
+            upload
+            if isinstance(upload, str)
+            else getattr(upload, "name", None) or upload.get("path")
+        )
         values = {**values, "data_path": str(datasource.keep_upload(path, ctx.uploads_dir))}
     return values
 
@@ -164,7 +228,9 @@ def problems_of(task: Task, values: dict[str, Any]) -> tuple[Any, list[str], lis
         probe = params or task.params.model_construct(**{**_defaults(task), **raw})
         data_problems = data.check_data(task, probe)
     except Exception as e:  # noqa: BLE001 - an invalid form can trip a task's checks; say so plainly
-        data_problems = [f"The data could not be checked until the parameters above are fixed ({e})."]
+        data_problems = [
+            f"The data could not be checked until the parameters above are fixed ({e})."
+        ]
     return params, param_problems, data_problems
 
 
@@ -183,7 +249,11 @@ def check(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str]:
     """(parameter problems, data problems) as Markdown; a ✓ line when all is well."""
     values = resolve_upload(ctx, values)
     _, param_problems, data_problems = problems_of(task, values)
-    ok = "✓ Parameters are valid and the data passed every check." if not (param_problems or data_problems) else ""
+    ok = (
+        "✓ Parameters are valid and the data passed every check."
+        if not (param_problems or data_problems)
+        else ""
+    )
     return problems_md(param_problems, ok), problems_md(data_problems)
 
 
@@ -205,8 +275,14 @@ def start(ctx: Context, task: Task, values: dict[str, Any], backend: str = "loca
     if param_problems or data_problems:
         raise UserError(param_problems + data_problems)
     token = str(values.get("hf_token") or "").strip()
-    return ctx.supervisor.submit(task, params, name=str(values.get("run_name") or "").strip(),
-                                 secrets={"HF_TOKEN": token} if token else None, backend=backend or "local", check=False)
+    return ctx.supervisor.submit(
+        task,
+        params,
+        name=str(values.get("run_name") or "").strip(),
+        secrets={"HF_TOKEN": token} if token else None,
+        backend=backend or "local",
+        check=False,
+    )
 
 
 def load_request(file: Any) -> dict[str, Any]:
@@ -217,16 +293,27 @@ def load_request(file: Any) -> dict[str, Any]:
     except yaml.YAMLError as e:
         raise UserError(f"`{Path(path).name}` is not valid YAML: {e}") from None
     if not isinstance(doc, dict) or "task" not in doc:
-        raise UserError(f"`{Path(path).name}` must be a mapping with `task:` and `params:` (Trainpad) "
-                        "or `task:`, `base_model:`, `data:` (AutoTrain).")
+        raise UserError(
+            f"`{Path(path).name}` must be a mapping with `task:` and `params:` (Trainpad) "
+            "or `task:`, `base_model:`, `data:` (AutoTrain)."
+        )
     task, params = cfg.from_dict(doc)
     name = doc.get("name") or doc.get("project_name") or ""
-    return {"task": task.name, "params": params.model_dump(mode="json"), "name": str(name), "nonce": time.time()}
+    return {
+        "task": task.name,
+        "params": params.model_dump(mode="json"),
+        "name": str(name),
+        "nonce": time.time(),
+    }
 
 
-def preview_data(task: Task, data_path: str, extra: dict[str, Any], current: dict[str, str]) -> tuple[pd.DataFrame, str, dict[str, str], list[str]]:
+def preview_data(
+    task: Task, data_path: str, extra: dict[str, Any], current: dict[str, str]
+) -> tuple[pd.DataFrame, str, dict[str, str], list[str]]:
     """Preview rows, a note or the problem, role -> matched column, and the column choices."""
-    source = datasource.source_params(data_path, **{k: v for k, v in extra.items() if k != "valid_fraction"})
+    source = datasource.source_params(
+        data_path, **{k: v for k, v in extra.items() if k != "valid_fraction"}
+    )
     try:
         df, note = datasource.preview(source)
     except UserError as e:
@@ -249,6 +336,7 @@ def mapping_updates(tab: TaskTab, matched: dict[str, str], columns: list[str]) -
 
 # --- wiring -----------------------------------------------------------------------------------
 
+
 @dataclass
 class Shared:
     """Components outside the tab that its events read or write."""
@@ -270,7 +358,7 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
 
     def on_preview(data_path: str, *rest: Any) -> list[Any]:
         extra = dict(zip(tab.data_fields, rest[: len(tab.data_fields)], strict=True))
-        current = dict(zip(tab.mapping, rest[len(tab.data_fields):], strict=True))
+        current = dict(zip(tab.mapping, rest[len(tab.data_fields) :], strict=True))
         df, note, matched, columns = preview_data(task, data_path, extra, current)
         return [df, note, *mapping_updates(tab, matched, columns)]
 
@@ -282,26 +370,49 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
         except UserError as e:
             raise gr.Error(str(e), duration=None) from None
 
-    tab.upload.upload(on_upload, tab.upload, tab.data_path, api_visibility="private", concurrency_limit=None).then(
-        on_preview, data_in, preview_out, api_visibility="private", concurrency_limit=None)
-    tab.data_path.submit(on_preview, data_in, preview_out, api_name=f"preview_{p}", concurrency_limit=None)
-    tab.data_path.blur(on_preview, data_in, preview_out, api_visibility="private", concurrency_limit=None)
+    tab.upload.upload(
+        on_upload, tab.upload, tab.data_path, api_visibility="private", concurrency_limit=None
+    ).then(on_preview, data_in, preview_out, api_visibility="private", concurrency_limit=None)
+    tab.data_path.submit(
+        on_preview, data_in, preview_out, api_name=f"preview_{p}", concurrency_limit=None
+    )
+    tab.data_path.blur(
+        on_preview, data_in, preview_out, api_visibility="private", concurrency_limit=None
+    )
 
     def on_check(backend: str, **values: Any) -> tuple[str, str]:
         return check(ctx, task, values)
 
-    tab.buttons["check"].click(on_check, [shared.backend], [tab.form_msg, tab.data_msg], inputs_kwargs=tab.inputs(),
-                               api_name=f"check_{p}", concurrency_limit=None)
+    tab.buttons["check"].click(
+        on_check,
+        [shared.backend],
+        [tab.form_msg, tab.data_msg],
+        inputs_kwargs=tab.inputs(),
+        api_name=f"check_{p}",
+        concurrency_limit=None,
+    )
 
     def on_config(backend: str, **values: Any) -> list[Any]:
         try:
             text, command, path = make_config(ctx, task, values)
         except UserError as e:
-            return [problems_md(e.problems), gr.update(visible=False), gr.skip(), gr.skip(), gr.skip()]
+            return [
+                problems_md(e.problems),
+                gr.update(visible=False),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+            ]
         return ["", gr.update(visible=True, open=True), text, command, str(path)]
 
-    tab.buttons["config"].click(on_config, [shared.backend], [tab.form_msg, tab.config_box, tab.config_yaml, tab.config_cmd,
-                                tab.config_file], inputs_kwargs=tab.inputs(), api_name=f"config_{p}", concurrency_limit=None)
+    tab.buttons["config"].click(
+        on_config,
+        [shared.backend],
+        [tab.form_msg, tab.config_box, tab.config_yaml, tab.config_cmd, tab.config_file],
+        inputs_kwargs=tab.inputs(),
+        api_name=f"config_{p}",
+        concurrency_limit=None,
+    )
 
     def on_start(backend: str, **values: Any) -> list[Any]:
         try:
@@ -311,12 +422,30 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
             if not (param_problems or data_problems):
                 param_problems = e.problems
             gr.Warning(f"Not started: {len(e.problems)} problem(s) — see the messages in the form.")
-            return [problems_md(param_problems), problems_md(data_problems), gr.skip(), gr.skip(), gr.skip()]
+            return [
+                problems_md(param_problems),
+                problems_md(data_problems),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+            ]
         gr.Info(f"Queued run {run_id}")
-        return [f"✓ Queued run `{run_id}`.", "", run_id, gr.Tabs(selected="runs"), gr.Timer(active=True)]
+        return [
+            f"✓ Queued run `{run_id}`.",
+            "",
+            run_id,
+            gr.Tabs(selected="runs"),
+            gr.Timer(active=True),
+        ]
 
-    tab.buttons["start"].click(on_start, [shared.backend], [tab.form_msg, tab.data_msg, shared.run_id, shared.main_tabs,
-                               shared.timer], inputs_kwargs=tab.inputs(), api_name=f"start_{p}", concurrency_limit=None)
+    tab.buttons["start"].click(
+        on_start,
+        [shared.backend],
+        [tab.form_msg, tab.data_msg, shared.run_id, shared.main_tabs, shared.timer],
+        inputs_kwargs=tab.inputs(),
+        api_name=f"start_{p}",
+        concurrency_limit=None,
+    )
 
     def on_load(file: Any) -> Any:
         try:
@@ -324,16 +453,31 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
         except UserError as e:
             raise gr.Error(str(e), duration=None) from None
 
-    tab.buttons["load"].upload(on_load, tab.buttons["load"], shared.load_request, api_visibility="private")
-    fill_out = [shared.main_tabs, shared.family_tabs, task_tabs, tab.base_model, tab.data_path,
-                *tab.data_fields.values(), *mapping, *tab.form.values(), tab.run_name, tab.preview, tab.data_msg]
+    tab.buttons["load"].upload(
+        on_load, tab.buttons["load"], shared.load_request, api_visibility="private"
+    )
+    fill_out = [
+        shared.main_tabs,
+        shared.family_tabs,
+        task_tabs,
+        tab.base_model,
+        tab.data_path,
+        *tab.data_fields.values(),
+        *mapping,
+        *tab.form.values(),
+        tab.run_name,
+        tab.preview,
+        tab.data_msg,
+    ]
 
     def on_fill(request: dict[str, Any] | None) -> list[Any]:
         if not request or request.get("task") != task.name:
             return [gr.skip()] * len(fill_out)
         return fill_updates(tab, request)
 
-    shared.load_request.change(on_fill, shared.load_request, fill_out, api_visibility="private", concurrency_limit=None)
+    shared.load_request.change(
+        on_fill, shared.load_request, fill_out, api_visibility="private", concurrency_limit=None
+    )
 
 
 def fill_updates(tab: TaskTab, request: dict[str, Any]) -> list[Any]:
@@ -346,10 +490,18 @@ def fill_updates(tab: TaskTab, request: dict[str, Any]) -> list[Any]:
     extra = {k: params.get(k, task.params.model_fields[k].default) for k in tab.data_fields}
     df, note, matched, columns = preview_data(task, data_path, extra, mapping)
     matched = {**matched, **{r: c for r, c in mapping.items() if r in tab.mapping}}
-    out = [gr.Tabs(selected="train"), gr.Tabs(selected=f"family-{task.family}"), gr.Tabs(selected=tab.tab_id),
-           params.get("base_model") or None, data_path]
+    out = [
+        gr.Tabs(selected="train"),
+        gr.Tabs(selected=f"family-{task.family}"),
+        gr.Tabs(selected=tab.tab_id),
+        params.get("base_model") or None,
+        data_path,
+    ]
     out += [values.get(k, gr.skip()) for k in tab.data_fields]
     out += mapping_updates(tab, matched, columns)
-    out += [values.get(k, forms.to_ui(task.params.model_fields[k], task.params.model_fields[k].default)) for k in tab.form]
+    out += [
+        values.get(k, forms.to_ui(task.params.model_fields[k], task.params.model_fields[k].default))
+        for k in tab.form
+    ]
     out += [request.get("name", ""), df, note]
     return out
