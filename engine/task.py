@@ -21,6 +21,10 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 # Explicit registry, in display order. Add a task by adding its module name here.
 TASK_MODULES = [
     "llm_sft",
+    "llm_dpo",
+    "llm_orpo",
+    "llm_reward",
+    "llm_pretrain",
 ]
 
 FAMILIES = ["LLM", "Text", "Vision", "Audio", "Tabular"]

@@ -1,0 +1,107 @@
+"""Reward modelling (trl's RewardTrainer): a one-output score head on a language model, trained so that
+chosen answers score above rejected ones. The model predicts a score for a text or a chat.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine import llm_utils as lu
+from engine.params import field
+from engine.task import Task
+
+
+class Params(lu.LLMParams):
+    """Reward-model options on top of the shared LLM options."""
+
+    learning_rate: float = field(1e-4, "Peak learning rate (1e-4 suits LoRA; use ~1e-5 for full fine-tuning).", gt=0, le=1.0)
+    max_length: int = field(
+        1024, "Longest chosen or rejected sequence in tokens (with its prompt). Longer pairs are left out of training.",
+        ge=8, le=131072,
+    )
+    center_rewards: float = field(
+        0.0, "Pull the scores towards 0 with this weight (e.g. 0.01), so that they are comparable across prompts.",
+        ge=0.0, le=1.0, advanced=True,
+    )
+
+
+def train(params: Params, run_dir: Path) -> dict[str, float]:
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+
+    from engine import train_utils as tu
+
+    train_ds, valid_ds = lu.preference_datasets("llm_reward", params)
+    has_eval = valid_ds is not None
+    tok = lu.load_tokenizer(params)
+    model = lu.load_causal_lm(params, model_cls=AutoModelForSequenceClassification, num_labels=1)
+    model.config.pad_token_id = tok.pad_token_id
+    lu.ready_to_train()
+    args = tu.training_arguments(
+        params, run_dir, n_train=len(train_ds), has_eval=has_eval, args_cls=RewardConfig,
+        metric="accuracy", greater_is_better=True, max_length=params.max_length, dataset_num_proc=None,
+        center_rewards_coefficient=params.center_rewards or None, include_num_input_tokens_seen="non_padding",
+    )
+    trainer = RewardTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds, processing_class=tok,
+                            peft_config=lu.lora_config(params, task_type="SEQ_CLS"))
+    _warn_dropped(len(train_ds), len(trainer.train_dataset), params.max_length)
+    lu.add_callbacks(trainer, params, run_dir, has_eval)
+    return lu.fit(trainer, params, run_dir, has_eval)
+
+
+def _warn_dropped(before: int, after: int, max_length: int) -> None:
+    if after == 0:
+        from engine.errors import UserError
+
+        raise UserError(f"Every training pair is longer than max_length={max_length} tokens. Raise max_length.")
+    if after < before:
+        print(f"[trainpad] {before - after} of {before} training pairs are longer than max_length={max_length} "
+              "tokens and were left out.", flush=True)
+
+
+def predict(model_dir: Path, inputs: Any) -> float:
+    """The reward score of a text, a chat (list of messages), or {"prompt": ..., "response": ...}."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    text, chat = _as_text(inputs, tok)
+    enc = tok(text, return_tensors="pt", add_special_tokens=not chat)
+    with torch.no_grad():
+        return float(model(**enc).logits[0, 0])
+
+
+def _as_text(inputs: Any, tok: Any) -> tuple[str, bool]:
+    """The text to score and whether it came from a chat (rendered with the model's chat template)."""
+    if isinstance(inputs, dict):
+        prompt, answer = inputs.get("prompt"), str(inputs.get("response") or inputs.get("completion") or "")
+        if "messages" in inputs:
+            inputs = inputs["messages"]
+        elif isinstance(prompt, list):
+            inputs = [*prompt, {"role": "assistant", "content": answer}]
+        else:
+            inputs = str(prompt or inputs.get("text", "")) + answer
+    if isinstance(inputs, list):
+        return tok.apply_chat_template(lu.parse_messages(inputs, 1, "messages"), tokenize=False), True
+    return str(inputs) + (tok.eos_token or ""), False
+
+
+TASK = Task(
+    name="llm_reward",
+    title="LLM reward model",
+    family="LLM",
+    description="Train a reward model that scores answers: rows of (prompt,) chosen and rejected answers. "
+    "Used to rank answers or for RLHF.",
+    params=Params,
+    columns=lu.PREFERENCE_COLUMNS,
+    train=train,
+    predict=predict,
+    key_metric="eval_accuracy",
+    greater_is_better=True,
+    model_note="A causal language model; a one-output score head (AutoModelForSequenceClassification) is added.",
+    check_data=lu.check_preferences,
+    predict_input="chat",
+    autotrain_names=["llm-reward", "llm:reward"],
+)
