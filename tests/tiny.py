@@ -58,13 +58,14 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 400, chat_template: str | N
     return fast
 
 
-def build_tiny_llama(out_dir: Path, hidden: int = 64, layers: int = 2, chat_template: str | None = CHATML) -> Path:
+def build_tiny_llama(out_dir: Path, hidden: int = 64, layers: int = 2, chat_template: str | None = CHATML,
+                     vocab_size: int = 400) -> Path:
     """A 2-layer Llama with a freshly trained tokenizer, saved to ``out_dir``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(out_dir, chat_template=chat_template)
+    tok = build_tokenizer(out_dir, vocab_size=vocab_size, chat_template=chat_template)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
