@@ -18,7 +18,7 @@ import yaml
 from engine import config as cfg
 from engine import data
 from engine.errors import UserError
-from engine.params import validate_params
+from engine.params import field_hints, validate_params
 from engine.task import Task
 from ui import datasource, forms
 from ui.context import Context
@@ -96,6 +96,7 @@ def build(task: Task, ctx: Context) -> TaskTab:
             label="Base model",
             elem_id=f"{p}-base_model",
             interactive=True,
+            visible=not field_hints(task.params, "base_model").get("hidden"),
             info=f"{task.model_note} Type a Hub model id, or pick/paste a local model folder "
             f"(folders under {ctx.models_dir.name}/ in the data folder are listed).".strip(),
         )

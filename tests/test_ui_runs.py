@@ -1,0 +1,149 @@
+"""Handler-level tests of the Runs page: table, run detail, charts, compare, actions; system/backends."""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from engine import backends, system
+from engine import runfiles as rf
+from ui import runs
+from ui.context import Context
+
+
+@pytest.fixture
+def ctx(supervisor) -> Context:
+    return Context(supervisor)
+
+
+def fake_run(ctx: Context, run_id: str, status: str, params: dict | None = None, metrics: list | None = None, **row):
+    """A run row plus its folder, as the supervisor and worker would leave them."""
+    run_dir = ctx.supervisor.runs_dir / run_id
+    run_dir.mkdir(parents=True)
+    params = {"base_model": "m", "epochs": 1.0, "learning_rate": 0.001, **(params or {})}
+    (run_dir / rf.CONFIG).write_text(f"task: llm_sft\nname: {run_id}\nparams:\n  epochs: {params['epochs']}\n")
+    (run_dir / rf.LOG).write_text("loading\nstep 1\nstep 2\n")
+    ctx.store.insert_run({"id": run_id, "name": f"name-{run_id}", "task": "llm_sft", "status": status, "backend": "local",
+                          "params": json.dumps(params), "base_model": "m", "run_dir": str(run_dir),
+                          "key_metric_name": "eval_loss", "started_at": time.time() - 90, **row})
+    ctx.store.add_metrics(run_id, metrics or [])
+    return run_dir
+
+
+def points(n: int, t0: float | None = None) -> list[dict]:
+    t0 = t0 or time.time() - 60
+    out = []
+    for s in range(1, n + 1):
+        out += [{"step": s, "epoch": s / n, "name": "loss", "value": 3.0 / s, "time": t0 + s},
+                {"step": s, "epoch": s / n, "name": "learning_rate", "value": 1e-3, "time": t0 + s},
+                {"step": s, "epoch": s / n, "name": "tokens_per_second", "value": 1000.0 + s, "time": t0 + s}]
+    out.append({"step": n, "epoch": 1.0, "name": "eval_loss", "value": 0.5, "time": t0 + n})
+    out.append({"step": n, "epoch": 1.0, "name": "eval_accuracy", "value": 0.9, "time": t0 + n})
+    return out
+
+
+def test_runs_table_lists_every_run_with_filters(ctx):
+    fake_run(ctx, "r1", "succeeded", metrics=points(4), step=4, max_steps=4, key_metric=0.5,
+             started_at=1000.0, ended_at=1060.0)
+    fake_run(ctx, "r2", "running", metrics=points(2), step=2, max_steps=10)
+    fake_run(ctx, "r3", "failed", error="Column `text` is empty in 2 row(s): 3, 7.")
+    table = runs.runs_table(ctx)
+    assert list(table.columns) == runs.TABLE_COLUMNS
+    assert list(table["id"]) == ["r3", "r2", "r1"]  # newest first
+    r1 = table[table["id"] == "r1"].iloc[0]
+    assert r1["status"] == "succeeded" and r1["progress"] == "4/4 (100%)" and r1["metric"] == "eval_loss=0.5"
+    assert r1["duration"] == "1m00s"
+    assert list(runs.runs_table(ctx, status="running")["id"]) == ["r2"]
+    assert runs.runs_table(ctx, task="text_classification").empty
+    assert runs.any_active(ctx)
+
+
+def test_run_view_shows_charts_progress_eta_and_error(ctx):
+    fake_run(ctx, "r2", "running", metrics=points(5), step=5, max_steps=10)
+    view = runs.run_view(ctx, "r2")
+    assert set(view["charts"]["loss"]["series"]) == {"loss", "eval_loss"}
+    assert list(view["charts"]["lr"]["series"].unique()) == ["learning_rate"]
+    assert list(view["charts"]["throughput"]["series"].unique()) == ["tokens_per_second"]
+    assert list(view["charts"]["other"]["series"].unique()) == ["eval_accuracy"]
+    assert "5/10 (50%)" in view["header"] and "ETA 5s" in view["header"]  # one step per second, 5 to go
+    assert view["log"].endswith("step 2\n") and view["can"]["stop"] and not view["can"]["delete"]
+    epoch = runs.chart_frame(ctx, "r2", ["loss"], x="epoch")
+    assert epoch["epoch"].tolist() == [0.2, 0.4, 0.6, 0.8, 1.0]
+
+    fake_run(ctx, "r3", "failed", error="Column `text` is empty in 2 row(s): 3, 7.")
+    view = runs.run_view(ctx, "r3")
+    assert view["error"].startswith("Column `text` is empty") and view["can"]["delete"] and not view["can"]["stop"]
+    updates = runs.detail_updates(ctx, "r3", "step")
+    error_update = updates[runs.DETAIL_KEYS.index("error")]
+    assert error_update["visible"] and "This run failed" in error_update["value"]
+    assert runs.run_view(ctx, "nope") is None
+
+
+def test_actions_download_duplicate_delete(ctx):
+    run_dir = fake_run(ctx, "r1", "succeeded", params={"epochs": 2.0})
+    (run_dir / rf.MODEL_DIR).mkdir()
+    (run_dir / rf.MODEL_DIR / "config.json").write_text("{}")
+    assert runs.run_view(ctx, "r1")["can"]["download"]
+    zipped = runs.download_zip(ctx, "r1")
+    assert zipped.parent == ctx.exports_dir and zipfile.ZipFile(zipped).namelist() == ["config.json"]
+    request = runs.duplicate_request(ctx, "r1")
+    assert request["task"] == "llm_sft" and request["params"]["epochs"] == 2.0 and request["name"] == "name-r1 (copy)"
+    ctx.supervisor.delete("r1")
+    assert ctx.store.get_run("r1") is None and not run_dir.exists()
+
+
+def test_merge_is_offered_only_for_an_unmerged_adapter(ctx, monkeypatch):
+    run_dir = fake_run(ctx, "r1", "succeeded")
+    (run_dir / "adapter").mkdir()
+    monkeypatch.setattr(runs, "merge_available", lambda: True)
+    assert runs.run_view(ctx, "r1")["can"]["merge"]
+    (run_dir / rf.MODEL_DIR).mkdir()
+    (run_dir / rf.MODEL_DIR / "config.json").write_text("{}")
+    assert not runs.run_view(ctx, "r1")["can"]["merge"]
+
+
+def test_compare_overlays_loss_and_shows_only_differing_params(ctx):
+    fake_run(ctx, "a", "succeeded", params={"learning_rate": 0.001}, metrics=points(3))
+    fake_run(ctx, "b", "succeeded", params={"learning_rate": 0.01}, metrics=points(4))
+    curves, diff = runs.compare(ctx, ["a", "b"])
+    assert set(curves["series"]) == {"name-a · loss", "name-a · eval_loss", "name-b · loss", "name-b · eval_loss"}
+    assert diff["parameter"].tolist() == ["learning_rate"]
+    assert diff.iloc[0].tolist() == ["learning_rate", "0.001", "0.01"]
+
+
+def test_restore_reattaches_to_the_saved_or_the_active_run(ctx):
+    fake_run(ctx, "done", "succeeded")
+    assert runs.restore(ctx, "done")[0] == "done"
+    assert runs.restore(ctx, "gone")[0] == ""
+    fake_run(ctx, "live", "running")
+    rid, timer = runs.restore(ctx, None)
+    assert rid == "live" and timer.active
+
+
+def test_system_resources_without_torch():
+    res = system.resources()
+    assert res.cpu_cores >= 1 and res.ram_gb > 0
+    gpus = system.parse_nvidia_smi("NVIDIA A10G, 23028\nNVIDIA A10G, 23028\n")
+    assert gpus == [system.Gpu("NVIDIA A10G", 22.5)] * 2
+    text = system.summary(system.Resources(8, 31.3, gpus))
+    assert text == "8 CPU cores · 31.3 GB RAM · GPU: 2× NVIDIA A10G (22.5 GB)"
+    assert system.summary(system.Resources(2, 4.0)).endswith("no GPU")
+
+
+def test_backends_list_local_with_its_concurrency():
+    local = backends.all_backends(3)[0]
+    assert local.name == "local" and local.concurrency == 3 and "3 runs at a time" in local.title
+    with pytest.raises(ValueError, match="Valid: local"):
+        backends.get_backend("ray")
+
+
+def test_local_models_are_listed(ctx):
+    model = ctx.models_dir / "my-model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    assert ctx.local_models() == [str(model)]
+    assert Path(ctx.exports_dir).is_dir()
