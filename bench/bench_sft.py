@@ -23,20 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def peak_rss_of_tree(proc: subprocess.Popen) -> tuple[int, float]:
-    """Poll the process tree until it exits; return (peak summed RSS in bytes, wall seconds)."""
-    parent = psutil.Process(proc.pid)
-    peak, t0 = 0, time.time()
-    while proc.poll() is None:
-        try:
-            procs = [parent, *parent.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    return peak, time.time() - t0
-
-
 def worker_peak(proc: subprocess.Popen) -> tuple[int, int, float]:
     """(peak RSS of the worker alone, peak of the whole tree, wall)."""
     parent = psutil.Process(proc.pid)
@@ -64,8 +50,12 @@ def run_once(work: Path, model: Path, data: Path, args: argparse.Namespace) -> d
     )
     data_dir = Path(tempfile.mkdtemp(dir=work))
     t0 = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--data-dir", str(data_dir), "run", str(cfg)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "--data-dir", str(data_dir), "run", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     worker_rss, tree_rss, wall = worker_peak(proc)
     out = proc.stdout.read().decode()
     if proc.returncode != 0:
@@ -105,8 +95,18 @@ def main() -> None:
         data = write_jsonl(work / "chat.jsonl", chat_rows(args.rows, seed=3))
         runs = [run_once(work, model, data, args) for _ in range(args.repeat)]
     result = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    print(json.dumps({"bench": "sft", "rows": args.rows, "epochs": args.epochs, "packing": args.packing,
-                      "repeat": args.repeat, **result}))
+    print(
+        json.dumps(
+            {
+                "bench": "sft",
+                "rows": args.rows,
+                "epochs": args.epochs,
+                "packing": args.packing,
+                "repeat": args.repeat,
+                **result,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

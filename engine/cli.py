@@ -62,7 +62,10 @@ def _follow(sup: Any, run_id: str) -> dict[str, Any]:
 
 
 def _report(row: dict[str, Any]) -> int:
-    print(f"run {row['id']} {row['status']}" + (f" ({row['key_metric_name']}={row['key_metric']:.4g})" if row.get("key_metric") is not None else ""))
+    print(
+        f"run {row['id']} {row['status']}"
+        + (f" ({row['key_metric_name']}={row['key_metric']:.4g})" if row.get("key_metric") is not None else "")
+    )
     if row["status"] == "succeeded":
         print(f"model: {Path(row['run_dir']) / 'model'}")
         return 0
@@ -134,6 +137,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from engine.merge import merge_in_subprocess
+    from engine.predict import run_dir_of
+
+    print(f"merged model: {merge_in_subprocess(run_dir_of(args.run_id, args.data_dir))}")
+    return 0
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     import app
 
@@ -141,8 +152,14 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trainpad", description="Trainpad: train and fine-tune models without writing code.")
-    p.add_argument("--data-dir", default=None, help="data folder (runs, SQLite, models); default $TRAINPAD_DATA_DIR or ./trainpad_data")
+    p = argparse.ArgumentParser(
+        prog="trainpad", description="Trainpad: train and fine-tune models without writing code."
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="data folder (runs, SQLite, models); default $TRAINPAD_DATA_DIR or ./trainpad_data",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a config in the foreground")
     r.add_argument("config")
@@ -170,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run_id")
     pr.add_argument("input", help="text, or JSON (a chat list, a row object...)")
     pr.set_defaults(fn=cmd_predict)
+    m = sub.add_parser("merge", help="merge a finished LoRA run's adapter into its base model (writes RUN/merged/)")
+    m.add_argument("run_id")
+    m.set_defaults(fn=cmd_merge)
     a = sub.add_parser("app", help="start the studio UI")
     a.add_argument("app_args", nargs=argparse.REMAINDER)
     a.set_defaults(fn=cmd_app)

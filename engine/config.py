@@ -43,10 +43,12 @@ def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, A
 def expand_env(obj: Any) -> Any:
     """Replace ``${VAR}`` in strings with environment values (as AutoTrain configs do)."""
     if isinstance(obj, str):
+
         def sub(m: re.Match) -> str:
             if m.group(1) not in os.environ:
                 raise UserError(f"Config uses ${{{m.group(1)}}} but the environment variable {m.group(1)} is not set.")
             return os.environ[m.group(1)]
+
         return ENV_VAR.sub(sub, obj)
     if isinstance(obj, dict):
         return {k: expand_env(v) for k, v in obj.items()}
@@ -68,14 +70,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def from_dict(data: dict[str, Any], overrides: list[str] | None = None, base_dir: Path | None = None) -> tuple[Task, BaseModel]:
+def from_dict(
+    data: dict[str, Any], overrides: list[str] | None = None, base_dir: Path | None = None
+) -> tuple[Task, BaseModel]:
     """Validate a config dict (Trainpad or AutoTrain form) into a task and its params."""
     data = expand_env(data)
     if is_autotrain(data):
         data = from_autotrain(data)
     extra = sorted(set(data) - {"task", "params", "name"})
     if extra:
-        raise UserError(f"Unknown top-level key(s) {', '.join(extra)} in config. Use `task:`, `params:` and optionally `name:`.")
+        raise UserError(
+            f"Unknown top-level key(s) {', '.join(extra)} in config. Use `task:`, `params:` and optionally `name:`."
+        )
     task = get_task(str(data["task"]))
     params = apply_overrides(dict(data.get("params") or {}), overrides or [])
     if base_dir is not None:
@@ -108,6 +114,7 @@ def dump_config(task: Task, params: BaseModel, name: str = "") -> str:
 
 # --- AutoTrain Advanced configs -------------------------------------------------------------
 
+
 def is_autotrain(data: dict[str, Any]) -> bool:
     return "base_model" in data or "data" in data or "project_name" in data
 
@@ -115,21 +122,54 @@ def is_autotrain(data: dict[str, Any]) -> bool:
 # AutoTrain `params:` names -> Trainpad names (None = no equivalent, ignored with a note).
 # A tuple lists candidates: the first one the task has wins.
 AUTOTRAIN_PARAMS: dict[str, str | tuple[str, ...] | None] = {
-    "lr": "learning_rate", "epochs": "epochs", "batch_size": "batch_size",
-    "gradient_accumulation": "grad_accum", "warmup_ratio": "warmup_ratio", "weight_decay": "weight_decay",
-    "max_grad_norm": "max_grad_norm", "scheduler": "scheduler", "optimizer": "optimizer", "seed": "seed",
-    "block_size": ("block_size", "max_length"), "model_max_length": "max_length", "max_seq_length": "max_length",
-    "padding": None, "logging_steps": "logging_steps", "eval_strategy": "eval_strategy",
-    "evaluation_strategy": "eval_strategy", "save_total_limit": "save_total_limit", "auto_find_batch_size": None,
-    "mixed_precision": "mixed_precision", "peft": "use_lora", "quantization": "quantization",
-    "lora_r": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
-    "target_modules": "lora_target_modules", "merge_adapter": "merge_adapter", "chat_template": "chat_template",
-    "trainer": None, "unsloth": None, "use_flash_attention_2": None, "disable_gradient_checkpointing": None,
-    "distributed_backend": None, "max_prompt_length": "max_prompt_length", "max_completion_length": "max_completion_length",
-    "dpo_beta": "beta", "model_ref": None, "add_eos_token": None, "early_stopping_patience": "early_stopping_patience",
-    "early_stopping_threshold": "early_stopping_threshold", "max_seq_len": "max_length", "num_trials": "num_trials",
-    "time_limit": "time_limit", "categorical_columns": None, "numerical_columns": None,
-    "max_target_length": "max_target_length", "max_length": "max_length", "save_strategy": "save_strategy",
+    "lr": "learning_rate",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "gradient_accumulation": "grad_accum",
+    "warmup_ratio": "warmup_ratio",
+    "weight_decay": "weight_decay",
+    "max_grad_norm": "max_grad_norm",
+    "scheduler": "scheduler",
+    "optimizer": "optimizer",
+    "seed": "seed",
+    "block_size": ("block_size", "max_length"),
+    "model_max_length": "max_length",
+    "max_seq_length": "max_length",
+    "padding": None,
+    "logging_steps": "logging_steps",
+    "eval_strategy": "eval_strategy",
+    "evaluation_strategy": "eval_strategy",
+    "save_total_limit": "save_total_limit",
+    "auto_find_batch_size": None,
+    "mixed_precision": "mixed_precision",
+    "peft": "use_lora",
+    "quantization": "quantization",
+    "lora_r": "lora_r",
+    "lora_alpha": "lora_alpha",
+    "lora_dropout": "lora_dropout",
+    "target_modules": "lora_target_modules",
+    "merge_adapter": "merge_adapter",
+    "chat_template": "chat_template",
+    "trainer": None,
+    "unsloth": None,
+    "use_flash_attention_2": None,
+    "disable_gradient_checkpointing": None,
+    "distributed_backend": None,
+    "max_prompt_length": "max_prompt_length",
+    "max_completion_length": "max_completion_length",
+    "dpo_beta": "beta",
+    "model_ref": None,
+    "add_eos_token": None,
+    "early_stopping_patience": "early_stopping_patience",
+    "early_stopping_threshold": "early_stopping_threshold",
+    "max_seq_len": "max_length",
+    "num_trials": "num_trials",
+    "time_limit": "time_limit",
+    "categorical_columns": None,
+    "numerical_columns": None,
+    "max_target_length": "max_target_length",
+    "max_length": "max_length",
+    "save_strategy": "save_strategy",
 }
 MIXED = {"fp16": "fp16", "bf16": "bf16", "none": "no", None: "no", "no": "no"}
 QUANT = {"int4": "int4", "int8": "int8", "none": "none", None: "none"}
@@ -147,7 +187,9 @@ def from_autotrain(data: dict[str, Any]) -> dict[str, Any]:
     if dcfg.get("valid_split"):
         params["valid_split"] = dcfg["valid_split"]
     if dcfg.get("chat_template") and "chat_template" in known:
-        params["chat_template"] = {"tokenizer": "tokenizer", "chatml": "chatml", "zephyr": "zephyr"}.get(dcfg["chat_template"], dcfg["chat_template"])
+        params["chat_template"] = {"tokenizer": "tokenizer", "chatml": "chatml", "zephyr": "zephyr"}.get(
+            dcfg["chat_template"], dcfg["chat_template"]
+        )
     mapping = {_autotrain_role(k): v for k, v in (dcfg.get("column_mapping") or {}).items()}
     if mapping:
         params["column_mapping"] = mapping

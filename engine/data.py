@@ -6,7 +6,6 @@ queued. Hub datasets are read with ``datasets`` (imported lazily, in workers or 
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,9 @@ def read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
         )
     if p.stat().st_size == 0:
         raise UserError(f"Data file `{p.name}` is empty. Upload a file with a header row and at least one data row.")
-    reader = {"csv": _read_csv, "tsv": _read_csv, "json": _read_json, "jsonl": _read_jsonl, "parquet": _read_parquet}[kind]
+    reader = {"csv": _read_csv, "tsv": _read_csv, "json": _read_json, "jsonl": _read_jsonl, "parquet": _read_parquet}[
+        kind
+    ]
     df = reader(p, nrows)
     if len(df) == 0:
         raise UserError(f"Data file `{p.name}` has a header but no data rows. Add at least one row.")
@@ -47,8 +48,10 @@ def _read_csv(p: Path, nrows: int | None) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise UserError(f"Data file `{p.name}` has no columns. Its first line must be a header row.") from None
     except pd.errors.ParserError as e:
-        raise UserError(f"Data file `{p.name}` could not be parsed: {_parser_line(e)}. "
-                        "Check that row for extra separators or an unclosed quote.") from None
+        raise UserError(
+            f"Data file `{p.name}` could not be parsed: {_parser_line(e)}. "
+            "Check that row for extra separators or an unclosed quote."
+        ) from None
     except UnicodeDecodeError as e:
         raise UserError(f"Data file `{p.name}` is not UTF-8 text (byte {e.start}). Save it as UTF-8 CSV.") from None
 
@@ -70,11 +73,15 @@ def _read_jsonl(p: Path, nrows: int | None) -> pd.DataFrame:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise UserError(f"Data file `{p.name}`, line {lineno}: not valid JSON ({e.msg} at column {e.colno}). "
-                                "Each line must be one JSON object.") from None
+                raise UserError(
+                    f"Data file `{p.name}`, line {lineno}: not valid JSON ({e.msg} at column {e.colno}). "
+                    "Each line must be one JSON object."
+                ) from None
             if not isinstance(row, dict):
-                raise UserError(f"Data file `{p.name}`, line {lineno}: expected a JSON object like "
-                                f'{{"text": ...}}, got {type(row).__name__}.')
+                raise UserError(
+                    f"Data file `{p.name}`, line {lineno}: expected a JSON object like "
+                    f'{{"text": ...}}, got {type(row).__name__}.'
+                )
             rows.append(row)
             if nrows and len(rows) >= nrows:
                 break
@@ -118,7 +125,9 @@ def _pick(folder: Path, names: tuple[str, ...]) -> Path | None:
 
 def is_local(source: str) -> bool:
     """True when ``source`` looks like a local file or folder rather than a Hub dataset id."""
-    return bool(source) and (Path(source).exists() or source.startswith((".", "/", "~")) or Path(source).suffix.lower() in EXTENSIONS)
+    return bool(source) and (
+        Path(source).exists() or source.startswith((".", "/", "~")) or Path(source).suffix.lower() in EXTENSIONS
+    )
 
 
 def resolve_files(params: Any) -> tuple[Path, Path | None]:
@@ -129,7 +138,9 @@ def resolve_files(params: Any) -> tuple[Path, Path | None]:
         train = _pick(src, (params.train_split or "train",) + TRAIN_NAMES)
         if train is None:
             files = [f.name for f in src.iterdir()]
-            raise UserError(f"Data folder `{src}` has no training file (looked for train.csv/.jsonl/...; found {files}).")
+            raise UserError(
+                f"Data folder `{src}` has no training file (looked for train.csv/.jsonl/...; found {files})."
+            )
         if valid is None:
             names = (params.valid_split,) + VALID_NAMES if params.valid_split else VALID_NAMES
             valid = _pick(src, names)
@@ -171,9 +182,13 @@ def resolve_mapping(task: Any, columns: list[str], mapping: dict[str, str]) -> t
     problems = []
     for role, col in mapping.items():
         if role not in roles:
-            problems.append(f"column_mapping names an unknown role `{role}`. Roles for {task.name}: {', '.join(roles)}.")
+            problems.append(
+                f"column_mapping names an unknown role `{role}`. Roles for {task.name}: {', '.join(roles)}."
+            )
         elif col and col not in columns:
-            problems.append(f"Column `{col}` (mapped to role `{role}`) is not in the data. Columns found: {', '.join(columns)}.")
+            problems.append(
+                f"Column `{col}` (mapped to role `{role}`) is not in the data. Columns found: {', '.join(columns)}."
+            )
         elif col:
             found[role] = col
     lower = {c.lower(): c for c in columns}
@@ -194,7 +209,9 @@ def apply_mapping(df: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame:
     return df[[mapping[r] for r in mapping]].set_axis(list(mapping), axis=1)
 
 
-def split_train_valid(df: pd.DataFrame, fraction: float, seed: int, stratify: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def split_train_valid(
+    df: pd.DataFrame, fraction: float, seed: int, stratify: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Hold out ``fraction`` of the rows for validation (stratified on ``stratify`` when possible)."""
     if fraction <= 0 or len(df) < 4:
         return df.reset_index(drop=True), None
@@ -219,7 +236,11 @@ def load_splits(task: Any, params: Any) -> tuple[pd.DataFrame, pd.DataFrame | No
         raise UserError(problems)
     train = apply_mapping(raw_train, mapping)
     if params.max_rows:
-        train = train.sample(n=min(params.max_rows, len(train)), random_state=params.seed) if params.max_rows < len(train) else train
+        train = (
+            train.sample(n=min(params.max_rows, len(train)), random_state=params.seed)
+            if params.max_rows < len(train)
+            else train
+        )
     if raw_valid is not None:
         return train.reset_index(drop=True), apply_mapping(raw_valid, mapping).reset_index(drop=True)
     return split_train_valid(train, params.valid_fraction, params.seed, task.stratify_role)
@@ -239,17 +260,25 @@ def check_data(task: Any, params: Any) -> list[str]:
     if valid is not None:
         missing = [c for c in mapping.values() if c not in valid.columns]
         if missing:
-            problems.append(f"Validation data lacks column(s) {', '.join(missing)} that the training data has. "
-                            f"Validation columns: {', '.join(valid.columns)}.")
+            problems.append(
+                f"Validation data lacks column(s) {', '.join(missing)} that the training data has. "
+                f"Validation columns: {', '.join(valid.columns)}."
+            )
     for role, col in mapping.items():
         spec = next(c for c in task.columns if c.role == role)
         if spec.required:
             empty = train.index[train[col].isna()].tolist()
             if empty:
-                problems.append(f"Column `{col}` ({role}) is empty in {len(empty)} row(s): {_rows(empty)}. Fill or remove those rows.")
+                problems.append(
+                    f"Column `{col}` ({role}) is empty in {len(empty)} row(s): {_rows(empty)}. Fill or remove those rows."
+                )
     if problems or task.check_data is None:
         return problems
-    mapped_valid = apply_mapping(valid, mapping) if valid is not None and not any(c not in valid.columns for c in mapping.values()) else None
+    mapped_valid = (
+        apply_mapping(valid, mapping)
+        if valid is not None and not any(c not in valid.columns for c in mapping.values())
+        else None
+    )
     return task.check_data(apply_mapping(train, mapping), mapped_valid, params)
 
 
@@ -270,9 +299,3 @@ def preview(path: str | Path, n: int = 20) -> pd.DataFrame:
 def sniff_columns(path: str | Path) -> list[str]:
     """Column names of a data file (reads only the head)."""
     return list(read_table(path, nrows=5).columns)
-
-
-__all__ = [
-    "apply_mapping", "check_data", "csv", "load_raw", "load_splits", "preview", "read_table",
-    "resolve_mapping", "row_numbers", "sniff_columns", "split_train_valid",
-]

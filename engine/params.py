@@ -16,11 +16,23 @@ from engine.errors import UserError
 
 SECRET_FIELDS = ("hub_token",)
 # Names people bring from transformers / AutoTrain, for "did you mean" hints.
-ALIASES = {"lr": "learning_rate", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size",
-           "gradient_accumulation": "grad_accum", "gradient_accumulation_steps": "grad_accum", "block_size": "max_length",
-           "model_max_length": "max_length", "max_seq_length": "max_length", "peft": "use_lora",
-           "evaluation_strategy": "eval_strategy", "lr_scheduler_type": "scheduler", "optim": "optimizer",
-           "warmup_steps": "warmup_ratio", "model": "base_model", "train_path": "data_path"}
+ALIASES = {
+    "lr": "learning_rate",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation": "grad_accum",
+    "gradient_accumulation_steps": "grad_accum",
+    "block_size": "max_length",
+    "model_max_length": "max_length",
+    "max_seq_length": "max_length",
+    "peft": "use_lora",
+    "evaluation_strategy": "eval_strategy",
+    "lr_scheduler_type": "scheduler",
+    "optim": "optimizer",
+    "warmup_steps": "warmup_ratio",
+    "model": "base_model",
+    "train_path": "data_path",
+}
 
 
 def field(
@@ -46,17 +58,13 @@ class CommonParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
-    base_model: str = field(
-        "", "Hub model id (e.g. `HuggingFaceTB/SmolLM2-135M`) or a local model folder."
-    )
+    base_model: str = field("", "Hub model id (e.g. `HuggingFaceTB/SmolLM2-135M`) or a local model folder.")
     data_path: str = field(
         "",
         "Training data: a CSV/TSV/JSON/JSONL/Parquet file, a folder holding train/validation "
         "files, or a Hub dataset id.",
     )
-    valid_path: str = field(
-        "", "Optional separate validation file. Empty: use `valid_split` or `valid_fraction`."
-    )
+    valid_path: str = field("", "Optional separate validation file. Empty: use `valid_split` or `valid_fraction`.")
     data_config: str = field("", "Hub dataset config (subset) name, if the dataset has several.", advanced=True)
     train_split: str = field("train", "Split used for training (Hub datasets and data folders).", advanced=True)
     valid_split: str = field(
@@ -64,8 +72,7 @@ class CommonParams(BaseModel):
     )
     valid_fraction: float = field(
         0.1,
-        "Share of the training rows held out for validation when no validation data is given "
-        "(0 = no validation).",
+        "Share of the training rows held out for validation when no validation data is given (0 = no validation).",
         ge=0.0,
         le=0.5,
     )
@@ -73,15 +80,25 @@ class CommonParams(BaseModel):
         {}, "Which column of your data plays which role, e.g. {text: review}. Empty: match by name."
     )
     seed: int = field(42, "Random seed for data splits, initialisation and shuffling.", advanced=True, ge=0)
-    max_rows: int = field(0, "Use at most this many training rows (0 = all). Handy for a quick try.", advanced=True, ge=0)
+    max_rows: int = field(
+        0, "Use at most this many training rows (0 = all). Handy for a quick try.", advanced=True, ge=0
+    )
     trust_remote_code: bool = field(
         False, "Allow the model's own Python code from the Hub to run. Only for models you trust.", advanced=True
     )
-    push_to_hub: bool = field(False, "Upload the trained model to the Hugging Face Hub at the end.", advanced=True, group="hub")
-    hub_repo_id: str = field(
-        "", "Hub repository to push to, e.g. `your-name/my-model`.", advanced=True, show_if={"push_to_hub": True}, group="hub"
+    push_to_hub: bool = field(
+        False, "Upload the trained model to the Hugging Face Hub at the end.", advanced=True, group="hub"
     )
-    hub_private: bool = field(True, "Create the Hub repository as private.", advanced=True, show_if={"push_to_hub": True}, group="hub")
+    hub_repo_id: str = field(
+        "",
+        "Hub repository to push to, e.g. `your-name/my-model`.",
+        advanced=True,
+        show_if={"push_to_hub": True},
+        group="hub",
+    )
+    hub_private: bool = field(
+        True, "Create the Hub repository as private.", advanced=True, show_if={"push_to_hub": True}, group="hub"
+    )
     resume_from: str = field("", "Checkpoint folder to resume from (set by Resume).", advanced=True)
 
 
@@ -91,31 +108,57 @@ class TrainerParams(CommonParams):
     epochs: float = field(3.0, "Number of passes over the training data.", gt=0, le=1000)
     learning_rate: float = field(5e-5, "Peak learning rate.", gt=0, le=1.0)
     batch_size: int = field(8, "Examples per device per step.", ge=1, le=4096)
-    grad_accum: int = field(1, "Gradient accumulation steps (effective batch = batch_size x this).", ge=1, le=1024, advanced=True)
+    grad_accum: int = field(
+        1, "Gradient accumulation steps (effective batch = batch_size x this).", ge=1, le=1024, advanced=True
+    )
     max_steps: int = field(-1, "Stop after this many optimizer steps (-1 = use epochs).", ge=-1, advanced=True)
-    warmup_ratio: float = field(0.0, "Share of the steps spent warming the learning rate up.", ge=0.0, le=0.5, advanced=True)
+    warmup_ratio: float = field(
+        0.0, "Share of the steps spent warming the learning rate up.", ge=0.0, le=0.5, advanced=True
+    )
     weight_decay: float = field(0.0, "Weight decay (L2) applied by the optimizer.", ge=0.0, le=1.0, advanced=True)
     max_grad_norm: float = field(1.0, "Clip gradients to this norm (0 = no clipping).", ge=0.0, advanced=True)
-    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial", "inverse_sqrt"] = field(
-        "linear", "Learning-rate schedule after warm-up.", advanced=True
-    )
-    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"] = field(
-        "adamw_torch", "Optimizer. 8-bit optimizers need a GPU and bitsandbytes.", advanced=True
+    scheduler: Literal[
+        "linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial", "inverse_sqrt"
+    ] = field("linear", "Learning-rate schedule after warm-up.", advanced=True)
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"] = (
+        field("adamw_torch", "Optimizer. 8-bit optimizers need a GPU and bitsandbytes.", advanced=True)
     )
     mixed_precision: Literal["auto", "bf16", "fp16", "no"] = field(
-        "auto", "Number format for training. auto: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU.", advanced=True
+        "auto",
+        "Number format for training. auto: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU.",
+        advanced=True,
     )
     logging_steps: int = field(0, "Log every N steps (0 = about 25 points per run).", ge=0, advanced=True)
-    eval_strategy: Literal["epoch", "steps", "no"] = field("epoch", "When to evaluate on the validation split.", advanced=True)
-    eval_steps: int = field(0, "Evaluate every N steps when eval_strategy is steps (0 = about 5 per run).", ge=0, advanced=True, show_if={"eval_strategy": "steps"})
+    eval_strategy: Literal["epoch", "steps", "no"] = field(
+        "epoch", "When to evaluate on the validation split.", advanced=True
+    )
+    eval_steps: int = field(
+        0,
+        "Evaluate every N steps when eval_strategy is steps (0 = about 5 per run).",
+        ge=0,
+        advanced=True,
+        show_if={"eval_strategy": "steps"},
+    )
     save_strategy: Literal["epoch", "steps", "no"] = field(
         "no", "When to write a resumable checkpoint (a checkpoint is always written on Stop).", advanced=True
     )
-    save_steps: int = field(500, "Checkpoint every N steps when save_strategy is steps.", ge=1, advanced=True, show_if={"save_strategy": "steps"})
+    save_steps: int = field(
+        500,
+        "Checkpoint every N steps when save_strategy is steps.",
+        ge=1,
+        advanced=True,
+        show_if={"save_strategy": "steps"},
+    )
     save_total_limit: int = field(2, "Keep at most this many checkpoints.", ge=1, le=100, advanced=True)
-    early_stopping_patience: int = field(0, "Stop when the validation metric has not improved for N evaluations (0 = off).", ge=0, advanced=True)
-    early_stopping_threshold: float = field(0.0, "Minimum improvement that counts for early stopping.", ge=0.0, advanced=True)
-    gradient_checkpointing: bool = field(False, "Trade compute for memory (recomputes activations). Slower; off on CPU is best.", advanced=True)
+    early_stopping_patience: int = field(
+        0, "Stop when the validation metric has not improved for N evaluations (0 = off).", ge=0, advanced=True
+    )
+    early_stopping_threshold: float = field(
+        0.0, "Minimum improvement that counts for early stopping.", ge=0.0, advanced=True
+    )
+    gradient_checkpointing: bool = field(
+        False, "Trade compute for memory (recomputes activations). Slower; off on CPU is best.", advanced=True
+    )
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], data: dict[str, Any]) -> list[str]:
@@ -127,7 +170,11 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], data: 
         if e["type"] == "extra_forbidden":
             alias = ALIASES.get(name)
             close = [alias] if alias in known else difflib.get_close_matches(name, known, n=1)
-            hint = f" Did you mean `{close[0]}`?" if close else " Remove it (see the task's example config for its parameters)."
+            hint = (
+                f" Did you mean `{close[0]}`?"
+                if close
+                else " Remove it (see the task's example config for its parameters)."
+            )
             problems.append(f"Unknown parameter `{name}` = {e['input']!r}.{hint}")
             continue
         given = e.get("input")

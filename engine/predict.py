@@ -49,8 +49,15 @@ def predict_in_subprocess(run_dir: str | Path, inputs: Any, timeout: float = 600
     """Predict in a separate process so the caller (the UI) never imports torch; raises UserError on failure."""
     from engine.supervisor import ENGINE_ROOT, worker_env
 
-    proc = subprocess.run([sys.executable, "-m", "engine.predict", str(run_dir)], input=json.dumps(inputs),
-                          capture_output=True, text=True, timeout=timeout, cwd=str(ENGINE_ROOT), env=worker_env())
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.predict", str(run_dir)],
+        input=json.dumps(inputs),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(ENGINE_ROOT),
+        env=worker_env(),
+    )
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
     if not lines:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])

@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 CONFIG, EVENTS, LOG, METRICS, ERROR, OUTCOME = (
-    "config.yaml", "events.jsonl", "train.log", "metrics.json", "error.json", "outcome.json",
+    "config.yaml",
+    "events.jsonl",
+    "train.log",
+    "metrics.json",
+    "error.json",
+    "outcome.json",
 )
 MODEL_DIR, CHECKPOINTS = "model", "checkpoints"
 
@@ -101,5 +106,9 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
     folder = Path(run_dir) / CHECKPOINTS
     if not folder.is_dir():
         return None
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()]
+    found = [
+        (int(m.group(1)), p)
+        for p in folder.iterdir()
+        if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()
+    ]
     return max(found)[1] if found else None

@@ -19,17 +19,40 @@ STATUSES = ("queued", "running", "succeeded", "failed", "stopped", "interrupted"
 ACTIVE = ("queued", "running")
 
 RUN_COLUMNS = {
-    "id": str, "name": str, "task": str, "status": str, "backend": str, "params": str,
-    "base_model": str, "run_dir": str, "pid": int, "pgid": int, "pid_started": float,
-    "created_at": float, "started_at": float, "ended_at": float, "exit_code": int, "error": str,
-    "key_metric_name": str, "key_metric": float, "step": int, "max_steps": int, "epoch": float,
-    "parent_id": str, "stop_requested": int, "seq": int,
+    "id": str,
+    "name": str,
+    "task": str,
+    "status": str,
+    "backend": str,
+    "params": str,
+    "base_model": str,
+    "run_dir": str,
+    "pid": int,
+    "pgid": int,
+    "pid_started": float,
+    "created_at": float,
+    "started_at": float,
+    "ended_at": float,
+    "exit_code": int,
+    "error": str,
+    "key_metric_name": str,
+    "key_metric": float,
+    "step": int,
+    "max_steps": int,
+    "epoch": float,
+    "parent_id": str,
+    "stop_requested": int,
+    "seq": int,
 }
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
-    db["runs"].create(RUN_COLUMNS, pk="id", not_null={"task", "status"}, defaults={"stop_requested": 0}, if_not_exists=True)
-    db["metrics"].create({"run_id": str, "step": int, "epoch": float, "name": str, "value": float, "time": float}, if_not_exists=True)
+    db["runs"].create(
+        RUN_COLUMNS, pk="id", not_null={"task", "status"}, defaults={"stop_requested": 0}, if_not_exists=True
+    )
+    db["metrics"].create(
+        {"run_id": str, "step": int, "epoch": float, "name": str, "value": float, "time": float}, if_not_exists=True
+    )
     db["metrics"].create_index(["run_id", "name", "step"], if_not_exists=True)
 
 
@@ -141,7 +164,10 @@ class Store:
 
     def runs_with_status(self, *statuses: str) -> list[dict[str, Any]]:
         marks = ",".join("?" for _ in statuses)
-        return [_decode(r) for r in self._query(f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY seq", list(statuses))]
+        return [
+            _decode(r)
+            for r in self._query(f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY seq", list(statuses))
+        ]
 
     def metrics(self, run_id: str, names: list[str] | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT step, epoch, name, value, time FROM metrics WHERE run_id = ?", [run_id]
@@ -151,7 +177,9 @@ class Store:
         return self._query(sql + " ORDER BY step, rowid", args)
 
     def metric_names(self, run_id: str) -> list[str]:
-        return [r["name"] for r in self._query("SELECT DISTINCT name FROM metrics WHERE run_id = ? ORDER BY name", [run_id])]
+        return [
+            r["name"] for r in self._query("SELECT DISTINCT name FROM metrics WHERE run_id = ? ORDER BY name", [run_id])
+        ]
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:

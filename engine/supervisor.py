@@ -48,8 +48,23 @@ def data_dir_from_env(explicit: str | Path | None = None) -> Path:
 def worker_command(run_dir: Path, backend: str = "local", num_processes: int = 1) -> list[str]:
     """The command that runs one run; the same for every backend."""
     if num_processes > 1:
-        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "engine.worker", str(run_dir)]
+        return [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(num_processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "engine.worker",
+            str(run_dir),
+        ]
     return [sys.executable, "-m", "engine.worker", str(run_dir)]
 
 
@@ -70,8 +85,14 @@ def worker_env(secrets: dict[str, str] | None = None) -> dict[str, str]:
 class Supervisor:
     """Runs queued runs up to ``concurrency`` at once; see the module docstring."""
 
-    def __init__(self, data_dir: str | Path | None = None, concurrency: int = 1, poll_interval: float = 0.5,
-                 grace_period: float = 30.0, manage_all: bool = True):
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        concurrency: int = 1,
+        poll_interval: float = 0.5,
+        grace_period: float = 30.0,
+        manage_all: bool = True,
+    ):
         self.data_dir = data_dir_from_env(data_dir).resolve()
         self.runs_dir = self.data_dir / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -136,13 +157,25 @@ class Supervisor:
             if outcome:
                 self._finish(row["id"], Path(row["run_dir"]), outcome.get("exit_code"), outcome=outcome)
             else:
-                self.store.update_run(row["id"], status="interrupted", ended_at=time.time(),
-                                      error="The app stopped while this run was running, and its process is gone. Resume it to continue from its last checkpoint.")
+                self.store.update_run(
+                    row["id"],
+                    status="interrupted",
+                    ended_at=time.time(),
+                    error="The app stopped while this run was running, and its process is gone. Resume it to continue from its last checkpoint.",
+                )
 
     # --- public API -----------------------------------------------------------------------
 
-    def submit(self, task: Task | str, params: BaseModel, name: str = "", secrets: dict[str, str] | None = None,
-               parent_id: str | None = None, check: bool = True, backend: str = "local") -> str:
+    def submit(
+        self,
+        task: Task | str,
+        params: BaseModel,
+        name: str = "",
+        secrets: dict[str, str] | None = None,
+        parent_id: str | None = None,
+        check: bool = True,
+        backend: str = "local",
+    ) -> str:
         """Check data, write ``runs/<id>/config.yaml`` and queue the run. Raises UserError, creating nothing."""
         task = get_task(task) if isinstance(task, str) else task
         if check:
@@ -157,11 +190,20 @@ class Supervisor:
         with self._lock:
             self._secrets[run_id] = dict(secrets or {})
             self._mine.add(run_id)
-            self.store.insert_run({
-                "id": run_id, "name": name, "task": task.name, "status": "queued", "backend": backend,
-                "params": json.dumps(public_dict(params)), "base_model": getattr(params, "base_model", ""),
-                "run_dir": str(run_dir), "key_metric_name": task.key_metric, "parent_id": parent_id,
-            })
+            self.store.insert_run(
+                {
+                    "id": run_id,
+                    "name": name,
+                    "task": task.name,
+                    "status": "queued",
+                    "backend": backend,
+                    "params": json.dumps(public_dict(params)),
+                    "base_model": getattr(params, "base_model", ""),
+                    "run_dir": str(run_dir),
+                    "key_metric_name": task.key_metric,
+                    "parent_id": parent_id,
+                }
+            )
         return run_id
 
     def stop(self, run_id: str) -> None:
@@ -188,11 +230,15 @@ class Supervisor:
             raise UserError(f"Run `{run_id}` is still {row['status']}; stop it before resuming.")
         ckpt = rf.last_checkpoint(row["run_dir"])
         if ckpt is None:
-            raise UserError(f"Run `{run_id}` has no checkpoint to resume from. Set save_strategy to epoch or steps, "
-                            "or use Duplicate to start it again.")
+            raise UserError(
+                f"Run `{run_id}` has no checkpoint to resume from. Set save_strategy to epoch or steps, "
+                "or use Duplicate to start it again."
+            )
         task = get_task(row["task"])
         params = task.params.model_validate({**row["params"], "resume_from": str(ckpt)})
-        return self.submit(task, params, name=f"{row['name']} (resumed)", secrets=secrets, parent_id=run_id, check=False)
+        return self.submit(
+            task, params, name=f"{row['name']} (resumed)", secrets=secrets, parent_id=run_id, check=False
+        )
 
     def delete(self, run_id: str) -> None:
         """Remove a finished run: its folder and its rows."""
@@ -244,17 +290,28 @@ class Supervisor:
         run_dir = Path(row["run_dir"])
         log = open(run_dir / rf.LOG, "ab")  # noqa: SIM115 - handed to the child
         try:
-            proc = subprocess.Popen(worker_command(run_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=str(ENGINE_ROOT), env=worker_env(self._secrets.pop(row["id"], None)), start_new_session=True)
+            proc = subprocess.Popen(
+                worker_command(run_dir),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(ENGINE_ROOT),
+                env=worker_env(self._secrets.pop(row["id"], None)),
+                start_new_session=True,
+            )
         except OSError as e:
-            self.store.update_run(row["id"], status="failed", ended_at=time.time(), error=f"Could not start the worker: {e}")
+            self.store.update_run(
+                row["id"], status="failed", ended_at=time.time(), error=f"Could not start the worker: {e}"
+            )
             return
         finally:
             log.close()
         self._procs[row["id"]] = proc
         self._offsets[row["id"]] = 0
         created = psutil.Process(proc.pid).create_time() if psutil.pid_exists(proc.pid) else time.time()
-        self.store.update_run(row["id"], status="running", pid=proc.pid, pgid=proc.pid, pid_started=created, started_at=time.time())
+        self.store.update_run(
+            row["id"], status="running", pid=proc.pid, pgid=proc.pid, pid_started=created, started_at=time.time()
+        )
 
     def _ingest(self, run_id: str, run_dir: Path) -> None:
         events, self._offsets[run_id] = rf.read_events(run_dir, self._offsets.get(run_id, 0))
@@ -271,7 +328,15 @@ class Supervisor:
                 progress["epoch"] = float(ev["epoch"])
             for key, value in ev.items():
                 if key not in SKIP_METRIC_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    rows.append({"step": step, "epoch": ev.get("epoch"), "name": key, "value": float(value), "time": ev.get("time")})
+                    rows.append(
+                        {
+                            "step": step,
+                            "epoch": ev.get("epoch"),
+                            "name": key,
+                            "value": float(value),
+                            "time": ev.get("time"),
+                        }
+                    )
         self.store.add_metrics(run_id, rows)
         if progress:
             self.store.update_run(run_id, **progress)

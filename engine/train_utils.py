@@ -45,8 +45,16 @@ def steps_per_epoch(n_train: int, params: Any, world_size: int = 1) -> int:
     return max(1, math.ceil(n_train / (params.batch_size * world_size)) // params.grad_accum or 1)
 
 
-def training_arguments(params: Any, run_dir: Path, n_train: int, has_eval: bool, args_cls: type = TrainingArguments,
-                       metric: str | None = None, greater_is_better: bool = False, **extra: Any) -> Any:
+def training_arguments(
+    params: Any,
+    run_dir: Path,
+    n_train: int,
+    has_eval: bool,
+    args_cls: type = TrainingArguments,
+    metric: str | None = None,
+    greater_is_better: bool = False,
+    **extra: Any,
+) -> Any:
     """TrainingArguments (or a subclass such as trl's configs) from the shared params."""
     per_epoch = steps_per_epoch(n_train, params)
     total = params.max_steps if params.max_steps > 0 else max(1, math.ceil(per_epoch * params.epochs))
@@ -57,16 +65,31 @@ def training_arguments(params: Any, run_dir: Path, n_train: int, has_eval: bool,
         save_strategy = eval_strategy  # keeping the best model needs checkpoints at each evaluation
     kwargs: dict[str, Any] = dict(
         output_dir=str(Path(run_dir) / rf.CHECKPOINTS),
-        num_train_epochs=params.epochs, max_steps=params.max_steps,
-        learning_rate=params.learning_rate, per_device_train_batch_size=params.batch_size,
-        per_device_eval_batch_size=params.batch_size, gradient_accumulation_steps=params.grad_accum,
-        warmup_steps=params.warmup_ratio, weight_decay=params.weight_decay, max_grad_norm=params.max_grad_norm,
-        lr_scheduler_type=params.scheduler, optim=params.optimizer, seed=params.seed, data_seed=params.seed,
-        logging_steps=params.logging_steps or max(1, total // 25), logging_first_step=True,
-        eval_strategy=eval_strategy, save_strategy=save_strategy, save_total_limit=params.save_total_limit,
-        report_to="none", disable_tqdm=True, dataloader_num_workers=0,
-        gradient_checkpointing=params.gradient_checkpointing, use_cpu=not torch.cuda.is_available(),
-        load_best_model_at_end=best, metric_for_best_model=metric if best else None,
+        num_train_epochs=params.epochs,
+        max_steps=params.max_steps,
+        learning_rate=params.learning_rate,
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.batch_size,
+        gradient_accumulation_steps=params.grad_accum,
+        warmup_steps=params.warmup_ratio,
+        weight_decay=params.weight_decay,
+        max_grad_norm=params.max_grad_norm,
+        lr_scheduler_type=params.scheduler,
+        optim=params.optimizer,
+        seed=params.seed,
+        data_seed=params.seed,
+        logging_steps=params.logging_steps or max(1, total // 25),
+        logging_first_step=True,
+        eval_strategy=eval_strategy,
+        save_strategy=save_strategy,
+        save_total_limit=params.save_total_limit,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        gradient_checkpointing=params.gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(),
+        load_best_model_at_end=best,
+        metric_for_best_model=metric if best else None,
         greater_is_better=greater_is_better if best else None,
         **precision_flags(params.mixed_precision),
     )
@@ -89,13 +112,22 @@ class EventsCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001
         self.t0 = time.time()
-        rf.write_event(self.run_dir, {"type": "start", "step": state.global_step, "max_steps": state.max_steps,
-                                      "num_train_epochs": args.num_train_epochs})
+        rf.write_event(
+            self.run_dir,
+            {
+                "type": "start",
+                "step": state.global_step,
+                "max_steps": state.max_steps,
+                "num_train_epochs": args.num_train_epochs,
+            },
+        )
 
     def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
         if self.first_step_at is None:
             self.first_step_at = time.time()
-            rf.write_event(self.run_dir, {"type": "first_step", "step": state.global_step, "max_steps": state.max_steps})
+            rf.write_event(
+                self.run_dir, {"type": "first_step", "step": state.global_step, "max_steps": state.max_steps}
+            )
         if rf.stop_requested():
             log.warning("Stop requested: saving a checkpoint at step %d and ending training.", state.global_step)
             control.should_save = True
@@ -105,23 +137,36 @@ class EventsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
         logs = dict(logs or {})
         elapsed = max(1e-9, time.time() - self.t0)
-        event: dict[str, Any] = {"type": "eval" if any(k.startswith("eval_") for k in logs) else "log",
-                                 "step": state.global_step, "epoch": state.epoch, "max_steps": state.max_steps}
+        event: dict[str, Any] = {
+            "type": "eval" if any(k.startswith("eval_") for k in logs) else "log",
+            "step": state.global_step,
+            "epoch": state.epoch,
+            "max_steps": state.max_steps,
+        }
         for key, value in logs.items():
             if isinstance(value, (int, float)) and key not in ("epoch", "total_flos"):
                 event["loss" if key == "train_loss" and "loss" not in logs else key] = value
         if "eval_loss" in logs and logs["eval_loss"] is not None and logs["eval_loss"] < 50:
             event["eval_perplexity"] = math.exp(logs["eval_loss"])
         if event["type"] == "log":
-            samples = state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+            samples = (
+                state.global_step
+                * args.per_device_train_batch_size
+                * args.gradient_accumulation_steps
+                * args.world_size
+            )
             event["samples_per_second"] = samples / elapsed
-            tokens = getattr(state, "num_input_tokens_seen", 0) or (samples * self.tokens_per_sample if self.tokens_per_sample else 0)
+            tokens = getattr(state, "num_input_tokens_seen", 0) or (
+                samples * self.tokens_per_sample if self.tokens_per_sample else 0
+            )
             if tokens:
                 event["tokens_per_second"] = tokens / elapsed
         rf.write_event(self.run_dir, event)
 
 
-def callbacks(params: Any, run_dir: Path, has_eval: bool, tokens_per_sample: float | None = None) -> list[TrainerCallback]:
+def callbacks(
+    params: Any, run_dir: Path, has_eval: bool, tokens_per_sample: float | None = None
+) -> list[TrainerCallback]:
     cbs: list[TrainerCallback] = [EventsCallback(run_dir, tokens_per_sample)]
     if has_eval and params.early_stopping_patience > 0:
         cbs.append(EarlyStoppingCallback(params.early_stopping_patience, params.early_stopping_threshold))
@@ -146,8 +191,15 @@ def train_and_save(trainer: Trainer, params: Any, run_dir: Path, has_eval: bool,
         metrics.update(trainer.evaluate())
         if "eval_loss" in metrics and metrics["eval_loss"] < 50:
             metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
-        rf.write_event(run_dir, {"type": "final", "step": trainer.state.global_step, "epoch": trainer.state.epoch,
-                                 **{k: v for k, v in metrics.items() if k.startswith("eval_")}})
+        rf.write_event(
+            run_dir,
+            {
+                "type": "final",
+                "step": trainer.state.global_step,
+                "epoch": trainer.state.epoch,
+                **{k: v for k, v in metrics.items() if k.startswith("eval_")},
+            },
+        )
     if save:
         model_dir = Path(run_dir) / rf.MODEL_DIR
         trainer.save_model(str(model_dir))

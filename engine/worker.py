@@ -24,22 +24,49 @@ STOPPED_EXIT = 143
 
 def model_card(task: Any, params: Any, metrics: dict[str, Any], name: str) -> str:
     """A Hub model card: metadata front matter plus a short description and the metrics."""
-    meta: dict[str, Any] = {"library_name": task.library if hasattr(task, "library") else "transformers",
-                            "tags": ["trainpad", task.name]}
+    meta: dict[str, Any] = {
+        "library_name": task.library if hasattr(task, "library") else "transformers",
+        "tags": ["trainpad", task.name],
+    }
     if params.base_model and not Path(params.base_model).exists():
         meta["base_model"] = params.base_model
     if params.data_path and not Path(params.data_path).exists():
         meta["datasets"] = [params.data_path]
     shown = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items() if isinstance(v, (int, float))}
     if shown:
-        meta["model-index"] = [{"name": name, "results": [{"task": {"type": task.name},
-                                                             "metrics": [{"type": k, "value": v} for k, v in shown.items()]}]}]
-    lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# {name}", "",
-             f"Trained with [Trainpad](https://github.com/) — task **{task.title}**"
-             + (f", from `{params.base_model}`." if params.base_model else "."), "", "## Metrics", "",
-             "| metric | value |", "|---|---|"]
+        meta["model-index"] = [
+            {
+                "name": name,
+                "results": [
+                    {"task": {"type": task.name}, "metrics": [{"type": k, "value": v} for k, v in shown.items()]}
+                ],
+            }
+        ]
+    lines = [
+        "---",
+        yaml.safe_dump(meta, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {name}",
+        "",
+        f"Trained with [Trainpad](https://github.com/) — task **{task.title}**"
+        + (f", from `{params.base_model}`." if params.base_model else "."),
+        "",
+        "## Metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in shown.items()]
-    lines += ["", "## Training parameters", "", "```yaml", yaml.safe_dump(_card_params(params), sort_keys=False).strip(), "```", ""]
+    lines += [
+        "",
+        "## Training parameters",
+        "",
+        "```yaml",
+        yaml.safe_dump(_card_params(params), sort_keys=False).strip(),
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -60,7 +87,9 @@ def push_to_hub(run_dir: Path, params: Any) -> str:
 
     token = os.environ.get("HF_TOKEN")
     if not token:
-        raise UserError("push_to_hub is on but no Hugging Face token was given. Enter a write token, or turn push_to_hub off.")
+        raise UserError(
+            "push_to_hub is on but no Hugging Face token was given. Enter a write token, or turn push_to_hub off."
+        )
     api = HfApi(token=token)
     repo = api.create_repo(params.hub_repo_id, private=params.hub_private, exist_ok=True).repo_id
     api.upload_folder(folder_path=str(run_dir / rf.MODEL_DIR), repo_id=repo)
@@ -88,8 +117,11 @@ def run(run_dir: Path) -> int:
     if params.push_to_hub:
         print(f"[trainpad] pushed to https://huggingface.co/{push_to_hub(run_dir, params)}", flush=True)
     rf.write_json(run_dir / rf.OUTCOME, {"status": "succeeded", "exit_code": 0})
-    print(f"[trainpad] succeeded in {metrics['wall_seconds']:.1f}s: "
-          + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)), flush=True)
+    print(
+        f"[trainpad] succeeded in {metrics['wall_seconds']:.1f}s: "
+        + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
+        flush=True,
+    )
     return 0
 
 

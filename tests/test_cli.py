@@ -17,15 +17,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def trainpad(*args: str, data_dir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "TRAINPAD_DATA_DIR": str(data_dir), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=full_env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, cwd=ROOT, env=full_env, timeout=300
+    )
 
 
 def write_config(tmp_path: Path, model: Path, rows: int = 80) -> Path:
     write_jsonl(tmp_path / "chat.jsonl", chat_rows(rows))
     cfg = tmp_path / "sft.yaml"
-    cfg.write_text(f"task: llm_sft\nparams:\n  base_model: {model}\n  data_path: ./chat.jsonl\n"
-                   "  epochs: 1\n  batch_size: 8\n  max_length: 64\n  use_lora: true\n")
+    cfg.write_text(
+        f"task: llm_sft\nparams:\n  base_model: {model}\n  data_path: ./chat.jsonl\n"
+        "  epochs: 1\n  batch_size: 8\n  max_length: 64\n  use_lora: true\n"
+    )
     return cfg
 
 

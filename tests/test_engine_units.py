@@ -36,14 +36,23 @@ def test_literal_error_names_the_choices():
 
 
 def test_overrides_parse_yaml_values_and_nested_keys():
-    out = apply_overrides({"epochs": 3}, ["epochs=1", "use_lora=false", "column_mapping.text=body", "lora_target_modules=q_proj,v_proj"])
-    assert out == {"epochs": 1, "use_lora": False, "column_mapping": {"text": "body"}, "lora_target_modules": "q_proj,v_proj"}
+    out = apply_overrides(
+        {"epochs": 3}, ["epochs=1", "use_lora=false", "column_mapping.text=body", "lora_target_modules=q_proj,v_proj"]
+    )
+    assert out == {
+        "epochs": 1,
+        "use_lora": False,
+        "column_mapping": {"text": "body"},
+        "lora_target_modules": "q_proj,v_proj",
+    }
     with pytest.raises(UserError, match="key=value"):
         apply_overrides({}, ["epochs"])
 
 
 def test_config_round_trips_through_yaml(tmp_path):
-    task, params = from_dict({"task": "llm_sft", "params": {"base_model": "m", "epochs": 2, "column_mapping": {"text": "body"}}})
+    task, params = from_dict(
+        {"task": "llm_sft", "params": {"base_model": "m", "epochs": 2, "column_mapping": {"text": "body"}}}
+    )
     path = tmp_path / "c.yaml"
     path.write_text(dump_config(task, params, name="x"))
     task2, params2 = load_config(path)
@@ -133,6 +142,7 @@ def test_unknown_task_lists_valid_tasks():
 
 # --- data -----------------------------------------------------------------------------------
 
+
 def _sft_params(path: Path, **kw) -> object:
     return validate_params(SFT.params, {"base_model": "m", "data_path": str(path), **kw})
 
@@ -146,13 +156,16 @@ def test_missing_column_lists_the_columns_that_exist(tmp_path):
     assert "SFT needs a `text` column" in problems[0]
 
 
-@pytest.mark.parametrize(("name", "content", "expected"), [
-    ("empty.csv", "", "is empty"),
-    ("header.csv", "text\n", "has a header but no data rows"),
-    ("bad.jsonl", '{"text": "a"}\n{"text": "b"\n', "line 2: not valid JSON"),
-    ("bad.csv", 'text,x\n"a,1\n', "could not be parsed"),
-    ("data.txt", "hello", "unsupported type `.txt`"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("empty.csv", "", "is empty"),
+        ("header.csv", "text\n", "has a header but no data rows"),
+        ("bad.jsonl", '{"text": "a"}\n{"text": "b"\n', "line 2: not valid JSON"),
+        ("bad.csv", 'text,x\n"a,1\n', "could not be parsed"),
+        ("data.txt", "hello", "unsupported type `.txt`"),
+    ],
+)
 def test_unreadable_files_give_plain_messages(tmp_path, name, content, expected):
     f = tmp_path / name
     f.write_text(content)
@@ -162,8 +175,11 @@ def test_unreadable_files_give_plain_messages(tmp_path, name, content, expected)
 
 def test_wrong_type_in_messages_column_names_the_row(tmp_path):
     f = tmp_path / "chat.jsonl"
-    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
-            {"messages": [{"content": "no role"}]}, {"messages": "not json"}]
+    rows = [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+        {"messages": [{"content": "no role"}]},
+        {"messages": "not json"},
+    ]
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     problems = check_data(SFT, _sft_params(f))
     assert any("Row 2" in p and "`role`" in p for p in problems)
@@ -173,8 +189,16 @@ def test_wrong_type_in_messages_column_names_the_row(tmp_path):
 def test_empty_cells_in_a_required_column_are_listed(tmp_path):
     from engine.task import Column, Task
 
-    task = Task(name="t", title="t", family="Text", description="", params=SFT.params,
-                columns=[Column("text", "the text")], train=lambda p, d: {}, predict=lambda m, i: None)
+    task = Task(
+        name="t",
+        title="t",
+        family="Text",
+        description="",
+        params=SFT.params,
+        columns=[Column("text", "the text")],
+        train=lambda p, d: {},
+        predict=lambda m, i: None,
+    )
     f = tmp_path / "d.csv"
     f.write_text("text\na\n\nb\n,\n")
     f.write_text("text,other\na,1\n,2\nb,3\n")
@@ -190,8 +214,9 @@ def test_folder_with_train_and_validation_files(tmp_path):
 
 
 def test_split_is_stratified_and_seeded(tmp_path):
-    from engine.data import split_train_valid
     import pandas as pd
+
+    from engine.data import split_train_valid
 
     df = pd.DataFrame({"text": [f"t{i}" for i in range(100)], "target": ["a"] * 80 + ["b"] * 20})
     train, valid = split_train_valid(df, 0.2, seed=1, stratify="target")
@@ -214,6 +239,7 @@ def test_formats_read_the_same_table(tmp_path):
 
 
 # --- store ----------------------------------------------------------------------------------
+
 
 def test_store_schema_version_and_parameterized_queries(tmp_path):
     store = Store(tmp_path / "t.db")

@@ -22,8 +22,17 @@ pytestmark = pytest.mark.slow
 
 def long_params(model: Path, tmp_path: Path, **kw):
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(200))
-    return sft_params(model, data, max_steps=3000, batch_size=2, packing="none", logging_steps=1, valid_fraction=0.0,
-                      use_lora=False, **kw)
+    return sft_params(
+        model,
+        data,
+        max_steps=3000,
+        batch_size=2,
+        packing="none",
+        logging_steps=1,
+        valid_fraction=0.0,
+        use_lora=False,
+        **kw,
+    )
 
 
 def wait_for_step(sup: Supervisor, run_id: str, step: int, timeout: float = 120) -> dict:

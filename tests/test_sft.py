@@ -17,8 +17,16 @@ pytestmark = pytest.mark.slow
 
 
 def sft_params(model: Path, data: Path, **kw):
-    base = {"base_model": str(model), "data_path": str(data), "epochs": 4, "batch_size": 8, "max_length": 64,
-            "learning_rate": 3e-3, "valid_fraction": 0.1, "logging_steps": 2}
+    base = {
+        "base_model": str(model),
+        "data_path": str(data),
+        "epochs": 4,
+        "batch_size": 8,
+        "max_length": 64,
+        "learning_rate": 3e-3,
+        "valid_fraction": 0.1,
+        "logging_steps": 2,
+    }
     return validate_params(SFT.params, {**base, **kw})
 
 
@@ -70,7 +78,9 @@ def test_sft_chat_end_to_end(supervisor, tiny_llama, tmp_path, lora):
 
 def test_sft_plain_text_lora_adapter_only(supervisor, tiny_llama, tmp_path):
     data = write_jsonl(tmp_path / "text.jsonl", text_rows(200))
-    params = sft_params(tiny_llama, data, use_lora=True, merge_adapter=False, valid_fraction=0.0, epochs=1, learning_rate=1e-2)
+    params = sft_params(
+        tiny_llama, data, use_lora=True, merge_adapter=False, valid_fraction=0.0, epochs=1, learning_rate=1e-2
+    )
     run_id = supervisor.submit(SFT, params)
     row = supervisor.wait(run_id, timeout=300)
     assert row["status"] == "succeeded", row["error"]

@@ -18,17 +18,23 @@ def chat_rows(n: int, seed: int = 0) -> list[dict]:
     rows = []
     for _ in range(n):
         a, b = rng.randint(0, 9), rng.randint(0, 9)
-        rows.append({"messages": [
-            {"role": "user", "content": f"what is {a} plus {b}?"},
-            {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
-        ]})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"what is {a} plus {b}?"},
+                    {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
+                ]
+            }
+        )
     return rows
 
 
 def text_rows(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
-    return [{"text": f"{rng.choice(NAMES)} likes the colour {c} and the colour {c} likes {rng.choice(NAMES)}."}
-            for c in (rng.choice(COLORS) for _ in range(n))]
+    return [
+        {"text": f"{rng.choice(NAMES)} likes the colour {c} and the colour {c} likes {rng.choice(NAMES)}."}
+        for c in (rng.choice(COLORS) for _ in range(n))
+    ]
 
 
 def corpus() -> list[str]:
@@ -47,19 +53,22 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 400, chat_template: str | N
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(corpus(), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="<|im_end|>",
-                                   pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>"
+    )
     if chat_template:
         fast.chat_template = chat_template
     fast.save_pretrained(str(out_dir))
     return fast
 
 
-def build_tiny_llama(out_dir: Path, hidden: int = 64, layers: int = 2, chat_template: str | None = CHATML,
-                     vocab_size: int = 400) -> Path:
+def build_tiny_llama(
+    out_dir: Path, hidden: int = 64, layers: int = 2, chat_template: str | None = CHATML, vocab_size: int = 400
+) -> Path:
     """A 2-layer Llama with a freshly trained tokenizer, saved to ``out_dir``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -67,10 +76,19 @@ def build_tiny_llama(out_dir: Path, hidden: int = 64, layers: int = 2, chat_temp
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(out_dir, vocab_size=vocab_size, chat_template=chat_template)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
     LlamaForCausalLM(cfg).save_pretrained(str(out_dir))
     return out_dir
 
@@ -92,10 +110,18 @@ def build_wordpiece_tokenizer(out_dir: Path, texts: list[str], vocab_size: int =
     tok.decoder = decoders.WordPiece()
     tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
+    )
     fast.save_pretrained(str(out_dir))
     return fast
 
@@ -108,8 +134,15 @@ def build_tiny_bert(out_dir: Path, texts: list[str] | None = None, hidden: int =
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = build_wordpiece_tokenizer(out_dir, texts or corpus())
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                     intermediate_size=hidden * 2, max_position_embeddings=512, pad_token_id=tok.pad_token_id)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=512,
+        pad_token_id=tok.pad_token_id,
+    )
     BertModel(cfg).save_pretrained(str(out_dir))
     return out_dir
 
@@ -125,15 +158,31 @@ def build_tiny_t5(out_dir: Path, texts: list[str] | None = None, d_model: int = 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts or corpus(), trainers.BpeTrainer(vocab_size=500, special_tokens=specials,
-                                                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   model_max_length=512)
+    tok.train_from_iterator(
+        texts or corpus(),
+        trainers.BpeTrainer(
+            vocab_size=500, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+    )
     fast.save_pretrained(str(out_dir))
     torch.manual_seed(0)
-    cfg = T5Config(vocab_size=len(fast), d_model=d_model, d_kv=8, d_ff=d_model * 2, num_layers=layers, num_decoder_layers=layers,
-                   num_heads=4, pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id,
-                   decoder_start_token_id=fast.pad_token_id)
+    cfg = T5Config(
+        vocab_size=len(fast),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=d_model * 2,
+        num_layers=layers,
+        num_decoder_layers=layers,
+        num_heads=4,
+        pad_token_id=fast.pad_token_id,
+        eos_token_id=fast.eos_token_id,
+        decoder_start_token_id=fast.pad_token_id,
+    )
     T5ForConditionalGeneration(cfg).save_pretrained(str(out_dir))
     return out_dir

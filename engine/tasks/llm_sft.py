@@ -35,8 +35,10 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
     """One of the three data forms must be present; chats must be well-formed."""
     cols = set(train.columns)
     if not ({"text", "messages"} & cols or {"prompt", "completion"} <= cols):
-        return ["SFT needs a `text` column, a `messages` column (chats), or `prompt` and `completion` columns. "
-                "Map your columns with column_mapping, e.g. {text: my_column}."]
+        return [
+            "SFT needs a `text` column, a `messages` column (chats), or `prompt` and `completion` columns. "
+            "Map your columns with column_mapping, e.g. {text: my_column}."
+        ]
     problems = []
     if "messages" in cols:
         for name, df in (("training", train), ("validation", valid)):
@@ -44,7 +46,9 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
                 found = lu.collect_problems(df["messages"], lambda v, r: lu.parse_messages(v, r, "messages"))
                 problems += [f"{name.capitalize()} data: {p}" for p in found]
     if params.completion_only_loss and "text" in cols and not ({"messages"} & cols or {"prompt", "completion"} <= cols):
-        problems.append("completion_only_loss needs prompt/completion columns or chats; plain `text` has no answer part.")
+        problems.append(
+            "completion_only_loss needs prompt/completion columns or chats; plain `text` has no answer part."
+        )
     return problems
 
 
@@ -56,11 +60,15 @@ def to_dataset(df: Any, params: Params) -> Any:
     if "messages" in cols:
         chats = [lu.parse_messages(v, i + 1, "messages") for i, v in enumerate(df["messages"])]
         if params.completion_only_loss:
-            rows = [{"prompt": c[:-1], "completion": c[-1:]} for c in chats if len(c) > 1 and c[-1]["role"] == "assistant"]
+            rows = [
+                {"prompt": c[:-1], "completion": c[-1:]} for c in chats if len(c) > 1 and c[-1]["role"] == "assistant"
+            ]
             return Dataset.from_list(rows)
         return Dataset.from_dict({"messages": chats})
     if {"prompt", "completion"} <= cols:
-        return Dataset.from_dict({"prompt": df["prompt"].astype(str).tolist(), "completion": df["completion"].astype(str).tolist()})
+        return Dataset.from_dict(
+            {"prompt": df["prompt"].astype(str).tolist(), "completion": df["completion"].astype(str).tolist()}
+        )
     return Dataset.from_dict({"text": df["text"].astype(str).tolist()})
 
 
@@ -79,7 +87,9 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
     from transformers import Trainer
     from trl import SFTConfig, SFTTrainer
 
-    from engine import data, task as task_mod, train_utils as tu
+    from engine import data
+    from engine import task as task_mod
+    from engine import train_utils as tu
 
     tu.setup_torch_threads()
     train_df, valid_df = data.load_splits(task_mod.get_task("llm_sft"), params)
@@ -90,25 +100,45 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
     gc.enable()
     gc.freeze()
     packing, strategy = packing_choice(params)
-    print(f"[trainpad] {len(train_ds)} training rows, {len(valid_ds) if has_eval else 0} validation rows; "
-          f"packing={strategy if packing else 'none'}; LoRA={'on' if params.use_lora else 'off'}", flush=True)
+    print(
+        f"[trainpad] {len(train_ds)} training rows, {len(valid_ds) if has_eval else 0} validation rows; "
+        f"packing={strategy if packing else 'none'}; LoRA={'on' if params.use_lora else 'off'}",
+        flush=True,
+    )
 
     class SFT(SFTTrainer):
         """SFTTrainer with the model's own cross-entropy (trl's fused-metrics loss path costs ~30% on CPU)."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
             inputs["use_cache"] = False
-            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            return Trainer.compute_loss(
+                self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
 
     args = tu.training_arguments(
-        params, run_dir, n_train=len(train_ds), has_eval=has_eval, args_cls=SFTConfig,
-        max_length=params.max_length, packing=packing, packing_strategy=strategy, eval_packing=packing,
-        completion_only_loss=params.completion_only_loss or None, dataset_num_proc=None,
-        include_num_input_tokens_seen="non_padding", metric="eval_loss",
+        params,
+        run_dir,
+        n_train=len(train_ds),
+        has_eval=has_eval,
+        args_cls=SFTConfig,
+        max_length=params.max_length,
+        packing=packing,
+        packing_strategy=strategy,
+        eval_packing=packing,
+        completion_only_loss=params.completion_only_loss or None,
+        dataset_num_proc=None,
+        include_num_input_tokens_seen="non_padding",
+        metric="eval_loss",
     )
-    trainer = SFT(model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds if has_eval else None,
-                  processing_class=tok, peft_config=lu.lora_config(params),
-                  callbacks=tu.callbacks(params, run_dir, has_eval))
+    trainer = SFT(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=valid_ds if has_eval else None,
+        processing_class=tok,
+        peft_config=lu.lora_config(params),
+        callbacks=tu.callbacks(params, run_dir, has_eval),
+    )
     metrics = tu.train_and_save(trainer, params, run_dir, has_eval, save=False)
     if not _stopped():
         lu.save_lm(trainer, params, run_dir / "model")
