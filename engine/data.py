@@ -272,6 +272,8 @@ def check_data(task: Any, params: Any) -> list[str]:
                 problems.append(
                     f"Column `{col}` ({role}) is empty in {len(empty)} row(s): {_rows(empty)}. Fill or remove those rows."
                 )
+        if spec.kind == "number":
+            problems += _non_numeric(train[col], col, role)
     if problems or task.check_data is None:
         return problems
     mapped_valid = (
@@ -280,6 +282,18 @@ def check_data(task: Any, params: Any) -> list[str]:
         else None
     )
     return task.check_data(apply_mapping(train, mapping), mapped_valid, params)
+
+
+def _non_numeric(values: pd.Series, col: str, role: str) -> list[str]:
+    """Rows whose value is present but not a number."""
+    parsed = pd.to_numeric(values, errors="coerce")
+    bad = values.index[parsed.isna() & values.notna()].tolist()
+    if not bad:
+        return []
+    return [
+        f"Column `{col}` ({role}) must hold numbers, but {len(bad)} row(s) do not: {_rows(bad)} "
+        f"(e.g. {values[bad[0]]!r}). Fix or remove those rows."
+    ]
 
 
 def _rows(index: list[int], limit: int = 8) -> str:

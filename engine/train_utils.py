@@ -6,6 +6,7 @@ progress to ``events.jsonl`` through a callback, honour Stop (checkpoint, then e
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -18,6 +19,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from engine import runfiles as rf
 
 log = logging.getLogger("trainpad")
+DEFAULT_GC = (700, 10, 10)
 
 
 def device() -> str:
@@ -111,6 +113,8 @@ class EventsCallback(TrainerCallback):
         self.first_step_at: float | None = None
 
     def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001
+        gc.freeze()  # the model and libraries are loaded: keep them out of every later collection
+        gc.set_threshold(*DEFAULT_GC)
         self.t0 = time.time()
         rf.write_event(
             self.run_dir,

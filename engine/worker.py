@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m engine.worker RUN_DIR", file=sys.stderr)
         return 2
-    gc.disable()
+    gc.set_threshold(100_000, 50, 1000)  # few collections during the heavy imports; EventsCallback restores it
     signal.signal(signal.SIGTERM, rf.request_stop)
     signal.signal(signal.SIGINT, rf.request_stop)
     run_dir = Path(argv[0]).resolve()

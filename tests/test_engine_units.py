@@ -250,3 +250,50 @@ def test_store_schema_version_and_parameterized_queries(tmp_path):
     assert store.list_runs(status="queued")[0]["id"] == "r1"
     assert store.metrics("r1")[0]["value"] == 2.0
     assert Store(tmp_path / "t.db").schema_version == 2  # reopening migrates nothing twice
+
+
+def test_number_columns_report_rows_that_are_not_numbers(tmp_path):
+    from engine.task import Column, Task
+
+    task = Task(
+        name="t",
+        title="t",
+        family="Text",
+        description="",
+        params=SFT.params,
+        columns=[Column("text", "the text"), Column("target", "a score", kind="number")],
+        train=lambda p, d: {},
+        predict=lambda m, i: None,
+    )
+    f = tmp_path / "d.csv"
+    f.write_text("text,target\na,1.5\nb,high\nc,2\n")
+    problems = check_data(task, _sft_params(f))
+    assert problems == [
+        "Column `target` (target) must hold numbers, but 1 row(s) do not: 2 (e.g. 'high'). Fix or remove those rows."
+    ]
+
+
+def test_hub_dataset_ids_load_with_config_and_splits(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load(path, name=None, split=None):
+        calls.append((path, name, split))
+        return datasets.Dataset.from_dict({"text": [f"{split}-{i}" for i in range(3)]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    params = validate_params(
+        SFT.params,
+        {
+            "base_model": "m",
+            "data_path": "someone/chats",
+            "data_config": "en",
+            "train_split": "train_sft",
+            "valid_split": "test_sft",
+        },
+    )
+    assert check_data(SFT, params) == []  # Hub data is checked by the worker, not in the UI process
+    train, valid = load_splits(SFT, params)
+    assert calls == [("someone/chats", "en", "train_sft"), ("someone/chats", "en", "test_sft")]
+    assert list(train["text"]) == ["train_sft-0", "train_sft-1", "train_sft-2"] and len(valid) == 3

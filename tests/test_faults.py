@@ -131,3 +131,15 @@ def test_supervisor_restart_reattaches_or_marks_interrupted(data_dir, tiny_llama
     row = fourth.store.get_run(run_id2)
     assert row["status"] == "interrupted" and "Resume it" in row["error"]
     assert fourth.store.runs_with_status("running") == []
+
+
+def test_queue_keeps_going_after_a_failed_run(data_dir, tiny_llama, tmp_path):
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(40))
+    sup = Supervisor(data_dir, concurrency=1, poll_interval=0.2).start()
+    try:
+        bad = sup.submit(SFT, sft_params(tmp_path / "missing-model", data))
+        good = sup.submit(SFT, sft_params(tiny_llama, data, epochs=1, use_lora=True))
+        assert sup.wait(bad, timeout=120)["status"] == "failed"
+        assert sup.wait(good, timeout=300)["status"] == "succeeded"
+    finally:
+        sup.shutdown()

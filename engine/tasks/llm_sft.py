@@ -49,7 +49,7 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
         problems.append(
             "completion_only_loss needs prompt/completion columns or chats; plain `text` has no answer part."
         )
-    return problems
+    return problems or lu.render_problems(train, valid, params)
 
 
 def to_dataset(df: Any, params: Params) -> Any:
@@ -82,8 +82,6 @@ def packing_choice(params: Params) -> tuple[bool, str]:
 
 
 def train(params: Params, run_dir: Path) -> dict[str, float]:
-    import gc
-
     from transformers import Trainer
     from trl import SFTConfig, SFTTrainer
 
@@ -97,8 +95,6 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
     has_eval = valid_ds is not None and len(valid_ds) > 0
     tok = lu.load_tokenizer(params)
     model = lu.load_causal_lm(params)
-    gc.enable()
-    gc.freeze()
     packing, strategy = packing_choice(params)
     print(
         f"[trainpad] {len(train_ds)} training rows, {len(valid_ds) if has_eval else 0} validation rows; "
