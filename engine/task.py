@@ -25,6 +25,7 @@ TASK_MODULES = [
     "llm_orpo",
     "llm_reward",
     "llm_pretrain",
+    "tabular",
 ]
 
 FAMILIES = ["LLM", "Text", "Vision", "Audio", "Tabular"]
