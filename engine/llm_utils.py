@@ -35,38 +35,70 @@ ROLES = ("system", "user", "assistant", "tool")
 class LLMParams(TrainerParams):
     """Options shared by every LLM task: sequence length, chat template, LoRA/QLoRA, attention, merging."""
 
-    learning_rate: float = field(2e-4, "Peak learning rate (2e-4 suits LoRA; use ~2e-5 for full fine-tuning).", gt=0, le=1.0)
+    learning_rate: float = field(
+        2e-4, "Peak learning rate (2e-4 suits LoRA; use ~2e-5 for full fine-tuning).", gt=0, le=1.0
+    )
     max_length: int = field(1024, "Longest sequence in tokens; longer examples are truncated.", ge=8, le=131072)
     chat_template: Literal["tokenizer", "chatml", "zephyr", "llama3", "custom"] = field(
-        "tokenizer", "How chats are turned into text: the tokenizer's own template (ChatML if it has none), or a fixed one.")
-    custom_chat_template: str = field("", "A Jinja chat template, used when chat_template is custom.", advanced=True,
-                                      show_if={"chat_template": "custom"})
+        "tokenizer",
+        "How chats are turned into text: the tokenizer's own template (ChatML if it has none), or a fixed one.",
+    )
+    custom_chat_template: str = field(
+        "",
+        "A Jinja chat template, used when chat_template is custom.",
+        advanced=True,
+        show_if={"chat_template": "custom"},
+    )
     use_lora: bool = field(True, "Train a small LoRA adapter instead of all weights (much less memory).")
     lora_r: int = field(16, "LoRA rank.", ge=1, le=1024, show_if={"use_lora": True}, advanced=True)
     lora_alpha: int = field(32, "LoRA scaling (alpha).", ge=1, le=4096, show_if={"use_lora": True}, advanced=True)
-    lora_dropout: float = field(0.05, "Dropout on the LoRA layers.", ge=0.0, le=0.9, show_if={"use_lora": True}, advanced=True)
-    lora_target_modules: str = field("all-linear", "Layers that get adapters: all-linear, or names separated by commas "
-                                     "(e.g. q_proj,v_proj).", show_if={"use_lora": True}, advanced=True)
-    merge_adapter: bool = field(True, "Merge the adapter into the base model at the end (a standalone model).",
-                                show_if={"use_lora": True}, advanced=True)
+    lora_dropout: float = field(
+        0.05, "Dropout on the LoRA layers.", ge=0.0, le=0.9, show_if={"use_lora": True}, advanced=True
+    )
+    lora_target_modules: str = field(
+        "all-linear",
+        "Layers that get adapters: all-linear, or names separated by commas (e.g. q_proj,v_proj).",
+        show_if={"use_lora": True},
+        advanced=True,
+    )
+    merge_adapter: bool = field(
+        True,
+        "Merge the adapter into the base model at the end (a standalone model).",
+        show_if={"use_lora": True},
+        advanced=True,
+    )
     quantization: Literal["none", "int4", "int8"] = field(
-        "none", "Load the base model in 4-bit (NF4, QLoRA) or 8-bit. Needs a CUDA GPU and bitsandbytes.", advanced=True)
+        "none", "Load the base model in 4-bit (NF4, QLoRA) or 8-bit. Needs a CUDA GPU and bitsandbytes.", advanced=True
+    )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = field(
-        "sdpa", "Attention kernel. flash_attention_2 needs a GPU and the flash-attn package.", advanced=True)
+        "sdpa", "Attention kernel. flash_attention_2 needs a GPU and the flash-attn package.", advanced=True
+    )
 
 
 class PreferenceParams(LLMParams):
     """Options shared by the preference tasks (DPO, ORPO): prompt and completion length limits."""
 
-    learning_rate: float = field(5e-5, "Peak learning rate (5e-5 suits LoRA; use ~5e-7 to 5e-6 for full fine-tuning).",
-                                 gt=0, le=1.0)
-    max_prompt_length: int = field(0, "Keep at most this many prompt tokens (its end is kept). 0 = no separate limit.",
-                                   ge=0, le=131072, advanced=True)
-    max_completion_length: int = field(0, "Keep at most this many tokens of each answer (its start is kept). "
-                                       "0 = no separate limit.", ge=0, le=131072, advanced=True)
+    learning_rate: float = field(
+        5e-5, "Peak learning rate (5e-5 suits LoRA; use ~5e-7 to 5e-6 for full fine-tuning).", gt=0, le=1.0
+    )
+    max_prompt_length: int = field(
+        0,
+        "Keep at most this many prompt tokens (its end is kept). 0 = no separate limit.",
+        ge=0,
+        le=131072,
+        advanced=True,
+    )
+    max_completion_length: int = field(
+        0,
+        "Keep at most this many tokens of each answer (its start is kept). 0 = no separate limit.",
+        ge=0,
+        le=131072,
+        advanced=True,
+    )
 
 
 # ---- data ---------------------------------------------------------------------------------
+
 
 def parse_messages(value: Any, row: int, column: str) -> list[dict[str, str]]:
     """A chat as a list of {role, content}; accepts a list or a JSON string. Raises UserError with the row."""
@@ -74,18 +106,26 @@ def parse_messages(value: Any, row: int, column: str) -> list[dict[str, str]]:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise UserError(f"Row {row}, column `{column}`: not a JSON list of messages "
-                            '(expected [{"role": "user", "content": "..."}, ...]).') from None
+            raise UserError(
+                f"Row {row}, column `{column}`: not a JSON list of messages "
+                '(expected [{"role": "user", "content": "..."}, ...]).'
+            ) from None
     if hasattr(value, "tolist"):
         value = value.tolist()
     if not isinstance(value, list) or not value:
-        raise UserError(f"Row {row}, column `{column}`: expected a non-empty list of messages, got {type(value).__name__}.")
+        raise UserError(
+            f"Row {row}, column `{column}`: expected a non-empty list of messages, got {type(value).__name__}."
+        )
     out = []
     for i, m in enumerate(value):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise UserError(f"Row {row}, column `{column}`, message {i + 1}: every message needs a `role` and a `content`.")
+            raise UserError(
+                f"Row {row}, column `{column}`, message {i + 1}: every message needs a `role` and a `content`."
+            )
         if m["role"] not in ROLES:
-            raise UserError(f"Row {row}, column `{column}`, message {i + 1}: unknown role `{m['role']}` (use {', '.join(ROLES)}).")
+            raise UserError(
+                f"Row {row}, column `{column}`, message {i + 1}: unknown role `{m['role']}` (use {', '.join(ROLES)})."
+            )
         if not isinstance(m["content"], str) or not m["content"].strip():
             raise UserError(f"Row {row}, column `{column}`, message {i + 1}: `content` is empty.")
         out.append({"role": m["role"], "content": m["content"]})
@@ -124,29 +164,43 @@ def preference_example(prompt: Any, chosen: Any, rejected: Any, row: int) -> dic
     """
     c, r = as_chat_or_text(chosen, row, "chosen"), as_chat_or_text(rejected, row, "rejected")
     if _same(c, r):
-        raise UserError(f"Row {row}: `chosen` and `rejected` are identical; a preference pair needs two different "
-                        "answers. Fix or remove this row.")
-    has_prompt = prompt is not None and not (isinstance(prompt, float) and prompt != prompt) and str(prompt).strip() != ""
+        raise UserError(
+            f"Row {row}: `chosen` and `rejected` are identical; a preference pair needs two different "
+            "answers. Fix or remove this row."
+        )
+    has_prompt = (
+        prompt is not None and not (isinstance(prompt, float) and prompt != prompt) and str(prompt).strip() != ""
+    )
     p = as_chat_or_text(prompt, row, "prompt") if has_prompt else None
     if isinstance(c, str) != isinstance(r, str):
-        raise UserError(f"Row {row}: `chosen` and `rejected` must both be plain text or both be chats (lists of messages).")
+        raise UserError(
+            f"Row {row}: `chosen` and `rejected` must both be plain text or both be chats (lists of messages)."
+        )
     if isinstance(c, str):
         if isinstance(p, list):
-            return {"prompt": p, "chosen": [{"role": "assistant", "content": c}], "rejected": [{"role": "assistant", "content": r}]}
+            return {
+                "prompt": p,
+                "chosen": [{"role": "assistant", "content": c}],
+                "rejected": [{"role": "assistant", "content": r}],
+            }
         return {"prompt": p or "", "chosen": c, "rejected": r}
     if p is None:
         shared = _shared_prefix(c, r)
         if shared == 0:
-            raise UserError(f"Row {row}: `chosen` and `rejected` share no opening messages, so the prompt cannot be "
-                            "inferred. Add a `prompt` column, or start both chats with the same user turn.")
+            raise UserError(
+                f"Row {row}: `chosen` and `rejected` share no opening messages, so the prompt cannot be "
+                "inferred. Add a `prompt` column, or start both chats with the same user turn."
+            )
         p, c, r = c[:shared], c[shared:], r[shared:]
     else:
         p = _user_turn(p) if isinstance(p, str) else p
-        c = c[len(p):] if c[: len(p)] == p else c
-        r = r[len(p):] if r[: len(p)] == p else r
+        c = c[len(p) :] if c[: len(p)] == p else c
+        r = r[len(p) :] if r[: len(p)] == p else r
     if not c or not r:
-        raise UserError(f"Row {row}: after the prompt, `{'chosen' if not c else 'rejected'}` has no answer left. "
-                        "Each side needs at least one message after the prompt.")
+        raise UserError(
+            f"Row {row}: after the prompt, `{'chosen' if not c else 'rejected'}` has no answer left. "
+            "Each side needs at least one message after the prompt."
+        )
     return {"prompt": p, "chosen": c, "rejected": r}
 
 
@@ -166,8 +220,11 @@ def _pairs(df: Any) -> list[tuple[Any, Any, Any]]:
 
 def _as_chat_example(x: dict[str, Any]) -> dict[str, Any]:
     prompt = _user_turn(x["prompt"]) if x["prompt"] else []
-    return {"prompt": prompt, "chosen": [{"role": "assistant", "content": x["chosen"]}],
-            "rejected": [{"role": "assistant", "content": x["rejected"]}]}
+    return {
+        "prompt": prompt,
+        "chosen": [{"role": "assistant", "content": x["chosen"]}],
+        "rejected": [{"role": "assistant", "content": x["rejected"]}],
+    }
 
 
 def preference_problems(train: Any, valid: Any) -> list[str]:
@@ -178,9 +235,11 @@ def preference_problems(train: Any, valid: Any) -> list[str]:
             continue
         pairs = _pairs(df)
         if pairs and all(_same(c, r) for _, c, r in pairs):
-            problems.append(f"{name} data: `chosen` is identical to `rejected` in every row (rows 1-{len(pairs)}), "
-                            "so there is no preference to learn. Check the column mapping: chosen and rejected must "
-                            "be different answers.")
+            problems.append(
+                f"{name} data: `chosen` is identical to `rejected` in every row (rows 1-{len(pairs)}), "
+                "so there is no preference to learn. Check the column mapping: chosen and rejected must "
+                "be different answers."
+            )
             continue
         found = collect_problems(pairs, lambda v, r: preference_example(*v, r))
         problems += [f"{name} data: {p}" for p in found]
@@ -207,8 +266,12 @@ def collect_problems(rows: Any, fn: Any, limit: int = 10) -> list[str]:
 
 
 PREFERENCE_COLUMNS = [
-    Column("prompt", "the prompt (text or chat); optional when the chats in chosen/rejected start with it",
-           required=False, kind="any"),
+    Column(
+        "prompt",
+        "the prompt (text or chat); optional when the chats in chosen/rejected start with it",
+        required=False,
+        kind="any",
+    ),
     Column("chosen", "the preferred answer: text, or a chat (list of {role, content})", kind="any"),
     Column("rejected", "the worse answer, in the same form as chosen", kind="any"),
 ]
@@ -229,9 +292,11 @@ def preference_datasets(task_name: str, params: Any) -> tuple[Any, Any]:
     train_df, valid_df = data.load_splits(get_task(task_name), params)
     train = Dataset.from_list(preference_rows(train_df))
     valid = Dataset.from_list(preference_rows(valid_df)) if valid_df is not None and len(valid_df) else None
-    print(f"[trainpad] {len(train)} training pairs, {len(valid) if valid else 0} validation pairs; "
-          f"{'chats' if isinstance(train[0]['chosen'], list) else 'plain text'}; LoRA={'on' if params.use_lora else 'off'}",
-          flush=True)
+    print(
+        f"[trainpad] {len(train)} training pairs, {len(valid) if valid else 0} validation pairs; "
+        f"{'chats' if isinstance(train[0]['chosen'], list) else 'plain text'}; LoRA={'on' if params.use_lora else 'off'}",
+        flush=True,
+    )
     return train, valid
 
 
@@ -245,7 +310,9 @@ def truncate_text(tok: Any, text: str, limit: int, keep_end: bool = False) -> st
     return tok.decode(ids[-limit:] if keep_end else ids[:limit])
 
 
-def add_callbacks(trainer: Any, params: Any, run_dir: Path, has_eval: bool, tokens_per_sample: float | None = None) -> None:
+def add_callbacks(
+    trainer: Any, params: Any, run_dir: Path, has_eval: bool, tokens_per_sample: float | None = None
+) -> None:
     """Attach Trainpad's events/stop/early-stopping callbacks to a built trainer."""
     from engine import train_utils as tu
 
@@ -364,8 +431,9 @@ def _compile(template: str) -> Any:
     return env.from_string(template)
 
 
-def render_chat(compiled: Any, messages: list[dict[str, str]], specials: dict[str, str],
-                add_generation_prompt: bool = False) -> str:
+def render_chat(
+    compiled: Any, messages: list[dict[str, str]], specials: dict[str, str], add_generation_prompt: bool = False
+) -> str:
     return compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, **specials)
 
 
@@ -374,8 +442,9 @@ def _example_texts(df: Any, row: int, render: Any) -> list[str]:
     cols = set(df.columns)
     i = row - 1
     if {"chosen", "rejected"} <= cols:
-        x = preference_example(df["prompt"].iloc[i] if "prompt" in cols else None, df["chosen"].iloc[i],
-                               df["rejected"].iloc[i], row)
+        x = preference_example(
+            df["prompt"].iloc[i] if "prompt" in cols else None, df["chosen"].iloc[i], df["rejected"].iloc[i], row
+        )
         if isinstance(x["chosen"], list):
             return [render(x["prompt"] + x["chosen"]), render(x["prompt"] + x["rejected"])]
         return [x["prompt"] + x["chosen"], x["prompt"] + x["rejected"]]
@@ -401,21 +470,14 @@ def formatted_examples(df: Any, params: Any, limit: int | None = None) -> tuple[
     except UserError as e:
         return [], e.problems, "", False
     specials = _special_tokens(folder)
-    compiled = None
-    if template is not None:
-        try:
-            compiled = _compile(template)
-        except jinja2.TemplateSyntaxError as e:
-            return [], [f"The chat template ({note}) is not valid Jinja: {e.message} (template line {e.lineno}). "
-                        "Fix custom_chat_template, or choose chatml, zephyr or llama3."], note, False
-
-    rendered = []
+    compiled: list[Any] = []  # compiled on first use: data without chats never needs the template
 
     def render(messages: list[dict[str, str]]) -> str:
-        if compiled is None:
+        if template is None:
             raise _NoTemplate
-        rendered.append(True)
-        return render_chat(compiled, messages, specials)
+        if not compiled:
+            compiled.append(_compile(template))
+        return render_chat(compiled[0], messages, specials)
 
     texts: list[str] = []
     problems: list[str] = []
@@ -424,13 +486,25 @@ def formatted_examples(df: Any, params: Any, limit: int | None = None) -> tuple[
             texts += _example_texts(df, row, render)
         except (UserError, _NoTemplate):
             continue
+        except jinja2.TemplateSyntaxError as e:
+            return (
+                [],
+                [
+                    f"The chat template ({note}) is not valid Jinja: {e.message} (template line {e.lineno}). "
+                    "Fix custom_chat_template, or choose chatml, zephyr or llama3."
+                ],
+                note,
+                False,
+            )
         except Exception as e:  # noqa: BLE001 - any template failure is the user's to fix
-            problems.append(f"Row {row}: the chat template ({note}) failed to render this example: "
-                            f"{type(e).__name__}: {e}. Fix the template or the row, or choose another chat_template.")
+            problems.append(
+                f"Row {row}: the chat template ({note}) failed to render this example: "
+                f"{type(e).__name__}: {e}. Fix the template or the row, or choose another chat_template."
+            )
             if len(problems) >= 5:
                 problems.append("(more rows fail to render; fix these first)")
                 break
-    return texts, problems, note, bool(rendered)
+    return texts, problems, note, bool(compiled)
 
 
 class _NoTemplate(Exception):
@@ -471,8 +545,16 @@ def length_stats(lengths: list[int], max_length: int) -> dict[str, Any]:
         return ordered[min(n - 1, max(0, int(round(q * (n - 1)))))]
 
     over = sum(1 for x in ordered if x > max_length)
-    return {"examples": n, "min": ordered[0], "median": pct(0.5), "p95": pct(0.95), "max": ordered[-1],
-            "max_length": max_length, "over_max_length": over, "over_share": over / n}
+    return {
+        "examples": n,
+        "min": ordered[0],
+        "median": pct(0.5),
+        "p95": pct(0.95),
+        "max": ordered[-1],
+        "max_length": max_length,
+        "over_max_length": over,
+        "over_share": over / n,
+    }
 
 
 def data_report(task: Any, params: Any) -> dict[str, Any]:
@@ -496,8 +578,12 @@ def data_report(task: Any, params: Any) -> dict[str, Any]:
         return report
     df = data.apply_mapping(raw, mapping)
     texts, _, note, chat = formatted_examples(df, params, limit=REPORT_ROWS)
-    if note and chat:
+    if note and (chat or "not available" in note):
         report["notes"].append(f"Chats are formatted with {note}.")
+    if getattr(params, "block_size", None) is not None or getattr(params, "packing", "none") != "none":
+        report["notes"].append(
+            "Examples are packed into fixed-length sequences: longer ones are split across sequences, not cut."
+        )
     if not texts:
         report["notes"].append("No example could be formatted here; token statistics are skipped.")
         return report
@@ -505,8 +591,10 @@ def data_report(task: Any, params: Any) -> dict[str, Any]:
     folder = tokenizer_folder(params.base_model)
     lengths = token_lengths(texts, folder, add_special_tokens=not chat) if folder else None
     if lengths is None:
-        report["notes"].append("The model's tokenizer.json is not available locally (a Hub model not yet downloaded, "
-                               "or a slow tokenizer): token statistics are skipped.")
+        report["notes"].append(
+            "The model's tokenizer.json is not available locally (a Hub model not yet downloaded, "
+            "or a slow tokenizer): token statistics are skipped."
+        )
         return report
     report["stats"] = length_stats(lengths, getattr(params, "block_size", 0) or params.max_length)
     if len(raw) >= REPORT_ROWS:
@@ -519,9 +607,11 @@ def format_report(report: dict[str, Any]) -> str:
     lines = []
     s = report.get("stats")
     if s:
-        lines.append(f"**Tokens per example** ({s['examples']} examples): min {s['min']}, median {s['median']}, "
-                     f"p95 {s['p95']}, max {s['max']}. **{s['over_share']:.1%}** ({s['over_max_length']}) are longer "
-                     f"than max length {s['max_length']}.")
+        lines.append(
+            f"**Tokens per example** ({s['examples']} examples): min {s['min']}, median {s['median']}, "
+            f"p95 {s['p95']}, max {s['max']}. **{s['over_share']:.1%}** ({s['over_max_length']}) are longer "
+            f"than max length {s['max_length']}."
+        )
     lines += [f"- {n}" for n in report.get("notes", [])]
     lines += [f"- Problem: {p}" for p in report.get("problems", [])]
     if report.get("preview"):
@@ -530,6 +620,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 # ---- model loading ------------------------------------------------------------------------
+
 
 def chat_template_text(choice: str, custom: str = "") -> str | None:
     """The Jinja text for a template choice; None = keep the tokenizer's own."""
@@ -564,7 +655,9 @@ def quantization_config(params: Any) -> Any:
     import torch
 
     if not torch.cuda.is_available():
-        raise UserError(f"quantization={q} needs a CUDA GPU (bitsandbytes); this machine has none. Set quantization to none.")
+        raise UserError(
+            f"quantization={q} needs a CUDA GPU (bitsandbytes); this machine has none. Set quantization to none."
+        )
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -574,8 +667,9 @@ def quantization_config(params: Any) -> Any:
     if q == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
-                              bnb_4bit_use_double_quant=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute, bnb_4bit_use_double_quant=True
+    )
 
 
 def load_causal_lm(params: Any, model_cls: Any = None, **kwargs: Any) -> Any:
@@ -591,8 +685,14 @@ def load_causal_lm(params: Any, model_cls: Any = None, **kwargs: Any) -> Any:
     attn = getattr(params, "attn_implementation", "sdpa")
     if attn == "flash_attention_2" and not torch.cuda.is_available():
         raise UserError("attn_implementation=flash_attention_2 needs a CUDA GPU; use sdpa.")
-    model = model_cls.from_pretrained(params.base_model, dtype=dtype, quantization_config=quant, attn_implementation=attn,
-                                      trust_remote_code=params.trust_remote_code, **kwargs)
+    model = model_cls.from_pretrained(
+        params.base_model,
+        dtype=dtype,
+        quantization_config=quant,
+        attn_implementation=attn,
+        trust_remote_code=params.trust_remote_code,
+        **kwargs,
+    )
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -611,8 +711,14 @@ def lora_config(params: Any, task_type: str = "CAUSAL_LM") -> Any:
 
     targets = params.lora_target_modules.strip()
     modules: Any = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
-    return LoraConfig(r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
-                      target_modules=modules, task_type=task_type, bias="none")
+    return LoraConfig(
+        r=params.lora_r,
+        lora_alpha=params.lora_alpha,
+        lora_dropout=params.lora_dropout,
+        target_modules=modules,
+        task_type=task_type,
+        bias="none",
+    )
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, trust_remote_code: bool = False) -> Path:
@@ -624,8 +730,9 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, trust_remote_cod
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     if not (adapter_dir / "adapter_config.json").exists():
         raise UserError(f"`{adapter_dir}` holds no LoRA adapter (adapter_config.json missing); nothing to merge.")
-    model = _peft_class(adapter_dir).from_pretrained(str(adapter_dir), dtype=torch.float32, trust_remote_code=trust_remote_code,
-                                                     **_head_size(adapter_dir))
+    model = _peft_class(adapter_dir).from_pretrained(
+        str(adapter_dir), dtype=torch.float32, trust_remote_code=trust_remote_code, **_head_size(adapter_dir)
+    )
     merged = model.merge_and_unload()
     tok = AutoTokenizer.from_pretrained(str(adapter_dir))
     if merged.config.pad_token_id is None and tok.pad_token_id is not None:
@@ -670,7 +777,9 @@ def save_lm(trainer: Any, params: Any, model_dir: Path) -> None:
         tok.save_pretrained(str(adapter_dir))
         if getattr(params, "merge_adapter", False):
             if getattr(params, "quantization", "none") != "none":
-                print("[trainpad] merge_adapter skipped: merging into a quantized base loses precision; the adapter is in adapter/.")
+                print(
+                    "[trainpad] merge_adapter skipped: merging into a quantized base loses precision; the adapter is in adapter/."
+                )
             else:
                 merge_adapter(adapter_dir, model_dir, params.trust_remote_code)
                 return
@@ -683,6 +792,7 @@ def save_lm(trainer: Any, params: Any, model_dir: Path) -> None:
 
 
 # ---- inference ----------------------------------------------------------------------------
+
 
 def load_for_inference(model_dir: str | Path) -> tuple[Any, Any]:
     """A saved model (merged, full, or adapter) and its tokenizer, in eval mode."""
@@ -710,13 +820,21 @@ def generate(model_dir: str | Path, inputs: Any, max_new_tokens: int = 64, tempe
         temperature = float(inputs.get("temperature", temperature))
         inputs = inputs.get("messages") or inputs.get("prompt") or inputs.get("text") or ""
     if isinstance(inputs, list):
-        text = tok.apply_chat_template(parse_messages(inputs, 1, "messages"), tokenize=False, add_generation_prompt=True)
+        text = tok.apply_chat_template(
+            parse_messages(inputs, 1, "messages"), tokenize=False, add_generation_prompt=True
+        )
     else:
         text = str(inputs)
     enc = tok(text, return_tensors="pt", add_special_tokens=not isinstance(inputs, list))
     sample = temperature > 0
     with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature if sample else None,
-                             top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
-    return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=tok.pad_token_id,
+        )
+    return tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)

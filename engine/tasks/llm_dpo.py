@@ -14,8 +14,17 @@ from engine.params import field
 from engine.task import Task
 
 LOSS_TYPES = Literal[
-    "sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down",
-    "sigmoid_norm", "discopop",
+    "sigmoid",
+    "ipo",
+    "hinge",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "nca_pair",
+    "apo_zero",
+    "apo_down",
+    "sigmoid_norm",
+    "discopop",
 ]
 
 
@@ -23,15 +32,22 @@ class Params(lu.PreferenceParams):
     """DPO options on top of the shared LLM and preference options."""
 
     beta: float = field(
-        0.1, "How far the model may drift from the reference model: higher stays closer (0.1 is typical).",
-        gt=0.0, le=10.0,
+        0.1,
+        "How far the model may drift from the reference model: higher stays closer (0.1 is typical).",
+        gt=0.0,
+        le=10.0,
     )
     loss_type: LOSS_TYPES = field(
-        "sigmoid", "DPO loss: sigmoid (the original DPO), ipo, hinge, robust (noisy labels), apo_zero/apo_down, ...",
+        "sigmoid",
+        "DPO loss: sigmoid (the original DPO), ipo, hinge, robust (noisy labels), apo_zero/apo_down, ...",
         advanced=True,
     )
     label_smoothing: float = field(
-        0.0, "Share of preference labels assumed flipped (robust loss).", ge=0.0, lt=0.5, advanced=True,
+        0.0,
+        "Share of preference labels assumed flipped (robust loss).",
+        ge=0.0,
+        lt=0.5,
+        advanced=True,
         show_if={"loss_type": "robust"},
     )
 
@@ -54,17 +70,33 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
             dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             if not (params.max_prompt_length or params.max_completion_length):
                 return dataset
-            return dataset.map(_truncate, fn_kwargs={"prompt": params.max_prompt_length,
-                                                     "completion": params.max_completion_length})
+            return dataset.map(
+                _truncate, fn_kwargs={"prompt": params.max_prompt_length, "completion": params.max_completion_length}
+            )
 
     args = tu.training_arguments(
-        params, run_dir, n_train=len(train_ds), has_eval=has_eval, args_cls=DPOConfig,
-        metric="rewards/accuracies", greater_is_better=True,
-        beta=params.beta, loss_type=[params.loss_type], label_smoothing=params.label_smoothing,
-        max_length=params.max_length, dataset_num_proc=None, include_num_input_tokens_seen="non_padding",
+        params,
+        run_dir,
+        n_train=len(train_ds),
+        has_eval=has_eval,
+        args_cls=DPOConfig,
+        metric="rewards/accuracies",
+        greater_is_better=True,
+        beta=params.beta,
+        loss_type=[params.loss_type],
+        label_smoothing=params.label_smoothing,
+        max_length=params.max_length,
+        dataset_num_proc=None,
+        include_num_input_tokens_seen="non_padding",
     )
-    trainer = DPO(model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds, processing_class=tok,
-                  peft_config=lu.lora_config(params))
+    trainer = DPO(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=valid_ds,
+        processing_class=tok,
+        peft_config=lu.lora_config(params),
+    )
     lu.add_callbacks(trainer, params, run_dir, has_eval)
     return lu.fit(trainer, params, run_dir, has_eval)
 

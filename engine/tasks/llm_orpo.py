@@ -18,8 +18,10 @@ class Params(lu.PreferenceParams):
     """ORPO options on top of the shared LLM and preference options."""
 
     orpo_lambda: float = field(
-        0.1, "Weight of the odds-ratio (preference) term beside the SFT loss on chosen answers (λ in the paper).",
-        gt=0.0, le=10.0,
+        0.1,
+        "Weight of the odds-ratio (preference) term beside the SFT loss on chosen answers (λ in the paper).",
+        gt=0.0,
+        le=10.0,
     )
 
 
@@ -49,12 +51,26 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
             return super().tokenize_row(feature, model)
 
     args = tu.training_arguments(
-        params, run_dir, n_train=len(train_ds), has_eval=has_eval, args_cls=ORPOConfig,
-        metric="rewards/accuracies", greater_is_better=True,
-        beta=params.orpo_lambda, max_length=params.max_length, dataset_num_proc=None, remove_unused_columns=False,
+        params,
+        run_dir,
+        n_train=len(train_ds),
+        has_eval=has_eval,
+        args_cls=ORPOConfig,
+        metric="rewards/accuracies",
+        greater_is_better=True,
+        beta=params.orpo_lambda,
+        max_length=params.max_length,
+        dataset_num_proc=None,
+        remove_unused_columns=False,
     )
-    trainer = ORPO(model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds, processing_class=tok,
-                   peft_config=lu.lora_config(params))
+    trainer = ORPO(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=valid_ds,
+        processing_class=tok,
+        peft_config=lu.lora_config(params),
+    )
     lu.add_callbacks(trainer, params, run_dir, has_eval, tokens_per_sample=_tokens_per_pair(trainer.train_dataset))
     return lu.fit(trainer, params, run_dir, has_eval)
 

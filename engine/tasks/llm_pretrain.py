@@ -21,9 +21,12 @@ TEXT_ROLES = ("text", "text_2", "text_3")
 class Params(lu.LLMParams):
     """Continued-pretraining options on top of the shared LLM options."""
 
-    learning_rate: float = field(5e-5, "Peak learning rate (5e-5 suits full training; use ~2e-4 with LoRA).", gt=0, le=1.0)
-    use_lora: bool = field(False, "Train a small LoRA adapter instead of all weights (less memory, learns less new "
-                           "knowledge).")
+    learning_rate: float = field(
+        5e-5, "Peak learning rate (5e-5 suits full training; use ~2e-4 with LoRA).", gt=0, le=1.0
+    )
+    use_lora: bool = field(
+        False, "Train a small LoRA adapter instead of all weights (less memory, learns less new knowledge)."
+    )
     block_size: int = field(0, "Length of the packed training blocks in tokens (0 = max_length).", ge=0, le=131072)
     max_length: int = field(512, "Longest block in tokens, when block_size is 0.", ge=8, le=131072)
 
@@ -54,14 +57,18 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
 def documents(df: Any) -> list[str]:
     """One string per row: the text columns present, joined with a blank line."""
     cols = [c for c in TEXT_ROLES if c in df]
-    return ["\n\n".join(str(v) for v in row if isinstance(v, str) and v.strip()) for row in df[cols].itertuples(index=False)]
+    return [
+        "\n\n".join(str(v) for v in row if isinstance(v, str) and v.strip()) for row in df[cols].itertuples(index=False)
+    ]
 
 
 def pack(texts: list[str], tok: Any, block: int) -> list[list[int]]:
     """Token blocks of exactly ``block`` tokens: documents end with EOS, are concatenated, then cut."""
     stream: list[int] = []
     for ids in tok(texts, add_special_tokens=True)["input_ids"]:
-        stream += ids + ([tok.eos_token_id] if tok.eos_token_id is not None and (not ids or ids[-1] != tok.eos_token_id) else [])
+        stream += ids + (
+            [tok.eos_token_id] if tok.eos_token_id is not None and (not ids or ids[-1] != tok.eos_token_id) else []
+        )
     return [stream[i : i + block] for i in range(0, len(stream) - block + 1, block)]
 
 
@@ -70,8 +77,10 @@ def _blocks_dataset(df: Any, tok: Any, block: int, split: str) -> Any:
 
     blocks = pack([t for t in documents(df) if t.strip()], tok, block)
     if not blocks:
-        raise UserError(f"The {split} text holds fewer than block_size={block} tokens, so not one block can be made. "
-                        "Lower block_size (or max_length), or add text.")
+        raise UserError(
+            f"The {split} text holds fewer than block_size={block} tokens, so not one block can be made. "
+            "Lower block_size (or max_length), or add text."
+        )
     return Dataset.from_dict({"input_ids": blocks, "labels": blocks})
 
 
@@ -90,11 +99,20 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
     has_eval = valid_ds is not None
     model = _with_lora(lu.load_causal_lm(params), params)
     lu.ready_to_train()
-    print(f"[trainpad] {len(train_ds)} training blocks and {len(valid_ds) if has_eval else 0} validation blocks of "
-          f"{block} tokens; LoRA={'on' if params.use_lora else 'off'}", flush=True)
+    print(
+        f"[trainpad] {len(train_ds)} training blocks and {len(valid_ds) if has_eval else 0} validation blocks of "
+        f"{block} tokens; LoRA={'on' if params.use_lora else 'off'}",
+        flush=True,
+    )
     args = tu.training_arguments(params, run_dir, n_train=len(train_ds), has_eval=has_eval, metric="eval_loss")
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
-                      data_collator=default_data_collator, processing_class=tok)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=valid_ds,
+        data_collator=default_data_collator,
+        processing_class=tok,
+    )
     lu.add_callbacks(trainer, params, run_dir, has_eval, tokens_per_sample=block)
     return lu.fit(trainer, params, run_dir, has_eval)
 

@@ -15,14 +15,21 @@ from engine.task import Task
 class Params(lu.LLMParams):
     """Reward-model options on top of the shared LLM options."""
 
-    learning_rate: float = field(1e-4, "Peak learning rate (1e-4 suits LoRA; use ~1e-5 for full fine-tuning).", gt=0, le=1.0)
+    learning_rate: float = field(
+        1e-4, "Peak learning rate (1e-4 suits LoRA; use ~1e-5 for full fine-tuning).", gt=0, le=1.0
+    )
     max_length: int = field(
-        1024, "Longest chosen or rejected sequence in tokens (with its prompt). Longer pairs are left out of training.",
-        ge=8, le=131072,
+        1024,
+        "Longest chosen or rejected sequence in tokens (with its prompt). Longer pairs are left out of training.",
+        ge=8,
+        le=131072,
     )
     center_rewards: float = field(
-        0.0, "Pull the scores towards 0 with this weight (e.g. 0.01), so that they are comparable across prompts.",
-        ge=0.0, le=1.0, advanced=True,
+        0.0,
+        "Pull the scores towards 0 with this weight (e.g. 0.01), so that they are comparable across prompts.",
+        ge=0.0,
+        le=1.0,
+        advanced=True,
     )
 
 
@@ -39,12 +46,26 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
     model.config.pad_token_id = tok.pad_token_id
     lu.ready_to_train()
     args = tu.training_arguments(
-        params, run_dir, n_train=len(train_ds), has_eval=has_eval, args_cls=RewardConfig,
-        metric="accuracy", greater_is_better=True, max_length=params.max_length, dataset_num_proc=None,
-        center_rewards_coefficient=params.center_rewards or None, include_num_input_tokens_seen="non_padding",
+        params,
+        run_dir,
+        n_train=len(train_ds),
+        has_eval=has_eval,
+        args_cls=RewardConfig,
+        metric="accuracy",
+        greater_is_better=True,
+        max_length=params.max_length,
+        dataset_num_proc=None,
+        center_rewards_coefficient=params.center_rewards or None,
+        include_num_input_tokens_seen="non_padding",
     )
-    trainer = RewardTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds, processing_class=tok,
-                            peft_config=lu.lora_config(params, task_type="SEQ_CLS"))
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=valid_ds,
+        processing_class=tok,
+        peft_config=lu.lora_config(params, task_type="SEQ_CLS"),
+    )
     _warn_dropped(len(train_ds), len(trainer.train_dataset), params.max_length)
     lu.add_callbacks(trainer, params, run_dir, has_eval)
     return lu.fit(trainer, params, run_dir, has_eval)
@@ -56,8 +77,11 @@ def _warn_dropped(before: int, after: int, max_length: int) -> None:
 
         raise UserError(f"Every training pair is longer than max_length={max_length} tokens. Raise max_length.")
     if after < before:
-        print(f"[trainpad] {before - after} of {before} training pairs are longer than max_length={max_length} "
-              "tokens and were left out.", flush=True)
+        print(
+            f"[trainpad] {before - after} of {before} training pairs are longer than max_length={max_length} "
+            "tokens and were left out.",
+            flush=True,
+        )
 
 
 def predict(model_dir: Path, inputs: Any) -> float:
