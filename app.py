@@ -27,18 +27,14 @@ def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
             continue
         user, sep, password = line.partition(":")
         if not sep or not user or not password:
-            raise SystemExit(
-                f"--auth: expected user:password (or a file of such lines), got {line.split(':')[0]!r}:…"
-            )
+            raise SystemExit(f"--auth: expected user:password (or a file of such lines), got {line.split(':')[0]!r}:…")
         pairs.append((user, password))
     return pairs or None
 
 
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    p = argparse.ArgumentParser(
-        prog="trainpad app", description="Start the Trainpad studio (a Gradio web app)."
-    )
+    p = argparse.ArgumentParser(prog="trainpad app", description="Start the Trainpad studio (a Gradio web app).")
     p.add_argument(
         "--host",
         default=env("GRADIO_SERVER_NAME") or ("0.0.0.0" if ON_SPACES else "127.0.0.1"),
@@ -50,9 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(env("GRADIO_SERVER_PORT") or 7860),
         help="port (default 7860; $GRADIO_SERVER_PORT)",
     )
-    p.add_argument(
-        "--share", action="store_true", help="also open a public gradio.live link (needs internet)"
-    )
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
     p.add_argument(
         "--auth",
         default=env("TRAINPAD_AUTH"),
@@ -124,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx, demo = create(args.data_dir, args.concurrency)
     print(f"Trainpad: data folder {ctx.data_dir}", flush=True)
     try:
-        launch(
-            ctx, demo, args.host, args.port, args.share, parse_auth(args.auth), args.max_file_size
-        )
+        launch(ctx, demo, args.host, args.port, args.share, parse_auth(args.auth), args.max_file_size)
     finally:
         ctx.supervisor.shutdown()
     return 0

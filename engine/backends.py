@@ -30,6 +30,4 @@ def get_backend(name: str, concurrency: int = 1) -> Backend:
     for backend in all_backends(concurrency):
         if backend.name == name:
             return backend
-    raise ValueError(
-        f"Unknown backend `{name}`. Valid: {', '.join(b.name for b in all_backends(concurrency))}."
-    )
+    raise ValueError(f"Unknown backend `{name}`. Valid: {', '.join(b.name for b in all_backends(concurrency))}.")

@@ -62,9 +62,7 @@ def resources() -> Resources:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return Resources(
-        cpu_cores=cores, ram_gb=round(psutil.virtual_memory().total / 2**30, 1), gpus=gpus()
-    )
+    return Resources(cpu_cores=cores, ram_gb=round(psutil.virtual_memory().total / 2**30, 1), gpus=gpus())
 
 
 def summary(res: Resources | None = None) -> str:

@@ -11,20 +11,37 @@ import pytest
 import app
 from tests.conftest import ROOT
 
-HEAVY = ["torch", "transformers", "datasets", "trl", "peft", "xgboost", "sentence_transformers", "sklearn", "accelerate"]
+HEAVY = [
+    "torch",
+    "transformers",
+    "datasets",
+    "trl",
+    "peft",
+    "xgboost",
+    "sentence_transformers",
+    "sklearn",
+    "accelerate",
+]
 
 PROBE = """
 import json, sys
 import app
 ctx, demo = app.create(sys.argv[1])
 ctx.supervisor.shutdown()
-print(json.dumps({"heavy": [m for m in %r if m in sys.modules], "blocks": len(demo.blocks)}))
-""" % (HEAVY,)
+heavy = json.loads(sys.argv[2])
+print(json.dumps({"heavy": [m for m in heavy if m in sys.modules], "blocks": len(demo.blocks)}))
+"""
 
 
 def test_ui_process_never_imports_heavy_libraries(tmp_path):
-    out = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "data")], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tmp_path / "data"), json.dumps(HEAVY)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert result["heavy"] == []
     assert result["blocks"] > 50  # the whole studio was built, not just imported
@@ -35,9 +52,17 @@ def test_flags_and_defaults(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     args = app.build_parser().parse_args([])
     assert (args.host, args.port, args.share, args.auth, args.concurrency) == ("127.0.0.1", 7860, False, None, 1)
-    args = app.build_parser().parse_args(["--host", "0.0.0.0", "--port", "9000", "--share", "--auth", "a:b",
-                                          "--data-dir", "d", "--concurrency", "2"])
-    assert (args.host, args.port, args.share, args.auth, args.data_dir, args.concurrency) == ("0.0.0.0", 9000, True, "a:b", "d", 2)
+    args = app.build_parser().parse_args(
+        ["--host", "0.0.0.0", "--port", "9000", "--share", "--auth", "a:b", "--data-dir", "d", "--concurrency", "2"]
+    )
+    assert (args.host, args.port, args.share, args.auth, args.data_dir, args.concurrency) == (
+        "0.0.0.0",
+        9000,
+        True,
+        "a:b",
+        "d",
+        2,
+    )
 
 
 def test_auth_from_value_or_file(tmp_path):

@@ -38,8 +38,10 @@ def test_form_builds_for_every_task_and_defaults_round_trip(task, ctx):
     assert set(tab.mapping) == {c.role for c in task.columns}
     for name, comp in tab.form.items():
         kind = forms.kind_of(task.params.model_fields[name])
-        assert isinstance(comp, {"choice": gr.Dropdown, "bool": gr.Checkbox, "int": gr.Number, "float": gr.Number}
-                          .get(kind, gr.Textbox)), name
+        assert isinstance(
+            comp,
+            {"choice": gr.Dropdown, "bool": gr.Checkbox, "int": gr.Number, "float": gr.Number}.get(kind, gr.Textbox),
+        ), name
         assert comp.elem_id == f"{task.name}-{name}"
         show_if = field_hints(task.params, name).get("show_if")
         if show_if and all(c in tab.form for c in show_if):
@@ -156,17 +158,27 @@ def test_config_round_trip_fills_the_same_values(tmp_path, ctx):
     csv = write_chat_csv(tmp_path / "qa.csv")
     with gr.Blocks():
         tab = task_tab.build(task, ctx)
-    values = {**default_values(task, tab), "base_model": "some/model", "data_path": str(csv), "map__prompt": "question", "map__completion": "answer",
-              "epochs": 2.0, "use_lora": False, "scheduler": "cosine", "run_name": "my run", "hf_token": "hf_secret"}
+    values = {
+        **default_values(task, tab),
+        "base_model": "some/model",
+        "data_path": str(csv),
+        "map__prompt": "question",
+        "map__completion": "answer",
+        "epochs": 2.0,
+        "use_lora": False,
+        "scheduler": "cosine",
+        "run_name": "my run",
+        "hf_token": "hf_secret",
+    }
     text, command, path = task_tab.make_config(ctx, task, values)
     assert "hf_secret" not in text and path.read_text() == text and f"run {path}" in command
     request = task_tab.load_request(str(path))
     assert request["task"] == "llm_sft" and request["name"] == "my run"
     updates = task_tab.fill_updates(tab, request)
     form_start = 5 + len(tab.data_fields) + len(tab.mapping)
-    filled = dict(zip(tab.form, updates[form_start:form_start + len(tab.form)], strict=True))
+    filled = dict(zip(tab.form, updates[form_start : form_start + len(tab.form)], strict=True))
     assert filled["epochs"] == 2.0 and filled["use_lora"] is False and filled["scheduler"] == "cosine"
-    mapping = [u["value"] for u in updates[5 + len(tab.data_fields):form_start]]
+    mapping = [u["value"] for u in updates[5 + len(tab.data_fields) : form_start]]
     assert mapping == ["", "", "question", "answer"]
     assert updates[4] == str(csv) and updates[-3] == "my run"
 
@@ -174,7 +186,8 @@ def test_config_round_trip_fills_the_same_values(tmp_path, ctx):
 def test_load_autotrain_config(tmp_path):
     (tmp_path / "at.yml").write_text(
         "task: llm-sft\nbase_model: m\nproject_name: p1\ndata:\n  path: d.csv\n  column_mapping:\n    text_column: body\n"
-        "params:\n  lr: 0.001\n  epochs: 2\n")
+        "params:\n  lr: 0.001\n  epochs: 2\n"
+    )
     request = task_tab.load_request(str(tmp_path / "at.yml"))
     assert request["task"] == "llm_sft" and request["name"] == "p1"
     assert request["params"]["learning_rate"] == 0.001 and request["params"]["column_mapping"] == {"text": "body"}

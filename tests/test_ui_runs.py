@@ -27,9 +27,21 @@ def fake_run(ctx: Context, run_id: str, status: str, params: dict | None = None,
     params = {"base_model": "m", "epochs": 1.0, "learning_rate": 0.001, **(params or {})}
     (run_dir / rf.CONFIG).write_text(f"task: llm_sft\nname: {run_id}\nparams:\n  epochs: {params['epochs']}\n")
     (run_dir / rf.LOG).write_text("loading\nstep 1\nstep 2\n")
-    ctx.store.insert_run({"id": run_id, "name": f"name-{run_id}", "task": "llm_sft", "status": status, "backend": "local",
-                          "params": json.dumps(params), "base_model": "m", "run_dir": str(run_dir),
-                          "key_metric_name": "eval_loss", "started_at": time.time() - 90, **row})
+    ctx.store.insert_run(
+        {
+            "id": run_id,
+            "name": f"name-{run_id}",
+            "task": "llm_sft",
+            "status": status,
+            "backend": "local",
+            "params": json.dumps(params),
+            "base_model": "m",
+            "run_dir": str(run_dir),
+            "key_metric_name": "eval_loss",
+            "started_at": time.time() - 90,
+            **row,
+        }
+    )
     ctx.store.add_metrics(run_id, metrics or [])
     return run_dir
 
@@ -38,17 +50,28 @@ def points(n: int, t0: float | None = None) -> list[dict]:
     t0 = t0 or time.time() - 60
     out = []
     for s in range(1, n + 1):
-        out += [{"step": s, "epoch": s / n, "name": "loss", "value": 3.0 / s, "time": t0 + s},
-                {"step": s, "epoch": s / n, "name": "learning_rate", "value": 1e-3, "time": t0 + s},
-                {"step": s, "epoch": s / n, "name": "tokens_per_second", "value": 1000.0 + s, "time": t0 + s}]
+        out += [
+            {"step": s, "epoch": s / n, "name": "loss", "value": 3.0 / s, "time": t0 + s},
+            {"step": s, "epoch": s / n, "name": "learning_rate", "value": 1e-3, "time": t0 + s},
+            {"step": s, "epoch": s / n, "name": "tokens_per_second", "value": 1000.0 + s, "time": t0 + s},
+        ]
     out.append({"step": n, "epoch": 1.0, "name": "eval_loss", "value": 0.5, "time": t0 + n})
     out.append({"step": n, "epoch": 1.0, "name": "eval_accuracy", "value": 0.9, "time": t0 + n})
     return out
 
 
 def test_runs_table_lists_every_run_with_filters(ctx):
-    fake_run(ctx, "r1", "succeeded", metrics=points(4), step=4, max_steps=4, key_metric=0.5,
-             started_at=1000.0, ended_at=1060.0)
+    fake_run(
+        ctx,
+        "r1",
+        "succeeded",
+        metrics=points(4),
+        step=4,
+        max_steps=4,
+        key_metric=0.5,
+        started_at=1000.0,
+        ended_at=1060.0,
+    )
     fake_run(ctx, "r2", "running", metrics=points(2), step=2, max_steps=10)
     fake_run(ctx, "r3", "failed", error="Column `text` is empty in 2 row(s): 3, 7.")
     table = runs.runs_table(ctx)

@@ -63,16 +63,12 @@ def _unzip(src: Path, dest: Path) -> Path:
     try:
         archive = zipfile.ZipFile(src)
     except zipfile.BadZipFile:
-        raise UserError(
-            f"`{src.name}` is not a readable ZIP file. Zip the data folder again and upload it."
-        ) from None
+        raise UserError(f"`{src.name}` is not a readable ZIP file. Zip the data folder again and upload it.") from None
     with archive:
         names = [n for n in archive.namelist() if not n.startswith("__MACOSX/")]
         for n in names:
             if Path(n).is_absolute() or ".." in Path(n).parts:
-                raise UserError(
-                    f"`{src.name}` holds an unsafe path `{n}`. Zip the folder with relative paths."
-                )
+                raise UserError(f"`{src.name}` holds an unsafe path `{n}`. Zip the folder with relative paths.")
         if not dest.exists():
             archive.extractall(dest, members=names)
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
@@ -132,9 +128,7 @@ def media_listing(folder: Path, limit: int = PREVIEW_ROWS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def match_columns(
-    task: Task, columns: list[str], current: dict[str, str] | None = None
-) -> dict[str, str]:
+def match_columns(task: Task, columns: list[str], current: dict[str, str] | None = None) -> dict[str, str]:
     """Role -> column: keep a current choice that still exists, else the column named like the role."""
     current = current or {}
     lower = {c.lower(): c for c in columns}

@@ -137,15 +137,11 @@ def make_component(info: FieldInfo, name: str, elem_id: str) -> gr.components.Co
         return gr.Checkbox(value=bool(value), **common)
     if kind in ("int", "float"):
         return gr.Number(value=value, precision=0 if kind == "int" else None, **common)
-    placeholder = {"list": "comma-separated values", "dict": 'JSON, e.g. {"key": "value"}'}.get(
-        kind
-    )
+    placeholder = {"list": "comma-separated values", "dict": 'JSON, e.g. {"key": "value"}'}.get(kind)
     return gr.Textbox(value=value, placeholder=placeholder, max_lines=8, **common)
 
 
-def build_form(
-    model: type[BaseModel], prefix: str, names: list[str]
-) -> dict[str, gr.components.Component]:
+def build_form(model: type[BaseModel], prefix: str, names: list[str]) -> dict[str, gr.components.Component]:
     """Widgets for ``names`` (in order): basic ones first, the rest in an "Advanced" accordion."""
     basic = [n for n in names if not field_hints(model, n).get("advanced")]
     advanced = [n for n in names if field_hints(model, n).get("advanced")]
@@ -165,9 +161,7 @@ def _place(model: type[BaseModel], prefix: str, names: list[str], comps: dict[st
         groups.setdefault(field_hints(model, n).get("group") or "", []).append(n)
     for group, members in groups.items():
         if group:
-            gr.Markdown(
-                f"**{group.replace('_', ' ').capitalize()}**", elem_classes=["tp-group-title"]
-            )
+            gr.Markdown(f"**{group.replace('_', ' ').capitalize()}**", elem_classes=["tp-group-title"])
         with gr.Group():
             for start in range(0, len(members), 3):
                 with gr.Row(equal_height=False):
@@ -193,9 +187,7 @@ def initial_visibility(model: type[BaseModel], name: str) -> bool:
 def wire_show_if(model: type[BaseModel], comps: dict[str, Any]) -> None:
     """Hide conditional fields now, and show/hide them when a field they depend on changes."""
     for name, comp in comps.items():
-        show_if = {
-            c: v for c, v in (field_hints(model, name).get("show_if") or {}).items() if c in comps
-        }
+        show_if = {c: v for c, v in (field_hints(model, name).get("show_if") or {}).items() if c in comps}
         if not show_if:
             continue
         comp.visible = initial_visibility(model, name)
@@ -217,13 +209,9 @@ def wire_show_if(model: type[BaseModel], comps: dict[str, Any]) -> None:
 
 def values_to_params(model: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
     """Widget values (by field name) -> params data; names that are not fields are ignored."""
-    return {
-        n: from_ui(model.model_fields[n], v) for n, v in values.items() if n in model.model_fields
-    }
+    return {n: from_ui(model.model_fields[n], v) for n, v in values.items() if n in model.model_fields}
 
 
 def params_to_values(model: type[BaseModel], params: dict[str, Any]) -> dict[str, Any]:
     """Params data -> widget values for the fields present in ``params``."""
-    return {
-        n: to_ui(model.model_fields[n], v) for n, v in params.items() if n in model.model_fields
-    }
+    return {n: to_ui(model.model_fields[n], v) for n, v in params.items() if n in model.model_fields}

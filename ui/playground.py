@@ -67,9 +67,7 @@ class Predictor:
         """The model's output for ``inputs``; UserError with the reason otherwise."""
         with self._lock:
             if self.proc.poll() is not None:
-                raise UserError(
-                    f"The prediction process ended (exit code {self.proc.returncode}). Pick the run again."
-                )
+                raise UserError(f"The prediction process ended (exit code {self.proc.returncode}). Pick the run again.")
             self.proc.stdin.write(json.dumps(inputs) + "\n")  # type: ignore[union-attr]
             self.proc.stdin.flush()  # type: ignore[union-attr]
             while True:
@@ -81,9 +79,7 @@ class Predictor:
                         f"No prediction after {timeout:.0f}s; the prediction process was stopped."
                     ) from None
                 if line is None:
-                    raise UserError(
-                        "The prediction process ended; see playground.log in the data folder's logs/."
-                    )
+                    raise UserError("The prediction process ended; see playground.log in the data folder's logs/.")
                 reply = json.loads(line)
                 if "ready" in reply:
                     continue
@@ -153,11 +149,7 @@ def table_template(row: dict[str, Any]) -> pd.DataFrame:
     """An editable row with the run's input columns (its data's columns minus the label ones)."""
     task, params = get_task(row["task"]), row.get("params") or {}
     try:
-        columns = (
-            data.sniff_columns(params.get("data_path", ""))
-            if data.is_local(params.get("data_path", ""))
-            else []
-        )
+        columns = data.sniff_columns(params.get("data_path", "")) if data.is_local(params.get("data_path", "")) else []
     except UserError:
         columns = []
     mapping = params.get("column_mapping") or {}
@@ -183,9 +175,7 @@ def make_inputs(kind: str, text: str, json_text: str, table: Any, image: Any, au
     try:
         return json.loads(json_text or "null")
     except json.JSONDecodeError as e:
-        raise UserError(
-            f"The input is not valid JSON ({e.msg}, line {e.lineno} column {e.colno})."
-        ) from None
+        raise UserError(f"The input is not valid JSON ({e.msg}, line {e.lineno} column {e.colno}).") from None
 
 
 # --- layout and wiring ------------------------------------------------------------------------
@@ -194,9 +184,7 @@ def make_inputs(kind: str, text: str, json_text: str, table: Any, image: Any, au
 def build_and_wire(ctx: Context, demo: gr.Blocks, playground_tab: Any) -> None:
     """Lay out the tab (call inside it) and connect it."""
     with gr.Row():
-        run = gr.Dropdown(
-            choices=succeeded_runs(ctx), label="Finished run", elem_id="play-run", scale=4
-        )
+        run = gr.Dropdown(choices=succeeded_runs(ctx), label="Finished run", elem_id="play-run", scale=4)
         refresh = gr.Button("Refresh", scale=0, elem_id="play-refresh")
     info = gr.Markdown("Pick a run that succeeded.", elem_id="play-info")
     kind = gr.State("json")
@@ -204,17 +192,13 @@ def build_and_wire(ctx: Context, demo: gr.Blocks, playground_tab: Any) -> None:
     with gr.Group(visible=False) as groups["chat"]:
         chat = gr.Chatbot(label="Chat", height=320, elem_id="play-chat")
         with gr.Row():
-            msg = gr.Textbox(
-                placeholder="Your message", show_label=False, scale=5, elem_id="play-msg"
-            )
+            msg = gr.Textbox(placeholder="Your message", show_label=False, scale=5, elem_id="play-msg")
             send = gr.Button("Send", variant="primary", scale=0, elem_id="play-send")
             clear = gr.Button("Clear", scale=0)
     with gr.Group(visible=False) as groups["text"]:
         text = gr.Textbox(label="Text", lines=4, elem_id="play-text")
     with gr.Group(visible=False) as groups["json"]:
-        json_in = gr.Code(
-            language="json", label="Input (JSON)", elem_id="play-json", interactive=True
-        )
+        json_in = gr.Code(language="json", label="Input (JSON)", elem_id="play-json", interactive=True)
     with gr.Group(visible=False) as groups["table"]:
         table = gr.Dataframe(label="Rows", interactive=True, elem_id="play-table")
     with gr.Group(visible=False) as groups["image"]:
@@ -236,9 +220,7 @@ def build_and_wire(ctx: Context, demo: gr.Blocks, playground_tab: Any) -> None:
                 gr.skip(),
             ]
         k = widget_kind(row["task"])
-        predictor_for(
-            ctx, request.session_hash or "", row["run_dir"]
-        )  # warm up: imports load in the background
+        predictor_for(ctx, request.session_hash or "", row["run_dir"])  # warm up: imports load in the background
         note = f"**{get_task(row['task']).title}** · run `{run_id}` · {HINTS[k]}"
         shows = [gr.update(visible=k == name) for name in KINDS]
         tmpl = table_template(row) if k == "table" else gr.skip()
@@ -258,12 +240,8 @@ def build_and_wire(ctx: Context, demo: gr.Blocks, playground_tab: Any) -> None:
         api_visibility="private",
         concurrency_limit=None,
     )
-    refresh.click(
-        lambda: gr.update(choices=succeeded_runs(ctx)), None, run, api_visibility="private"
-    )
-    playground_tab.select(
-        lambda: gr.update(choices=succeeded_runs(ctx)), None, run, api_visibility="private"
-    )
+    refresh.click(lambda: gr.update(choices=succeeded_runs(ctx)), None, run, api_visibility="private")
+    playground_tab.select(lambda: gr.update(choices=succeeded_runs(ctx)), None, run, api_visibility="private")
 
     def ask(run_id: str, inputs: Any, request: gr.Request) -> Any:
         row = ctx.store.get_run(run_id) if run_id else None
@@ -274,9 +252,7 @@ def build_and_wire(ctx: Context, demo: gr.Blocks, playground_tab: Any) -> None:
         except UserError as e:
             raise gr.Error(str(e), duration=None) from None
 
-    def on_predict(
-        run_id: str, k: str, t: str, j: str, tb: Any, im: Any, au: Any, request: gr.Request
-    ) -> Any:
+    def on_predict(run_id: str, k: str, t: str, j: str, tb: Any, im: Any, au: Any, request: gr.Request) -> Any:
         try:
             inputs = make_inputs(k, t, j, tb, im, au)
         except UserError as e:
@@ -291,9 +267,7 @@ def build_and_wire(ctx: Context, demo: gr.Blocks, playground_tab: Any) -> None:
         concurrency_limit=4,
     )
 
-    def on_send(
-        run_id: str, history: list[dict[str, Any]], message: str, request: gr.Request
-    ) -> tuple[Any, str]:
+    def on_send(run_id: str, history: list[dict[str, Any]], message: str, request: gr.Request) -> tuple[Any, str]:
         if not message.strip():
             return gr.skip(), ""
         turns = [{"role": m["role"], "content": _text(m["content"])} for m in history or []]
@@ -302,9 +276,7 @@ def build_and_wire(ctx: Context, demo: gr.Blocks, playground_tab: Any) -> None:
         return [*turns, {"role": "assistant", "content": str(reply)}], ""
 
     for trigger in (send.click, msg.submit):
-        trigger(
-            on_send, [run, chat, msg], [chat, msg], api_visibility="private", concurrency_limit=4
-        )
+        trigger(on_send, [run, chat, msg], [chat, msg], api_visibility="private", concurrency_limit=4)
     clear.click(lambda: [], None, chat, api_visibility="private")
 
     def on_leave(request: gr.Request) -> None:

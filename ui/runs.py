@@ -128,6 +128,8 @@ def chart_frame(ctx: Context, run_id: str, names: list[str], x: str = "step") ->
     rows = ctx.store.metrics(run_id, names) if names else []
     df = pd.DataFrame(rows, columns=["step", "epoch", "name", "value", "time"])
     df = df.rename(columns={"name": "series"})[["step", "epoch", "value", "series"]]
+    # numeric dtypes even when empty: the plot fixes its axis types from the first data it gets
+    df = df.astype({"step": "int64", "epoch": "float64", "value": "float64", "series": "str"})
     if x == "epoch":
         df = df.dropna(subset=["epoch"])
     return df.reset_index(drop=True)
@@ -138,7 +140,9 @@ def chart_groups(ctx: Context, run_id: str) -> dict[str, list[str]]:
     names = set(ctx.store.metric_names(run_id)) if run_id else set()
     throughput = [n for n in THROUGHPUT if n in names][:1]
     used = set(LOSS) | set(LR) | set(THROUGHPUT)
-    other = sorted(n for n in names if n not in used and n not in NOT_CHARTED)
+    other = sorted(
+        n for n in names if n not in used and n not in NOT_CHARTED and not n.endswith(("_per_second", "_runtime"))
+    )
     return {
         "loss": [n for n in LOSS if n in names],
         "lr": [n for n in LR if n in names],
@@ -191,9 +195,7 @@ def run_view(ctx: Context, run_id: str, x: str = "step") -> dict[str, Any] | Non
         return None
     run_dir = Path(row["run_dir"])
     groups = chart_groups(ctx, run_id)
-    config = (
-        (run_dir / rf.CONFIG).read_text(encoding="utf-8") if (run_dir / rf.CONFIG).exists() else ""
-    )
+    config = (run_dir / rf.CONFIG).read_text(encoding="utf-8") if (run_dir / rf.CONFIG).exists() else ""
     return {
         "row": row,
         "header": header_html(ctx, row),
@@ -235,9 +237,7 @@ def download_zip(ctx: Context, run_id: str) -> Path:
     row = _row(ctx, run_id)
     model = Path(row["run_dir"]) / rf.MODEL_DIR
     if not model.is_dir():
-        raise UserError(
-            f"Run `{run_id}` has no model folder to download (status: {row['status']})."
-        )
+        raise UserError(f"Run `{run_id}` has no model folder to download (status: {row['status']}).")
     base = ctx.exports_dir / f"{row.get('name') or run_id}-{run_id}-model".replace("/", "_")
     return Path(shutil.make_archive(str(base), "zip", root_dir=model))
 
@@ -307,10 +307,7 @@ def _short(value: Any) -> str:
 
 
 def run_choices(ctx: Context) -> list[tuple[str, str]]:
-    return [
-        (f"{r.get('name') or r['id']} · {r['status']} · {r['id']}", r["id"])
-        for r in ctx.store.list_runs()
-    ]
+    return [(f"{r.get('name') or r['id']} · {r['status']} · {r['id']}", r["id"]) for r in ctx.store.list_runs()]
 
 
 # --- layout and wiring ------------------------------------------------------------------------
@@ -323,12 +320,8 @@ def build(ctx: Context, run_id: Any) -> dict[str, Any]:
     c: dict[str, Any] = {}
     tasks = [ALL] + [t.name for t in all_tasks()]
     with gr.Row():
-        c["status_f"] = gr.Dropdown(
-            [ALL, *STATUSES], value=ALL, label="Status", elem_id="runs-status-filter", scale=1
-        )
-        c["task_f"] = gr.Dropdown(
-            tasks, value=ALL, label="Task", elem_id="runs-task-filter", scale=1
-        )
+        c["status_f"] = gr.Dropdown([ALL, *STATUSES], value=ALL, label="Status", elem_id="runs-status-filter", scale=1)
+        c["task_f"] = gr.Dropdown(tasks, value=ALL, label="Task", elem_id="runs-task-filter", scale=1)
         c["refresh"] = gr.Button("Refresh", scale=0, elem_id="runs-refresh")
     c["table"] = gr.Dataframe(
         value=pd.DataFrame(columns=TABLE_COLUMNS),
@@ -340,9 +333,7 @@ def build(ctx: Context, run_id: Any) -> dict[str, Any]:
     )
     with gr.Row():
         run_id.render()
-        c["x_axis"] = gr.Radio(
-            ["step", "epoch"], value="step", label="Chart x axis", elem_id="runs-x", scale=1
-        )
+        c["x_axis"] = gr.Radio(["step", "epoch"], value="step", label="Chart x axis", elem_id="runs-x", scale=1)
     c["header"] = gr.HTML(elem_id="run-header")
     c["error"] = gr.Markdown(visible=False, elem_id="run-error", elem_classes=["tp-error"])
     with gr.Row():
@@ -354,9 +345,7 @@ def build(ctx: Context, run_id: Any) -> dict[str, Any]:
         c["delete"] = gr.Button("Delete", elem_id="run-delete", interactive=False)
     with gr.Row(visible=False) as c["confirm_row"]:
         c["confirm_text"] = gr.Markdown()
-        c["confirm"] = gr.Button(
-            "Yes, delete", variant="stop", elem_id="run-delete-confirm", scale=0
-        )
+        c["confirm"] = gr.Button("Yes, delete", variant="stop", elem_id="run-delete-confirm", scale=0)
         c["cancel"] = gr.Button("Cancel", scale=0)
     c["file"] = gr.File(label="Model zip", visible=False, elem_id="run-file", interactive=False)
     with gr.Row():
@@ -364,7 +353,7 @@ def build(ctx: Context, run_id: Any) -> dict[str, Any]:
         c["lr"] = gr.LinePlot(label="Learning rate", elem_id="chart-lr", **PLOT)
     with gr.Row():
         c["throughput"] = gr.LinePlot(label="Throughput", elem_id="chart-throughput", **PLOT)
-        c["other"] = gr.LinePlot(label="Validation metrics", elem_id="chart-other", **PLOT)
+        c["other"] = gr.LinePlot(label="Other metrics (validation, …)", elem_id="chart-other", **PLOT)
     c["log"] = gr.Textbox(
         label="Log (tail)",
         lines=14,
@@ -375,9 +364,7 @@ def build(ctx: Context, run_id: Any) -> dict[str, Any]:
     )
     with gr.Row():
         c["metrics"] = gr.JSON(label="Final metrics", elem_id="run-metrics")
-        c["config"] = gr.Code(
-            language="yaml", label="Config", elem_id="run-config", interactive=False
-        )
+        c["config"] = gr.Code(language="yaml", label="Config", elem_id="run-config", interactive=False)
     with gr.Accordion("Compare runs", open=False, elem_id="compare"):
         with gr.Row():
             c["cmp_runs"] = gr.Dropdown(
@@ -388,12 +375,8 @@ def build(ctx: Context, run_id: Any) -> dict[str, Any]:
                 scale=4,
             )
             c["cmp_go"] = gr.Button("Compare", scale=0, elem_id="compare-go")
-        c["cmp_plot"] = gr.LinePlot(
-            label="Loss curves", elem_id="compare-plot", **{**PLOT, "height": 300}
-        )
-        c["cmp_table"] = gr.Dataframe(
-            label="Parameters that differ", interactive=False, elem_id="compare-table"
-        )
+        c["cmp_plot"] = gr.LinePlot(label="Loss curves", elem_id="compare-plot", **{**PLOT, "height": 300})
+        c["cmp_table"] = gr.Dataframe(label="Parameters that differ", interactive=False, elem_id="compare-table")
     return c
 
 
@@ -421,26 +404,20 @@ def detail_updates(ctx: Context, run_id: str, x: str) -> list[Any]:
     view = run_view(ctx, run_id, x)
     if view is None:
         empty = chart_frame(ctx, "", [], x)
-        note = (
-            "Pick a run in the table (or start one from a task tab)."
-            if not run_id
-            else f"No run `{run_id}`."
-        )
+        note = "Pick a run in the table (or start one from a task tab)." if not run_id else f"No run `{run_id}`."
         return [
             f'<div class="tp-run-head">{html.escape(note)}</div>',
             gr.update(visible=False),
             *[gr.LinePlot(value=empty, x=x)] * 4,
             "",
-            None,
+            gr.update(value=None, visible=False),
             "",
             *[gr.update(interactive=False)] * 4,
             gr.update(visible=False),
             gr.update(interactive=False),
         ]
     error = view["error"]
-    plots = [
-        gr.LinePlot(value=view["charts"][k], x=x) for k in ("loss", "lr", "throughput", "other")
-    ]
+    plots = [gr.LinePlot(value=view["charts"][k], x=x) for k in ("loss", "lr", "throughput", "other")]
     can = view["can"]
     return [
         view["header"],
@@ -450,7 +427,7 @@ def detail_updates(ctx: Context, run_id: str, x: str) -> list[Any]:
         ),
         *plots,
         view["log"],
-        view["metrics"],
+        gr.update(value=view["metrics"], visible=view["metrics"] is not None),
         view["config"],
         gr.update(interactive=can["stop"]),
         gr.update(interactive=can["resume"]),
@@ -482,9 +459,7 @@ def wire(
         ]
 
     poll_in, poll_out = [run_id, *filters, c["x_axis"]], [c["table"], *detail, timer]
-    timer.tick(
-        poll, poll_in, poll_out, api_name="poll", concurrency_limit=None, show_progress="hidden"
-    )
+    timer.tick(poll, poll_in, poll_out, api_name="poll", concurrency_limit=None, show_progress="hidden")
     for trigger in (c["refresh"].click, c["x_axis"].change):
         trigger(
             poll,
@@ -507,9 +482,7 @@ def wire(
         return evt.row_value[0] if evt.row_value else gr.skip()
 
     c["table"].select(on_select, None, run_id, api_visibility="private", concurrency_limit=None)
-    run_id.change(
-        lambda r: r, run_id, saved_run, api_visibility="private", concurrency_limit=None
-    ).then(
+    run_id.change(lambda r: r, run_id, saved_run, api_visibility="private", concurrency_limit=None).then(
         poll,
         poll_in,
         poll_out,
@@ -521,8 +494,7 @@ def wire(
         None,
         None,
         None,
-        js="() => { const t = document.querySelector('#run-log textarea'); "
-        "if (t) t.scrollTop = t.scrollHeight; }",
+        js="() => { const t = document.querySelector('#run-log textarea'); if (t) t.scrollTop = t.scrollHeight; }",
     )
     _wire_actions(ctx, c, run_id, timer, load_request, main_tabs, poll, poll_in, poll_out)
     _wire_compare(ctx, c)
@@ -563,18 +535,14 @@ def _wire_actions(
         gr.Info(f"Stopping {rid}: it saves a checkpoint, then stops.")
         return gr.Timer(active=True)
 
-    refresh(
-        c["stop"].click(guard(on_stop), run_id, timer, api_name="stop_run", concurrency_limit=None)
-    )
+    refresh(c["stop"].click(guard(on_stop), run_id, timer, api_name="stop_run", concurrency_limit=None))
 
     def on_resume(rid: str) -> Any:
         new_id = ctx.supervisor.resume(_row(ctx, rid)["id"])
         gr.Info(f"Resuming {rid} as {new_id}")
         return new_id, gr.Timer(active=True)
 
-    c["resume"].click(
-        guard(on_resume), run_id, [run_id, timer], api_name="resume_run", concurrency_limit=None
-    )
+    c["resume"].click(guard(on_resume), run_id, [run_id, timer], api_name="resume_run", concurrency_limit=None)
     c["duplicate"].click(
         guard(lambda rid: (duplicate_request(ctx, rid), gr.Tabs(selected="train"))),
         run_id,
@@ -589,11 +557,7 @@ def _wire_actions(
         api_name="download_run",
         concurrency_limit=None,
     )
-    refresh(
-        c["merge"].click(
-            guard(lambda rid: gr.Info(merge(ctx, rid))), run_id, None, api_visibility="private"
-        )
-    )
+    refresh(c["merge"].click(guard(lambda rid: gr.Info(merge(ctx, rid))), run_id, None, api_visibility="private"))
     c["delete"].click(
         lambda rid: (gr.update(visible=True), f"Delete run `{rid}` and its folder for good?"),
         run_id,
@@ -601,9 +565,7 @@ def _wire_actions(
         api_visibility="private",
         concurrency_limit=None,
     )
-    c["cancel"].click(
-        lambda: gr.update(visible=False), None, c["confirm_row"], api_visibility="private"
-    )
+    c["cancel"].click(lambda: gr.update(visible=False), None, c["confirm_row"], api_visibility="private")
 
     def on_delete(rid: str) -> Any:
         ctx.supervisor.delete(_row(ctx, rid)["id"])

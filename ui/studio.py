@@ -62,25 +62,20 @@ def build_demo(ctx: Context) -> gr.Blocks:
             placeholder="click a row in the table, or paste a run id",
         )
         timer = gr.Timer(TIMER_SECONDS, active=False)
-        saved_run = gr.BrowserState(
-            "", storage_key="trainpad_selected_run", secret=ctx.browser_secret()
-        )
+        saved_run = gr.BrowserState("", storage_key="trainpad_selected_run", secret=ctx.browser_secret())
         load_request = gr.State(None)
         tabs: list[tuple[task_tab.TaskTab, Any]] = []
+        saved_tab = gr.BrowserState("train", storage_key="trainpad_tab")
         with gr.Tabs(elem_id="tp-main") as main_tabs:
-            with gr.Tab("Train", id="train", elem_id="tab-train"):
+            with gr.Tab("Train", id="train", elem_id="tab-train") as train_tab:
                 family_tabs = _task_tabs(ctx, tabs)
-            with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
+            with gr.Tab("Runs", id="runs", elem_id="tab-runs") as runs_tab:
                 page = runs.build(ctx, run_id)
             with gr.Tab("Playground", id="playground", elem_id="tab-playground") as play_tab:
                 playground.build_and_wire(ctx, demo, play_tab)
-            with gr.Tab("Docs", id="docs", elem_id="tab-docs"):
+            with gr.Tab("Docs", id="docs", elem_id="tab-docs") as docs_tab:
                 readme = ROOT / "README.md"
-                gr.Markdown(
-                    readme.read_text(encoding="utf-8")
-                    if readme.exists()
-                    else "See the project README."
-                )
+                gr.Markdown(readme.read_text(encoding="utf-8") if readme.exists() else "See the project README.")
         shared = task_tab.Shared(
             run_id=run_id,
             main_tabs=main_tabs,
@@ -92,13 +87,17 @@ def build_demo(ctx: Context) -> gr.Blocks:
         for tab, inner_tabs in tabs:
             task_tab.wire(tab, ctx, shared, inner_tabs)
         runs.wire(ctx, page, run_id, timer, saved_run, load_request, main_tabs)
-        docs.click(
-            lambda: gr.Tabs(selected="docs"), None, main_tabs, api_visibility="private", queue=False
-        )
+        docs.click(lambda: gr.Tabs(selected="docs"), None, main_tabs, api_visibility="private", queue=False)
+        for tab_id, tab in (("train", train_tab), ("runs", runs_tab), ("playground", play_tab), ("docs", docs_tab)):
+            tab.select(lambda _t=tab_id: _t, None, saved_tab, api_visibility="private", queue=False)
+
+        def on_load(saved: str, tab: str) -> tuple[Any, ...]:
+            return (*runs.restore(ctx, saved), gr.Tabs(selected=tab or "train"))
+
         demo.load(
-            lambda saved: runs.restore(ctx, saved),
-            saved_run,
-            [run_id, timer],
+            on_load,
+            [saved_run, saved_tab],
+            [run_id, timer, main_tabs],
             api_visibility="private",
             concurrency_limit=None,
         )

@@ -105,10 +105,9 @@ def build(task: Task, ctx: Context) -> TaskTab:
     with gr.Accordion("Parameters", open=True, elem_id=f"{p}-params"):
         tab.form = forms.build_form(task.params, p, form_fields(task))
     with gr.Row(equal_height=True):
-        tab.run_name = gr.Textbox(
-            label="Run name", placeholder="optional", elem_id=f"{p}-run_name", scale=2
-        )
+        tab.run_name = gr.Textbox(value="", label="Run name", placeholder="optional", elem_id=f"{p}-run_name", scale=2)
         tab.hf_token = gr.Textbox(
+            value="",
             label="Hugging Face token",
             type="password",
             placeholder="optional: private models, push to Hub",
@@ -119,17 +118,13 @@ def build(task: Task, ctx: Context) -> TaskTab:
     with gr.Row():
         tab.buttons["check"] = gr.Button("Check", elem_id=f"{p}-check")
         tab.buttons["config"] = gr.Button("Config", elem_id=f"{p}-config")
-        tab.buttons["load"] = gr.UploadButton(
-            "Load config", file_types=[".yaml", ".yml"], elem_id=f"{p}-load"
-        )
+        tab.buttons["load"] = gr.UploadButton("Load config", file_types=[".yaml", ".yml"], elem_id=f"{p}-load")
         tab.buttons["start"] = gr.Button("Start", variant="primary", elem_id=f"{p}-start")
     tab.form_msg = gr.Markdown(elem_id=f"{p}-form_msg", elem_classes=["tp-problems"])
     with gr.Accordion(
         "Config (YAML) and command", open=False, visible=False, elem_id=f"{p}-config_box"
     ) as tab.config_box:
-        tab.config_yaml = gr.Code(
-            language="yaml", label="config.yaml", elem_id=f"{p}-config_yaml", interactive=False
-        )
+        tab.config_yaml = gr.Code(language="yaml", label="config.yaml", elem_id=f"{p}-config_yaml", interactive=False)
         tab.config_cmd = gr.Code(
             language="shell",
             label="Run it from a terminal",
@@ -160,9 +155,7 @@ def _data_section(task: Task, tab: TaskTab) -> None:
             with gr.Row():
                 for name in DATA_FIELDS:
                     if name in fields:
-                        tab.data_fields[name] = forms.make_component(
-                            fields[name], name, f"{p}-{name}"
-                        )
+                        tab.data_fields[name] = forms.make_component(fields[name], name, f"{p}-{name}")
     tab.data_msg = gr.Markdown(elem_id=f"{p}-data_msg", elem_classes=["tp-problems"])
     tab.preview = gr.Dataframe(
         value=pd.DataFrame(),
@@ -172,9 +165,7 @@ def _data_section(task: Task, tab: TaskTab) -> None:
         elem_id=f"{p}-preview",
         wrap=True,
     )
-    gr.Markdown(
-        "**Columns** — which column of your data plays each role (matched by name when possible)."
-    )
+    gr.Markdown("**Columns** — which column of your data plays each role (matched by name when possible).")
     with gr.Row():
         for col in task.columns:
             need = "required" if col.required else "optional"
@@ -194,9 +185,7 @@ def _data_section(task: Task, tab: TaskTab) -> None:
 
 def params_data(task: Task, values: dict[str, Any]) -> dict[str, Any]:
     """Widget values -> the params dict the engine validates."""
-    out = forms.values_to_params(
-        task.params, {k: v for k, v in values.items() if k in task.params.model_fields}
-    )
+    out = forms.values_to_params(task.params, {k: v for k, v in values.items() if k in task.params.model_fields})
     out["base_model"] = str(values.get("base_model") or "").strip()
     out["data_path"] = str(values.get("data_path") or "").strip()
     mapping = {k[len(MAP_PREFIX) :]: v for k, v in values.items() if k.startswith(MAP_PREFIX) and v}
@@ -209,11 +198,7 @@ def resolve_upload(ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
     """An upload given to the API without a data path becomes the data path (kept in uploads/)."""
     upload = values.get("upload")
     if upload and not str(values.get("data_path") or "").strip():
-        path = (
-            upload
-            if isinstance(upload, str)
-            else getattr(upload, "name", None) or upload.get("path")
-        )
+        path = upload if isinstance(upload, str) else getattr(upload, "name", None) or upload.get("path")
         values = {**values, "data_path": str(datasource.keep_upload(path, ctx.uploads_dir))}
     return values
 
@@ -229,9 +214,7 @@ def problems_of(task: Task, values: dict[str, Any]) -> tuple[Any, list[str], lis
         probe = params or task.params.model_construct(**{**_defaults(task), **raw})
         data_problems = data.check_data(task, probe)
     except Exception as e:  # noqa: BLE001 - an invalid form can trip a task's checks; say so plainly
-        data_problems = [
-            f"The data could not be checked until the parameters above are fixed ({e})."
-        ]
+        data_problems = [f"The data could not be checked until the parameters above are fixed ({e})."]
     return params, param_problems, data_problems
 
 
@@ -250,11 +233,7 @@ def check(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str]:
     """(parameter problems, data problems) as Markdown; a ✓ line when all is well."""
     values = resolve_upload(ctx, values)
     _, param_problems, data_problems = problems_of(task, values)
-    ok = (
-        "✓ Parameters are valid and the data passed every check."
-        if not (param_problems or data_problems)
-        else ""
-    )
+    ok = "✓ Parameters are valid and the data passed every check." if not (param_problems or data_problems) else ""
     return problems_md(param_problems, ok), problems_md(data_problems)
 
 
@@ -312,9 +291,7 @@ def preview_data(
     task: Task, data_path: str, extra: dict[str, Any], current: dict[str, str]
 ) -> tuple[pd.DataFrame, str, dict[str, str], list[str]]:
     """Preview rows, a note or the problem, role -> matched column, and the column choices."""
-    source = datasource.source_params(
-        data_path, **{k: v for k, v in extra.items() if k != "valid_fraction"}
-    )
+    source = datasource.source_params(data_path, **{k: v for k, v in extra.items() if k != "valid_fraction"})
     try:
         df, note = datasource.preview(source)
     except UserError as e:
@@ -371,15 +348,11 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
         except UserError as e:
             raise gr.Error(str(e), duration=None) from None
 
-    tab.upload.upload(
-        on_upload, tab.upload, tab.data_path, api_visibility="private", concurrency_limit=None
-    ).then(on_preview, data_in, preview_out, api_visibility="private", concurrency_limit=None)
-    tab.data_path.submit(
-        on_preview, data_in, preview_out, api_name=f"preview_{p}", concurrency_limit=None
-    )
-    tab.data_path.blur(
+    tab.upload.upload(on_upload, tab.upload, tab.data_path, api_visibility="private", concurrency_limit=None).then(
         on_preview, data_in, preview_out, api_visibility="private", concurrency_limit=None
     )
+    tab.data_path.submit(on_preview, data_in, preview_out, api_name=f"preview_{p}", concurrency_limit=None)
+    tab.data_path.blur(on_preview, data_in, preview_out, api_visibility="private", concurrency_limit=None)
 
     def on_check(backend: str, **values: Any) -> tuple[str, str]:
         return check(ctx, task, values)
@@ -454,9 +427,7 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
         except UserError as e:
             raise gr.Error(str(e), duration=None) from None
 
-    tab.buttons["load"].upload(
-        on_load, tab.buttons["load"], shared.load_request, api_visibility="private"
-    )
+    tab.buttons["load"].upload(on_load, tab.buttons["load"], shared.load_request, api_visibility="private")
     fill_out = [
         shared.main_tabs,
         shared.family_tabs,
@@ -476,9 +447,7 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
             return [gr.skip()] * len(fill_out)
         return fill_updates(tab, request)
 
-    shared.load_request.change(
-        on_fill, shared.load_request, fill_out, api_visibility="private", concurrency_limit=None
-    )
+    shared.load_request.change(on_fill, shared.load_request, fill_out, api_visibility="private", concurrency_limit=None)
 
 
 def fill_updates(tab: TaskTab, request: dict[str, Any]) -> list[Any]:
@@ -501,8 +470,7 @@ def fill_updates(tab: TaskTab, request: dict[str, Any]) -> list[Any]:
     out += [values.get(k, gr.skip()) for k in tab.data_fields]
     out += mapping_updates(tab, matched, columns)
     out += [
-        values.get(k, forms.to_ui(task.params.model_fields[k], task.params.model_fields[k].default))
-        for k in tab.form
+        values.get(k, forms.to_ui(task.params.model_fields[k], task.params.model_fields[k].default)) for k in tab.form
     ]
     out += [request.get("name", ""), df, note]
     return out

@@ -1,0 +1,83 @@
+"""The studio's public API through gradio_client: start a tiny SFT run, poll it to `succeeded`, read metrics."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tests.tiny import chat_rows, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def studio(data_dir):
+    """The studio launched in this process on a free port: (url, context)."""
+    import app
+
+    ctx, demo = app.create(data_dir)
+    port = free_port()
+    app.launch(ctx, demo, port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", ctx
+    demo.close()
+    ctx.supervisor.shutdown(stop_runs=True)
+
+
+def poll(client, run_id: str) -> dict:
+    """The run's row in the table and its final metrics, through the public `/poll` endpoint."""
+    out = client.predict(run_id, "all", "all", "step", api_name="/poll")
+    table = out[0]
+    rows = [dict(zip(table["headers"], r, strict=True)) for r in table["data"]]
+    metrics = out[1 + __import__("ui.runs", fromlist=["DETAIL_KEYS"]).DETAIL_KEYS.index("metrics")]
+    return {"row": next(r for r in rows if r["id"] == run_id), "metrics": metrics}
+
+
+def test_start_tiny_sft_through_the_api_and_poll_to_succeeded(studio, tiny_llama, tmp_path):
+    from gradio_client import Client
+
+    url, ctx = studio
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(48))
+    client = Client(url, verbose=False)
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert {"/start_llm_sft", "/check_llm_sft", "/config_llm_sft", "/poll", "/stop_run"} <= set(api)
+
+    # a bad value is refused with the field named, and nothing is queued
+    out = client.predict(
+        api_name="/start_llm_sft", upload=None, base_model=str(tiny_llama), data_path=str(data), batch_size=0
+    )
+    assert "`batch_size` = 0" in out[0] and ctx.store.list_runs() == []
+
+    out = client.predict(
+        api_name="/start_llm_sft",
+        upload=None,
+        base_model=str(tiny_llama),
+        data_path=str(data),
+        epochs=2,
+        batch_size=8,
+        max_length=64,
+        learning_rate=3e-3,
+        logging_steps=2,
+        run_name="api run",
+    )
+    run_id = out[2]
+    assert out[0] == f"✓ Queued run `{run_id}`."
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        state = poll(client, run_id)
+        if state["row"]["status"] not in ("queued", "running"):
+            break
+        time.sleep(1)
+    assert state["row"]["status"] == "succeeded", ctx.store.get_run(run_id).get("error")
+    assert state["row"]["name"] == "api run" and state["row"]["metric"].startswith("eval_loss=")
+    metrics = state["metrics"]
+    assert metrics["eval_loss"] < metrics.get("train_loss", 99) + 1.0 and metrics["global_step"] > 0
+    losses = [m["value"] for m in ctx.store.metrics(run_id, ["loss"])]
+    assert len(losses) >= 2 and losses[-1] < losses[0]  # it learned

@@ -1,0 +1,139 @@
+"""Real-browser tests (Playwright driving Debian's Chromium): a run clicked through from upload to stop,
+and a bad upload that is explained and queues nothing. Screenshots go to ``test-artifacts/``."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ARTIFACTS
+from tests.test_app_api import studio  # noqa: F401 - the launched-app fixture
+from tests.tiny import chat_rows
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install -y chromium)"),
+]
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1600})
+        yield pg
+        browser.close()
+
+
+def shot(pg, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def pick(pg, elem_id: str, option: str) -> None:
+    """Choose ``option`` in the Dropdown ``elem_id``."""
+    pg.locator(f"#{elem_id} input").click()
+    pg.locator(f"#{elem_id}").get_by_role("option", name=option, exact=True).click()
+
+
+def step_of(pg) -> int:
+    m = re.search(r"step (\d+)/", pg.locator("#run-header").inner_text())
+    return int(m.group(1)) if m else 0
+
+
+def test_upload_map_start_watch_reload_stop(studio, page, tiny_llama, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    url, ctx = studio
+    rows = [{"question": r["messages"][0]["content"], "answer": r["messages"][1]["content"]} for r in chat_rows(64)]
+    csv = tmp_path / "qa.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    pg = page
+    pg.goto(url)
+    expect(pg.get_by_role("tab", name="LLM fine-tuning (SFT)")).to_be_visible()
+
+    base = pg.locator("#llm_sft-base_model input")
+    base.fill(str(tiny_llama))
+    base.press("Enter")
+    pg.locator("#llm_sft-upload input[type=file]").set_input_files(str(csv))
+    expect(pg.locator("#llm_sft-preview").get_by_test_id("cell-0-0").first).to_have_text(re.compile("what is"))
+    expect(pg.locator("#llm_sft-data_path textarea, #llm_sft-data_path input").first).to_have_value(
+        re.compile(r"uploads/qa-")
+    )
+    pick(pg, "llm_sft-map-prompt", "question")
+    pick(pg, "llm_sft-map-completion", "answer")
+    pg.locator("#llm_sft-batch_size input").fill("2")
+    pg.locator("#llm_sft-max_length input").fill("64")
+    pg.locator("#llm_sft-advanced").get_by_role("button", name="Advanced").first.click()
+    pg.locator("#llm_sft-max_steps input").fill("4000")
+    pg.locator("#llm_sft-logging_steps input").fill("5")
+    pg.locator("#llm_sft-run_name textarea, #llm_sft-run_name input").first.fill("browser run")
+    shot(pg, "1-form-filled")
+
+    pg.locator("#llm_sft-start").click()
+    expect(pg.locator("#run-status")).to_have_text("running", timeout=60_000)
+    run_id = pg.locator("#run-id textarea, #run-id input").first.input_value()
+    assert ctx.store.get_run(run_id)["params"]["column_mapping"] == {"prompt": "question", "completion": "answer"}
+    expect(pg.locator("#run-log textarea")).to_have_value(re.compile(r"\[trainpad\]"), timeout=60_000)
+    pg.wait_for_function(
+        "() => { const m = document.querySelector('#run-header')?.innerText.match(/step (\\d+)\\//); "
+        "return m && +m[1] >= 10; }",
+        timeout=90_000,
+    )
+    expect(pg.locator("#chart-loss canvas, #chart-loss svg").first).to_be_visible()
+    shot(pg, "2-running")
+
+    before = step_of(pg)
+    pg.reload()
+    expect(pg.locator("#run-id textarea, #run-id input").first).to_have_value(run_id)
+    expect(pg.locator("#run-status")).to_have_text("running")
+    pg.wait_for_function(
+        f"() => {{ const m = document.querySelector('#run-header')?.innerText.match(/step (\\d+)\\//); "
+        f"return m && +m[1] > {before}; }}",
+        timeout=60_000,
+    )
+    shot(pg, "3-reloaded-still-running")
+
+    pg.locator("#run-stop").click()
+    expect(pg.locator("#run-status")).to_have_text("stopped", timeout=90_000)
+    assert ctx.store.get_run(run_id)["status"] == "stopped"
+    expect(pg.locator("#run-resume")).to_be_enabled()
+    shot(pg, "4-stopped")
+
+
+def test_bad_upload_is_explained_and_queues_nothing(studio, page, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    url, ctx = studio
+    bad = tmp_path / "broken.csv"
+    bad.write_text("question,answer\n")
+    pg = page
+    pg.goto(url)
+    pg.locator("#llm_sft-upload input[type=file]").set_input_files(str(bad))
+    expect(pg.locator("#llm_sft-data_msg")).to_contain_text("has a header but no data rows")
+    pg.locator("#llm_sft-base_model input").fill("some/model")
+    pg.locator("#llm_sft-start").click()
+    expect(pg.locator("#llm_sft-data_msg")).to_contain_text("Add at least one row")
+    expect(pg.get_by_text(re.compile("Not started"))).to_be_visible()
+    shot(pg, "5-bad-upload")
+    assert ctx.store.list_runs() == []
+    assert list(ctx.supervisor.runs_dir.iterdir()) == []
