@@ -35,6 +35,7 @@ DATE_PARTS = ["year", "month", "day", "dayofweek", "hour"]
 
 # --- column typing ------------------------------------------------------------------------------
 
+
 def clean_cells(s: pd.Series) -> pd.Series:
     """Non-missing cells of ``s`` (common missing-value tokens such as `?` or `n/a` count as missing)."""
     s = s.dropna()
@@ -96,10 +97,14 @@ def feature_spec(df: pd.DataFrame, overrides: dict[str, str], text_mode: str, no
         if kind == "text" and text_mode == "drop":
             kind, reason = "drop", "it holds free text (text_columns = drop)"
         elif kind == "text":
-            notices.append(f"Column `{col}` holds free text: it is hashed into {HASH_DIMS} numeric features "
-                           "(set feature_types {%s: drop} to leave it out)." % col)
+            notices.append(
+                f"Column `{col}` holds free text: it is hashed into {HASH_DIMS} numeric features "
+                "(set feature_types {%s: drop} to leave it out)." % col
+            )
         if kind == "drop" and reason:
-            notices.append(f"Column `{col}` is not used because {reason}. Override with feature_types if that is wrong.")
+            notices.append(
+                f"Column `{col}` is not used because {reason}. Override with feature_types if that is wrong."
+            )
         kinds[col] = kind
     with_time = [c for c, k in kinds.items() if k == "datetime" and _has_time(df[c])]
     return {"columns": kinds, "with_time": with_time}
@@ -119,6 +124,7 @@ def mixed_cells(s: pd.Series) -> pd.Series:
 
 
 # --- the frame step of every pipeline -----------------------------------------------------------
+
 
 def output_columns(spec: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Names of the numeric and categorical columns that :func:`prepare_frame` produces."""
@@ -205,6 +211,7 @@ def _hashed_text(col: str, s: pd.Series) -> dict[str, Any]:
 
 # --- problems, targets and metrics ----------------------------------------------------------------
 
+
 @dataclass
 class Setup:
     """What is being learned: the sub-task, the classes or targets, and the metric to optimise."""
@@ -270,8 +277,12 @@ def metric_choices(problem: str) -> list[str]:
 def make_setup(y: pd.DataFrame, problem: str, metric: str, separator: str, threads: int = 1) -> Setup:
     """Classes/label names from the training targets; the metric (auto -> the sub-task's default)."""
     targets = list(y.columns)
-    setup = Setup(problem=problem, targets=targets, metric=default_metric(problem) if metric == "auto" else metric,
-                  threads=threads)
+    setup = Setup(
+        problem=problem,
+        targets=targets,
+        metric=default_metric(problem) if metric == "auto" else metric,
+        threads=threads,
+    )
     if problem in ("binary", "multiclass"):
         setup.classes = sorted(clean_cells(y.iloc[:, 0]).map(label_key).unique().tolist(), key=_sort_key)
     elif problem == "multilabel" and len(targets) == 1:
@@ -339,25 +350,35 @@ def compute_metric(name: str, y: np.ndarray, p: np.ndarray, problem: str) -> flo
         p1 = np.clip(p.ravel(), eps, 1 - eps)
         preds = _binary_labels(p1)
         fns: dict[str, Callable[[], float]] = {
-            "logloss": lambda: m.log_loss(y, p1, labels=[0, 1]), "accuracy": lambda: m.accuracy_score(y, preds),
+            "logloss": lambda: m.log_loss(y, p1, labels=[0, 1]),
+            "accuracy": lambda: m.accuracy_score(y, preds),
             "balanced_accuracy": lambda: m.balanced_accuracy_score(y, preds),
-            "roc_auc": lambda: m.roc_auc_score(y, p1), "f1": lambda: m.f1_score(y, preds, zero_division=0)}
+            "roc_auc": lambda: m.roc_auc_score(y, p1),
+            "f1": lambda: m.f1_score(y, preds, zero_division=0),
+        }
     elif problem == "multiclass":
         probs = np.clip(p, eps, 1)
         probs = probs / probs.sum(axis=1, keepdims=True)
         preds = probs.argmax(axis=1)
         labels = list(range(p.shape[1]))
-        fns = {"logloss": lambda: m.log_loss(y, probs, labels=labels), "accuracy": lambda: m.accuracy_score(y, preds),
-               "balanced_accuracy": lambda: m.balanced_accuracy_score(y, preds),
-               "roc_auc": lambda: m.roc_auc_score(y, probs, multi_class="ovr", labels=labels),
-               "f1": lambda: m.f1_score(y, preds, average="macro", zero_division=0)}
+        fns = {
+            "logloss": lambda: m.log_loss(y, probs, labels=labels),
+            "accuracy": lambda: m.accuracy_score(y, preds),
+            "balanced_accuracy": lambda: m.balanced_accuracy_score(y, preds),
+            "roc_auc": lambda: m.roc_auc_score(y, probs, multi_class="ovr", labels=labels),
+            "f1": lambda: m.f1_score(y, preds, average="macro", zero_division=0),
+        }
     else:
         probs = np.clip(p, eps, 1 - eps)
         preds = _binary_labels(probs)
-        fns = {"logloss": lambda: float(np.mean([m.log_loss(y[:, j], probs[:, j], labels=[0, 1]) for j in range(y.shape[1])])),
-               "accuracy": lambda: m.accuracy_score(y, preds),
-               "roc_auc": lambda: m.roc_auc_score(y, probs, average="macro"),
-               "f1": lambda: m.f1_score(y, preds, average="macro", zero_division=0)}
+        fns = {
+            "logloss": lambda: float(
+                np.mean([m.log_loss(y[:, j], probs[:, j], labels=[0, 1]) for j in range(y.shape[1])])
+            ),
+            "accuracy": lambda: m.accuracy_score(y, preds),
+            "roc_auc": lambda: m.roc_auc_score(y, probs, average="macro"),
+            "f1": lambda: m.f1_score(y, preds, average="macro", zero_division=0),
+        }
     try:
         return float(fns[name]())
     except ValueError:  # e.g. AUC when a class is absent from the rows scored
@@ -381,15 +402,37 @@ def all_metrics(y: np.ndarray, p: np.ndarray, problem: str) -> dict[str, float]:
 
 # --- models -------------------------------------------------------------------------------------
 
+
 def default_params(family: str, problem: str) -> dict[str, Any]:
     """The first configuration tried for each family (close to each library's defaults)."""
     return {
-        "xgboost": {"n_estimators": 300, "learning_rate": 0.05, "max_depth": 6, "min_child_weight": 1.0,
-                    "subsample": 0.8, "colsample_bytree": 0.8, "reg_lambda": 1.0, "reg_alpha": 1e-8},
-        "random_forest": {"n_estimators": 200, "max_features": 0.5 if problem == "regression" else 0.3, "min_samples_leaf": 1},
-        "extra_trees": {"n_estimators": 200, "max_features": 0.7 if problem == "regression" else 0.5, "min_samples_leaf": 1},
-        "hist_gradient_boosting": {"learning_rate": 0.1, "max_iter": 100, "max_leaf_nodes": 31,
-                                   "min_samples_leaf": 20, "l2_regularization": 1e-6},
+        "xgboost": {
+            "n_estimators": 300,
+            "learning_rate": 0.05,
+            "max_depth": 6,
+            "min_child_weight": 1.0,
+            "subsample": 0.8,
+            "colsample_bytree": 0.8,
+            "reg_lambda": 1.0,
+            "reg_alpha": 1e-8,
+        },
+        "random_forest": {
+            "n_estimators": 200,
+            "max_features": 0.5 if problem == "regression" else 0.3,
+            "min_samples_leaf": 1,
+        },
+        "extra_trees": {
+            "n_estimators": 200,
+            "max_features": 0.7 if problem == "regression" else 0.5,
+            "min_samples_leaf": 1,
+        },
+        "hist_gradient_boosting": {
+            "learning_rate": 0.1,
+            "max_iter": 100,
+            "max_leaf_nodes": 31,
+            "min_samples_leaf": 20,
+            "l2_regularization": 1e-6,
+        },
         "linear": {"C": 1.0} if problem != "regression" else {"alpha": 1.0},
         "knn": {"n_neighbors": 10, "weights": "distance", "p": 2},
     }[family]
@@ -399,15 +442,52 @@ def portfolio(family: str, problem: str) -> list[dict[str, Any]]:
     """Known-good configurations tried (in order) when a family is tuned, before the sampler's own picks."""
     xgb = {"min_child_weight": 1.0, "reg_lambda": 1.0, "reg_alpha": 1e-8}
     return {
-        "xgboost": [{**xgb, "n_estimators": 100, "learning_rate": 0.3, "max_depth": 6, "subsample": 1.0, "colsample_bytree": 1.0},
-                    {**xgb, "n_estimators": 500, "learning_rate": 0.03, "max_depth": 3, "subsample": 0.8, "colsample_bytree": 0.5},
-                    {**xgb, "n_estimators": 300, "learning_rate": 0.05, "max_depth": 8, "min_child_weight": 3.0,
-                     "subsample": 0.7, "colsample_bytree": 0.6, "reg_lambda": 5.0}],
+        "xgboost": [
+            {
+                **xgb,
+                "n_estimators": 100,
+                "learning_rate": 0.3,
+                "max_depth": 6,
+                "subsample": 1.0,
+                "colsample_bytree": 1.0,
+            },
+            {
+                **xgb,
+                "n_estimators": 500,
+                "learning_rate": 0.03,
+                "max_depth": 3,
+                "subsample": 0.8,
+                "colsample_bytree": 0.5,
+            },
+            {
+                **xgb,
+                "n_estimators": 300,
+                "learning_rate": 0.05,
+                "max_depth": 8,
+                "min_child_weight": 3.0,
+                "subsample": 0.7,
+                "colsample_bytree": 0.6,
+                "reg_lambda": 5.0,
+            },
+        ],
         "random_forest": [{"n_estimators": 300, "max_features": 0.6, "min_samples_leaf": 2}],
         "extra_trees": [{"n_estimators": 300, "max_features": 0.9, "min_samples_leaf": 2}],
         "hist_gradient_boosting": [
-            {"learning_rate": 0.05, "max_iter": 300, "max_leaf_nodes": 15, "min_samples_leaf": 10, "l2_regularization": 1.0},
-            {"learning_rate": 0.1, "max_iter": 100, "max_leaf_nodes": 63, "min_samples_leaf": 5, "l2_regularization": 1e-6}],
+            {
+                "learning_rate": 0.05,
+                "max_iter": 300,
+                "max_leaf_nodes": 15,
+                "min_samples_leaf": 10,
+                "l2_regularization": 1.0,
+            },
+            {
+                "learning_rate": 0.1,
+                "max_iter": 100,
+                "max_leaf_nodes": 63,
+                "min_samples_leaf": 5,
+                "l2_regularization": 1e-6,
+            },
+        ],
         "linear": [{"alpha": 10.0}, {"alpha": 0.1}] if problem == "regression" else [{"C": 10.0}, {"C": 0.1}],
         "knn": [{"n_neighbors": 5, "weights": "uniform", "p": 2}, {"n_neighbors": 25, "weights": "distance", "p": 1}],
     }[family]
@@ -417,44 +497,61 @@ def suggest_params(family: str, problem: str, trial: Any) -> dict[str, Any]:
     """One optuna trial's hyper-parameters for ``family``."""
     s = trial
     if family == "xgboost":
-        return {"n_estimators": s.suggest_int("n_estimators", 50, 800, log=True),
-                "learning_rate": s.suggest_float("learning_rate", 0.01, 0.3, log=True),
-                "max_depth": s.suggest_int("max_depth", 2, 10),
-                "min_child_weight": s.suggest_float("min_child_weight", 0.5, 20, log=True),
-                "subsample": s.suggest_float("subsample", 0.5, 1.0),
-                "colsample_bytree": s.suggest_float("colsample_bytree", 0.4, 1.0),
-                "reg_lambda": s.suggest_float("reg_lambda", 1e-3, 10, log=True),
-                "reg_alpha": s.suggest_float("reg_alpha", 1e-8, 1.0, log=True)}
+        return {
+            "n_estimators": s.suggest_int("n_estimators", 50, 800, log=True),
+            "learning_rate": s.suggest_float("learning_rate", 0.01, 0.3, log=True),
+            "max_depth": s.suggest_int("max_depth", 2, 10),
+            "min_child_weight": s.suggest_float("min_child_weight", 0.5, 20, log=True),
+            "subsample": s.suggest_float("subsample", 0.5, 1.0),
+            "colsample_bytree": s.suggest_float("colsample_bytree", 0.4, 1.0),
+            "reg_lambda": s.suggest_float("reg_lambda", 1e-3, 10, log=True),
+            "reg_alpha": s.suggest_float("reg_alpha", 1e-8, 1.0, log=True),
+        }
     if family in ("random_forest", "extra_trees"):
-        return {"n_estimators": s.suggest_int("n_estimators", 100, 500, step=50),
-                "max_features": s.suggest_float("max_features", 0.1, 1.0),
-                "min_samples_leaf": s.suggest_int("min_samples_leaf", 1, 10)}
+        return {
+            "n_estimators": s.suggest_int("n_estimators", 100, 500, step=50),
+            "max_features": s.suggest_float("max_features", 0.1, 1.0),
+            "min_samples_leaf": s.suggest_int("min_samples_leaf", 1, 10),
+        }
     if family == "hist_gradient_boosting":
-        return {"learning_rate": s.suggest_float("learning_rate", 0.01, 0.3, log=True),
-                "max_iter": s.suggest_int("max_iter", 50, 500, log=True),
-                "max_leaf_nodes": s.suggest_int("max_leaf_nodes", 8, 64, log=True),
-                "min_samples_leaf": s.suggest_int("min_samples_leaf", 3, 50, log=True),
-                "l2_regularization": s.suggest_float("l2_regularization", 1e-6, 10, log=True)}
+        return {
+            "learning_rate": s.suggest_float("learning_rate", 0.01, 0.3, log=True),
+            "max_iter": s.suggest_int("max_iter", 50, 500, log=True),
+            "max_leaf_nodes": s.suggest_int("max_leaf_nodes", 8, 64, log=True),
+            "min_samples_leaf": s.suggest_int("min_samples_leaf", 3, 50, log=True),
+            "l2_regularization": s.suggest_float("l2_regularization", 1e-6, 10, log=True),
+        }
     if family == "linear":
         key = "alpha" if problem == "regression" else "C"
         return {key: s.suggest_float(key, 1e-3, 1e2, log=True)}
-    return {"n_neighbors": s.suggest_int("n_neighbors", 1, 50, log=True),
-            "weights": s.suggest_categorical("weights", ["uniform", "distance"]), "p": s.suggest_int("p", 1, 2)}
+    return {
+        "n_neighbors": s.suggest_int("n_neighbors", 1, 50, log=True),
+        "weights": s.suggest_categorical("weights", ["uniform", "distance"]),
+        "p": s.suggest_int("p", 1, 2),
+    }
 
 
 def preprocessor(family: str, spec: dict[str, Any]) -> ColumnTransformer:
     """Imputation, scaling and categorical encoding suited to ``family`` (unknown categories handled)."""
     num, cat = output_columns(spec)
     if family in ("linear", "knn"):
-        num_step: Any = make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), StandardScaler())
-        cat_step: Any = make_pipeline(SimpleImputer(strategy="constant", fill_value="__missing__"),
-                                      OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=30, sparse_output=False))
+        num_step: Any = make_pipeline(
+            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), StandardScaler()
+        )
+        cat_step: Any = make_pipeline(
+            SimpleImputer(strategy="constant", fill_value="__missing__"),
+            OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=30, sparse_output=False),
+        )
     elif family in ("random_forest", "extra_trees"):
         num_step = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)
-        cat_step = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1, max_categories=254)
+        cat_step = OrdinalEncoder(
+            handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1, max_categories=254
+        )
     else:  # xgboost, hist_gradient_boosting: missing values native, categories as codes (unknown -> missing)
         num_step = "passthrough"
-        cat_step = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan, max_categories=254)
+        cat_step = OrdinalEncoder(
+            handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan, max_categories=254
+        )
     parts = [(name, step, cols) for name, step, cols in (("num", num_step, num), ("cat", cat_step, cat)) if cols]
     return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0)
 
@@ -470,8 +567,16 @@ def estimator(family: str, setup: Setup, spec: dict[str, Any], hp: dict[str, Any
         import xgboost as xgb
 
         cls = xgb.XGBRegressor if reg else xgb.XGBClassifier
-        model = cls(tree_method="hist", n_jobs=setup.threads, random_state=seed, verbosity=0, enable_categorical=bool(cat),
-                    feature_types=["q"] * len(num) + ["c"] * len(cat) if cat else None, max_cat_to_onehot=8, **hp)
+        model = cls(
+            tree_method="hist",
+            n_jobs=setup.threads,
+            random_state=seed,
+            verbosity=0,
+            enable_categorical=bool(cat),
+            feature_types=["q"] * len(num) + ["c"] * len(cat) if cat else None,
+            max_cat_to_onehot=8,
+            **hp,
+        )
         return model
     if family == "random_forest":
         cls = ensemble.RandomForestRegressor if reg else ensemble.RandomForestClassifier
@@ -496,7 +601,9 @@ def estimator(family: str, setup: Setup, spec: dict[str, Any], hp: dict[str, Any
 def build_pipeline(family: str, setup: Setup, spec: dict[str, Any], hp: dict[str, Any], seed: int) -> Pipeline:
     """The whole model: raw frame -> typed columns -> family preprocessing -> estimator."""
     frame = FunctionTransformer(prepare_frame, kw_args={"spec": spec}, validate=False)
-    return Pipeline([("frame", frame), ("prep", preprocessor(family, spec)), ("model", estimator(family, setup, spec, hp, seed))])
+    return Pipeline(
+        [("frame", frame), ("prep", preprocessor(family, spec)), ("model", estimator(family, setup, spec, hp, seed))]
+    )
 
 
 def predict_scores(model: Pipeline, X: pd.DataFrame, setup: Setup) -> np.ndarray:
@@ -507,7 +614,9 @@ def predict_scores(model: Pipeline, X: pd.DataFrame, setup: Setup) -> np.ndarray
     final = model[-1]
     if setup.problem == "multilabel":
         if isinstance(proba, list):
-            return np.column_stack([_column_of(p, est.classes_, 1) for p, est in zip(proba, final.estimators_, strict=True)])
+            return np.column_stack(
+                [_column_of(p, est.classes_, 1) for p, est in zip(proba, final.estimators_, strict=True)]
+            )
         return np.asarray(proba).reshape(len(X), -1)
     full = np.zeros((len(X), len(setup.classes)))
     full[:, np.asarray(final.classes_, dtype=int)] = proba
@@ -520,6 +629,7 @@ def _column_of(proba: np.ndarray, classes: np.ndarray, wanted: int) -> np.ndarra
 
 
 # --- search ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class Candidate:
@@ -546,8 +656,18 @@ def make_folds(y: np.ndarray, setup: Setup, k: int, seed: int) -> list[tuple[np.
     return list(KFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y))))
 
 
-def cross_validate(family: str, hp: dict[str, Any], trial: int, X: pd.DataFrame, y: np.ndarray, setup: Setup,
-                   spec: dict[str, Any], folds: list, seed: int, deadline: float) -> Candidate | None:
+def cross_validate(
+    family: str,
+    hp: dict[str, Any],
+    trial: int,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    setup: Setup,
+    spec: dict[str, Any],
+    folds: list,
+    seed: int,
+    deadline: float,
+) -> Candidate | None:
     """Fit one model per fold; None when the deadline or a Stop arrives before the last fold."""
     from engine.runfiles import stop_requested
 
@@ -582,16 +702,34 @@ class Search:
         return min(self.kept, key=lambda c: c.loss) if self.kept else None
 
     def add(self, cand: Candidate) -> None:
-        self.leaderboard.append({"model": cand.family, "trial": cand.trial, "cv_score": cand.score,
-                                 "fit_time": round(cand.fit_time, 3), "params": cand.params})
+        self.leaderboard.append(
+            {
+                "model": cand.family,
+                "trial": cand.trial,
+                "cv_score": cand.score,
+                "fit_time": round(cand.fit_time, 3),
+                "params": cand.params,
+            }
+        )
         self.kept.append(cand)
         self.kept.sort(key=lambda c: c.loss)
         best_per_family = {c.family: c for c in reversed(self.kept)}
         self.kept = [c for i, c in enumerate(self.kept) if i < self.keep or best_per_family[c.family] is c]
 
 
-def run_search(X: pd.DataFrame, y: np.ndarray, setup: Setup, spec: dict[str, Any], families: list[str], *,
-               folds: int, seed: int, deadline: float, max_trials: int, on_trial: Callable[[Search, Candidate], None]) -> Search:
+def run_search(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    setup: Setup,
+    spec: dict[str, Any],
+    families: list[str],
+    *,
+    folds: int,
+    seed: int,
+    deadline: float,
+    max_trials: int,
+    on_trial: Callable[[Search, Candidate], None],
+) -> Search:
     """Defaults of every family first (cheap ones first), then optuna trials over the best families."""
     import optuna
 
@@ -623,8 +761,10 @@ def run_search(X: pd.DataFrame, y: np.ndarray, setup: Setup, spec: dict[str, Any
             break
         attempt(family, default_params(family, setup.problem))
     ranked = _rank_families(search, families)
-    studies = {f: optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed + i, n_startup_trials=4))
-               for i, f in enumerate(ranked)}
+    studies = {
+        f: optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed + i, n_startup_trials=4))
+        for i, f in enumerate(ranked)
+    }
     for family, study in studies.items():
         for config in portfolio(family, setup.problem):
             study.enqueue_trial(config)
@@ -644,23 +784,33 @@ def run_search(X: pd.DataFrame, y: np.ndarray, setup: Setup, spec: dict[str, Any
 
 
 def _rank_families(search: Search, families: list[str], top: int = 3) -> list[str]:
-    """The families worth tuning: the best ``top`` by CV loss (knn only when it is the best)."""
+    """The families worth tuning: the best ``top`` by CV loss, plus linear (cheap, and it diversifies ensembles).
+    knn is tuned only when it is the best."""
     best: dict[str, float] = {}
     for c in search.kept:
         best[c.family] = min(best.get(c.family, math.inf), c.loss)
     ranked = sorted((f for f in families if f in best and f not in search.errors), key=lambda f: best[f])
-    return [f for i, f in enumerate(ranked[:top]) if f != "knn" or i == 0] or ranked[:1]
+    chosen = [f for i, f in enumerate(ranked[:top]) if f != "knn" or i == 0]
+    if "linear" in ranked and "linear" not in chosen:
+        chosen.append("linear")
+    return chosen or ranked[:1]
 
 
 # --- ensemble -------------------------------------------------------------------------------------
 
-def greedy_ensemble(cands: list[Candidate], y: np.ndarray, setup: Setup, rounds: int = 30) -> tuple[dict[int, float], float]:
+
+def greedy_ensemble(
+    cands: list[Candidate], y: np.ndarray, setup: Setup, rounds: int = 30
+) -> tuple[dict[int, float], float]:
     """Caruana-style selection with replacement over out-of-fold scores: {candidate index: weight}, CV score."""
     counts: dict[int, int] = {}
     total = np.zeros_like(cands[0].oof)
     history: list[tuple[float, dict[int, int]]] = []
     for r in range(rounds):
-        losses = [to_loss(setup.metric, compute_metric(setup.metric, y, (total + c.oof) / (r + 1), setup.problem)) for c in cands]
+        losses = [
+            to_loss(setup.metric, compute_metric(setup.metric, y, (total + c.oof) / (r + 1), setup.problem))
+            for c in cands
+        ]
         pick = int(np.argmin(losses))
         counts[pick] = counts.get(pick, 0) + 1
         total = total + cands[pick].oof
@@ -674,12 +824,23 @@ def greedy_ensemble(cands: list[Candidate], y: np.ndarray, setup: Setup, rounds:
 
 # --- the saved bundle -----------------------------------------------------------------------------
 
-def make_bundle(members: list[tuple[float, Candidate]], setup: Setup, spec: dict[str, Any], id_column: str | None,
-                feature_columns: list[str]) -> dict[str, Any]:
+
+def make_bundle(
+    members: list[tuple[float, Candidate]],
+    setup: Setup,
+    spec: dict[str, Any],
+    id_column: str | None,
+    feature_columns: list[str],
+) -> dict[str, Any]:
     """Everything ``predict`` needs, saved with joblib: members (weight + fold models), setup, column spec."""
-    return {"version": 1, "setup": setup.__dict__.copy(), "spec": spec, "id_column": id_column,
-            "feature_columns": feature_columns,
-            "members": [{"family": c.family, "params": c.params, "weight": w, "models": c.models} for w, c in members]}
+    return {
+        "version": 1,
+        "setup": setup.__dict__.copy(),
+        "spec": spec,
+        "id_column": id_column,
+        "feature_columns": feature_columns,
+        "members": [{"family": c.family, "params": c.params, "weight": w, "models": c.models} for w, c in members],
+    }
 
 
 def bundle_scores(bundle: dict[str, Any], X: pd.DataFrame) -> np.ndarray:
@@ -700,17 +861,31 @@ def decode(bundle: dict[str, Any], scores: np.ndarray) -> list[dict[str, Any]]:
     for s in scores:
         if setup.problem == "regression":
             values = [float(v) for v in np.atleast_1d(s)]
-            rows.append({"prediction": values[0] if len(values) == 1 else dict(zip(setup.targets, values, strict=True))})
+            rows.append(
+                {"prediction": values[0] if len(values) == 1 else dict(zip(setup.targets, values, strict=True))}
+            )
         elif setup.problem == "binary":
             p = float(s)
-            rows.append({"prediction": setup.classes[int(p >= 0.5)],
-                         "probabilities": {str(setup.classes[0]): 1 - p, str(setup.classes[1]): p}})
+            rows.append(
+                {
+                    "prediction": setup.classes[int(p >= 0.5)],
+                    "probabilities": {str(setup.classes[0]): 1 - p, str(setup.classes[1]): p},
+                }
+            )
         elif setup.problem == "multiclass":
-            rows.append({"prediction": setup.classes[int(np.argmax(s))],
-                         "probabilities": {str(c): float(v) for c, v in zip(setup.classes, s, strict=True)}})
+            rows.append(
+                {
+                    "prediction": setup.classes[int(np.argmax(s))],
+                    "probabilities": {str(c): float(v) for c, v in zip(setup.classes, s, strict=True)},
+                }
+            )
         else:
-            rows.append({"prediction": [str(c) for c, v in zip(setup.classes, s, strict=True) if v >= 0.5],
-                         "probabilities": {str(c): float(v) for c, v in zip(setup.classes, s, strict=True)}})
+            rows.append(
+                {
+                    "prediction": [str(c) for c, v in zip(setup.classes, s, strict=True) if v >= 0.5],
+                    "probabilities": {str(c): float(v) for c, v in zip(setup.classes, s, strict=True)},
+                }
+            )
     return rows
 
 
@@ -734,8 +909,16 @@ def predictions_frame(bundle: dict[str, Any], raw: pd.DataFrame, rows: list[dict
 
 # --- importance -----------------------------------------------------------------------------------
 
-def permutation_importance(bundle: dict[str, Any], X: pd.DataFrame, y: np.ndarray, seed: int, budget_s: float,
-                           repeats: int = 3, max_rows: int = 1000) -> dict[str, float]:
+
+def permutation_importance(
+    bundle: dict[str, Any],
+    X: pd.DataFrame,
+    y: np.ndarray,
+    seed: int,
+    budget_s: float,
+    repeats: int = 3,
+    max_rows: int = 1000,
+) -> dict[str, float]:
     """Mean rise of the loss when one raw column is shuffled (bigger = more important), within ``budget_s``.
 
     The ``repeats`` shuffled copies of a column are scored in one batch (one prediction call per column).
@@ -756,7 +939,9 @@ def permutation_importance(bundle: dict[str, Any], X: pd.DataFrame, y: np.ndarra
         batch = pd.concat([X] * repeats, ignore_index=True)
         batch[col] = np.concatenate([rng.permutation(X[col].to_numpy()) for _ in range(repeats)])
         scores = bundle_scores(bundle, batch)
-        losses = [to_loss(setup.metric, compute_metric(setup.metric, y, scores[r * n:(r + 1) * n], setup.problem))
-                  for r in range(repeats)]
+        losses = [
+            to_loss(setup.metric, compute_metric(setup.metric, y, scores[r * n : (r + 1) * n], setup.problem))
+            for r in range(repeats)
+        ]
         out[col] = float(np.mean(losses) - base)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))

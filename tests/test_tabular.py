@@ -41,12 +41,18 @@ def customers(n: int = 300, seed: int = 0) -> pd.DataFrame:
     risk = (city == "Lima") * 1.5 + (city == "Kyiv") * 1.0 - (member == "yes") * 1.2 + (age < 30) * 1.0 - spend / 150
     label = np.where(risk + rng.normal(0, 0.4, n) > 0, "churn", "stay")
     words = np.array(["late delivery", "great service", "app crashed again", "price too high", "friendly staff"])
-    df = pd.DataFrame({
-        "customer_id": [f"C{i:05d}" for i in range(n)], "city": city, "age": age, "spend": spend.round(2),
-        "member": member, "signup": pd.date_range("2021-01-01", periods=n, freq="37h").strftime("%Y-%m-%d").to_numpy(),
-        "comment": [f"customer says {words[i % 5]} and {words[(i * 7) % 5]} on visit {i}" for i in range(n)],
-        "label": label,
-    })
+    df = pd.DataFrame(
+        {
+            "customer_id": [f"C{i:05d}" for i in range(n)],
+            "city": city,
+            "age": age,
+            "spend": spend.round(2),
+            "member": member,
+            "signup": pd.date_range("2021-01-01", periods=n, freq="37h").strftime("%Y-%m-%d").to_numpy(),
+            "comment": [f"customer says {words[i % 5]} and {words[(i * 7) % 5]} on visit {i}" for i in range(n)],
+            "label": label,
+        }
+    )
     df.loc[rng.choice(n, n // 10, replace=False), "age"] = np.nan
     df.loc[rng.choice(n, n // 10, replace=False), "city"] = np.nan
     return df
@@ -54,12 +60,15 @@ def customers(n: int = 300, seed: int = 0) -> pd.DataFrame:
 
 def labelled_features(n: int = 300, seed: int = 1) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    df = pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.normal(size=n), "color": rng.choice(["red", "green", "blue"], n)})
+    df = pd.DataFrame(
+        {"x1": rng.normal(size=n), "x2": rng.normal(size=n), "color": rng.choice(["red", "green", "blue"], n)}
+    )
     df.loc[rng.choice(n, 20, replace=False), "x2"] = np.nan
     return df
 
 
 # --- fast: typing, detection, checks ----------------------------------------------------------------
+
 
 def test_feature_types_are_inferred_and_overridable():
     df = customers(60)
@@ -85,25 +94,49 @@ def test_sub_task_detection():
     assert tu.detect_problem(one(list(range(5)) * 10), "regression") == "regression"
 
 
+def test_multilabel_from_one_column_with_separator():
+    y = pd.DataFrame({"tags": ["a,b", "b", "", "c, a", None]})
+    setup = tu.make_setup(y.iloc[[0, 1, 3]], "multilabel", "auto", ",")
+    assert setup.classes == ["a", "b", "c"] and setup.metric == "logloss"
+    codes, ok = tu.encode_targets(y, setup)
+    assert (
+        codes.tolist()[0] == [1, 1, 0]
+        and codes.tolist()[3] == [1, 0, 1]
+        and ok.tolist() == [True, True, False, True, False]
+    )
+    bundle = {"setup": setup.__dict__}
+    out = tu.decode(bundle, np.array([[0.9, 0.2, 0.6]]))
+    assert out[0]["prediction"] == ["a", "c"] and out[0]["probabilities"]["b"] == pytest.approx(0.2)
+
+
 def test_autotrain_forms_and_empty_base_model():
     from engine.config import from_dict
 
     assert params().base_model == "" and params().model == "auto"
-    task, p = from_dict({"task": "tabular:classification", "base_model": "xgboost", "project_name": "t",
-                         "data": {"path": "x.csv", "column_mapping": {"id_column": "id", "target_columns": ["a", "b"]}},
-                         "params": {"num_trials": 5, "time_limit": 60}})
+    task, p = from_dict(
+        {
+            "task": "tabular:classification",
+            "base_model": "xgboost",
+            "project_name": "t",
+            "data": {"path": "x.csv", "column_mapping": {"id_column": "id", "target_columns": ["a", "b"]}},
+            "params": {"num_trials": 5, "time_limit": 60},
+        }
+    )
     assert task.name == "tabular" and p.model == "xgboost" and p.base_model == ""
     assert p.target_columns == "a,b" and p.column_mapping == {"id": "id"} and p.num_trials == 5
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("no_target", "No target column"),
-    ("all_null", "Target column `label` is empty in every row"),
-    ("one_class", "single class ('stay')"),
-    ("dup_id", "Id column `customer_id` is not unique: 2 rows share an id, rows 1, 2"),
-    ("mixed", "Column `spend` mixes numbers and text: 'lots' in row(s) 4"),
-    ("missing_target_col", "Target column `churned` is not in the data"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("no_target", "No target column"),
+        ("all_null", "Target column `label` is empty in every row"),
+        ("one_class", "single class ('stay')"),
+        ("dup_id", "Id column `customer_id` is not unique: 2 rows share an id, rows 1, 2"),
+        ("mixed", "Column `spend` mixes numbers and text: 'lots' in row(s) 4"),
+        ("missing_target_col", "Target column `churned` is not in the data"),
+    ],
+)
 def test_bad_input_is_refused_before_queueing(supervisor, tmp_path, case, expected):
     df = customers(40)
     kw = {"target_columns": "label", "column_mapping": {"id": "customer_id"}}
@@ -142,6 +175,7 @@ def test_mixed_column_is_accepted_when_overridden(tmp_path):
 
 # --- slow: end to end through the supervisor ----------------------------------------------------------
 
+
 def run(supervisor, timeout: float = 180, **kw) -> tuple[dict, dict, Path]:
     run_id = supervisor.submit(TASK, params(**kw))
     row = supervisor.wait(run_id, timeout=timeout)
@@ -177,10 +211,15 @@ def test_breast_cancer_auto_ensemble(supervisor, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, metric, floor", [
-    ("iris", "eval_accuracy", 0.85), ("wine", "eval_accuracy", 0.85), ("digits", "eval_accuracy", 0.9),
-    ("diabetes", "eval_r2", 0.3),
-])
+@pytest.mark.parametrize(
+    "name, metric, floor",
+    [
+        ("iris", "eval_accuracy", 0.85),
+        ("wine", "eval_accuracy", 0.85),
+        ("digits", "eval_accuracy", 0.9),
+        ("diabetes", "eval_r2", 0.3),
+    ],
+)
 def test_sklearn_datasets(supervisor, tmp_path, name, metric, floor):
     path = sklearn_csv(name, tmp_path)
     _, m, run_dir = run(supervisor, data_path=str(path), time_limit=6, valid_fraction=0.2)
@@ -195,21 +234,34 @@ def test_mixed_types_string_labels_unseen_categories(supervisor, tmp_path):
     df = customers(300)
     path = tmp_path / "churn.csv"
     df.to_csv(path, index=False)
-    _, m, run_dir = run(supervisor, data_path=str(path), target_columns="label", column_mapping={"id": "customer_id"},
-                        model="xgboost", num_trials=3, time_limit=60, valid_fraction=0.2)
+    _, m, run_dir = run(
+        supervisor,
+        data_path=str(path),
+        target_columns="label",
+        column_mapping={"id": "customer_id"},
+        model="xgboost",
+        num_trials=3,
+        time_limit=60,
+        valid_fraction=0.2,
+    )
     assert m["n_trials"] == 3 and m["best_model"] == "xgboost" and m["eval_accuracy"] > 0.75
     summary = json.loads((run_dir / "model" / "tabular.json").read_text())
     assert summary["feature_types"]["signup"] == "datetime" and summary["feature_types"]["comment"] == "text"
     assert "customer_id" not in summary["feature_types"]  # the id role is not a feature
-    rows = [{"city": "Atlantis", "age": None, "spend": "", "member": "maybe"},  # unseen / missing / unparseable
-            {"city": "Lima", "age": 22, "spend": 5.0, "member": "no", "signup": "2022-03-01", "comment": "app crashed"},
-            {}]
+    rows = [
+        {"city": "Atlantis", "age": None, "spend": "", "member": "maybe"},  # unseen / missing / unparseable
+        {"city": "Lima", "age": 22, "spend": 5.0, "member": "no", "signup": "2022-03-01", "comment": "app crashed"},
+        {},
+    ]
     out = predict_dir(run_dir, rows)
     assert [r["prediction"] in ("churn", "stay") for r in out] == [True] * 3
     assert out[1]["prediction"] == "churn" and out[1]["probabilities"]["churn"] > 0.5
     assert all(sum(r["probabilities"].values()) == pytest.approx(1.0) for r in out)
     table = predict_dir(run_dir, str(path))
     assert pd.read_csv(table["output_csv"]).columns[0] == "customer_id"
+    from engine.predict import predict_in_subprocess  # the playground's path: JSON in, JSON out
+
+    assert predict_in_subprocess(run_dir, rows[1])["prediction"] == "churn"
 
 
 @pytest.mark.slow
@@ -223,7 +275,11 @@ def test_multilabel_from_01_columns(supervisor, tmp_path):
     _, m, run_dir = run(supervisor, data_path=str(path), target_columns="is_big, is_red, is_odd", time_limit=8)
     assert m["problem_type"] == "multilabel" and m["eval_f1"] > 0.75, m
     out = predict_dir(run_dir, {"x1": 2.0, "x2": 1.0, "color": "red"})
-    assert {"is_big", "is_red"} <= set(out["prediction"]) and set(out["probabilities"]) == {"is_big", "is_red", "is_odd"}
+    assert {"is_big", "is_red"} <= set(out["prediction"]) and set(out["probabilities"]) == {
+        "is_big",
+        "is_red",
+        "is_odd",
+    }
 
 
 @pytest.mark.slow

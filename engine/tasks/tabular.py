@@ -22,8 +22,14 @@ from engine.task import Column, Task
 
 MODELS = ["xgboost", "random_forest", "extra_trees", "hist_gradient_boosting", "linear", "knn"]
 AUTO_ORDER = ["linear", "hist_gradient_boosting", "xgboost", "random_forest", "extra_trees", "knn"]  # cheap first
-AUTOTRAIN_MODELS = {"ridge": "linear", "logistic_regression": "linear", "lightgbm": "hist_gradient_boosting",
-                    "catboost": "hist_gradient_boosting", "random_forest": "random_forest", "extra_trees": "extra_trees"}
+AUTOTRAIN_MODELS = {
+    "ridge": "linear",
+    "logistic_regression": "linear",
+    "lightgbm": "hist_gradient_boosting",
+    "catboost": "hist_gradient_boosting",
+    "random_forest": "random_forest",
+    "extra_trees": "extra_trees",
+}
 BUNDLE = "model.joblib"
 KIND = Literal["numeric", "categorical", "boolean", "datetime", "text", "drop"]
 
@@ -31,25 +37,32 @@ KIND = Literal["numeric", "categorical", "boolean", "datetime", "text", "drop"]
 class Params(CommonParams):
     """Tabular options. ``base_model`` is not used: choose ``model`` instead."""
 
-    model: Literal["auto", "xgboost", "random_forest", "extra_trees", "hist_gradient_boosting", "linear", "knn"] = field(
-        "auto",
-        "auto: try several model families with cross-validation, tune the best, and ensemble them. "
-        "Or pick one family and tune only it.",
+    model: Literal["auto", "xgboost", "random_forest", "extra_trees", "hist_gradient_boosting", "linear", "knn"] = (
+        field(
+            "auto",
+            "auto: try several model families with cross-validation, tune the best, and ensemble them. "
+            "Or pick one family and tune only it.",
+        )
     )
     problem_type: Literal["auto", "binary", "multiclass", "multilabel", "regression"] = field(
         "auto", "What to predict. auto: detected from the target column(s)."
     )
     target_columns: str = field(
-        "", "Column(s) to predict, comma-separated for several (multi-label 0/1 columns or multi-target regression). "
-        "Empty: the column mapped to `target`, or named `target`."
+        "",
+        "Column(s) to predict, comma-separated for several (multi-label 0/1 columns or multi-target regression). "
+        "Empty: the column mapped to `target`, or named `target`.",
     )
     metric: Literal["auto", "logloss", "accuracy", "balanced_accuracy", "roc_auc", "f1", "rmse", "mae", "r2"] = field(
         "auto", "Metric the search optimises. auto: logloss for classification, rmse for regression."
     )
     time_limit: int = field(120, "Seconds for the whole search (the run ends a little after).", ge=5, le=7 * 86400)
-    num_trials: int = field(0, "Stop the search after this many trials (0 = as many as fit in time_limit).", ge=0, le=100_000)
+    num_trials: int = field(
+        0, "Stop the search after this many trials (0 = as many as fit in time_limit).", ge=0, le=100_000
+    )
     cv_folds: int = field(5, "Cross-validation folds for each trial.", ge=2, le=10, advanced=True)
-    ensemble: bool = field(True, "Combine the best trials into a weighted ensemble (kept only if it scores better).", advanced=True)
+    ensemble: bool = field(
+        True, "Combine the best trials into a weighted ensemble (kept only if it scores better).", advanced=True
+    )
     feature_types: dict[str, KIND] = field(
         {}, "Override the detected type of a column, e.g. {zip_code: categorical, notes: drop}.", advanced=True
     )
@@ -57,12 +70,19 @@ class Params(CommonParams):
         "hash", "Free-text columns: hash their words into numeric features, or leave them out.", advanced=True
     )
     label_separator: str = field(
-        ",", "Multi-label from one column: the separator between labels in a cell (e.g. `a,b`).",
-        advanced=True, show_if={"problem_type": "multilabel"},
+        ",",
+        "Multi-label from one column: the separator between labels in a cell (e.g. `a,b`).",
+        advanced=True,
+        show_if={"problem_type": "multilabel"},
     )
     feature_importance: bool = field(True, "Compute permutation feature importance at the end.", advanced=True)
-    threads: int = field(0, "CPU threads per model fit (0 = auto: 1 for small and medium tables, all cores for large ones).",
-                         ge=0, le=256, advanced=True)
+    threads: int = field(
+        0,
+        "CPU threads per model fit (0 = auto: 1 for small and medium tables, all cores for large ones).",
+        ge=0,
+        le=256,
+        advanced=True,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -74,7 +94,9 @@ class Params(CommonParams):
         base = str(values.get("base_model") or "")
         if base:
             if base not in MODELS and base not in AUTOTRAIN_MODELS:
-                raise ValueError(f"base_model `{base}` is not used by the tabular task; set `model` to one of auto, {', '.join(MODELS)}")
+                raise ValueError(
+                    f"base_model `{base}` is not used by the tabular task; set `model` to one of auto, {', '.join(MODELS)}"
+                )
             values.setdefault("model", AUTOTRAIN_MODELS.get(base, base))
             values["base_model"] = ""
         mapping = dict(values.get("column_mapping") or {})
@@ -91,12 +113,13 @@ class Params(CommonParams):
 
 
 COLUMNS = [
-    Column("target", "the column to predict (several: set target_columns)", required=False, kind="any"),
+    Column("target", "the column to predict (several: set target_columns)", required=False, kind="label"),
     Column("id", "an optional row id: kept out of the features, copied to predictions", required=False, kind="any"),
 ]
 
 
 # --- columns and pre-flight checks ----------------------------------------------------------------
+
 
 def resolve_roles(columns: list[str], params: Params) -> tuple[list[str], str | None, list[str]]:
     """(target columns, id column or None, problems)."""
@@ -107,8 +130,10 @@ def resolve_roles(columns: list[str], params: Params) -> tuple[list[str], str | 
         targets = [lower["target"]]
     problems = []
     if not targets:
-        problems.append(f"No target column: say which column to predict with target_columns (or column_mapping "
-                        f"{{target: your_column}}). Columns found: {', '.join(columns)}.")
+        problems.append(
+            f"No target column: say which column to predict with target_columns (or column_mapping "
+            f"{{target: your_column}}). Columns found: {', '.join(columns)}."
+        )
     for t in targets:
         if t not in columns:
             problems.append(f"Target column `{t}` is not in the data. Columns found: {', '.join(columns)}.")
@@ -133,24 +158,34 @@ def table_problems(df: Any, valid: Any, params: Params) -> list[str]:
     if id_col:
         dup = df.index[df[id_col].duplicated(keep=False)].tolist()
         if dup:
-            problems.append(f"Id column `{id_col}` is not unique: {len(dup)} rows share an id, rows {data.row_numbers(dup)}. "
-                            "Make the ids unique, or map no id column.")
+            problems.append(
+                f"Id column `{id_col}` is not unique: {len(dup)} rows share an id, rows {data.row_numbers(dup)}. "
+                "Make the ids unique, or map no id column."
+            )
     features = [c for c in df.columns if c not in targets and c != id_col]
     unknown = [c for c in params.feature_types if c not in features]
     if unknown:
-        problems.append(f"feature_types names column(s) {', '.join(unknown)} that are not features of the data. "
-                        f"Feature columns: {', '.join(features)}.")
+        problems.append(
+            f"feature_types names column(s) {', '.join(unknown)} that are not features of the data. "
+            f"Feature columns: {', '.join(features)}."
+        )
     for col in features:
         if params.feature_types.get(col, "numeric") != "numeric":
             continue
         bad = tu.mixed_cells(df[col])
         if len(bad):
             examples = ", ".join(repr(v) for v in bad.unique()[:3])
-            problems.append(f"Column `{col}` mixes numbers and text: {examples} in row(s) {data.row_numbers(bad.index.tolist())}. "
-                            f"Fix or empty those cells, or set feature_types {{{col}: categorical}} to treat it as categories.")
-    if not problems and all(params.feature_types.get(c) == "drop" or (c not in params.feature_types and tu.infer_kind(df[c])[0] == "drop")
-                            for c in features):
-        problems.append("No usable feature columns: every column besides the target and id is empty, dropped or an identifier.")
+            problems.append(
+                f"Column `{col}` mixes numbers and text: {examples} in row(s) {data.row_numbers(bad.index.tolist())}. "
+                f"Fix or empty those cells, or set feature_types {{{col}: categorical}} to treat it as categories."
+            )
+    if not problems and all(
+        params.feature_types.get(c) == "drop" or (c not in params.feature_types and tu.infer_kind(df[c])[0] == "drop")
+        for c in features
+    ):
+        problems.append(
+            "No usable feature columns: every column besides the target and id is empty, dropped or an identifier."
+        )
     if len(df) < 10:
         problems.append(f"Only {len(df)} rows: tabular training needs at least 10 (and does well with hundreds).")
     return problems
@@ -162,32 +197,48 @@ def _target_problems(df: Any, targets: list[str], params: Params) -> list[str]:
     problems = []
     for t in targets:
         if len(tu.clean_cells(df[t])) == 0:
-            problems.append(f"Target column `{t}` is empty in every row. Choose the column that holds the values to predict.")
+            problems.append(
+                f"Target column `{t}` is empty in every row. Choose the column that holds the values to predict."
+            )
     if problems:
         return problems
     problem = tu.detect_problem(df[targets], params.problem_type)
     if len(targets) > 1 and problem in ("binary", "multiclass"):
-        return [f"problem_type {problem} takes one target column, got {len(targets)}. Use multilabel for several 0/1 "
-                "columns, regression for several number columns."]
+        return [
+            f"problem_type {problem} takes one target column, got {len(targets)}. Use multilabel for several 0/1 "
+            "columns, regression for several number columns."
+        ]
     for t in targets:
         cells = tu.clean_cells(df[t])
         if problem == "regression":
             share, bad = tu.numeric_share(df[t])
             if len(bad):
-                problems.append(f"Target column `{t}` must hold numbers for regression, but row(s) {data.row_numbers(bad.index.tolist())} "
-                                f"hold {', '.join(repr(v) for v in bad.unique()[:3])}. Fix those cells, or set problem_type to a classification.")
+                problems.append(
+                    f"Target column `{t}` must hold numbers for regression, but row(s) {data.row_numbers(bad.index.tolist())} "
+                    f"hold {', '.join(repr(v) for v in bad.unique()[:3])}. Fix those cells, or set problem_type to a classification."
+                )
             elif cells.nunique() < 2:
-                problems.append(f"Target column `{t}` has the same value ({cells.iloc[0]!r}) in every row: there is nothing to learn.")
+                problems.append(
+                    f"Target column `{t}` has the same value ({cells.iloc[0]!r}) in every row: there is nothing to learn."
+                )
         elif problem == "multilabel" and len(targets) > 1 and not tu.is_binary(df[t]):
-            problems.append(f"Multi-label target column `{t}` must hold 0/1 (or yes/no) values; found {', '.join(repr(v) for v in cells.unique()[:3])}.")
+            problems.append(
+                f"Multi-label target column `{t}` must hold 0/1 (or yes/no) values; found {', '.join(repr(v) for v in cells.unique()[:3])}."
+            )
         elif problem != "multilabel" and cells.nunique() < 2:
-            problems.append(f"Target column `{t}` has a single class ({cells.iloc[0]!r}) in all {len(cells)} labelled rows: "
-                            "classification needs at least two. Add rows of other classes.")
+            problems.append(
+                f"Target column `{t}` has a single class ({cells.iloc[0]!r}) in all {len(cells)} labelled rows: "
+                "classification needs at least two. Add rows of other classes."
+            )
         elif problem == "binary" and cells.nunique() > 2:
-            problems.append(f"problem_type is binary but target column `{t}` has {cells.nunique()} classes. Use multiclass (or auto).")
+            problems.append(
+                f"problem_type is binary but target column `{t}` has {cells.nunique()} classes. Use multiclass (or auto)."
+            )
     if problem == "multilabel" and len(targets) > 1:
         flat = [c for c in targets if tu.clean_cells(df[c]).nunique() < 2]
-        problems += [f"Multi-label column `{c}` has the same value in every row: remove it from target_columns." for c in flat]
+        problems += [
+            f"Multi-label column `{c}` has the same value in every row: remove it from target_columns." for c in flat
+        ]
     return problems
 
 
@@ -198,6 +249,7 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
 
 
 # --- training -------------------------------------------------------------------------------------
+
 
 def _log(message: str, notices: list[str] | None = None) -> None:
     print(f"[trainpad] {message}", flush=True)
@@ -213,7 +265,10 @@ def split_rows(raw: Any, raw_valid: Any, targets: list[str], params: Params, not
     for t in targets[1:]:
         unlabeled |= tu.missing_mask(raw[t])
     if unlabeled.any():
-        _log(f"{int(unlabeled.sum())} row(s) have no target value and are left out: rows {data.row_numbers(raw.index[unlabeled].tolist())}.", notices)
+        _log(
+            f"{int(unlabeled.sum())} row(s) have no target value and are left out: rows {data.row_numbers(raw.index[unlabeled].tolist())}.",
+            notices,
+        )
     df = raw[~unlabeled]
     if params.max_rows and params.max_rows < len(df):
         df = df.sample(n=params.max_rows, random_state=params.seed)
@@ -232,14 +287,17 @@ def drop_rare_classes(df: Any, target: str, notices: list[str]) -> Any:
     counts = keys.value_counts()
     rare = counts[counts < 2].index.tolist()
     if rare:
-        _log(f"Class(es) {', '.join(repr(r) for r in rare[:5])} of `{target}` have a single training row and are left out.", notices)
+        _log(
+            f"Class(es) {', '.join(repr(r) for r in rare[:5])} of `{target}` have a single training row and are left out.",
+            notices,
+        )
         df = df[~keys.isin(rare)].reset_index(drop=True)
     return df
 
 
 def train(params: Params, run_dir: Path) -> dict[str, Any]:
     from engine import tabular_utils as tu
-    from engine.runfiles import write_event
+    from engine.runfiles import stop_requested, write_event
 
     t0 = time.time()
     raw, raw_valid = data.load_raw(params)
@@ -256,42 +314,86 @@ def train(params: Params, run_dir: Path) -> dict[str, Any]:
     threads = params.threads or tu.auto_threads(len(train_df), len(features))
     setup = tu.make_setup(train_df[targets], problem, params.metric, params.label_separator, threads)
     if setup.metric not in tu.metric_choices(problem):
-        raise UserError(f"metric {setup.metric} does not fit a {problem} problem. Use one of: {', '.join(tu.metric_choices(problem))} (or auto).")
+        raise UserError(
+            f"metric {setup.metric} does not fit a {problem} problem. Use one of: {', '.join(tu.metric_choices(problem))} (or auto)."
+        )
     y, _ = tu.encode_targets(train_df[targets], setup)
     X = train_df[features]
     spec = tu.feature_spec(X, params.feature_types, params.text_columns, notices)
     for n in notices:
         print(f"[trainpad] notice: {n}", flush=True)
-    _log(f"{problem} problem, {len(X)} training rows, {0 if valid_df is None else len(valid_df)} validation rows, "
-         f"{sum(k != 'drop' for k in spec['columns'].values())} features; optimising {setup.metric}.")
+    _log(
+        f"{problem} problem, {len(X)} training rows, {0 if valid_df is None else len(valid_df)} validation rows, "
+        f"{sum(k != 'drop' for k in spec['columns'].values())} features; optimising {setup.metric}."
+    )
 
     def on_trial(search: tu.Search, cand: tu.Candidate) -> None:
         n, best = len(search.leaderboard), search.best
-        event = {"type": "trial", "step": n, "score": cand.score, "best_score": best.score, "model": cand.family,
-                 "fit_time": round(cand.fit_time, 3)}
+        event = {
+            "type": "trial",
+            "step": n,
+            "score": cand.score,
+            "best_score": best.score,
+            "model": cand.family,
+            "fit_time": round(cand.fit_time, 3),
+        }
         if params.num_trials:
             event["max_steps"] = params.num_trials
         write_event(run_dir, event)
-        _log(f"trial {n}: {cand.family} cv_{setup.metric}={cand.score:.5g} ({cand.fit_time:.1f}s); best {best.family} {best.score:.5g}")
+        _log(
+            f"trial {n}: {cand.family} cv_{setup.metric}={cand.score:.5g} ({cand.fit_time:.1f}s); best {best.family} {best.score:.5g}"
+        )
 
     families = AUTO_ORDER if params.model == "auto" else [params.model]
     search_end = t0 + params.time_limit * 0.85
-    search = tu.run_search(X, y, setup, spec, families, folds=params.cv_folds, seed=params.seed, deadline=search_end,
-                           max_trials=params.num_trials, on_trial=on_trial)
+    search = tu.run_search(
+        X,
+        y,
+        setup,
+        spec,
+        families,
+        folds=params.cv_folds,
+        seed=params.seed,
+        deadline=search_end,
+        max_trials=params.num_trials,
+        on_trial=on_trial,
+    )
     if not search.kept:
         raise UserError("No model could be trained: " + "; ".join(f"{f}: {e}" for f, e in search.errors.items()))
     members, cv_score = choose_members(search, y, setup, params.ensemble)
     bundle = tu.make_bundle(members, setup, spec, id_col, features)
     metrics = evaluate(bundle, members, valid_df, y, targets, setup, notices)
-    metrics.update({f"cv_{setup.metric}": cv_score, "problem_type": problem, "metric": setup.metric,
-                    "best_model": search.best.family, "n_trials": len(search.leaderboard),
-                    "train_rows": len(X), "search_seconds": round(time.time() - t0, 2)})
+    metrics.update(
+        {
+            f"cv_{setup.metric}": cv_score,
+            "problem_type": problem,
+            "metric": setup.metric,
+            "best_model": search.best.family,
+            "n_trials": sum(r["model"] != "ensemble" for r in search.leaderboard),
+            "train_rows": len(X),
+            "search_seconds": round(time.time() - t0, 2),
+        }
+    )
+    t_search = time.time()
     importance = {}
-    if params.feature_importance:
-        importance = importance_for(bundle, valid_df, X, y, targets, setup, params, budget_s=max(2.0, t0 + params.time_limit - time.time()))
+    if params.feature_importance and not stop_requested():
+        importance = importance_for(
+            bundle, valid_df, X, y, targets, setup, params, budget_s=max(1.0, t0 + params.time_limit - time.time())
+        )
+    t_importance = time.time()
     save(run_dir / "model", bundle, search, importance, metrics, notices)
-    write_event(run_dir, {"type": "eval", "step": len(search.leaderboard),
-                          **{k: v for k, v in metrics.items() if k.startswith(("eval_", "cv_")) and isinstance(v, float)}})
+    _log(
+        f"search and evaluation {t_search - t0:.1f}s, importance {t_importance - t_search:.1f}s, "
+        f"saving {time.time() - t_importance:.1f}s"
+    )
+    write_event(
+        run_dir,
+        {
+            "type": "eval",
+            "step": len(search.leaderboard),
+            **{k: v for k, v in metrics.items() if k.startswith(("eval_", "cv_")) and isinstance(v, float)},
+        },
+    )
     top = dict(list(importance.items())[:20])
     return {**metrics, "leaderboard": leaderboard_rows(search)[:20], "feature_importance": top, "notices": notices}
 
@@ -305,25 +407,44 @@ def choose_members(search: Any, y: Any, setup: Any, ensemble: bool) -> tuple[lis
         return [(1.0, best)], best.score
     weights, score = tu.greedy_ensemble(search.kept, y, setup)
     members = [(w, search.kept[i]) for i, w in sorted(weights.items(), key=lambda kv: -kv[1])]
-    search.leaderboard.append({"model": "ensemble", "trial": None, "cv_score": score,
-                               "fit_time": round(sum(c.fit_time for _, c in members), 3),
-                               "params": {f"{c.family}#{c.trial}": round(w, 4) for w, c in members}})
+    search.leaderboard.append(
+        {
+            "model": "ensemble",
+            "trial": None,
+            "cv_score": score,
+            "fit_time": round(sum(c.fit_time for _, c in members), 3),
+            "params": {f"{c.family}#{c.trial}": round(w, 4) for w, c in members},
+        }
+    )
     if tu.to_loss(setup.metric, score) >= best.loss:
         return [(1.0, best)], best.score
-    _log("ensemble: " + ", ".join(f"{c.family}#{c.trial} x{w:.2f}" for w, c in members) + f" -> cv_{setup.metric}={score:.5g}")
+    _log(
+        "ensemble: "
+        + ", ".join(f"{c.family}#{c.trial} x{w:.2f}" for w, c in members)
+        + f" -> cv_{setup.metric}={score:.5g}"
+    )
     return members, score
 
 
-def evaluate(bundle: dict[str, Any], members: list, valid_df: Any, y: Any, targets: list[str], setup: Any,
-             notices: list[str]) -> dict[str, Any]:
+def evaluate(
+    bundle: dict[str, Any], members: list, valid_df: Any, y: Any, targets: list[str], setup: Any, notices: list[str]
+) -> dict[str, Any]:
     """eval_* metrics on the validation rows (or, without any, on the out-of-fold predictions)."""
     from engine import tabular_utils as tu
 
     if valid_df is not None and len(valid_df):
         y_valid, ok = tu.encode_targets(valid_df[targets], setup)
         if (~ok).any():
-            _log(f"{int((~ok).sum())} validation row(s) have no target or a class unseen in training and are not scored.", notices)
-        scores, y_true, source, n = tu.bundle_scores(bundle, valid_df[bundle["feature_columns"]][ok]), y_valid[ok], "validation", int(ok.sum())
+            _log(
+                f"{int((~ok).sum())} validation row(s) have no target or a class unseen in training and are not scored.",
+                notices,
+            )
+        scores, y_true, source, n = (
+            tu.bundle_scores(bundle, valid_df[bundle["feature_columns"]][ok]),
+            y_valid[ok],
+            "validation",
+            int(ok.sum()),
+        )
     else:
         scores, y_true, source, n = sum(w * c.oof for w, c in members), y, "cross-validation", len(y)
         _log("No validation rows: eval_* metrics are the out-of-fold cross-validation scores.", notices)
@@ -336,8 +457,16 @@ def evaluate(bundle: dict[str, Any], members: list, valid_df: Any, y: Any, targe
     return out
 
 
-def importance_for(bundle: dict[str, Any], valid_df: Any, X: Any, y: Any, targets: list[str], setup: Any,
-                   params: Params, budget_s: float) -> dict[str, float]:
+def importance_for(
+    bundle: dict[str, Any],
+    valid_df: Any,
+    X: Any,
+    y: Any,
+    targets: list[str],
+    setup: Any,
+    params: Params,
+    budget_s: float,
+) -> dict[str, float]:
     from engine import tabular_utils as tu
 
     if valid_df is not None and len(valid_df) >= 20:
@@ -356,8 +485,14 @@ def leaderboard_rows(search: Any) -> list[dict[str, Any]]:
     return [{**r, "params": json.dumps(r["params"], default=str)} for r in rows]
 
 
-def save(model_dir: Path, bundle: dict[str, Any], search: Any, importance: dict[str, float], metrics: dict[str, Any],
-         notices: list[str]) -> None:
+def save(
+    model_dir: Path,
+    bundle: dict[str, Any],
+    search: Any,
+    importance: dict[str, float],
+    metrics: dict[str, Any],
+    notices: list[str],
+) -> None:
     """model.joblib (the whole predictor), leaderboard.csv/.json, feature_importance.csv, tabular.json."""
     import joblib
     import pandas as pd
@@ -368,14 +503,21 @@ def save(model_dir: Path, bundle: dict[str, Any], search: Any, importance: dict[
     pd.DataFrame(rows).to_csv(model_dir / "leaderboard.csv", index=False)
     (model_dir / "leaderboard.json").write_text(json.dumps(rows, indent=1, default=str), encoding="utf-8")
     pd.DataFrame({"feature": list(importance), "importance": list(importance.values())}).to_csv(
-        model_dir / "feature_importance.csv", index=False)
-    summary = {"setup": bundle["setup"], "feature_types": bundle["spec"]["columns"], "id_column": bundle["id_column"],
-               "members": [{"model": m["family"], "weight": m["weight"], "params": m["params"]} for m in bundle["members"]],
-               "metrics": {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, "notices": notices}
+        model_dir / "feature_importance.csv", index=False
+    )
+    summary = {
+        "setup": bundle["setup"],
+        "feature_types": bundle["spec"]["columns"],
+        "id_column": bundle["id_column"],
+        "members": [{"model": m["family"], "weight": m["weight"], "params": m["params"]} for m in bundle["members"]],
+        "metrics": {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))},
+        "notices": notices,
+    }
     (model_dir / "tabular.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
 
 
 # --- prediction -----------------------------------------------------------------------------------
+
 
 def predict(model_dir: Path, inputs: Any) -> Any:
     """A row dict -> {prediction, probabilities}; a list of rows -> a list of those;
@@ -392,7 +534,7 @@ def predict(model_dir: Path, inputs: Any) -> Any:
         return predict_rows(bundle, pd.DataFrame([inputs]))[0]
     if isinstance(inputs, list):
         if not all(isinstance(r, dict) for r in inputs):
-            raise UserError("Give rows as objects, e.g. [{\"age\": 41, \"city\": \"Oslo\"}].")
+            raise UserError('Give rows as objects, e.g. [{"age": 41, "city": "Oslo"}].')
         return predict_rows(bundle, pd.DataFrame(inputs))
     if isinstance(inputs, pd.DataFrame):
         return predict_rows(bundle, inputs)
@@ -402,7 +544,11 @@ def predict(model_dir: Path, inputs: Any) -> Any:
         table = tu.predictions_frame(bundle, raw, rows)
         out = Path(tempfile.mkdtemp(prefix="trainpad-predictions-")) / f"{Path(inputs).stem}_predictions.csv"
         table.to_csv(out, index=False)
-        return {"output_csv": str(out), "rows": len(table), "preview": json.loads(table.head(20).to_json(orient="records"))}
+        return {
+            "output_csv": str(out),
+            "rows": len(table),
+            "preview": json.loads(table.head(20).to_json(orient="records")),
+        }
     raise UserError("Tabular prediction takes a row ({column: value}), a list of rows, or the path of a CSV file.")
 
 
@@ -413,7 +559,9 @@ def predict_rows(bundle: dict[str, Any], raw: Any) -> list[dict[str, Any]]:
         return []
     known = [c for c in bundle["feature_columns"] if c in raw.columns]
     if not known:
-        raise UserError(f"None of the model's columns are in the input. Expected columns: {', '.join(bundle['feature_columns'])}.")
+        raise UserError(
+            f"None of the model's columns are in the input. Expected columns: {', '.join(bundle['feature_columns'])}."
+        )
     X = raw.reindex(columns=bundle["feature_columns"])
     return tu.decode(bundle, tu.bundle_scores(bundle, X))
 
@@ -423,7 +571,7 @@ TASK = Task(
     title="Tabular (classification & regression)",
     family="Tabular",
     description="Predict one or more columns of a table: binary, multi-class or multi-label classes, or numbers. "
-                "Searches xgboost, forests, gradient boosting, linear and k-NN models within a time budget and ensembles the best.",
+    "Searches xgboost, forests, gradient boosting, linear and k-NN models within a time budget and ensembles the best.",
     params=Params,
     columns=COLUMNS,
     train=train,
@@ -431,10 +579,16 @@ TASK = Task(
     key_metric="eval_loss",
     greater_is_better=False,
     model_note="No pretrained model: the model family is chosen with `model` (auto searches several). "
-               "eval_loss is the log loss (classification) or RMSE (regression) on the validation rows.",
+    "eval_loss is the log loss (classification) or RMSE (regression) on the validation rows.",
     stratify_role="target",
     check_data=check_data,
     predict_input="table",
-    autotrain_names=["tabular:classification", "tabular:regression", "tabular-classification", "tabular-regression",
-                     "tabular_classification", "tabular_regression"],
+    autotrain_names=[
+        "tabular:classification",
+        "tabular:regression",
+        "tabular-classification",
+        "tabular-regression",
+        "tabular_classification",
+        "tabular_regression",
+    ],
 )
