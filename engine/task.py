@@ -25,6 +25,9 @@ TASK_MODULES = [
     "llm_orpo",
     "llm_reward",
     "llm_pretrain",
+    "seq2seq",
+    "extractive_qa",
+    "sentence_transformers",
     "tabular",
 ]
 

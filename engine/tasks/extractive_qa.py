@@ -1,0 +1,243 @@
+"""Extractive question answering: find the answer span to a question inside a context.
+
+Answers come in SQuAD form (``{"text": [...], "answer_start": [...]}``, also as JSON text in a CSV
+cell) or as two plain columns (``answer_text`` + ``answer_start``). Long contexts are split into
+overlapping windows (``doc_stride``); questions without an answer (SQuAD v2) are learnt when
+``allow_unanswerable`` is on. Metrics: exact match and F1 (the SQuAD metric, 0-100).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from engine import qa_utils as qa
+from engine.errors import UserError
+from engine.params import TrainerParams, field
+from engine.task import Column, Task
+
+SIDECAR = "trainpad.json"  # settings predict needs (lengths, stride, unanswerable handling)
+
+
+class Params(TrainerParams):
+    """Extractive-QA options on top of the shared training options."""
+
+    max_length: int = field(
+        384, "Longest question + context window in tokens; longer contexts are split into windows.", ge=32, le=8192
+    )
+    doc_stride: int = field(128, "Overlap in tokens between consecutive windows of a long context.", ge=0, le=4096)
+    max_answer_length: int = field(
+        30, "Longest answer span in tokens the model may return.", ge=1, le=1024, advanced=True
+    )
+    allow_unanswerable: bool = field(
+        False,
+        "Some questions have no answer in their context (SQuAD v2): rows with an empty answer teach the model "
+        "to say so. Off: every row must have an answer.",
+    )
+    null_score_threshold: float = field(
+        0.0,
+        "Answer only when the best span beats 'no answer' by this log-probability margin (higher = fewer answers).",
+        advanced=True,
+        show_if={"allow_unanswerable": True},
+    )
+    n_best: int = field(
+        20, "Start/end candidates considered per window when picking the answer span.", ge=1, le=100, advanced=True
+    )
+
+
+COLUMNS = [
+    Column("context", "the passage that contains the answer"),
+    Column("question", "the question about the context"),
+    Column(
+        "answers",
+        'SQuAD-form answers: {"text": ["..."], "answer_start": [char offset]} (or its JSON text)',
+        required=False,
+        kind="any",
+    ),
+    Column("answer_text", "the answer as plain text (with `answer_start`), instead of `answers`", required=False),
+    Column("answer_start", "character offset of `answer_text` in the context", required=False, kind="number"),
+]
+
+
+def check_data(train: Any, valid: Any, params: Params) -> list[str]:
+    """Answer columns present; no blank contexts/questions; every answer occurs in its context at answer_start."""
+    cols = set(train.columns)
+    if "answers" not in cols and not {"answer_text", "answer_start"} <= cols:
+        missing = "answer_start" if "answer_text" in cols else "answer_text" if "answer_start" in cols else "answers"
+        return [
+            f"Extractive QA needs an `answers` column (SQuAD form) or both `answer_text` and `answer_start` "
+            f"columns; `{missing}` is missing. Columns mapped: {', '.join(sorted(cols))}. "
+            "Map yours with column_mapping, e.g. {answers: my_answers}."
+        ]
+    problems = []
+    for split, df in (("Training", train), ("Validation", valid)):
+        if df is None:
+            continue
+        blanks = qa.blank_cells(df, ["context", "question"], split, params.column_mapping)
+        problems += blanks or qa.answer_problems(df, split, params.column_mapping, params.allow_unanswerable)
+    return qa.cap(problems)
+
+
+# ---- training -----------------------------------------------------------------------------
+
+
+def load_tokenizer(name: str, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    if not tok.is_fast:
+        raise UserError(
+            f"Model `{name}` has no fast tokenizer; extractive QA needs one for character offsets. "
+            "Pick a model with a tokenizer.json (most BERT/RoBERTa/DeBERTa checkpoints)."
+        )
+    return tok
+
+
+def build_features(df: Any, tok: Any, params: Params) -> list[dict[str, Any]]:
+    answers = qa.answers_of(df, params.column_mapping)
+    return qa.features(
+        tok,
+        [str(q).strip() for q in df["question"]],
+        [str(c) for c in df["context"]],
+        answers,
+        params.max_length,
+        params.doc_stride,
+    )
+
+
+def metrics_fn(feats: list[dict[str, Any]], df: Any, tok: Any, params: Params) -> Any:
+    """``compute_metrics`` over window logits: best span per question, then EM and F1."""
+    contexts = [str(c) for c in df["context"]]
+    golds = [texts for texts, _ in qa.answers_of(df, params.column_mapping)]
+
+    def compute(eval_pred: Any) -> dict[str, float]:
+        start, end = eval_pred.predictions[:2]
+        best = qa.best_answers(
+            feats,
+            start,
+            end,
+            contexts,
+            tok,
+            params.max_answer_length,
+            params.n_best,
+            params.allow_unanswerable,
+            params.null_score_threshold,
+        )
+        return {k: round(v, 4) for k, v in qa.squad_metrics([b["answer"] for b in best], golds).items()}
+
+    return compute
+
+
+def sidecar(params: Params) -> dict[str, Any]:
+    return {
+        "task": "extractive_qa",
+        "max_length": params.max_length,
+        "doc_stride": params.doc_stride,
+        "max_answer_length": params.max_answer_length,
+        "allow_unanswerable": params.allow_unanswerable,
+        "null_score_threshold": params.null_score_threshold,
+        "n_best": params.n_best,
+    }
+
+
+def train(params: Params, run_dir: Path) -> dict[str, float]:
+    from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, Trainer
+
+    from engine import data, runfiles
+    from engine import task as task_mod
+    from engine import train_utils as tu
+
+    tu.setup_torch_threads()
+    train_df, valid_df = data.load_splits(task_mod.get_task("extractive_qa"), params)
+    problems = check_data(train_df, valid_df, params)  # Hub datasets are not checked before queueing
+    if problems:
+        raise UserError(problems)
+    tok = load_tokenizer(params.base_model, params.trust_remote_code)
+    train_feats = build_features(train_df, tok, params)
+    valid_feats = build_features(valid_df, tok, params) if valid_df is not None and len(valid_df) else []
+    has_eval = len(valid_feats) > 0
+    print(
+        f"[trainpad] {len(train_df)} training questions -> {len(train_feats)} windows; "
+        f"{len(valid_df) if has_eval else 0} validation questions -> {len(valid_feats)} windows",
+        flush=True,
+    )
+    model = AutoModelForQuestionAnswering.from_pretrained(params.base_model, trust_remote_code=params.trust_remote_code)
+    args = tu.training_arguments(
+        params, run_dir, n_train=len(train_feats), has_eval=has_eval, metric="eval_f1", greater_is_better=True
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=qa.model_inputs(train_feats),
+        eval_dataset=qa.model_inputs(valid_feats) if has_eval else None,
+        processing_class=tok,
+        data_collator=DataCollatorWithPadding(tok),
+        callbacks=tu.callbacks(params, run_dir, has_eval),
+        compute_metrics=metrics_fn(valid_feats, valid_df, tok, params) if has_eval else None,
+    )
+    metrics = tu.train_and_save(trainer, params, run_dir, has_eval)
+    if not runfiles.stop_requested():
+        (run_dir / "model" / SIDECAR).write_text(json.dumps(sidecar(params), indent=2), encoding="utf-8")
+    return metrics
+
+
+# ---- inference ----------------------------------------------------------------------------
+
+
+def predict(model_dir: Path, inputs: Any) -> Any:
+    """Answer {"question", "context"} (or a list of them): {answer, score, start, end}; "" = no answer."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    items = inputs if isinstance(inputs, list) else [inputs]
+    if not all(isinstance(i, dict) and i.get("question") and i.get("context") for i in items):
+        raise UserError('Give a question and a context, e.g. {"question": "Who ...?", "context": "..."}.')
+    model_dir = Path(model_dir)
+    cfg = json.loads((model_dir / SIDECAR).read_text()) if (model_dir / SIDECAR).exists() else {}
+    tok = load_tokenizer(str(model_dir), False)
+    model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir)).eval()
+    contexts = [str(i["context"]) for i in items]
+    feats = qa.features(
+        tok,
+        [str(i["question"]).strip() for i in items],
+        contexts,
+        None,
+        cfg.get("max_length", 384),
+        cfg.get("doc_stride", 128),
+    )
+    batch = tok.pad(qa.model_inputs(feats), return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch)
+    best = qa.best_answers(
+        feats,
+        out.start_logits.numpy(),
+        out.end_logits.numpy(),
+        contexts,
+        tok,
+        cfg.get("max_answer_length", 30),
+        cfg.get("n_best", 20),
+        cfg.get("allow_unanswerable", False),
+        cfg.get("null_score_threshold", 0.0),
+    )
+    return best if isinstance(inputs, list) else best[0]
+
+
+TASK = Task(
+    name="extractive_qa",
+    title="Extractive question answering",
+    family="Text",
+    description="Find the answer to a question as a span of its context (SQuAD style, with or without "
+    "unanswerable questions). Scored with exact match and F1.",
+    params=Params,
+    columns=COLUMNS,
+    train=train,
+    predict=predict,
+    key_metric="eval_f1",
+    greater_is_better=True,
+    model_note="An encoder with a fast tokenizer (AutoModelForQuestionAnswering), e.g. bert-base-uncased, "
+    "distilbert-base-uncased, deberta-v3-base.",
+    check_data=check_data,
+    predict_input="json",
+    autotrain_names=["extractive-qa", "extractive-question-answering", "text-extractive-qa"],
+)

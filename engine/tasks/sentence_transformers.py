@@ -1,0 +1,361 @@
+"""Sentence embeddings with sentence-transformers, in the five AutoTrain modes.
+
+Each mode has its columns, its standard loss and an evaluator on the validation split:
+
+- ``pair`` (anchor, positive) and ``qa`` (query, answer): MultipleNegativesRankingLoss, retrieval metrics.
+- ``triplet`` (anchor, positive, negative): MultipleNegativesRankingLoss, triplet accuracy.
+- ``pair_class`` (premise, hypothesis, label): SoftmaxLoss, accuracy of the softmax classifier.
+- ``pair_score`` (sentence1, sentence2, score): CoSENTLoss, Spearman correlation of cosine similarity.
+
+The evaluator's main metric is also logged as ``eval_score`` (the key metric, for early stopping).
+A plain transformers encoder is wrapped as Transformer + mean pooling.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from engine import qa_utils as qa
+from engine.data import row_numbers
+from engine.errors import UserError
+from engine.params import TrainerParams, field
+from engine.task import Column, Task
+
+SIDECAR = "trainpad.json"
+
+# mode -> (its columns, in the order the loss reads them; the loss, for the log line)
+MODES: dict[str, tuple[list[str], str]] = {
+    "pair": (["anchor", "positive"], "MultipleNegativesRankingLoss"),
+    "pair_class": (["premise", "hypothesis", "label"], "SoftmaxLoss"),
+    "pair_score": (["sentence1", "sentence2", "score"], "CoSENTLoss"),
+    "triplet": (["anchor", "positive", "negative"], "MultipleNegativesRankingLoss"),
+    "qa": (["query", "answer"], "MultipleNegativesRankingLoss"),
+}
+TARGETS = ("label", "score")
+
+
+class Params(TrainerParams):
+    """Sentence-transformers options on top of the shared training options."""
+
+    mode: Literal["pair", "pair_class", "pair_score", "triplet", "qa"] = field(
+        "pair_score",
+        "What your data holds. pair: (anchor, positive) similar texts; pair_class: (premise, hypothesis, label); "
+        "pair_score: (sentence1, sentence2, score); triplet: (anchor, positive, negative); qa: (query, answer).",
+    )
+    learning_rate: float = field(3e-5, "Peak learning rate.", gt=0, le=1.0)
+    max_length: int = field(128, "Longest text in tokens; longer texts are truncated.", ge=4, le=8192)
+
+
+COLUMNS = [
+    Column("anchor", "pair/triplet: the text to embed", required=False),
+    Column("positive", "pair/triplet: a text similar to `anchor`", required=False),
+    Column("negative", "triplet: a text unlike `anchor`", required=False),
+    Column("premise", "pair_class: the first text", required=False),
+    Column("hypothesis", "pair_class: the second text", required=False),
+    Column(
+        "label",
+        "pair_class: the class of the pair (e.g. entailment / neutral / contradiction)",
+        required=False,
+        kind="label",
+    ),
+    Column("sentence1", "pair_score: the first text", required=False),
+    Column("sentence2", "pair_score: the second text", required=False),
+    Column("score", "pair_score: how similar the texts are (a number, e.g. 0 to 1)", required=False, kind="number"),
+    Column("query", "qa: the question / search query", required=False),
+    Column("answer", "qa: the passage that answers `query`", required=False),
+]
+
+
+def check_data(train: Any, valid: Any, params: Params) -> list[str]:
+    """The mode's columns are mapped and filled; scores are numbers; validation labels occur in training."""
+    roles = MODES[params.mode][0]
+    missing = [r for r in roles if r not in train.columns]
+    if missing:
+        return [
+            f"Mode `{params.mode}` needs the columns {', '.join(roles)}; missing: {', '.join(missing)}. "
+            f"Columns mapped: {', '.join(train.columns) or 'none'}. Map yours with column_mapping, "
+            f"e.g. {{{missing[0]}: my_column}}, or pick the mode that matches your data."
+        ]
+    problems = []
+    for split, df in (("Training", train), ("Validation", valid)):
+        if df is not None:
+            problems += qa.blank_cells(df, roles, split, params.column_mapping)
+    if problems:
+        return problems
+    for split, df in (("Training", train), ("Validation", valid)):
+        if df is not None and "score" in roles:
+            problems += _score_problems(df, split, params.column_mapping)
+    if "label" in roles:
+        problems += _label_problems(train, valid, params.column_mapping)
+    return problems
+
+
+def _score_problems(df: Any, split: str, mapping: dict[str, str]) -> list[str]:
+    import pandas as pd
+
+    numbers = pd.to_numeric(df["score"], errors="coerce")
+    bad = df.index[numbers.isna()].tolist()
+    if not bad:
+        return []
+    return [
+        f"{split} data, column `{qa.column_name(mapping, 'score')}`: not a number in row(s) {row_numbers(bad)} "
+        f"(first: {df['score'][bad[0]]!r}). Scores must be numbers such as 0.8."
+    ]
+
+
+def _label_problems(train: Any, valid: Any, mapping: dict[str, str]) -> list[str]:
+    col = qa.column_name(mapping, "label")
+    labels = set(train["label"].astype(str))
+    if len(labels) < 2:
+        return [
+            f"Training data, column `{col}`: only one label ({next(iter(labels))!r}); pair_class needs at least two."
+        ]
+    if valid is None:
+        return []
+    unseen = valid.index[~valid["label"].astype(str).isin(labels)].tolist()
+    if not unseen:
+        return []
+    return [
+        f"Validation data, column `{col}`: label {valid['label'][unseen[0]]!r} in row(s) {row_numbers(unseen)} "
+        f"never occurs in the training data (labels: {', '.join(sorted(labels))}). Fix or remove those rows."
+    ]
+
+
+# ---- training -----------------------------------------------------------------------------
+
+
+def to_dataset(df: Any, mode: str, label_ids: dict[str, int]) -> Any:
+    """A ``datasets.Dataset`` with the mode's columns in loss order (label/score last)."""
+    from datasets import Dataset
+
+    columns: dict[str, list[Any]] = {}
+    for role in MODES[mode][0]:
+        if role == "label":
+            columns[role] = [label_ids[str(v)] for v in df[role]]
+        elif role == "score":
+            columns[role] = [float(v) for v in df[role]]
+        else:
+            columns[role] = [str(v) for v in df[role]]
+    return Dataset.from_dict(columns)
+
+
+def make_loss(model: Any, mode: str, n_labels: int) -> Any:
+    from sentence_transformers import losses
+
+    if mode == "pair_class":
+        return losses.SoftmaxLoss(model, model.get_sentence_embedding_dimension(), n_labels)
+    if mode == "pair_score":
+        return losses.CoSENTLoss(model)
+    return losses.MultipleNegativesRankingLoss(model)
+
+
+def make_evaluator(df: Any, mode: str, loss: Any, label_ids: dict[str, int]) -> Any:
+    """The mode's evaluator, wrapped so that its main metric is also reported as ``score``."""
+    from sentence_transformers import evaluation as ev
+
+    texts = {r: [str(v) for v in df[r]] for r in MODES[mode][0] if r not in TARGETS}
+    if mode == "pair_score":
+        inner = ev.EmbeddingSimilarityEvaluator(texts["sentence1"], texts["sentence2"], [float(v) for v in df["score"]])
+    elif mode == "triplet":
+        inner = ev.TripletEvaluator(texts["anchor"], texts["positive"], texts["negative"])
+    elif mode == "pair_class":
+        inner = softmax_accuracy(texts["premise"], texts["hypothesis"], [label_ids[str(v)] for v in df["label"]], loss)
+    else:
+        first, second = MODES[mode][0]
+        inner = retrieval_evaluator(texts[first], texts[second])
+    return scored(inner)
+
+
+def retrieval_evaluator(queries: list[str], docs: list[str]) -> Any:
+    """Each query should retrieve its own document from all validation documents."""
+    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+
+    corpus_ids = {d: f"d{i}" for i, d in enumerate(dict.fromkeys(docs))}
+    return InformationRetrievalEvaluator(
+        queries={f"q{i}": q for i, q in enumerate(queries)},
+        corpus={v: k for k, v in corpus_ids.items()},
+        relevant_docs={f"q{i}": {corpus_ids[d]} for i, d in enumerate(docs)},
+        accuracy_at_k=[1, 5],
+        precision_recall_at_k=[1, 5],
+        map_at_k=[10],
+        write_csv=False,
+    )
+
+
+def softmax_accuracy(first: list[str], second: list[str], labels: list[int], loss: Any) -> Any:
+    """Accuracy of the SoftmaxLoss classifier on (u, v, |u - v|) of the two embeddings."""
+    import torch
+    from sentence_transformers.evaluation import SentenceEvaluator
+
+    class SoftmaxAccuracy(SentenceEvaluator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.primary_metric = "accuracy"
+
+        def __call__(self, model: Any, output_path: Any = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+            u = model.encode(first, convert_to_tensor=True)
+            v = model.encode(second, convert_to_tensor=True)
+            with torch.no_grad():
+                logits = loss.classifier(torch.cat([u, v, (u - v).abs()], 1).to(loss.classifier.weight.dtype))
+            hits = (logits.argmax(1).cpu() == torch.tensor(labels)).float()
+            return {"accuracy": hits.mean().item()}
+
+    return SoftmaxAccuracy()
+
+
+def scored(inner: Any) -> Any:
+    """Wrap an evaluator: same metrics, plus its primary metric again as ``score``."""
+    from sentence_transformers.evaluation import SentenceEvaluator
+
+    class Scored(SentenceEvaluator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.primary_metric = "score"
+
+        def __call__(self, model: Any, output_path: Any = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+            metrics = inner(model, output_path, epoch, steps)
+            return {**metrics, "score": metrics[inner.primary_metric]}
+
+    return Scored()
+
+
+def load_model(params: Params) -> Any:
+    """The base model as a SentenceTransformer (a plain encoder gets mean pooling)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(
+        params.base_model, device="cuda" if _cuda() else "cpu", trust_remote_code=params.trust_remote_code
+    )
+    model.max_seq_length = params.max_length
+    return model
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def train(params: Params, run_dir: Path) -> dict[str, float]:
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers
+
+    from engine import data, runfiles
+    from engine import task as task_mod
+    from engine import train_utils as tu
+
+    tu.setup_torch_threads()
+    train_df, valid_df = data.load_splits(task_mod.get_task("sentence_transformers"), params)
+    problems = check_data(train_df, valid_df, params)  # Hub datasets are not checked before queueing
+    if problems:
+        raise UserError(problems)
+    labels = sorted(set(train_df["label"].astype(str))) if params.mode == "pair_class" else []
+    label_ids = {name: i for i, name in enumerate(labels)}
+    has_eval = valid_df is not None and len(valid_df) > 0
+    model = load_model(params)
+    loss = make_loss(model, params.mode, len(labels))
+    print(
+        f"[trainpad] mode {params.mode}: {len(train_df)} training rows, {len(valid_df) if has_eval else 0} "
+        f"validation rows; loss {MODES[params.mode][1]}",
+        flush=True,
+    )
+    ranking = MODES[params.mode][1] == "MultipleNegativesRankingLoss"
+    args = tu.training_arguments(
+        params,
+        run_dir,
+        n_train=len(train_df),
+        has_eval=has_eval,
+        args_cls=SentenceTransformerTrainingArguments,
+        metric="eval_score",
+        greater_is_better=True,
+        batch_sampler=BatchSamplers.NO_DUPLICATES if ranking else BatchSamplers.BATCH_SAMPLER,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=to_dataset(train_df, params.mode, label_ids),
+        eval_dataset=to_dataset(valid_df, params.mode, label_ids) if has_eval else None,
+        loss=loss,
+        evaluator=make_evaluator(valid_df, params.mode, loss, label_ids) if has_eval else None,
+        callbacks=tu.callbacks(params, run_dir, has_eval),
+    )
+    metrics = tu.train_and_save(trainer, params, run_dir, has_eval, save=False)
+    if not runfiles.stop_requested():
+        model_dir = run_dir / "model"
+        trainer.model.save_pretrained(str(model_dir))
+        sidecar = {
+            "task": "sentence_transformers",
+            "mode": params.mode,
+            "labels": labels,
+            "max_length": params.max_length,
+        }
+        (model_dir / SIDECAR).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
+    return metrics
+
+
+# ---- inference ----------------------------------------------------------------------------
+
+
+def predict(model_dir: Path, inputs: Any) -> dict[str, Any]:
+    """Embeddings and similarities for the playground.
+
+    - one text: its embedding;
+    - several lines of text, or {"query": ..., "candidates": [...]}: the candidates ranked by cosine
+      similarity to the first line / the query;
+    - a list of texts, or {"sentences": [...]}: their embeddings and the similarity matrix.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    if isinstance(inputs, str):
+        lines = [ln.strip() for ln in inputs.splitlines() if ln.strip()]
+        inputs = (
+            {"sentences": lines} if len(lines) == 1 else {"query": lines[0] if lines else "", "candidates": lines[1:]}
+        )
+    if isinstance(inputs, list):
+        inputs = {"sentences": inputs}
+    if not isinstance(inputs, dict) or not (inputs.get("sentences") or inputs.get("query")):
+        raise UserError('Give a text, several lines of text (the first is the query), or {"sentences": [...]}.')
+    if inputs.get("query"):
+        return rank(model, str(inputs["query"]), [str(c) for c in inputs.get("candidates") or []])
+    sentences = [str(s) for s in inputs["sentences"]]
+    emb = model.encode(sentences, convert_to_tensor=True)
+    out: dict[str, Any] = {"dimension": int(emb.shape[1]), "embeddings": emb.cpu().tolist()}
+    if len(sentences) > 1:
+        out["similarity"] = model.similarity(emb, emb).cpu().tolist()
+    return out
+
+
+def rank(model: Any, query: str, candidates: list[str]) -> dict[str, Any]:
+    """Candidates sorted by similarity to the query (with the query's embedding)."""
+    emb = model.encode([query] + candidates, convert_to_tensor=True)
+    out: dict[str, Any] = {"query": query, "dimension": int(emb.shape[1]), "embedding": emb[0].cpu().tolist()}
+    if candidates:
+        sims = model.similarity(emb[:1], emb[1:])[0].cpu().tolist()
+        out["ranking"] = sorted(
+            ({"text": c, "similarity": round(s, 6)} for c, s in zip(candidates, sims, strict=True)),
+            key=lambda r: -r["similarity"],
+        )
+    return out
+
+
+TASK = Task(
+    name="sentence_transformers",
+    title="Sentence embeddings",
+    family="Text",
+    description="Train a sentence-transformers embedding model for search, clustering and similarity, from pairs, "
+    "triplets, scored pairs, labelled pairs or question/answer pairs.",
+    params=Params,
+    columns=COLUMNS,
+    train=train,
+    predict=predict,
+    key_metric="eval_score",
+    greater_is_better=True,
+    model_note="A sentence-transformers model (e.g. sentence-transformers/all-MiniLM-L6-v2) or any encoder "
+    "(e.g. bert-base-uncased, wrapped with mean pooling).",
+    check_data=check_data,
+    predict_input="text",
+    autotrain_names=["sentence-transformers", "st"],
+)

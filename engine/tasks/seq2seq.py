@@ -1,0 +1,239 @@
+"""Sequence-to-sequence (summarisation, translation, rewriting) with encoder-decoder models.
+
+Trained with ``Seq2SeqTrainer``; evaluation generates text and scores it with ROUGE-1/2/L/Lsum
+(rouge-score), BLEU and chrF (sacrebleu) and the mean generated length. Optional LoRA (peft),
+merged into the base model at the end so the saved model loads with ``AutoModelForSeq2SeqLM``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from engine import llm_utils as lu
+from engine.params import TrainerParams, field
+from engine.task import Column, Task
+
+SIDECAR = "trainpad.json"  # settings predict needs (source prefix, lengths), saved next to the model
+
+
+class Params(TrainerParams):
+    """Seq2seq options on top of the shared training options."""
+
+    learning_rate: float = field(3e-4, "Peak learning rate (3e-4 suits T5-style models; ~5e-5 for BART).", gt=0, le=1.0)
+    max_length: int = field(128, "Longest input text in tokens; longer inputs are truncated.", ge=4, le=16384)
+    max_target_length: int = field(
+        64, "Longest target text in tokens (also the generation limit during evaluation).", ge=2, le=4096
+    )
+    source_prefix: str = field(
+        "", "Text put before every input, e.g. `summarize: ` or `translate English to German: ` for T5.", advanced=True
+    )
+    num_beams: int = field(1, "Beam search width when generating (1 = greedy, fastest).", ge=1, le=16, advanced=True)
+    use_lora: bool = field(
+        False, "Train a small LoRA adapter instead of all weights (merged into the model at the end)."
+    )
+    lora_r: int = field(16, "LoRA rank.", ge=1, le=1024, show_if={"use_lora": True}, advanced=True)
+    lora_alpha: int = field(32, "LoRA scaling (alpha).", ge=1, le=4096, show_if={"use_lora": True}, advanced=True)
+    lora_dropout: float = field(
+        0.05, "Dropout on the LoRA layers.", ge=0.0, le=0.9, show_if={"use_lora": True}, advanced=True
+    )
+    lora_target_modules: str = field(
+        "all-linear",
+        "Layers that get adapters: all-linear, or names separated by commas (e.g. q,v for T5).",
+        show_if={"use_lora": True},
+        advanced=True,
+    )
+
+
+COLUMNS = [
+    Column("text", "the input text (the document to summarise, the sentence to translate)"),
+    Column("target", "the output text the model should produce for `text`"),
+]
+
+
+def check_data(train: Any, valid: Any, params: Params) -> list[str]:
+    """Blank inputs or targets (also in the validation data), named by row and column."""
+    from engine.qa_utils import blank_cells
+
+    problems = []
+    for name, df in (("Training", train), ("Validation", valid)):
+        if df is not None:
+            problems += blank_cells(df, ["text", "target"], name, params.column_mapping)
+    return problems
+
+
+# ---- training -----------------------------------------------------------------------------
+
+
+def encode(df: Any, tok: Any, params: Params) -> list[dict[str, list[int]]]:
+    """Token ids of inputs (with the source prefix) and targets, truncated to the length limits."""
+    sources = [params.source_prefix + str(t) for t in df["text"]]
+    enc = tok(sources, max_length=params.max_length, truncation=True)
+    labels = tok(text_target=[str(t) for t in df["target"]], max_length=params.max_target_length, truncation=True)
+    return [
+        {"input_ids": i, "attention_mask": m, "labels": lab}
+        for i, m, lab in zip(enc["input_ids"], enc["attention_mask"], labels["input_ids"], strict=True)
+    ]
+
+
+def generation_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """ROUGE-1/2/L/Lsum F-measure, BLEU and chrF, all on a 0-100 scale."""
+    import sacrebleu
+    from rouge_score import rouge_scorer, scoring
+
+    kinds = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+    scorer = rouge_scorer.RougeScorer(kinds, use_stemmer=True)
+    agg = scoring.BootstrapAggregator()
+    for pred, ref in zip(predictions, references, strict=True):
+        agg.add_scores(scorer.score(ref.replace(". ", ".\n"), pred.replace(". ", ".\n")))
+    mid = agg.aggregate()
+    out = {k: 100 * mid[k].mid.fmeasure for k in kinds}
+    out["bleu"] = sacrebleu.corpus_bleu(predictions, [references]).score
+    out["chrf"] = sacrebleu.corpus_chrf(predictions, [references]).score
+    return out
+
+
+def metrics_fn(tok: Any) -> Any:
+    """``compute_metrics`` for generated token ids: decode, score, and report the mean generated length."""
+    import numpy as np
+
+    def compute(eval_pred: Any) -> dict[str, float]:
+        preds, labels = eval_pred.predictions, eval_pred.label_ids
+        preds = np.where(preds < 0, tok.pad_token_id, preds)
+        labels = np.where(labels < 0, tok.pad_token_id, labels)
+        texts = [t.strip() for t in tok.batch_decode(preds, skip_special_tokens=True)]
+        refs = [t.strip() for t in tok.batch_decode(labels, skip_special_tokens=True)]
+        out = generation_metrics(texts, refs)
+        out["gen_len"] = float(np.mean(np.count_nonzero(preds != tok.pad_token_id, axis=1)))
+        return {k: round(v, 4) for k, v in out.items()}
+
+    return compute
+
+
+def load_model(params: Params) -> Any:
+    from transformers import AutoModelForSeq2SeqLM
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(params.base_model, trust_remote_code=params.trust_remote_code)
+    config = lu.lora_config(params, task_type="SEQ_2_SEQ_LM")
+    if config is None:
+        return model
+    from peft import get_peft_model
+
+    return get_peft_model(model, config)
+
+
+def save(trainer: Any, params: Params, run_dir: Path) -> None:
+    """Save a standalone model (LoRA merged; the adapter kept in ``adapter/``), tokenizer and sidecar."""
+    model_dir, model = run_dir / "model", trainer.model
+    if params.use_lora:
+        model.save_pretrained(str(run_dir / "adapter"))
+        model = model.merge_and_unload()
+    model.save_pretrained(str(model_dir))
+    trainer.processing_class.save_pretrained(str(model_dir))
+    sidecar = {
+        "task": "seq2seq",
+        "source_prefix": params.source_prefix,
+        "max_length": params.max_length,
+        "max_target_length": params.max_target_length,
+        "num_beams": params.num_beams,
+    }
+    (model_dir / SIDECAR).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
+
+
+def train(params: Params, run_dir: Path) -> dict[str, float]:
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    from engine import data, runfiles
+    from engine import task as task_mod
+    from engine import train_utils as tu
+
+    tu.setup_torch_threads()
+    train_df, valid_df = data.load_splits(task_mod.get_task("seq2seq"), params)
+    tok = AutoTokenizer.from_pretrained(params.base_model, trust_remote_code=params.trust_remote_code)
+    train_ds = encode(train_df, tok, params)
+    valid_ds = encode(valid_df, tok, params) if valid_df is not None else []
+    has_eval = len(valid_ds) > 0
+    model = load_model(params)
+    print(
+        f"[trainpad] {len(train_ds)} training rows, {len(valid_ds)} validation rows; "
+        f"LoRA={'on' if params.use_lora else 'off'}",
+        flush=True,
+    )
+    args = tu.training_arguments(
+        params,
+        run_dir,
+        n_train=len(train_ds),
+        has_eval=has_eval,
+        args_cls=Seq2SeqTrainingArguments,
+        metric="eval_rougeL",
+        greater_is_better=True,
+        predict_with_generate=True,
+        generation_max_length=params.max_target_length,
+        generation_num_beams=params.num_beams,
+    )
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=valid_ds if has_eval else None,
+        processing_class=tok,
+        data_collator=DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100),
+        compute_metrics=metrics_fn(tok),
+        callbacks=tu.callbacks(params, run_dir, has_eval),
+    )
+    metrics = tu.train_and_save(trainer, params, run_dir, has_eval, save=False)
+    if not runfiles.stop_requested():
+        save(trainer, params, run_dir)
+    return metrics
+
+
+# ---- inference ----------------------------------------------------------------------------
+
+
+def predict(model_dir: Path, inputs: Any) -> Any:
+    """Generate the target for a text (str), several texts (list), or {"text": ..., "max_new_tokens", "num_beams"}."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    settings = json.loads((Path(model_dir) / SIDECAR).read_text()) if (Path(model_dir) / SIDECAR).exists() else {}
+    options = inputs if isinstance(inputs, dict) else {"text": inputs}
+    texts = options.get("text") or options.get("inputs") or ""
+    single = isinstance(texts, str)
+    texts = [texts] if single else [str(t) for t in texts]
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir)).eval()
+    enc = tok(
+        [settings.get("source_prefix", "") + t for t in texts],
+        max_length=settings.get("max_length", 512),
+        truncation=True,
+        padding=True,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        out = model.generate(
+            **enc,
+            max_new_tokens=int(options.get("max_new_tokens", settings.get("max_target_length", 128))),
+            num_beams=int(options.get("num_beams", settings.get("num_beams", 1))),
+            do_sample=False,
+        )
+    decoded = [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+    return decoded[0] if single else decoded
+
+
+TASK = Task(
+    name="seq2seq",
+    title="Sequence to sequence",
+    family="Text",
+    description="Turn one text into another: summarisation, translation, rewriting. Scored with ROUGE, BLEU and chrF.",
+    params=Params,
+    columns=COLUMNS,
+    train=train,
+    predict=predict,
+    key_metric="eval_rougeL",
+    greater_is_better=True,
+    model_note="An encoder-decoder model (AutoModelForSeq2SeqLM), e.g. google/flan-t5-small, t5-small, facebook/bart-base.",
+    check_data=check_data,
+    predict_input="text",
+    autotrain_names=["text2text", "seq2seq", "text-to-text"],
+)
