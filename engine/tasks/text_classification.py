@@ -1,0 +1,250 @@
+"""Text classification: binary, multi-class and multi-label, with labels as strings, ints or bools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from engine import text_utils as xu
+from engine.data import row_numbers
+from engine.errors import UserError
+from engine.params import field
+from engine.task import Column, Task
+
+
+class Params(xu.EncoderParams):
+    """Classification options on top of the shared encoder options."""
+
+    multi_label: Literal["auto", "yes", "no"] = field(
+        "auto",
+        'Several labels per text. auto: yes when labels are lists (or JSON lists like ["a", "b"]) '
+        "or when label_separator is set.",
+    )
+    label_separator: str = field(
+        "",
+        "Split text labels on this (e.g. `,` or `|`) for multi-label data. Empty: each label is one class.",
+        advanced=True,
+    )
+    threshold: float = field(
+        0.5, "Multi-label: a label is predicted when its probability reaches this.", gt=0.0, lt=1.0, advanced=True
+    )
+
+
+COLUMNS = [
+    Column("text", "the text to classify"),
+    Column("target", "the label: a string, int or bool; for multi-label a list or a delimited string", kind="label"),
+]
+
+
+# ---- labels -------------------------------------------------------------------------------
+
+
+def is_multi_label(values: Any, params: Params) -> bool:
+    if params.multi_label != "auto":
+        return params.multi_label == "yes"
+    return bool(params.label_separator) or any(xu.is_list_cell(v) for v in values)
+
+
+def row_labels(value: Any, row: int, multi: bool, params: Params) -> list[str]:
+    """The label(s) of one row as strings; UserError naming the row when there are none."""
+    if not multi:
+        if xu.is_missing(value):
+            raise UserError(f"Row {row}, column `target`: no label. Fill it or remove the row.")
+        if xu.is_list_cell(value):
+            raise UserError(
+                f"Row {row}, column `target`: a list of labels, but multi_label is `no`. "
+                "Set multi_label to yes (or auto), or give one label per row."
+            )
+        return [xu.label_name(value)]
+    if isinstance(value, str) and params.label_separator and not value.strip().startswith("["):
+        labels = [x.strip() for x in value.split(params.label_separator) if x.strip()]
+    else:
+        labels = [xu.label_name(x) for x in xu.parse_list(value, row, "target", split=False) if not xu.is_missing(x)]
+    if not labels:
+        raise UserError(f"Row {row}, column `target`: no label. Fill it or remove the row.")
+    return labels
+
+
+def all_labels(values: Any, multi: bool, params: Params) -> tuple[list[list[str]], list[str]]:
+    """Labels of every row, and the problems found (row numbers are 1-based)."""
+    rows, problems = [], []
+    for i, value in enumerate(values):
+        try:
+            rows.append(row_labels(value, i + 1, multi, params))
+        except UserError as e:
+            rows.append([])
+            problems.extend(e.problems)
+    return rows, problems
+
+
+def check_data(train: Any, valid: Any, params: Params) -> list[str]:
+    """Every row has a label; at least two classes; validation labels all occur in the training data."""
+    multi = is_multi_label(train["target"], params)
+    labels, problems = all_labels(train["target"], multi, params)
+    if problems:
+        return [f"Training data: {p}" for p in problems[:10]]
+    names = {x for row in labels for x in row}
+    if len(names) < 2 and not multi:
+        return [f"Column `target` holds a single class ({', '.join(names)}). Classification needs at least two."]
+    if not multi and len(names) > max(50, len(labels) // 2) and _numeric(names):
+        problems.append(
+            f"Column `target` has {len(names)} different numbers for {len(labels)} rows: "
+            "it looks like a score. Use the text_regression task for numeric targets."
+        )
+    if valid is not None:
+        vlabels, vproblems = all_labels(valid["target"], multi, params)
+        problems += [f"Validation data: {p}" for p in vproblems[:10]]
+        unseen, where = xu.unseen_labels(names, vlabels)
+        if unseen:
+            problems.append(
+                f"Validation data has label(s) {', '.join(map(repr, unseen))} that never occur in the "
+                f"training data (row(s) {row_numbers(where)}). Add training examples for them, "
+                "or remove those rows."
+            )
+    return problems
+
+
+def _numeric(names: set[str]) -> bool:
+    try:
+        [float(n) for n in names]
+    except ValueError:
+        return False
+    return True
+
+
+# ---- training -----------------------------------------------------------------------------
+
+
+def encode(df: Any, tok: Any, label2id: dict[str, int], multi: bool, params: Params) -> list[dict]:
+    """Tokenized rows with ``labels``: a class id, or a 0/1 float vector for multi-label."""
+    texts = df["text"].astype(str).tolist()
+    labels, _ = all_labels(df["target"], multi, params)
+    enc = tok(texts, truncation=True, max_length=params.max_length)
+    rows = []
+    for i, row_labels_ in enumerate(labels):
+        if multi:
+            target: Any = [0.0] * len(label2id)
+            for x in row_labels_:
+                target[label2id[x]] = 1.0
+        else:
+            target = label2id[row_labels_[0]]
+        rows.append({**{k: v[i] for k, v in enc.items()}, "labels": target})
+    return rows
+
+
+def drop_unseen(valid_df: Any, label2id: dict[str, int], multi: bool, params: Params) -> Any:
+    """Validation rows whose labels the model knows (a random split can leave a rare label only there)."""
+    labels, _ = all_labels(valid_df["target"], multi, params)
+    unseen, where = xu.unseen_labels(label2id, labels)
+    if not unseen:
+        return valid_df
+    print(
+        f"[trainpad] warning: validation label(s) {', '.join(map(repr, unseen))} never occur in the training "
+        f"split; {len(where)} validation row(s) left out of evaluation.",
+        flush=True,
+    )
+    return valid_df.drop(index=valid_df.index[where]).reset_index(drop=True)
+
+
+def train(params: Params, run_dir: Path) -> dict[str, float]:
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+    from engine import data
+    from engine import task as task_mod
+
+    train_df, valid_df = data.load_splits(task_mod.get_task("text_classification"), params)
+    multi = is_multi_label(train_df["target"], params)
+    labels, problems = all_labels(train_df["target"], multi, params)
+    if problems:
+        raise UserError(problems[:10])
+    id2label, label2id = xu.label_maps(x for row in labels for x in row)
+    tok = xu.load_tokenizer(params)
+    problem_type = "multi_label_classification" if multi else "single_label_classification"
+    model = xu.load_model(
+        params,
+        AutoModelForSequenceClassification,
+        tok,
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id=label2id,
+        problem_type=problem_type,
+    )
+    model.config.threshold = params.threshold  # saved in config.json; predict uses it for multi-label
+    train_rows = encode(train_df, tok, label2id, multi, params)
+    valid_rows = (
+        encode(drop_unseen(valid_df, label2id, multi, params), tok, label2id, multi, params)
+        if valid_df is not None
+        else None
+    )
+    threads = xu.setup_threads(params, model)
+    xu.print_summary(
+        "text classification",
+        len(train_rows),
+        len(valid_rows or []),
+        classes=len(id2label),
+        multi_label=multi,
+        max_length=params.max_length,
+        threads=threads,
+    )
+
+    def compute(pred: Any) -> dict[str, float]:
+        if multi:
+            return xu.multilabel_metrics(pred.label_ids, pred.predictions, params.threshold)
+        return xu.classification_metrics(pred.label_ids, pred.predictions)
+
+    return xu.fit(
+        model,
+        tok,
+        train_rows,
+        valid_rows,
+        params,
+        run_dir,
+        collator=DataCollatorWithPadding(tok),
+        compute_metrics=compute,
+        metric="eval_f1_macro",
+        greater_is_better=True,
+    )
+
+
+# ---- playground ---------------------------------------------------------------------------
+
+
+def predict(model_dir: Path, inputs: Any) -> Any:
+    """``{"label": best, "scores": {label: probability}}`` per text (multi-label: ``labels`` above the threshold)."""
+    texts, single = xu.as_texts(inputs)
+    pipe = xu.load_pipeline(model_dir, "text-classification", top_k=None)
+    multi = pipe.model.config.problem_type == "multi_label_classification"
+    threshold = float(getattr(pipe.model.config, "threshold", 0.5))
+    out = []
+    for scores in pipe(texts, truncation=True):
+        ranked = {s["label"]: round(float(s["score"]), 6) for s in scores}
+        result: dict[str, Any] = {"label": scores[0]["label"], "scores": ranked}
+        if multi:
+            result["labels"] = [k for k, v in ranked.items() if v >= threshold]
+        out.append(result)
+    return out[0] if single else out
+
+
+TASK = Task(
+    name="text_classification",
+    title="Text classification",
+    family="Text",
+    description="Sort texts into classes (binary, multi-class or multi-label): sentiment, topics, intents, spam...",
+    params=Params,
+    columns=COLUMNS,
+    train=train,
+    predict=predict,
+    key_metric="eval_f1_macro",
+    greater_is_better=True,
+    model_note="An encoder model (AutoModelForSequenceClassification), e.g. a BERT, RoBERTa, DeBERTa or "
+    "DistilBERT checkpoint; a classification head is added for your labels.",
+    stratify_role="target",
+    check_data=check_data,
+    predict_input="text",
+    autotrain_names=[
+        "text-classification",
+        "text_multi_class_classification",
+        "text_binary_classification",
+        "text_multi_label_classification",
+    ],
+)

@@ -1,0 +1,189 @@
+"""Token classification (named entities, part-of-speech...): one tag per word, tags aligned to sub-words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine import text_utils as xu
+from engine.errors import UserError
+from engine.task import Column, Task
+
+
+class Params(xu.EncoderParams):
+    """Token classification uses the shared encoder options as they are."""
+
+
+COLUMNS = [
+    Column("tokens", "the words of a sentence: a list, a JSON list, or words separated by spaces", kind="list"),
+    Column(
+        "tags", "one tag per word (e.g. B-PER, I-PER, O): a list, a JSON list, or tags separated by spaces", kind="list"
+    ),
+]
+
+
+def parse_row(tokens: Any, tags: Any, row: int) -> tuple[list[str], list[str]]:
+    """The words and tags of one row; UserError naming the row when they are empty or of different lengths."""
+    words = [str(w) for w in xu.parse_list(tokens, row, "tokens")]
+    labels = [xu.label_name(t) for t in xu.parse_list(tags, row, "tags")]
+    if not words:
+        raise UserError(f"Row {row}, column `tokens`: no words. Fill it or remove the row.")
+    if len(words) != len(labels):
+        raise UserError(
+            f"Row {row}: {len(words)} word(s) in `tokens` but {len(labels)} tag(s) in `tags`. "
+            "Give exactly one tag per word."
+        )
+    return words, labels
+
+
+def parse_rows(df: Any) -> tuple[list[tuple[list[str], list[str]]], list[str]]:
+    """Every row's (words, tags), and the problems found."""
+    rows, problems = [], []
+    for i, (tokens, tags) in enumerate(zip(df["tokens"], df["tags"], strict=True)):
+        try:
+            rows.append(parse_row(tokens, tags, i + 1))
+        except UserError as e:
+            rows.append(([], []))
+            problems.extend(e.problems)
+    return rows, problems
+
+
+def check_data(train: Any, valid: Any, params: Params) -> list[str]:
+    """Words and tags readable and of equal length in every row; validation tags all seen in training."""
+    rows, found = parse_rows(train)
+    problems = [f"Training data: {p}" for p in found[:10]]
+    if valid is not None:
+        vrows, vfound = parse_rows(valid)
+        problems += [f"Validation data: {p}" for p in vfound[:10]]
+        if not problems:
+            known = {t for _, tags in rows for t in tags}
+            unseen, where = xu.unseen_labels(known, (tags for _, tags in vrows))
+            if unseen:
+                from engine.data import row_numbers
+
+                problems.append(
+                    f"Validation data has tag(s) {', '.join(map(repr, unseen))} that never occur in "
+                    f"the training data (row(s) {row_numbers(where)}). Add training examples for them, "
+                    "or remove those rows."
+                )
+    return problems
+
+
+def encode(rows: list[tuple[list[str], list[str]]], tok: Any, label2id: dict[str, int], max_length: int) -> list[dict]:
+    """Tokenized words with the tag id on each word's first sub-word (-100 elsewhere, ignored by the loss)."""
+    enc = tok([w for w, _ in rows], is_split_into_words=True, truncation=True, max_length=max_length)
+    out = []
+    for i, (_, tags) in enumerate(rows):
+        labels, prev = [], None
+        for word in enc.word_ids(i):
+            labels.append(-100 if word is None or word == prev else label2id.get(tags[word], -100))
+            prev = word
+        out.append({**{k: v[i] for k, v in enc.items()}, "labels": labels})
+    return out
+
+
+def load_word_tokenizer(params: Params) -> Any:
+    """The tokenizer, set up for pre-split words (byte-level BPE tokenizers need ``add_prefix_space``)."""
+    tok = xu.load_tokenizer(params)
+    try:
+        tok(["a", "b"], is_split_into_words=True)
+    except (ValueError, TypeError, AssertionError):
+        tok = xu.load_tokenizer(params, add_prefix_space=True)
+    if not tok.is_fast:
+        raise UserError(
+            f"`{params.base_model}` has no fast tokenizer, which token classification needs to align "
+            "tags with sub-words. Choose a model with a fast (Rust) tokenizer."
+        )
+    return tok
+
+
+def train(params: Params, run_dir: Path) -> dict[str, float]:
+    import numpy as np
+    from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
+
+    from engine import data
+    from engine import task as task_mod
+
+    train_df, valid_df = data.load_splits(task_mod.get_task("token_classification"), params)
+    rows, problems = parse_rows(train_df)
+    vrows, vproblems = parse_rows(valid_df) if valid_df is not None else ([], [])
+    if problems or vproblems:
+        raise UserError((problems + vproblems)[:10])
+    id2label, label2id = xu.label_maps(t for _, tags in rows for t in tags)
+    tok = load_word_tokenizer(params)
+    model = xu.load_model(
+        params, AutoModelForTokenClassification, tok, num_labels=len(id2label), id2label=id2label, label2id=label2id
+    )
+    train_rows = encode(rows, tok, label2id, params.max_length)
+    valid_rows = encode(vrows, tok, label2id, params.max_length) if vrows else None
+    threads = xu.setup_threads(params, model)
+    xu.print_summary(
+        "token classification",
+        len(train_rows),
+        len(valid_rows or []),
+        tags=len(id2label),
+        max_length=params.max_length,
+        threads=threads,
+    )
+
+    def compute(pred: Any) -> dict[str, float]:
+        preds = np.asarray(pred.predictions).argmax(-1) if np.ndim(pred.predictions) == 3 else pred.predictions
+        true, guess = [], []
+        for p_row, l_row in zip(preds, pred.label_ids, strict=True):
+            keep = l_row != -100
+            true.append([id2label[int(x)] for x in l_row[keep]])
+            guess.append([id2label[int(x)] for x in p_row[keep]])
+        return xu.seqeval_metrics(true, guess)
+
+    return xu.fit(
+        model,
+        tok,
+        train_rows,
+        valid_rows,
+        params,
+        run_dir,
+        collator=DataCollatorForTokenClassification(tok),
+        compute_metrics=compute,
+        metric="eval_f1",
+        greater_is_better=True,
+        preprocess_logits=lambda logits, labels: logits.argmax(-1),
+    )
+
+
+def predict(model_dir: Path, inputs: Any) -> Any:
+    """Entities found in each text: ``[{"entity", "word", "score", "start", "end"}]`` (sub-words merged)."""
+    texts, single = xu.as_texts(inputs)
+    pipe = xu.load_pipeline(model_dir, "token-classification", aggregation_strategy="simple")
+    out = [
+        [
+            {
+                "entity": e["entity_group"],
+                "word": e["word"],
+                "score": round(float(e["score"]), 6),
+                "start": int(e["start"]) if e.get("start") is not None else None,
+                "end": int(e["end"]) if e.get("end") is not None else None,
+            }
+            for e in ents
+        ]
+        for ents in pipe(texts)
+    ]
+    return out[0] if single else out
+
+
+TASK = Task(
+    name="token_classification",
+    title="Token classification",
+    family="Text",
+    description="Tag each word of a sentence: named entities (people, places...), part-of-speech, keywords...",
+    params=Params,
+    columns=COLUMNS,
+    train=train,
+    predict=predict,
+    key_metric="eval_f1",
+    greater_is_better=True,
+    model_note="An encoder model with a fast tokenizer (AutoModelForTokenClassification), e.g. a BERT, RoBERTa or "
+    "DeBERTa checkpoint; a tagging head is added for your tags.",
+    check_data=check_data,
+    predict_input="text",
+    autotrain_names=["token-classification", "token_classification"],
+)
