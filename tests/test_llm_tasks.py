@@ -71,7 +71,7 @@ def assert_ranks_pairs(supervisor, row, key: str) -> None:
 @pytest.mark.parametrize("arch", ["llama_lora", "qwen2_full"])
 def test_dpo(supervisor, tiny_llama, tiny_qwen2, tmp_path, arch):
     lora = arch == "llama_lora"
-    data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(96, "chat"))
+    data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(64, "chat"))
     task = get_task("llm_dpo")
     params = params_for(task, tiny_llama if lora else tiny_qwen2, data, lora, merge_adapter=False, beta=0.1)
     row, run_dir = run(supervisor, task, params)
@@ -93,7 +93,7 @@ def test_dpo(supervisor, tiny_llama, tiny_qwen2, tmp_path, arch):
 @pytest.mark.parametrize("arch", ["llama_lora", "qwen2_full"])
 def test_orpo(supervisor, tiny_llama, tiny_qwen2, tmp_path, arch):
     lora = arch == "llama_lora"
-    data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(96, "text"))
+    data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(64, "text"))
     task = get_task("llm_orpo")
     params = params_for(task, tiny_llama if lora else tiny_qwen2, data, lora, orpo_lambda=0.5, max_prompt_length=16)
     row, run_dir = run(supervisor, task, params)
@@ -108,9 +108,10 @@ def test_reward(supervisor, tiny_llama, tiny_qwen2, tmp_path, arch):
     from transformers import AutoModelForSequenceClassification
 
     lora = arch == "llama_lora"
-    data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(96, "explicit_chat" if lora else "text"))
+    data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(64, "explicit_chat" if lora else "text"))
     task = get_task("llm_reward")
-    row, run_dir = run(supervisor, task, params_for(task, tiny_llama if lora else tiny_qwen2, data, lora))
+    params = params_for(task, tiny_llama if lora else tiny_qwen2, data, lora, gradient_checkpointing=lora)
+    row, run_dir = run(supervisor, task, params)
     assert_ranks_pairs(supervisor, row, "eval_accuracy")
     model_dir = run_dir / "model"
     assert not (model_dir / "adapter_config.json").exists()
@@ -127,9 +128,11 @@ def test_reward(supervisor, tiny_llama, tiny_qwen2, tmp_path, arch):
 @pytest.mark.parametrize("arch", ["llama_lora", "qwen2_full"])
 def test_pretrain(supervisor, tiny_llama, tiny_qwen2, tmp_path, arch):
     lora = arch == "llama_lora"
-    data = write_jsonl(tmp_path / "text.jsonl", text_rows(160))
+    data = write_jsonl(tmp_path / "text.jsonl", text_rows(120))
     task = get_task("llm_pretrain")
-    params = params_for(task, tiny_llama if lora else tiny_qwen2, data, lora, block_size=32)
+    params = params_for(
+        task, tiny_llama if lora else tiny_qwen2, data, lora, block_size=32, gradient_checkpointing=lora
+    )
     row, run_dir = run(supervisor, task, params)
     ppl = logged(supervisor, row, "eval_perplexity")
     assert len(ppl) >= 2 and ppl[-1] < ppl[0] and row["key_metric"] == pytest.approx(ppl[-1], rel=1e-3)
