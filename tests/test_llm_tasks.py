@@ -69,7 +69,7 @@ def assert_ranks_pairs(supervisor, row, key: str) -> None:
 
 
 @pytest.mark.parametrize("arch", ["llama_lora", "qwen2_full"])
-def test_dpo(supervisor, tiny_llama, tiny_qwen2, tmp_path, arch):
+def test_dpo(supervisor, tiny_llama, tiny_qwen2, tmp_path, arch, capsys):
     lora = arch == "llama_lora"
     data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(64, "chat"))
     task = get_task("llm_dpo")
@@ -79,13 +79,14 @@ def test_dpo(supervisor, tiny_llama, tiny_qwen2, tmp_path, arch):
     assert logged(supervisor, row, "eval_rewards/margins")[-1] > 0
     assert logged(supervisor, row, "tokens_per_second")[-1] > 0
     assert isinstance(predict_dir(run_dir, QUESTION), str)
-    if lora:  # merge as a separate action, in a worker process
-        from engine.merge import merge_in_subprocess
+    if lora:  # merge as a separate action: `trainpad merge RUN_ID` runs engine.merge in a worker process
+        from engine.cli import main as cli
 
         assert (run_dir / "model" / "adapter_config.json").exists()
-        merged = merge_in_subprocess(run_dir)
-        assert merged == run_dir / "merged"
-        assert_generates(merged)
+        assert cli(["merge", row["id"]]) == 0
+        assert str(run_dir / "merged") in capsys.readouterr().out
+        assert_generates(run_dir / "merged")
+        assert (run_dir / "model" / "adapter_config.json").exists(), "model/ is left as it was"
     else:
         assert_generates(run_dir / "model")
 
@@ -95,7 +96,7 @@ def test_orpo(supervisor, tiny_llama, tiny_qwen2, tmp_path, arch):
     lora = arch == "llama_lora"
     data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(64, "text"))
     task = get_task("llm_orpo")
-    params = params_for(task, tiny_llama if lora else tiny_qwen2, data, lora, orpo_lambda=0.5, max_prompt_length=16)
+    params = params_for(task, tiny_llama if lora else tiny_qwen2, data, lora, beta=0.5, max_prompt_length=16)
     row, run_dir = run(supervisor, task, params)
     assert_ranks_pairs(supervisor, row, "eval_rewards/accuracies")
     assert logged(supervisor, row, "tokens_per_second")[-1] > 0

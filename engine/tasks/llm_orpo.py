@@ -17,7 +17,7 @@ from engine.task import Task
 class Params(lu.PreferenceParams):
     """ORPO options on top of the shared LLM and preference options."""
 
-    orpo_lambda: float = field(
+    beta: float = field(
         0.1,
         "Weight of the odds-ratio (preference) term beside the SFT loss on chosen answers (λ in the paper).",
         gt=0.0,
@@ -58,7 +58,7 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
         args_cls=ORPOConfig,
         metric="rewards/accuracies",
         greater_is_better=True,
-        beta=params.orpo_lambda,
+        beta=params.beta,
         max_length=params.max_length,
         dataset_num_proc=None,
         remove_unused_columns=False,
