@@ -90,6 +90,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if problems:
         raise UserError(problems)
     print(dump_config(task, params), end="")
+    if task.data_summary is not None:
+        print("\n".join(f"# {line}" for line in task.data_summary(task, params).splitlines()))
     print(f"# OK: {task.name} config is valid and the data passed the checks.", file=sys.stderr)
     return 0
 

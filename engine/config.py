@@ -190,7 +190,7 @@ def from_autotrain(data: dict[str, Any]) -> dict[str, Any]:
         params["chat_template"] = {"tokenizer": "tokenizer", "chatml": "chatml", "zephyr": "zephyr"}.get(
             dcfg["chat_template"], dcfg["chat_template"]
         )
-    mapping = {_autotrain_role(k): v for k, v in (dcfg.get("column_mapping") or {}).items()}
+    mapping = {_autotrain_role(task, k): v for k, v in (dcfg.get("column_mapping") or {}).items()}
     if mapping:
         params["column_mapping"] = mapping
     problems = []
@@ -222,6 +222,8 @@ def from_autotrain(data: dict[str, Any]) -> dict[str, Any]:
     return {"task": task.name, "name": data.get("project_name", ""), "params": params}
 
 
-def _autotrain_role(key: str) -> str:
+def _autotrain_role(task: Task, key: str) -> str:
     """AutoTrain names mapping keys ``text_column``, ``target_column``…; Trainpad uses the role."""
+    if key in task.autotrain_columns:
+        return task.autotrain_columns[key]
     return key[: -len("_column")] if key.endswith("_column") else key

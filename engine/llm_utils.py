@@ -311,21 +311,26 @@ def truncate_text(tok: Any, text: str, limit: int, keep_end: bool = False) -> st
 
 
 def add_callbacks(
-    trainer: Any, params: Any, run_dir: Path, has_eval: bool, tokens_per_sample: float | None = None
+    trainer: Any,
+    params: Any,
+    run_dir: Path,
+    has_eval: bool,
+    tokens_per_sample: float | None = None,
+    perplexity: bool = False,
 ) -> None:
     """Attach Trainpad's events/stop/early-stopping callbacks to a built trainer."""
     from engine import train_utils as tu
 
-    for cb in tu.callbacks(params, run_dir, has_eval, tokens_per_sample):
+    for cb in tu.callbacks(params, run_dir, has_eval, tokens_per_sample, perplexity):
         trainer.add_callback(cb)
 
 
-def fit(trainer: Any, params: Any, run_dir: Path, has_eval: bool) -> dict[str, float]:
+def fit(trainer: Any, params: Any, run_dir: Path, has_eval: bool, perplexity: bool = False) -> dict[str, float]:
     """Train, evaluate, and save the model (merged or adapter) unless Stop was asked for."""
     from engine import train_utils as tu
     from engine.runfiles import stop_requested
 
-    metrics = tu.train_and_save(trainer, params, run_dir, has_eval, save=False)
+    metrics = tu.train_and_save(trainer, params, run_dir, has_eval, save=False, perplexity=perplexity)
     if not stop_requested():
         save_lm(trainer, params, Path(run_dir) / "model")
     return metrics
@@ -600,6 +605,11 @@ def data_report(task: Any, params: Any) -> dict[str, Any]:
     if len(raw) >= REPORT_ROWS:
         report["notes"].append(f"Statistics cover the first {REPORT_ROWS} rows.")
     return report
+
+
+def data_summary(task: Any, params: Any) -> str:
+    """Token statistics and a formatted example, as Markdown (problems are reported by the data check)."""
+    return format_report({**data_report(task, params), "problems": []})
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -65,8 +65,12 @@ class Task:
     stratify_role: str | None = None
     # Extra data checks: (train_df, valid_df or None, params) -> list of plain-language problems.
     check_data: Callable[[Any, Any, Any], list[str]] | None = None
+    # Optional pre-launch summary shown by Check / `trainpad validate`: (task, params) -> Markdown.
+    data_summary: Callable[[Any, Any], str] | None = None
     predict_input: str = "text"  # text | chat | json | table: which playground widget fits
     autotrain_names: list[str] = field(default_factory=list)
+    # AutoTrain column_mapping keys whose role is not just the key without `_column`.
+    autotrain_columns: dict[str, str] = field(default_factory=dict)
 
     @property
     def example_config(self) -> Path:

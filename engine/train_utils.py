@@ -106,8 +106,9 @@ def training_arguments(
 class EventsCallback(TrainerCallback):
     """Writes one ``events.jsonl`` line per log/eval and honours Stop (checkpoint, then end training)."""
 
-    def __init__(self, run_dir: Path, tokens_per_sample: float | None = None):
+    def __init__(self, run_dir: Path, tokens_per_sample: float | None = None, perplexity: bool = False):
         self.run_dir = Path(run_dir)
+        self.perplexity = perplexity
         self.tokens_per_sample = tokens_per_sample
         self.t0 = time.time()
         self.first_step_at: float | None = None
@@ -150,8 +151,8 @@ class EventsCallback(TrainerCallback):
         for key, value in logs.items():
             if isinstance(value, (int, float)) and key not in ("epoch", "total_flos"):
                 event["loss" if key == "train_loss" and "loss" not in logs else key] = value
-        if "eval_loss" in logs and logs["eval_loss"] is not None and logs["eval_loss"] < 50:
-            event["eval_perplexity"] = math.exp(logs["eval_loss"])
+        if self.perplexity:
+            event.update(lm_perplexity(logs))
         if event["type"] == "log":
             samples = (
                 state.global_step
@@ -168,16 +169,25 @@ class EventsCallback(TrainerCallback):
         rf.write_event(self.run_dir, event)
 
 
+def lm_perplexity(metrics: dict[str, Any]) -> dict[str, float]:
+    """``eval_perplexity`` from a language-modelling ``eval_loss`` (only meaningful for causal LM losses)."""
+    loss = metrics.get("eval_loss")
+    return {"eval_perplexity": math.exp(loss)} if isinstance(loss, (int, float)) and loss < 50 else {}
+
+
 def callbacks(
-    params: Any, run_dir: Path, has_eval: bool, tokens_per_sample: float | None = None
+    params: Any, run_dir: Path, has_eval: bool, tokens_per_sample: float | None = None, perplexity: bool = False
 ) -> list[TrainerCallback]:
-    cbs: list[TrainerCallback] = [EventsCallback(run_dir, tokens_per_sample)]
+    """Events/Stop callback (with ``eval_perplexity`` for language-modelling losses) and early stopping."""
+    cbs: list[TrainerCallback] = [EventsCallback(run_dir, tokens_per_sample, perplexity)]
     if has_eval and params.early_stopping_patience > 0:
         cbs.append(EarlyStoppingCallback(params.early_stopping_patience, params.early_stopping_threshold))
     return cbs
 
 
-def train_and_save(trainer: Trainer, params: Any, run_dir: Path, has_eval: bool, save: bool = True) -> dict[str, float]:
+def train_and_save(
+    trainer: Trainer, params: Any, run_dir: Path, has_eval: bool, save: bool = True, perplexity: bool = False
+) -> dict[str, float]:
     """Train (resuming when asked), evaluate, save the model to ``run_dir/model``; return final metrics.
 
     On Stop the trainer has written a checkpoint; this returns the partial metrics and saves nothing else.
@@ -193,8 +203,8 @@ def train_and_save(trainer: Trainer, params: Any, run_dir: Path, has_eval: bool,
         return metrics
     if has_eval:
         metrics.update(trainer.evaluate())
-        if "eval_loss" in metrics and metrics["eval_loss"] < 50:
-            metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
+        if perplexity:
+            metrics.update(lm_perplexity(metrics))
         rf.write_event(
             run_dir,
             {

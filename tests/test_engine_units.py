@@ -297,3 +297,19 @@ def test_hub_dataset_ids_load_with_config_and_splits(monkeypatch):
     train, valid = load_splits(SFT, params)
     assert calls == [("someone/chats", "en", "train_sft"), ("someone/chats", "en", "test_sft")]
     assert list(train["text"]) == ["train_sft-0", "train_sft-1", "train_sft-2"] and len(valid) == 3
+
+
+def test_autotrain_dpo_column_names_map_to_roles():
+    cfg = {
+        "task": "llm-dpo",
+        "base_model": "m",
+        "data": {
+            "path": "d",
+            "column_mapping": {"prompt_text_column": "q", "text_column": "good", "rejected_text_column": "bad"},
+        },
+        "params": {"dpo_beta": 0.2, "lr": 5e-6},
+    }
+    task, params = from_dict(cfg)
+    assert task.name == "llm_dpo"
+    assert params.column_mapping == {"prompt": "q", "chosen": "good", "rejected": "bad"}
+    assert params.beta == 0.2 and params.learning_rate == 5e-6

@@ -130,5 +130,7 @@ TASK = Task(
     model_note="A causal language model, usually one already fine-tuned to chat (SFT) on similar prompts.",
     check_data=lu.check_preferences,
     predict_input="chat",
+    autotrain_columns={"prompt_text_column": "prompt", "text_column": "chosen", "rejected_text_column": "rejected"},
+    data_summary=lu.data_summary,
     autotrain_names=["llm-dpo", "llm:dpo"],
 )

@@ -102,5 +102,7 @@ TASK = Task(
     model_note="A causal language model (base or chat); ORPO also teaches the chosen answers directly.",
     check_data=lu.check_preferences,
     predict_input="chat",
+    autotrain_columns={"prompt_text_column": "prompt", "text_column": "chosen", "rejected_text_column": "rejected"},
+    data_summary=lu.data_summary,
     autotrain_names=["llm-orpo", "llm:orpo"],
 )

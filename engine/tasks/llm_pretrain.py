@@ -113,8 +113,8 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
         data_collator=default_data_collator,
         processing_class=tok,
     )
-    lu.add_callbacks(trainer, params, run_dir, has_eval, tokens_per_sample=block)
-    return lu.fit(trainer, params, run_dir, has_eval)
+    lu.add_callbacks(trainer, params, run_dir, has_eval, tokens_per_sample=block, perplexity=True)
+    return lu.fit(trainer, params, run_dir, has_eval, perplexity=True)
 
 
 def _with_lora(model: Any, params: Params) -> Any:
@@ -148,5 +148,6 @@ TASK = Task(
     model_note="A causal language model (AutoModelForCausalLM), base (not chat) models suit this best.",
     check_data=check_data,
     predict_input="text",
+    data_summary=lu.data_summary,
     autotrain_names=["llm-clm", "llm:clm", "llm-pretrain", "clm"],
 )

@@ -127,5 +127,7 @@ TASK = Task(
     model_note="A causal language model; a one-output score head (AutoModelForSequenceClassification) is added.",
     check_data=lu.check_preferences,
     predict_input="chat",
+    autotrain_columns={"prompt_text_column": "prompt", "text_column": "chosen", "rejected_text_column": "rejected"},
+    data_summary=lu.data_summary,
     autotrain_names=["llm-reward", "llm:reward"],
 )

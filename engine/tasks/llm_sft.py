@@ -133,9 +133,9 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
         eval_dataset=valid_ds if has_eval else None,
         processing_class=tok,
         peft_config=lu.lora_config(params),
-        callbacks=tu.callbacks(params, run_dir, has_eval),
+        callbacks=tu.callbacks(params, run_dir, has_eval, perplexity=True),
     )
-    metrics = tu.train_and_save(trainer, params, run_dir, has_eval, save=False)
+    metrics = tu.train_and_save(trainer, params, run_dir, has_eval, save=False, perplexity=True)
     if not _stopped():
         lu.save_lm(trainer, params, run_dir / "model")
     return metrics
@@ -166,5 +166,6 @@ TASK = Task(
     model_note="A causal language model (AutoModelForCausalLM), e.g. a Llama, Qwen, Mistral, Gemma or SmolLM checkpoint.",
     check_data=check_data,
     predict_input="chat",
+    data_summary=lu.data_summary,
     autotrain_names=["llm-sft", "llm", "llm:sft", "llm-generic"],
 )
