@@ -77,6 +77,9 @@ def create(data_dir: str | Path | None = None, concurrency: int = 1) -> tuple[An
     from ui.context import Context
     from ui.studio import build_demo
 
+    # The queue's default limit for events that set none (read when Blocks is created). Set here, not with
+    # demo.queue(), which rebuilds the whole server app (~0.5 s with every task's form).
+    os.environ.setdefault("GRADIO_DEFAULT_CONCURRENCY_LIMIT", "4")
     supervisor = Supervisor(data_dir, concurrency=concurrency).start()
     ctx = Context(supervisor, concurrency=concurrency)
     return ctx, build_demo(ctx)
@@ -92,10 +95,9 @@ def launch(
     max_file_size: str = "2gb",
     **kw: Any,
 ) -> Any:
-    """Queue and launch ``demo`` with the studio's theme and settings."""
+    """Launch ``demo`` with the studio's theme and settings."""
     from ui.studio import launch_kwargs
 
-    demo.queue(default_concurrency_limit=4, max_size=None)
     return demo.launch(
         server_name=host,
         server_port=port,

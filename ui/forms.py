@@ -130,7 +130,7 @@ def make_component(info: FieldInfo, name: str, elem_id: str) -> gr.components.Co
     """One widget for one field, with its default, help and a stable ``elem_id``."""
     kind = kind_of(info)
     value = to_ui(info, info.default)
-    common = {"label": name, "info": help_text(info), "elem_id": elem_id, "interactive": True}
+    common = {"label": name, "info": help_text(info), "elem_id": elem_id, "interactive": True, "min_width": 280}
     if kind == "choice":
         return gr.Dropdown(choices=[str(c) for c in choices_of(info)], value=value, **common)
     if kind == "bool":
@@ -155,18 +155,17 @@ def build_form(model: type[BaseModel], prefix: str, names: list[str]) -> dict[st
 
 
 def _place(model: type[BaseModel], prefix: str, names: list[str], comps: dict[str, Any]) -> None:
-    """Ungrouped fields in a 3-column grid, then each group under its own heading."""
+    """Ungrouped fields in a wrapping grid, then each group under its own heading (one Row each:
+    few layout blocks keep start-up fast)."""
     groups: dict[str, list[str]] = {}
     for n in names:
         groups.setdefault(field_hints(model, n).get("group") or "", []).append(n)
     for group, members in groups.items():
         if group:
             gr.Markdown(f"**{group.replace('_', ' ').capitalize()}**", elem_classes=["tp-group-title"])
-        with gr.Group():
-            for start in range(0, len(members), 3):
-                with gr.Row(equal_height=False):
-                    for n in members[start : start + 3]:
-                        comps[n] = make_component(model.model_fields[n], n, f"{prefix}-{n}")
+        with gr.Row(equal_height=False, elem_classes=["tp-fields"]):
+            for n in members:
+                comps[n] = make_component(model.model_fields[n], n, f"{prefix}-{n}")
 
 
 def condition_holds(show_if: dict[str, Any], values: dict[str, Any]) -> bool:
@@ -185,26 +184,31 @@ def initial_visibility(model: type[BaseModel], name: str) -> bool:
 
 
 def wire_show_if(model: type[BaseModel], comps: dict[str, Any]) -> None:
-    """Hide conditional fields now, and show/hide them when a field they depend on changes."""
-    for name, comp in comps.items():
-        show_if = {c: v for c, v in (field_hints(model, name).get("show_if") or {}).items() if c in comps}
-        if not show_if:
-            continue
-        comp.visible = initial_visibility(model, name)
-        ctrls = list(show_if)
+    """Hide conditional fields now, and show/hide them when a field they depend on changes
+    (one event per controlling field, updating all the fields that depend on it)."""
+    conds = {}
+    for name in comps:
+        cond = {c: v for c, v in (field_hints(model, name).get("show_if") or {}).items() if c in comps}
+        if cond:
+            conds[name] = cond
+            comps[name].visible = initial_visibility(model, name)
+    for ctrl in sorted({c for cond in conds.values() for c in cond}):
+        targets = [n for n, cond in conds.items() if ctrl in cond]
+        ctrls = sorted({c for n in targets for c in conds[n]})
 
-        def toggle(*vals: Any, _cond: dict[str, Any] = show_if, _ctrls: list[str] = ctrls) -> Any:
-            return gr.update(visible=condition_holds(_cond, dict(zip(_ctrls, vals, strict=True))))
+        def toggle(*vals: Any, _targets: list[str] = targets, _ctrls: list[str] = ctrls) -> Any:
+            values = dict(zip(_ctrls, vals, strict=True))
+            updates = [gr.update(visible=condition_holds(conds[n], values)) for n in _targets]
+            return updates[0] if len(updates) == 1 else updates
 
-        for ctrl in ctrls:
-            comps[ctrl].change(
-                toggle,
-                [comps[c] for c in ctrls],
-                comp,
-                queue=False,
-                api_visibility="private",
-                show_progress="hidden",
-            )
+        comps[ctrl].change(
+            toggle,
+            [comps[c] for c in ctrls],
+            [comps[n] for n in targets],
+            queue=False,
+            api_visibility="private",
+            show_progress="hidden",
+        )
 
 
 def values_to_params(model: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:

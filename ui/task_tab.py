@@ -163,6 +163,7 @@ def _data_section(task: Task, tab: TaskTab) -> None:
         interactive=False,
         max_height=260,
         elem_id=f"{p}-preview",
+        visible=False,
         wrap=True,
     )
     gr.Markdown("**Columns** — which column of your data plays each role (matched by name when possible).")
@@ -301,6 +302,11 @@ def preview_data(
     return datasource.display_frame(df), note, matched, columns
 
 
+def shown(df: pd.DataFrame) -> Any:
+    """The preview table, hidden while there is nothing to show."""
+    return gr.update(value=df, visible=not df.empty)
+
+
 def mapping_updates(tab: TaskTab, matched: dict[str, str], columns: list[str]) -> list[Any]:
     out = []
     for role in tab.mapping:
@@ -338,21 +344,32 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
         extra = dict(zip(tab.data_fields, rest[: len(tab.data_fields)], strict=True))
         current = dict(zip(tab.mapping, rest[len(tab.data_fields) :], strict=True))
         df, note, matched, columns = preview_data(task, data_path, extra, current)
-        return [df, note, *mapping_updates(tab, matched, columns)]
+        return [shown(df), note, *mapping_updates(tab, matched, columns)]
 
-    def on_upload(file: Any) -> str:
+    def on_upload(file: Any, *rest: Any) -> list[Any]:
         if not file:
-            return gr.skip()
+            return [gr.skip()] * (1 + len(preview_out))
         try:
-            return str(datasource.keep_upload(file, ctx.uploads_dir))
+            path = str(datasource.keep_upload(file, ctx.uploads_dir))
         except UserError as e:
-            raise gr.Error(str(e), duration=None) from None
+            return [gr.skip(), shown(pd.DataFrame()), problems_md(e.problems), *[gr.skip()] * len(mapping)]
+        return [path, *on_preview(path, *rest)]
 
-    tab.upload.upload(on_upload, tab.upload, tab.data_path, api_visibility="private", concurrency_limit=None).then(
-        on_preview, data_in, preview_out, api_visibility="private", concurrency_limit=None
+    tab.upload.upload(
+        on_upload,
+        [tab.upload, *data_in[1:]],
+        [tab.data_path, *preview_out],
+        api_visibility="private",
+        concurrency_limit=None,
     )
-    tab.data_path.submit(on_preview, data_in, preview_out, api_name=f"preview_{p}", concurrency_limit=None)
-    tab.data_path.blur(on_preview, data_in, preview_out, api_visibility="private", concurrency_limit=None)
+    gr.on(
+        [tab.data_path.submit, tab.data_path.blur],
+        on_preview,
+        data_in,
+        preview_out,
+        api_name=f"preview_{p}",
+        concurrency_limit=None,
+    )
 
     def on_check(backend: str, **values: Any) -> tuple[str, str]:
         return check(ctx, task, values)
@@ -472,5 +489,5 @@ def fill_updates(tab: TaskTab, request: dict[str, Any]) -> list[Any]:
     out += [
         values.get(k, forms.to_ui(task.params.model_fields[k], task.params.model_fields[k].default)) for k in tab.form
     ]
-    out += [request.get("name", ""), df, note]
+    out += [request.get("name", ""), shown(df), note]
     return out
