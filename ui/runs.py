@@ -380,6 +380,12 @@ def build(ctx: Context, run_id: Any) -> dict[str, Any]:
     return c
 
 
+def plot_update(df: pd.DataFrame, x: str) -> Any:
+    """A LinePlot update; no data is sent as None (Gradio 6.31 stops drawing lines for good after it
+    has been given an empty DataFrame)."""
+    return gr.LinePlot(value=None if df.empty else df, x=x)
+
+
 DETAIL_KEYS = [
     "header",
     "error",
@@ -408,7 +414,7 @@ def detail_updates(ctx: Context, run_id: str, x: str) -> list[Any]:
         return [
             f'<div class="tp-run-head">{html.escape(note)}</div>',
             gr.update(visible=False),
-            *[gr.LinePlot(value=empty, x=x)] * 4,
+            *[plot_update(empty, x)] * 4,
             "",
             gr.update(value=None, visible=False),
             "",
@@ -417,7 +423,7 @@ def detail_updates(ctx: Context, run_id: str, x: str) -> list[Any]:
             gr.update(interactive=False),
         ]
     error = view["error"]
-    plots = [gr.LinePlot(value=view["charts"][k], x=x) for k in ("loss", "lr", "throughput", "other")]
+    plots = [plot_update(view["charts"][k], x) for k in ("loss", "lr", "throughput", "other")]
     can = view["can"]
     return [
         view["header"],
@@ -588,7 +594,7 @@ def _wire_compare(ctx: Context, c: dict[str, Any]) -> None:
         if not ids or len(ids) < 2:
             raise gr.Error("Pick at least two runs to compare.")
         curves, diff = compare(ctx, ids, x)
-        return gr.LinePlot(value=curves, x=x), diff
+        return plot_update(curves, x), diff
 
     c["cmp_go"].click(
         on_compare,
