@@ -78,6 +78,17 @@ def test_start_tiny_sft_through_the_api_and_poll_to_succeeded(studio, tiny_llama
     assert state["row"]["status"] == "succeeded", ctx.store.get_run(run_id).get("error")
     assert state["row"]["name"] == "api run" and state["row"]["metric"].startswith("eval_loss=")
     metrics = state["metrics"]
+    metrics = metrics["value"] if metrics.get("__type__") == "update" else metrics  # sent as gr.update(value, visible)
     assert metrics["eval_loss"] < metrics.get("train_loss", 99) + 1.0 and metrics["global_step"] > 0
     losses = [m["value"] for m in ctx.store.metrics(run_id, ["loss"])]
     assert len(losses) >= 2 and losses[-1] < losses[0]  # it learned
+
+    # the playground answers in its own process (the UI process never imports torch)
+    from ui import playground
+
+    predictor = playground.predictor_for(ctx, "test-session", ctx.store.get_run(run_id)["run_dir"])
+    reply = predictor.ask([{"role": "user", "content": "what is 1 plus 2?"}], timeout=120)
+    assert isinstance(reply, str)
+    assert playground.active_predictors() == 1
+    playground.release("test-session")
+    assert playground.active_predictors() == 0 and predictor.proc.poll() is not None

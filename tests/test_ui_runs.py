@@ -170,3 +170,21 @@ def test_local_models_are_listed(ctx):
     (model / "config.json").write_text("{}")
     assert ctx.local_models() == [str(model)]
     assert Path(ctx.exports_dir).is_dir()
+
+
+def test_playground_inputs_follow_the_task(ctx, tmp_path):
+    import pandas as pd
+
+    from ui import playground
+
+    assert playground.widget_kind("llm_sft") == "chat"
+    assert playground.make_inputs("text", "hello", "", None, None, None) == "hello"
+    assert playground.make_inputs("json", "", '{"a": 1}', None, None, None) == {"a": 1}
+    table = pd.DataFrame([{"x": "1", "y": ""}, {"x": "", "y": ""}])
+    assert playground.make_inputs("table", "", "", table, None, None) == [{"x": "1", "y": None}]
+    with pytest.raises(Exception, match="not valid JSON"):
+        playground.make_inputs("json", "", "{oops", None, None, None)
+    csv = tmp_path / "d.csv"
+    pd.DataFrame({"text": ["a"], "extra": ["b"]}).to_csv(csv, index=False)
+    row = {"task": "llm_sft", "params": {"data_path": str(csv), "column_mapping": {}}}
+    assert list(playground.table_template(row).columns) == ["text", "extra"]

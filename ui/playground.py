@@ -167,7 +167,8 @@ def make_inputs(kind: str, text: str, json_text: str, table: Any, image: Any, au
         return text
     if kind == "table":
         df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
-        return df.replace("", None).dropna(how="all").to_dict(orient="records")
+        rows = df.replace("", None).dropna(how="all").to_dict(orient="records")
+        return [{k: None if pd.isna(v) else v for k, v in r.items()} for r in rows]
     if kind == "image":
         return image
     if kind == "audio":
