@@ -312,7 +312,7 @@ def run_choices(ctx: Context) -> list[tuple[str, str]]:
 
 # --- layout and wiring ------------------------------------------------------------------------
 
-PLOT = {"x": "step", "y": "value", "color": "series", "height": 240}
+PLOT = {"x": "step", "y": "value", "color": "series", "height": 290}
 
 
 def build(ctx: Context, run_id: Any) -> dict[str, Any]:
