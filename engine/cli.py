@@ -150,7 +150,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_app(args: argparse.Namespace) -> int:
     import app
 
-    return app.main(args.app_args)
+    data_dir = ["--data-dir", str(args.data_dir)] if args.data_dir and "--data-dir" not in args.app_args else []
+    return app.main([*data_dir, *args.app_args])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("merge", help="merge a finished LoRA run's adapter into its base model (writes RUN/merged/)")
     m.add_argument("run_id")
     m.set_defaults(fn=cmd_merge)
-    a = sub.add_parser("app", help="start the studio UI")
+    # prefix_chars="+": every flag after `app` (--port, --help...) goes to app.main untouched
+    a = sub.add_parser("app", help="start the studio UI (see `trainpad app --help`)", prefix_chars="+", add_help=False)
     a.add_argument("app_args", nargs=argparse.REMAINDER)
     a.set_defaults(fn=cmd_app)
     return p

@@ -73,3 +73,12 @@ def test_auth_from_value_or_file(tmp_path):
     assert app.parse_auth(str(users)) == [("alice", "pw1"), ("bob", "pw2")]
     with pytest.raises(SystemExit, match="expected user:password"):
         app.parse_auth("nocolon")
+
+
+def test_trainpad_app_passes_its_flags_to_the_studio(monkeypatch):
+    from engine import cli
+
+    seen = {}
+    monkeypatch.setattr(app, "main", lambda argv: seen.setdefault("argv", argv) and 0)
+    cli.main(["--data-dir", "d", "app", "--port", "9000", "--share"])
+    assert seen["argv"] == ["--data-dir", "d", "--port", "9000", "--share"]
