@@ -122,10 +122,14 @@ def test_actions_download_duplicate_delete(ctx):
 def test_merge_is_offered_only_for_an_unmerged_adapter(ctx, monkeypatch):
     run_dir = fake_run(ctx, "r1", "succeeded")
     (run_dir / "adapter").mkdir()
+    (run_dir / "adapter" / "adapter_config.json").write_text("{}")
     monkeypatch.setattr(runs, "merge_available", lambda: True)
     assert runs.run_view(ctx, "r1")["can"]["merge"]
+    (run_dir / "merged").mkdir()  # what engine.merge writes
+    assert not runs.run_view(ctx, "r1")["can"]["merge"]
+    (run_dir / "merged").rmdir()
     (run_dir / rf.MODEL_DIR).mkdir()
-    (run_dir / rf.MODEL_DIR / "config.json").write_text("{}")
+    (run_dir / rf.MODEL_DIR / "config.json").write_text("{}")  # merged at the end of training
     assert not runs.run_view(ctx, "r1")["can"]["merge"]
 
 

@@ -218,11 +218,19 @@ def actions_allowed(row: dict[str, Any]) -> dict[str, bool]:
         "duplicate": True,
         "delete": not active,
         "download": row["status"] == "succeeded" and model.is_dir(),
-        "merge": not active
-        and merge_available()
-        and (run_dir / "adapter").is_dir()
-        and not (model / "config.json").exists(),
+        "merge": not active and merge_available() and has_adapter(run_dir) and not is_merged(run_dir),
     }
+
+
+def has_adapter(run_dir: Path) -> bool:
+    return any((run_dir / d / "adapter_config.json").exists() for d in ("adapter", rf.MODEL_DIR))
+
+
+def is_merged(run_dir: Path) -> bool:
+    """A standalone model exists: ``merged/`` (engine.merge) or a full model in ``model/``."""
+    model = run_dir / rf.MODEL_DIR
+    full_model = (model / "config.json").exists() and not (model / "adapter_config.json").exists()
+    return (run_dir / "merged").is_dir() or full_model
 
 
 def merge_available() -> bool:
