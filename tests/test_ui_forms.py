@@ -138,10 +138,24 @@ def test_check_reports_parameter_and_data_problems(tmp_path, ctx):
     assert "SFT needs a `text` column" in data_msg  # no column mapped to a role
     values.update({"learning_rate": 1e-3, "batch_size": 2, "map__prompt": "question", "map__completion": "answer"})
     form_msg, data_msg = task_tab.check(ctx, task, values)
-    assert form_msg.startswith("✓") and data_msg == ""
+    assert form_msg.startswith("✓") and "problem" not in data_msg.lower()
     values["map__prompt"] = "nope"
     _, data_msg = task_tab.check(ctx, task, values)
     assert "Column `nope` (mapped to role `prompt`) is not in the data" in data_msg
+
+
+def test_check_shows_token_statistics_for_a_local_model(tmp_path, ctx, tiny_llama):
+    task = get_task("llm_sft")
+    csv = write_chat_csv(tmp_path / "qa.csv")
+    values = {
+        "base_model": str(tiny_llama),
+        "data_path": str(csv),
+        "map__prompt": "question",
+        "map__completion": "answer",
+    }
+    form_msg, data_msg = task_tab.check(ctx, task, values)
+    assert form_msg.startswith("✓")
+    assert "**Tokens per example** (24 examples)" in data_msg and "median" in data_msg
 
 
 def test_start_with_problems_queues_nothing(tmp_path, ctx):

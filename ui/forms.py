@@ -68,10 +68,21 @@ def bounds_text(info: FieldInfo) -> str:
     return ", ".join(found)
 
 
-def help_text(info: FieldInfo) -> str:
+def help_text(info: FieldInfo, name: str = "") -> str:
+    """The field's help, its bounds, and its config key (what YAML and `trainpad run key=value` use)."""
     text = info.description or ""
     bounds = bounds_text(info)
-    return f"{text} ({bounds})" if bounds else text
+    text = f"{text} ({bounds})" if bounds else text
+    return f"{text} · `{name}`" if name else text
+
+
+ACRONYMS = {"lr": "LR", "lora": "LoRA", "hf": "HF", "id": "ID", "qa": "QA", "knn": "k-NN", "eos": "EOS", "dpo": "DPO"}
+
+
+def label_of(name: str) -> str:
+    """``lora_target_modules`` -> ``LoRA target modules``."""
+    words = [ACRONYMS.get(w, w) for w in name.split("_")]
+    return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]])
 
 
 # --- values: python <-> widget ----------------------------------------------------------------
@@ -130,7 +141,13 @@ def make_component(info: FieldInfo, name: str, elem_id: str) -> gr.components.Co
     """One widget for one field, with its default, help and a stable ``elem_id``."""
     kind = kind_of(info)
     value = to_ui(info, info.default)
-    common = {"label": name, "info": help_text(info), "elem_id": elem_id, "interactive": True, "min_width": 280}
+    common = {
+        "label": label_of(name),
+        "info": help_text(info, name),
+        "elem_id": elem_id,
+        "interactive": True,
+        "min_width": 280,
+    }
     if kind == "choice":
         return gr.Dropdown(choices=[str(c) for c in choices_of(info)], value=value, **common)
     if kind == "bool":

@@ -233,9 +233,19 @@ def problems_md(problems: list[str], ok: str = "") -> str:
 def check(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str]:
     """(parameter problems, data problems) as Markdown; a ✓ line when all is well."""
     values = resolve_upload(ctx, values)
-    _, param_problems, data_problems = problems_of(task, values)
+    params, param_problems, data_problems = problems_of(task, values)
     ok = "✓ Parameters are valid and the data passed every check." if not (param_problems or data_problems) else ""
-    return problems_md(param_problems, ok), problems_md(data_problems)
+    return problems_md(param_problems, ok), problems_md(data_problems) + data_summary_md(task, params, data_problems)
+
+
+def data_summary_md(task: Task, params: Any, data_problems: list[str]) -> str:
+    """The task's pre-launch summary (e.g. token statistics and one formatted example), once the data is fine."""
+    if task.data_summary is None or params is None or data_problems:
+        return ""
+    try:
+        return "\n\n" + task.data_summary(task, params)
+    except Exception as e:  # noqa: BLE001 - a summary is a courtesy; never block Check on it
+        return f"\n\n(No data summary: {type(e).__name__}: {e})"
 
 
 def make_config(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str, Path]:
