@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 ON_SPACES = os.environ.get("SYSTEM") == "spaces"
+ON_COLAB = "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ  # a notebook needs a public link
 
 
 def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
@@ -46,7 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(env("GRADIO_SERVER_PORT") or 7860),
         help="port (default 7860; $GRADIO_SERVER_PORT)",
     )
-    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
+    p.add_argument(
+        "--share",
+        action="store_true",
+        default=ON_COLAB,
+        help="also open a public gradio.live link (needs internet; on by default in Colab)",
+    )
     p.add_argument(
         "--auth",
         default=env("TRAINPAD_AUTH"),
