@@ -65,10 +65,18 @@ def xgboost_default(train_csv: Path, valid_csv: Path, regression: bool) -> tuple
     }, time.time() - t0
 
 
-def trainpad(train_csv: Path, valid_csv: Path, run_dir: Path, time_limit: int, model: str) -> tuple[dict, float]:
+def trainpad(
+    train_csv: Path, valid_csv: Path, run_dir: Path, time_limit: int, model: str, refit: bool
+) -> tuple[dict, float]:
     params = validate_params(
         tabular.Params,
-        {"data_path": str(train_csv), "valid_path": str(valid_csv), "time_limit": time_limit, "model": model},
+        {
+            "data_path": str(train_csv),
+            "valid_path": str(valid_csv),
+            "time_limit": time_limit,
+            "model": model,
+            "refit_full": refit,
+        },
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -82,6 +90,7 @@ def main() -> int:
     ap.add_argument("--model", default="auto")
     ap.add_argument("--seeds", type=int, nargs="*", default=[42], help="one split per seed; the table shows means")
     ap.add_argument("--datasets", nargs="*", default=list(LOADERS))
+    ap.add_argument("--bag", action="store_true", help="predict with the fold models (refit_full off)")
     args = ap.parse_args()
     results: dict[tuple[str, str], list[tuple]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,7 +98,7 @@ def main() -> int:
             for seed in args.seeds:
                 train_csv, valid_csv, regression = split(name, Path(tmp), seed)
                 run_dir = Path(tmp) / f"run-{name}-{seed}"
-                ours, t_ours = trainpad(train_csv, valid_csv, run_dir, args.time_limit, args.model)
+                ours, t_ours = trainpad(train_csv, valid_csv, run_dir, args.time_limit, args.model, not args.bag)
                 base, t_base = xgboost_default(train_csv, valid_csv, regression)
                 for metric, value in base.items():
                     results.setdefault((name, metric), []).append(
@@ -97,7 +106,9 @@ def main() -> int:
                     )
                 print(f"{name} seed {seed}: done in {t_ours:.1f}s", file=sys.stderr, flush=True)
     seeds = " ".join(map(str, args.seeds))
-    print(f"\ntime_limit={args.time_limit}s, model={args.model}, 80/20 splits, seeds {seeds} (means over seeds)\n")
+    print(
+        f"\ntime_limit={args.time_limit}s, model={args.model}, refit_full={not args.bag}, 80/20 splits, seeds {seeds} (means over seeds)\n"
+    )
     print(
         "| dataset | metric | trainpad | xgboost default | wins | trainpad s | xgboost s | best family (last) | trials |"
     )

@@ -13,7 +13,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -406,13 +406,13 @@ def all_metrics(y: np.ndarray, p: np.ndarray, problem: str) -> dict[str, float]:
 def default_params(family: str, problem: str) -> dict[str, Any]:
     """The first configuration tried for each family (close to each library's defaults)."""
     return {
-        "xgboost": {
-            "n_estimators": 300,
-            "learning_rate": 0.05,
-            "max_depth": 6,
+        "xgboost": {  # shallow trees, slow learning, strong column sampling: robust on small tables
+            "n_estimators": 500,
+            "learning_rate": 0.03,
+            "max_depth": 3,
             "min_child_weight": 1.0,
             "subsample": 0.8,
-            "colsample_bytree": 0.8,
+            "colsample_bytree": 0.5,
             "reg_lambda": 1.0,
             "reg_alpha": 1e-8,
         },
@@ -453,11 +453,11 @@ def portfolio(family: str, problem: str) -> list[dict[str, Any]]:
             },
             {
                 **xgb,
-                "n_estimators": 500,
-                "learning_rate": 0.03,
-                "max_depth": 3,
+                "n_estimators": 300,
+                "learning_rate": 0.05,
+                "max_depth": 6,
                 "subsample": 0.8,
-                "colsample_bytree": 0.5,
+                "colsample_bytree": 0.8,
             },
             {
                 **xgb,
@@ -800,26 +800,58 @@ def _rank_families(search: Search, families: list[str], top: int = 3) -> list[st
 
 
 def greedy_ensemble(
-    cands: list[Candidate], y: np.ndarray, setup: Setup, rounds: int = 30
+    cands: list[Candidate], y: np.ndarray, setup: Setup, rounds: int = 30, init_families: int = 2
 ) -> tuple[dict[int, float], float]:
-    """Caruana-style selection with replacement over out-of-fold scores: {candidate index: weight}, CV score."""
+    """Caruana-style selection with replacement over out-of-fold scores: {candidate index: weight}, CV score.
+
+    Starts from the best candidate of each of the ``init_families`` best families (sorted initialisation:
+    it keeps the ensemble diverse and less fitted to the folds), then adds greedily; the best prefix wins.
+    """
     counts: dict[int, int] = {}
-    total = np.zeros_like(cands[0].oof)
-    history: list[tuple[float, dict[int, int]]] = []
-    for r in range(rounds):
-        losses = [
-            to_loss(setup.metric, compute_metric(setup.metric, y, (total + c.oof) / (r + 1), setup.problem))
-            for c in cands
-        ]
+    for c in sorted(range(len(cands)), key=lambda k: cands[k].loss):
+        if len(counts) < init_families and cands[c].family not in {cands[k].family for k in counts}:
+            counts[c] = 1
+    total = sum(cands[i].oof for i in counts)
+
+    def loss_of(scores: np.ndarray) -> float:
+        return to_loss(setup.metric, compute_metric(setup.metric, y, scores, setup.problem))
+
+    history = [(loss_of(total / len(counts)), dict(counts))]
+    for _ in range(rounds):
+        n = sum(counts.values())
+        losses = [loss_of((total + c.oof) / (n + 1)) for c in cands]
         pick = int(np.argmin(losses))
         counts[pick] = counts.get(pick, 0) + 1
         total = total + cands[pick].oof
         history.append((losses[pick], dict(counts)))
-    loss, chosen = min(history, key=lambda h: h[0])
+    _, chosen = min(history, key=lambda h: h[0])
     n = sum(chosen.values())
     weights = {i: c / n for i, c in chosen.items()}
     score = compute_metric(setup.metric, y, sum(w * cands[i].oof for i, w in weights.items()), setup.problem)
     return weights, score
+
+
+def refit_full(
+    members: list[tuple[float, Candidate]],
+    X: pd.DataFrame,
+    y: np.ndarray,
+    setup: Setup,
+    spec: dict[str, Any],
+    seed: int,
+    deadline: float,
+) -> list[tuple[float, Candidate]] | None:
+    """Each member refit once on all training rows (replacing its fold models); None if it would miss ``deadline``."""
+    estimate = sum(1.3 * c.fit_time / max(1, len(c.models) - 1) for _, c in members)  # a fold fit x k/(k-1)
+    if time.time() + estimate > deadline:
+        return None
+    y_fit = y.ravel() if setup.problem == "regression" and y.shape[1] == 1 else y
+    out = []
+    for w, c in members:
+        model = build_pipeline(c.family, setup, spec, c.params, seed)
+        with threadpool_limits(setup.threads):
+            model.fit(X, y_fit)
+        out.append((w, replace(c, models=[model])))
+    return out
 
 
 # --- the saved bundle -----------------------------------------------------------------------------

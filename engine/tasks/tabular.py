@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +75,12 @@ class Params(CommonParams):
         "Multi-label from one column: the separator between labels in a cell (e.g. `a,b`).",
         advanced=True,
         show_if={"problem_type": "multilabel"},
+    )
+    refit_full: bool = field(
+        True,
+        "Refit the chosen models on all training rows when time allows (usually better on small tables). "
+        "Off, or without time: predict with the average of the cross-validation fold models (bagging).",
+        advanced=True,
     )
     feature_importance: bool = field(True, "Compute permutation feature importance at the end.", advanced=True)
     threads: int = field(
@@ -295,17 +302,28 @@ def drop_rare_classes(df: Any, target: str, notices: list[str]) -> Any:
     return df
 
 
-def train(params: Params, run_dir: Path) -> dict[str, Any]:
-    from engine import tabular_utils as tu
-    from engine.runfiles import stop_requested, write_event
+@dataclass
+class Prepared:
+    """The training table split, typed and encoded: everything the search needs."""
 
-    t0 = time.time()
+    X: Any
+    y: Any
+    valid_df: Any
+    targets: list[str]
+    id_col: str | None
+    setup: Any
+    spec: dict[str, Any]
+
+
+def prepare(params: Params, notices: list[str]) -> Prepared:
+    """Load, check, split, detect the sub-task, type the feature columns and encode the targets."""
+    from engine import tabular_utils as tu
+
     raw, raw_valid = data.load_raw(params)
     problems = table_problems(raw, raw_valid, params)
     if problems:
         raise UserError(problems)
     targets, id_col, _ = resolve_roles(list(raw.columns), params)
-    notices: list[str] = []
     train_df, valid_df = split_rows(raw, raw_valid, targets, params, notices)
     problem = tu.detect_problem(train_df[targets], params.problem_type)
     if problem in ("binary", "multiclass"):
@@ -314,9 +332,8 @@ def train(params: Params, run_dir: Path) -> dict[str, Any]:
     threads = params.threads or tu.auto_threads(len(train_df), len(features))
     setup = tu.make_setup(train_df[targets], problem, params.metric, params.label_separator, threads)
     if setup.metric not in tu.metric_choices(problem):
-        raise UserError(
-            f"metric {setup.metric} does not fit a {problem} problem. Use one of: {', '.join(tu.metric_choices(problem))} (or auto)."
-        )
+        choices = ", ".join(tu.metric_choices(problem))
+        raise UserError(f"metric {setup.metric} does not fit a {problem} problem. Use one of: {choices} (or auto).")
     y, _ = tu.encode_targets(train_df[targets], setup)
     X = train_df[features]
     spec = tu.feature_spec(X, params.feature_types, params.text_columns, notices)
@@ -326,76 +343,93 @@ def train(params: Params, run_dir: Path) -> dict[str, Any]:
         f"{problem} problem, {len(X)} training rows, {0 if valid_df is None else len(valid_df)} validation rows, "
         f"{sum(k != 'drop' for k in spec['columns'].values())} features; optimising {setup.metric}."
     )
+    return Prepared(X, y, valid_df, targets, id_col, setup, spec)
+
+
+def search_models(d: Prepared, params: Params, run_dir: Path, deadline: float) -> Any:
+    """k-fold search over the model families (or the one chosen), one ``trial`` event per result."""
+    from engine import tabular_utils as tu
+    from engine.runfiles import write_event
 
     def on_trial(search: tu.Search, cand: tu.Candidate) -> None:
         n, best = len(search.leaderboard), search.best
-        event = {
-            "type": "trial",
-            "step": n,
-            "score": cand.score,
-            "best_score": best.score,
-            "model": cand.family,
-            "fit_time": round(cand.fit_time, 3),
-        }
+        event = {"type": "trial", "step": n, "score": cand.score, "best_score": best.score, "model": cand.family}
+        event["fit_time"] = round(cand.fit_time, 3)
         if params.num_trials:
             event["max_steps"] = params.num_trials
         write_event(run_dir, event)
         _log(
-            f"trial {n}: {cand.family} cv_{setup.metric}={cand.score:.5g} ({cand.fit_time:.1f}s); best {best.family} {best.score:.5g}"
+            f"trial {n}: {cand.family} cv_{d.setup.metric}={cand.score:.5g} ({cand.fit_time:.1f}s); "
+            f"best {best.family} {best.score:.5g}"
         )
 
     families = AUTO_ORDER if params.model == "auto" else [params.model]
-    search_end = t0 + params.time_limit * 0.85
     search = tu.run_search(
-        X,
-        y,
-        setup,
-        spec,
+        d.X,
+        d.y,
+        d.setup,
+        d.spec,
         families,
         folds=params.cv_folds,
         seed=params.seed,
-        deadline=search_end,
+        deadline=deadline,
         max_trials=params.num_trials,
         on_trial=on_trial,
     )
     if not search.kept:
         raise UserError("No model could be trained: " + "; ".join(f"{f}: {e}" for f, e in search.errors.items()))
-    members, cv_score = choose_members(search, y, setup, params.ensemble)
-    bundle = tu.make_bundle(members, setup, spec, id_col, features)
-    metrics = evaluate(bundle, members, valid_df, y, targets, setup, notices)
+    return search
+
+
+def train(params: Params, run_dir: Path) -> dict[str, Any]:
+    from engine import tabular_utils as tu
+    from engine.runfiles import stop_requested, write_event
+
+    t0 = time.time()
+    notices: list[str] = []
+    d = prepare(params, notices)
+    search = search_models(d, params, run_dir, deadline=t0 + params.time_limit * 0.85)
+    members, cv_score = choose_members(search, d.y, d.setup, params.ensemble)
+    if params.refit_full and not stop_requested():
+        members = refit(members, d, params, deadline=t0 + params.time_limit * 0.95)
+    bundle = tu.make_bundle(members, d.setup, d.spec, d.id_col, list(d.X.columns))
+    metrics = evaluate(bundle, members, d, notices)
     metrics.update(
         {
-            f"cv_{setup.metric}": cv_score,
-            "problem_type": problem,
-            "metric": setup.metric,
+            f"cv_{d.setup.metric}": cv_score,
+            "problem_type": d.setup.problem,
+            "metric": d.setup.metric,
             "best_model": search.best.family,
             "n_trials": sum(r["model"] != "ensemble" for r in search.leaderboard),
-            "train_rows": len(X),
+            "train_rows": len(d.X),
             "search_seconds": round(time.time() - t0, 2),
         }
     )
-    t_search = time.time()
-    importance = {}
+    t_search, importance = time.time(), {}
     if params.feature_importance and not stop_requested():
-        importance = importance_for(
-            bundle, valid_df, X, y, targets, setup, params, budget_s=max(1.0, t0 + params.time_limit - time.time())
-        )
+        importance = importance_for(bundle, d, params, budget_s=max(1.0, t0 + params.time_limit - time.time()))
     t_importance = time.time()
     save(run_dir / "model", bundle, search, importance, metrics, notices)
     _log(
         f"search and evaluation {t_search - t0:.1f}s, importance {t_importance - t_search:.1f}s, "
         f"saving {time.time() - t_importance:.1f}s"
     )
-    write_event(
-        run_dir,
-        {
-            "type": "eval",
-            "step": len(search.leaderboard),
-            **{k: v for k, v in metrics.items() if k.startswith(("eval_", "cv_")) and isinstance(v, float)},
-        },
-    )
+    scores = {k: v for k, v in metrics.items() if k.startswith(("eval_", "cv_")) and isinstance(v, float)}
+    write_event(run_dir, {"type": "eval", "step": len(search.leaderboard), **scores})
     top = dict(list(importance.items())[:20])
     return {**metrics, "leaderboard": leaderboard_rows(search)[:20], "feature_importance": top, "notices": notices}
+
+
+def refit(members: list, d: Prepared, params: Params, deadline: float) -> list:
+    """The members refit on all training rows when that fits before ``deadline``; else the fold models."""
+    from engine import tabular_utils as tu
+
+    done = tu.refit_full(members, d.X, d.y, d.setup, d.spec, params.seed, deadline)
+    if done is None:
+        _log("No time left to refit on all rows: predictions average the cross-validation fold models.")
+        return members
+    _log("Refit the chosen models on all training rows.")
+    return done
 
 
 def choose_members(search: Any, y: Any, setup: Any, ensemble: bool) -> tuple[list[tuple[float, Any]], float]:
@@ -426,54 +460,39 @@ def choose_members(search: Any, y: Any, setup: Any, ensemble: bool) -> tuple[lis
     return members, score
 
 
-def evaluate(
-    bundle: dict[str, Any], members: list, valid_df: Any, y: Any, targets: list[str], setup: Any, notices: list[str]
-) -> dict[str, Any]:
+def evaluate(bundle: dict[str, Any], members: list, d: Prepared, notices: list[str]) -> dict[str, Any]:
     """eval_* metrics on the validation rows (or, without any, on the out-of-fold predictions)."""
     from engine import tabular_utils as tu
 
-    if valid_df is not None and len(valid_df):
-        y_valid, ok = tu.encode_targets(valid_df[targets], setup)
+    if d.valid_df is not None and len(d.valid_df):
+        y_valid, ok = tu.encode_targets(d.valid_df[d.targets], d.setup)
         if (~ok).any():
             _log(
-                f"{int((~ok).sum())} validation row(s) have no target or a class unseen in training and are not scored.",
+                f"{int((~ok).sum())} validation row(s) have no target or a class unseen in training; not scored.",
                 notices,
             )
-        scores, y_true, source, n = (
-            tu.bundle_scores(bundle, valid_df[bundle["feature_columns"]][ok]),
-            y_valid[ok],
-            "validation",
-            int(ok.sum()),
-        )
+        X_valid = d.valid_df.reindex(columns=bundle["feature_columns"])[ok]
+        scores, y_true, source = tu.bundle_scores(bundle, X_valid), y_valid[ok], "validation"
     else:
-        scores, y_true, source, n = sum(w * c.oof for w, c in members), y, "cross-validation", len(y)
+        scores, y_true, source = sum(w * c.oof for w, c in members), d.y, "cross-validation"
         _log("No validation rows: eval_* metrics are the out-of-fold cross-validation scores.", notices)
-    if n == 0:
+    if len(y_true) == 0:
         return {}
-    values = tu.all_metrics(y_true, scores, setup.problem)
+    values = tu.all_metrics(y_true, scores, d.setup.problem)
     out: dict[str, Any] = {f"eval_{k}": v for k, v in values.items()}
-    out["eval_loss"] = values["rmse" if setup.problem == "regression" else "logloss"]
-    out.update({"eval_rows": n, "eval_source": source})
+    out["eval_loss"] = values["rmse" if d.setup.problem == "regression" else "logloss"]
+    out.update({"eval_rows": len(y_true), "eval_source": source})
     return out
 
 
-def importance_for(
-    bundle: dict[str, Any],
-    valid_df: Any,
-    X: Any,
-    y: Any,
-    targets: list[str],
-    setup: Any,
-    params: Params,
-    budget_s: float,
-) -> dict[str, float]:
+def importance_for(bundle: dict[str, Any], d: Prepared, params: Params, budget_s: float) -> dict[str, float]:
+    """Permutation importance on the validation rows (or the training rows when there are few)."""
     from engine import tabular_utils as tu
 
-    if valid_df is not None and len(valid_df) >= 20:
-        y_valid, ok = tu.encode_targets(valid_df[targets], setup)
-        X_eval, y_eval = valid_df[bundle["feature_columns"]][ok], y_valid[ok]
-    else:
-        X_eval, y_eval = X, y
+    X_eval, y_eval = d.X, d.y
+    if d.valid_df is not None and len(d.valid_df) >= 20:
+        y_valid, ok = tu.encode_targets(d.valid_df[d.targets], d.setup)
+        X_eval, y_eval = d.valid_df.reindex(columns=bundle["feature_columns"])[ok], y_valid[ok]
     return tu.permutation_importance(bundle, X_eval, y_eval, params.seed, budget_s)
 
 
