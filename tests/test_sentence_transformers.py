@@ -72,10 +72,10 @@ def st_rows(mode: str, n: int, seed: int = 0) -> list[dict]:
 # mode -> (metric that must beat chance, threshold, chance level, epochs)
 CHECKS = {
     "pair_score": ("eval_spearman_cosine", 0.6, 0.0, 3),
-    "triplet": ("eval_cosine_accuracy", 0.85, 0.5, 2),
+    "triplet": ("eval_cosine_accuracy", 0.75, 0.5, 3),
     "pair_class": ("eval_accuracy", 0.6, 1 / 3, 3),
-    "pair": ("eval_cosine_ndcg@10", 0.6, 0.15, 2),  # chance: one relevant document ranked at random among 30
-    "qa": ("eval_cosine_ndcg@10", 0.6, 0.15, 2),
+    "pair": ("eval_cosine_ndcg@10", 0.6, 0.18, 2),  # chance: one relevant document ranked at random among 24
+    "qa": ("eval_cosine_ndcg@10", 0.6, 0.18, 2),
 }
 
 
@@ -107,8 +107,8 @@ def st_params(model: Path, train: Path, valid: Path | None = None, **kw):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", list(CHECKS))
 def test_sentence_transformers_end_to_end(supervisor, tiny_bert, tmp_path, mode):
-    train = write_csv(tmp_path / "train.csv", st_rows(mode, 200))
-    valid = write_csv(tmp_path / "valid.csv", st_rows(mode, 30, seed=1))
+    train = write_csv(tmp_path / "train.csv", st_rows(mode, 160))
+    valid = write_csv(tmp_path / "valid.csv", st_rows(mode, 24, seed=1))
     name, threshold, chance, epochs = CHECKS[mode]
     run_id = supervisor.submit(ST, st_params(tiny_bert, train, valid, mode=mode, epochs=epochs))
     row = supervisor.wait(run_id, timeout=300)
