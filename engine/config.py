@@ -219,6 +219,8 @@ def from_autotrain(data: dict[str, Any]) -> dict[str, Any]:
         params["hub_repo_id"] = f"{user}/{name}" if user and name else name
     if problems:
         raise UserError(problems)
+    if task.from_autotrain is not None:
+        params = task.from_autotrain(data, params)
     return {"task": task.name, "name": data.get("project_name", ""), "params": params}
 
 

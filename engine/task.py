@@ -71,6 +71,9 @@ class Task:
     autotrain_names: list[str] = field(default_factory=list)
     # AutoTrain column_mapping keys whose role is not just the key without `_column`.
     autotrain_columns: dict[str, str] = field(default_factory=dict)
+    # Last step of loading an AutoTrain config: (AutoTrain dict, mapped params dict) -> params dict.
+    from_autotrain: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
+    library: str = "transformers"  # the model card's library_name
 
     @property
     def example_config(self) -> Path:

@@ -25,7 +25,7 @@ STOPPED_EXIT = 143
 def model_card(task: Any, params: Any, metrics: dict[str, Any], name: str) -> str:
     """A Hub model card: metadata front matter plus a short description and the metrics."""
     meta: dict[str, Any] = {
-        "library_name": task.library if hasattr(task, "library") else "transformers",
+        "library_name": task.library,
         "tags": ["trainpad", task.name],
     }
     if params.base_model and not Path(params.base_model).exists():

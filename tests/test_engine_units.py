@@ -313,3 +313,27 @@ def test_autotrain_dpo_column_names_map_to_roles():
     assert task.name == "llm_dpo"
     assert params.column_mapping == {"prompt": "q", "chosen": "good", "rejected": "bad"}
     assert params.beta == 0.2 and params.learning_rate == 5e-6
+
+
+def test_autotrain_qa_and_sentence_transformers_columns_map_to_roles():
+    qa = {
+        "task": "extractive-qa",
+        "base_model": "m",
+        "data": {"path": "d", "column_mapping": {"text_column": "ctx", "question_column": "q", "answer_column": "ans"}},
+        "params": {"max_seq_length": 256},
+    }
+    _, params = from_dict(qa)
+    assert params.column_mapping == {"context": "ctx", "question": "q", "answers": "ans"}
+    st = {
+        "task": "sentence-transformers",
+        "base_model": "m",
+        "data": {
+            "path": "d",
+            "column_mapping": {"sentence1_column": "a", "sentence2_column": "b", "target_column": "y"},
+        },
+        "params": {"trainer": "pair_class", "epochs": 1},
+    }
+    task, params = from_dict(st)
+    assert params.mode == "pair_class"
+    assert params.column_mapping == {"premise": "a", "hypothesis": "b", "label": "y"}
+    assert task.library == "sentence-transformers"

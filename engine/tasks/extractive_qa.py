@@ -239,5 +239,6 @@ TASK = Task(
     "distilbert-base-uncased, deberta-v3-base.",
     check_data=check_data,
     predict_input="json",
+    autotrain_columns={"text_column": "context", "question_column": "question", "answer_column": "answers"},
     autotrain_names=["extractive-qa", "extractive-question-answering", "text-extractive-qa"],
 )

@@ -341,6 +341,21 @@ def rank(model: Any, query: str, candidates: list[str]) -> dict[str, Any]:
     return out
 
 
+def from_autotrain(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """AutoTrain names the mode `trainer` and the columns sentence1/2/3 + target: map them to this mode's roles."""
+    mode = (raw.get("params") or {}).get("trainer") or params.get("mode") or "pair_score"
+    roles = MODES.get(mode, MODES["pair_score"])[0]
+    generic = {"sentence1": 0, "sentence2": 1, "sentence3": 2}
+    mapping = {}
+    for key, column in (params.get("column_mapping") or {}).items():
+        if key in generic and generic[key] < len(roles):
+            key = roles[generic[key]]
+        elif key == "target":
+            key = next((r for r in roles if r in TARGETS), key)
+        mapping[key] = column
+    return {**params, "mode": mode, "column_mapping": mapping}
+
+
 TASK = Task(
     name="sentence_transformers",
     title="Sentence embeddings",
@@ -358,4 +373,6 @@ TASK = Task(
     check_data=check_data,
     predict_input="text",
     autotrain_names=["sentence-transformers", "st"],
+    from_autotrain=from_autotrain,
+    library="sentence-transformers",
 )
