@@ -51,7 +51,7 @@ class EncoderParams(TrainerParams):
         advanced=True,
     )
     early_stopping_patience: int = field(
-        3,
+        5,
         "Stop when the validation metric has not improved for N evaluations, and keep the best model "
         "(0 = off: keep the last model).",
         ge=0,
