@@ -24,7 +24,8 @@ COLUMNS = [
 
 def row_target(value: Any, row: int) -> list[float]:
     """The target(s) of one row as floats; UserError naming the row and the value otherwise."""
-    values = xu.parse_list(value, row, "target", split=False) if xu.is_list_cell(value) else [value]
+    listed = xu.is_list_cell(value) or (isinstance(value, str) and value.strip().startswith("["))
+    values = xu.parse_list(value, row, "target", split=False) if listed else [value]
     out = []
     for v in values:
         if xu.is_missing(v):
