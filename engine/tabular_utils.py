@@ -742,7 +742,8 @@ def run_search(
     def attempt(family: str, hp: dict[str, Any]) -> Candidate | None:
         nonlocal n
         try:
-            cand = cross_validate(family, hp, n + 1, X, y, setup, spec, splits, seed, deadline)
+            end = deadline if search.kept else math.inf  # the first model always finishes (Stop still ends it)
+            cand = cross_validate(family, hp, n + 1, X, y, setup, spec, splits, seed, end)
         except Exception as e:  # noqa: BLE001 - one family failing must not end the search
             search.errors[family] = f"{type(e).__name__}: {e}".splitlines()[0]
             print(f"[trainpad] {family} failed: {search.errors[family]}", flush=True)
