@@ -167,6 +167,9 @@ AUTOTRAIN_PARAMS: dict[str, str | tuple[str, ...] | None] = {
     "time_limit": "time_limit",
     "categorical_columns": None,
     "numerical_columns": None,
+    "categorical_imputer": None,  # tabular: Trainpad imputes per model family
+    "numerical_imputer": None,
+    "numeric_scaler": None,
     "max_target_length": "max_target_length",
     "max_length": "max_length",
     "save_strategy": "save_strategy",

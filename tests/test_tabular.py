@@ -124,6 +124,15 @@ def test_autotrain_forms_and_empty_base_model():
     )
     assert task.name == "tabular" and p.model == "xgboost" and p.base_model == ""
     assert p.target_columns == "a,b" and p.column_mapping == {"id": "id"} and p.num_trials == 5
+    _, p = from_dict(
+        {
+            "task": "tabular:regression",
+            "base_model": "random_forest",
+            "data": {"path": "x.csv"},
+            "params": {"categorical_columns": ["zip"], "numeric_scaler": "robust", "numerical_imputer": "median"},
+        }
+    )
+    assert p.problem_type == "regression" and p.model == "random_forest" and p.feature_types == {"zip": "categorical"}
 
 
 @pytest.mark.parametrize(

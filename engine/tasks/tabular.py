@@ -119,6 +119,18 @@ class Params(CommonParams):
         return values
 
 
+def from_autotrain(config: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """AutoTrain tabular configs: `tabular:regression` fixes the sub-task; categorical/numerical_columns type columns."""
+    if str(config.get("task", "")).endswith("regression"):
+        params["problem_type"] = "regression"
+    given = config.get("params") or {}
+    types = {c: "categorical" for c in given.get("categorical_columns") or []}
+    types.update({c: "numeric" for c in given.get("numerical_columns") or []})
+    if types:
+        params["feature_types"] = {**types, **(params.get("feature_types") or {})}
+    return params
+
+
 COLUMNS = [
     Column("target", "the column to predict (several: set target_columns)", required=False, kind="label"),
     Column("id", "an optional row id: kept out of the features, copied to predictions", required=False, kind="any"),
@@ -602,6 +614,8 @@ TASK = Task(
     stratify_role="target",
     check_data=check_data,
     predict_input="table",
+    from_autotrain=from_autotrain,
+    library="sklearn",
     autotrain_names=[
         "tabular:classification",
         "tabular:regression",
