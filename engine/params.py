@@ -42,10 +42,13 @@ def field(
     advanced: bool = False,
     show_if: dict[str, Any] | None = None,
     group: str | None = None,
+    hidden: bool = False,
     **bounds: Any,
 ) -> Any:
-    """A pydantic ``Field`` carrying the UI hints: ``advanced``, ``show_if`` ({field: value(s)})."""
+    """A pydantic ``Field`` carrying the UI hints: ``advanced``, ``show_if`` ({field: value(s)}), ``hidden``."""
     extra: dict[str, Any] = {"advanced": advanced}
+    if hidden:
+        extra["hidden"] = True
     if show_if:
         extra["show_if"] = show_if
     if group:

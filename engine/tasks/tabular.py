@@ -38,6 +38,8 @@ KIND = Literal["numeric", "categorical", "boolean", "datetime", "text", "drop"]
 class Params(CommonParams):
     """Tabular options. ``base_model`` is not used: choose ``model`` instead."""
 
+    base_model: str = field("", "Not used by tabular models (choose `model` instead).", hidden=True)
+
     model: Literal["auto", "xgboost", "random_forest", "extra_trees", "hist_gradient_boosting", "linear", "knn"] = (
         field(
             "auto",
