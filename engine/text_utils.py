@@ -15,6 +15,7 @@ transformers and sklearn are imported inside the functions that run in workers.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -254,13 +255,20 @@ def print_summary(task: str, n_train: int, n_valid: int, **facts: Any) -> None:
 
 
 def load_pipeline(model_dir: str | Path, task: str, **kwargs: Any) -> Any:
-    """A ``transformers.pipeline`` on a saved model folder (CPU unless a GPU is present)."""
+    """A ``transformers.pipeline`` on a saved model folder (CPU unless a GPU is present).
+
+    Cached per folder and options: the playground's prediction process asks again for every input.
+    """
+    return _pipeline(str(Path(model_dir).resolve()), task, tuple(sorted(kwargs.items())))
+
+
+@functools.lru_cache(maxsize=2)
+def _pipeline(model_dir: str, task: str, options: tuple) -> Any:
     import torch
     from transformers import pipeline
 
-    return pipeline(
-        task, model=str(model_dir), tokenizer=str(model_dir), device=0 if torch.cuda.is_available() else -1, **kwargs
-    )
+    device = 0 if torch.cuda.is_available() else -1
+    return pipeline(task, model=model_dir, tokenizer=model_dir, device=device, **dict(options))
 
 
 def as_texts(inputs: Any) -> tuple[list[str], bool]:
