@@ -82,6 +82,17 @@ def encode(rows: list[tuple[list[str], list[str]]], tok: Any, label2id: dict[str
     return out
 
 
+def warn_unseen(label2id: dict[str, int], vrows: list[tuple[list[str], list[str]]]) -> None:
+    """Say so when validation tags never occur in the training split (a random split can do that)."""
+    unseen, where = xu.unseen_labels(label2id, (tags for _, tags in vrows))
+    if unseen:
+        print(
+            f"[trainpad] warning: validation tag(s) {', '.join(map(repr, unseen))} never occur in the training "
+            f"split; those words ({len(where)} row(s)) are left out of evaluation.",
+            flush=True,
+        )
+
+
 def load_word_tokenizer(params: Params) -> Any:
     """The tokenizer, set up for pre-split words (byte-level BPE tokenizers need ``add_prefix_space``)."""
     tok = xu.load_tokenizer(params)
@@ -114,6 +125,7 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
     model = xu.load_model(
         params, AutoModelForTokenClassification, tok, num_labels=len(id2label), id2label=id2label, label2id=label2id
     )
+    warn_unseen(label2id, vrows)
     train_rows = encode(rows, tok, label2id, params.max_length)
     valid_rows = encode(vrows, tok, label2id, params.max_length) if vrows else None
     threads = xu.setup_threads(params, model)
