@@ -207,6 +207,8 @@ def from_autotrain(data: dict[str, Any]) -> dict[str, Any]:
             value = MIXED.get(value, value)
         if target == "quantization":
             value = QUANT.get(value, value)
+        if target == "logging_steps" and isinstance(value, int) and value < 0:
+            value = 0  # AutoTrain's -1 means "choose for me", which is Trainpad's 0
         if target == "use_lora" and "use_lora" in known:
             params["use_lora"] = bool(value)
             continue

@@ -192,9 +192,13 @@ def resolve_mapping(task: Any, columns: list[str], mapping: dict[str, str]) -> t
         elif col:
             found[role] = col
     lower = {c.lower(): c for c in columns}
-    for role in roles:
-        if role not in found and role not in mapping and role.lower() in lower:
-            found[role] = lower[role.lower()]
+    for role, spec in roles.items():
+        if role in found or role in mapping:
+            continue
+        taken = set(found.values())
+        name = next((n for n in (role, *spec.aliases) if n.lower() in lower and lower[n.lower()] not in taken), None)
+        if name:
+            found[role] = lower[name.lower()]
     for role, col in roles.items():
         if col.required and role not in found and role not in mapping:
             problems.append(

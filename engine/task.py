@@ -45,6 +45,7 @@ class Column:
     help: str
     required: bool = True
     kind: str = "text"  # text | label | number | list | messages | any
+    aliases: tuple[str, ...] = ()  # other column names that commonly hold this role (matched after the role's own)
 
 
 @dataclass(frozen=True)

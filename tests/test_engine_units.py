@@ -337,3 +337,20 @@ def test_autotrain_qa_and_sentence_transformers_columns_map_to_roles():
     assert params.mode == "pair_class"
     assert params.column_mapping == {"premise": "a", "hypothesis": "b", "label": "y"}
     assert task.library == "sentence-transformers"
+
+
+def test_common_column_names_match_roles_without_a_mapping(tmp_path):
+    from engine.data import resolve_mapping
+
+    task = get_task("text_classification")
+    mapping, problems = resolve_mapping(task, ["Sentence", "label"], {})
+    assert problems == [] or all("text" in p for p in problems)
+    mapping, problems = resolve_mapping(task, ["text", "label"], {})
+    assert mapping == {"text": "text", "target": "label"} and problems == []
+    mapping, _ = resolve_mapping(get_task("token_classification"), ["words", "ner_tags"], {})
+    assert mapping == {"tokens": "words", "tags": "ner_tags"}
+
+
+def test_autotrain_auto_logging_steps_means_auto():
+    cfg = {"task": "text-classification", "base_model": "m", "data": {"path": "d"}, "params": {"logging_steps": -1}}
+    assert from_dict(cfg)[1].logging_steps == 0

@@ -198,11 +198,11 @@ def submit_error(supervisor, p) -> str:
 
 
 def test_wrong_column_names_refused(supervisor, tmp_path):
-    data = write_csv(tmp_path / "d.csv", [{"review": "good", "label": 1}, {"review": "bad", "label": 0}] * 5)
+    data = write_csv(tmp_path / "d.csv", [{"review": "good", "stars": 1}, {"review": "bad", "stars": 0}] * 5)
     msg = submit_error(supervisor, params(tmp_path, data))
-    assert "No column for `text`" in msg and "No column for `target`" in msg and "review, label" in msg
-    msg = submit_error(supervisor, params(tmp_path, data, column_mapping={"text": "review", "target": "stars"}))
-    assert "`stars`" in msg and "not in the data" in msg
+    assert "No column for `text`" in msg and "No column for `target`" in msg and "review, stars" in msg
+    msg = submit_error(supervisor, params(tmp_path, data, column_mapping={"text": "review", "target": "grade"}))
+    assert "`grade`" in msg and "not in the data" in msg
 
 
 def test_missing_and_unseen_labels_refused(supervisor, tmp_path):

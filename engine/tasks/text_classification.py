@@ -32,7 +32,12 @@ class Params(xu.EncoderParams):
 
 COLUMNS = [
     Column("text", "the text to classify"),
-    Column("target", "the label: a string, int or bool; for multi-label a list or a delimited string", kind="label"),
+    Column(
+        "target",
+        "the label: a string, int or bool; for multi-label a list or a delimited string",
+        kind="label",
+        aliases=("label", "labels", "class", "category", "sentiment"),
+    ),
 ]
 
 

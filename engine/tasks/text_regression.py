@@ -18,7 +18,12 @@ class Params(xu.EncoderParams):
 
 COLUMNS = [
     Column("text", "the text to score"),
-    Column("target", "the number to predict (several targets: a list like [3.5, 1.0] per row)", kind="any"),
+    Column(
+        "target",
+        "the number to predict (several targets: a list like [3.5, 1.0] per row)",
+        kind="any",
+        aliases=("label", "score", "value", "rating"),
+    ),
 ]
 
 

@@ -15,9 +15,17 @@ class Params(xu.EncoderParams):
 
 
 COLUMNS = [
-    Column("tokens", "the words of a sentence: a list, a JSON list, or words separated by spaces", kind="list"),
     Column(
-        "tags", "one tag per word (e.g. B-PER, I-PER, O): a list, a JSON list, or tags separated by spaces", kind="list"
+        "tokens",
+        "the words of a sentence: a list, a JSON list, or words separated by spaces",
+        kind="list",
+        aliases=("words",),
+    ),
+    Column(
+        "tags",
+        "one tag per word (e.g. B-PER, I-PER, O): a list, a JSON list, or tags separated by spaces",
+        kind="list",
+        aliases=("ner_tags", "labels", "pos_tags"),
     ),
 ]
 
