@@ -466,11 +466,10 @@ def wire(
     filters = [c["status_f"], c["task_f"]]
 
     def poll(rid: str, status: str, task: str, x: str) -> list[Any]:
-        return [
-            runs_table(ctx, status, task),
-            *detail_updates(ctx, rid, x),
-            gr.Timer(active=any_active(ctx)),
-        ]
+        # Read "anything active?" first: a run that ends while the view is built gets one more tick, so the
+        # page never freezes showing `running` for a run that has already stopped.
+        active = any_active(ctx)
+        return [runs_table(ctx, status, task), *detail_updates(ctx, rid, x), gr.Timer(active=active)]
 
     poll_in, poll_out = [run_id, *filters, c["x_axis"]], [c["table"], *detail, timer]
     timer.tick(poll, poll_in, poll_out, api_name="poll", concurrency_limit=None, show_progress="hidden")
