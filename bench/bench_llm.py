@@ -12,16 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_sft import worker_peak  # noqa: E402
+from bench.common import measured, trainpad_run  # noqa: E402
 
 TASKS = ["llm_dpo", "llm_orpo", "llm_reward", "llm_pretrain"]
 
@@ -37,34 +35,12 @@ def config(task: str, model: Path, data: Path, args: argparse.Namespace) -> str:
 
 
 def run_once(work: Path, task: str, model: Path, data: Path, args: argparse.Namespace) -> dict:
-    cfg = work / f"bench_{task}.yaml"
-    cfg.write_text(config(task, model, data, args))
-    data_dir = Path(tempfile.mkdtemp(dir=work))
-    t0 = time.time()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "--data-dir", str(data_dir), "run", str(cfg)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    worker_rss, tree_rss, wall = worker_peak(proc)
-    out = proc.stdout.read().decode()
-    if proc.returncode != 0:
-        raise SystemExit(f"bench run of {task} failed:\n{out[-3000:]}")
-    run_dir = next((data_dir / "runs").iterdir())
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    first = next(e for e in events if e["type"] == "first_step")
-    logs = [e for e in events if e["type"] == "log" and e.get("tokens_per_second")]
+    run = trainpad_run(config(task, model, data, args), work, f"bench_{task}")
+    logs = [e for e in run["events"] if e["type"] == "log" and e.get("tokens_per_second")]
     return {
-        "wall_s": round(wall, 2),
-        "first_step_s": round(first["time"] - t0, 2),
-        "train_runtime_s": round(metrics["train_runtime"], 2),
+        **measured(run),
         "tokens_per_s": round(logs[-1]["tokens_per_second"]) if logs else None,
-        "peak_rss_worker_mb": round(worker_rss / 2**20),
-        "peak_rss_all_mb": round(tree_rss / 2**20),
-        "train_loss": round(metrics["train_loss"], 4),
-        "steps": metrics["global_step"],
+        "train_loss": round(run["metrics"]["train_loss"], 4),
     }
 
 

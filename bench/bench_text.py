@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_sft import worker_peak  # noqa: E402
+from bench.common import measured, trainpad_run  # noqa: E402
 from tests.test_text_classification import topic_rows  # noqa: E402
 from tests.test_text_regression import review_rows  # noqa: E402
 from tests.test_token_classification import ner_rows  # noqa: E402
@@ -47,37 +45,14 @@ TASKS = {
 
 
 def run_once(work: Path, task: str, model: Path, data: Path, args: argparse.Namespace) -> dict:
-    cfg = work / f"{task}.yaml"
-    cfg.write_text(
+    run = trainpad_run(
         f"task: {task}\nparams:\n  base_model: {model}\n  data_path: {data}\n  epochs: {args.epochs}\n"
         f"  batch_size: 8\n  learning_rate: {args.lr}\n  max_length: 128\n  valid_fraction: 0.1\n"
-        + "".join(f"  {kv.split('=', 1)[0]}: {kv.split('=', 1)[1]}\n" for kv in args.set)
+        + "".join(f"  {kv.split('=', 1)[0]}: {kv.split('=', 1)[1]}\n" for kv in args.set),
+        work,
+        task,
     )
-    data_dir = Path(tempfile.mkdtemp(dir=work))
-    t0 = time.time()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "--data-dir", str(data_dir), "run", str(cfg)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    worker_rss, tree_rss, wall = worker_peak(proc)
-    out = proc.stdout.read().decode()
-    if proc.returncode != 0:
-        raise SystemExit(f"bench run failed:\n{out}")
-    run_dir = next((data_dir / "runs").iterdir())
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    first = next(e for e in events if e["type"] == "first_step")
-    return {
-        "wall_s": round(wall, 2),
-        "first_step_s": round(first["time"] - t0, 2),
-        "train_runtime_s": round(metrics["train_runtime"], 2),
-        "peak_rss_worker_mb": round(worker_rss / 2**20),
-        "peak_rss_all_mb": round(tree_rss / 2**20),
-        "steps": metrics["global_step"],
-        **{k: round(metrics[k], 4) for k in TASKS[task][2]},
-    }
+    return {**measured(run), **{k: round(run["metrics"][k], 4) for k in TASKS[task][2]}}
 
 
 def bench_task(work: Path, task: str, args: argparse.Namespace) -> dict:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +20,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_sft import worker_peak  # noqa: E402
+from bench.common import measured, trainpad_run  # noqa: E402
 
 TASKS = ["seq2seq", "extractive_qa", "sentence_transformers"]
 KEY = {"seq2seq": "eval_rougeL", "extractive_qa": "eval_f1", "sentence_transformers": "eval_score"}
@@ -53,37 +51,14 @@ def prepare(work: Path, task: str, rows: int, st_mode: str) -> tuple[Path, Path]
 
 
 def run_once(work: Path, task: str, model: Path, data: Path, args: argparse.Namespace) -> dict:
-    cfg = work / f"bench_{task}.yaml"
     mode = f"  mode: {args.st_mode}\n" if task == "sentence_transformers" else ""
-    cfg.write_text(
+    run = trainpad_run(
         f"task: {task}\nparams:\n  base_model: {model}\n  data_path: {data}\n  epochs: {args.epochs}\n"
-        f"  batch_size: 16\n  valid_fraction: 0.1\n{PARAMS[task]}{mode}"
+        f"  batch_size: 16\n  valid_fraction: 0.1\n{PARAMS[task]}{mode}",
+        work,
+        f"bench_{task}",
     )
-    data_dir = Path(tempfile.mkdtemp(dir=work))
-    t0 = time.time()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "--data-dir", str(data_dir), "run", str(cfg)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    worker_rss, tree_rss, wall = worker_peak(proc)
-    out = proc.stdout.read().decode()
-    if proc.returncode != 0:
-        raise SystemExit(f"bench run of {task} failed:\n{out[-3000:]}")
-    run_dir = next((data_dir / "runs").iterdir())
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    first = next(e for e in events if e["type"] == "first_step")
-    return {
-        "wall_s": round(wall, 2),
-        "first_step_s": round(first["time"] - t0, 2),
-        "train_runtime_s": round(metrics["train_runtime"], 2),
-        "peak_rss_worker_mb": round(worker_rss / 2**20),
-        "peak_rss_all_mb": round(tree_rss / 2**20),
-        KEY[task]: round(metrics[KEY[task]], 4),
-        "steps": metrics["global_step"],
-    }
+    return {**measured(run), KEY[task]: round(run["metrics"][KEY[task]], 4)}
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import UserError
-from engine.params import TrainerParams, field
+from engine.params import LoraParams, field
 from engine.task import Column
 
 CHATML = (
@@ -32,7 +32,7 @@ TEMPLATES = {"chatml": CHATML, "zephyr": ZEPHYR, "llama3": LLAMA3}
 ROLES = ("system", "user", "assistant", "tool")
 
 
-class LLMParams(TrainerParams):
+class LLMParams(LoraParams):
     """Options shared by every LLM task: sequence length, chat template, LoRA/QLoRA, attention, merging."""
 
     learning_rate: float = field(
@@ -50,17 +50,6 @@ class LLMParams(TrainerParams):
         show_if={"chat_template": "custom"},
     )
     use_lora: bool = field(True, "Train a small LoRA adapter instead of all weights (much less memory).")
-    lora_r: int = field(16, "LoRA rank.", ge=1, le=1024, show_if={"use_lora": True}, advanced=True)
-    lora_alpha: int = field(32, "LoRA scaling (alpha).", ge=1, le=4096, show_if={"use_lora": True}, advanced=True)
-    lora_dropout: float = field(
-        0.05, "Dropout on the LoRA layers.", ge=0.0, le=0.9, show_if={"use_lora": True}, advanced=True
-    )
-    lora_target_modules: str = field(
-        "all-linear",
-        "Layers that get adapters: all-linear, or names separated by commas (e.g. q_proj,v_proj).",
-        show_if={"use_lora": True},
-        advanced=True,
-    )
     merge_adapter: bool = field(
         True,
         "Merge the adapter into the base model at the end (a standalone model).",

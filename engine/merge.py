@@ -10,7 +10,6 @@ in full precision, so an adapter trained on a 4-/8-bit (QLoRA) base merges witho
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -47,26 +46,10 @@ def merge_run(run_dir: str | Path) -> Path:
 
 def merge_in_subprocess(run_dir: str | Path, timeout: float = 1800) -> Path:
     """Run the merge as a worker process (the caller never imports torch); raises UserError on failure."""
-    from engine.supervisor import ENGINE_ROOT, worker_env
+    from engine.supervisor import run_engine_module
 
-    run_dir = Path(run_dir)
-    adapter_of(run_dir)  # fail fast, in plain words, before starting a process
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine.merge", str(run_dir)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=str(ENGINE_ROOT),
-        env=worker_env(),
-    )
-    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
-    if not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise UserError(f"Merging the adapter failed (exit code {proc.returncode}): {tail}")
-    result = json.loads(lines[-1])
-    if "error" in result:
-        raise UserError(result["error"])
-    return Path(result["output"])
+    adapter_of(Path(run_dir))  # fail fast, in plain words, before starting a process
+    return Path(run_engine_module("engine.merge", run_dir, timeout=timeout, what="Merging the adapter"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -164,6 +164,23 @@ class TrainerParams(CommonParams):
     )
 
 
+class LoraParams(TrainerParams):
+    """Trainer options plus LoRA (peft) adapters, for tasks that can train an adapter instead of all weights."""
+
+    use_lora: bool = field(False, "Train a small LoRA adapter instead of all weights (much less memory).")
+    lora_r: int = field(16, "LoRA rank.", ge=1, le=1024, show_if={"use_lora": True}, advanced=True)
+    lora_alpha: int = field(32, "LoRA scaling (alpha).", ge=1, le=4096, show_if={"use_lora": True}, advanced=True)
+    lora_dropout: float = field(
+        0.05, "Dropout on the LoRA layers.", ge=0.0, le=0.9, show_if={"use_lora": True}, advanced=True
+    )
+    lora_target_modules: str = field(
+        "all-linear",
+        "Layers that get adapters: all-linear, or layer names separated by commas (e.g. q_proj,v_proj; q,v for T5).",
+        show_if={"use_lora": True},
+        advanced=True,
+    )
+
+
 def format_validation_error(err: ValidationError, model: type[BaseModel], data: dict[str, Any]) -> list[str]:
     """One plain sentence per pydantic error: the field, the value given, and how to fix it."""
     known = list(model.model_fields)

@@ -7,7 +7,6 @@ object ``{"output": ...}`` or ``{"error": ...}`` on its last stdout line.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,25 +46,9 @@ def predict_run(run_id: str, inputs: Any, data_dir: str | Path | None = None) ->
 
 def predict_in_subprocess(run_dir: str | Path, inputs: Any, timeout: float = 600) -> Any:
     """Predict in a separate process so the caller (the UI) never imports torch; raises UserError on failure."""
-    from engine.supervisor import ENGINE_ROOT, worker_env
+    from engine.supervisor import run_engine_module
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine.predict", str(run_dir)],
-        input=json.dumps(inputs),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=str(ENGINE_ROOT),
-        env=worker_env(),
-    )
-    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
-    if not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise UserError(f"Prediction failed (exit code {proc.returncode}): {tail}")
-    result = json.loads(lines[-1])
-    if "error" in result:
-        raise UserError(result["error"])
-    return result["output"]
+    return run_engine_module("engine.predict", run_dir, inputs, timeout=timeout, what="Prediction")
 
 
 def main() -> int:

@@ -82,6 +82,33 @@ def worker_env(secrets: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def run_engine_module(
+    module: str, run_dir: str | Path, payload: Any = None, timeout: float = 600, what: str = ""
+) -> Any:
+    """Run ``python -m MODULE RUN_DIR`` (JSON ``payload`` on stdin) in a worker environment and return the
+    ``output`` of the JSON line it prints last; UserError with its ``error`` (or stderr tail) otherwise.
+
+    Keeps heavy imports (torch & co.) out of the caller, e.g. the UI process.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-m", module, str(run_dir)],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(ENGINE_ROOT),
+        env=worker_env(),
+    )
+    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
+    if not lines:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise UserError(f"{what or module} failed (exit code {proc.returncode}): {tail}")
+    result = json.loads(lines[-1])
+    if "error" in result:
+        raise UserError(result["error"])
+    return result["output"]
+
+
 class Supervisor:
     """Runs queued runs up to ``concurrency`` at once; see the module docstring."""
 

@@ -76,7 +76,15 @@ def build_tiny_llama(
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(out_dir, vocab_size=vocab_size, chat_template=chat_template)
     torch.manual_seed(0)
-    cfg = LlamaConfig(
+    LlamaForCausalLM(LlamaConfig(**causal_lm_config(tok, hidden, layers), tie_word_embeddings=True)).save_pretrained(
+        str(out_dir)
+    )
+    return out_dir
+
+
+def causal_lm_config(tok, hidden: int, layers: int) -> dict:
+    """Config fields shared by the tiny decoder-only models (Llama, Qwen2, ...)."""
+    return dict(
         vocab_size=len(tok),
         hidden_size=hidden,
         intermediate_size=hidden * 2,
@@ -87,10 +95,7 @@ def build_tiny_llama(
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
     )
-    LlamaForCausalLM(cfg).save_pretrained(str(out_dir))
-    return out_dir
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

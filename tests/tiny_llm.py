@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 from engine.llm_utils import CHATML
-from tests.tiny import build_tokenizer
+from tests.tiny import build_tokenizer, causal_lm_config
 
 
 def build_tiny_qwen2(out_dir: Path, hidden: int = 64, layers: int = 2) -> Path:
@@ -18,19 +18,7 @@ def build_tiny_qwen2(out_dir: Path, hidden: int = 64, layers: int = 2) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(out_dir, chat_template=CHATML)
     torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    cfg = Qwen2Config(**causal_lm_config(tok, hidden, layers), tie_word_embeddings=False)
     Qwen2ForCausalLM(cfg).save_pretrained(str(out_dir))
     return out_dir
 

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from engine import llm_utils as lu
-from engine.params import TrainerParams, field
+from engine.params import LoraParams, field
 from engine.task import Column, Task
 
 SIDECAR = "trainpad.json"  # settings predict needs (source prefix, lengths), saved next to the model
 
 
-class Params(TrainerParams):
+class Params(LoraParams):
     """Seq2seq options on top of the shared training options."""
 
     learning_rate: float = field(3e-4, "Peak learning rate (3e-4 suits T5-style models; ~5e-5 for BART).", gt=0, le=1.0)
@@ -32,17 +32,6 @@ class Params(TrainerParams):
     num_beams: int = field(1, "Beam search width when generating (1 = greedy, fastest).", ge=1, le=16, advanced=True)
     use_lora: bool = field(
         False, "Train a small LoRA adapter instead of all weights (merged into the model at the end)."
-    )
-    lora_r: int = field(16, "LoRA rank.", ge=1, le=1024, show_if={"use_lora": True}, advanced=True)
-    lora_alpha: int = field(32, "LoRA scaling (alpha).", ge=1, le=4096, show_if={"use_lora": True}, advanced=True)
-    lora_dropout: float = field(
-        0.05, "Dropout on the LoRA layers.", ge=0.0, le=0.9, show_if={"use_lora": True}, advanced=True
-    )
-    lora_target_modules: str = field(
-        "all-linear",
-        "Layers that get adapters: all-linear, or names separated by commas (e.g. q,v for T5).",
-        show_if={"use_lora": True},
-        advanced=True,
     )
 
 
