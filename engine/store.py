@@ -124,6 +124,19 @@ class Store:
         finally:
             db.conn.close()
 
+    def claim(self, run_id: str) -> bool:
+        """Atomically move a queued run to running; False if it was not queued (someone else took it)."""
+        db = self._db()
+        try:
+            with db.conn:
+                cur = db.conn.execute(
+                    "UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
+                    [time.time(), run_id],
+                )
+            return cur.rowcount == 1
+        finally:
+            db.conn.close()
+
     def clear_metrics(self, run_id: str) -> None:
         db = self._db()
         try:

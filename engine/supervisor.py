@@ -314,6 +314,8 @@ class Supervisor:
                 self._launch(row)
 
     def _launch(self, row: dict[str, Any]) -> None:
+        if not self.store.claim(row["id"]):
+            return  # another supervisor on the same data folder (the app, a CLI run) started it first
         run_dir = Path(row["run_dir"])
         log = open(run_dir / rf.LOG, "ab")  # noqa: SIM115 - handed to the child
         try:
@@ -336,9 +338,7 @@ class Supervisor:
         self._procs[row["id"]] = proc
         self._offsets[row["id"]] = 0
         created = psutil.Process(proc.pid).create_time() if psutil.pid_exists(proc.pid) else time.time()
-        self.store.update_run(
-            row["id"], status="running", pid=proc.pid, pgid=proc.pid, pid_started=created, started_at=time.time()
-        )
+        self.store.update_run(row["id"], pid=proc.pid, pgid=proc.pid, pid_started=created)
 
     def _ingest(self, run_id: str, run_dir: Path) -> None:
         events, self._offsets[run_id] = rf.read_events(run_dir, self._offsets.get(run_id, 0))

@@ -354,3 +354,11 @@ def test_common_column_names_match_roles_without_a_mapping(tmp_path):
 def test_autotrain_auto_logging_steps_means_auto():
     cfg = {"task": "text-classification", "base_model": "m", "data": {"path": "d"}, "params": {"logging_steps": -1}}
     assert from_dict(cfg)[1].logging_steps == 0
+
+
+def test_a_queued_run_is_claimed_once(tmp_path):
+    store = Store(tmp_path / "t.db")
+    store.insert_run({"id": "r1", "name": "x", "task": "llm_sft", "params": "{}"})
+    assert store.claim("r1") is True
+    assert store.claim("r1") is False  # a second supervisor on the same folder does not start it again
+    assert store.get_run("r1")["status"] == "running"
