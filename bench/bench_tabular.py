@@ -11,6 +11,7 @@ dataset x metric x wall time, averaged over the seeds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -80,8 +81,17 @@ def trainpad(
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    metrics = tabular.train(params, run_dir)
+    with open(run_dir / "train.log", "w") as log, contextlib.redirect_stdout(log):
+        metrics = tabular.train(params, run_dir)
     return metrics, time.time() - t0
+
+
+def print_per_seed(results: dict[tuple[str, str], list[tuple]]) -> None:
+    print("\n| dataset | seed | metric | trainpad | xgboost default | trainpad s | trials |")
+    print("|---|---|---|---|---|---|---|")
+    for (name, metric), runs in results.items():
+        for r in runs:
+            print(f"| {name} | {r[6]} | {metric} | {r[0]:.4f} | {r[1]:.4f} | {r[2]:.1f} | {r[5]} |")
 
 
 def main() -> int:
@@ -91,6 +101,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="*", default=[42], help="one split per seed; the table shows means")
     ap.add_argument("--datasets", nargs="*", default=list(LOADERS))
     ap.add_argument("--bag", action="store_true", help="predict with the fold models (refit_full off)")
+    ap.add_argument("--per-seed", action="store_true", help="also print one row per dataset, seed and metric")
     args = ap.parse_args()
     results: dict[tuple[str, str], list[tuple]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,7 +113,7 @@ def main() -> int:
                 base, t_base = xgboost_default(train_csv, valid_csv, regression)
                 for metric, value in base.items():
                     results.setdefault((name, metric), []).append(
-                        (ours[f"eval_{metric}"], value, t_ours, t_base, ours["best_model"], ours["n_trials"])
+                        (ours[f"eval_{metric}"], value, t_ours, t_base, ours["best_model"], ours["n_trials"], seed)
                     )
                 print(f"{name} seed {seed}: done in {t_ours:.1f}s", file=sys.stderr, flush=True)
     seeds = " ".join(map(str, args.seeds))
@@ -122,6 +133,8 @@ def main() -> int:
             f"{wins}/{len(runs)} | {np.mean([r[2] for r in runs]):.1f} | {np.mean([r[3] for r in runs]):.1f} | "
             f"{runs[-1][4]} | {np.mean([r[5] for r in runs]):.0f} |"
         )
+    if args.per_seed:
+        print_per_seed(results)
     for name in args.datasets:
         if name in AUTOTRAIN:
             print(f"\n{name}: {AUTOTRAIN[name]}")

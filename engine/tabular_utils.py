@@ -24,13 +24,14 @@ from sklearn.pipeline import FunctionTransformer, Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-FAMILIES = ["xgboost", "random_forest", "extra_trees", "hist_gradient_boosting", "linear", "knn"]
+FAMILIES = ["xgboost", "random_forest", "extra_trees", "hist_gradient_boosting", "linear", "svm", "knn"]
 KINDS = ["numeric", "categorical", "boolean", "datetime", "text", "drop"]
 PROBLEMS = ["binary", "multiclass", "multilabel", "regression"]
 MISSING_TOKENS = {"", "?", "-", "--", "na", "n/a", "nan", "null", "none", "missing", "#n/a", "nil"}
 TRUE_WORDS, FALSE_WORDS = {"true", "yes", "y", "t"}, {"false", "no", "n", "f"}
 HASH_DIMS = 32
 DATE_PARTS = ["year", "month", "day", "dayofweek", "hour"]
+SVM_CALIBRATION_FOLDS = 3
 
 
 # --- column typing ------------------------------------------------------------------------------
@@ -222,6 +223,7 @@ class Setup:
     metric: str = "logloss"
     separator: str = ""  # multilabel from one column: the label separator
     threads: int = 1  # threads per model fit (OpenMP/BLAS/joblib)
+    calibrate: bool = True  # temperature-scale each candidate's probabilities (fitted out of fold)
 
     @property
     def n_out(self) -> int:
@@ -274,7 +276,9 @@ def metric_choices(problem: str) -> list[str]:
     return ["logloss", "accuracy", "roc_auc", "f1"] + (["balanced_accuracy"] if problem != "multilabel" else [])
 
 
-def make_setup(y: pd.DataFrame, problem: str, metric: str, separator: str, threads: int = 1) -> Setup:
+def make_setup(
+    y: pd.DataFrame, problem: str, metric: str, separator: str, threads: int = 1, calibrate: bool = True
+) -> Setup:
     """Classes/label names from the training targets; the metric (auto -> the sub-task's default)."""
     targets = list(y.columns)
     setup = Setup(
@@ -282,6 +286,7 @@ def make_setup(y: pd.DataFrame, problem: str, metric: str, separator: str, threa
         targets=targets,
         metric=default_metric(problem) if metric == "auto" else metric,
         threads=threads,
+        calibrate=calibrate,
     )
     if problem in ("binary", "multiclass"):
         setup.classes = sorted(clean_cells(y.iloc[:, 0]).map(label_key).unique().tolist(), key=_sort_key)
@@ -434,6 +439,7 @@ def default_params(family: str, problem: str) -> dict[str, Any]:
             "l2_regularization": 1e-6,
         },
         "linear": {"C": 1.0} if problem != "regression" else {"alpha": 1.0},
+        "svm": {"C": 1.0, "gamma": "scale"},
         "knn": {"n_neighbors": 10, "weights": "distance", "p": 2},
     }[family]
 
@@ -489,6 +495,7 @@ def portfolio(family: str, problem: str) -> list[dict[str, Any]]:
             },
         ],
         "linear": [{"alpha": 10.0}, {"alpha": 0.1}] if problem == "regression" else [{"C": 10.0}, {"C": 0.1}],
+        "svm": [],  # the default (gamma "scale") runs first; optuna searches absolute gammas
         "knn": [{"n_neighbors": 5, "weights": "uniform", "p": 2}, {"n_neighbors": 25, "weights": "distance", "p": 1}],
     }[family]
 
@@ -524,6 +531,8 @@ def suggest_params(family: str, problem: str, trial: Any) -> dict[str, Any]:
     if family == "linear":
         key = "alpha" if problem == "regression" else "C"
         return {key: s.suggest_float(key, 1e-3, 1e2, log=True)}
+    if family == "svm":
+        return {"C": s.suggest_float("C", 1e-2, 1e3, log=True), "gamma": s.suggest_float("gamma", 1e-4, 1.0, log=True)}
     return {
         "n_neighbors": s.suggest_int("n_neighbors", 1, 50, log=True),
         "weights": s.suggest_categorical("weights", ["uniform", "distance"]),
@@ -534,7 +543,7 @@ def suggest_params(family: str, problem: str, trial: Any) -> dict[str, Any]:
 def preprocessor(family: str, spec: dict[str, Any]) -> ColumnTransformer:
     """Imputation, scaling and categorical encoding suited to ``family`` (unknown categories handled)."""
     num, cat = output_columns(spec)
-    if family in ("linear", "knn"):
+    if family in ("linear", "svm", "knn"):
         num_step: Any = make_pipeline(
             SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), StandardScaler()
         )
@@ -592,10 +601,24 @@ def estimator(family: str, setup: Setup, spec: dict[str, Any], hp: dict[str, Any
             return MultiOutputRegressor(model)
     elif family == "linear":
         model = linear_model.Ridge(**hp) if reg else linear_model.LogisticRegression(max_iter=2000, **hp)
+    elif family == "svm":
+        model = _svm(reg, seed, hp)
     else:
         cls = neighbors.KNeighborsRegressor if reg else neighbors.KNeighborsClassifier
         model = cls(n_jobs=setup.threads, **hp)
     return MultiOutputClassifier(model) if setup.problem == "multilabel" else model
+
+
+def _svm(reg: bool, seed: int, hp: dict[str, Any]) -> Any:
+    """RBF support vectors: probabilities by Platt scaling over ``SVM_CALIBRATION_FOLDS`` internal folds;
+    regression targets standardised."""
+    from sklearn import svm
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.compose import TransformedTargetRegressor
+
+    if reg:
+        return TransformedTargetRegressor(svm.SVR(**hp), transformer=StandardScaler())
+    return CalibratedClassifierCV(svm.SVC(random_state=seed, **hp), cv=SVM_CALIBRATION_FOLDS, ensemble=False)
 
 
 def build_pipeline(family: str, setup: Setup, spec: dict[str, Any], hp: dict[str, Any], seed: int) -> Pipeline:
@@ -641,8 +664,9 @@ class Candidate:
     score: float
     loss: float
     fit_time: float
-    oof: np.ndarray
+    oof: np.ndarray  # out-of-fold scores, after the temperature
     models: list[Pipeline]
+    temperature: float = 1.0
 
 
 def make_folds(y: np.ndarray, setup: Setup, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -683,8 +707,10 @@ def cross_validate(
             model.fit(X.iloc[tr], y_fit)
             oof[te] = predict_scores(model, X.iloc[te], setup)
         models.append(model)
+    t = fit_temperature(oof, y, setup.problem) if setup.calibrate else 1.0
+    oof = apply_temperature(oof, t, setup.problem)
     score = compute_metric(setup.metric, y, oof, setup.problem)
-    return Candidate(family, hp, trial, score, to_loss(setup.metric, score), time.time() - t0, oof, models)
+    return Candidate(family, hp, trial, score, to_loss(setup.metric, score), time.time() - t0, oof, models, t)
 
 
 @dataclass
@@ -708,6 +734,7 @@ class Search:
                 "trial": cand.trial,
                 "cv_score": cand.score,
                 "fit_time": round(cand.fit_time, 3),
+                "temperature": round(cand.temperature, 3),
                 "params": cand.params,
             }
         )
@@ -832,6 +859,46 @@ def greedy_ensemble(
     return weights, score
 
 
+def fit_temperature(scores: np.ndarray, y: np.ndarray, problem: str) -> float:
+    """The temperature that minimises the log loss of out-of-fold ``scores`` (1.0: no change or no gain).
+
+    Logits are divided by it, so class ranks, the 0.5 threshold and hence accuracy are unchanged.
+    """
+    from scipy.optimize import minimize_scalar
+
+    if problem == "regression":
+        return 1.0
+
+    def loss(t: float) -> float:
+        return _logloss(y, apply_temperature(scores, t, problem), problem)
+
+    t = float(minimize_scalar(loss, bounds=(0.05, 5.0), method="bounded").x)
+    return t if loss(t) < loss(1.0) - 1e-6 else 1.0
+
+
+def _logloss(y: np.ndarray, p: np.ndarray, problem: str) -> float:
+    """Log loss without scikit-learn's input checks (the temperature fit calls it many times)."""
+    eps = 1e-7
+    if problem == "multiclass":
+        p = np.clip(p, eps, 1.0)
+        return float(-np.mean(np.log(p[np.arange(len(y)), y] / p.sum(axis=1))))
+    p = np.clip(p, eps, 1 - eps)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def apply_temperature(scores: np.ndarray, t: float, problem: str) -> np.ndarray:
+    """Probabilities with their logits divided by ``t`` (softmax for multi-class, sigmoid otherwise)."""
+    if t == 1.0 or problem == "regression":
+        return scores
+    eps = 1e-7
+    if problem == "multiclass":
+        z = np.log(np.clip(scores, eps, 1.0)) / t
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+    p = np.clip(scores, eps, 1 - eps)
+    return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / t))
+
+
 def refit_full(
     members: list[tuple[float, Candidate]],
     X: pd.DataFrame,
@@ -865,24 +932,29 @@ def make_bundle(
     id_column: str | None,
     feature_columns: list[str],
 ) -> dict[str, Any]:
-    """Everything ``predict`` needs, saved with joblib: members (weight + fold models), setup, column spec."""
+    """Everything ``predict`` needs, saved with joblib: members (weight, fold models, temperature), setup,
+    column spec."""
     return {
         "version": 1,
         "setup": setup.__dict__.copy(),
         "spec": spec,
         "id_column": id_column,
         "feature_columns": feature_columns,
-        "members": [{"family": c.family, "params": c.params, "weight": w, "models": c.models} for w, c in members],
+        "members": [
+            {"family": c.family, "params": c.params, "weight": w, "models": c.models, "temperature": c.temperature}
+            for w, c in members
+        ],
     }
 
 
 def bundle_scores(bundle: dict[str, Any], X: pd.DataFrame) -> np.ndarray:
-    """Weighted average over members of the average over each member's fold models."""
+    """Weighted average over members of the average over each member's fold models (temperature-scaled)."""
     setup = Setup(**bundle["setup"])
     total = None
     with threadpool_limits(setup.threads):
         for m in bundle["members"]:
             part = sum(predict_scores(model, X, setup) for model in m["models"]) / len(m["models"])
+            part = apply_temperature(part, m.get("temperature", 1.0), setup.problem)
             total = m["weight"] * part if total is None else total + m["weight"] * part
     return total
 
@@ -954,7 +1026,8 @@ def permutation_importance(
 ) -> dict[str, float]:
     """Mean rise of the loss when one raw column is shuffled (bigger = more important), within ``budget_s``.
 
-    The ``repeats`` shuffled copies of a column are scored in one batch (one prediction call per column).
+    The ``repeats`` shuffled copies of a column are scored in one batch (one prediction call per column);
+    a column is skipped when the last one's time would overrun the budget.
     """
     setup = Setup(**bundle["setup"])
     rng = np.random.default_rng(seed)
@@ -965,10 +1038,11 @@ def permutation_importance(
     base = to_loss(setup.metric, compute_metric(setup.metric, y, bundle_scores(bundle, X), setup.problem))
     deadline = time.time() + budget_s
     out: dict[str, float] = {}
-    n = len(X)
+    n, cost = len(X), 0.0
     for col in [c for c, k in bundle["spec"]["columns"].items() if k != "drop"]:
-        if time.time() > deadline:
+        if time.time() + cost > deadline:
             break
+        started = time.time()
         batch = pd.concat([X] * repeats, ignore_index=True)
         batch[col] = np.concatenate([rng.permutation(X[col].to_numpy()) for _ in range(repeats)])
         scores = bundle_scores(bundle, batch)
@@ -977,4 +1051,5 @@ def permutation_importance(
             for r in range(repeats)
         ]
         out[col] = float(np.mean(losses) - base)
+        cost = time.time() - started
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))

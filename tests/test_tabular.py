@@ -182,6 +182,43 @@ def test_mixed_column_is_accepted_when_overridden(tmp_path):
     assert check_data(TASK, p) == []
 
 
+def test_temperature_sharpens_underconfident_scores_without_changing_classes():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    sharp = np.full((400, 3), 0.02)
+    sharp[np.arange(400), y] = 0.96
+    flat = 0.5 * sharp + 0.5 / 3  # right classes, too little confidence
+    t = tu.fit_temperature(flat, y, "multiclass")
+    calibrated = tu.apply_temperature(flat, t, "multiclass")
+    assert t < 1 and (calibrated.argmax(axis=1) == y).all() and np.allclose(calibrated.sum(axis=1), 1)
+    assert tu.compute_metric("logloss", y, calibrated, "multiclass") < tu.compute_metric(
+        "logloss", y, flat, "multiclass"
+    )
+    p1 = np.where(y == 1, 0.6, 0.4)
+    assert ((tu.apply_temperature(p1, 0.5, "binary") >= 0.5) == (p1 >= 0.5)).all()
+    assert tu.fit_temperature(np.linspace(0, 1, 400), y.astype(float), "regression") == 1.0
+
+
+@pytest.mark.parametrize("problem", ["binary", "multiclass", "multilabel", "regression"])
+def test_svm_family_fits_every_sub_task(problem):
+    df = labelled_features(120)
+    targets = {
+        "binary": pd.DataFrame({"t": (df["x1"] > 0).astype(int)}),
+        "multiclass": pd.DataFrame({"t": df["color"]}),
+        "multilabel": pd.DataFrame({"a": (df["x1"] > 0).astype(int), "b": (df["color"] == "red").astype(int)}),
+        "regression": pd.DataFrame({"t": 2 * df["x1"] + 10}),
+    }[problem]
+    X = df.drop(columns="color") if problem == "multiclass" else df
+    setup = tu.make_setup(targets, problem, "auto", ",")
+    y, _ = tu.encode_targets(targets, setup)
+    spec = tu.feature_spec(X, {}, "hash", [])
+    folds = tu.make_folds(y, setup, 3, 0)
+    cand = tu.cross_validate("svm", tu.default_params("svm", problem), 1, X, y, setup, spec, folds, 0, float("inf"))
+    assert cand is not None and np.isfinite(cand.score) and len(cand.models) == 3
+    if problem == "regression":
+        assert cand.score < 1.0 and cand.temperature == 1.0  # rmse on a target with sd 2
+
+
 # --- slow: end to end through the supervisor ----------------------------------------------------------
 
 

@@ -21,8 +21,9 @@ from engine.errors import UserError
 from engine.params import CommonParams, field
 from engine.task import Column, Task
 
-MODELS = ["xgboost", "random_forest", "extra_trees", "hist_gradient_boosting", "linear", "knn"]
-AUTO_ORDER = ["linear", "hist_gradient_boosting", "xgboost", "random_forest", "extra_trees", "knn"]  # cheap first
+MODELS = ["xgboost", "random_forest", "extra_trees", "hist_gradient_boosting", "linear", "svm", "knn"]
+# cheap first
+AUTO_ORDER = ["linear", "svm", "hist_gradient_boosting", "xgboost", "random_forest", "extra_trees", "knn"]
 AUTOTRAIN_MODELS = {
     "ridge": "linear",
     "logistic_regression": "linear",
@@ -40,12 +41,12 @@ class Params(CommonParams):
 
     base_model: str = field("", "Not used by tabular models (choose `model` instead).", hidden=True)
 
-    model: Literal["auto", "xgboost", "random_forest", "extra_trees", "hist_gradient_boosting", "linear", "knn"] = (
-        field(
-            "auto",
-            "auto: try several model families with cross-validation, tune the best, and ensemble them. "
-            "Or pick one family and tune only it.",
-        )
+    model: Literal[
+        "auto", "xgboost", "random_forest", "extra_trees", "hist_gradient_boosting", "linear", "svm", "knn"
+    ] = field(
+        "auto",
+        "auto: try several model families with cross-validation, tune the best, and ensemble them. "
+        "Or pick one family and tune only it.",
     )
     problem_type: Literal["auto", "binary", "multiclass", "multilabel", "regression"] = field(
         "auto", "What to predict. auto: detected from the target column(s)."
@@ -77,6 +78,12 @@ class Params(CommonParams):
         "Multi-label from one column: the separator between labels in a cell (e.g. `a,b`).",
         advanced=True,
         show_if={"problem_type": "multilabel"},
+    )
+    calibrate: bool = field(
+        True,
+        "Rescale each model's class probabilities with a temperature fitted on its out-of-fold predictions "
+        "(better log loss, fairer ensembles; predicted classes do not change).",
+        advanced=True,
     )
     refit_full: bool = field(
         True,
@@ -344,7 +351,7 @@ def prepare(params: Params, notices: list[str]) -> Prepared:
         train_df = drop_rare_classes(train_df, targets[0], notices)
     features = [c for c in raw.columns if c not in targets and c != id_col]
     threads = params.threads or tu.auto_threads(len(train_df), len(features))
-    setup = tu.make_setup(train_df[targets], problem, params.metric, params.label_separator, threads)
+    setup = tu.make_setup(train_df[targets], problem, params.metric, params.label_separator, threads, params.calibrate)
     if setup.metric not in tu.metric_choices(problem):
         choices = ", ".join(tu.metric_choices(problem))
         raise UserError(f"metric {setup.metric} does not fit a {problem} problem. Use one of: {choices} (or auto).")
@@ -421,7 +428,8 @@ def train(params: Params, run_dir: Path) -> dict[str, Any]:
     )
     t_search, importance = time.time(), {}
     if params.feature_importance and not stop_requested():
-        importance = importance_for(bundle, d, params, budget_s=max(1.0, t0 + params.time_limit - time.time()))
+        budget = t0 + params.time_limit * 0.92 - time.time()  # the rest is for saving the bundle
+        importance = importance_for(bundle, d, params, budget_s=max(0.5, budget))
     t_importance = time.time()
     save(run_dir / "model", bundle, search, importance, metrics, notices)
     _log(
@@ -604,7 +612,7 @@ TASK = Task(
     title="Tabular (classification & regression)",
     family="Tabular",
     description="Predict one or more columns of a table: binary, multi-class or multi-label classes, or numbers. "
-    "Searches xgboost, forests, gradient boosting, linear and k-NN models within a time budget and ensembles the best.",
+    "Searches xgboost, forests, gradient boosting, linear, SVM and k-NN models within a time budget and ensembles the best.",
     params=Params,
     columns=COLUMNS,
     train=train,
