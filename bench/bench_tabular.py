@@ -67,7 +67,7 @@ def xgboost_default(train_csv: Path, valid_csv: Path, regression: bool) -> tuple
 
 
 def trainpad(
-    train_csv: Path, valid_csv: Path, run_dir: Path, time_limit: int, model: str, refit: bool
+    train_csv: Path, valid_csv: Path, run_dir: Path, time_limit: int, model: str, refit: bool, folds: int = 5
 ) -> tuple[dict, float]:
     params = validate_params(
         tabular.Params,
@@ -77,6 +77,7 @@ def trainpad(
             "time_limit": time_limit,
             "model": model,
             "refit_full": refit,
+            "cv_folds": folds,
         },
     )
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +102,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="*", default=[42], help="one split per seed; the table shows means")
     ap.add_argument("--datasets", nargs="*", default=list(LOADERS))
     ap.add_argument("--bag", action="store_true", help="predict with the fold models (refit_full off)")
+    ap.add_argument("--cv-folds", type=int, default=5)
     ap.add_argument("--per-seed", action="store_true", help="also print one row per dataset, seed and metric")
     args = ap.parse_args()
     results: dict[tuple[str, str], list[tuple]] = {}
@@ -109,7 +111,9 @@ def main() -> int:
             for seed in args.seeds:
                 train_csv, valid_csv, regression = split(name, Path(tmp), seed)
                 run_dir = Path(tmp) / f"run-{name}-{seed}"
-                ours, t_ours = trainpad(train_csv, valid_csv, run_dir, args.time_limit, args.model, not args.bag)
+                ours, t_ours = trainpad(
+                    train_csv, valid_csv, run_dir, args.time_limit, args.model, not args.bag, args.cv_folds
+                )
                 base, t_base = xgboost_default(train_csv, valid_csv, regression)
                 for metric, value in base.items():
                     results.setdefault((name, metric), []).append(
@@ -118,7 +122,8 @@ def main() -> int:
                 print(f"{name} seed {seed}: done in {t_ours:.1f}s", file=sys.stderr, flush=True)
     seeds = " ".join(map(str, args.seeds))
     print(
-        f"\ntime_limit={args.time_limit}s, model={args.model}, refit_full={not args.bag}, 80/20 splits, seeds {seeds} (means over seeds)\n"
+        f"\ntime_limit={args.time_limit}s, model={args.model}, refit_full={not args.bag}, cv_folds={args.cv_folds}, "
+        f"80/20 splits, seeds {seeds} (means over seeds)\n"
     )
     print(
         "| dataset | metric | trainpad | xgboost default | wins | trainpad s | xgboost s | best family (last) | trials |"

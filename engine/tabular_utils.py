@@ -862,28 +862,33 @@ def greedy_ensemble(
 def fit_temperature(scores: np.ndarray, y: np.ndarray, problem: str) -> float:
     """The temperature that minimises the log loss of out-of-fold ``scores`` (1.0: no change or no gain).
 
-    Logits are divided by it, so class ranks, the 0.5 threshold and hence accuracy are unchanged.
+    Logits are divided by it, so class ranks, the 0.5 threshold and hence accuracy are unchanged. The
+    targets are smoothed by 1/(n+1) (as if one more row were uncertain), so scores that separate the
+    classes perfectly out of fold are not pushed to 0 and 1.
     """
     from scipy.optimize import minimize_scalar
 
     if problem == "regression":
         return 1.0
+    smooth = 1.0 / (len(y) + 1)
 
     def loss(t: float) -> float:
-        return _logloss(y, apply_temperature(scores, t, problem), problem)
+        return _logloss(y, apply_temperature(scores, t, problem), problem, smooth)
 
     t = float(minimize_scalar(loss, bounds=(0.05, 5.0), method="bounded").x)
     return t if loss(t) < loss(1.0) - 1e-6 else 1.0
 
 
-def _logloss(y: np.ndarray, p: np.ndarray, problem: str) -> float:
-    """Log loss without scikit-learn's input checks (the temperature fit calls it many times)."""
+def _logloss(y: np.ndarray, p: np.ndarray, problem: str, smooth: float = 0.0) -> float:
+    """Log loss against targets smoothed by ``smooth`` (no input checks: the temperature fit calls it often)."""
     eps = 1e-7
     if problem == "multiclass":
-        p = np.clip(p, eps, 1.0)
-        return float(-np.mean(np.log(p[np.arange(len(y)), y] / p.sum(axis=1))))
+        logp = np.log(np.clip(p, eps, 1.0))
+        logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+        return float(-np.mean((1 - smooth) * logp[np.arange(len(y)), y] + smooth * logp.mean(axis=1)))
     p = np.clip(p, eps, 1 - eps)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    ll = y * np.log(p) + (1 - y) * np.log(1 - p)
+    return float(-np.mean((1 - smooth) * ll + smooth * 0.5 * (np.log(p) + np.log(1 - p))))
 
 
 def apply_temperature(scores: np.ndarray, t: float, problem: str) -> np.ndarray:

@@ -197,6 +197,8 @@ def test_temperature_sharpens_underconfident_scores_without_changing_classes():
     p1 = np.where(y == 1, 0.6, 0.4)
     assert ((tu.apply_temperature(p1, 0.5, "binary") >= 0.5) == (p1 >= 0.5)).all()
     assert tu.fit_temperature(np.linspace(0, 1, 400), y.astype(float), "regression") == 1.0
+    separated = np.where(y == 1, 0.99, 0.01)  # no out-of-fold error: smoothing keeps it from going to 0/1
+    assert tu.fit_temperature(separated, (y == 1).astype(int), "binary") > 0.5
 
 
 @pytest.mark.parametrize("problem", ["binary", "multiclass", "multilabel", "regression"])
