@@ -101,7 +101,7 @@ def test_multiclass_end_to_end(supervisor, tiny_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification, pipeline
 
     data = write_csv(tmp_path / "train.csv", topic_rows(600, seed=1))
-    run_id = supervisor.submit(TC, params(tiny_bert, data, valid_fraction=0.2))
+    run_id = supervisor.submit(TC, params(tiny_bert, data, valid_fraction=0.2, epochs=8))
     row = supervisor.wait(run_id, timeout=400)
     assert row["status"] == "succeeded", row["error"]
 

@@ -109,8 +109,9 @@ def test_tags_go_on_first_sub_word(tmp_path):
     build_wordpiece_tokenizer(tmp_path, ["alice went to rome"] * 20, vocab_size=60)
     tok = AutoTokenizer.from_pretrained(str(tmp_path))
     (row,) = tk.encode([(["alice", "alicent"], ["B-PER", "B-LOC"])], tok, {"B-PER": 0, "B-LOC": 1}, 32)
-    assert tok.convert_ids_to_tokens(row["input_ids"]) == ["[CLS]", "alice", "alice", "##nt", "[SEP]"]
-    assert row["labels"] == [-100, 0, 1, -100, -100]  # special tokens and later sub-words are ignored
+    pieces = tok.convert_ids_to_tokens(row["input_ids"])
+    assert pieces[:3] == ["[CLS]", "alice", "alice"] and pieces[-1] == "[SEP]" and len(pieces) >= 5  # alice + ##…
+    assert row["labels"] == [-100, 0, 1] + [-100] * (len(pieces) - 3)  # special tokens and later sub-words ignored
 
 
 def test_seqeval_metrics_overall_and_per_entity():

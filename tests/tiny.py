@@ -103,17 +103,31 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def build_wordpiece_tokenizer(out_dir: Path, texts: list[str], vocab_size: int = 600):
-    """A BERT-style WordPiece tokenizer trained on ``texts``, saved as a transformers tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+def wordpiece_vocab(texts: list[str], vocab_size: int) -> dict[str, int]:
+    """A deterministic WordPiece vocabulary: specials, characters (plain and ``##``), then the most frequent
+    words (ties broken alphabetically). `tokenizers`' trainer breaks ties differently in every process, which
+    made tiny-model tests flaky."""
+    import re
+    from collections import Counter
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    words = Counter(w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower()))
+    chars = sorted({c for w in words for c in w})
+    tokens = specials + chars + [f"##{c}" for c in chars]
+    ranked = sorted((w for w in words if len(w) > 1), key=lambda w: (-words[w], w))
+    tokens += ranked[: max(0, vocab_size - len(tokens))]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def build_wordpiece_tokenizer(out_dir: Path, texts: list[str], vocab_size: int = 600):
+    """A BERT-style WordPiece tokenizer for ``texts`` (deterministic vocabulary), saved as a transformers tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(wordpiece_vocab(texts, vocab_size), unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
