@@ -85,6 +85,8 @@ def test_upload_map_start_watch_reload_stop(studio, page, tiny_llama, tmp_path):
     pg.locator("#llm_sft-max_length input").fill("64")
     pg.locator("#llm_sft-advanced").get_by_role("button", name="Advanced").first.click()
     pg.locator("#llm_sft-max_steps input").fill("4000")
+    expect(pg.locator("#llm_sft-max_steps input")).to_have_value("4000")
+    pg.locator("#llm_sft-epochs input").fill("500")  # a long run either way: it must still be running after reload
     pg.locator("#llm_sft-logging_steps input").fill("5")
     pg.locator("#llm_sft-run_name textarea, #llm_sft-run_name input").first.fill("browser run")
     shot(pg, "1-form-filled")
