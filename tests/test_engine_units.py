@@ -13,7 +13,7 @@ from engine.data import check_data, load_splits, read_table
 from engine.errors import UserError
 from engine.params import validate_params
 from engine.store import Store
-from engine.task import all_tasks, get_task
+from engine.task import Column, all_tasks, get_task
 
 SFT = get_task("llm_sft")
 
@@ -143,6 +143,14 @@ def test_unknown_task_lists_valid_tasks():
 # --- data -----------------------------------------------------------------------------------
 
 
+def fake_task(columns: list) -> object:
+    """A minimal task with the given columns, for testing the generic data checks."""
+    from engine.task import Task
+
+    return Task(name="t", title="t", family="Text", description="", params=SFT.params, columns=columns,
+                train=lambda p, d: {}, predict=lambda m, i: None)  # fmt: skip
+
+
 def _sft_params(path: Path, **kw) -> object:
     return validate_params(SFT.params, {"base_model": "m", "data_path": str(path), **kw})
 
@@ -187,20 +195,8 @@ def test_wrong_type_in_messages_column_names_the_row(tmp_path):
 
 
 def test_empty_cells_in_a_required_column_are_listed(tmp_path):
-    from engine.task import Column, Task
-
-    task = Task(
-        name="t",
-        title="t",
-        family="Text",
-        description="",
-        params=SFT.params,
-        columns=[Column("text", "the text")],
-        train=lambda p, d: {},
-        predict=lambda m, i: None,
-    )
+    task = fake_task([Column("text", "the text")])
     f = tmp_path / "d.csv"
-    f.write_text("text\na\n\nb\n,\n")
     f.write_text("text,other\na,1\n,2\nb,3\n")
     problems = check_data(task, _sft_params(f))
     assert problems == ["Column `text` (text) is empty in 1 row(s): 2. Fill or remove those rows."]
@@ -253,18 +249,7 @@ def test_store_schema_version_and_parameterized_queries(tmp_path):
 
 
 def test_number_columns_report_rows_that_are_not_numbers(tmp_path):
-    from engine.task import Column, Task
-
-    task = Task(
-        name="t",
-        title="t",
-        family="Text",
-        description="",
-        params=SFT.params,
-        columns=[Column("text", "the text"), Column("target", "a score", kind="number")],
-        train=lambda p, d: {},
-        predict=lambda m, i: None,
-    )
+    task = fake_task([Column("text", "the text"), Column("target", "a score", kind="number")])
     f = tmp_path / "d.csv"
     f.write_text("text,target\na,1.5\nb,high\nc,2\n")
     problems = check_data(task, _sft_params(f))
