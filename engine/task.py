@@ -75,6 +75,7 @@ class Task:
     # Last step of loading an AutoTrain config: (AutoTrain dict, mapped params dict) -> params dict.
     from_autotrain: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
     library: str = "transformers"  # the model card's library_name
+    uses_torch: bool = True  # the worker seeds torch's generators before `train` (new heads start the same)
 
     @property
     def example_config(self) -> Path:

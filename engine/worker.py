@@ -96,6 +96,21 @@ def push_to_hub(run_dir: Path, params: Any) -> str:
     return repo
 
 
+def seed_everything(seed: int, with_torch: bool) -> None:
+    """Seed Python's, numpy's and (for torch tasks) torch's generators, so that weights a task creates
+    before its trainer seeds anything (a new classification head, LoRA adapters) are the same in every run."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    if with_torch:
+        import torch
+
+        torch.manual_seed(seed)
+
+
 def run(run_dir: Path) -> int:
     """Run the task in ``run_dir``; write metrics/card/outcome or error; return the exit code."""
     from engine.config import load_config
@@ -104,6 +119,7 @@ def run(run_dir: Path) -> int:
     task, params = load_config(run_dir / rf.CONFIG)
     name = (yaml.safe_load((run_dir / rf.CONFIG).read_text()) or {}).get("name") or run_dir.name
     print(f"[trainpad] run {run_dir.name}: task {task.name}, base model {params.base_model or '-'}", flush=True)
+    seed_everything(params.seed, task.uses_torch)
     metrics = task.train(params, run_dir) or {}
     if rf.stop_requested():
         rf.write_json(run_dir / rf.OUTCOME, {"status": "stopped", "exit_code": STOPPED_EXIT, "metrics": metrics})

@@ -626,6 +626,7 @@ TASK = Task(
     predict_input="table",
     from_autotrain=from_autotrain,
     library="sklearn",
+    uses_torch=False,
     autotrain_names=[
         "tabular:classification",
         "tabular:regression",
