@@ -62,7 +62,7 @@ def training_arguments(
     total = params.max_steps if params.max_steps > 0 else max(1, math.ceil(per_epoch * params.epochs))
     eval_strategy = params.eval_strategy if has_eval else "no"
     save_strategy = params.save_strategy
-    best = has_eval and params.early_stopping_patience > 0
+    best = keeps_best(params, has_eval)
     if best and save_strategy == "no":
         save_strategy = eval_strategy  # keeping the best model needs checkpoints at each evaluation
     kwargs: dict[str, Any] = dict(
@@ -175,12 +175,18 @@ def lm_perplexity(metrics: dict[str, Any]) -> dict[str, float]:
     return {"eval_perplexity": math.exp(loss)} if isinstance(loss, (int, float)) and loss < 50 else {}
 
 
+def keeps_best(params: Any, has_eval: bool) -> bool:
+    """Early stopping and keeping the best checkpoint: only when there is validation data *and* evaluation
+    during training (``eval_strategy`` "no" with a patience set just trains to the end)."""
+    return has_eval and params.eval_strategy != "no" and params.early_stopping_patience > 0
+
+
 def callbacks(
     params: Any, run_dir: Path, has_eval: bool, tokens_per_sample: float | None = None, perplexity: bool = False
 ) -> list[TrainerCallback]:
     """Events/Stop callback (with ``eval_perplexity`` for language-modelling losses) and early stopping."""
     cbs: list[TrainerCallback] = [EventsCallback(run_dir, tokens_per_sample, perplexity)]
-    if has_eval and params.early_stopping_patience > 0:
+    if keeps_best(params, has_eval):
         cbs.append(EarlyStoppingCallback(params.early_stopping_patience, params.early_stopping_threshold))
     return cbs
 

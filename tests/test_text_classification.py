@@ -155,6 +155,18 @@ def test_multi_label_delimited_string(supervisor, tiny_bert, tmp_path):
     assert set(out["labels"]) == {"food", "tech"}, out
 
 
+def test_same_seed_same_run_and_seed_changes_it(supervisor, tiny_bert, tmp_path):
+    """A run is reproducible: the new classification head is seeded too (not only the trainer's shuffling)."""
+    data = write_csv(tmp_path / "train.csv", topic_rows(120, seed=4))
+    losses = []
+    for seed in (7, 7, 8):
+        run_id = supervisor.submit(TC, params(tiny_bert, data, epochs=1, seed=seed, eval_strategy="no"))
+        row = supervisor.wait(run_id, timeout=200)
+        assert row["status"] == "succeeded", row["error"]
+        losses.append(json.loads((Path(row["run_dir"]) / "metrics.json").read_text())["train_loss"])
+    assert losses[0] == losses[1] and losses[2] != losses[0], losses
+
+
 # ---- label handling (no training) ---------------------------------------------------------
 
 
