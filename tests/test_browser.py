@@ -139,3 +139,38 @@ def test_bad_upload_is_explained_and_queues_nothing(studio, page, tmp_path):  # 
     shot(pg, "5-bad-upload")
     assert ctx.store.list_runs() == []
     assert list(ctx.supervisor.runs_dir.iterdir()) == []
+
+
+def test_problems_marked_beside_fields_and_load_config_fills_a_form(studio, page, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    url, ctx = studio
+    pg = page
+    pg.goto(url)
+    lr = pg.locator("#llm_sft-learning_rate")
+    lr.locator("input").fill("-1")
+    pg.locator("#llm_sft-base_model input").fill("some/model")
+    pg.locator("#llm_sft-check").click()
+    expect(lr).to_have_class(re.compile(r"\btp-invalid\b"))
+    expect(lr).to_contain_text("⚠ Parameter")
+    expect(pg.locator("#llm_sft-batch_size")).not_to_have_class(re.compile(r"\btp-invalid\b"))
+    shot(pg, "6-field-marked")
+    lr.locator("input").fill("0.0002")
+    pg.locator("#llm_sft-check").click()
+    expect(lr).not_to_have_class(re.compile(r"\btp-invalid\b"))
+    expect(lr).not_to_contain_text("⚠")
+
+    csv = tmp_path / "reviews.csv"
+    pd.DataFrame({"review": ["good", "bad"] * 10, "stars": ["pos", "neg"] * 10}).to_csv(csv, index=False)
+    config = tmp_path / "saved.yaml"
+    config.write_text(
+        "task: text_classification\nname: loaded run\nparams:\n"
+        f"  base_model: some/bert\n  data_path: {csv}\n  epochs: 7\n"
+        "  column_mapping: {text: review, target: stars}\n"
+    )
+    pg.get_by_test_id("Load config-upload-button").set_input_files(str(config))  # the button's file input
+    expect(pg.locator("#text_classification-epochs input")).to_have_value("7")
+    expect(pg.locator("#text_classification-map-text input")).to_have_value("review")
+    expect(pg.locator("#text_classification-preview").get_by_test_id("cell-0-0").first).to_have_text("good")
+    shot(pg, "7-config-loaded")
+    assert ctx.store.list_runs() == []

@@ -144,6 +144,35 @@ def test_check_reports_parameter_and_data_problems(tmp_path, ctx):
     assert "Column `nope` (mapped to role `prompt`) is not in the data" in data_msg
 
 
+def test_problems_are_shown_beside_the_fields_they_are_about(tmp_path, ctx):
+    task = get_task("llm_sft")
+    with gr.Blocks():
+        tab = task_tab.build(task, ctx)
+    csv = write_chat_csv(tmp_path / "qa.csv")
+    values = {"base_model": "m", "data_path": str(csv), "learning_rate": -1.0, "map__prompt": "nope"}
+    _, _, problems = task_tab.check_report(ctx, task, values)
+    targets = task_tab.problem_targets(tab, values, problems)
+    assert "`learning_rate` = -1.0" in targets["learning_rate"][0]
+    assert "Column `nope` (mapped to role `prompt`)" in targets["map__prompt"][0]  # found by the mapped column
+    assert "batch_size" not in targets and "base_model" not in targets
+
+    updates = dict(zip(tab.markable(), task_tab.mark_updates(tab, targets), strict=True))
+    assert updates["learning_rate"]["info"].startswith("⚠ Parameter `learning_rate` = -1.0")
+    assert updates["learning_rate"]["elem_classes"] == ["tp-invalid"]
+    assert updates["batch_size"]["info"] == tab.form["batch_size"].info and updates["batch_size"]["elem_classes"] == []
+
+    values.update({"learning_rate": 1e-3, "map__prompt": "question", "map__completion": "answer"})
+    _, _, problems = task_tab.check_report(ctx, task, values)
+    assert problems == [] and task_tab.problem_targets(tab, values, problems) == {}
+    # a role the data lacks is marked on that role's dropdown; an empty data path on the data field
+    values = {"base_model": "m", "data_path": str(csv)}
+    targets = task_tab.problem_targets(tab, values, task_tab.check_report(ctx, task, values)[2])
+    assert "map__text" in targets
+    values["data_path"] = ""
+    targets = task_tab.problem_targets(tab, values, task_tab.check_report(ctx, task, values)[2])
+    assert "data_path" in targets
+
+
 def test_check_shows_token_statistics_for_a_local_model(tmp_path, ctx, tiny_llama):
     task = get_task("llm_sft")
     csv = write_chat_csv(tmp_path / "qa.csv")

@@ -68,6 +68,11 @@ def build_demo(ctx: Context) -> gr.Blocks:
         saved_tab = gr.BrowserState("train", storage_key="trainpad_tab")
         with gr.Tabs(elem_id="tp-main") as main_tabs:
             with gr.Tab("Train", id="train", elem_id="tab-train") as train_tab:
+                with gr.Row(equal_height=True):
+                    gr.Markdown("Pick a task, or fill its form from a saved Trainpad or AutoTrain config:", scale=4)
+                    load_config = gr.UploadButton(
+                        "Load config", file_types=[".yaml", ".yml"], elem_id="tp-load-config", size="sm", scale=1
+                    )
                 family_tabs = _task_tabs(ctx, tabs)
             with gr.Tab("Runs", id="runs", elem_id="tab-runs") as runs_tab:
                 page = runs.build(ctx, run_id)
@@ -86,6 +91,7 @@ def build_demo(ctx: Context) -> gr.Blocks:
         )
         for tab, inner_tabs in tabs:
             task_tab.wire(tab, ctx, shared, inner_tabs)
+        load_config.upload(task_tab.on_load_config, load_config, load_request, api_visibility="private")
         runs.wire(ctx, page, run_id, timer, saved_run, load_request, main_tabs)
         docs.click(lambda: gr.Tabs(selected="docs"), None, main_tabs, api_visibility="private", queue=False)
         for tab_id, tab in (("train", train_tab), ("runs", runs_tab), ("playground", play_tab), ("docs", docs_tab)):

@@ -6,6 +6,7 @@ The handlers are plain functions of (context, task, widget values) so tests call
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ class TaskTab:
     config_cmd: Any = None
     config_file: Any = None
     tab_id: str = ""
+    help: dict[str, str] = field(default_factory=dict)  # input key -> the widget's own help text (``info``)
 
     def inputs(self) -> dict[str, Any]:
         """Every value the handlers read, by keyword (``inputs_kwargs``)."""
@@ -66,6 +68,10 @@ class TaskTab:
         named.update({MAP_PREFIX + role: comp for role, comp in self.mapping.items()})
         named.update(self.form)
         return named
+
+    def markable(self) -> dict[str, Any]:
+        """The widgets a problem can be shown beside: model, data, column mapping and every parameter."""
+        return {k: c for k, c in self.inputs().items() if k not in ("upload", "run_name", "hf_token")}
 
 
 def form_fields(task: Task) -> list[str]:
@@ -118,7 +124,6 @@ def build(task: Task, ctx: Context) -> TaskTab:
     with gr.Row():
         tab.buttons["check"] = gr.Button("Check", elem_id=f"{p}-check")
         tab.buttons["config"] = gr.Button("Config", elem_id=f"{p}-config")
-        tab.buttons["load"] = gr.UploadButton("Load config", file_types=[".yaml", ".yml"], elem_id=f"{p}-load")
         tab.buttons["start"] = gr.Button("Start", variant="primary", elem_id=f"{p}-start")
     tab.form_msg = gr.Markdown(elem_id=f"{p}-form_msg", elem_classes=["tp-problems"])
     with gr.Accordion(
@@ -132,6 +137,7 @@ def build(task: Task, ctx: Context) -> TaskTab:
             interactive=False,
         )
         tab.config_file = gr.File(label="Download", elem_id=f"{p}-config_file", interactive=False)
+    tab.help = {k: getattr(c, "info", None) or "" for k, c in tab.markable().items()}
     return tab
 
 
@@ -232,10 +238,54 @@ def problems_md(problems: list[str], ok: str = "") -> str:
 
 def check(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str]:
     """(parameter problems, data problems) as Markdown; a ✓ line when all is well."""
+    form_md, data_md, _ = check_report(ctx, task, values)
+    return form_md, data_md
+
+
+def check_report(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str, list[str]]:
+    """:func:`check`'s two Markdown texts, and every problem (to show beside its field)."""
     values = resolve_upload(ctx, values)
     params, param_problems, data_problems = problems_of(task, values)
     ok = "✓ Parameters are valid and the data passed every check." if not (param_problems or data_problems) else ""
-    return problems_md(param_problems, ok), problems_md(data_problems) + data_summary_md(task, params, data_problems)
+    data_md = problems_md(data_problems) + data_summary_md(task, params, data_problems)
+    return problems_md(param_problems, ok), data_md, param_problems + data_problems
+
+
+def problem_targets(tab: TaskTab, values: dict[str, Any], problems: list[str]) -> dict[str, list[str]]:
+    """Which widget each problem is about, from the names it quotes in backticks: a parameter
+    (`learning_rate`, `column_mapping.text`), a role (`text`) or the column mapped to it, or the data path."""
+    keys = set(tab.markable())
+    by_column = {str(values.get(MAP_PREFIX + r) or ""): MAP_PREFIX + r for r in tab.mapping}
+    by_column.pop("", None)
+    data_path = str(values.get("data_path") or "")
+    out: dict[str, list[str]] = {}
+    for problem in problems:
+        for token in re.findall(r"`([^`]+)`", problem):
+            name = token.split(".")[0]
+            if name == "column_mapping" and "." in token:
+                name = MAP_PREFIX + token.split(".", 1)[1]
+            elif token in tab.mapping:
+                name = MAP_PREFIX + token
+            elif token in by_column:
+                name = by_column[token]
+            elif data_path and (token == data_path or token == Path(data_path).name):
+                name = "data_path"
+            if name in keys and problem not in out.get(name, []):
+                out.setdefault(name, []).append(problem)
+    return out
+
+
+def mark_updates(tab: TaskTab, targets: dict[str, list[str]]) -> list[Any]:
+    """One update per :meth:`TaskTab.markable` widget: its problems under its label (red), or its own help back."""
+    out = []
+    for key in tab.markable():
+        problems = targets.get(key)
+        if problems:
+            text = " ".join(f"⚠ {p}" for p in problems)
+            out.append(gr.update(info=text, elem_classes=["tp-invalid"]))
+        else:
+            out.append(gr.update(info=tab.help.get(key) or None, elem_classes=[]))
+    return out
 
 
 def data_summary_md(task: Task, params: Any, data_problems: list[str]) -> str:
@@ -296,6 +346,14 @@ def load_request(file: Any) -> dict[str, Any]:
         "name": str(name),
         "nonce": time.time(),
     }
+
+
+def on_load_config(file: Any) -> dict[str, Any]:
+    """The shared "Load config" upload: a fill request for the config's task, or the problem as an error toast."""
+    try:
+        return load_request(file)
+    except UserError as e:
+        raise gr.Error(str(e), duration=None) from None
 
 
 def preview_data(
@@ -381,13 +439,16 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
         concurrency_limit=None,
     )
 
-    def on_check(backend: str, **values: Any) -> tuple[str, str]:
-        return check(ctx, task, values)
+    marked = list(tab.markable().values())
+
+    def on_check(backend: str, **values: Any) -> list[Any]:
+        form_md, data_md, problems = check_report(ctx, task, values)
+        return [form_md, data_md, *mark_updates(tab, problem_targets(tab, values, problems))]
 
     tab.buttons["check"].click(
         on_check,
         [shared.backend],
-        [tab.form_msg, tab.data_msg],
+        [tab.form_msg, tab.data_msg, *marked],
         inputs_kwargs=tab.inputs(),
         api_name=f"check_{p}",
         concurrency_limit=None,
@@ -423,12 +484,14 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
             if not (param_problems or data_problems):
                 param_problems = e.problems
             gr.Warning(f"Not started: {len(e.problems)} problem(s) — see the messages in the form.")
+            targets = problem_targets(tab, values, param_problems + data_problems)
             return [
                 problems_md(param_problems),
                 problems_md(data_problems),
                 gr.skip(),
                 gr.skip(),
                 gr.skip(),
+                *mark_updates(tab, targets),
             ]
         gr.Info(f"Queued run {run_id}")
         return [
@@ -437,24 +500,18 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
             run_id,
             gr.Tabs(selected="runs"),
             gr.Timer(active=True),
+            *mark_updates(tab, {}),
         ]
 
     tab.buttons["start"].click(
         on_start,
         [shared.backend],
-        [tab.form_msg, tab.data_msg, shared.run_id, shared.main_tabs, shared.timer],
+        [tab.form_msg, tab.data_msg, shared.run_id, shared.main_tabs, shared.timer, *marked],
         inputs_kwargs=tab.inputs(),
         api_name=f"start_{p}",
         concurrency_limit=None,
     )
 
-    def on_load(file: Any) -> Any:
-        try:
-            return load_request(file)
-        except UserError as e:
-            raise gr.Error(str(e), duration=None) from None
-
-    tab.buttons["load"].upload(on_load, tab.buttons["load"], shared.load_request, api_visibility="private")
     fill_out = [
         shared.main_tabs,
         shared.family_tabs,
