@@ -173,4 +173,8 @@ def test_problems_marked_beside_fields_and_load_config_fills_a_form(studio, page
     expect(pg.locator("#text_classification-map-text input")).to_have_value("review")
     expect(pg.locator("#text_classification-preview").get_by_test_id("cell-0-0").first).to_have_text("good")
     shot(pg, "7-config-loaded")
+    pg.locator("#text_classification-config").click()
+    expect(pg.locator("#tp-config_yaml")).to_contain_text("task: text_classification")
+    expect(pg.locator("#tp-config_yaml")).to_contain_text("epochs: 7")
+    expect(pg.locator("#tp-config_cmd")).to_contain_text("trainpad --data-dir")
     assert ctx.store.list_runs() == []

@@ -74,6 +74,7 @@ def build_demo(ctx: Context) -> gr.Blocks:
                         "Load config", file_types=[".yaml", ".yml"], elem_id="tp-load-config", size="sm", scale=1
                     )
                 family_tabs = _task_tabs(ctx, tabs)
+                config_box = task_tab.build_config_box()
             with gr.Tab("Runs", id="runs", elem_id="tab-runs") as runs_tab:
                 page = runs.build(ctx, run_id)
             with gr.Tab("Playground", id="playground", elem_id="tab-playground") as play_tab:
@@ -88,6 +89,7 @@ def build_demo(ctx: Context) -> gr.Blocks:
             timer=timer,
             backend=backend,
             load_request=load_request,
+            config=config_box,
         )
         for tab, inner_tabs in tabs:
             task_tab.wire(tab, ctx, shared, inner_tabs)

@@ -48,10 +48,6 @@ class TaskTab:
     hf_token: Any = None
     buttons: dict[str, Any] = field(default_factory=dict)
     form_msg: Any = None
-    config_box: Any = None
-    config_yaml: Any = None
-    config_cmd: Any = None
-    config_file: Any = None
     tab_id: str = ""
     help: dict[str, str] = field(default_factory=dict)  # input key -> the widget's own help text (``info``)
 
@@ -126,17 +122,6 @@ def build(task: Task, ctx: Context) -> TaskTab:
         tab.buttons["config"] = gr.Button("Config", elem_id=f"{p}-config")
         tab.buttons["start"] = gr.Button("Start", variant="primary", elem_id=f"{p}-start")
     tab.form_msg = gr.Markdown(elem_id=f"{p}-form_msg", elem_classes=["tp-problems"])
-    with gr.Accordion(
-        "Config (YAML) and command", open=False, visible=False, elem_id=f"{p}-config_box"
-    ) as tab.config_box:
-        tab.config_yaml = gr.Code(language="yaml", label="config.yaml", elem_id=f"{p}-config_yaml", interactive=False)
-        tab.config_cmd = gr.Code(
-            language="shell",
-            label="Run it from a terminal",
-            elem_id=f"{p}-config_cmd",
-            interactive=False,
-        )
-        tab.config_file = gr.File(label="Download", elem_id=f"{p}-config_file", interactive=False)
     tab.help = {k: getattr(c, "info", None) or "" for k, c in tab.markable().items()}
     return tab
 
@@ -399,6 +384,26 @@ class Shared:
     timer: Any
     backend: Any
     load_request: Any
+    config: ConfigBox
+
+
+@dataclass
+class ConfigBox:
+    """Where **Config** shows the YAML, the command and the download (one box under all task tabs)."""
+
+    box: Any
+    yaml: Any
+    command: Any
+    file: Any
+
+
+def build_config_box() -> ConfigBox:
+    """The shared config box (hidden until a Config click fills it)."""
+    with gr.Accordion("Config (YAML) and command", open=False, visible=False, elem_id="tp-config_box") as box:
+        text = gr.Code(language="yaml", label="config.yaml", elem_id="tp-config_yaml", interactive=False)
+        command = gr.Code(language="shell", label="Run it from a terminal", elem_id="tp-config_cmd", interactive=False)
+        file = gr.File(label="Download", elem_id="tp-config_file", interactive=False)
+    return ConfigBox(box, text, command, file)
 
 
 def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
@@ -465,12 +470,14 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
                 gr.skip(),
                 gr.skip(),
             ]
-        return ["", gr.update(visible=True, open=True), text, command, str(path)]
+        label = f"Config (YAML) and command — {task.title}"
+        return ["", gr.update(visible=True, open=True, label=label), text, command, str(path)]
 
+    box = shared.config
     tab.buttons["config"].click(
         on_config,
         [shared.backend],
-        [tab.form_msg, tab.config_box, tab.config_yaml, tab.config_cmd, tab.config_file],
+        [tab.form_msg, box.box, box.yaml, box.command, box.file],
         inputs_kwargs=tab.inputs(),
         api_name=f"config_{p}",
         concurrency_limit=None,
