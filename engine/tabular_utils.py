@@ -756,15 +756,21 @@ def run_search(
     deadline: float,
     max_trials: int,
     on_trial: Callable[[Search, Candidate], None],
+    resume: Search | None = None,
 ) -> Search:
-    """Defaults of every family first (cheap ones first), then optuna trials over the best families."""
+    """Defaults of every family first (cheap ones first), then optuna trials over the best families.
+
+    ``resume``: a search restored from a checkpoint; its trials count, its families' defaults are not
+    tried again, and each family's sampler starts from that family's earlier trials.
+    """
     import optuna
 
     from engine.runfiles import stop_requested
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search, splits = Search(setup), make_folds(y, setup, folds, seed)
-    n = 0
+    search, splits = resume or Search(setup), make_folds(y, setup, folds, seed)
+    n = n0 = len(search.leaderboard)
+    tried = {r["model"] for r in search.leaderboard}
 
     def attempt(family: str, hp: dict[str, Any]) -> Candidate | None:
         nonlocal n
@@ -782,20 +788,26 @@ def run_search(
         return cand
 
     def more() -> bool:
-        return time.time() < deadline and not stop_requested() and (not max_trials or n < max_trials)
+        return time.time() < deadline and not stop_requested() and (not max_trials or n - n0 < max_trials)
 
     for family in families:
+        if family in tried:
+            continue
         if n and not more():
             break
         attempt(family, default_params(family, setup.problem))
     ranked = _rank_families(search, families)
     studies = {
-        f: optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed + i, n_startup_trials=4))
+        f: optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed + i + n0, n_startup_trials=4))
         for i, f in enumerate(ranked)
     }
     for family, study in studies.items():
+        done = [r for r in search.leaderboard if r["model"] == family]
+        for r in done:
+            _warm_start(study, family, setup.problem, r["params"], to_loss(setup.metric, r["cv_score"]))
         for config in portfolio(family, setup.problem):
-            study.enqueue_trial(config)
+            if not any(r["params"] == config for r in done):
+                study.enqueue_trial(config)
     turn = 0
     while ranked and more():
         family = ranked[turn % len(ranked)]
@@ -809,6 +821,73 @@ def run_search(
             continue
         studies[family].tell(trial, cand.loss)
     return search
+
+
+class _Recorder:
+    """Stands in for an optuna trial: answers with the given params and records each one's distribution."""
+
+    def __init__(self, params: dict[str, Any]):
+        self.params, self.distributions = params, {}
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> Any:
+        from optuna.distributions import IntDistribution
+
+        self.distributions[name] = IntDistribution(low, high, log=log, step=step)
+        return self.params[name]
+
+    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> Any:
+        from optuna.distributions import FloatDistribution
+
+        self.distributions[name] = FloatDistribution(low, high, log=log, step=step)
+        return self.params[name]
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        from optuna.distributions import CategoricalDistribution
+
+        self.distributions[name] = CategoricalDistribution(choices)
+        return self.params[name]
+
+
+def _warm_start(study: Any, family: str, problem: str, params: dict[str, Any], loss: float) -> None:
+    """Tell ``study`` about an earlier trial (skipped when it lies outside the search space, e.g. a default)."""
+    import optuna
+
+    rec = _Recorder(params)
+    try:
+        suggest_params(family, problem, rec)
+        values = {k: params[k] for k in rec.distributions}
+        study.add_trial(optuna.trial.create_trial(params=values, distributions=rec.distributions, value=loss))
+    except (KeyError, ValueError, TypeError):
+        pass
+
+
+def search_state(search: Search) -> dict[str, Any]:
+    """What Resume needs to continue ``search``: every trial, and the kept candidates' out-of-fold scores.
+    Fold models are not kept (they can be large); a resumed run refits the members it picks."""
+    keys = ("family", "params", "trial", "score", "loss", "fit_time", "temperature", "oof")
+    return {
+        "version": 1,
+        "problem": search.setup.problem,
+        "metric": search.setup.metric,
+        "rows": len(search.kept[0].oof) if search.kept else 0,
+        "leaderboard": [r for r in search.leaderboard if r["model"] != "ensemble"],
+        "kept": [{k: getattr(c, k) for k in keys} for c in search.kept],
+        "errors": dict(search.errors),
+    }
+
+
+def restore_search(state: dict[str, Any], setup: Setup, rows: int) -> Search:
+    """The search saved by :func:`search_state`; a UserError when the data or the metric has changed since."""
+    from engine.errors import UserError
+
+    if (state.get("problem"), state.get("metric"), state.get("rows")) != (setup.problem, setup.metric, rows):
+        raise UserError(
+            f"Cannot resume: the earlier search was a {state.get('problem')} problem optimising "
+            f"{state.get('metric')} on {state.get('rows')} training rows; now it is {setup.problem} / "
+            f"{setup.metric} on {rows} rows (data or parameters changed). Start a new run instead (Duplicate)."
+        )
+    kept = [Candidate(**c, models=[]) for c in state["kept"]]
+    return Search(setup, leaderboard=list(state["leaderboard"]), kept=kept, errors=dict(state["errors"]))
 
 
 def _rank_families(search: Search, families: list[str], top: int = 3) -> list[str]:

@@ -345,15 +345,40 @@ def test_two_target_regression(supervisor, tmp_path):
 
 
 @pytest.mark.slow
-def test_stop_between_trials(supervisor, tmp_path):
+def test_stop_between_trials_then_resume_continues_the_search(supervisor, tmp_path):
     import time
 
+    from engine import runfiles as rf
+
     path = sklearn_csv("wine", tmp_path)
-    run_id = supervisor.submit(TASK, params(data_path=str(path), time_limit=300))
+    run_id = supervisor.submit(TASK, params(data_path=str(path), time_limit=300, num_trials=6))
     deadline = time.time() + 60
-    while not supervisor.store.metrics(run_id, ["score"]) and time.time() < deadline:
-        time.sleep(0.3)
+    while len(supervisor.store.metrics(run_id, ["score"])) < 2 and time.time() < deadline:
+        time.sleep(0.2)
     t0 = time.time()
     supervisor.stop(run_id)
     row = supervisor.wait(run_id, timeout=60)
     assert row["status"] == "stopped" and time.time() - t0 < 30
+    assert (Path(row["run_dir"]) / "model" / "model.joblib").exists(), "a stopped search still saves its best model"
+    ckpt = rf.last_checkpoint(row["run_dir"])
+    assert ckpt is not None and (ckpt / "search.joblib").exists()
+    before = json.loads((Path(row["run_dir"]) / "model" / "leaderboard.json").read_text())
+    before = sorted((r for r in before if r["model"] != "ensemble"), key=lambda r: r["trial"])
+    assert len(before) == int(ckpt.name.split("-")[1]) >= 2
+
+    new_id = supervisor.resume(run_id)
+    new = supervisor.wait(new_id, timeout=180)
+    assert new["status"] == "succeeded" and new["parent_id"] == run_id, new["error"]
+    m = json.loads((Path(new["run_dir"]) / "metrics.json").read_text())
+    after = json.loads((Path(new["run_dir"]) / "model" / "leaderboard.json").read_text())
+    after = sorted((r for r in after if r["model"] != "ensemble"), key=lambda r: r["trial"])
+    assert m["n_trials"] == len(after) == len(before) + 6  # num_trials more, on top of the earlier ones
+    assert [(r["model"], r["params"], r["cv_score"]) for r in after[: len(before)]] == [
+        (r["model"], r["params"], r["cv_score"]) for r in before
+    ]
+    defaults = [r["model"] for r in after if r["trial"] <= 7]  # each family's default is tried once, not again
+    assert len(defaults) == len(set(defaults))
+    steps = [e["step"] for e in map(json.loads, (Path(new["run_dir"]) / "events.jsonl").read_text().splitlines())
+             if e["type"] == "trial"]  # fmt: skip
+    assert steps == list(range(len(before) + 1, len(after) + 1))
+    assert m["eval_accuracy"] > 0.85

@@ -8,6 +8,7 @@ bundle (pipelines + labels) in ``run_dir/model``. The ML pieces live in ``engine
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ AUTOTRAIN_MODELS = {
     "extra_trees": "extra_trees",
 }
 BUNDLE = "model.joblib"
+SEARCH_STATE = "search.joblib"  # in checkpoints/checkpoint-<trials>/, for Resume
 KIND = Literal["numeric", "categorical", "boolean", "datetime", "text", "drop"]
 
 
@@ -385,6 +387,7 @@ def search_models(d: Prepared, params: Params, run_dir: Path, deadline: float) -
         )
 
     families = AUTO_ORDER if params.model == "auto" else [params.model]
+    resume = load_checkpoint(params.resume_from, d) if params.resume_from else None
     search = tu.run_search(
         d.X,
         d.y,
@@ -396,6 +399,7 @@ def search_models(d: Prepared, params: Params, run_dir: Path, deadline: float) -
         deadline=deadline,
         max_trials=params.num_trials,
         on_trial=on_trial,
+        resume=resume,
     )
     if not search.kept:
         raise UserError("No model could be trained: " + "; ".join(f"{f}: {e}" for f, e in search.errors.items()))
@@ -410,9 +414,11 @@ def train(params: Params, run_dir: Path) -> dict[str, Any]:
     notices: list[str] = []
     d = prepare(params, notices)
     search = search_models(d, params, run_dir, deadline=t0 + params.time_limit * 0.85)
+    save_checkpoint(run_dir, search)
     members, cv_score = choose_members(search, d.y, d.setup, params.ensemble)
-    if params.refit_full and not stop_requested():
-        members = refit(members, d, params, deadline=t0 + params.time_limit * 0.95)
+    restored = any(not c.models for _, c in members)  # from a resumed search: only their settings were kept
+    if restored or (params.refit_full and not stop_requested()):
+        members = refit(members, d, params, deadline=math.inf if restored else t0 + params.time_limit * 0.95)
     bundle = tu.make_bundle(members, d.setup, d.spec, d.id_col, list(d.X.columns))
     metrics = evaluate(bundle, members, d, notices)
     metrics.update(
@@ -440,6 +446,40 @@ def train(params: Params, run_dir: Path) -> dict[str, Any]:
     write_event(run_dir, {"type": "eval", "step": len(search.leaderboard), **scores})
     top = dict(list(importance.items())[:20])
     return {**metrics, "leaderboard": leaderboard_rows(search)[:20], "feature_importance": top, "notices": notices}
+
+
+def save_checkpoint(run_dir: Path, search: Any) -> Path:
+    """``checkpoints/checkpoint-<trials>/search.joblib``: what Resume needs to continue the search."""
+    import shutil
+
+    import joblib
+
+    from engine import runfiles as rf
+    from engine import tabular_utils as tu
+
+    folder = Path(run_dir) / rf.CHECKPOINTS / f"checkpoint-{len(search.leaderboard)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    joblib.dump(tu.search_state(search), folder / SEARCH_STATE, compress=3)
+    for old in folder.parent.glob("checkpoint-*"):
+        if old != folder:
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def load_checkpoint(folder: str, d: Prepared) -> Any:
+    """The search saved in ``folder`` by :func:`save_checkpoint`, checked against the data of this run."""
+    import joblib
+
+    from engine import tabular_utils as tu
+
+    path = Path(folder) / SEARCH_STATE
+    if not path.is_file():
+        raise UserError(f"Cannot resume: `{path}` is missing (the earlier run saved no search state).")
+    search = tu.restore_search(joblib.load(path), d.setup, len(d.y))
+    _log(
+        f"Resuming a search of {len(search.leaderboard)} trials; best so far {search.best.family} {search.best.score:.5g}."
+    )
+    return search
 
 
 def refit(members: list, d: Prepared, params: Params, deadline: float) -> list:
