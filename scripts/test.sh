@@ -7,6 +7,4 @@ python3 -m venv .venv
 .venv/bin/pip install -q -e ".[dev]"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-# Tiny models trained from scratch on 2 cores are occasionally unlucky (see README); a failing test gets
-# up to 2 more tries, and every rerun is listed in the summary (-ra), so flakiness stays visible.
-.venv/bin/python -m pytest -q -m "not gpu" --reruns 2 "$@"
+.venv/bin/python -m pytest -q -m "not gpu" "$@"
