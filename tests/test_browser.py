@@ -55,6 +55,21 @@ def pick(pg, elem_id: str, option: str) -> None:
     pg.locator(f"#{elem_id}").get_by_role("option", name=option, exact=True).click()
 
 
+def fill_settled(pg, selector: str, value: str) -> None:
+    """Fill an input in a just-opened accordion: Gradio mounts its children on opening and may set their
+    initial value once more right after, over text typed in the same instant, so fill until it sticks."""
+    from playwright.sync_api import expect
+
+    box = pg.locator(selector)
+    expect(box).to_be_visible()
+    for _ in range(5):
+        box.fill(value)
+        pg.wait_for_timeout(300)
+        if box.input_value() == value:
+            return
+    expect(box).to_have_value(value)
+
+
 def step_of(pg) -> int:
     m = re.search(r"step (\d+)/", pg.locator("#run-header").inner_text())
     return int(m.group(1)) if m else 0
@@ -84,10 +99,9 @@ def test_upload_map_start_watch_reload_stop(studio, page, tiny_llama, tmp_path):
     pg.locator("#llm_sft-batch_size input").fill("2")
     pg.locator("#llm_sft-max_length input").fill("64")
     pg.locator("#llm_sft-advanced").get_by_role("button", name="Advanced").first.click()
-    pg.locator("#llm_sft-max_steps input").fill("4000")
-    expect(pg.locator("#llm_sft-max_steps input")).to_have_value("4000")
-    pg.locator("#llm_sft-epochs input").fill("500")  # a long run either way: it must still be running after reload
-    pg.locator("#llm_sft-logging_steps input").fill("5")
+    fill_settled(pg, "#llm_sft-max_steps input", "4000")
+    fill_settled(pg, "#llm_sft-epochs input", "500")  # a long run either way: it must still be running after reload
+    fill_settled(pg, "#llm_sft-logging_steps input", "5")
     pg.locator("#llm_sft-run_name textarea, #llm_sft-run_name input").first.fill("browser run")
     shot(pg, "1-form-filled")
 
