@@ -170,9 +170,16 @@ def test_problems_marked_beside_fields_and_load_config_fills_a_form(studio, page
     expect(pg.locator("#llm_sft-batch_size")).not_to_have_class(re.compile(r"\btp-invalid\b"))
     shot(pg, "6-field-marked")
     lr.locator("input").fill("0.0002")
-    pg.locator("#llm_sft-check").click()
+    pg.locator("#llm_sft-config").click()  # Config validates the parameters too: the mark goes
     expect(lr).not_to_have_class(re.compile(r"\btp-invalid\b"))
     expect(lr).not_to_contain_text("⚠")
+    lr.locator("input").fill("7")
+    pg.locator("#llm_sft-config").click()
+    expect(lr).to_have_class(re.compile(r"\btp-invalid\b"))
+    expect(lr).to_contain_text("<= 1")
+    lr.locator("input").fill("0.0002")
+    pg.locator("#llm_sft-check").click()
+    expect(lr).not_to_have_class(re.compile(r"\btp-invalid\b"))
 
     csv = tmp_path / "reviews.csv"
     pd.DataFrame({"review": ["good", "bad"] * 10, "stars": ["pos", "neg"] * 10}).to_csv(csv, index=False)

@@ -469,15 +469,20 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
                 gr.skip(),
                 gr.skip(),
                 gr.skip(),
+                *mark_updates(tab, problem_targets(tab, values, e.problems)),
             ]
         label = f"Config (YAML) and command — {task.title}"
-        return ["", gr.update(visible=True, open=True, label=label), text, command, str(path)]
+        # the parameters are valid now: clear their marks; data marks stay until the next Check
+        cleared = [
+            u if k in tab.form else gr.skip() for k, u in zip(tab.markable(), mark_updates(tab, {}), strict=True)
+        ]
+        return ["", gr.update(visible=True, open=True, label=label), text, command, str(path), *cleared]
 
     box = shared.config
     tab.buttons["config"].click(
         on_config,
         [shared.backend],
-        [tab.form_msg, box.box, box.yaml, box.command, box.file],
+        [tab.form_msg, box.box, box.yaml, box.command, box.file, *marked],
         inputs_kwargs=tab.inputs(),
         api_name=f"config_{p}",
         concurrency_limit=None,
