@@ -300,6 +300,11 @@ def start(ctx: Context, task: Task, values: dict[str, Any], backend: str = "loca
     params, param_problems, data_problems = problems_of(task, values)
     if param_problems or data_problems:
         raise UserError(param_problems + data_problems)
+    return queue_run(ctx, task, params, values, backend)
+
+
+def queue_run(ctx: Context, task: Task, params: Any, values: dict[str, Any], backend: str = "local") -> str:
+    """Queue already-checked ``params`` (name and token from the form); the run's id."""
     token = str(values.get("hf_token") or "").strip()
     return ctx.supervisor.submit(
         task,
@@ -489,12 +494,15 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
     )
 
     def on_start(backend: str, **values: Any) -> list[Any]:
+        values = resolve_upload(ctx, values)
+        params, param_problems, data_problems = problems_of(task, values)  # checked once, shown by section
         try:
-            run_id = start(ctx, task, values, backend)
+            if param_problems or data_problems:
+                raise UserError(param_problems + data_problems)
+            run_id = queue_run(ctx, task, params, values, backend)
         except UserError as e:
-            _, param_problems, data_problems = problems_of(task, resolve_upload(ctx, values))
             if not (param_problems or data_problems):
-                param_problems = e.problems
+                param_problems = e.problems  # refused when queueing (e.g. by the backend)
             gr.Warning(f"Not started: {len(e.problems)} problem(s) — see the messages in the form.")
             targets = problem_targets(tab, values, param_problems + data_problems)
             return [
