@@ -112,3 +112,28 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
         if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()
     ]
     return max(found)[1] if found else None
+
+
+SIDE_FILE = "trainpad.json"  # settings a task's predict needs, saved next to the model (lengths, prefixes...)
+
+
+def save_unless_stopped(save: Any, run_dir: str | Path) -> bool:
+    """Call ``save(model_dir)`` to write the final model, unless Stop was pressed (then the checkpoint is what
+    counts). The one place a task's model is saved; returns whether it saved."""
+    if stop_requested():
+        return False
+    model_dir = Path(run_dir) / MODEL_DIR
+    model_dir.mkdir(parents=True, exist_ok=True)
+    save(model_dir)
+    return True
+
+
+def write_side_file(model_dir: str | Path, settings: dict[str, Any]) -> None:
+    """Write the task's settings that ``predict`` needs next to the saved model."""
+    Path(model_dir).mkdir(parents=True, exist_ok=True)
+    (Path(model_dir) / SIDE_FILE).write_text(json.dumps(settings, indent=2, default=str), encoding="utf-8")
+
+
+def read_side_file(model_dir: str | Path) -> dict[str, Any]:
+    """The settings :func:`write_side_file` saved ({} when there are none)."""
+    return read_json(Path(model_dir) / SIDE_FILE) or {}

@@ -48,6 +48,18 @@ class Column:
     aliases: tuple[str, ...] = ()  # other column names that commonly hold this role (matched after the role's own)
 
 
+@dataclass
+class Job:
+    """What the worker hands a task's ``train``: the task, its validated params, the run folder and the
+    data already loaded with columns renamed to the task's roles (``valid`` is None when there is none)."""
+
+    task: Task
+    params: Any
+    run_dir: Path
+    train: Any  # pandas.DataFrame
+    valid: Any = None  # pandas.DataFrame | None
+
+
 @dataclass(frozen=True)
 class Task:
     """Everything the engine and the UI need to know about one task."""
@@ -58,7 +70,7 @@ class Task:
     description: str
     params: type[BaseModel]
     columns: list[Column]
-    train: Callable[[Any, Path], dict[str, float]]
+    train: Callable[[Job], dict[str, Any]]
     predict: Callable[[Path, Any], Any]
     key_metric: str = "eval_loss"
     greater_is_better: bool = False
@@ -76,6 +88,9 @@ class Task:
     from_autotrain: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
     library: str = "transformers"  # the model card's library_name
     uses_torch: bool = True  # the worker seeds torch's generators before `train` (new heads start the same)
+    # The worker loads the data with `engine.data.load_splits` and passes it in the Job; a task that reads its
+    # files itself (tabular: raw columns, its own split) sets this False and gets `Job.train = None`.
+    loads_data: bool = True
 
     @property
     def example_config(self) -> Path:

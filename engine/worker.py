@@ -111,6 +111,15 @@ def seed_everything(seed: int, with_torch: bool) -> None:
         torch.manual_seed(seed)
 
 
+def make_job(task: Any, params: Any, run_dir: Path) -> Any:
+    """The task's inputs: the data is read here, once, with columns renamed to the task's roles."""
+    from engine.data import load_splits
+    from engine.task import Job
+
+    train, valid = load_splits(task, params) if task.loads_data else (None, None)
+    return Job(task=task, params=params, run_dir=run_dir, train=train, valid=valid)
+
+
 def run(run_dir: Path) -> int:
     """Run the task in ``run_dir``; write metrics/card/outcome or error; return the exit code."""
     from engine.config import load_config
@@ -120,7 +129,12 @@ def run(run_dir: Path) -> int:
     name = (yaml.safe_load((run_dir / rf.CONFIG).read_text()) or {}).get("name") or run_dir.name
     print(f"[trainpad] run {run_dir.name}: task {task.name}, base model {params.base_model or '-'}", flush=True)
     seed_everything(params.seed, task.uses_torch)
-    metrics = task.train(params, run_dir) or {}
+    import inspect  # TRANSITION: remove once every task takes a Job
+
+    if len(inspect.signature(task.train).parameters) == 2:
+        metrics = task.train(params, run_dir) or {}
+    else:
+        metrics = task.train(make_job(task, params, run_dir)) or {}
     if rf.stop_requested():
         rf.write_json(run_dir / rf.OUTCOME, {"status": "stopped", "exit_code": STOPPED_EXIT, "metrics": metrics})
         print("[trainpad] stopped; checkpoint saved.", flush=True)

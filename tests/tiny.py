@@ -103,6 +103,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
 def wordpiece_vocab(texts: list[str], vocab_size: int) -> dict[str, int]:
     """A deterministic WordPiece vocabulary: specials, characters (plain and ``##``), then the most frequent
     words (ties broken alphabetically). `tokenizers`' trainer breaks ties differently in every process, which
