@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from engine.errors import UserError
+from engine.errors import Problem, UserError
 
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 TRAIN_NAMES = ("train", "training")
@@ -183,11 +183,17 @@ def resolve_mapping(task: Any, columns: list[str], mapping: dict[str, str]) -> t
     for role, col in mapping.items():
         if role not in roles:
             problems.append(
-                f"column_mapping names an unknown role `{role}`. Roles for {task.name}: {', '.join(roles)}."
+                Problem(
+                    f"column_mapping names an unknown role `{role}`. Roles for {task.name}: {', '.join(roles)}.",
+                    field="column_mapping",
+                )
             )
         elif col and col not in columns:
             problems.append(
-                f"Column `{col}` (mapped to role `{role}`) is not in the data. Columns found: {', '.join(columns)}."
+                Problem(
+                    f"Column `{col}` (mapped to role `{role}`) is not in the data. Columns found: {', '.join(columns)}.",
+                    role=role,
+                )
             )
         elif col:
             found[role] = col
@@ -202,8 +208,11 @@ def resolve_mapping(task: Any, columns: list[str], mapping: dict[str, str]) -> t
     for role, col in roles.items():
         if col.required and role not in found and role not in mapping:
             problems.append(
-                f"No column for `{role}` ({col.help}). Columns found: {', '.join(columns)}. "
-                f"Map one with column_mapping, e.g. {{{role}: {columns[0] if columns else 'my_column'}}}."
+                Problem(
+                    f"No column for `{role}` ({col.help}). Columns found: {', '.join(columns)}. "
+                    f"Map one with column_mapping, e.g. {{{role}: {columns[0] if columns else 'my_column'}}}.",
+                    role=role,
+                )
             )
     return found, problems
 
@@ -274,7 +283,11 @@ def check_data(task: Any, params: Any) -> list[str]:
             empty = train.index[train[col].isna()].tolist()
             if empty:
                 problems.append(
-                    f"Column `{col}` ({role}) is empty in {len(empty)} row(s): {_rows(empty)}. Fill or remove those rows."
+                    Problem(
+                        f"Column `{col}` ({role}) is empty in {len(empty)} row(s): {_rows(empty)}. "
+                        "Fill or remove those rows.",
+                        role=role,
+                    )
                 )
         if spec.kind == "number":
             problems += _non_numeric(train[col], col, role)
@@ -295,8 +308,11 @@ def _non_numeric(values: pd.Series, col: str, role: str) -> list[str]:
     if not bad:
         return []
     return [
-        f"Column `{col}` ({role}) must hold numbers, but {len(bad)} row(s) do not: {_rows(bad)} "
-        f"(e.g. {values[bad[0]]!r}). Fix or remove those rows."
+        Problem(
+            f"Column `{col}` ({role}) must hold numbers, but {len(bad)} row(s) do not: {_rows(bad)} "
+            f"(e.g. {values[bad[0]]!r}). Fix or remove those rows.",
+            role=role,
+        )
     ]
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.errors import UserError
+from engine.errors import Problem, UserError
 
 SECRET_FIELDS = ("hub_token",)
 # Names people bring from transformers / AutoTrain, for "did you mean" hints.
@@ -181,7 +181,7 @@ class LoraParams(TrainerParams):
     )
 
 
-def format_validation_error(err: ValidationError, model: type[BaseModel], data: dict[str, Any]) -> list[str]:
+def format_validation_error(err: ValidationError, model: type[BaseModel], data: dict[str, Any]) -> list[Problem]:
     """One plain sentence per pydantic error: the field, the value given, and how to fix it."""
     known = list(model.model_fields)
     problems = []
@@ -195,11 +195,12 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], data: 
                 if close
                 else " Remove it (see the task's example config for its parameters)."
             )
-            problems.append(f"Unknown parameter `{name}` = {e['input']!r}.{hint}")
+            problems.append(Problem(f"Unknown parameter `{name}` = {e['input']!r}.{hint}", field=name))
             continue
         given = e.get("input")
         fix = _fix_hint(model, str(e["loc"][0]) if e["loc"] else "", e)
-        problems.append(f"Parameter `{name}` = {given!r}: {e['msg']}.{fix}")
+        field_name = str(e["loc"][0]) if e["loc"] else None
+        problems.append(Problem(f"Parameter `{name}` = {given!r}: {e['msg']}.{fix}", field=field_name))
     return problems
 
 
