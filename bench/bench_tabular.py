@@ -25,6 +25,7 @@ from sklearn.model_selection import train_test_split
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.params import validate_params  # noqa: E402
+from engine.task import Job  # noqa: E402
 from engine.tasks import tabular  # noqa: E402
 
 LOADERS = {
@@ -83,7 +84,7 @@ def trainpad(
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with open(run_dir / "train.log", "w") as log, contextlib.redirect_stdout(log):
-        metrics = tabular.train(params, run_dir)
+        metrics = tabular.train(Job(task=tabular.TASK, params=params, run_dir=run_dir, train=None))
     return metrics, time.time() - t0
 
 

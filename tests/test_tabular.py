@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import tabular_utils as tu
 from engine.errors import UserError
 from engine.params import validate_params
 from engine.predict import predict_dir
-from engine.task import get_task
+from engine.tabular import bundle, columns, families, metrics, search, targets
+from engine.task import Job, get_task
 
 TASK = get_task("tabular")
 
@@ -73,39 +73,39 @@ def labelled_features(n: int = 300, seed: int = 1) -> pd.DataFrame:
 def test_feature_types_are_inferred_and_overridable():
     df = customers(60)
     notices: list[str] = []
-    spec = tu.feature_spec(df.drop(columns=["label"]), {"age": "categorical"}, "hash", notices)
+    spec = columns.feature_spec(df.drop(columns=["label"]), {"age": "categorical"}, "hash", notices)
     kinds = spec["columns"]
     assert kinds["spend"] == "numeric" and kinds["city"] == "categorical" and kinds["member"] == "boolean"
     assert kinds["signup"] == "datetime" and kinds["comment"] == "text" and kinds["age"] == "categorical"
     assert kinds["customer_id"] == "drop"  # unique short strings look like an identifier
     assert any("customer_id" in n for n in notices) and any("comment" in n and "hashed" in n for n in notices)
-    frame = tu.prepare_frame(df.head(5), spec)
+    frame = columns.prepare_frame(df.head(5), spec)
     assert "signup__year" in frame and "comment__h0" in frame and frame["member"].isin([0.0, 1.0]).all()
 
 
 def test_sub_task_detection():
     one = lambda values: pd.DataFrame({"t": values})  # noqa: E731
-    assert tu.detect_problem(one(["a", "b", "a"]), "auto") == "binary"
-    assert tu.detect_problem(one(["a", "b", "c"]), "auto") == "multiclass"
-    assert tu.detect_problem(one(list(range(5)) * 10), "auto") == "multiclass"
-    assert tu.detect_problem(one(np.linspace(0, 1, 50)), "auto") == "regression"
-    assert tu.detect_problem(pd.DataFrame({"a": [0, 1, 1], "b": [1, 0, 1]}), "auto") == "multilabel"
-    assert tu.detect_problem(pd.DataFrame({"a": [0.5, 1, 2], "b": [3, 0, 1.5]}), "auto") == "regression"
-    assert tu.detect_problem(one(list(range(5)) * 10), "regression") == "regression"
+    assert targets.detect_problem(one(["a", "b", "a"]), "auto") == "binary"
+    assert targets.detect_problem(one(["a", "b", "c"]), "auto") == "multiclass"
+    assert targets.detect_problem(one(list(range(5)) * 10), "auto") == "multiclass"
+    assert targets.detect_problem(one(np.linspace(0, 1, 50)), "auto") == "regression"
+    assert targets.detect_problem(pd.DataFrame({"a": [0, 1, 1], "b": [1, 0, 1]}), "auto") == "multilabel"
+    assert targets.detect_problem(pd.DataFrame({"a": [0.5, 1, 2], "b": [3, 0, 1.5]}), "auto") == "regression"
+    assert targets.detect_problem(one(list(range(5)) * 10), "regression") == "regression"
 
 
 def test_multilabel_from_one_column_with_separator():
     y = pd.DataFrame({"tags": ["a,b", "b", "", "c, a", None]})
-    setup = tu.make_setup(y.iloc[[0, 1, 3]], "multilabel", "auto", ",")
+    setup = targets.make_setup(y.iloc[[0, 1, 3]], "multilabel", "auto", ",")
     assert setup.classes == ["a", "b", "c"] and setup.metric == "logloss"
-    codes, ok = tu.encode_targets(y, setup)
+    codes, ok = targets.encode_targets(y, setup)
     assert (
         codes.tolist()[0] == [1, 1, 0]
         and codes.tolist()[3] == [1, 0, 1]
         and ok.tolist() == [True, True, False, True, False]
     )
-    bundle = {"setup": setup.__dict__}
-    out = tu.decode(bundle, np.array([[0.9, 0.2, 0.6]]))
+    saved = {"setup": setup.__dict__}
+    out = bundle.decode(saved, np.array([[0.9, 0.2, 0.6]]))
     assert out[0]["prediction"] == ["a", "c"] and out[0]["probabilities"]["b"] == pytest.approx(0.2)
 
 
@@ -182,40 +182,76 @@ def test_mixed_column_is_accepted_when_overridden(tmp_path):
     assert check_data(TASK, p) == []
 
 
+def test_validation_file_lacking_a_feature_is_refused_at_check_and_at_train(supervisor, tmp_path):
+    from engine.data import check_data
+
+    df = customers(60)
+    train_csv, valid_csv = tmp_path / "train.csv", tmp_path / "valid.csv"
+    df.iloc[:45].to_csv(train_csv, index=False)
+    df.iloc[45:].drop(columns=["city", "age", "customer_id"]).to_csv(valid_csv, index=False)
+    p = params(data_path=str(train_csv), valid_path=str(valid_csv), target_columns="label")
+    with pytest.raises(UserError) as err:
+        supervisor.submit(TASK, p)
+    message = str(err.value)
+    assert "Validation file `valid.csv` lacks the feature column(s) `city`, `age`" in message
+    assert "training file `train.csv`" in message and "customer_id" not in message  # an unused identifier may be absent
+    assert supervisor.store.list_runs() == []
+    with pytest.raises(UserError, match="lacks the feature column"):  # the worker checks again (files can change)
+        TASK.train(Job(task=TASK, params=p, run_dir=tmp_path, train=None))
+    left_out = params(data_path=str(train_csv), valid_path=str(valid_csv), target_columns="label",
+                      feature_types={"city": "drop", "age": "drop"})  # fmt: skip
+    assert check_data(TASK, left_out) == []
+
+
+def test_repeated_column_names_are_refused_with_their_names(supervisor, tmp_path):
+    header, rows = customers(40).to_csv(index=False).split("\n", 1)
+    path = tmp_path / "repeated.csv"
+    path.write_text(header.replace("spend", "age").replace("member", "city") + "\n" + rows)
+    p = params(data_path=str(path), target_columns="label")
+    with pytest.raises(UserError) as err:
+        supervisor.submit(TASK, p)
+    assert "`repeated.csv`" in str(err.value) and "`age`" in str(err.value) and "`city`" in str(err.value)
+    assert supervisor.store.list_runs() == []
+    with pytest.raises(UserError, match="repeated.csv"):
+        TASK.train(Job(task=TASK, params=p, run_dir=tmp_path, train=None))
+
+
 def test_temperature_sharpens_underconfident_scores_without_changing_classes():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 400)
     sharp = np.full((400, 3), 0.02)
     sharp[np.arange(400), y] = 0.96
     flat = 0.5 * sharp + 0.5 / 3  # right classes, too little confidence
-    t = tu.fit_temperature(flat, y, "multiclass")
-    calibrated = tu.apply_temperature(flat, t, "multiclass")
+    t = metrics.fit_temperature(flat, y, "multiclass")
+    calibrated = metrics.apply_temperature(flat, t, "multiclass")
     assert t < 1 and (calibrated.argmax(axis=1) == y).all() and np.allclose(calibrated.sum(axis=1), 1)
-    assert tu.compute_metric("logloss", y, calibrated, "multiclass") < tu.compute_metric(
+    assert metrics.compute_metric("logloss", y, calibrated, "multiclass") < metrics.compute_metric(
         "logloss", y, flat, "multiclass"
     )
     p1 = np.where(y == 1, 0.6, 0.4)
-    assert ((tu.apply_temperature(p1, 0.5, "binary") >= 0.5) == (p1 >= 0.5)).all()
-    assert tu.fit_temperature(np.linspace(0, 1, 400), y.astype(float), "regression") == 1.0
+    assert ((metrics.apply_temperature(p1, 0.5, "binary") >= 0.5) == (p1 >= 0.5)).all()
+    assert metrics.fit_temperature(np.linspace(0, 1, 400), y.astype(float), "regression") == 1.0
     separated = np.where(y == 1, 0.99, 0.01)  # no out-of-fold error: smoothing keeps it from going to 0/1
-    assert tu.fit_temperature(separated, (y == 1).astype(int), "binary") > 0.5
+    assert metrics.fit_temperature(separated, (y == 1).astype(int), "binary") > 0.5
 
 
 @pytest.mark.parametrize("problem", ["binary", "multiclass", "multilabel", "regression"])
 def test_svm_family_fits_every_sub_task(problem):
     df = labelled_features(120)
-    targets = {
+    y_frame = {
         "binary": pd.DataFrame({"t": (df["x1"] > 0).astype(int)}),
         "multiclass": pd.DataFrame({"t": df["color"]}),
         "multilabel": pd.DataFrame({"a": (df["x1"] > 0).astype(int), "b": (df["color"] == "red").astype(int)}),
         "regression": pd.DataFrame({"t": 2 * df["x1"] + 10}),
     }[problem]
     X = df.drop(columns="color") if problem == "multiclass" else df
-    setup = tu.make_setup(targets, problem, "auto", ",")
-    y, _ = tu.encode_targets(targets, setup)
-    spec = tu.feature_spec(X, {}, "hash", [])
-    folds = tu.make_folds(y, setup, 3, 0)
-    cand = tu.cross_validate("svm", tu.default_params("svm", problem), 1, X, y, setup, spec, folds, 0, float("inf"))
+    setup = targets.make_setup(y_frame, problem, "auto", ",")
+    y, _ = targets.encode_targets(y_frame, setup)
+    spec = columns.feature_spec(X, {}, "hash", [])
+    folds = search.make_folds(y, setup, 3, 0)
+    cand = search.cross_validate(
+        "svm", families.default_params("svm", problem), 1, X, y, setup, spec, folds, 0, float("inf")
+    )
     assert cand is not None and np.isfinite(cand.score) and len(cand.models) == 3
     if problem == "regression":
         assert cand.score < 1.0 and cand.temperature == 1.0  # rmse on a target with sd 2
