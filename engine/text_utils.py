@@ -18,6 +18,7 @@ import ast
 import functools
 import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -118,14 +119,31 @@ def is_list_cell(value: Any) -> bool:
 
 
 def label_name(value: Any) -> str:
-    """One label as a stable string: ``1``, ``1.0`` and ``"1"`` agree; bools become ``True``/``False``."""
+    """One label as a stable string, so that equal numbers are one class: ``1``, ``1.0``, ``"1"``, ``"1.00"``,
+    ``"+1"`` and ``"1e0"`` are all ``1``; ``0.50`` and ``"0.5"`` are ``0.5``; bools become ``True``/``False``.
+
+    Text with a leading zero (``"01"``, ``"007"``) is kept as written: it only survives when the column holds
+    text, where it is a code (a zip or product code), not a number, so ``"01"`` and ``"1"`` stay two classes.
+    """
     if hasattr(value, "item") and not isinstance(value, str):
         value = value.item()
     if isinstance(value, bool):
         return str(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if _INTEGER.fullmatch(text) and not _CODE.match(text):
+            return str(int(text))
+        if not _NUMBER.fullmatch(text) or _CODE.match(text):
+            return text
+        value = float(text)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value).strip()
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_CODE = re.compile(r"[+-]?0\d")  # a leading zero before a digit: "01", "007"
 
 
 def _short(text: str, n: int = 40) -> str:
@@ -182,56 +200,26 @@ def load_model(params: Any, model_cls: Any, tok: Any, **config: Any) -> Any:
     return model
 
 
-TINY_MODEL = 1_000_000  # parameters; below this one CPU thread is faster (measured on a 2-core machine)
-
-
-def setup_threads(params: Any, model: Any) -> int:
-    """Set torch's CPU threads from ``cpu_threads`` (0 = auto) and return the number used."""
-    import torch
-
-    from engine.train_utils import setup_torch_threads
-
-    setup_torch_threads()
-    n = getattr(params, "cpu_threads", 0)
-    if not n and sum(p.numel() for p in model.parameters()) < TINY_MODEL:
-        n = 1
-    if n:
-        torch.set_num_threads(n)
-    return torch.get_num_threads()
-
-
 def fit(
+    job: Any,
     model: Any,
     tok: Any,
     train_rows: list[dict],
     valid_rows: list[dict] | None,
-    params: Any,
-    run_dir: Path,
     *,
     collator: Any,
     compute_metrics: Callable | None,
-    metric: str,
-    greater_is_better: bool,
     preprocess_logits: Callable | None = None,
 ) -> dict[str, float]:
-    """Train with the Hugging Face ``Trainer``: events, Stop, early stopping, best model, save to run_dir/model.
-
-    ``train_rows``/``valid_rows`` are lists of feature dicts (already tokenized); returns the final metrics.
-    """
+    """Train the job with the Hugging Face ``Trainer``: events, Stop, early stopping and best model on the task's
+    key metric, save to run_dir/model. ``train_rows``/``valid_rows``: tokenized feature dicts; returns the final
+    metrics."""
     from transformers import Trainer
 
     from engine import train_utils as tu
 
     has_eval = bool(valid_rows)
-    args = tu.training_arguments(
-        params,
-        run_dir,
-        n_train=len(train_rows),
-        has_eval=has_eval,
-        metric=metric,
-        greater_is_better=greater_is_better,
-        remove_unused_columns=False,
-    )
+    args = tu.training_arguments(job, len(train_rows), len(valid_rows or []), remove_unused_columns=False)
     trainer = Trainer(
         model=model,
         args=args,
@@ -241,9 +229,9 @@ def fit(
         data_collator=collator,
         compute_metrics=compute_metrics if has_eval else None,
         preprocess_logits_for_metrics=preprocess_logits,
-        callbacks=tu.callbacks(params, run_dir, has_eval),
+        callbacks=tu.callbacks(job.params, job.run_dir, has_eval),
     )
-    metrics = tu.train_and_save(trainer, params, run_dir, has_eval)
+    metrics = tu.train_and_save(trainer, job.params, job.run_dir, has_eval)
     metrics.pop("eval_perplexity", None)  # exp(loss) means nothing for a task head
     return metrics
 

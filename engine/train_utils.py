@@ -1,15 +1,19 @@
 """Helpers shared by tasks trained with a Hugging Face ``Trainer`` (imported only in workers).
 
-Plain functions: build ``TrainingArguments`` from :class:`engine.params.TrainerParams`, report
-progress to ``events.jsonl`` through a callback, honour Stop (checkpoint, then exit), resume.
+Plain functions: build ``TrainingArguments`` from a :class:`engine.task.Job` (best model and early stopping
+on the task's key metric), report progress to ``events.jsonl`` and set up torch threads and the garbage
+collector through one callback, honour Stop (checkpoint, then exit), resume, and save the final model.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import math
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,14 @@ import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
 from engine import runfiles as rf
+from engine.task import Job
 
 log = logging.getLogger("trainpad")
 DEFAULT_GC = (700, 10, 10)
+TINY_MODEL = 1_000_000  # parameters; below this one CPU thread is faster (measured on a 2-core machine)
+# Key metrics the trainer does not compute itself (the events callback derives them from eval_loss, in the same
+# order): the best checkpoint is picked on the metric they come from.
+DERIVED_METRICS = {"eval_perplexity": ("eval_loss", False)}
 
 
 def device() -> str:
@@ -47,7 +56,72 @@ def steps_per_epoch(n_train: int, params: Any, world_size: int = 1) -> int:
     return max(1, math.ceil(n_train / (params.batch_size * world_size)) // params.grad_accum or 1)
 
 
-def training_arguments(
+# ---- arguments ----------------------------------------------------------------------------
+
+
+def best_metric(task: Any, n_eval: int) -> tuple[str, bool]:
+    """The metric that picks the best checkpoint and drives early stopping, and whether greater is better.
+
+    The task's key metric, with one rule for metrics it cannot give: with fewer than 2 evaluation rows
+    (metrics across rows such as R² are undefined on one row) and for a metric derived from the loss
+    (``DERIVED_METRICS``), the trainer's ``eval_loss`` (lower is better) is used.
+    """
+    if n_eval < 2:
+        return "eval_loss", False
+    return DERIVED_METRICS.get(task.key_metric, (task.key_metric, task.greater_is_better))
+
+
+def keeps_best(params: Any, has_eval: bool) -> bool:
+    """Early stopping and keeping the best checkpoint: only when there is validation data *and* evaluation
+    during training (``eval_strategy`` "no" with a patience set just trains to the end)."""
+    return has_eval and params.eval_strategy != "no" and params.early_stopping_patience > 0
+
+
+def schedule(params: Any, has_eval: bool, total_steps: int) -> dict[str, Any]:
+    """When to evaluate and when to save. Keeping the best model needs a checkpoint at each evaluation, so then
+    checkpoints follow the evaluations (the log says so when that changes the user's save settings)."""
+    plan: dict[str, Any] = {"eval_strategy": params.eval_strategy if has_eval else "no"}
+    if plan["eval_strategy"] == "steps":
+        plan["eval_steps"] = params.eval_steps or max(1, total_steps // 5)
+    if not keeps_best(params, has_eval):
+        plan["save_strategy"] = params.save_strategy
+        if params.save_strategy == "steps":
+            plan["save_steps"] = params.save_steps
+        return plan
+    plan["save_strategy"] = plan["eval_strategy"]
+    if "eval_steps" in plan:
+        plan["save_steps"] = plan["eval_steps"]
+    asked = (params.save_strategy, params.save_steps if params.save_strategy == "steps" else None)
+    if asked != (plan["save_strategy"], plan.get("save_steps")):
+        every = f"every {plan['save_steps']} steps" if "save_steps" in plan else "every epoch"
+        print(
+            f"[trainpad] note: early stopping keeps the best model, which needs a checkpoint at each evaluation: "
+            f"checkpoints are saved {every}, with the evaluations (save_strategy was {params.save_strategy}).",
+            flush=True,
+        )
+    return plan
+
+
+def _old_form_too(new: Callable[..., Any]) -> Callable[..., Any]:
+    """TRANSITION (remove once the LLM tasks call ``training_arguments(job, n_train, n_eval)``): callers of the old
+    form ``(params, run_dir, n_train=, has_eval=, metric=, greater_is_better=)`` get :func:`arguments`."""
+
+    @functools.wraps(new)
+    def call(first: Any, *args: Any, **kwargs: Any) -> Any:
+        return new(first, *args, **kwargs) if isinstance(first, Job) else arguments(first, *args, **kwargs)
+
+    return call
+
+
+@_old_form_too
+def training_arguments(job: Job, n_train: int, n_eval: int, args_cls: type = TrainingArguments, **extra: Any) -> Any:
+    """TrainingArguments (or a subclass such as trl's configs) for the job: the shared params, evaluation on
+    ``n_eval`` rows (none: no evaluation), best model and early stopping on :func:`best_metric`."""
+    metric, greater = best_metric(job.task, n_eval)
+    return arguments(job.params, job.run_dir, n_train, n_eval > 0, args_cls, metric, greater, **extra)
+
+
+def arguments(
     params: Any,
     run_dir: Path,
     n_train: int,
@@ -57,14 +131,10 @@ def training_arguments(
     greater_is_better: bool = False,
     **extra: Any,
 ) -> Any:
-    """TrainingArguments (or a subclass such as trl's configs) from the shared params."""
+    """TrainingArguments from the shared params with the best-model metric given explicitly."""
     per_epoch = steps_per_epoch(n_train, params)
     total = params.max_steps if params.max_steps > 0 else max(1, math.ceil(per_epoch * params.epochs))
-    eval_strategy = params.eval_strategy if has_eval else "no"
-    save_strategy = params.save_strategy
     best = keeps_best(params, has_eval)
-    if best and save_strategy == "no":
-        save_strategy = eval_strategy  # keeping the best model needs checkpoints at each evaluation
     kwargs: dict[str, Any] = dict(
         output_dir=str(Path(run_dir) / rf.CHECKPOINTS),
         num_train_epochs=params.epochs,
@@ -82,8 +152,6 @@ def training_arguments(
         data_seed=params.seed,
         logging_steps=params.logging_steps or max(1, total // 25),
         logging_first_step=True,
-        eval_strategy=eval_strategy,
-        save_strategy=save_strategy,
         save_total_limit=params.save_total_limit,
         report_to="none",
         disable_tqdm=True,
@@ -93,29 +161,64 @@ def training_arguments(
         load_best_model_at_end=best,
         metric_for_best_model=metric if best else None,
         greater_is_better=greater_is_better if best else None,
+        **schedule(params, has_eval, total),
         **precision_flags(params.mixed_precision),
     )
-    if eval_strategy == "steps":
-        kwargs["eval_steps"] = params.eval_steps or max(1, total // 5)
-    if save_strategy == "steps":
-        kwargs["save_steps"] = kwargs.get("eval_steps", params.save_steps) if best else params.save_steps
     kwargs.update(extra)
     return args_cls(**kwargs)
 
 
-class EventsCallback(TrainerCallback):
-    """Writes one ``events.jsonl`` line per log/eval and honours Stop (checkpoint, then end training)."""
+# ---- threads and the garbage collector ----------------------------------------------------
 
-    def __init__(self, run_dir: Path, tokens_per_sample: float | None = None, perplexity: bool = False):
+
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def set_threads(cpu_threads: int | None, model: Any = None) -> int:
+    """Set torch's CPU threads and return how many: ``cpu_threads`` when set; 0 (auto) = every core, but 1 for a
+    tiny model (threads cost more than they save); None (the task has no such setting) = every core."""
+    n = cpu_threads or available_cores()
+    if cpu_threads == 0 and model is not None and sum(p.numel() for p in model.parameters()) < TINY_MODEL:
+        n = 1
+    torch.set_num_threads(max(1, n))
+    return torch.get_num_threads()
+
+
+def setup_torch_threads() -> None:
+    """Every core for torch. TRANSITION: LLM tasks still call this before loading; :class:`EventsCallback`
+    sets the threads for every Trainer-based task."""
+    set_threads(None)
+
+
+# ---- progress, Stop -----------------------------------------------------------------------
+
+
+class EventsCallback(TrainerCallback):
+    """Sets up the process for training (torch threads, garbage collector), writes one ``events.jsonl`` line per
+    log/eval and honours Stop (checkpoint, then end training)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        tokens_per_sample: float | None = None,
+        perplexity: bool = False,
+        cpu_threads: int | None = None,
+    ):
         self.run_dir = Path(run_dir)
         self.perplexity = perplexity
         self.tokens_per_sample = tokens_per_sample
+        self.cpu_threads = cpu_threads
         self.t0 = time.time()
         self.first_step_at: float | None = None
 
-    def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001
+    def on_train_begin(self, args, state, control, model=None, **kw):  # noqa: ANN001
+        threads = set_threads(self.cpu_threads, model)
+        gc.enable()
         gc.freeze()  # the model and libraries are loaded: keep them out of every later collection
         gc.set_threshold(*DEFAULT_GC)
+        print(f"[trainpad] training on {device()} with {threads} CPU thread(s)", flush=True)
         self.t0 = time.time()
         rf.write_event(
             self.run_dir,
@@ -141,7 +244,6 @@ class EventsCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
         logs = dict(logs or {})
-        elapsed = max(1e-9, time.time() - self.t0)
         event: dict[str, Any] = {
             "type": "eval" if any(k.startswith("eval_") for k in logs) else "log",
             "step": state.global_step,
@@ -154,19 +256,22 @@ class EventsCallback(TrainerCallback):
         if self.perplexity:
             event.update(lm_perplexity(logs))
         if event["type"] == "log":
-            samples = (
-                state.global_step
-                * args.per_device_train_batch_size
-                * args.gradient_accumulation_steps
-                * args.world_size
-            )
-            event["samples_per_second"] = samples / elapsed
-            tokens = getattr(state, "num_input_tokens_seen", 0) or (
-                samples * self.tokens_per_sample if self.tokens_per_sample else 0
-            )
-            if tokens:
-                event["tokens_per_second"] = tokens / elapsed
+            event.update(self.throughput(args, state))
         rf.write_event(self.run_dir, event)
+
+    def throughput(self, args: Any, state: Any) -> dict[str, float]:
+        """Samples (and tokens, when known) per second since training began."""
+        elapsed = max(1e-9, time.time() - self.t0)
+        samples = (
+            state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        )
+        out = {"samples_per_second": samples / elapsed}
+        tokens = getattr(state, "num_input_tokens_seen", 0) or (
+            samples * self.tokens_per_sample if self.tokens_per_sample else 0
+        )
+        if tokens:
+            out["tokens_per_second"] = tokens / elapsed
+        return out
 
 
 def lm_perplexity(metrics: dict[str, Any]) -> dict[str, float]:
@@ -175,28 +280,41 @@ def lm_perplexity(metrics: dict[str, Any]) -> dict[str, float]:
     return {"eval_perplexity": math.exp(loss)} if isinstance(loss, (int, float)) and loss < 50 else {}
 
 
-def keeps_best(params: Any, has_eval: bool) -> bool:
-    """Early stopping and keeping the best checkpoint: only when there is validation data *and* evaluation
-    during training (``eval_strategy`` "no" with a patience set just trains to the end)."""
-    return has_eval and params.eval_strategy != "no" and params.early_stopping_patience > 0
-
-
 def callbacks(
     params: Any, run_dir: Path, has_eval: bool, tokens_per_sample: float | None = None, perplexity: bool = False
 ) -> list[TrainerCallback]:
-    """Events/Stop callback (with ``eval_perplexity`` for language-modelling losses) and early stopping."""
-    cbs: list[TrainerCallback] = [EventsCallback(run_dir, tokens_per_sample, perplexity)]
+    """Events/Stop/threads callback (with ``eval_perplexity`` for language-modelling losses) and early stopping."""
+    cbs: list[TrainerCallback] = [
+        EventsCallback(run_dir, tokens_per_sample, perplexity, getattr(params, "cpu_threads", None))
+    ]
     if keeps_best(params, has_eval):
         cbs.append(EarlyStoppingCallback(params.early_stopping_patience, params.early_stopping_threshold))
     return cbs
 
 
+# ---- train, evaluate, save ----------------------------------------------------------------
+
+
+def save_trainer_model(trainer: Trainer, model_dir: Path) -> None:
+    """The trainer's model and its tokenizer/processor, as ``from_pretrained`` loads them."""
+    trainer.save_model(str(model_dir))
+    if trainer.processing_class is not None:
+        trainer.processing_class.save_pretrained(str(model_dir))
+
+
 def train_and_save(
-    trainer: Trainer, params: Any, run_dir: Path, has_eval: bool, save: bool = True, perplexity: bool = False
+    trainer: Trainer,
+    params: Any,
+    run_dir: Path,
+    has_eval: bool,
+    save: bool | Callable[[Path], None] = True,
+    perplexity: bool = False,
 ) -> dict[str, float]:
     """Train (resuming when asked), evaluate, save the model to ``run_dir/model``; return final metrics.
 
-    On Stop the trainer has written a checkpoint; this returns the partial metrics and saves nothing else.
+    ``save``: True saves the trainer's model and tokenizer; a function ``save(model_dir)`` saves the task's way;
+    False saves nothing. Saving goes through :func:`engine.runfiles.save_unless_stopped`: on Stop the trainer
+    has written a checkpoint, and this returns the partial metrics and saves nothing else.
     """
     resume = params.resume_from or None
     if resume and not Path(resume).is_dir():
@@ -208,28 +326,24 @@ def train_and_save(
     if rf.stop_requested():
         return metrics
     if has_eval:
-        metrics.update(trainer.evaluate())
-        if perplexity:
-            metrics.update(lm_perplexity(metrics))
-        rf.write_event(
-            run_dir,
-            {
-                "type": "final",
-                "step": trainer.state.global_step,
-                "epoch": trainer.state.epoch,
-                **{k: v for k, v in metrics.items() if k.startswith("eval_")},
-            },
-        )
+        metrics.update(final_evaluation(trainer, run_dir, perplexity))
     if save:
-        model_dir = Path(run_dir) / rf.MODEL_DIR
-        trainer.save_model(str(model_dir))
-        if trainer.processing_class is not None:
-            trainer.processing_class.save_pretrained(str(model_dir))
+        rf.save_unless_stopped(save if callable(save) else lambda d: save_trainer_model(trainer, d), run_dir)
     return metrics
 
 
-def setup_torch_threads() -> None:
-    import os
-
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, n))
+def final_evaluation(trainer: Trainer, run_dir: Path, perplexity: bool = False) -> dict[str, float]:
+    """Evaluate the final (or best) model and write the ``final`` event."""
+    metrics = trainer.evaluate()
+    if perplexity:
+        metrics.update(lm_perplexity(metrics))
+    rf.write_event(
+        run_dir,
+        {
+            "type": "final",
+            "step": trainer.state.global_step,
+            "epoch": trainer.state.epoch,
+            **{k: v for k, v in metrics.items() if k.startswith("eval_")},
+        },
+    )
+    return metrics

@@ -16,7 +16,7 @@ from engine.errors import UserError
 from engine.params import validate_params
 from engine.predict import predict_dir
 from engine.task import get_task
-from tests.tiny import COLORS, NAMES, build_tiny_bert
+from tests.tiny import COLORS, NAMES, metric_values, tiny_bert_for, write_csv
 
 QA = get_task("extractive_qa")
 FILLER = ["the sun was warm.", "it rained at noon.", "we went home late.", "the bus was slow.", "a cat sat on the mat."]
@@ -39,15 +39,9 @@ def qa_rows(n: int, seed: int = 0, unanswerable_every: int = 10) -> list[dict]:
     return rows
 
 
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
-    texts = [r["context"] + " " + r["question"] for r in qa_rows(200, seed=7)]
-    return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert-qa", texts)
+    return tiny_bert_for(tmp_path_factory, [r["context"] + " " + r["question"] for r in qa_rows(200, seed=7)])
 
 
 def qa_params(model: Path, data: Path, **kw):
@@ -76,8 +70,8 @@ def test_extractive_qa_end_to_end(supervisor, tiny_bert, tmp_path):
     )
     assert windows > questions, "long contexts are split into overlapping windows"
 
-    f1 = [m["value"] for m in supervisor.store.metrics(run_id, ["eval_f1"])]
-    em = [m["value"] for m in supervisor.store.metrics(run_id, ["eval_exact_match"])]
+    f1 = metric_values(supervisor.store, run_id, "eval_f1")
+    em = metric_values(supervisor.store, run_id, "eval_exact_match")
     assert len(f1) >= 3 and len(em) == len(f1)
     assert em[-1] >= 80 and f1[-1] >= 80, (em, f1)  # a first-word or random-span baseline scores ~0
     assert row["key_metric_name"] == "eval_f1" and row["key_metric"] == pytest.approx(f1[-1], rel=1e-3)

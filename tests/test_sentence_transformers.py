@@ -8,14 +8,13 @@ import random
 import re
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from engine.errors import UserError
 from engine.params import validate_params
 from engine.predict import predict_dir
 from engine.task import get_task
-from tests.tiny import NAMES, build_tiny_bert
+from tests.tiny import NAMES, metric_values, tiny_bert_for, write_csv
 
 ST = get_task("sentence_transformers")
 # Colour classes of synonyms: the model must learn that "crimson" is close to "red" (no shared words).
@@ -79,15 +78,11 @@ CHECKS = {
 }
 
 
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
-    texts = [str(v) for mode in CHECKS for r in st_rows(mode, 60, seed=7) for v in r.values()]
-    return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert-st", texts)
+    return tiny_bert_for(
+        tmp_path_factory, [str(v) for mode in CHECKS for r in st_rows(mode, 60, seed=7) for v in r.values()]
+    )
 
 
 def st_params(model: Path, train: Path, valid: Path | None = None, **kw):
@@ -116,8 +111,8 @@ def test_sentence_transformers_end_to_end(supervisor, tiny_bert, tmp_path, mode)
     row = supervisor.wait(run_id, timeout=300)
     assert row["status"] == "succeeded", row["error"]
 
-    values = [m["value"] for m in supervisor.store.metrics(run_id, [name])]
-    scores = [m["value"] for m in supervisor.store.metrics(run_id, ["eval_score"])]
+    values = metric_values(supervisor.store, run_id, name)
+    scores = metric_values(supervisor.store, run_id, "eval_score")
     assert len(values) >= 3 and values == scores, "the mode's main metric is logged per eval, also as eval_score"
     assert values[-1] >= threshold > chance, (mode, values)
     assert row["key_metric_name"] == "eval_score" and row["key_metric"] == pytest.approx(values[-1], rel=1e-3)

@@ -7,14 +7,13 @@ import random
 from collections import Counter
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from engine.errors import UserError
 from engine.params import validate_params
 from engine.predict import predict_dir
 from engine.task import get_task
-from tests.tiny import COLORS, NAMES, build_tiny_t5
+from tests.tiny import COLORS, NAMES, build_tiny_t5, metric_values, write_csv
 
 S2S = get_task("seq2seq")
 
@@ -48,15 +47,6 @@ def s2s_params(model: Path, data: Path, **kw):
     return validate_params(S2S.params, {**base, **kw})
 
 
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
-
-
-def values(store, run_id: str, name: str) -> list[float]:
-    return [m["value"] for m in store.metrics(run_id, [name])]
-
-
 @pytest.mark.slow
 def test_seq2seq_end_to_end(supervisor, tiny_t5, tmp_path):
     from engine.tasks.seq2seq import generation_metrics
@@ -66,7 +56,7 @@ def test_seq2seq_end_to_end(supervisor, tiny_t5, tmp_path):
     row = supervisor.wait(run_id, timeout=400)
     assert row["status"] == "succeeded", row["error"]
 
-    rouge_l = values(supervisor.store, run_id, "eval_rougeL")
+    rouge_l = metric_values(supervisor.store, run_id, "eval_rougeL")
     assert len(rouge_l) >= 5, "one ROUGE-L per epoch plus the final evaluation"
     refs = [r["target"] for r in rows[:60]]
     constant = Counter(refs).most_common(1)[0][0]  # trivial baseline: always the most frequent target

@@ -10,12 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine.errors import UserError
 from engine.params import validate_params
 from engine.predict import predict_dir
 from engine.task import get_task
 from engine.tasks import text_classification as tc
-from tests.tiny import build_tiny_bert
+from tests.tiny import metric_values, refused, tiny_bert_for, write_csv
 
 TC = get_task("text_classification")
 TOPICS = {
@@ -58,42 +57,14 @@ def multi_label_rows(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def build_text_bert(out_dir: Path, texts: list[str]) -> Path:
-    """``build_tiny_bert`` re-initialised with a wider init (std 0.1 instead of 0.02).
-
-    With the default init a from-scratch 32-wide BERT sits for several epochs on plateaus (uniform output,
-    then two classes merged) before it separates all classes; with std 0.1 it learns these sets in a few
-    epochs on every seed tried (8/8 seeds multi-class and multi-label, vs ~1 in 8 stuck at default).
-    """
-    import torch
-    from transformers import BertConfig, BertModel
-
-    build_tiny_bert(out_dir, texts)
-    config = BertConfig.from_pretrained(str(out_dir))
-    config.initializer_range = 0.1
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(str(out_dir))
-    return out_dir
-
-
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
-    texts = [r["text"] for r in topic_rows(400, seed=99)]
-    return build_text_bert(tmp_path_factory.mktemp("models") / "tiny-bert", texts)
+    return tiny_bert_for(tmp_path_factory, [r["text"] for r in topic_rows(400, seed=99)], init_std=0.1)
 
 
 def params(model: Path, data: Path, **kw):
     base = {"base_model": str(model), "data_path": str(data), "epochs": 5, "batch_size": 16, "learning_rate": 3e-3}
     return validate_params(TC.params, {**base, **kw})
-
-
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
-
-
-def values(store, run_id: str, name: str) -> list[float]:
-    return [m["value"] for m in store.metrics(run_id, [name])]
 
 
 @pytest.mark.slow
@@ -105,7 +76,7 @@ def test_multiclass_end_to_end(supervisor, tiny_bert, tmp_path):
     row = supervisor.wait(run_id, timeout=400)
     assert row["status"] == "succeeded", row["error"]
 
-    acc = values(supervisor.store, run_id, "eval_accuracy")
+    acc = metric_values(supervisor.store, run_id, "eval_accuracy")
     assert len(acc) >= 5, "one evaluation per epoch plus the final one"
     assert acc[-1] >= 0.9, acc  # chance is 1/3; ~3% of the labels are wrong
     assert row["key_metric_name"] == "eval_f1_macro" and row["key_metric"] >= 0.9
@@ -203,10 +174,7 @@ def test_binary_metrics_include_auc():
 
 
 def submit_error(supervisor, p) -> str:
-    with pytest.raises(UserError) as err:
-        supervisor.submit(TC, p)
-    assert supervisor.store.list_runs() == [], "nothing is queued"
-    return str(err.value)
+    return refused(supervisor, TC, p)
 
 
 def test_wrong_column_names_refused(supervisor, tmp_path):
@@ -239,3 +207,45 @@ def test_single_class_and_scores_refused(supervisor, tmp_path):
     assert "single class" in submit_error(supervisor, params(tmp_path, one))
     scores = write_csv(tmp_path / "s.csv", [{"text": f"t{i}", "target": i * 0.37} for i in range(120)])
     assert "text_regression" in submit_error(supervisor, params(tmp_path, scores))
+
+
+def test_equal_numbers_are_one_class(supervisor, tmp_path):
+    """`1`, `1.0` and `"1.0"` are one class, whatever the file type made of them; `"01"` stays a code (text)."""
+    from engine import text_utils as xu
+
+    assert [xu.label_name(v) for v in ("1.0", "1.00", "+1", "1e0", 1.0, "0.50", 0.5, "-0")] == [
+        "1", "1", "1", "1", "1", "0.5", "0.5", "0",
+    ]  # fmt: skip
+    assert [xu.label_name(v) for v in ("01", "007", "nan", "12345678901234567890")] == [
+        "01", "007", "nan", "12345678901234567890",
+    ]  # fmt: skip
+    p = params(tmp_path, tmp_path / "x.csv")
+    mixed = pd.Series([1, "1.0", 0.0, "0", "01"])  # a CSV column read as text, or JSON with ints and floats
+    assert tc.all_labels(mixed, False, p) == ([["1"], ["1"], ["0"], ["0"], ["01"]], [])
+    sep = params(tmp_path, tmp_path / "x.csv", label_separator="|")
+    assert tc.all_labels(pd.Series(["1.0|2", "2.0"]), True, sep) == ([["1", "2"], ["2"]], [])
+
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps({"text": f"t{i}", "target": [1, 1.0, "1.0"][i % 3]}) + "\n" for i in range(9)))
+    assert "single class (1)" in submit_error(supervisor, params(tmp_path, data))
+
+
+def test_early_stopping_with_step_checkpoints_and_epoch_evaluation(supervisor, tiny_bert, tmp_path):
+    """save_strategy steps + eval_strategy epoch + early stopping: checkpoints follow the evaluations (transformers
+    refuses a mismatch when it keeps the best model) and the log says so."""
+    data = write_csv(tmp_path / "train.csv", topic_rows(120, seed=5))
+    p = params(
+        tiny_bert, data, epochs=2, valid_fraction=0.2, save_strategy="steps", save_steps=2, eval_strategy="epoch"
+    )
+    assert p.early_stopping_patience > 0, "the encoder default keeps the best model"
+    run_id = supervisor.submit(TC, p)
+    row = supervisor.wait(run_id, timeout=200)
+    assert row["status"] == "succeeded", row["error"]
+    run_dir = Path(row["run_dir"])
+    assert (
+        "checkpoints are saved every epoch, with the evaluations (save_strategy was steps)"
+        in (run_dir / "train.log").read_text()
+    )
+    assert len(metric_values(supervisor.store, run_id, "eval_f1_macro")) >= 3, "two epochs, then the final one"
+    steps = sorted(int(c.name.split("-")[1]) for c in (run_dir / "checkpoints").iterdir())
+    assert steps == [6, 12], "one checkpoint per epoch (96 rows / 16 per batch), none every 2 steps"

@@ -10,12 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine.errors import UserError
 from engine.params import validate_params
 from engine.predict import predict_dir
 from engine.task import get_task
 from engine.tasks import text_regression as tr
-from tests.test_text_classification import build_text_bert
+from tests.tiny import metric_values, refused, tiny_bert_for, write_csv
 
 TR = get_task("text_regression")
 SCORES = {"awful": 0.0, "bad": 1.0, "okay": 2.0, "good": 3.0, "great": 4.0}
@@ -37,17 +36,12 @@ def review_rows(n: int, seed: int = 0, two_targets: bool = False) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
-    return build_text_bert(tmp_path_factory.mktemp("models") / "tiny-bert", [r["text"] for r in review_rows(300, 9)])
+    return tiny_bert_for(tmp_path_factory, [r["text"] for r in review_rows(300, 9)], init_std=0.1)
 
 
 def params(model: Path, data: Path, **kw):
     base = {"base_model": str(model), "data_path": str(data), "batch_size": 16, "learning_rate": 3e-3}
     return validate_params(TR.params, {**base, "valid_fraction": 0.2, **kw})
-
-
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
 
 
 @pytest.mark.slow
@@ -60,7 +54,7 @@ def test_regression_end_to_end_with_early_stopping(supervisor, tiny_bert, tmp_pa
     row = supervisor.wait(run_id, timeout=400)
     assert row["status"] == "succeeded", row["error"]
 
-    r2 = [m["value"] for m in supervisor.store.metrics(run_id, ["eval_r2"])]
+    r2 = metric_values(supervisor.store, run_id, "eval_r2")
     assert 3 <= len(r2) < 40, f"early stopping ends the run well before 40 epochs: {len(r2)} evaluations"
     run_dir = Path(row["run_dir"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -103,10 +97,7 @@ def test_targets_parse_numbers_and_lists():
 
 
 def submit_error(supervisor, p) -> str:
-    with pytest.raises(UserError) as err:
-        supervisor.submit(TR, p)
-    assert supervisor.store.list_runs() == [], "nothing is queued"
-    return str(err.value)
+    return refused(supervisor, TR, p)
 
 
 def test_non_numeric_target_reported_with_row(supervisor, tmp_path):
@@ -132,3 +123,23 @@ def test_missing_target_and_wrong_columns(supervisor, tmp_path):
     data = write_csv(tmp_path / "b.csv", [{"review": "ok", "stars": 3}] * 4)
     msg = submit_error(supervisor, params(tmp_path, data))
     assert "No column for `text`" in msg and "review, stars" in msg
+
+
+def test_best_model_metric_follows_the_task_and_the_data(tmp_path):
+    """The best checkpoint is picked on the task's key metric (R² here), on eval_loss when there is one
+    validation row (R² is undefined), and there is none to pick without evaluation."""
+    from engine import train_utils as tu
+    from engine.task import Job
+
+    p = params(tmp_path, tmp_path / "x.csv", early_stopping_patience=2)
+    job = Job(task=TR, params=p, run_dir=tmp_path, train=None)
+    args = tu.training_arguments(job, n_train=40, n_eval=10)
+    assert (args.metric_for_best_model, args.greater_is_better, args.load_best_model_at_end) == ("eval_r2", True, True)
+    assert args.save_strategy == args.eval_strategy == "epoch", "a checkpoint at each evaluation"
+    one = tu.training_arguments(job, n_train=40, n_eval=1)
+    assert (one.metric_for_best_model, one.greater_is_better) == ("eval_loss", False)
+    none = tu.training_arguments(job, n_train=40, n_eval=0)
+    assert not none.load_best_model_at_end and none.eval_strategy == "no"
+    steps = params(tmp_path, tmp_path / "x.csv", eval_strategy="steps", eval_steps=4, save_strategy="epoch")
+    args = tu.training_arguments(Job(task=TR, params=steps, run_dir=tmp_path, train=None), 40, 10)
+    assert (args.save_strategy, args.save_steps, args.eval_steps) == ("steps", 4, 4)

@@ -7,15 +7,13 @@ import json
 import random
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from engine.errors import UserError
 from engine.params import validate_params
 from engine.predict import predict_dir
 from engine.task import get_task
 from engine.tasks import token_classification as tk
-from tests.test_text_classification import build_text_bert
+from tests.tiny import metric_values, refused, tiny_bert_for, write_csv
 
 TK = get_task("token_classification")
 PEOPLE = ["alice", "bob", "carol", "dave", "erin"]
@@ -47,18 +45,12 @@ def ner_rows(n: int, seed: int = 0) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
-    texts = [" ".join(r["tokens"]) for r in ner_rows(300, seed=9)]
-    return build_text_bert(tmp_path_factory.mktemp("models") / "tiny-bert", texts)
+    return tiny_bert_for(tmp_path_factory, [" ".join(r["tokens"]) for r in ner_rows(300, seed=9)], init_std=0.1)
 
 
 def params(model: Path, data: Path, **kw):
     base = {"base_model": str(model), "data_path": str(data), "epochs": 6, "batch_size": 16, "learning_rate": 3e-3}
     return validate_params(TK.params, {**base, "valid_fraction": 0.2, **kw})
-
-
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
 
 
 @pytest.mark.slow
@@ -72,7 +64,7 @@ def test_token_classification_end_to_end(supervisor, tiny_bert, tmp_path):
     row = supervisor.wait(run_id, timeout=400)
     assert row["status"] == "succeeded", row["error"]
 
-    f1 = [m["value"] for m in supervisor.store.metrics(run_id, ["eval_f1"])]
+    f1 = metric_values(supervisor.store, run_id, "eval_f1")
     assert len(f1) >= 6 and f1[-1] >= 0.9, f1
     names = supervisor.store.metric_names(run_id)
     for name in ("eval_precision", "eval_recall", "eval_accuracy", "eval_PER_f1", "eval_LOC_f1", "eval_LOC_recall"):
@@ -130,10 +122,7 @@ def test_seqeval_metrics_overall_and_per_entity():
 
 
 def submit_error(supervisor, p) -> str:
-    with pytest.raises(UserError) as err:
-        supervisor.submit(TK, p)
-    assert supervisor.store.list_runs() == [], "nothing is queued"
-    return str(err.value)
+    return refused(supervisor, TK, p)
 
 
 def test_length_mismatch_reported_with_row(supervisor, tmp_path):

@@ -8,16 +8,15 @@ overlapping windows (``doc_stride``); questions without an answer (SQuAD v2) are
 
 from __future__ import annotations
 
-import json
+import functools
 from pathlib import Path
 from typing import Any
 
 from engine import qa_utils as qa
+from engine import runfiles
 from engine.errors import UserError
 from engine.params import TrainerParams, field
-from engine.task import Column, Task
-
-SIDECAR = "trainpad.json"  # settings predict needs (lengths, stride, unanswerable handling)
+from engine.task import Column, Job, Task
 
 
 class Params(TrainerParams):
@@ -129,57 +128,48 @@ def metrics_fn(feats: list[dict[str, Any]], df: Any, tok: Any, params: Params) -
     return compute
 
 
-def sidecar(params: Params) -> dict[str, Any]:
-    return {
-        "task": "extractive_qa",
-        "max_length": params.max_length,
-        "doc_stride": params.doc_stride,
-        "max_answer_length": params.max_answer_length,
-        "allow_unanswerable": params.allow_unanswerable,
-        "null_score_threshold": params.null_score_threshold,
-        "n_best": params.n_best,
-    }
+SETTINGS = ("max_length", "doc_stride", "max_answer_length", "allow_unanswerable", "null_score_threshold", "n_best")
 
 
-def train(params: Params, run_dir: Path) -> dict[str, float]:
+def save(model_dir: Path, trainer: Any, params: Params) -> None:
+    """The model, its tokenizer and the settings ``predict`` needs (lengths, stride, unanswerable handling)."""
+    from engine.train_utils import save_trainer_model
+
+    save_trainer_model(trainer, model_dir)
+    runfiles.write_side_file(model_dir, {"task": "extractive_qa", **{k: getattr(params, k) for k in SETTINGS}})
+
+
+def train(job: Job) -> dict[str, float]:
     from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, Trainer
 
-    from engine import data, runfiles
-    from engine import task as task_mod
     from engine import train_utils as tu
 
-    tu.setup_torch_threads()
-    train_df, valid_df = data.load_splits(task_mod.get_task("extractive_qa"), params)
-    problems = check_data(train_df, valid_df, params)  # Hub datasets are not checked before queueing
+    params = job.params
+    problems = check_data(job.train, job.valid, params)  # Hub datasets are not checked before queueing
     if problems:
         raise UserError(problems)
     tok = load_tokenizer(params.base_model, params.trust_remote_code)
-    train_feats = build_features(train_df, tok, params)
-    valid_feats = build_features(valid_df, tok, params) if valid_df is not None and len(valid_df) else []
+    train_feats = build_features(job.train, tok, params)
+    valid_feats = build_features(job.valid, tok, params) if job.valid is not None and len(job.valid) else []
     has_eval = len(valid_feats) > 0
     print(
-        f"[trainpad] {len(train_df)} training questions -> {len(train_feats)} windows; "
-        f"{len(valid_df) if has_eval else 0} validation questions -> {len(valid_feats)} windows",
+        f"[trainpad] {len(job.train)} training questions -> {len(train_feats)} windows; "
+        f"{len(job.valid) if has_eval else 0} validation questions -> {len(valid_feats)} windows",
         flush=True,
     )
     model = AutoModelForQuestionAnswering.from_pretrained(params.base_model, trust_remote_code=params.trust_remote_code)
-    args = tu.training_arguments(
-        params, run_dir, n_train=len(train_feats), has_eval=has_eval, metric="eval_f1", greater_is_better=True
-    )
     trainer = Trainer(
         model=model,
-        args=args,
+        args=tu.training_arguments(job, len(train_feats), len(valid_feats)),
         train_dataset=qa.model_inputs(train_feats),
         eval_dataset=qa.model_inputs(valid_feats) if has_eval else None,
         processing_class=tok,
         data_collator=DataCollatorWithPadding(tok),
-        callbacks=tu.callbacks(params, run_dir, has_eval),
-        compute_metrics=metrics_fn(valid_feats, valid_df, tok, params) if has_eval else None,
+        callbacks=tu.callbacks(params, job.run_dir, has_eval),
+        compute_metrics=metrics_fn(valid_feats, job.valid, tok, params) if has_eval else None,
     )
-    metrics = tu.train_and_save(trainer, params, run_dir, has_eval)
-    if not runfiles.stop_requested():
-        (run_dir / "model" / SIDECAR).write_text(json.dumps(sidecar(params), indent=2), encoding="utf-8")
-    return metrics
+    saver = functools.partial(save, trainer=trainer, params=params)
+    return tu.train_and_save(trainer, params, job.run_dir, has_eval, save=saver)
 
 
 # ---- inference ----------------------------------------------------------------------------
@@ -194,7 +184,7 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     if not all(isinstance(i, dict) and i.get("question") and i.get("context") for i in items):
         raise UserError('Give a question and a context, e.g. {"question": "Who ...?", "context": "..."}.')
     model_dir = Path(model_dir)
-    cfg = json.loads((model_dir / SIDECAR).read_text()) if (model_dir / SIDECAR).exists() else {}
+    cfg = runfiles.read_side_file(model_dir)
     tok = load_tokenizer(str(model_dir), False)
     model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir)).eval()
     contexts = [str(i["context"]) for i in items]

@@ -13,17 +13,17 @@ A plain transformers encoder is wrapped as Transformer + mean pooling.
 
 from __future__ import annotations
 
-import json
+import functools
 from pathlib import Path
 from typing import Any, Literal
 
 from engine import qa_utils as qa
+from engine import runfiles
+from engine import text_utils as xu
 from engine.data import row_numbers
 from engine.errors import UserError
 from engine.params import TrainerParams, field
-from engine.task import Column, Task
-
-SIDECAR = "trainpad.json"
+from engine.task import Column, Job, Task
 
 # mode -> (its columns, in the order the loss reads them; the loss, for the log line)
 MODES: dict[str, tuple[list[str], str]] = {
@@ -107,14 +107,14 @@ def _score_problems(df: Any, split: str, mapping: dict[str, str]) -> list[str]:
 
 def _label_problems(train: Any, valid: Any, mapping: dict[str, str]) -> list[str]:
     col = qa.column_name(mapping, "label")
-    labels = set(train["label"].astype(str))
+    labels = {xu.label_name(v) for v in train["label"]}
     if len(labels) < 2:
         return [
             f"Training data, column `{col}`: only one label ({next(iter(labels))!r}); pair_class needs at least two."
         ]
     if valid is None:
         return []
-    unseen = valid.index[~valid["label"].astype(str).isin(labels)].tolist()
+    unseen = valid.index[~valid["label"].map(xu.label_name).isin(labels)].tolist()
     if not unseen:
         return []
     return [
@@ -126,173 +126,49 @@ def _label_problems(train: Any, valid: Any, mapping: dict[str, str]) -> list[str
 # ---- training -----------------------------------------------------------------------------
 
 
-def to_dataset(df: Any, mode: str, label_ids: dict[str, int]) -> Any:
-    """A ``datasets.Dataset`` with the mode's columns in loss order (label/score last)."""
-    from datasets import Dataset
-
-    columns: dict[str, list[Any]] = {}
-    for role in MODES[mode][0]:
-        if role == "label":
-            columns[role] = [label_ids[str(v)] for v in df[role]]
-        elif role == "score":
-            columns[role] = [float(v) for v in df[role]]
-        else:
-            columns[role] = [str(v) for v in df[role]]
-    return Dataset.from_dict(columns)
-
-
-def make_loss(model: Any, mode: str, n_labels: int) -> Any:
-    from sentence_transformers import losses
-
-    if mode == "pair_class":
-        return losses.SoftmaxLoss(model, model.get_sentence_embedding_dimension(), n_labels)
-    if mode == "pair_score":
-        return losses.CoSENTLoss(model)
-    return losses.MultipleNegativesRankingLoss(model)
-
-
-def make_evaluator(df: Any, mode: str, loss: Any, label_ids: dict[str, int]) -> Any:
-    """The mode's evaluator, wrapped so that its main metric is also reported as ``score``."""
-    from sentence_transformers import evaluation as ev
-
-    texts = {r: [str(v) for v in df[r]] for r in MODES[mode][0] if r not in TARGETS}
-    if mode == "pair_score":
-        inner = ev.EmbeddingSimilarityEvaluator(texts["sentence1"], texts["sentence2"], [float(v) for v in df["score"]])
-    elif mode == "triplet":
-        inner = ev.TripletEvaluator(texts["anchor"], texts["positive"], texts["negative"])
-    elif mode == "pair_class":
-        inner = softmax_accuracy(texts["premise"], texts["hypothesis"], [label_ids[str(v)] for v in df["label"]], loss)
-    else:
-        first, second = MODES[mode][0]
-        inner = retrieval_evaluator(texts[first], texts[second])
-    return scored(inner)
-
-
-def retrieval_evaluator(queries: list[str], docs: list[str]) -> Any:
-    """Each query should retrieve its own document from all validation documents."""
-    from sentence_transformers.evaluation import InformationRetrievalEvaluator
-
-    corpus_ids = {d: f"d{i}" for i, d in enumerate(dict.fromkeys(docs))}
-    return InformationRetrievalEvaluator(
-        queries={f"q{i}": q for i, q in enumerate(queries)},
-        corpus={v: k for k, v in corpus_ids.items()},
-        relevant_docs={f"q{i}": {corpus_ids[d]} for i, d in enumerate(docs)},
-        accuracy_at_k=[1, 5],
-        precision_recall_at_k=[1, 5],
-        map_at_k=[10],
-        write_csv=False,
-    )
-
-
-def softmax_accuracy(first: list[str], second: list[str], labels: list[int], loss: Any) -> Any:
-    """Accuracy of the SoftmaxLoss classifier on (u, v, |u - v|) of the two embeddings."""
-    import torch
-    from sentence_transformers.evaluation import SentenceEvaluator
-
-    class SoftmaxAccuracy(SentenceEvaluator):
-        def __init__(self) -> None:
-            super().__init__()
-            self.primary_metric = "accuracy"
-
-        def __call__(self, model: Any, output_path: Any = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
-            u = model.encode(first, convert_to_tensor=True)
-            v = model.encode(second, convert_to_tensor=True)
-            with torch.no_grad():
-                logits = loss.classifier(torch.cat([u, v, (u - v).abs()], 1).to(loss.classifier.weight.dtype))
-            hits = (logits.argmax(1).cpu() == torch.tensor(labels)).float()
-            return {"accuracy": hits.mean().item()}
-
-    return SoftmaxAccuracy()
-
-
-def scored(inner: Any) -> Any:
-    """Wrap an evaluator: same metrics, plus its primary metric again as ``score``."""
-    from sentence_transformers.evaluation import SentenceEvaluator
-
-    class Scored(SentenceEvaluator):
-        def __init__(self) -> None:
-            super().__init__()
-            self.primary_metric = "score"
-
-        def __call__(self, model: Any, output_path: Any = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
-            metrics = inner(model, output_path, epoch, steps)
-            return {**metrics, "score": metrics[inner.primary_metric]}
-
-    return Scored()
-
-
-def load_model(params: Params) -> Any:
-    """The base model as a SentenceTransformer (a plain encoder gets mean pooling)."""
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(
-        params.base_model, device="cuda" if _cuda() else "cpu", trust_remote_code=params.trust_remote_code
-    )
-    model.max_seq_length = params.max_length
-    return model
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def train(params: Params, run_dir: Path) -> dict[str, float]:
+def train(job: Job) -> dict[str, float]:
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
 
-    from engine import data, runfiles
-    from engine import task as task_mod
+    from engine import st_utils as st
     from engine import train_utils as tu
 
-    tu.setup_torch_threads()
-    train_df, valid_df = data.load_splits(task_mod.get_task("sentence_transformers"), params)
-    problems = check_data(train_df, valid_df, params)  # Hub datasets are not checked before queueing
+    params, roles, loss_name = job.params, *MODES[job.params.mode]
+    problems = check_data(job.train, job.valid, params)  # Hub datasets are not checked before queueing
     if problems:
         raise UserError(problems)
-    labels = sorted(set(train_df["label"].astype(str))) if params.mode == "pair_class" else []
+    labels = sorted({xu.label_name(v) for v in job.train["label"]}) if "label" in roles else []
     label_ids = {name: i for i, name in enumerate(labels)}
-    has_eval = valid_df is not None and len(valid_df) > 0
-    model = load_model(params)
-    loss = make_loss(model, params.mode, len(labels))
+    valid = job.valid if job.valid is not None and len(job.valid) else None
+    model = st.load_model(params)
+    loss = st.make_loss(model, params.mode, len(labels))
+    n_valid = 0 if valid is None else len(valid)
     print(
-        f"[trainpad] mode {params.mode}: {len(train_df)} training rows, {len(valid_df) if has_eval else 0} "
-        f"validation rows; loss {MODES[params.mode][1]}",
+        f"[trainpad] mode {params.mode}: {len(job.train)} training rows, {n_valid} validation rows; loss {loss_name}",
         flush=True,
     )
-    ranking = MODES[params.mode][1] == "MultipleNegativesRankingLoss"
-    args = tu.training_arguments(
-        params,
-        run_dir,
-        n_train=len(train_df),
-        has_eval=has_eval,
-        args_cls=SentenceTransformerTrainingArguments,
-        metric="eval_score",
-        greater_is_better=True,
-        batch_sampler=BatchSamplers.NO_DUPLICATES if ranking else BatchSamplers.BATCH_SAMPLER,
-    )
+    ranking = loss_name == "MultipleNegativesRankingLoss"
+    sampler = BatchSamplers.NO_DUPLICATES if ranking else BatchSamplers.BATCH_SAMPLER
     trainer = SentenceTransformerTrainer(
         model=model,
-        args=args,
-        train_dataset=to_dataset(train_df, params.mode, label_ids),
-        eval_dataset=to_dataset(valid_df, params.mode, label_ids) if has_eval else None,
+        args=tu.training_arguments(
+            job, len(job.train), n_valid, SentenceTransformerTrainingArguments, batch_sampler=sampler
+        ),
+        train_dataset=st.to_dataset(job.train, roles, label_ids),
+        eval_dataset=st.to_dataset(valid, roles, label_ids) if n_valid else None,
         loss=loss,
-        evaluator=make_evaluator(valid_df, params.mode, loss, label_ids) if has_eval else None,
-        callbacks=tu.callbacks(params, run_dir, has_eval),
+        evaluator=st.make_evaluator(valid, params.mode, roles, loss, label_ids) if n_valid else None,
+        callbacks=tu.callbacks(params, job.run_dir, n_valid > 0),
     )
-    metrics = tu.train_and_save(trainer, params, run_dir, has_eval, save=False)
-    if not runfiles.stop_requested():
-        model_dir = run_dir / "model"
-        trainer.model.save_pretrained(str(model_dir))
-        sidecar = {
-            "task": "sentence_transformers",
-            "mode": params.mode,
-            "labels": labels,
-            "max_length": params.max_length,
-        }
-        (model_dir / SIDECAR).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
-    return metrics
+    saver = functools.partial(save, trainer=trainer, params=params, labels=labels)
+    return tu.train_and_save(trainer, params, job.run_dir, n_valid > 0, save=saver)
+
+
+def save(model_dir: Path, trainer: Any, params: Params, labels: list[str]) -> None:
+    """The SentenceTransformer folder and the settings ``predict`` and a reader need (mode, labels, length)."""
+    trainer.model.save_pretrained(str(model_dir))
+    settings = {"task": "sentence_transformers", "mode": params.mode, "labels": labels, "max_length": params.max_length}
+    runfiles.write_side_file(model_dir, settings)
 
 
 # ---- inference ----------------------------------------------------------------------------

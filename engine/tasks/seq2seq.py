@@ -7,15 +7,13 @@ merged into the base model at the end so the saved model loads with ``AutoModelF
 
 from __future__ import annotations
 
-import json
+import functools
 from pathlib import Path
 from typing import Any
 
-from engine import llm_utils as lu
+from engine import runfiles
 from engine.params import LoraParams, field
-from engine.task import Column, Task
-
-SIDECAR = "trainpad.json"  # settings predict needs (source prefix, lengths), saved next to the model
+from engine.task import Column, Job, Task
 
 
 class Params(LoraParams):
@@ -103,8 +101,10 @@ def metrics_fn(tok: Any) -> Any:
 def load_model(params: Params) -> Any:
     from transformers import AutoModelForSeq2SeqLM
 
+    from engine.llm_model import lora_config
+
     model = AutoModelForSeq2SeqLM.from_pretrained(params.base_model, trust_remote_code=params.trust_remote_code)
-    config = lu.lora_config(params, task_type="SEQ_2_SEQ_LM")
+    config = lora_config(params, task_type="SEQ_2_SEQ_LM")
     if config is None:
         return model
     from peft import get_peft_model
@@ -112,37 +112,27 @@ def load_model(params: Params) -> Any:
     return get_peft_model(model, config)
 
 
-def save(trainer: Any, params: Params, run_dir: Path) -> None:
-    """Save a standalone model (LoRA merged; the adapter kept in ``adapter/``), tokenizer and sidecar."""
-    model_dir, model = run_dir / "model", trainer.model
+def save(model_dir: Path, trainer: Any, params: Params) -> None:
+    """Save a standalone model (LoRA merged; the adapter kept in ``adapter/`` beside it), tokenizer, side file."""
+    model = trainer.model
     if params.use_lora:
-        model.save_pretrained(str(run_dir / "adapter"))
+        model.save_pretrained(str(model_dir.parent / "adapter"))
         model = model.merge_and_unload()
     model.save_pretrained(str(model_dir))
     trainer.processing_class.save_pretrained(str(model_dir))
-    sidecar = {
-        "task": "seq2seq",
-        "source_prefix": params.source_prefix,
-        "max_length": params.max_length,
-        "max_target_length": params.max_target_length,
-        "num_beams": params.num_beams,
-    }
-    (model_dir / SIDECAR).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
+    keys = ("source_prefix", "max_length", "max_target_length", "num_beams")
+    runfiles.write_side_file(model_dir, {"task": "seq2seq", **{k: getattr(params, k) for k in keys}})
 
 
-def train(params: Params, run_dir: Path) -> dict[str, float]:
+def train(job: Job) -> dict[str, float]:
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-    from engine import data, runfiles
-    from engine import task as task_mod
     from engine import train_utils as tu
 
-    tu.setup_torch_threads()
-    train_df, valid_df = data.load_splits(task_mod.get_task("seq2seq"), params)
+    params = job.params
     tok = AutoTokenizer.from_pretrained(params.base_model, trust_remote_code=params.trust_remote_code)
-    train_ds = encode(train_df, tok, params)
-    valid_ds = encode(valid_df, tok, params) if valid_df is not None else []
-    has_eval = len(valid_ds) > 0
+    train_ds = encode(job.train, tok, params)
+    valid_ds = encode(job.valid, tok, params) if job.valid is not None else []
     model = load_model(params)
     print(
         f"[trainpad] {len(train_ds)} training rows, {len(valid_ds)} validation rows; "
@@ -150,13 +140,10 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
         flush=True,
     )
     args = tu.training_arguments(
-        params,
-        run_dir,
-        n_train=len(train_ds),
-        has_eval=has_eval,
-        args_cls=Seq2SeqTrainingArguments,
-        metric="eval_rougeL",
-        greater_is_better=True,
+        job,
+        len(train_ds),
+        len(valid_ds),
+        Seq2SeqTrainingArguments,
         predict_with_generate=True,
         generation_max_length=params.max_target_length,
         generation_num_beams=params.num_beams,
@@ -165,16 +152,14 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
         model=model,
         args=args,
         train_dataset=train_ds,
-        eval_dataset=valid_ds if has_eval else None,
+        eval_dataset=valid_ds or None,
         processing_class=tok,
         data_collator=DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100),
         compute_metrics=metrics_fn(tok),
-        callbacks=tu.callbacks(params, run_dir, has_eval),
+        callbacks=tu.callbacks(params, job.run_dir, bool(valid_ds)),
     )
-    metrics = tu.train_and_save(trainer, params, run_dir, has_eval, save=False)
-    if not runfiles.stop_requested():
-        save(trainer, params, run_dir)
-    return metrics
+    saver = functools.partial(save, trainer=trainer, params=params)
+    return tu.train_and_save(trainer, params, job.run_dir, bool(valid_ds), save=saver)
 
 
 # ---- inference ----------------------------------------------------------------------------
@@ -185,7 +170,7 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    settings = json.loads((Path(model_dir) / SIDECAR).read_text()) if (Path(model_dir) / SIDECAR).exists() else {}
+    settings = runfiles.read_side_file(model_dir)
     options = inputs if isinstance(inputs, dict) else {"text": inputs}
     texts = options.get("text") or options.get("inputs") or ""
     single = isinstance(texts, str)

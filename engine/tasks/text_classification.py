@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -9,7 +10,7 @@ from engine import text_utils as xu
 from engine.data import row_numbers
 from engine.errors import UserError
 from engine.params import field
-from engine.task import Column, Task
+from engine.task import Column, Job, Task
 
 
 class Params(xu.EncoderParams):
@@ -62,7 +63,7 @@ def row_labels(value: Any, row: int, multi: bool, params: Params) -> list[str]:
             )
         return [xu.label_name(value)]
     if isinstance(value, str) and params.label_separator and not value.strip().startswith("["):
-        labels = [x.strip() for x in value.split(params.label_separator) if x.strip()]
+        labels = [xu.label_name(x) for x in value.split(params.label_separator) if x.strip()]
     else:
         labels = [xu.label_name(x) for x in xu.parse_list(value, row, "target", split=False) if not xu.is_missing(x)]
     if not labels:
@@ -151,20 +152,16 @@ def drop_unseen(valid_df: Any, label2id: dict[str, int], multi: bool, params: Pa
     return valid_df.drop(index=valid_df.index[where]).reset_index(drop=True)
 
 
-def train(params: Params, run_dir: Path) -> dict[str, float]:
+def train(job: Job) -> dict[str, float]:
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-    from engine import data
-    from engine import task as task_mod
-
-    train_df, valid_df = data.load_splits(task_mod.get_task("text_classification"), params)
-    multi = is_multi_label(train_df["target"], params)
-    labels, problems = all_labels(train_df["target"], multi, params)
+    params = job.params
+    multi = is_multi_label(job.train["target"], params)
+    labels, problems = all_labels(job.train["target"], multi, params)
     if problems:
         raise UserError(problems[:10])
     id2label, label2id = xu.label_maps(x for row in labels for x in row)
     tok = xu.load_tokenizer(params)
-    problem_type = "multi_label_classification" if multi else "single_label_classification"
     model = xu.load_model(
         params,
         AutoModelForSequenceClassification,
@@ -172,16 +169,13 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
         num_labels=len(id2label),
         id2label=id2label,
         label2id=label2id,
-        problem_type=problem_type,
+        problem_type="multi_label_classification" if multi else "single_label_classification",
     )
     model.config.threshold = params.threshold  # saved in config.json; predict uses it for multi-label
-    train_rows = encode(train_df, tok, label2id, multi, params)
-    valid_rows = (
-        encode(drop_unseen(valid_df, label2id, multi, params), tok, label2id, multi, params)
-        if valid_df is not None
-        else None
-    )
-    threads = xu.setup_threads(params, model)
+    train_rows = encode(job.train, tok, label2id, multi, params)
+    valid_rows = None
+    if job.valid is not None:
+        valid_rows = encode(drop_unseen(job.valid, label2id, multi, params), tok, label2id, multi, params)
     xu.print_summary(
         "text classification",
         len(train_rows),
@@ -189,26 +183,18 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
         classes=len(id2label),
         multi_label=multi,
         max_length=params.max_length,
-        threads=threads,
     )
-
-    def compute(pred: Any) -> dict[str, float]:
-        if multi:
-            return xu.multilabel_metrics(pred.label_ids, pred.predictions, params.threshold)
-        return xu.classification_metrics(pred.label_ids, pred.predictions)
-
+    compute = functools.partial(metrics, multi=multi, threshold=params.threshold)
     return xu.fit(
-        model,
-        tok,
-        train_rows,
-        valid_rows,
-        params,
-        run_dir,
-        collator=DataCollatorWithPadding(tok),
-        compute_metrics=compute,
-        metric="eval_f1_macro",
-        greater_is_better=True,
+        job, model, tok, train_rows, valid_rows, collator=DataCollatorWithPadding(tok), compute_metrics=compute
     )
+
+
+def metrics(pred: Any, multi: bool, threshold: float) -> dict[str, float]:
+    """``compute_metrics``: multi-label or single-label classification metrics."""
+    if multi:
+        return xu.multilabel_metrics(pred.label_ids, pred.predictions, threshold)
+    return xu.classification_metrics(pred.label_ids, pred.predictions)
 
 
 # ---- playground ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 from engine import text_utils as xu
 from engine.data import row_numbers
 from engine.errors import UserError
-from engine.task import Column, Task
+from engine.task import Column, Job, Task
 
 
 class Params(xu.EncoderParams):
@@ -92,51 +92,34 @@ def encode(df: Any, tok: Any, params: Params) -> list[dict]:
     return [{**{k: v[i] for k, v in enc.items()}, "labels": t if len(t) > 1 else t[0]} for i, t in enumerate(targets)]
 
 
-def train(params: Params, run_dir: Path) -> dict[str, float]:
+def train(job: Job) -> dict[str, float]:
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-    from engine import data
-    from engine import task as task_mod
-
-    train_df, valid_df = data.load_splits(task_mod.get_task("text_regression"), params)
+    params = job.params
     tok = xu.load_tokenizer(params)
-    train_rows = encode(train_df, tok, params)
-    valid_rows = encode(valid_df, tok, params) if valid_df is not None else None
+    train_rows = encode(job.train, tok, params)
+    valid_rows = encode(job.valid, tok, params) if job.valid is not None else None
     n_targets = len(train_rows[0]["labels"]) if isinstance(train_rows[0]["labels"], list) else 1
+    names = [f"target_{i}" for i in range(n_targets)]
     model = xu.load_model(
         params,
         AutoModelForSequenceClassification,
         tok,
         num_labels=n_targets,
         problem_type="regression",
-        id2label={i: f"target_{i}" for i in range(n_targets)},
-        label2id={f"target_{i}": i for i in range(n_targets)},
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
     )
-    threads = xu.setup_threads(params, model)
     xu.print_summary(
-        "text regression",
-        len(train_rows),
-        len(valid_rows or []),
-        targets=n_targets,
-        max_length=params.max_length,
-        threads=threads,
+        "text regression", len(train_rows), len(valid_rows or []), targets=n_targets, max_length=params.max_length
     )
+    collator = DataCollatorWithPadding(tok)
+    return xu.fit(job, model, tok, train_rows, valid_rows, collator=collator, compute_metrics=metrics)
 
-    def compute(pred: Any) -> dict[str, float]:
-        return xu.regression_metrics(pred.label_ids, pred.predictions)
 
-    return xu.fit(
-        model,
-        tok,
-        train_rows,
-        valid_rows,
-        params,
-        run_dir,
-        collator=DataCollatorWithPadding(tok),
-        compute_metrics=compute,
-        metric="eval_r2" if len(valid_rows or []) > 1 else "eval_mse",
-        greater_is_better=len(valid_rows or []) > 1,
-    )
+def metrics(pred: Any) -> dict[str, float]:
+    """``compute_metrics``: MSE, RMSE, MAE, and R² with more than one row."""
+    return xu.regression_metrics(pred.label_ids, pred.predictions)
 
 
 def predict(model_dir: Path, inputs: Any) -> Any:

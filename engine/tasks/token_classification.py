@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 from engine import text_utils as xu
 from engine.errors import UserError
-from engine.task import Column, Task
+from engine.task import Column, Job, Task
 
 
 class Params(xu.EncoderParams):
@@ -116,16 +117,12 @@ def load_word_tokenizer(params: Params) -> Any:
     return tok
 
 
-def train(params: Params, run_dir: Path) -> dict[str, float]:
-    import numpy as np
+def train(job: Job) -> dict[str, float]:
     from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
-    from engine import data
-    from engine import task as task_mod
-
-    train_df, valid_df = data.load_splits(task_mod.get_task("token_classification"), params)
-    rows, problems = parse_rows(train_df)
-    vrows, vproblems = parse_rows(valid_df) if valid_df is not None else ([], [])
+    params = job.params
+    rows, problems = parse_rows(job.train)
+    vrows, vproblems = parse_rows(job.valid) if job.valid is not None else ([], [])
     if problems or vproblems:
         raise UserError((problems + vproblems)[:10])
     id2label, label2id = xu.label_maps(t for _, tags in rows for t in tags)
@@ -136,38 +133,37 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
     warn_unseen(label2id, vrows)
     train_rows = encode(rows, tok, label2id, params.max_length)
     valid_rows = encode(vrows, tok, label2id, params.max_length) if vrows else None
-    threads = xu.setup_threads(params, model)
     xu.print_summary(
-        "token classification",
-        len(train_rows),
-        len(valid_rows or []),
-        tags=len(id2label),
-        max_length=params.max_length,
-        threads=threads,
+        "token classification", len(train_rows), len(valid_rows or []), tags=len(id2label), max_length=params.max_length
     )
-
-    def compute(pred: Any) -> dict[str, float]:
-        preds = np.asarray(pred.predictions).argmax(-1) if np.ndim(pred.predictions) == 3 else pred.predictions
-        true, guess = [], []
-        for p_row, l_row in zip(preds, pred.label_ids, strict=True):
-            keep = l_row != -100
-            true.append([id2label[int(x)] for x in l_row[keep]])
-            guess.append([id2label[int(x)] for x in p_row[keep]])
-        return xu.seqeval_metrics(true, guess)
-
     return xu.fit(
+        job,
         model,
         tok,
         train_rows,
         valid_rows,
-        params,
-        run_dir,
         collator=DataCollatorForTokenClassification(tok),
-        compute_metrics=compute,
-        metric="eval_f1",
-        greater_is_better=True,
-        preprocess_logits=lambda logits, labels: logits.argmax(-1),
+        compute_metrics=functools.partial(metrics, id2label=id2label),
+        preprocess_logits=best_tags,
     )
+
+
+def best_tags(logits: Any, labels: Any) -> Any:
+    """Keep only the best tag id per token (not every logit) while evaluating."""
+    return logits.argmax(-1)
+
+
+def metrics(pred: Any, id2label: dict[int, str]) -> dict[str, float]:
+    """``compute_metrics``: seqeval scores over the words that carry a tag (first sub-words)."""
+    import numpy as np
+
+    preds = np.asarray(pred.predictions).argmax(-1) if np.ndim(pred.predictions) == 3 else pred.predictions
+    true, guess = [], []
+    for p_row, l_row in zip(preds, pred.label_ids, strict=True):
+        keep = l_row != -100
+        true.append([id2label[int(x)] for x in l_row[keep]])
+        guess.append([id2label[int(x)] for x in p_row[keep]])
+    return xu.seqeval_metrics(true, guess)
 
 
 def predict(model_dir: Path, inputs: Any) -> Any:

@@ -1,0 +1,108 @@
+"""Training pieces for the sentence-transformers task: datasets, losses and evaluators (imported only in workers;
+the task file imports this module inside ``train``).
+
+Each function takes the mode's columns (``roles``, in the order the loss reads them, label/score last)
+explicitly; the task file owns the modes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from datasets import Dataset
+from sentence_transformers import SentenceTransformer, losses
+from sentence_transformers import evaluation as ev
+
+from engine.tasks.sentence_transformers import TARGETS
+from engine.text_utils import label_name
+
+
+def to_dataset(df: Any, roles: list[str], label_ids: dict[str, int]) -> Dataset:
+    """A ``datasets.Dataset`` with the mode's columns in loss order (label as class id, score as float)."""
+    columns: dict[str, list[Any]] = {}
+    for role in roles:
+        if role == "label":
+            columns[role] = [label_ids[label_name(v)] for v in df[role]]
+        elif role == "score":
+            columns[role] = [float(v) for v in df[role]]
+        else:
+            columns[role] = [str(v) for v in df[role]]
+    return Dataset.from_dict(columns)
+
+
+def make_loss(model: Any, mode: str, n_labels: int) -> Any:
+    """SoftmaxLoss for labelled pairs, CoSENTLoss for scored pairs, MultipleNegativesRankingLoss otherwise."""
+    if mode == "pair_class":
+        return losses.SoftmaxLoss(model, model.get_sentence_embedding_dimension(), n_labels)
+    if mode == "pair_score":
+        return losses.CoSENTLoss(model)
+    return losses.MultipleNegativesRankingLoss(model)
+
+
+def make_evaluator(df: Any, mode: str, roles: list[str], loss: Any, label_ids: dict[str, int]) -> Any:
+    """The mode's evaluator, wrapped so that its main metric is also reported as ``score``."""
+    texts = {r: [str(v) for v in df[r]] for r in roles if r not in TARGETS}
+    if mode == "pair_score":
+        inner = ev.EmbeddingSimilarityEvaluator(texts["sentence1"], texts["sentence2"], [float(v) for v in df["score"]])
+    elif mode == "triplet":
+        inner = ev.TripletEvaluator(texts["anchor"], texts["positive"], texts["negative"])
+    elif mode == "pair_class":
+        labels = [label_ids[label_name(v)] for v in df["label"]]
+        inner = SoftmaxAccuracy(texts["premise"], texts["hypothesis"], labels, loss)
+    else:
+        inner = retrieval_evaluator(texts[roles[0]], texts[roles[1]])
+    return Scored(inner)
+
+
+def retrieval_evaluator(queries: list[str], docs: list[str]) -> Any:
+    """Each query should retrieve its own document from all validation documents."""
+    corpus_ids = {d: f"d{i}" for i, d in enumerate(dict.fromkeys(docs))}
+    return ev.InformationRetrievalEvaluator(
+        queries={f"q{i}": q for i, q in enumerate(queries)},
+        corpus={v: k for k, v in corpus_ids.items()},
+        relevant_docs={f"q{i}": {corpus_ids[d]} for i, d in enumerate(docs)},
+        accuracy_at_k=[1, 5],
+        precision_recall_at_k=[1, 5],
+        map_at_k=[10],
+        write_csv=False,
+    )
+
+
+class SoftmaxAccuracy(ev.SentenceEvaluator):
+    """Accuracy of the SoftmaxLoss classifier on (u, v, |u - v|) of the two embeddings."""
+
+    def __init__(self, first: list[str], second: list[str], labels: list[int], loss: Any) -> None:
+        super().__init__()
+        self.first, self.second, self.labels, self.loss = first, second, labels, loss
+        self.primary_metric = "accuracy"
+
+    def __call__(self, model: Any, output_path: Any = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        u = model.encode(self.first, convert_to_tensor=True)
+        v = model.encode(self.second, convert_to_tensor=True)
+        classifier = self.loss.classifier
+        with torch.no_grad():
+            logits = classifier(torch.cat([u, v, (u - v).abs()], 1).to(classifier.weight.dtype))
+        hits = (logits.argmax(1).cpu() == torch.tensor(self.labels)).float()
+        return {"accuracy": hits.mean().item()}
+
+
+class Scored(ev.SentenceEvaluator):
+    """An evaluator's metrics, plus its primary metric again as ``score`` (the task's key metric)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+        self.primary_metric = "score"
+
+    def __call__(self, model: Any, output_path: Any = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        metrics = self.inner(model, output_path, epoch, steps)
+        return {**metrics, "score": metrics[self.inner.primary_metric]}
+
+
+def load_model(params: Any) -> SentenceTransformer:
+    """The base model as a SentenceTransformer (a plain encoder gets mean pooling)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = SentenceTransformer(params.base_model, device=device, trust_remote_code=params.trust_remote_code)
+    model.max_seq_length = params.max_length
+    return model
