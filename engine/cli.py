@@ -32,33 +32,59 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     task, params = load_config(args.config, args.overrides)
     sup = _supervisor(args, manage_all=False, grace_period=args.grace)
-    secrets = _token_env()
-    run_id = sup.submit(task, params, name=args.name or "", secrets=secrets)
+    run_id = sup.submit(task, params, name=args.name or "", secrets=_token_env())
     print(f"run {run_id} queued: {sup.runs_dir / run_id}", flush=True)
+    return _report(_follow_or_stop(sup, run_id))
+
+
+def _follow_or_stop(sup: Any, run_id: str) -> dict[str, Any]:
+    """Follow the run to its end; Ctrl-C (or SIGTERM) stops it (checkpoint) and waits for that, once."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a killed CLI stops its run like Ctrl-C
     try:
-        row = _follow(sup, run_id)
+        return _follow(sup, run_id)
     except KeyboardInterrupt:
-        print("\nstopping (checkpoint is saved)...", flush=True)
-        sup.stop(run_id)
-        row = sup.wait(run_id, timeout=sup.grace_period + 30, drive=True)
-    print()
-    return _report(row)
+        print("\nstopping (the run saves a checkpoint)... press Ctrl-C again to leave it stopping", flush=True)
+    sup.stop(run_id)
+    try:
+        return sup.wait(run_id, timeout=sup.grace_period + 30, drive=True)
+    except (KeyboardInterrupt, TimeoutError):
+        print(f"\nrun {run_id} is still stopping; `trainpad runs` shows how it ended.", flush=True)
+        return sup.store.get_run(run_id)
 
 
 def _follow(sup: Any, run_id: str) -> dict[str, Any]:
     last: dict[str, Any] = {}
     tty = sys.stdout.isatty()
+    said = ""
     while True:
         sup.tick()
         row = sup.store.get_run(run_id)
+        if row["status"] == "queued":
+            said = _say_queued(sup, run_id, said)
         metrics = sup.store.metrics(run_id, ["loss", "eval_loss"])
         if metrics:
             last = {m["name"]: round(m["value"], 4) for m in metrics[-2:]}
-        if tty:
+        if tty and row["status"] == "running":
             print(_progress(row, last), end="", flush=True)
         if row["status"] not in ("queued", "running"):
             return row
         time.sleep(0.2)
+
+
+def _say_queued(sup: Any, run_id: str, said: str) -> str:
+    """Print why the run waits, when that changes."""
+    running, ahead = sup.queue_position(run_id)
+    if not running and not ahead:
+        return said
+    text = (
+        f"queued behind {running + ahead} run(s): {running} training, {ahead} queued ahead "
+        f"(at most {sup.concurrency} at once in {sup.data_dir}; set TRAINPAD_CONCURRENCY or the app's --concurrency)"
+    )
+    if text != said:
+        print(text, flush=True)
+    return text
 
 
 def _report(row: dict[str, Any]) -> int:
@@ -97,10 +123,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from engine.store import Store
-    from engine.supervisor import data_dir_from_env
-
-    rows = Store(data_dir_from_env(args.data_dir) / "trainpad.db").list_runs(status=args.status, task=args.task)
+    sup = _supervisor(args, manage_all=False)  # reconciles the store with the live processes first
+    rows = sup.store.list_runs(status=args.status, task=args.task)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -113,9 +137,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    sup = _supervisor(args, manage_all=False)
+    """Stop a run, and see it through: SIGKILL after the grace period if the worker does not end."""
+    sup = _supervisor(args, manage_all=False, grace_period=args.grace)
     sup.stop(args.run_id)
-    print(f"stop requested for {args.run_id}")
+    print(f"stop requested for {args.run_id}", flush=True)
+    try:
+        row = sup.wait(args.run_id, timeout=args.grace + 15, drive=True)
+    except TimeoutError:
+        print(f"run {args.run_id} has not ended yet; `trainpad runs` shows how it ends.", file=sys.stderr)
+        return 1
+    print(f"run {args.run_id} {row['status']}")
     return 0
 
 
@@ -123,7 +154,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     sup = _supervisor(args, manage_all=False, grace_period=args.grace)
     run_id = sup.resume(args.run_id, secrets=_token_env())
     print(f"run {run_id} resumes {args.run_id}", flush=True)
-    return _report(_follow(sup, run_id))
+    return _report(_follow_or_stop(sup, run_id))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -181,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(fn=cmd_runs)
     s = sub.add_parser("stop", help="stop a running run (it saves a checkpoint)")
     s.add_argument("run_id")
+    s.add_argument("--grace", type=float, default=30.0, help="seconds to wait for a checkpoint before killing")
     s.set_defaults(fn=cmd_stop)
     rs = sub.add_parser("resume", help="resume a run from its last checkpoint, in the foreground")
     rs.add_argument("run_id")
@@ -200,8 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; ``key=value`` overrides may also come after flags (``run C --name X epochs=1``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args.fn(args) or 0)
     except UserError as e:

@@ -17,10 +17,29 @@ from engine.task import Task, get_task
 ENV_VAR = re.compile(r"\$\{(\w+)\}")
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2 booleans: only true/false are booleans, so the documented values `no`, `yes`, `on` and
+    `off` (e.g. ``eval_strategy: no``, ``mixed_precision: no``) stay the strings they look like."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text the way every Trainpad config is read (see :class:`_Yaml12Loader`)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def parse_value(text: str) -> Any:
     """A CLI override value parsed as YAML (``3`` -> 3, ``true`` -> True, ``[a, b]`` -> list)."""
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return load_yaml(text) if text != "" else ""
     except yaml.YAMLError:
         return text
 
@@ -62,7 +81,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.exists():
         raise UserError(f"Config file `{p}` does not exist.")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise UserError(f"Config file `{p.name}` is not valid YAML: {e}") from None
     if not isinstance(data, dict) or "task" not in data:

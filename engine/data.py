@@ -43,6 +43,8 @@ def read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
 
 def _read_csv(p: Path, nrows: int | None) -> pd.DataFrame:
     sep = "\t" if p.suffix.lower() == ".tsv" else ","
+    _refuse_binary(p)
+    _refuse_duplicate_header(p, sep)
     try:
         return pd.read_csv(p, sep=sep, nrows=nrows, keep_default_na=True)
     except pd.errors.EmptyDataError:
@@ -54,6 +56,44 @@ def _read_csv(p: Path, nrows: int | None) -> pd.DataFrame:
         ) from None
     except UnicodeDecodeError as e:
         raise UserError(f"Data file `{p.name}` is not UTF-8 text (byte {e.start}). Save it as UTF-8 CSV.") from None
+
+
+def _refuse_binary(p: Path) -> None:
+    """A binary file (a spreadsheet, an archive, an image) named .csv is not 'a header with no rows'."""
+    with p.open("rb") as f:
+        head = f.read(8192)
+    if b"\x00" in head:
+        kind = next((name for magic, name in BINARY_MAGIC.items() if head.startswith(magic)), "a binary file")
+        raise UserError(
+            f"Data file `{p.name}` is not a text {p.suffix.lstrip('.').upper()} file: it looks like {kind}. "
+            "Export it as CSV (UTF-8) from the program that made it, or upload the right file."
+        )
+
+
+def _refuse_duplicate_header(p: Path, sep: str) -> None:
+    """Two columns with one name would be silently renamed `name.1` by pandas: say so instead."""
+    import csv
+
+    with p.open(encoding="utf-8", errors="replace", newline="") as f:
+        header = next(csv.reader(f, delimiter=sep), [])
+    names = [h.strip() for h in header]
+    dups = sorted({n for n in names if names.count(n) > 1 and n})
+    if dups:
+        where = "; ".join(
+            f"`{d}` in columns {', '.join(str(i + 1) for i, n in enumerate(names) if n == d)}" for d in dups
+        )
+        raise UserError(
+            f"Data file `{p.name}` has two or more columns with the same name: {where}. Rename them so each column name is unique."
+        )
+
+
+BINARY_MAGIC = {
+    b"PK\x03\x04": "a ZIP archive or an Excel .xlsx workbook",
+    b"\xd0\xcf\x11\xe0": "an old Excel .xls or Office file",
+    b"PAR1": "a Parquet file (rename it to .parquet)",
+    b"\x89PNG": "a PNG image",
+    b"%PDF": "a PDF document",
+}
 
 
 def _parser_line(e: Exception) -> str:
@@ -128,6 +168,44 @@ def is_local(source: str) -> bool:
     return bool(source) and (
         Path(source).exists() or source.startswith((".", "/", "~")) or Path(source).suffix.lower() in EXTENSIONS
     )
+
+
+PATH_FIELDS = ("data_path", "valid_path", "base_model", "resume_from")
+
+
+def absolute_paths(params: Any) -> Any:
+    """The params with local paths made absolute (relative to this process's folder): the UI, the CLI and the
+    worker (which runs elsewhere) then all read the same files. Hub ids are left as they are."""
+    updates = {}
+    for name in PATH_FIELDS:
+        value = getattr(params, name, None)
+        if isinstance(value, str) and value and _names_local_path(value):
+            updates[name] = str(Path(value).expanduser().resolve())
+    return params.model_copy(update=updates) if updates else params
+
+
+def _names_local_path(value: str) -> bool:
+    return Path(value).expanduser().exists() or value.startswith((".", "/", "~"))
+
+
+MIN_FREE_BYTES = 500 * 1024 * 1024
+
+
+def disk_problem(folder: str | Path, need: int = MIN_FREE_BYTES) -> list[str]:
+    """A problem when the disk holding ``folder`` has less than ``need`` bytes free (checkpoints, the model)."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return []
+    if free >= need:
+        return []
+    return [
+        f"Only {free / 2**20:.0f} MB free on the disk of the data folder `{folder}`; a run needs at least "
+        f"{need / 2**20:.0f} MB for its checkpoints and model. Free some space, or use another data folder "
+        "(--data-dir / TRAINPAD_DATA_DIR)."
+    ]
 
 
 def resolve_files(params: Any) -> tuple[Path, Path | None]:
@@ -262,7 +340,12 @@ def load_splits(task: Any, params: Any) -> tuple[pd.DataFrame, pd.DataFrame | No
 def check_data(task: Any, params: Any) -> list[str]:
     """Pre-flight data checks in plain language (empty list = fine). Reads local files only."""
     if not params.data_path:
-        return ["No training data given. Upload a file, or set `data_path` to a file, a folder, or a Hub dataset id."]
+        return [
+            Problem(
+                "No training data given. Upload a file, or set `data_path` to a file, a folder, or a Hub dataset id.",
+                field="data_path",
+            )
+        ]
     if not is_local(params.data_path):
         return []  # Hub datasets are checked by the worker when it loads them
     try:

@@ -30,12 +30,21 @@ CONFIG, EVENTS, LOG, METRICS, ERROR, OUTCOME = (
 )
 MODEL_DIR, CHECKPOINTS = "model", "checkpoints"
 
-_STOP = {"requested": False}
+_STOP = {"requested": False, "in_steps": False}
+STEP_EVENTS = ("start", "first_step", "log", "trial")  # once one is written, the task checks Stop at each step
+
+
+class StopRequested(BaseException):
+    """Raised by the Stop signal handler outside the training steps (loading data or the model): nothing to
+    checkpoint yet, so the worker stops at once. A BaseException, so that no ``except Exception`` swallows it."""
 
 
 def request_stop(*_: Any) -> None:
-    """Signal handler: ask the running task to stop at its next step and save a checkpoint."""
+    """Signal handler. During the training steps: ask the task to stop at its next step and save a checkpoint.
+    Before them (data preparation, model loading): stop now."""
     _STOP["requested"] = True
+    if not _STOP["in_steps"]:
+        raise StopRequested()
 
 
 def stop_requested() -> bool:
@@ -52,6 +61,8 @@ def _clean(value: Any) -> Any:
 
 def write_event(run_dir: str | Path, event: dict[str, Any]) -> None:
     """Append one event line (flushed at once so the supervisor sees it)."""
+    if event.get("type") in STEP_EVENTS:
+        _STOP["in_steps"] = True
     event = {"time": time.time(), **{k: _clean(v) for k, v in event.items()}}
     with open(Path(run_dir) / EVENTS, "a", encoding="utf-8") as f:
         f.write(json.dumps(event) + "\n")
@@ -72,9 +83,11 @@ def read_events(run_dir: str | Path, offset: int = 0) -> tuple[list[dict[str, An
     events = []
     for line in chunk[: end + 1].splitlines():
         try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
+            event = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
             continue
+        if isinstance(event, dict):  # a line that is valid JSON but not an object is not an event
+            events.append(event)
     return events, offset + end + 1
 
 
@@ -137,3 +150,20 @@ def write_side_file(model_dir: str | Path, settings: dict[str, Any]) -> None:
 def read_side_file(model_dir: str | Path) -> dict[str, Any]:
     """The settings :func:`write_side_file` saved ({} when there are none)."""
     return read_json(Path(model_dir) / SIDE_FILE) or {}
+
+
+def disk_full_message(run_dir: str | Path, log_text: str = "") -> str:
+    """ "No space left on <disk>" when the run's disk is (nearly) full or its log says so; "" otherwise."""
+    import shutil
+
+    try:
+        usage = shutil.disk_usage(run_dir if Path(run_dir).exists() else Path(run_dir).parent)
+    except OSError:
+        return ""
+    if usage.free > 64 * 1024 * 1024 and "No space left on device" not in log_text:
+        return ""
+    return (
+        f"No space left on the disk of {run_dir} ({usage.free / 2**20:.0f} MB free of {usage.total / 2**30:.1f} GB). "
+        "The run could not write its files. Free some space (delete old runs or checkpoints), or use another "
+        "data folder (--data-dir / TRAINPAD_DATA_DIR), then start it again."
+    )

@@ -14,7 +14,6 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2
 STATUSES = ("queued", "running", "succeeded", "failed", "stopped", "interrupted")
 ACTIVE = ("queued", "running")
 
@@ -44,6 +43,15 @@ RUN_COLUMNS = {
     "stop_requested": int,
     "seq": int,
 }
+# Added by migration 3: who queued the run (only that process holds its token), when a stop escalates to
+# SIGKILL (any supervisor may do it), and how far events.jsonl has been ingested (any supervisor continues).
+RUN_COLUMNS_3 = {
+    "owner_pid": int,
+    "owner_started": float,
+    "needs_token": int,
+    "kill_at": float,
+    "events_offset": int,
+}
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -60,7 +68,15 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
     db["runs"].create_index(["status"], if_not_exists=True)
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    existing = set(db["runs"].columns_dict)
+    for name, kind in RUN_COLUMNS_3.items():
+        if name not in existing:
+            db["runs"].add_column(name, kind)
+    db.conn.execute("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT)")
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
 
 
 class Store:
@@ -70,89 +86,127 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = self._db()
-        db.conn.execute("PRAGMA journal_mode=WAL")
-        self._migrate(db)
-        db.conn.close()
+        try:
+            _retry_locked(lambda: db.conn.execute("PRAGMA journal_mode=WAL"))
+            if db.conn.execute("PRAGMA user_version").fetchone()[0] < max(MIGRATIONS):
+                _retry_locked(lambda: self._migrate(db))
+        finally:
+            db.conn.close()
 
     def _db(self) -> sqlite_utils.Database:
-        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        # autocommit mode: every write below opens its own BEGIN IMMEDIATE transaction (no lock upgrades,
+        # so concurrent processes wait on busy_timeout instead of failing with "database is locked")
+        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA busy_timeout=30000")
         return sqlite_utils.Database(conn)
 
     def _migrate(self, db: sqlite_utils.Database) -> None:
-        version = db.conn.execute("PRAGMA user_version").fetchone()[0]
-        for v in sorted(MIGRATIONS):
-            if v > version:
-                with db.conn:
+        """Apply missing migrations in one write transaction, re-reading the version inside it: safe when
+        several processes open a new data folder at once."""
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.conn.execute("PRAGMA user_version").fetchone()[0]
+            for v in sorted(MIGRATIONS):
+                if v > version:
                     MIGRATIONS[v](db)
                     db.conn.execute(f"PRAGMA user_version={int(v)}")
+            db.conn.execute("COMMIT")
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
+
+    def _write(self, fn: Any) -> Any:
+        """Run ``fn(db)`` in one BEGIN IMMEDIATE transaction and return its result."""
+        db = self._db()
+        try:
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+                db.conn.execute("COMMIT")
+                return result
+            except BaseException:
+                db.conn.execute("ROLLBACK")
+                raise
+        finally:
+            db.conn.close()
 
     @property
     def schema_version(self) -> int:
-        db = self._db()
-        try:
-            return db.conn.execute("PRAGMA user_version").fetchone()[0]
-        finally:
-            db.conn.close()
+        return self._query("PRAGMA user_version")[0]["user_version"]
 
     # --- writes (supervisor only) ---------------------------------------------------------
 
-    def insert_run(self, row: dict[str, Any]) -> None:
-        db = self._db()
-        try:
+    def insert_run(self, row: dict[str, Any]) -> int:
+        """Insert a run with the next sequence number (unique even when processes insert at once)."""
+
+        def insert(db: sqlite_utils.Database) -> int:
             seq = db.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0]
-            with db.conn:
-                db["runs"].insert({"created_at": time.time(), "status": "queued", "seq": seq, **row})
-        finally:
-            db.conn.close()
+            db["runs"].insert({"created_at": time.time(), "status": "queued", "seq": seq, **row})
+            return seq
+
+        return self._write(insert)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        db = self._db()
-        try:
-            with db.conn:
-                db["runs"].update(run_id, fields)
-        finally:
-            db.conn.close()
+        self._write(lambda db: db["runs"].update(run_id, fields))
+
+    def update_if(self, run_id: str, when: str, fields: dict[str, Any]) -> bool:
+        """Update the run only while its status is ``when``; False when it had already moved on."""
+        unknown = set(fields) - set(RUN_COLUMNS) - set(RUN_COLUMNS_3)
+        if unknown:
+            raise ValueError(f"unknown run columns {sorted(unknown)}")
+        sets = ", ".join(f"[{k}] = ?" for k in fields)  # names checked above; values are parameters
+        sql = f"UPDATE runs SET {sets} WHERE id = ? AND status = ?"
+        return self._write(lambda db: db.conn.execute(sql, [*fields.values(), run_id, when]).rowcount == 1)
 
     def add_metrics(self, run_id: str, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        db = self._db()
-        try:
-            with db.conn:
+        if rows:
+            self._write(lambda db: db["metrics"].insert_all({"run_id": run_id, **r} for r in rows))
+
+    def ingest(self, run_id: str, old_offset: int, new_offset: int, rows: list[dict[str, Any]], **fields: Any) -> bool:
+        """Add metric rows and move the run's events offset from ``old_offset`` to ``new_offset`` atomically;
+        False (nothing written) when another supervisor ingested those lines first."""
+
+        def write(db: sqlite_utils.Database) -> bool:
+            cur = db.conn.execute(
+                "UPDATE runs SET events_offset = ? WHERE id = ? AND COALESCE(events_offset, 0) = ?",
+                [new_offset, run_id, old_offset],
+            )
+            if cur.rowcount != 1:
+                return False
+            if rows:
                 db["metrics"].insert_all({"run_id": run_id, **r} for r in rows)
-        finally:
-            db.conn.close()
+            if fields:
+                db["runs"].update(run_id, fields)
+            return True
 
-    def claim(self, run_id: str) -> bool:
+        return self._write(write)
+
+    def claim(self, run_id: str, **fields: Any) -> bool:
         """Atomically move a queued run to running; False if it was not queued (someone else took it)."""
-        db = self._db()
-        try:
-            with db.conn:
-                cur = db.conn.execute(
-                    "UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
-                    [time.time(), run_id],
-                )
-            return cur.rowcount == 1
-        finally:
-            db.conn.close()
+        return self.update_if(run_id, "queued", {"status": "running", "started_at": time.time(), **fields})
 
-    def clear_metrics(self, run_id: str) -> None:
-        db = self._db()
-        try:
-            with db.conn:
-                db.conn.execute("DELETE FROM metrics WHERE run_id = ?", [run_id])
-        finally:
-            db.conn.close()
+    def cancel_queued(self, run_id: str) -> bool:
+        """A queued run becomes stopped; False when it had already started or ended."""
+        return self.update_if(run_id, "queued", {"status": "stopped", "ended_at": time.time(), "stop_requested": 1})
 
     def delete_run(self, run_id: str) -> None:
-        db = self._db()
-        try:
-            with db.conn:
-                db.conn.execute("DELETE FROM metrics WHERE run_id = ?", [run_id])
-                db.conn.execute("DELETE FROM runs WHERE id = ?", [run_id])
-        finally:
-            db.conn.close()
+        def delete(db: sqlite_utils.Database) -> None:
+            db.conn.execute("DELETE FROM metrics WHERE run_id = ?", [run_id])
+            db.conn.execute("DELETE FROM runs WHERE id = ?", [run_id])
+
+        self._write(delete)
+
+    def set_setting(self, key: str, value: str) -> None:
+        self._write(
+            lambda db: db.conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+        )
+
+    def setting(self, key: str, default: str | None = None) -> str | None:
+        rows = self._query("SELECT value FROM settings WHERE key = ?", [key])
+        return rows[0]["value"] if rows else default
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -193,6 +247,18 @@ class Store:
         return [
             r["name"] for r in self._query("SELECT DISTINCT name FROM metrics WHERE run_id = ? ORDER BY name", [run_id])
         ]
+
+
+def _retry_locked(fn: Any, attempts: int = 50) -> Any:
+    """Retry ``fn`` while SQLite says the database is locked (set-up statements that bypass busy_timeout)."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or i == attempts - 1:
+                raise
+            time.sleep(0.05 + 0.01 * i)
+    return None
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:

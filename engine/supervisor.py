@@ -1,7 +1,9 @@
-"""The supervisor: queues runs, starts workers as subprocesses, ingests their events, records outcomes.
+"""The supervisor: the queue's state machine. Queues runs, starts workers as subprocesses, ingests their events,
+records outcomes, escalates stops.
 
-A background thread (not a Gradio event) used by the app and the CLI. It is the only writer of
-the SQLite run store. Workers report only through files in their run folder (see ``runfiles``).
+Any process may run one (the app's background thread, a `trainpad run`, a `trainpad stop`) on the same data folder:
+the queue, the concurrency limit, stop deadlines and event offsets live in SQLite, so whichever supervisor looks
+next does what is due. Workers report only through files in their run folder (see ``runfiles``).
 """
 
 from __future__ import annotations
@@ -18,104 +20,38 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
 from pydantic import BaseModel
 
+from engine import procs
 from engine import runfiles as rf
 from engine.config import dump_config
-from engine.data import check_data
+from engine.data import absolute_paths, check_data, disk_problem
 from engine.errors import UserError
 from engine.params import public_dict
+
+# Re-exported for callers that still import process plumbing from here.
+from engine.procs import ENGINE_ROOT, data_dir_from_env, run_engine_module, worker_command, worker_env  # noqa: F401
 from engine.store import ACTIVE, Store
 from engine.task import Task, get_task
 
-ENGINE_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = "trainpad_data"
 SKIP_METRIC_KEYS = {"type", "step", "epoch", "time", "max_steps", "message"}
-
-
-def data_dir_from_env(explicit: str | Path | None = None) -> Path:
-    """The data folder: explicit > $TRAINPAD_DATA_DIR > /data on a Space with storage > ./trainpad_data."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get("TRAINPAD_DATA_DIR"):
-        return Path(os.environ["TRAINPAD_DATA_DIR"])
-    if os.environ.get("SYSTEM") == "spaces" and Path("/data").is_dir() and os.access("/data", os.W_OK):
-        return Path("/data/trainpad")
-    return Path(DEFAULT_DATA_DIR)
-
-
-def worker_command(run_dir: Path, backend: str = "local", num_processes: int = 1) -> list[str]:
-    """The command that runs one run; the same for every backend."""
-    if num_processes > 1:
-        return [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            str(num_processes),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "-m",
-            "engine.worker",
-            str(run_dir),
-        ]
-    return [sys.executable, "-m", "engine.worker", str(run_dir)]
-
-
-def worker_env(secrets: dict[str, str] | None = None) -> dict[str, str]:
-    """The worker's environment: ours, plus secrets, plus allocator settings that speed up CPU training."""
-    env = dict(os.environ)
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
-    env.setdefault("MALLOC_TRIM_THRESHOLD_", "1073741824")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    env.setdefault("TQDM_DISABLE", "1")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ENGINE_ROOT), env.get("PYTHONPATH", "")]))
-    env.update(secrets or {})
-    return env
-
-
-def run_engine_module(
-    module: str, run_dir: str | Path, payload: Any = None, timeout: float = 600, what: str = ""
-) -> Any:
-    """Run ``python -m MODULE RUN_DIR`` (JSON ``payload`` on stdin) in a worker environment and return the
-    ``output`` of the JSON line it prints last; UserError with its ``error`` (or stderr tail) otherwise.
-
-    Keeps heavy imports (torch & co.) out of the caller, e.g. the UI process.
-    """
-    proc = subprocess.run(
-        [sys.executable, "-m", module, str(run_dir)],
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=str(ENGINE_ROOT),
-        env=worker_env(),
-    )
-    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
-    if not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise UserError(f"{what or module} failed (exit code {proc.returncode}): {tail}")
-    result = json.loads(lines[-1])
-    if "error" in result:
-        raise UserError(result["error"])
-    return result["output"]
+STOPPED_EXIT = 143
+# A run's HF token lives only in the memory of the process that queued it (never on disk).
+_SECRETS: dict[str, dict[str, str]] = {}
 
 
 class Supervisor:
-    """Runs queued runs up to ``concurrency`` at once; see the module docstring."""
+    """Starts queued runs while fewer than ``concurrency`` run in this data folder; see the module docstring.
+
+    ``manage_all``: also start runs queued by processes that have ended (the app); a CLI starts only its own.
+    ``concurrency``: runs trained at once in this data folder (stored there, so every process honours it);
+    None reads the stored value ($TRAINPAD_CONCURRENCY, else 1).
+    """
 
     def __init__(
         self,
         data_dir: str | Path | None = None,
-        concurrency: int = 1,
+        concurrency: int | None = None,
         poll_interval: float = 0.5,
         grace_period: float = 30.0,
         manage_all: bool = True,
@@ -125,20 +61,23 @@ class Supervisor:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "models").mkdir(exist_ok=True)
         self.store = Store(self.data_dir / "trainpad.db")
-        self.concurrency = concurrency
+        if concurrency is not None:
+            self.store.set_setting("concurrency", str(int(concurrency)))
         self.poll_interval = poll_interval
         self.grace_period = grace_period
         self.manage_all = manage_all
-        self._mine: set[str] = set()
-        self._procs: dict[str, subprocess.Popen | psutil.Process] = {}
-        self._offsets: dict[str, int] = {}
-        self._secrets: dict[str, dict[str, str]] = {}
-        self._kill_at: dict[str, float] = {}
+        self.me = procs.this_process()
+        self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
-        if manage_all:
-            self.reconcile()
+        self.refresh()
+
+    @property
+    def concurrency(self) -> int:
+        """Runs trained at once in this data folder, whichever process started them."""
+        value = os.environ.get("TRAINPAD_CONCURRENCY") or self.store.setting("concurrency") or "1"
+        return max(1, int(value))
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -167,29 +106,9 @@ class Supervisor:
         while not self._halt.is_set():
             try:
                 self.tick()
-            except Exception as e:  # never let the thread die; report and carry on
+            except Exception as e:  # never let the thread die; report and carry on (the next tick retries)
                 print(f"[trainpad supervisor] {type(e).__name__}: {e}", file=sys.stderr)
             self._halt.wait(self.poll_interval)
-
-    def reconcile(self) -> None:
-        """On start-up: re-attach to live workers; runs whose process is gone become ``interrupted``."""
-        for row in self.store.runs_with_status("running"):
-            proc = _live_process(row)
-            if proc is not None:
-                self._procs[row["id"]] = proc
-                self.store.clear_metrics(row["id"])  # re-ingested from the start of events.jsonl
-                continue
-            self._ingest(row["id"], Path(row["run_dir"]))
-            outcome = rf.read_json(Path(row["run_dir"]) / rf.OUTCOME)
-            if outcome:
-                self._finish(row["id"], Path(row["run_dir"]), outcome.get("exit_code"), outcome=outcome)
-            else:
-                self.store.update_run(
-                    row["id"],
-                    status="interrupted",
-                    ended_at=time.time(),
-                    error="The app stopped while this run was running, and its process is gone. Resume it to continue from its last checkpoint.",
-                )
 
     # --- public API -----------------------------------------------------------------------
 
@@ -203,56 +122,61 @@ class Supervisor:
         check: bool = True,
         backend: str = "local",
     ) -> str:
-        """Check data, write ``runs/<id>/config.yaml`` and queue the run. Raises UserError, creating nothing."""
+        """Check data, write ``runs/<id>/config.yaml`` and queue the run. Raises UserError, creating nothing.
+
+        Paths in the params are made absolute here (relative to this process's folder), so the worker reads
+        exactly the files that were checked.
+        """
         task = get_task(task) if isinstance(task, str) else task
-        if check:
+        params = absolute_paths(params)
+        problems = disk_problem(self.data_dir)
+        if check and not problems:
             problems = check_data(task, params)
-            if problems:
-                raise UserError(problems)
+        if problems:
+            raise UserError(problems)
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         run_dir = self.runs_dir / run_id
         run_dir.mkdir(parents=True)
         name = name or f"{task.name}-{run_id[-6:]}"
         (run_dir / rf.CONFIG).write_text(dump_config(task, params, name), encoding="utf-8")
-        with self._lock:
-            self._secrets[run_id] = dict(secrets or {})
-            self._mine.add(run_id)
-            self.store.insert_run(
-                {
-                    "id": run_id,
-                    "name": name,
-                    "task": task.name,
-                    "status": "queued",
-                    "backend": backend,
-                    "params": json.dumps(public_dict(params)),
-                    "base_model": getattr(params, "base_model", ""),
-                    "run_dir": str(run_dir),
-                    "key_metric_name": task.key_metric,
-                    "parent_id": parent_id,
-                }
-            )
+        if secrets:
+            _SECRETS[run_id] = dict(secrets)
+        self.store.insert_run(
+            {
+                "id": run_id,
+                "name": name,
+                "task": task.name,
+                "status": "queued",
+                "backend": backend,
+                "params": json.dumps(public_dict(params)),
+                "base_model": getattr(params, "base_model", ""),
+                "run_dir": str(run_dir),
+                "key_metric_name": task.key_metric,
+                "parent_id": parent_id,
+                "owner_pid": self.me[0],
+                "owner_started": self.me[1],
+                "needs_token": int(bool(secrets)),
+                "events_offset": 0,
+            }
+        )
         return run_id
 
     def stop(self, run_id: str) -> None:
-        """Queued: cancel. Running: SIGTERM the process group (worker checkpoints), SIGKILL after the grace period."""
+        """Queued: cancel. Running: SIGTERM the process group (the worker checkpoints); whichever supervisor
+        looks after the grace period sends SIGKILL (the deadline is stored with the run)."""
         with self._lock:
-            row = self.store.get_run(run_id)
-            if row is None:
-                raise UserError(f"No run with id `{run_id}`.")
-            if row["status"] == "queued":
-                self.store.update_run(run_id, status="stopped", ended_at=time.time(), stop_requested=1)
+            row = self._row(run_id)
+            if row["status"] == "queued" and self.store.cancel_queued(run_id):
                 return
+            row = self._row(run_id)
             if row["status"] != "running":
                 return
-            self.store.update_run(run_id, stop_requested=1)
-            _signal_group(row.get("pgid") or row.get("pid"), signal.SIGTERM)
-            self._kill_at[run_id] = time.time() + self.grace_period
+            self.store.update_run(run_id, stop_requested=1, kill_at=time.time() + self.grace_period)
+            procs.signal_run(row, signal.SIGTERM)
 
     def resume(self, run_id: str, secrets: dict[str, str] | None = None) -> str:
         """A new run continuing ``run_id`` from its last checkpoint."""
-        row = self.store.get_run(run_id)
-        if row is None:
-            raise UserError(f"No run with id `{run_id}`.")
+        row = self._row(run_id)
         if row["status"] in ACTIVE:
             raise UserError(f"Run `{run_id}` is still {row['status']}; stop it before resuming.")
         ckpt = rf.last_checkpoint(row["run_dir"])
@@ -279,163 +203,240 @@ class Supervisor:
 
     def wait(self, run_id: str, timeout: float = 600, drive: bool = False) -> dict[str, Any]:
         """Block until the run ends (``drive``: tick in this thread instead of the background one)."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        deadline = time.time() + max(0.0, timeout)
+        while True:
             if drive:
                 self.tick()
             row = self.store.get_run(run_id)
             if row and row["status"] not in ACTIVE:
                 return row
+            if time.time() >= deadline:
+                raise TimeoutError(f"run {run_id} still {row and row['status']} after {timeout}s")
             time.sleep(self.poll_interval if not drive else 0.2)
-        raise TimeoutError(f"run {run_id} still {row and row['status']} after {timeout}s")
+
+    def queue_position(self, run_id: str) -> tuple[int, int]:
+        """(runs training in this data folder, runs queued ahead of ``run_id`` that will start first)."""
+        running = len(self.store.runs_with_status("running"))
+        ahead = 0
+        for row in self._startable_queue():
+            if row["id"] == run_id:
+                break
+            ahead += 1
+        return running, ahead
 
     # --- one supervision step -------------------------------------------------------------
 
     def tick(self) -> None:
-        """Ingest events, reap finished workers, enforce stop deadlines, start queued runs."""
+        """Bring every running run's row up to date, then start queued runs while slots are free."""
         with self._lock:
-            for run_id, proc in list(self._procs.items()):
-                run_dir = self.runs_dir / run_id
-                self._ingest(run_id, run_dir)
-                code = _poll(proc, run_dir)
-                if code is not None:
-                    self._ingest(run_id, run_dir)
-                    self._finish(run_id, run_dir, code)
-                elif run_id in self._kill_at and time.time() > self._kill_at[run_id]:
-                    _signal_group(proc.pid, signal.SIGKILL)
+            self.refresh()
             self._launch_queued()
 
-    def _launch_queued(self) -> None:
-        free = self.concurrency - len(self._procs)
-        if free <= 0:
+    def refresh(self) -> None:
+        """Make the store true to the processes (cheap; every command that reads the store calls it): ingest
+        events, record ended workers (ours, and orphans whose owner is gone), escalate overdue stops, fail runs
+        whose folder was removed, and settle queued runs whose owner is gone and that need its token."""
+        with self._lock:
+            for row in self.store.runs_with_status("running"):
+                self._watch(row)
+            for row in self.store.runs_with_status("queued"):
+                if row.get("needs_token") and not self._owner_alive(row) and row["id"] not in _SECRETS:
+                    self.store.update_if(row["id"], "queued", _token_lost(row))
+
+    reconcile = refresh  # the name used at start-up
+
+    def _watch(self, row: dict[str, Any]) -> None:
+        run_id, run_dir = row["id"], Path(row["run_dir"])
+        if not run_dir.is_dir():
+            self._folder_removed(row)
             return
-        for row in self.store.runs_with_status("queued")[:free]:
-            if self.manage_all or row["id"] in self._mine:
+        row = self._ingest(row)
+        child = self._procs.get(run_id)
+        if child is not None:
+            code = child.poll()
+            if code is not None:
+                self._finish(self._ingest(row), code)
+                return
+        elif procs.live_process(row.get("pid"), row.get("pid_started")) is None:
+            if self._owner_alive(row) and (not row.get("pid") or not self._is_me(row)):
+                return  # being launched, or the process that started it reaps it and records its exit code
+            self._finish(self._ingest(row), None)
+            return
+        if row.get("stop_requested") and row.get("kill_at") and time.time() > row["kill_at"]:
+            procs.signal_run(row, signal.SIGKILL)
+
+    def _startable_queue(self) -> list[dict[str, Any]]:
+        """Queued runs in order, without those nobody will start (owner gone: only the app adopts them)."""
+        return [r for r in self.store.runs_with_status("queued") if self._owner_alive(r) or self._may_adopt(r)]
+
+    def _launch_queued(self) -> None:
+        free = self.concurrency - len(self.store.runs_with_status("running"))
+        for row in self._startable_queue()[: max(0, free)]:
+            if self._is_me(row) or self._may_adopt(row):
                 self._launch(row)
 
     def _launch(self, row: dict[str, Any]) -> None:
-        if not self.store.claim(row["id"]):
-            return  # another supervisor on the same data folder (the app, a CLI run) started it first
-        run_dir = Path(row["run_dir"])
-        log = open(run_dir / rf.LOG, "ab")  # noqa: SIM115 - handed to the child
+        run_id = row["id"]
+        if not self.store.claim(run_id, owner_pid=self.me[0], owner_started=self.me[1]):
+            return  # another supervisor on the same data folder started it first
         try:
-            proc = subprocess.Popen(
-                worker_command(run_dir),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=str(ENGINE_ROOT),
-                env=worker_env(self._secrets.pop(row["id"], None)),
-                start_new_session=True,
-            )
-        except OSError as e:
-            self.store.update_run(
-                row["id"], status="failed", ended_at=time.time(), error=f"Could not start the worker: {e}"
-            )
+            run_dir = Path(row["run_dir"])
+            if not (run_dir / rf.CONFIG).is_file():
+                raise FileNotFoundError(f"{run_dir / rf.CONFIG} is missing (was the run folder removed?)")
+            with open(run_dir / rf.LOG, "ab") as log:
+                proc = subprocess.Popen(
+                    procs.worker_command(run_dir),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=str(ENGINE_ROOT),
+                    env=procs.worker_env(_SECRETS.get(run_id)),
+                    start_new_session=True,
+                )
+        except Exception as e:  # the run is claimed: it must not stay `running` without a process
+            error = f"Could not start the worker: {type(e).__name__}: {e}"
+            self.store.update_run(run_id, status="failed", ended_at=time.time(), error=error)
             return
-        finally:
-            log.close()
-        self._procs[row["id"]] = proc
-        self._offsets[row["id"]] = 0
-        created = psutil.Process(proc.pid).create_time() if psutil.pid_exists(proc.pid) else time.time()
-        self.store.update_run(row["id"], pid=proc.pid, pgid=proc.pid, pid_started=created)
+        self._procs[run_id] = proc
+        _SECRETS.pop(run_id, None)
+        started = procs.started_at(proc.pid) or time.time()
+        self.store.update_run(run_id, pid=proc.pid, pgid=proc.pid, pid_started=started)
 
-    def _ingest(self, run_id: str, run_dir: Path) -> None:
-        events, self._offsets[run_id] = rf.read_events(run_dir, self._offsets.get(run_id, 0))
-        if not events:
-            return
-        rows, progress = [], {}
-        for ev in events:
-            step = int(ev.get("step") or 0)
-            if ev.get("max_steps"):
-                progress["max_steps"] = int(ev["max_steps"])
-            if step:
-                progress["step"] = max(step, progress.get("step", 0))
-            if ev.get("epoch") is not None:
-                progress["epoch"] = float(ev["epoch"])
-            for key, value in ev.items():
-                if key not in SKIP_METRIC_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    rows.append(
-                        {
-                            "step": step,
-                            "epoch": ev.get("epoch"),
-                            "name": key,
-                            "value": float(value),
-                            "time": ev.get("time"),
-                        }
-                    )
-        self.store.add_metrics(run_id, rows)
-        if progress:
-            self.store.update_run(run_id, **progress)
+    def _ingest(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Add the run's new events to the store (exactly once, whichever supervisor reads them first)."""
+        offset = int(row.get("events_offset") or 0)
+        events, new_offset = rf.read_events(row["run_dir"], offset)
+        if new_offset == offset:
+            return row
+        metrics, progress = _event_rows(events)
+        if self.store.ingest(row["id"], offset, new_offset, metrics, **progress):
+            return {**row, **progress, "events_offset": new_offset}
+        return self.store.get_run(row["id"]) or row
 
-    def _finish(self, run_id: str, run_dir: Path, code: int | None, outcome: dict[str, Any] | None = None) -> None:
-        self._procs.pop(run_id, None)
-        self._kill_at.pop(run_id, None)
-        row = self.store.get_run(run_id) or {}
-        outcome = outcome or rf.read_json(run_dir / rf.OUTCOME) or {}
+    def _finish(self, row: dict[str, Any], code: int | None) -> None:
+        """Record how a run ended, trusting the worker's own outcome first. Forgets the process only once the
+        row is written (a failed write is retried at the next tick)."""
+        run_dir = Path(row["run_dir"])
+        outcome = rf.read_json(run_dir / rf.OUTCOME) or {}
+        if code is None and isinstance(outcome.get("exit_code"), int):
+            code = outcome["exit_code"]
+        fields: dict[str, Any] = {"status": _status(row, outcome, code), "exit_code": code, "ended_at": time.time()}
+        if fields["status"] == "failed":
+            fields["error"] = _failure_message(code, rf.read_json(run_dir / rf.ERROR), run_dir)
+        elif fields["status"] == "interrupted":
+            fields["error"] = _interrupted_message(run_dir)
         metrics = rf.read_json(run_dir / rf.METRICS) or {}
-        error = rf.read_json(run_dir / rf.ERROR)
-        if row.get("stop_requested"):
-            status = "stopped"
-        elif code == 0 and outcome.get("status") == "succeeded":
-            status = "succeeded"
-        else:
-            status = "failed"
-        fields: dict[str, Any] = {"status": status, "exit_code": code, "ended_at": time.time()}
-        if status == "failed":
-            fields["error"] = _failure_message(code, error, run_dir)
         key = row.get("key_metric_name")
         if key and isinstance(metrics.get(key), (int, float)):
             fields["key_metric"] = float(metrics[key])
-        self.store.update_run(run_id, **fields)
+        self.store.update_if(row["id"], "running", fields)
+        self._procs.pop(row["id"], None)
+
+    def _folder_removed(self, row: dict[str, Any]) -> None:
+        procs.signal_run(row, signal.SIGKILL)
+        child = self._procs.get(row["id"])
+        if child is not None:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                return  # retried at the next tick
+        error = (
+            f"The run folder {row['run_dir']} was removed while the run was running, so the run was stopped: "
+            "its config, log, checkpoints and model are gone. Start it again (Duplicate) to train it."
+        )
+        self.store.update_if(row["id"], "running", {"status": "failed", "ended_at": time.time(), "error": error})
+        self._procs.pop(row["id"], None)
+
+    # --- ownership ------------------------------------------------------------------------
+
+    def _row(self, run_id: str) -> dict[str, Any]:
+        row = self.store.get_run(run_id)
+        if row is None:
+            raise UserError(f"No run with id `{run_id}`. `trainpad runs` lists the runs of this data folder.")
+        return row
+
+    def _is_me(self, row: dict[str, Any]) -> bool:
+        """Owned by this process (any Supervisor object in it: secrets are per process)."""
+        return row.get("owner_pid") == self.me[0]
+
+    def _owner_alive(self, row: dict[str, Any]) -> bool:
+        if self._is_me(row):
+            return True
+        return procs.is_alive(row.get("owner_pid"), row.get("owner_started"))
+
+    def _may_adopt(self, row: dict[str, Any]) -> bool:
+        """The app starts queued runs whose owner has ended, unless they need that owner's token."""
+        return self.manage_all and not self._owner_alive(row) and not row.get("needs_token")
+
+
+def _event_rows(events: list[Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Metric rows and progress fields from event objects (lines that are not objects are skipped)."""
+    rows: list[dict[str, Any]] = []
+    progress: dict[str, Any] = {}
+    for ev in events:
+        if not isinstance(ev, dict):
+            continue
+        try:
+            step = int(ev.get("step") or 0)
+            epoch = float(ev["epoch"]) if isinstance(ev.get("epoch"), (int, float)) else None
+        except (TypeError, ValueError):
+            continue
+        if isinstance(ev.get("max_steps"), int) and ev["max_steps"] > 0:
+            progress["max_steps"] = ev["max_steps"]
+        if step:
+            progress["step"] = max(step, progress.get("step", 0))
+        if epoch is not None:
+            progress["epoch"] = epoch
+        for key, value in ev.items():
+            if key not in SKIP_METRIC_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                rows.append(
+                    {"step": step, "epoch": epoch, "name": str(key), "value": float(value), "time": ev.get("time")}
+                )
+    return rows, progress
+
+
+def _status(row: dict[str, Any], outcome: dict[str, Any], code: int | None) -> str:
+    """The worker's own word first; a stop counts only when the worker did not finish on its own."""
+    said = outcome.get("status")
+    if said == "succeeded" and code in (0, None):
+        return "succeeded"
+    if said == "failed":
+        return "failed"
+    if said == "stopped":
+        return "stopped"
+    if row.get("stop_requested") and code in (None, STOPPED_EXIT, -signal.SIGTERM, -signal.SIGKILL):
+        return "stopped"
+    return "interrupted" if code is None else "failed"
+
+
+def _token_lost(row: dict[str, Any]) -> dict[str, Any]:
+    error = (
+        "This run needs a Hugging Face token, which is kept only in the memory of the process that queued it "
+        f"(pid {row.get('owner_pid')}), and that process ended before the run started. The token is never "
+        "written to disk: start the run again (Duplicate, or `trainpad run` with $HF_TOKEN set) and give the token."
+    )
+    return {"status": "interrupted", "ended_at": time.time(), "error": error}
+
+
+def _interrupted_message(run_dir: Path) -> str:
+    base = "The run's process ended without reporting a result, and the process that started it is gone."
+    if rf.last_checkpoint(run_dir) is not None:
+        return base + " Resume it to continue from its last checkpoint."
+    return base + " It saved no checkpoint, so use Duplicate to start it again."
 
 
 def _failure_message(code: int | None, error: dict[str, Any] | None, run_dir: Path) -> str:
     if error and error.get("message"):
         return error["message"]
+    tail = "\n".join(rf.log_tail(run_dir, 4000).strip().splitlines()[-15:])
+    space = rf.disk_full_message(run_dir, tail)
+    if space:
+        return space
     if code is not None and code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        name = procs.signal_name(-code)
         reason = "it ran out of memory or was killed" if -code == signal.SIGKILL else f"it received {name}"
     elif code == 0:
         reason = "it exited without reporting a result"
     else:
         reason = f"it exited with code {code}"
-    tail = "\n".join(rf.log_tail(run_dir, 4000).strip().splitlines()[-15:])
     return f"The worker process died: {reason}. Last lines of train.log:\n{tail}"
-
-
-def _poll(proc: subprocess.Popen | psutil.Process, run_dir: Path) -> int | None:
-    """Exit code of a finished worker, None while it runs."""
-    if isinstance(proc, subprocess.Popen):
-        return proc.poll()
-    try:  # a re-attached worker is not our child: its exit code comes from outcome.json
-        if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-            return None
-    except psutil.NoSuchProcess:
-        pass
-    outcome = rf.read_json(run_dir / rf.OUTCOME)
-    return int(outcome.get("exit_code", 1)) if outcome else -int(signal.SIGKILL)
-
-
-def _live_process(row: dict[str, Any]) -> psutil.Process | None:
-    pid = row.get("pid")
-    if not pid:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        if row.get("pid_started") and abs(proc.create_time() - row["pid_started"]) > 1.0:
-            return None  # the pid was reused by another process
-        return proc
-    except psutil.Error:
-        return None
-
-
-def _signal_group(pgid: int | None, sig: int) -> None:
-    if not pgid:
-        return
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -49,7 +49,7 @@ def model_card(task: Any, params: Any, metrics: dict[str, Any], name: str) -> st
         "",
         f"# {name}",
         "",
-        f"Trained with [Trainpad](https://github.com/) — task **{task.title}**"
+        f"Trained with Trainpad — task **{task.title}**"
         + (f", from `{params.base_model}`." if params.base_model else "."),
         "",
         "## Metrics",
@@ -166,22 +166,43 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(argv[0]).resolve()
     try:
         code = run(run_dir)
+    except rf.StopRequested:
+        print("[trainpad] stopped before training started; nothing to checkpoint.", flush=True)
+        rf.write_json(run_dir / rf.OUTCOME, {"status": "stopped", "exit_code": STOPPED_EXIT})
+        return STOPPED_EXIT
     except UserError as e:
         print(f"[trainpad] error: {e}", flush=True)
         _fail(run_dir, str(e), "UserError", 2)
         return 2
-    except BaseException as e:  # noqa: BLE001 - every failure must be reported and exit non-zero
+    except BaseException as e:  # every failure must be reported and exit non-zero
         traceback.print_exc()
         sys.stdout.flush()
-        message = f"{type(e).__name__}: {e}".strip().splitlines()[0] if str(e) else type(e).__name__
-        _fail(run_dir, _explain(message), type(e).__name__, 1)
+        _fail(run_dir, error_message(e, run_dir), type(e).__name__, 1)
         return 1
     return code
 
 
+def error_message(e: BaseException, run_dir: Path) -> str:
+    """What the user reads: the exception's own text (several lines, e.g. transformers' model-loading
+    explanations, cut at 1,500 characters), with a hint for common causes; the traceback is in train.log."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return rf.disk_full_message(run_dir, "No space left on device") + f" ({e})"
+    text = str(e).strip()
+    message = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    if len(message) > 1500:
+        message = message[:1500] + " …(see train.log for the rest)"
+    return _explain(message)
+
+
 def _fail(run_dir: Path, message: str, kind: str, code: int) -> None:
-    rf.write_json(run_dir / rf.ERROR, {"message": message, "type": kind})
-    rf.write_json(run_dir / rf.OUTCOME, {"status": "failed", "exit_code": code})
+    """Write error.json and outcome.json; if even that fails (disk full, folder gone), say it on the log."""
+    try:
+        rf.write_json(run_dir / rf.ERROR, {"message": message, "type": kind})
+        rf.write_json(run_dir / rf.OUTCOME, {"status": "failed", "exit_code": code})
+    except OSError as e:
+        print(f"[trainpad] error: {message}\n[trainpad] could not write error.json: {e}", flush=True)
 
 
 def _explain(message: str) -> str:

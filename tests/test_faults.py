@@ -129,7 +129,7 @@ def test_supervisor_restart_reattaches_or_marks_interrupted(data_dir, tiny_llama
     third._procs[run_id2].wait(timeout=10)
     fourth = Supervisor(data_dir, poll_interval=0.2)
     row = fourth.store.get_run(run_id2)
-    assert row["status"] == "interrupted" and "Resume it" in row["error"]
+    assert row["status"] == "interrupted" and "no checkpoint" in row["error"] and "Duplicate" in row["error"]
     assert fourth.store.runs_with_status("running") == []
 
 
