@@ -55,6 +55,12 @@ def blank_cells(df: Any, roles: list[str], split: str, mapping: dict[str, str] |
     return problems
 
 
+def blank_cells_in_splits(train: Any, valid: Any, roles: list[str], mapping: dict[str, str]) -> list[str]:
+    """:func:`blank_cells` of the training data and, when there is one, of the validation data."""
+    problems = blank_cells(train, roles, "Training", mapping)
+    return problems + (blank_cells(valid, roles, "Validation", mapping) if valid is not None else [])
+
+
 def cap(problems: list[str], limit: int = MAX_ROW_PROBLEMS) -> list[str]:
     """At most ``limit`` row problems, plus a line saying how many more there are."""
     if len(problems) <= limit:
@@ -329,3 +335,62 @@ def best_answers(
             best[ex] = {"answer": "", "score": float(np.exp(null[ex])), "start": -1, "end": -1}
         b.pop("_logp", None)
     return best
+
+
+# ---- the task's model: tokenizer, features, metrics, answers -------------------------------
+
+# What ``predict`` needs from the training settings, with the defaults for a model saved without them.
+SETTINGS = {
+    "max_length": 384,
+    "doc_stride": 128,
+    "max_answer_length": 30,
+    "allow_unanswerable": False,
+    "null_score_threshold": 0.0,
+    "n_best": 20,
+}
+
+
+def load_fast_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    """The model's tokenizer; UserError when it is not a fast one (character offsets need it)."""
+    from transformers import AutoTokenizer
+
+    from engine.text_utils import require_fast
+
+    tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    return require_fast(tok, name, "extractive QA needs for character offsets")
+
+
+def table_features(df: Any, tok: Any, settings: dict[str, Any], mapping: dict[str, str] | None) -> list[dict]:
+    """:func:`features` of a table's (question, context) rows; with answers (training) unless ``mapping`` is None."""
+    answers = answers_of(df, mapping) if mapping is not None else None
+    questions, contexts = [str(q).strip() for q in df["question"]], [str(c) for c in df["context"]]
+    return features(tok, questions, contexts, answers, settings["max_length"], settings["doc_stride"])
+
+
+def spans(feats: list[dict], start: Any, end: Any, contexts: list[str], tok: Any, settings: dict) -> list[dict]:
+    """:func:`best_answers` with the task's settings."""
+    keys = ("max_answer_length", "n_best", "allow_unanswerable", "null_score_threshold")
+    return best_answers(feats, start, end, contexts, tok, *(settings[k] for k in keys))
+
+
+def squad_compute(eval_pred: Any, feats: list[dict], df: Any, tok: Any, settings: dict, mapping: dict) -> dict:
+    """``compute_metrics`` over window logits: best span per question, then EM and F1 (rounded)."""
+    start, end = eval_pred.predictions[:2]
+    best = spans(feats, start, end, [str(c) for c in df["context"]], tok, settings)
+    golds = [texts for texts, _ in answers_of(df, mapping)]
+    return {k: round(v, 4) for k, v in squad_metrics([b["answer"] for b in best], golds).items()}
+
+
+def answer(model_dir: Any, items: list[dict[str, Any]], settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Answers of a saved model to {"question", "context"} items: {answer, score, start, end}; "" = no answer."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    settings = {**SETTINGS, **settings}
+    tok = load_fast_tokenizer(str(model_dir))
+    model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir)).eval()
+    feats = table_features(pd.DataFrame(items), tok, settings, None)
+    with torch.no_grad():
+        out = model(**tok.pad(model_inputs(feats), return_tensors="pt"))
+    contexts = [str(i["context"]) for i in items]
+    return spans(feats, out.start_logits.numpy(), out.end_logits.numpy(), contexts, tok, settings)

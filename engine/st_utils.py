@@ -14,6 +14,7 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformer, losses
 from sentence_transformers import evaluation as ev
 
+from engine.errors import UserError
 from engine.tasks.sentence_transformers import TARGETS
 from engine.text_utils import label_name
 
@@ -106,3 +107,48 @@ def load_model(params: Any) -> SentenceTransformer:
     model = SentenceTransformer(params.base_model, device=device, trust_remote_code=params.trust_remote_code)
     model.max_seq_length = params.max_length
     return model
+
+
+# ---- playground ---------------------------------------------------------------------------
+
+
+def embed(model_dir: Any, inputs: Any) -> dict[str, Any]:
+    """The task's ``predict``: one text's embedding; a ranking of candidates (lines after the first, or
+    {"query", "candidates"}); or several texts' embeddings and similarity matrix (a list, or {"sentences"})."""
+    inputs = playground_request(inputs)
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    if inputs.get("query"):
+        return rank(model, str(inputs["query"]), [str(c) for c in inputs.get("candidates") or []])
+    sentences = [str(s) for s in inputs["sentences"]]
+    emb = model.encode(sentences, convert_to_tensor=True)
+    out: dict[str, Any] = {"dimension": int(emb.shape[1]), "embeddings": emb.cpu().tolist()}
+    if len(sentences) > 1:
+        out["similarity"] = model.similarity(emb, emb).cpu().tolist()
+    return out
+
+
+def playground_request(inputs: Any) -> dict[str, Any]:
+    """Playground inputs as {"sentences": [...]} or {"query": ..., "candidates": [...]}; UserError otherwise."""
+    if isinstance(inputs, str):
+        lines = [ln.strip() for ln in inputs.splitlines() if ln.strip()]
+        inputs = (
+            {"sentences": lines} if len(lines) == 1 else {"query": lines[0] if lines else "", "candidates": lines[1:]}
+        )
+    if isinstance(inputs, list):
+        inputs = {"sentences": inputs}
+    if not isinstance(inputs, dict) or not (inputs.get("sentences") or inputs.get("query")):
+        raise UserError('Give a text, several lines of text (the first is the query), or {"sentences": [...]}.')
+    return inputs
+
+
+def rank(model: Any, query: str, candidates: list[str]) -> dict[str, Any]:
+    """Candidates sorted by similarity to the query (with the query's embedding)."""
+    emb = model.encode([query] + candidates, convert_to_tensor=True)
+    out: dict[str, Any] = {"query": query, "dimension": int(emb.shape[1]), "embedding": emb[0].cpu().tolist()}
+    if candidates:
+        sims = model.similarity(emb[:1], emb[1:])[0].cpu().tolist()
+        out["ranking"] = sorted(
+            ({"text": c, "similarity": round(s, 6)} for c, s in zip(candidates, sims, strict=True)),
+            key=lambda r: -r["similarity"],
+        )
+    return out

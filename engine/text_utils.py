@@ -6,10 +6,11 @@ transformers and sklearn are imported inside the functions that run in workers.
 - parameters: :class:`EncoderParams` (base model, ``max_length``, best-model-kept defaults);
 - reading cells: :func:`parse_list` (lists, JSON/Python list text, whitespace-joined words),
   :func:`label_name` (strings/ints/bools/floats -> one stable label string);
-- labels: :func:`label_maps`, :func:`unseen_labels`;
+- rows and labels: :func:`parse_rows`, :func:`label_maps`, :func:`unseen_labels`, :func:`unseen_problem`,
+  :func:`warn_unseen`;
 - models: :func:`load_tokenizer`, :func:`load_model`, :func:`fit` (Trainer + events + early stopping + save);
 - metrics: :func:`classification_metrics`, :func:`multilabel_metrics`, :func:`regression_metrics`,
-  :func:`seqeval_metrics` (plain dicts of floats, keys without the ``eval_`` prefix).
+  :func:`seqeval_metrics`, :func:`generation_metrics` (plain dicts of floats, keys without the ``eval_`` prefix).
 """
 
 from __future__ import annotations
@@ -141,6 +142,11 @@ def label_name(value: Any) -> str:
     return str(value).strip()
 
 
+def is_number(text: str) -> bool:
+    """True when a label string is a plain number (as :func:`label_name` writes numbers)."""
+    return bool(_NUMBER.fullmatch(text))
+
+
 _INTEGER = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _CODE = re.compile(r"[+-]?0\d")  # a leading zero before a digit: "01", "007"
@@ -148,6 +154,19 @@ _CODE = re.compile(r"[+-]?0\d")  # a leading zero before a digit: "01", "007"
 
 def _short(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def parse_rows(values: Iterable[Any], parse: Callable[[Any, int], Any], empty: Any) -> tuple[list[Any], list[str]]:
+    """``parse(value, row)`` for every row (1-based row numbers) and the problems its UserErrors name;
+    a row that fails gets ``empty``, so the result still lines up with the rows."""
+    rows, problems = [], []
+    for i, value in enumerate(values):
+        try:
+            rows.append(parse(value, i + 1))
+        except UserError as e:
+            rows.append(empty)
+            problems.extend(e.problems)
+    return rows, problems
 
 
 # ---- labels -------------------------------------------------------------------------------
@@ -179,6 +198,32 @@ def unseen_labels(known: Iterable[str], rows: Iterable[Iterable[str]]) -> tuple[
     return sorted(missing), where
 
 
+def unseen_problem(known: Iterable[str], rows: Iterable[Iterable[str]], kind: str = "label") -> list[str]:
+    """The validation rows whose labels (tags) never occur in the training data, as one problem (or none)."""
+    from engine.data import row_numbers
+
+    unseen, where = unseen_labels(known, rows)
+    if not unseen:
+        return []
+    return [
+        f"Validation data has {kind}(s) {', '.join(map(repr, unseen))} that never occur in the training data "
+        f"(row(s) {row_numbers(where)}). Add training examples for them, or remove those rows."
+    ]
+
+
+def warn_unseen(known: Iterable[str], rows: Iterable[Iterable[str]], kind: str, effect: str) -> list[int]:
+    """Say in the log which validation labels (tags) the training split lacks (a random split can do that);
+    return the 0-based indexes of the rows holding them."""
+    unseen, where = unseen_labels(known, rows)
+    if unseen:
+        print(
+            f"[trainpad] warning: validation {kind}(s) {', '.join(map(repr, unseen))} never occur in the training "
+            f"split; {len(where)} validation row(s) {effect}.",
+            flush=True,
+        )
+    return where
+
+
 # ---- models -------------------------------------------------------------------------------
 
 
@@ -189,6 +234,16 @@ def load_tokenizer(params: Any, **kwargs: Any) -> Any:
     tok = AutoTokenizer.from_pretrained(params.base_model, trust_remote_code=params.trust_remote_code, **kwargs)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def require_fast(tok: Any, model: str, why: str) -> Any:
+    """``tok`` when it is a fast (Rust) tokenizer; a UserError saying what needs one otherwise."""
+    if not tok.is_fast:
+        raise UserError(
+            f"Model `{model}` has no fast tokenizer, which {why}. Pick a model with a fast (Rust) tokenizer, i.e. "
+            "a tokenizer.json (most BERT/RoBERTa/DeBERTa checkpoints)."
+        )
     return tok
 
 
@@ -314,6 +369,13 @@ def multilabel_metrics(labels: Any, logits: Any, threshold: float = 0.5) -> dict
     return out
 
 
+def classifier_metrics(pred: Any, multi: bool, threshold: float = 0.5) -> dict[str, float]:
+    """``compute_metrics`` for a classification head: multi-label or single-label metrics."""
+    if multi:
+        return multilabel_metrics(pred.label_ids, pred.predictions, threshold)
+    return classification_metrics(pred.label_ids, pred.predictions)
+
+
 def regression_metrics(targets: Any, preds: Any) -> dict[str, float]:
     """MSE, RMSE, MAE, R² and explained variance (averaged over targets when there are several)."""
     import numpy as np
@@ -363,6 +425,55 @@ def seqeval_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> d
         for key in ("precision", "recall", "f1-score"):
             out[f"{metric_key(name)}_{key.replace('-score', '')}"] = float(scores[key])
     return out
+
+
+def best_ids(logits: Any, labels: Any) -> Any:
+    """``preprocess_logits_for_metrics``: keep only the best id per token (not every logit) while evaluating."""
+    return logits.argmax(-1)
+
+
+def tagging_metrics(pred: Any, id2label: dict[int, str]) -> dict[str, float]:
+    """``compute_metrics`` for token tagging: seqeval scores over the tokens that carry a tag (label not -100)."""
+    import numpy as np
+
+    preds = np.asarray(pred.predictions).argmax(-1) if np.ndim(pred.predictions) == 3 else pred.predictions
+    true, guess = [], []
+    for p_row, l_row in zip(preds, pred.label_ids, strict=True):
+        keep = l_row != -100
+        true.append([id2label[int(x)] for x in l_row[keep]])
+        guess.append([id2label[int(x)] for x in p_row[keep]])
+    return seqeval_metrics(true, guess)
+
+
+def generation_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """ROUGE-1/2/L/Lsum F-measure (rouge-score), BLEU and chrF (sacrebleu), all on a 0-100 scale."""
+    import sacrebleu
+    from rouge_score import rouge_scorer, scoring
+
+    kinds = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+    scorer = rouge_scorer.RougeScorer(kinds, use_stemmer=True)
+    agg = scoring.BootstrapAggregator()
+    for pred, ref in zip(predictions, references, strict=True):
+        agg.add_scores(scorer.score(ref.replace(". ", ".\n"), pred.replace(". ", ".\n")))
+    mid = agg.aggregate()
+    out = {k: 100 * mid[k].mid.fmeasure for k in kinds}
+    out["bleu"] = sacrebleu.corpus_bleu(predictions, [references]).score
+    out["chrf"] = sacrebleu.corpus_chrf(predictions, [references]).score
+    return out
+
+
+def generated_text_metrics(eval_pred: Any, tok: Any) -> dict[str, float]:
+    """``compute_metrics`` for generated token ids: decode, score (:func:`generation_metrics`), and report the
+    mean generated length."""
+    import numpy as np
+
+    preds = np.where(eval_pred.predictions < 0, tok.pad_token_id, eval_pred.predictions)
+    labels = np.where(eval_pred.label_ids < 0, tok.pad_token_id, eval_pred.label_ids)
+    texts = [t.strip() for t in tok.batch_decode(preds, skip_special_tokens=True)]
+    refs = [t.strip() for t in tok.batch_decode(labels, skip_special_tokens=True)]
+    out = generation_metrics(texts, refs)
+    out["gen_len"] = float(np.mean(np.count_nonzero(preds != tok.pad_token_id, axis=1)))
+    return {k: round(v, 4) for k, v in out.items()}
 
 
 def metric_key(name: str) -> str:

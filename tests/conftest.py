@@ -37,3 +37,25 @@ def supervisor(data_dir):
     sup = Supervisor(data_dir, poll_interval=0.2, grace_period=20).start()
     yield sup
     sup.shutdown(stop_runs=True)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def studio(data_dir):
+    """The studio launched in this process on a free port: (url, context)."""
+    import app
+
+    ctx, demo = app.create(data_dir)
+    port = free_port()
+    app.launch(ctx, demo, port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", ctx
+    demo.close()
+    ctx.supervisor.shutdown(stop_runs=True)

@@ -82,3 +82,10 @@ def test_trainpad_app_passes_its_flags_to_the_studio(monkeypatch):
     monkeypatch.setattr(app, "main", lambda argv: seen.setdefault("argv", argv) and 0)
     cli.main(["--data-dir", "d", "app", "--port", "9000", "--share"])
     assert seen["argv"] == ["--data-dir", "d", "--port", "9000", "--share"]
+
+
+def test_view_modules_do_not_import_gradio():
+    """The view logic is plain Python: importable (and testable) without Gradio."""
+    code = "import sys, ui.task_view, ui.runs_view, ui.run_actions, ui.form_values; print('gradio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
 from tests.tiny import chat_rows, write_jsonl
+from ui.runs import DETAIL_KEYS
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def studio(data_dir):
-    """The studio launched in this process on a free port: (url, context)."""
-    import app
-
-    ctx, demo = app.create(data_dir)
-    port = free_port()
-    app.launch(ctx, demo, port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", ctx
-    demo.close()
-    ctx.supervisor.shutdown(stop_runs=True)
 
 
 def poll(client, run_id: str) -> dict:
@@ -36,7 +17,7 @@ def poll(client, run_id: str) -> dict:
     out = client.predict(run_id, "all", "all", "step", api_name="/poll")
     table = out[0]
     rows = [dict(zip(table["headers"], r, strict=True)) for r in table["data"]]
-    metrics = out[1 + __import__("ui.runs", fromlist=["DETAIL_KEYS"]).DETAIL_KEYS.index("metrics")]
+    metrics = out[1 + DETAIL_KEYS.index("metrics")]
     return {"row": next(r for r in rows if r["id"] == run_id), "metrics": metrics}
 
 
@@ -84,11 +65,11 @@ def test_start_tiny_sft_through_the_api_and_poll_to_succeeded(studio, tiny_llama
     assert len(losses) >= 2 and losses[-1] < losses[0]  # it learned
 
     # the playground answers in its own process (the UI process never imports torch)
-    from ui import playground
+    from ui import predictor as predictors
 
-    predictor = playground.predictor_for(ctx, "test-session", ctx.store.get_run(run_id)["run_dir"])
+    predictor = predictors.predictor_for(ctx, "test-session", ctx.store.get_run(run_id)["run_dir"])
     reply = predictor.ask([{"role": "user", "content": "what is 1 plus 2?"}], timeout=120)
     assert isinstance(reply, str)
-    assert playground.active_predictors() == 1
-    playground.release("test-session")
-    assert playground.active_predictors() == 0 and predictor.proc.poll() is not None
+    assert predictors.active_predictors() == 1
+    predictors.release("test-session")
+    assert predictors.active_predictors() == 0 and predictor.proc.poll() is not None

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ARTIFACTS
-from tests.test_app_api import studio  # noqa: F401 - the launched-app fixture
 from tests.tiny import chat_rows
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -75,7 +74,7 @@ def step_of(pg) -> int:
     return int(m.group(1)) if m else 0
 
 
-def test_upload_map_start_watch_reload_stop(studio, page, tiny_llama, tmp_path):  # noqa: F811
+def test_upload_map_start_watch_reload_stop(studio, page, tiny_llama, tmp_path):
     from playwright.sync_api import expect
 
     url, ctx = studio
@@ -136,7 +135,7 @@ def test_upload_map_start_watch_reload_stop(studio, page, tiny_llama, tmp_path):
     shot(pg, "4-stopped")
 
 
-def test_bad_upload_is_explained_and_queues_nothing(studio, page, tmp_path):  # noqa: F811
+def test_bad_upload_is_explained_and_queues_nothing(studio, page, tmp_path):
     from playwright.sync_api import expect
 
     url, ctx = studio
@@ -155,7 +154,7 @@ def test_bad_upload_is_explained_and_queues_nothing(studio, page, tmp_path):  # 
     assert list(ctx.supervisor.runs_dir.iterdir()) == []
 
 
-def test_problems_marked_beside_fields_and_load_config_fills_a_form(studio, page, tmp_path):  # noqa: F811
+def test_problems_marked_beside_fields_and_load_config_fills_a_form(studio, page, tmp_path):
     from playwright.sync_api import expect
 
     url, ctx = studio

@@ -8,10 +8,11 @@ import gradio as gr
 import pandas as pd
 import pytest
 
+from engine.errors import Problem
 from engine.params import field_hints, validate_params
 from engine.task import all_tasks, get_task
 from tests.tiny import chat_rows
-from ui import datasource, forms, task_tab
+from ui import datasource, form_values, task_tab, task_view
 from ui.context import Context
 
 TASKS = all_tasks()
@@ -37,7 +38,7 @@ def test_form_builds_for_every_task_and_defaults_round_trip(task, ctx):
     assert shown == expected, f"fields without a widget: {expected - shown}"
     assert set(tab.mapping) == {c.role for c in task.columns}
     for name, comp in tab.form.items():
-        kind = forms.kind_of(task.params.model_fields[name])
+        kind = form_values.kind_of(task.params.model_fields[name])
         assert isinstance(
             comp,
             {"choice": gr.Dropdown, "bool": gr.Checkbox, "int": gr.Number, "float": gr.Number}.get(kind, gr.Textbox),
@@ -45,9 +46,9 @@ def test_form_builds_for_every_task_and_defaults_round_trip(task, ctx):
         assert comp.elem_id == f"{task.name}-{name}"
         show_if = field_hints(task.params, name).get("show_if")
         if show_if and all(c in tab.form for c in show_if):
-            assert comp.visible == forms.initial_visibility(task.params, name)
+            assert comp.visible == form_values.initial_visibility(task.params, name)
     # the widgets' defaults are the params' defaults
-    params = validate_params(task.params, task_tab.params_data(task, default_values(task, tab)))
+    params = validate_params(task.params, task_view.params_data(task, default_values(task, tab)))
     expected_params = task.params(data_path="data.csv")
     assert params == expected_params
 
@@ -71,18 +72,20 @@ def _inside_accordion(block) -> bool:
 
 
 def test_show_if_conditions():
-    assert forms.condition_holds({"use_lora": True}, {"use_lora": True})
-    assert not forms.condition_holds({"use_lora": True}, {"use_lora": False})
-    assert forms.condition_holds({"eval_strategy": ["steps", "epoch"]}, {"eval_strategy": "epoch"})
-    assert not forms.initial_visibility(get_task("llm_sft").params, "custom_chat_template")
+    assert form_values.condition_holds({"use_lora": True}, {"use_lora": True})
+    assert not form_values.condition_holds({"use_lora": True}, {"use_lora": False})
+    assert form_values.condition_holds({"eval_strategy": ["steps", "epoch"]}, {"eval_strategy": "epoch"})
+    assert not form_values.initial_visibility(get_task("llm_sft").params, "custom_chat_template")
 
 
 def test_widget_values_convert_back():
     task = get_task("llm_sft")
     fields = task.params.model_fields
-    assert forms.from_ui(fields["batch_size"], 4.0) == 4 and isinstance(forms.from_ui(fields["batch_size"], 4.0), int)
-    assert forms.from_ui(fields["scheduler"], "cosine") == "cosine"
-    assert forms.to_ui(fields["use_lora"], True) is True
+    assert form_values.from_ui(fields["batch_size"], 4.0) == 4 and isinstance(
+        form_values.from_ui(fields["batch_size"], 4.0), int
+    )
+    assert form_values.from_ui(fields["scheduler"], "cosine") == "cosine"
+    assert form_values.to_ui(fields["use_lora"], True) is True
 
 
 def write_chat_csv(path, n=24):
@@ -94,18 +97,20 @@ def write_chat_csv(path, n=24):
 def test_preview_and_column_matching(tmp_path):
     task = get_task("llm_sft")
     csv = write_chat_csv(tmp_path / "qa.csv")
-    df, note, matched, columns = task_tab.preview_data(task, str(csv), {"train_split": "train"}, {"prompt": "question"})
+    df, note, matched, columns = task_view.preview_data(
+        task, str(csv), {"train_split": "train"}, {"prompt": "question"}
+    )
     assert columns == ["question", "answer"] and len(df) == 20 and "qa.csv" in note
     assert matched == {"text": "", "messages": "", "prompt": "question", "completion": ""}
     pd.DataFrame({"Text": ["a", "b"]}).to_csv(tmp_path / "t.csv", index=False)
-    _, _, matched, _ = task_tab.preview_data(task, str(tmp_path / "t.csv"), {}, {})
+    _, _, matched, _ = task_view.preview_data(task, str(tmp_path / "t.csv"), {}, {})
     assert matched["text"] == "Text"  # matched by role name, case-insensitive
 
 
 def test_bad_file_preview_says_what_is_wrong(tmp_path):
     task = get_task("llm_sft")
     (tmp_path / "empty.csv").write_text("question,answer\n")
-    df, note, _, columns = task_tab.preview_data(task, str(tmp_path / "empty.csv"), {}, {})
+    df, note, _, columns = task_view.preview_data(task, str(tmp_path / "empty.csv"), {}, {})
     assert df.empty and columns == []
     assert "has a header but no data rows" in note
 
@@ -133,14 +138,14 @@ def test_check_reports_parameter_and_data_problems(tmp_path, ctx):
     task = get_task("llm_sft")
     csv = write_chat_csv(tmp_path / "qa.csv")
     values = {"base_model": "m", "data_path": str(csv), "learning_rate": -1.0, "batch_size": 0}
-    form_msg, data_msg = task_tab.check(ctx, task, values)
+    form_msg, data_msg = task_view.check(ctx, task, values)
     assert "2 problems" in form_msg and "`learning_rate` = -1.0" in form_msg and "`batch_size` = 0" in form_msg
     assert "SFT needs a `text` column" in data_msg  # no column mapped to a role
     values.update({"learning_rate": 1e-3, "batch_size": 2, "map__prompt": "question", "map__completion": "answer"})
-    form_msg, data_msg = task_tab.check(ctx, task, values)
+    form_msg, data_msg = task_view.check(ctx, task, values)
     assert form_msg.startswith("✓") and "problem" not in data_msg.lower()
     values["map__prompt"] = "nope"
-    _, data_msg = task_tab.check(ctx, task, values)
+    _, data_msg = task_view.check(ctx, task, values)
     assert "Column `nope` (mapped to role `prompt`) is not in the data" in data_msg
 
 
@@ -150,27 +155,112 @@ def test_problems_are_shown_beside_the_fields_they_are_about(tmp_path, ctx):
         tab = task_tab.build(task, ctx)
     csv = write_chat_csv(tmp_path / "qa.csv")
     values = {"base_model": "m", "data_path": str(csv), "learning_rate": -1.0, "map__prompt": "nope"}
-    _, _, problems = task_tab.check_report(ctx, task, values)
-    targets = task_tab.problem_targets(tab, values, problems)
+    _, _, problems = task_view.check_report(ctx, task, values)
+    targets = task_view.problem_targets(problems, values, tab.markable(), tab.mapping)
     assert "`learning_rate` = -1.0" in targets["learning_rate"][0]
     assert "Column `nope` (mapped to role `prompt`)" in targets["map__prompt"][0]  # found by the mapped column
     assert "batch_size" not in targets and "base_model" not in targets
 
-    updates = dict(zip(tab.markable(), task_tab.mark_updates(tab, targets), strict=True))
+    updates = task_view.marks(tab.markable(), targets, tab.help)
+    assert task_tab.mark_updates(tab, values, problems)[tab.form["learning_rate"]] == gr.update(
+        **updates["learning_rate"]
+    )
     assert updates["learning_rate"]["info"].startswith("⚠ Parameter `learning_rate` = -1.0")
     assert updates["learning_rate"]["elem_classes"] == ["tp-invalid"]
     assert updates["batch_size"]["info"] == tab.form["batch_size"].info and updates["batch_size"]["elem_classes"] == []
 
     values.update({"learning_rate": 1e-3, "map__prompt": "question", "map__completion": "answer"})
-    _, _, problems = task_tab.check_report(ctx, task, values)
-    assert problems == [] and task_tab.problem_targets(tab, values, problems) == {}
+    _, _, problems = task_view.check_report(ctx, task, values)
+    assert problems == [] and task_view.problem_targets(problems, values, tab.markable(), tab.mapping) == {}
     # a role the data lacks is marked on that role's dropdown; an empty data path on the data field
     values = {"base_model": "m", "data_path": str(csv)}
-    targets = task_tab.problem_targets(tab, values, task_tab.check_report(ctx, task, values)[2])
+    targets = task_view.problem_targets(
+        task_view.check_report(ctx, task, values)[2], values, tab.markable(), tab.mapping
+    )
     assert "map__text" in targets
     values["data_path"] = ""
-    targets = task_tab.problem_targets(tab, values, task_tab.check_report(ctx, task, values)[2])
+    targets = task_view.problem_targets(
+        task_view.check_report(ctx, task, values)[2], values, tab.markable(), tab.mapping
+    )
     assert "data_path" in targets
+
+
+def test_problems_carry_their_field_or_role_as_data(ctx):
+    task = get_task("llm_sft")
+    with gr.Blocks():
+        tab = task_tab.build(task, ctx)
+    problems = [
+        Problem("The learning rate is too high for this model.", field="learning_rate"),  # no backticks needed
+        Problem("Column `q` holds no text in 3 rows.", role="prompt"),  # the role, not the column's name
+        Problem("`column_mapping.completion` is not a column.", field="column_mapping"),  # nested: read from the text
+        "Parameter `batch_size` = 0: must be at least 1.",  # a plain sentence: read from the text
+    ]
+    targets = task_view.problem_targets(problems, {"map__prompt": "other"}, tab.markable(), tab.mapping)
+    assert targets == {
+        "learning_rate": [problems[0]],
+        "map__prompt": [problems[1]],
+        "map__completion": [problems[2]],
+        "batch_size": [problems[3]],
+    }
+
+
+def wired_tab(ctx: Context, task) -> tuple[gr.Blocks, task_tab.TaskTab, task_tab.Shared]:
+    """One task tab wired as the studio wires it, with stand-ins for the studio's shared components."""
+    with gr.Blocks() as demo:
+        shared = task_tab.Shared(
+            run_id=gr.Textbox(),
+            main_tabs=gr.Tabs(),
+            family_tabs=gr.Tabs(),
+            timer=gr.Timer(active=False),
+            backend=gr.Dropdown(["local"], value="local"),
+            load_request=gr.State(None),
+            config=task_tab.build_config_box(),
+        )
+        with gr.Tabs() as inner, gr.Tab(task.title):
+            tab = task_tab.build(task, ctx)
+        task_tab.wire(tab, ctx, shared, inner)
+    return demo, tab, shared
+
+
+def handler(demo: gr.Blocks, api_name: str):
+    return next(f.fn for f in demo.fns.values() if f.api_name == api_name)
+
+
+def test_start_handler_queues_the_run_or_marks_the_fields(tmp_path, data_dir, tiny_llama):
+    from engine.supervisor import Supervisor
+
+    ctx = Context(Supervisor(data_dir))  # not started: a queued run stays queued
+    task = get_task("llm_sft")
+    demo, tab, shared = wired_tab(ctx, task)
+    on_start = handler(demo, "start_llm_sft")
+    values = {
+        **default_values(task, tab),
+        "base_model": str(tiny_llama),
+        "data_path": str(write_chat_csv(tmp_path / "qa.csv")),
+        "map__prompt": "question",
+        "map__completion": "answer",
+        "run_name": "handler run",
+        "learning_rate": -1.0,
+        "batch_size": 0,
+    }
+    with pytest.warns(UserWarning, match="Not started: 2 problem"):  # gr.Warning outside a request
+        updates = on_start("local", **values)
+    assert ctx.store.list_runs() == [] and list(ctx.supervisor.runs_dir.iterdir()) == []
+    assert shared.run_id not in updates and "2 problems" in updates[tab.form_msg]
+    for name in ("learning_rate", "batch_size"):
+        assert updates[tab.form[name]]["elem_classes"] == ["tp-invalid"], name
+    assert updates[tab.form["epochs"]]["elem_classes"] == []
+
+    updates = on_start("local", **{**values, "learning_rate": 1e-3, "batch_size": 2, "epochs": 3.0})
+    run_id = updates[shared.run_id]
+    row = ctx.store.get_run(run_id)
+    assert row["status"] == "queued" and row["name"] == "handler run" and row["backend"] == "local"
+    params = row["params"]
+    assert params["base_model"] == str(tiny_llama) and params["data_path"] == values["data_path"]
+    assert (params["learning_rate"], params["batch_size"], params["epochs"]) == (1e-3, 2, 3.0)
+    assert params["column_mapping"] == {"prompt": "question", "completion": "answer"}
+    assert updates[tab.form_msg] == f"✓ Queued run `{run_id}`." and updates[shared.timer].active
+    assert updates[tab.form["batch_size"]]["elem_classes"] == []  # the marks of the refused try are cleared
 
 
 def test_check_shows_token_statistics_for_a_local_model(tmp_path, ctx, tiny_llama):
@@ -182,7 +272,7 @@ def test_check_shows_token_statistics_for_a_local_model(tmp_path, ctx, tiny_llam
         "map__prompt": "question",
         "map__completion": "answer",
     }
-    form_msg, data_msg = task_tab.check(ctx, task, values)
+    form_msg, data_msg = task_view.check(ctx, task, values)
     assert form_msg.startswith("✓")
     assert "**Tokens per example** (24 examples)" in data_msg and "median" in data_msg
 
@@ -191,7 +281,7 @@ def test_start_with_problems_queues_nothing(tmp_path, ctx):
     task = get_task("llm_sft")
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(Exception, match="SFT needs"):
-        task_tab.start(ctx, task, {"base_model": "m", "data_path": str(tmp_path / "bad.csv")})
+        task_view.start(ctx, task, {"base_model": "m", "data_path": str(tmp_path / "bad.csv")})
     assert ctx.store.list_runs() == []
     assert list(ctx.supervisor.runs_dir.iterdir()) == []
 
@@ -213,17 +303,16 @@ def test_config_round_trip_fills_the_same_values(tmp_path, ctx):
         "run_name": "my run",
         "hf_token": "hf_secret",
     }
-    text, command, path = task_tab.make_config(ctx, task, values)
+    text, command, path = task_view.make_config(ctx, task, values)
     assert "hf_secret" not in text and path.read_text() == text and f"run {path}" in command
-    request = task_tab.load_request(str(path))
+    request = task_view.load_request(str(path))
     assert request["task"] == "llm_sft" and request["name"] == "my run"
     updates = task_tab.fill_updates(tab, request)
-    form_start = 5 + len(tab.data_fields) + len(tab.mapping)
-    filled = dict(zip(tab.form, updates[form_start : form_start + len(tab.form)], strict=True))
+    filled = {name: updates[comp] for name, comp in tab.form.items()}
     assert filled["epochs"] == 2.0 and filled["use_lora"] is False and filled["scheduler"] == "cosine"
-    mapping = [u["value"] for u in updates[5 + len(tab.data_fields) : form_start]]
+    mapping = [updates[comp]["value"] for comp in tab.mapping.values()]
     assert mapping == ["", "", "question", "answer"]
-    assert updates[4] == str(csv) and updates[-3] == "my run"
+    assert updates[tab.data_path] == str(csv) and updates[tab.run_name] == "my run"
 
 
 def test_load_autotrain_config(tmp_path):
@@ -231,10 +320,10 @@ def test_load_autotrain_config(tmp_path):
         "task: llm-sft\nbase_model: m\nproject_name: p1\ndata:\n  path: d.csv\n  column_mapping:\n    text_column: body\n"
         "params:\n  lr: 0.001\n  epochs: 2\n"
     )
-    request = task_tab.load_request(str(tmp_path / "at.yml"))
+    request = task_view.load_request(str(tmp_path / "at.yml"))
     assert request["task"] == "llm_sft" and request["name"] == "p1"
     assert request["params"]["learning_rate"] == 0.001 and request["params"]["column_mapping"] == {"text": "body"}
     (tmp_path / "bad.yml").write_text("params: {}\n")
     with pytest.raises(Exception, match="must be a mapping with `task:`"):
-        task_tab.load_request(str(tmp_path / "bad.yml"))
+        task_view.load_request(str(tmp_path / "bad.yml"))
     json.dumps(request)  # a request travels through gr.State as JSON

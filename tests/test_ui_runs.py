@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import backends, system
+from engine import backends, charts, system
 from engine import runfiles as rf
-from ui import runs
+from ui import run_actions, runs, runs_view
 from ui.context import Context
 
 
@@ -74,69 +74,89 @@ def test_runs_table_lists_every_run_with_filters(ctx):
     )
     fake_run(ctx, "r2", "running", metrics=points(2), step=2, max_steps=10)
     fake_run(ctx, "r3", "failed", error="Column `text` is empty in 2 row(s): 3, 7.")
-    table = runs.runs_table(ctx)
-    assert list(table.columns) == runs.TABLE_COLUMNS
+    table = runs_view.runs_table(ctx)
+    assert list(table.columns) == runs_view.TABLE_COLUMNS
     assert list(table["id"]) == ["r3", "r2", "r1"]  # newest first
     r1 = table[table["id"] == "r1"].iloc[0]
     assert r1["status"] == "succeeded" and r1["progress"] == "4/4 (100%)" and r1["metric"] == "eval_loss=0.5"
     assert r1["duration"] == "1m00s"
-    assert list(runs.runs_table(ctx, status="running")["id"]) == ["r2"]
-    assert runs.runs_table(ctx, task="text_classification").empty
-    assert runs.any_active(ctx)
+    assert list(runs_view.runs_table(ctx, status="running")["id"]) == ["r2"]
+    assert runs_view.runs_table(ctx, task="text_classification").empty
+    assert runs_view.any_active(ctx)
 
 
 def test_run_view_shows_charts_progress_eta_and_error(ctx):
     fake_run(ctx, "r2", "running", metrics=points(5), step=5, max_steps=10)
-    view = runs.run_view(ctx, "r2")
+    view = runs_view.run_view(ctx, "r2")
     assert set(view["charts"]["loss"]["series"]) == {"loss", "eval_loss"}
     assert list(view["charts"]["lr"]["series"].unique()) == ["learning_rate"]
     assert list(view["charts"]["throughput"]["series"].unique()) == ["tokens_per_second"]
     assert list(view["charts"]["other"]["series"].unique()) == ["eval_accuracy"]
     assert "5/10 (50%)" in view["header"] and "ETA 5s" in view["header"]  # one step per second, 5 to go
     assert view["log"].endswith("step 2\n") and view["can"]["stop"] and not view["can"]["delete"]
-    epoch = runs.chart_frame(ctx, "r2", ["loss"], x="epoch")
+    epoch = runs_view.chart_frame(ctx, "r2", ["loss"], x="epoch")
     assert epoch["epoch"].tolist() == [0.2, 0.4, 0.6, 0.8, 1.0]
 
     fake_run(ctx, "r3", "failed", error="Column `text` is empty in 2 row(s): 3, 7.")
-    view = runs.run_view(ctx, "r3")
+    view = runs_view.run_view(ctx, "r3")
     assert view["error"].startswith("Column `text` is empty") and view["can"]["delete"] and not view["can"]["stop"]
     updates = runs.detail_updates(ctx, "r3", "step")
-    error_update = updates[runs.DETAIL_KEYS.index("error")]
+    assert set(updates) == set(runs.DETAIL_KEYS)
+    error_update = updates["error"]
     assert error_update["visible"] and "This run failed" in error_update["value"]
-    assert runs.run_view(ctx, "nope") is None
+    assert runs_view.run_view(ctx, "nope") is None
+
+
+def test_chart_rules_place_metrics_by_name():
+    assert charts.chart_of("loss") == charts.chart_of("eval_loss") == "loss"
+    assert charts.chart_of("learning_rate") == "lr"
+    assert charts.chart_of("tokens_per_second") == charts.chart_of("steps_per_second") == "throughput"
+    assert charts.chart_of("eval_accuracy") == charts.chart_of("eval_f1") == charts.chart_of("perplexity") == "other"
+    for summary in ("train_loss", "train_runtime", "train_samples_per_second", "eval_runtime", "eval_steps_per_second"):
+        assert charts.chart_of(summary) is None, summary
+    for bookkeeping in ("grad_norm", "total_flos", "num_input_tokens_seen", "global_step", "num_train_epochs"):
+        assert charts.chart_of(bookkeeping) is None, bookkeeping
+    names = ["eval_loss", "samples_per_second", "tokens_per_second", "eval_f1", "loss", "eval_accuracy", "train_loss"]
+    assert charts.group(names) == {
+        "loss": ["loss", "eval_loss"],  # training first, then validation
+        "lr": [],
+        "throughput": ["tokens_per_second"],  # one series: tokens/s wins over samples/s
+        "other": ["eval_accuracy", "eval_f1"],
+    }
+    assert charts.group(["samples_per_second"])["throughput"] == ["samples_per_second"]
+    assert list(charts.group([])) == list(charts.CHARTS) == [k for k in runs.DETAIL_KEYS if k in charts.CHARTS]
 
 
 def test_actions_download_duplicate_delete(ctx):
     run_dir = fake_run(ctx, "r1", "succeeded", params={"epochs": 2.0})
     (run_dir / rf.MODEL_DIR).mkdir()
     (run_dir / rf.MODEL_DIR / "config.json").write_text("{}")
-    assert runs.run_view(ctx, "r1")["can"]["download"]
-    zipped = runs.download_zip(ctx, "r1")
+    assert runs_view.run_view(ctx, "r1")["can"]["download"]
+    zipped = run_actions.download_zip(ctx, "r1")
     assert zipped.parent == ctx.exports_dir and zipfile.ZipFile(zipped).namelist() == ["config.json"]
-    request = runs.duplicate_request(ctx, "r1")
+    request = run_actions.duplicate_request(ctx, "r1")
     assert request["task"] == "llm_sft" and request["params"]["epochs"] == 2.0 and request["name"] == "name-r1 (copy)"
     ctx.supervisor.delete("r1")
     assert ctx.store.get_run("r1") is None and not run_dir.exists()
 
 
-def test_merge_is_offered_only_for_an_unmerged_adapter(ctx, monkeypatch):
+def test_merge_is_offered_only_for_an_unmerged_adapter(ctx):
     run_dir = fake_run(ctx, "r1", "succeeded")
     (run_dir / "adapter").mkdir()
     (run_dir / "adapter" / "adapter_config.json").write_text("{}")
-    monkeypatch.setattr(runs, "merge_available", lambda: True)
-    assert runs.run_view(ctx, "r1")["can"]["merge"]
+    assert runs_view.run_view(ctx, "r1")["can"]["merge"]
     (run_dir / "merged").mkdir()  # what engine.merge writes
-    assert not runs.run_view(ctx, "r1")["can"]["merge"]
+    assert not runs_view.run_view(ctx, "r1")["can"]["merge"]
     (run_dir / "merged").rmdir()
     (run_dir / rf.MODEL_DIR).mkdir()
     (run_dir / rf.MODEL_DIR / "config.json").write_text("{}")  # merged at the end of training
-    assert not runs.run_view(ctx, "r1")["can"]["merge"]
+    assert not runs_view.run_view(ctx, "r1")["can"]["merge"]
 
 
 def test_compare_overlays_loss_and_shows_only_differing_params(ctx):
     fake_run(ctx, "a", "succeeded", params={"learning_rate": 0.001}, metrics=points(3))
     fake_run(ctx, "b", "succeeded", params={"learning_rate": 0.01}, metrics=points(4))
-    curves, diff = runs.compare(ctx, ["a", "b"])
+    curves, diff = runs_view.compare(ctx, ["a", "b"])
     assert set(curves["series"]) == {"name-a · loss", "name-a · eval_loss", "name-b · loss", "name-b · eval_loss"}
     assert diff["parameter"].tolist() == ["learning_rate"]
     assert diff.iloc[0].tolist() == ["learning_rate", "0.001", "0.01"]
@@ -182,12 +202,12 @@ def test_playground_inputs_follow_the_task(ctx, tmp_path):
     from ui import playground
 
     assert playground.widget_kind("llm_sft") == "chat"
-    assert playground.make_inputs("text", "hello", "", None, None, None) == "hello"
-    assert playground.make_inputs("json", "", '{"a": 1}', None, None, None) == {"a": 1}
+    assert playground.make_inputs("text", "hello", "", None) == "hello"
+    assert playground.make_inputs("json", "", '{"a": 1}', None) == {"a": 1}
     table = pd.DataFrame([{"x": "1", "y": ""}, {"x": "", "y": ""}])
-    assert playground.make_inputs("table", "", "", table, None, None) == [{"x": "1", "y": None}]
+    assert playground.make_inputs("table", "", "", table) == [{"x": "1", "y": None}]
     with pytest.raises(Exception, match="not valid JSON"):
-        playground.make_inputs("json", "", "{oops", None, None, None)
+        playground.make_inputs("json", "", "{oops", None)
     csv = tmp_path / "d.csv"
     pd.DataFrame({"text": ["a"], "extra": ["b"]}).to_csv(csv, index=False)
     row = {"task": "llm_sft", "params": {"data_path": str(csv), "column_mapping": {}}}

@@ -63,53 +63,65 @@ def build_demo(ctx: Context) -> gr.Blocks:
         )
         timer = gr.Timer(TIMER_SECONDS, active=False)
         saved_run = gr.BrowserState("", storage_key="trainpad_selected_run", secret=ctx.browser_secret())
+        saved_tab = gr.BrowserState("train", storage_key="trainpad_tab")
         load_request = gr.State(None)
         tabs: list[tuple[task_tab.TaskTab, Any]] = []
-        saved_tab = gr.BrowserState("train", storage_key="trainpad_tab")
+        pages: dict[str, Any] = {}
         with gr.Tabs(elem_id="tp-main") as main_tabs:
-            with gr.Tab("Train", id="train", elem_id="tab-train") as train_tab:
-                with gr.Row(equal_height=True):
-                    gr.Markdown("Pick a task, or fill its form from a saved Trainpad or AutoTrain config:", scale=4)
-                    load_config = gr.UploadButton(
-                        "Load config", file_types=[".yaml", ".yml"], elem_id="tp-load-config", size="sm", scale=1
-                    )
-                family_tabs = _task_tabs(ctx, tabs)
-                config_box = task_tab.build_config_box()
-            with gr.Tab("Runs", id="runs", elem_id="tab-runs") as runs_tab:
-                page = runs.build(ctx, run_id)
-            with gr.Tab("Playground", id="playground", elem_id="tab-playground") as play_tab:
-                playground.build_and_wire(ctx, demo, play_tab)
-            with gr.Tab("Docs", id="docs", elem_id="tab-docs") as docs_tab:
+            with gr.Tab("Train", id="train", elem_id="tab-train") as pages["train"]:
+                family_tabs, config_box, load_config = _train_page(ctx, tabs)
+            with gr.Tab("Runs", id="runs", elem_id="tab-runs") as pages["runs"]:
+                runs_page = runs.build(ctx, run_id)
+            with gr.Tab("Playground", id="playground", elem_id="tab-playground") as pages["playground"]:
+                playground.build_and_wire(ctx, demo, pages["playground"])
+            with gr.Tab("Docs", id="docs", elem_id="tab-docs") as pages["docs"]:
                 readme = ROOT / "README.md"
                 gr.Markdown(readme.read_text(encoding="utf-8") if readme.exists() else "See the project README.")
-        shared = task_tab.Shared(
-            run_id=run_id,
-            main_tabs=main_tabs,
-            family_tabs=family_tabs,
-            timer=timer,
-            backend=backend,
-            load_request=load_request,
-            config=config_box,
-        )
+        shared = task_tab.Shared(run_id, main_tabs, family_tabs, timer, backend, load_request, config_box)
         for tab, inner_tabs in tabs:
             task_tab.wire(tab, ctx, shared, inner_tabs)
         load_config.upload(task_tab.on_load_config, load_config, load_request, api_visibility="private")
-        runs.wire(ctx, page, run_id, timer, saved_run, load_request, main_tabs)
-        docs.click(lambda: gr.Tabs(selected="docs"), None, main_tabs, api_visibility="private", queue=False)
-        for tab_id, tab in (("train", train_tab), ("runs", runs_tab), ("playground", play_tab), ("docs", docs_tab)):
-            tab.select(lambda _t=tab_id: _t, None, saved_tab, api_visibility="private", queue=False)
-
-        def on_load(saved: str, tab: str) -> tuple[Any, ...]:
-            return (*runs.restore(ctx, saved), gr.Tabs(selected=tab or "train"))
-
-        demo.load(
-            on_load,
-            [saved_run, saved_tab],
-            [run_id, timer, main_tabs],
-            api_visibility="private",
-            concurrency_limit=None,
-        )
+        runs.wire(ctx, runs_page, run_id, timer, saved_run, load_request, main_tabs)
+        _wire_pages(ctx, demo, shared, docs, pages, saved_run, saved_tab)
     return demo
+
+
+def _train_page(ctx: Context, tabs: list[tuple[task_tab.TaskTab, Any]]) -> tuple[gr.Tabs, task_tab.ConfigBox, Any]:
+    """The Train page: Load config, the family and task tabs (filling ``tabs``), the shared config box."""
+    with gr.Row(equal_height=True):
+        gr.Markdown("Pick a task, or fill its form from a saved Trainpad or AutoTrain config:", scale=4)
+        load_config = gr.UploadButton(
+            "Load config", file_types=[".yaml", ".yml"], elem_id="tp-load-config", size="sm", scale=1
+        )
+    family_tabs = _task_tabs(ctx, tabs)
+    return family_tabs, task_tab.build_config_box(), load_config
+
+
+def _wire_pages(
+    ctx: Context,
+    demo: gr.Blocks,
+    shared: task_tab.Shared,
+    docs: Any,
+    pages: dict[str, Any],
+    saved_run: Any,
+    saved_tab: Any,
+) -> None:
+    """Docs button, the page this browser was on, and the run it watched, restored on (re)load."""
+    docs.click(lambda: gr.Tabs(selected="docs"), None, shared.main_tabs, api_visibility="private", queue=False)
+    for page_id, page in pages.items():
+        page.select(lambda _p=page_id: _p, None, saved_tab, api_visibility="private", queue=False)
+
+    def on_load(saved: str, tab: str) -> dict[Any, Any]:
+        rid, timer = runs.restore(ctx, saved)
+        return {shared.run_id: rid, shared.timer: timer, shared.main_tabs: gr.Tabs(selected=tab or "train")}
+
+    demo.load(
+        on_load,
+        [saved_run, saved_tab],
+        [shared.run_id, shared.timer, shared.main_tabs],
+        api_visibility="private",
+        concurrency_limit=None,
+    )
 
 
 def _task_tabs(ctx: Context, out: list[tuple[task_tab.TaskTab, Any]]) -> gr.Tabs:

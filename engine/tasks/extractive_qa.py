@@ -81,62 +81,16 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
 # ---- training -----------------------------------------------------------------------------
 
 
-def load_tokenizer(name: str, trust_remote_code: bool) -> Any:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    if not tok.is_fast:
-        raise UserError(
-            f"Model `{name}` has no fast tokenizer; extractive QA needs one for character offsets. "
-            "Pick a model with a tokenizer.json (most BERT/RoBERTa/DeBERTa checkpoints)."
-        )
-    return tok
-
-
-def build_features(df: Any, tok: Any, params: Params) -> list[dict[str, Any]]:
-    answers = qa.answers_of(df, params.column_mapping)
-    return qa.features(
-        tok,
-        [str(q).strip() for q in df["question"]],
-        [str(c) for c in df["context"]],
-        answers,
-        params.max_length,
-        params.doc_stride,
-    )
-
-
-def metrics_fn(feats: list[dict[str, Any]], df: Any, tok: Any, params: Params) -> Any:
-    """``compute_metrics`` over window logits: best span per question, then EM and F1."""
-    contexts = [str(c) for c in df["context"]]
-    golds = [texts for texts, _ in qa.answers_of(df, params.column_mapping)]
-
-    def compute(eval_pred: Any) -> dict[str, float]:
-        start, end = eval_pred.predictions[:2]
-        best = qa.best_answers(
-            feats,
-            start,
-            end,
-            contexts,
-            tok,
-            params.max_answer_length,
-            params.n_best,
-            params.allow_unanswerable,
-            params.null_score_threshold,
-        )
-        return {k: round(v, 4) for k, v in qa.squad_metrics([b["answer"] for b in best], golds).items()}
-
-    return compute
-
-
-SETTINGS = ("max_length", "doc_stride", "max_answer_length", "allow_unanswerable", "null_score_threshold", "n_best")
-
-
 def save(model_dir: Path, trainer: Any, params: Params) -> None:
     """The model, its tokenizer and the settings ``predict`` needs (lengths, stride, unanswerable handling)."""
     from engine.train_utils import save_trainer_model
 
     save_trainer_model(trainer, model_dir)
-    runfiles.write_side_file(model_dir, {"task": "extractive_qa", **{k: getattr(params, k) for k in SETTINGS}})
+    runfiles.write_side_file(model_dir, {"task": "extractive_qa", **settings(params)})
+
+
+def settings(params: Params) -> dict[str, Any]:
+    return {k: getattr(params, k) for k in qa.SETTINGS}
 
 
 def train(job: Job) -> dict[str, float]:
@@ -144,32 +98,36 @@ def train(job: Job) -> dict[str, float]:
 
     from engine import train_utils as tu
 
-    params = job.params
+    params, mapping = job.params, job.params.column_mapping
     problems = check_data(job.train, job.valid, params)  # Hub datasets are not checked before queueing
     if problems:
         raise UserError(problems)
-    tok = load_tokenizer(params.base_model, params.trust_remote_code)
-    train_feats = build_features(job.train, tok, params)
-    valid_feats = build_features(job.valid, tok, params) if job.valid is not None and len(job.valid) else []
-    has_eval = len(valid_feats) > 0
+    tok = qa.load_fast_tokenizer(params.base_model, params.trust_remote_code)
+    train_feats = qa.table_features(job.train, tok, settings(params), mapping)
+    valid = job.valid if job.valid is not None and len(job.valid) else None
+    valid_feats = qa.table_features(valid, tok, settings(params), mapping) if valid is not None else []
     print(
         f"[trainpad] {len(job.train)} training questions -> {len(train_feats)} windows; "
-        f"{len(job.valid) if has_eval else 0} validation questions -> {len(valid_feats)} windows",
+        f"{0 if valid is None else len(valid)} validation questions -> {len(valid_feats)} windows",
         flush=True,
     )
-    model = AutoModelForQuestionAnswering.from_pretrained(params.base_model, trust_remote_code=params.trust_remote_code)
+    compute = functools.partial(
+        qa.squad_compute, feats=valid_feats, df=valid, tok=tok, settings=settings(params), mapping=mapping
+    )
     trainer = Trainer(
-        model=model,
+        model=AutoModelForQuestionAnswering.from_pretrained(
+            params.base_model, trust_remote_code=params.trust_remote_code
+        ),
         args=tu.training_arguments(job, len(train_feats), len(valid_feats)),
         train_dataset=qa.model_inputs(train_feats),
-        eval_dataset=qa.model_inputs(valid_feats) if has_eval else None,
+        eval_dataset=qa.model_inputs(valid_feats) if valid_feats else None,
         processing_class=tok,
         data_collator=DataCollatorWithPadding(tok),
-        callbacks=tu.callbacks(params, job.run_dir, has_eval),
-        compute_metrics=metrics_fn(valid_feats, job.valid, tok, params) if has_eval else None,
+        callbacks=tu.callbacks(params, job.run_dir, bool(valid_feats)),
+        compute_metrics=compute if valid_feats else None,
     )
     saver = functools.partial(save, trainer=trainer, params=params)
-    return tu.train_and_save(trainer, params, job.run_dir, has_eval, save=saver)
+    return tu.train_and_save(trainer, params, job.run_dir, bool(valid_feats), save=saver)
 
 
 # ---- inference ----------------------------------------------------------------------------
@@ -177,39 +135,10 @@ def train(job: Job) -> dict[str, float]:
 
 def predict(model_dir: Path, inputs: Any) -> Any:
     """Answer {"question", "context"} (or a list of them): {answer, score, start, end}; "" = no answer."""
-    import torch
-    from transformers import AutoModelForQuestionAnswering
-
     items = inputs if isinstance(inputs, list) else [inputs]
     if not all(isinstance(i, dict) and i.get("question") and i.get("context") for i in items):
         raise UserError('Give a question and a context, e.g. {"question": "Who ...?", "context": "..."}.')
-    model_dir = Path(model_dir)
-    cfg = runfiles.read_side_file(model_dir)
-    tok = load_tokenizer(str(model_dir), False)
-    model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir)).eval()
-    contexts = [str(i["context"]) for i in items]
-    feats = qa.features(
-        tok,
-        [str(i["question"]).strip() for i in items],
-        contexts,
-        None,
-        cfg.get("max_length", 384),
-        cfg.get("doc_stride", 128),
-    )
-    batch = tok.pad(qa.model_inputs(feats), return_tensors="pt")
-    with torch.no_grad():
-        out = model(**batch)
-    best = qa.best_answers(
-        feats,
-        out.start_logits.numpy(),
-        out.end_logits.numpy(),
-        contexts,
-        tok,
-        cfg.get("max_answer_length", 30),
-        cfg.get("n_best", 20),
-        cfg.get("allow_unanswerable", False),
-        cfg.get("null_score_threshold", 0.0),
-    )
+    best = qa.answer(model_dir, items, runfiles.read_side_file(model_dir))
     return best if isinstance(inputs, list) else best[0]
 
 

@@ -78,10 +78,7 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
             f"Columns mapped: {', '.join(train.columns) or 'none'}. Map yours with column_mapping, "
             f"e.g. {{{missing[0]}: my_column}}, or pick the mode that matches your data."
         ]
-    problems = []
-    for split, df in (("Training", train), ("Validation", valid)):
-        if df is not None:
-            problems += qa.blank_cells(df, roles, split, params.column_mapping)
+    problems = qa.blank_cells_in_splits(train, valid, roles, params.column_mapping)
     if problems:
         return problems
     for split, df in (("Training", train), ("Validation", valid)):
@@ -182,39 +179,9 @@ def predict(model_dir: Path, inputs: Any) -> dict[str, Any]:
       similarity to the first line / the query;
     - a list of texts, or {"sentences": [...]}: their embeddings and the similarity matrix.
     """
-    from sentence_transformers import SentenceTransformer
+    from engine import st_utils as st
 
-    model = SentenceTransformer(str(model_dir), device="cpu")
-    if isinstance(inputs, str):
-        lines = [ln.strip() for ln in inputs.splitlines() if ln.strip()]
-        inputs = (
-            {"sentences": lines} if len(lines) == 1 else {"query": lines[0] if lines else "", "candidates": lines[1:]}
-        )
-    if isinstance(inputs, list):
-        inputs = {"sentences": inputs}
-    if not isinstance(inputs, dict) or not (inputs.get("sentences") or inputs.get("query")):
-        raise UserError('Give a text, several lines of text (the first is the query), or {"sentences": [...]}.')
-    if inputs.get("query"):
-        return rank(model, str(inputs["query"]), [str(c) for c in inputs.get("candidates") or []])
-    sentences = [str(s) for s in inputs["sentences"]]
-    emb = model.encode(sentences, convert_to_tensor=True)
-    out: dict[str, Any] = {"dimension": int(emb.shape[1]), "embeddings": emb.cpu().tolist()}
-    if len(sentences) > 1:
-        out["similarity"] = model.similarity(emb, emb).cpu().tolist()
-    return out
-
-
-def rank(model: Any, query: str, candidates: list[str]) -> dict[str, Any]:
-    """Candidates sorted by similarity to the query (with the query's embedding)."""
-    emb = model.encode([query] + candidates, convert_to_tensor=True)
-    out: dict[str, Any] = {"query": query, "dimension": int(emb.shape[1]), "embedding": emb[0].cpu().tolist()}
-    if candidates:
-        sims = model.similarity(emb[:1], emb[1:])[0].cpu().tolist()
-        out["ranking"] = sorted(
-            ({"text": c, "similarity": round(s, 6)} for c, s in zip(candidates, sims, strict=True)),
-            key=lambda r: -r["similarity"],
-        )
-    return out
+    return st.embed(model_dir, inputs)
 
 
 def from_autotrain(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Sequence-to-sequence (summarisation, translation, rewriting) with encoder-decoder models.
 
-Trained with ``Seq2SeqTrainer``; evaluation generates text and scores it with ROUGE-1/2/L/Lsum
-(rouge-score), BLEU and chrF (sacrebleu) and the mean generated length. Optional LoRA (peft),
+Trained with ``Seq2SeqTrainer``; evaluation generates text and scores it with ROUGE-1/2/L/Lsum,
+BLEU, chrF and the mean generated length (:func:`engine.text_utils.generated_text_metrics`). Optional LoRA (peft),
 merged into the base model at the end so the saved model loads with ``AutoModelForSeq2SeqLM``.
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import runfiles
+from engine import text_utils as xu
 from engine.params import LoraParams, field
 from engine.task import Column, Job, Task
 
@@ -41,13 +42,9 @@ COLUMNS = [
 
 def check_data(train: Any, valid: Any, params: Params) -> list[str]:
     """Blank inputs or targets (also in the validation data), named by row and column."""
-    from engine.qa_utils import blank_cells
+    from engine.qa_utils import blank_cells_in_splits
 
-    problems = []
-    for name, df in (("Training", train), ("Validation", valid)):
-        if df is not None:
-            problems += blank_cells(df, ["text", "target"], name, params.column_mapping)
-    return problems
+    return blank_cells_in_splits(train, valid, ["text", "target"], params.column_mapping)
 
 
 # ---- training -----------------------------------------------------------------------------
@@ -62,40 +59,6 @@ def encode(df: Any, tok: Any, params: Params) -> list[dict[str, list[int]]]:
         {"input_ids": i, "attention_mask": m, "labels": lab}
         for i, m, lab in zip(enc["input_ids"], enc["attention_mask"], labels["input_ids"], strict=True)
     ]
-
-
-def generation_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """ROUGE-1/2/L/Lsum F-measure, BLEU and chrF, all on a 0-100 scale."""
-    import sacrebleu
-    from rouge_score import rouge_scorer, scoring
-
-    kinds = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
-    scorer = rouge_scorer.RougeScorer(kinds, use_stemmer=True)
-    agg = scoring.BootstrapAggregator()
-    for pred, ref in zip(predictions, references, strict=True):
-        agg.add_scores(scorer.score(ref.replace(". ", ".\n"), pred.replace(". ", ".\n")))
-    mid = agg.aggregate()
-    out = {k: 100 * mid[k].mid.fmeasure for k in kinds}
-    out["bleu"] = sacrebleu.corpus_bleu(predictions, [references]).score
-    out["chrf"] = sacrebleu.corpus_chrf(predictions, [references]).score
-    return out
-
-
-def metrics_fn(tok: Any) -> Any:
-    """``compute_metrics`` for generated token ids: decode, score, and report the mean generated length."""
-    import numpy as np
-
-    def compute(eval_pred: Any) -> dict[str, float]:
-        preds, labels = eval_pred.predictions, eval_pred.label_ids
-        preds = np.where(preds < 0, tok.pad_token_id, preds)
-        labels = np.where(labels < 0, tok.pad_token_id, labels)
-        texts = [t.strip() for t in tok.batch_decode(preds, skip_special_tokens=True)]
-        refs = [t.strip() for t in tok.batch_decode(labels, skip_special_tokens=True)]
-        out = generation_metrics(texts, refs)
-        out["gen_len"] = float(np.mean(np.count_nonzero(preds != tok.pad_token_id, axis=1)))
-        return {k: round(v, 4) for k, v in out.items()}
-
-    return compute
 
 
 def load_model(params: Params) -> Any:
@@ -155,7 +118,7 @@ def train(job: Job) -> dict[str, float]:
         eval_dataset=valid_ds or None,
         processing_class=tok,
         data_collator=DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100),
-        compute_metrics=metrics_fn(tok),
+        compute_metrics=functools.partial(xu.generated_text_metrics, tok=tok),
         callbacks=tu.callbacks(params, job.run_dir, bool(valid_ds)),
     )
     saver = functools.partial(save, trainer=trainer, params=params)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine import text_utils as xu
-from engine.data import row_numbers
 from engine.errors import UserError
 from engine.params import field
 from engine.task import Column, Job, Task
@@ -73,14 +72,7 @@ def row_labels(value: Any, row: int, multi: bool, params: Params) -> list[str]:
 
 def all_labels(values: Any, multi: bool, params: Params) -> tuple[list[list[str]], list[str]]:
     """Labels of every row, and the problems found (row numbers are 1-based)."""
-    rows, problems = [], []
-    for i, value in enumerate(values):
-        try:
-            rows.append(row_labels(value, i + 1, multi, params))
-        except UserError as e:
-            rows.append([])
-            problems.extend(e.problems)
-    return rows, problems
+    return xu.parse_rows(values, functools.partial(row_labels, multi=multi, params=params), [])
 
 
 def check_data(train: Any, valid: Any, params: Params) -> list[str]:
@@ -92,30 +84,15 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
     names = {x for row in labels for x in row}
     if len(names) < 2 and not multi:
         return [f"Column `target` holds a single class ({', '.join(names)}). Classification needs at least two."]
-    if not multi and len(names) > max(50, len(labels) // 2) and _numeric(names):
+    if not multi and len(names) > max(50, len(labels) // 2) and all(xu.is_number(n) for n in names):
         problems.append(
             f"Column `target` has {len(names)} different numbers for {len(labels)} rows: "
             "it looks like a score. Use the text_regression task for numeric targets."
         )
     if valid is not None:
         vlabels, vproblems = all_labels(valid["target"], multi, params)
-        problems += [f"Validation data: {p}" for p in vproblems[:10]]
-        unseen, where = xu.unseen_labels(names, vlabels)
-        if unseen:
-            problems.append(
-                f"Validation data has label(s) {', '.join(map(repr, unseen))} that never occur in the "
-                f"training data (row(s) {row_numbers(where)}). Add training examples for them, "
-                "or remove those rows."
-            )
+        problems += [f"Validation data: {p}" for p in vproblems[:10]] + xu.unseen_problem(names, vlabels)
     return problems
-
-
-def _numeric(names: set[str]) -> bool:
-    try:
-        [float(n) for n in names]
-    except ValueError:
-        return False
-    return True
 
 
 # ---- training -----------------------------------------------------------------------------
@@ -123,33 +100,17 @@ def _numeric(names: set[str]) -> bool:
 
 def encode(df: Any, tok: Any, label2id: dict[str, int], multi: bool, params: Params) -> list[dict]:
     """Tokenized rows with ``labels``: a class id, or a 0/1 float vector for multi-label."""
-    texts = df["text"].astype(str).tolist()
     labels, _ = all_labels(df["target"], multi, params)
-    enc = tok(texts, truncation=True, max_length=params.max_length)
-    rows = []
-    for i, row_labels_ in enumerate(labels):
-        if multi:
-            target: Any = [0.0] * len(label2id)
-            for x in row_labels_:
-                target[label2id[x]] = 1.0
-        else:
-            target = label2id[row_labels_[0]]
-        rows.append({**{k: v[i] for k, v in enc.items()}, "labels": target})
-    return rows
+    enc = tok(df["text"].astype(str).tolist(), truncation=True, max_length=params.max_length)
+    targets = [[float(n in row) for n in label2id] if multi else label2id[row[0]] for row in labels]
+    return [{**{k: v[i] for k, v in enc.items()}, "labels": t} for i, t in enumerate(targets)]
 
 
 def drop_unseen(valid_df: Any, label2id: dict[str, int], multi: bool, params: Params) -> Any:
     """Validation rows whose labels the model knows (a random split can leave a rare label only there)."""
     labels, _ = all_labels(valid_df["target"], multi, params)
-    unseen, where = xu.unseen_labels(label2id, labels)
-    if not unseen:
-        return valid_df
-    print(
-        f"[trainpad] warning: validation label(s) {', '.join(map(repr, unseen))} never occur in the training "
-        f"split; {len(where)} validation row(s) left out of evaluation.",
-        flush=True,
-    )
-    return valid_df.drop(index=valid_df.index[where]).reset_index(drop=True)
+    where = xu.warn_unseen(label2id, labels, "label", "left out of evaluation")
+    return valid_df.drop(index=valid_df.index[where]).reset_index(drop=True) if where else valid_df
 
 
 def train(job: Job) -> dict[str, float]:
@@ -184,17 +145,10 @@ def train(job: Job) -> dict[str, float]:
         multi_label=multi,
         max_length=params.max_length,
     )
-    compute = functools.partial(metrics, multi=multi, threshold=params.threshold)
+    compute = functools.partial(xu.classifier_metrics, multi=multi, threshold=params.threshold)
     return xu.fit(
         job, model, tok, train_rows, valid_rows, collator=DataCollatorWithPadding(tok), compute_metrics=compute
     )
-
-
-def metrics(pred: Any, multi: bool, threshold: float) -> dict[str, float]:
-    """``compute_metrics``: multi-label or single-label classification metrics."""
-    if multi:
-        return xu.multilabel_metrics(pred.label_ids, pred.predictions, threshold)
-    return xu.classification_metrics(pred.label_ids, pred.predictions)
 
 
 # ---- playground ---------------------------------------------------------------------------

@@ -50,13 +50,7 @@ def row_target(value: Any, row: int) -> list[float]:
 
 def all_targets(values: Any) -> tuple[list[list[float]], list[str]]:
     """Targets of every row, and the problems found (bad values, rows with a different number of targets)."""
-    rows, problems = [], []
-    for i, value in enumerate(values):
-        try:
-            rows.append(row_target(value, i + 1))
-        except UserError as e:
-            rows.append([])
-            problems.extend(e.problems)
+    rows, problems = xu.parse_rows(values, row_target, [])
     sizes = [len(r) for r in rows if r]
     if sizes and not problems:
         common = max(set(sizes), key=sizes.count)

@@ -47,14 +47,8 @@ def parse_row(tokens: Any, tags: Any, row: int) -> tuple[list[str], list[str]]:
 
 def parse_rows(df: Any) -> tuple[list[tuple[list[str], list[str]]], list[str]]:
     """Every row's (words, tags), and the problems found."""
-    rows, problems = [], []
-    for i, (tokens, tags) in enumerate(zip(df["tokens"], df["tags"], strict=True)):
-        try:
-            rows.append(parse_row(tokens, tags, i + 1))
-        except UserError as e:
-            rows.append(([], []))
-            problems.extend(e.problems)
-    return rows, problems
+    pairs = zip(df["tokens"], df["tags"], strict=True)
+    return xu.parse_rows(pairs, lambda pair, row: parse_row(*pair, row), ([], []))
 
 
 def check_data(train: Any, valid: Any, params: Params) -> list[str]:
@@ -65,16 +59,7 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
         vrows, vfound = parse_rows(valid)
         problems += [f"Validation data: {p}" for p in vfound[:10]]
         if not problems:
-            known = {t for _, tags in rows for t in tags}
-            unseen, where = xu.unseen_labels(known, (tags for _, tags in vrows))
-            if unseen:
-                from engine.data import row_numbers
-
-                problems.append(
-                    f"Validation data has tag(s) {', '.join(map(repr, unseen))} that never occur in "
-                    f"the training data (row(s) {row_numbers(where)}). Add training examples for them, "
-                    "or remove those rows."
-                )
+            problems = xu.unseen_problem({t for _, tags in rows for t in tags}, (tags for _, tags in vrows), "tag")
     return problems
 
 
@@ -91,17 +76,6 @@ def encode(rows: list[tuple[list[str], list[str]]], tok: Any, label2id: dict[str
     return out
 
 
-def warn_unseen(label2id: dict[str, int], vrows: list[tuple[list[str], list[str]]]) -> None:
-    """Say so when validation tags never occur in the training split (a random split can do that)."""
-    unseen, where = xu.unseen_labels(label2id, (tags for _, tags in vrows))
-    if unseen:
-        print(
-            f"[trainpad] warning: validation tag(s) {', '.join(map(repr, unseen))} never occur in the training "
-            f"split; those words ({len(where)} row(s)) are left out of evaluation.",
-            flush=True,
-        )
-
-
 def load_word_tokenizer(params: Params) -> Any:
     """The tokenizer, set up for pre-split words (byte-level BPE tokenizers need ``add_prefix_space``)."""
     tok = xu.load_tokenizer(params)
@@ -109,12 +83,7 @@ def load_word_tokenizer(params: Params) -> Any:
         tok(["a", "b"], is_split_into_words=True)
     except (ValueError, TypeError, AssertionError):
         tok = xu.load_tokenizer(params, add_prefix_space=True)
-    if not tok.is_fast:
-        raise UserError(
-            f"`{params.base_model}` has no fast tokenizer, which token classification needs to align "
-            "tags with sub-words. Choose a model with a fast (Rust) tokenizer."
-        )
-    return tok
+    return xu.require_fast(tok, params.base_model, "token classification needs to align tags with sub-words")
 
 
 def train(job: Job) -> dict[str, float]:
@@ -130,7 +99,7 @@ def train(job: Job) -> dict[str, float]:
     model = xu.load_model(
         params, AutoModelForTokenClassification, tok, num_labels=len(id2label), id2label=id2label, label2id=label2id
     )
-    warn_unseen(label2id, vrows)
+    xu.warn_unseen(label2id, (tags for _, tags in vrows), "tag", "have words left out of evaluation")
     train_rows = encode(rows, tok, label2id, params.max_length)
     valid_rows = encode(vrows, tok, label2id, params.max_length) if vrows else None
     xu.print_summary(
@@ -143,47 +112,29 @@ def train(job: Job) -> dict[str, float]:
         train_rows,
         valid_rows,
         collator=DataCollatorForTokenClassification(tok),
-        compute_metrics=functools.partial(metrics, id2label=id2label),
-        preprocess_logits=best_tags,
+        compute_metrics=functools.partial(xu.tagging_metrics, id2label=id2label),
+        preprocess_logits=xu.best_ids,
     )
-
-
-def best_tags(logits: Any, labels: Any) -> Any:
-    """Keep only the best tag id per token (not every logit) while evaluating."""
-    return logits.argmax(-1)
-
-
-def metrics(pred: Any, id2label: dict[int, str]) -> dict[str, float]:
-    """``compute_metrics``: seqeval scores over the words that carry a tag (first sub-words)."""
-    import numpy as np
-
-    preds = np.asarray(pred.predictions).argmax(-1) if np.ndim(pred.predictions) == 3 else pred.predictions
-    true, guess = [], []
-    for p_row, l_row in zip(preds, pred.label_ids, strict=True):
-        keep = l_row != -100
-        true.append([id2label[int(x)] for x in l_row[keep]])
-        guess.append([id2label[int(x)] for x in p_row[keep]])
-    return xu.seqeval_metrics(true, guess)
 
 
 def predict(model_dir: Path, inputs: Any) -> Any:
     """Entities found in each text: ``[{"entity", "word", "score", "start", "end"}]`` (sub-words merged)."""
     texts, single = xu.as_texts(inputs)
     pipe = xu.load_pipeline(model_dir, "token-classification", aggregation_strategy="simple")
-    out = [
-        [
-            {
-                "entity": e["entity_group"],
-                "word": e["word"],
-                "score": round(float(e["score"]), 6),
-                "start": int(e["start"]) if e.get("start") is not None else None,
-                "end": int(e["end"]) if e.get("end") is not None else None,
-            }
-            for e in ents
-        ]
-        for ents in pipe(texts)
-    ]
+    out = [[entity(e) for e in ents] for ents in pipe(texts)]
     return out[0] if single else out
+
+
+def entity(found: dict[str, Any]) -> dict[str, Any]:
+    """One entity of the pipeline's output as plain JSON values."""
+    start, end = found.get("start"), found.get("end")
+    return {
+        "entity": found["entity_group"],
+        "word": found["word"],
+        "score": round(float(found["score"]), 6),
+        "start": None if start is None else int(start),
+        "end": None if end is None else int(end),
+    }
 
 
 TASK = Task(

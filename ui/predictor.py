@@ -1,0 +1,114 @@
+"""The playground's prediction processes: one ``python -m ui.predict_worker RUN_DIR`` per browser session,
+started when a run is picked and released when another run is picked, the tab is closed, or the app exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from engine.errors import UserError
+from engine.supervisor import ENGINE_ROOT, worker_env
+from ui.context import Context
+from ui.predict_worker import MARK
+
+
+class Predictor:
+    """One ``python -m ui.predict_worker RUN_DIR`` process, answering one request at a time."""
+
+    def __init__(self, run_dir: str | Path, log_path: Path):
+        self.run_dir = str(run_dir)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "ab")  # closed in close(): lives as long as the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ui.predict_worker", self.run_dir],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=str(ENGINE_ROOT),
+            env=worker_env(),
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            if line.startswith(MARK):
+                self._lines.put(line[len(MARK) :])
+        self._lines.put(None)
+
+    def ask(self, inputs: Any, timeout: float = 600) -> Any:
+        """The model's output for ``inputs``; UserError with the reason otherwise."""
+        with self._lock:
+            if self.proc.poll() is not None:
+                raise UserError(f"The prediction process ended (exit code {self.proc.returncode}). Pick the run again.")
+            self.proc.stdin.write(json.dumps(inputs) + "\n")  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+            while True:
+                try:
+                    line = self._lines.get(timeout=timeout)
+                except queue.Empty:
+                    self.close()
+                    raise UserError(
+                        f"No prediction after {timeout:.0f}s; the prediction process was stopped."
+                    ) from None
+                if line is None:
+                    raise UserError("The prediction process ended; see playground.log in the data folder's logs/.")
+                reply = json.loads(line)
+                if "ready" in reply:
+                    continue
+                if "error" in reply:
+                    raise UserError(reply["error"])
+                return reply["output"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._log.close()
+
+
+_SESSIONS: dict[str, Predictor] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def predictor_for(ctx: Context, session: str, run_dir: str) -> Predictor:
+    """This session's predictor for ``run_dir`` (a previous one for another run is released)."""
+    with _SESSIONS_LOCK:
+        current = _SESSIONS.get(session)
+        if current is not None and current.run_dir == str(run_dir) and current.proc.poll() is None:
+            return current
+        if current is not None:
+            current.close()
+        _SESSIONS[session] = Predictor(run_dir, ctx.data_dir / "logs" / "playground.log")
+        return _SESSIONS[session]
+
+
+def release(session: str) -> None:
+    with _SESSIONS_LOCK:
+        current = _SESSIONS.pop(session, None)
+    if current is not None:
+        current.close()
+
+
+@atexit.register
+def release_all() -> None:
+    for session in list(_SESSIONS):
+        release(session)
+
+
+def active_predictors() -> int:
+    return sum(1 for p in _SESSIONS.values() if p.proc.poll() is None)

@@ -1,0 +1,76 @@
+"""What can be done with one run (stop, resume, download, merge, duplicate, delete) and the plain
+actions behind the Runs page's buttons. No Gradio here: ``ui.runs`` wires these to the buttons."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from engine import merge as merge_mod
+from engine import runfiles as rf
+from engine.errors import UserError
+from engine.store import ACTIVE
+from ui.context import Context
+
+
+def get_row(ctx: Context, run_id: str) -> dict[str, Any]:
+    """The run's row; UserError when there is none."""
+    row = ctx.store.get_run(run_id) if run_id else None
+    if row is None:
+        raise UserError(f"No run with id `{run_id}`. Pick one in the table.")
+    return row
+
+
+def actions_allowed(row: dict[str, Any]) -> dict[str, bool]:
+    """Which buttons the run's state allows."""
+    run_dir = Path(row["run_dir"])
+    active = row["status"] in ACTIVE
+    return {
+        "stop": active,
+        "resume": not active and rf.last_checkpoint(run_dir) is not None,
+        "duplicate": True,
+        "delete": not active,
+        "download": row["status"] == "succeeded" and (run_dir / rf.MODEL_DIR).is_dir(),
+        "merge": not active and has_adapter(run_dir) and not is_merged(run_dir),
+    }
+
+
+def has_adapter(run_dir: Path) -> bool:
+    return any((run_dir / d / "adapter_config.json").exists() for d in ("adapter", rf.MODEL_DIR))
+
+
+def is_merged(run_dir: Path) -> bool:
+    """A standalone model exists: ``merged/`` (engine.merge) or a full model in ``model/``."""
+    model = run_dir / rf.MODEL_DIR
+    full_model = (model / "config.json").exists() and not (model / "adapter_config.json").exists()
+    return (run_dir / merge_mod.MERGED_DIR).is_dir() or full_model
+
+
+def download_zip(ctx: Context, run_id: str) -> Path:
+    """A zip of the run's model folder, in the exports folder."""
+    row = get_row(ctx, run_id)
+    model = Path(row["run_dir"]) / rf.MODEL_DIR
+    if not model.is_dir():
+        raise UserError(f"Run `{run_id}` has no model folder to download (status: {row['status']}).")
+    base = ctx.exports_dir / f"{row.get('name') or run_id}-{run_id}-model".replace("/", "_")
+    return Path(shutil.make_archive(str(base), "zip", root_dir=model))
+
+
+def merge(ctx: Context, run_id: str) -> str:
+    """Merge the run's adapter into its base model (in a subprocess); a one-line report."""
+    row = get_row(ctx, run_id)
+    result = merge_mod.merge_in_subprocess(row["run_dir"])
+    return f"Merged the adapter of `{run_id}`" + (f": {result}" if result else ".")
+
+
+def duplicate_request(ctx: Context, run_id: str) -> dict[str, Any]:
+    """A request to fill the run's task form with its params (see ``ui.task_tab``'s fill)."""
+    row = get_row(ctx, run_id)
+    return {
+        "task": row["task"],
+        "params": row["params"],
+        "name": f"{row.get('name') or run_id} (copy)",
+        "nonce": time.time(),
+    }

@@ -1,0 +1,227 @@
+"""What the Runs page shows, as plain data: the history table, one run's header, charts and files,
+and run comparison. Read from the run store and the run folder; no Gradio here (``ui.runs`` wires it)."""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from engine import charts
+from engine import runfiles as rf
+from engine.store import ACTIVE
+from ui.context import Context
+from ui.run_actions import actions_allowed
+
+ALL = "all"
+TABLE_COLUMNS = ["id", "name", "task", "base model", "status", "progress", "started", "duration", "metric"]
+CHART_COLUMNS = ["step", "epoch", "value", "series"]
+
+
+# --- formatting -------------------------------------------------------------------------------
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return ""
+    h, rem = divmod(int(seconds), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def fmt_time(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
+
+
+def progress_text(row: dict[str, Any]) -> str:
+    step, total = row.get("step") or 0, row.get("max_steps") or 0
+    if total:
+        return f"{step}/{total} ({100 * step / total:.0f}%)"
+    return f"{step}" if step else ""
+
+
+def duration_of(row: dict[str, Any], now: float | None = None) -> float | None:
+    if not row.get("started_at"):
+        return None
+    return (row.get("ended_at") or now or time.time()) - row["started_at"]
+
+
+def metric_text(row: dict[str, Any]) -> str:
+    if row.get("key_metric") is None:
+        return ""
+    return f"{row.get('key_metric_name') or 'metric'}={row['key_metric']:.4g}"
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+def table_row(row: dict[str, Any], now: float) -> list[str]:
+    return [
+        row["id"],
+        row.get("name") or "",
+        row["task"],
+        row.get("base_model") or "",
+        row["status"],
+        progress_text(row),
+        fmt_time(row.get("started_at") or row.get("created_at")),
+        fmt_duration(duration_of(row, now)),
+        metric_text(row),
+    ]
+
+
+def runs_table(ctx: Context, status: str = ALL, task: str = ALL) -> pd.DataFrame:
+    """All runs (newest first) as the table shows them."""
+    rows = ctx.store.list_runs(
+        status=None if status in (ALL, "", None) else status,
+        task=None if task in (ALL, "", None) else task,
+    )
+    now = time.time()
+    return pd.DataFrame([table_row(r, now) for r in rows], columns=TABLE_COLUMNS)
+
+
+def any_active(ctx: Context) -> bool:
+    return bool(ctx.store.runs_with_status(*ACTIVE))
+
+
+def run_choices(ctx: Context) -> list[tuple[str, str]]:
+    return [(f"{r.get('name') or r['id']} · {r['status']} · {r['id']}", r["id"]) for r in ctx.store.list_runs()]
+
+
+def restore_run(ctx: Context, saved: str | None) -> str:
+    """The run to show on (re)load: the one this browser watched, else the newest active run ('' if none)."""
+    if saved and ctx.store.get_run(saved):
+        return saved
+    active = ctx.store.runs_with_status("running") or ctx.store.runs_with_status("queued")
+    return active[-1]["id"] if active else ""
+
+
+# --- one run ----------------------------------------------------------------------------------
+
+
+def chart_frame(ctx: Context, run_id: str, names: list[str], x: str = "step") -> pd.DataFrame:
+    """Long-form metrics (x, value, series) for a LinePlot; rows without an epoch are dropped when x is epoch."""
+    rows = ctx.store.metrics(run_id, names) if names else []
+    df = pd.DataFrame(rows, columns=["step", "epoch", "name", "value", "time"])
+    df = df.rename(columns={"name": "series"})[CHART_COLUMNS]
+    # numeric dtypes even when empty: the plot fixes its axis types from the first data it gets
+    df = df.astype({"step": "int64", "epoch": "float64", "value": "float64", "series": "str"})
+    if x == "epoch":
+        df = df.dropna(subset=["epoch"])
+    return df.reset_index(drop=True)
+
+
+def chart_groups(ctx: Context, run_id: str) -> dict[str, list[str]]:
+    """Metric names for each chart of ``engine.charts.CHARTS``."""
+    return charts.group(ctx.store.metric_names(run_id) if run_id else [])
+
+
+def eta_seconds(ctx: Context, row: dict[str, Any], now: float | None = None) -> float | None:
+    """Time left, from the pace of the steps logged so far."""
+    step, total = row.get("step") or 0, row.get("max_steps") or 0
+    if row["status"] != "running" or not step or not total or step >= total:
+        return None
+    now = now or time.time()
+    points = [m for m in ctx.store.metrics(row["id"], [charts.TRAIN_LOSS]) if m.get("time")]
+    if len(points) >= 2 and points[-1]["step"] > points[0]["step"]:
+        rate = (points[-1]["time"] - points[0]["time"]) / (points[-1]["step"] - points[0]["step"])
+    else:
+        rate = (now - (row.get("started_at") or now)) / step
+    return rate * (total - step)
+
+
+def facts(row: dict[str, Any], eta: float | None) -> list[str]:
+    """The header's facts: step, epoch, elapsed, ETA, key metric."""
+    out = [f"step {progress_text(row) or 0}"]
+    if row.get("epoch") is not None:
+        out.append(f"epoch {row['epoch']:.2f}")
+    if duration_of(row) is not None:
+        out.append(f"elapsed {fmt_duration(duration_of(row))}")
+    if eta is not None:
+        out.append(f"ETA {fmt_duration(eta)}")
+    if metric_text(row):
+        out.append(metric_text(row))
+    return out
+
+
+def header_html(ctx: Context, row: dict[str, Any]) -> str:
+    """Status badge, name, progress bar with ETA, timings."""
+    status = row["status"]
+    step, total = row.get("step") or 0, row.get("max_steps") or 0
+    pct = 100 * step / total if total else (100 if status == "succeeded" else 0)
+    return (
+        f'<div class="tp-run-head"><span class="tp-badge tp-{status}" id="run-status">{status}</span> '
+        f"<b>{html.escape(row.get('name') or row['id'])}</b> · {html.escape(row['task'])} · <code>{row['id']}</code>"
+        f'<div class="tp-progress"><div style="width:{pct:.1f}%"></div></div>'
+        f'<div class="tp-run-facts">{" · ".join(facts(row, eta_seconds(ctx, row)))}</div></div>'
+    )
+
+
+def note_html(run_id: str) -> str:
+    """The header when no run is shown."""
+    note = "Pick a run in the table (or start one from a task tab)." if not run_id else f"No run `{run_id}`."
+    return f'<div class="tp-run-head">{html.escape(note)}</div>'
+
+
+def error_md(row: dict[str, Any], error: str | None) -> str:
+    return f"**This run {row['status']}.**\n\n```\n{error}\n```" if error else ""
+
+
+def run_view(ctx: Context, run_id: str, x: str = "step") -> dict[str, Any] | None:
+    """Everything the detail panel shows for one run (None when it does not exist)."""
+    row = ctx.store.get_run(run_id) if run_id else None
+    if row is None:
+        return None
+    run_dir = Path(row["run_dir"])
+    config = (run_dir / rf.CONFIG).read_text(encoding="utf-8") if (run_dir / rf.CONFIG).exists() else ""
+    return {
+        "row": row,
+        "header": header_html(ctx, row),
+        "charts": {k: chart_frame(ctx, run_id, names, x) for k, names in chart_groups(ctx, run_id).items()},
+        "log": rf.log_tail(run_dir),
+        "metrics": rf.read_json(run_dir / rf.METRICS),
+        "error": row.get("error") if row["status"] in ("failed", "interrupted") else None,
+        "config": config,
+        "can": actions_allowed(row),
+    }
+
+
+# --- compare ----------------------------------------------------------------------------------
+
+
+def compare(ctx: Context, run_ids: list[str], x: str = "step") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Loss curves of several runs (series = run name + metric) and a table of the params that differ."""
+    frames, configs = [], {}
+    for run_id in run_ids:
+        row = ctx.store.get_run(run_id)
+        if row is None:
+            continue
+        label = f"{row.get('name') or run_id}"
+        df = chart_frame(ctx, run_id, chart_groups(ctx, run_id)["loss"], x)
+        df["series"] = label + " · " + df["series"]
+        frames.append(df)
+        configs[label] = {"task": row["task"], **(row.get("params") or {})}
+    curves = pd.concat(frames, ignore_index=True) if frames else chart_frame(ctx, "", [], x)
+    return curves, config_diff(configs)
+
+
+def config_diff(configs: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per parameter whose value differs between the runs (columns = runs)."""
+    keys = sorted({k for c in configs.values() for k in c})
+    rows = []
+    for key in keys:
+        values = [configs[label].get(key) for label in configs]
+        if len({yaml.safe_dump(v) for v in values}) > 1:
+            rows.append([key, *[_short(v) for v in values]])
+    return pd.DataFrame(rows, columns=["parameter", *configs])
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    else:
+        text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    return text if len(text) <= 80 else text[:79] + "…"

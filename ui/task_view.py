@@ -1,0 +1,296 @@
+"""A task tab's logic as plain functions of (context, task, widget values by name): params from the form,
+checks, which field each problem is about, the config YAML, queueing a run, loading a config, the data
+preview. No Gradio here: ``ui.task_tab`` lays out the widgets and turns these results into updates.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from engine import config as cfg
+from engine import data
+from engine.errors import UserError
+from engine.params import validate_params
+from engine.task import Task
+from ui import datasource, form_values
+from ui.context import Context
+
+DATA_FIELDS = ["valid_path", "train_split", "valid_split", "data_config", "valid_fraction"]
+SPECIAL_FIELDS = {"base_model", "data_path", "column_mapping", *DATA_FIELDS}
+MAP_PREFIX = "map__"
+RESERVED = {"upload", "run_name", "hf_token", "backend"}
+UNMARKED = ("upload", "run_name", "hf_token")  # inputs no problem is shown beside
+NONE_CHOICE = ("(not used)", "")
+
+
+def form_fields(task: Task) -> list[str]:
+    """The params fields the generic form shows (everything but model, data and mapping)."""
+    names = [n for n in task.params.model_fields if n not in SPECIAL_FIELDS]
+    clash = RESERVED & set(names) | {n for n in names if n.startswith(MAP_PREFIX)}
+    if clash:
+        raise ValueError(
+            f"Task {task.name}: parameter name(s) {sorted(clash)} clash with the form's own inputs; rename them."
+        )
+    return names
+
+
+# --- params and checks ------------------------------------------------------------------------
+
+
+def params_data(task: Task, values: dict[str, Any]) -> dict[str, Any]:
+    """Widget values -> the params dict the engine validates."""
+    fields = task.params.model_fields
+    out = form_values.values_to_params(task.params, {k: v for k, v in values.items() if k in fields})
+    out["base_model"] = str(values.get("base_model") or "").strip()
+    out["data_path"] = str(values.get("data_path") or "").strip()
+    mapping = {k[len(MAP_PREFIX) :]: v for k, v in values.items() if k.startswith(MAP_PREFIX) and v}
+    if "column_mapping" in fields:
+        out["column_mapping"] = mapping
+    return out
+
+
+def resolve_upload(ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
+    """An upload given to the API without a data path becomes the data path (kept in uploads/)."""
+    upload = values.get("upload")
+    if upload and not str(values.get("data_path") or "").strip():
+        path = upload if isinstance(upload, str) else getattr(upload, "name", None) or upload.get("path")
+        values = {**values, "data_path": str(datasource.keep_upload(path, ctx.uploads_dir))}
+    return values
+
+
+def problems_of(task: Task, values: dict[str, Any]) -> tuple[Any, list[str], list[str]]:
+    """Validate params and check the data: (params or None, parameter problems, data problems)."""
+    raw = params_data(task, values)
+    try:
+        params, param_problems = validate_params(task.params, raw), []
+    except UserError as e:
+        params, param_problems = None, e.problems
+    try:
+        probe = params or task.params.model_construct(**{**_defaults(task), **raw})
+        data_problems = data.check_data(task, probe)
+    except Exception as e:  # an invalid form can trip a task's checks; say so plainly
+        data_problems = [f"The data could not be checked until the parameters above are fixed ({e})."]
+    return params, param_problems, data_problems
+
+
+def _defaults(task: Task) -> dict[str, Any]:
+    return {n: f.default for n, f in task.params.model_fields.items()}
+
+
+def problems_md(problems: list[str], ok: str = "") -> str:
+    if not problems:
+        return ok
+    head = "**1 problem**" if len(problems) == 1 else f"**{len(problems)} problems**"
+    return head + "\n\n" + "\n".join(f"- {p}" for p in problems)
+
+
+def check(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str]:
+    """(parameter problems, data problems) as Markdown; a ✓ line when all is well."""
+    form_md, data_md, _ = check_report(ctx, task, values)
+    return form_md, data_md
+
+
+def check_report(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str, list[str]]:
+    """:func:`check`'s two Markdown texts, and every problem (to show beside its field)."""
+    values = resolve_upload(ctx, values)
+    params, param_problems, data_problems = problems_of(task, values)
+    ok = "✓ Parameters are valid and the data passed every check." if not (param_problems or data_problems) else ""
+    data_md = problems_md(data_problems) + data_summary_md(task, params, data_problems)
+    return problems_md(param_problems, ok), data_md, param_problems + data_problems
+
+
+def data_summary_md(task: Task, params: Any, data_problems: list[str]) -> str:
+    """The task's pre-launch summary (e.g. token statistics and one formatted example), once the data is fine."""
+    if task.data_summary is None or params is None or data_problems:
+        return ""
+    try:
+        return "\n\n" + task.data_summary(task, params)
+    except Exception as e:  # a summary is a courtesy; never block Check on it
+        return f"\n\n(No data summary: {type(e).__name__}: {e})"
+
+
+# --- which field a problem is about -----------------------------------------------------------
+
+
+def problem_targets(
+    problems: list[str], values: dict[str, Any], keys: list[str] | set[str], roles: list[str] | dict[str, Any]
+) -> dict[str, list[str]]:
+    """Input key (a parameter, ``data_path`` or ``map__<role>``) -> the problems to show beside it.
+    ``keys`` are the inputs that can be marked, ``roles`` the task's column roles."""
+    keys, roles = set(keys), list(roles)
+    out: dict[str, list[str]] = {}
+    for problem in problems:
+        for key in _keys_from_data(problem, roles) or _keys_from_text(problem, values, roles):
+            if key in keys and problem not in out.get(key, []):
+                out.setdefault(key, []).append(problem)
+    return out
+
+
+def _keys_from_data(problem: str, roles: list[str]) -> list[str]:
+    """The keys a problem names as data (``engine.errors.Problem``'s ``field``/``role``); [] for plain text."""
+    field, role = getattr(problem, "field", None), getattr(problem, "role", None)
+    found = [MAP_PREFIX + role] if role in roles else []
+    if field and field != "column_mapping":
+        found.append(field)
+    return found
+
+
+def _keys_from_text(problem: str, values: dict[str, Any], roles: list[str]) -> list[str]:
+    """The keys of the names a plain-text problem quotes in backticks: a parameter (`learning_rate`,
+    `column_mapping.text`), a role (`text`) or the column mapped to it, or the data path."""
+    by_column = {str(values.get(MAP_PREFIX + r) or ""): MAP_PREFIX + r for r in roles}
+    by_column.pop("", None)
+    data_path = str(values.get("data_path") or "")
+    found = []
+    for token in re.findall(r"`([^`]+)`", problem):
+        name = token.split(".")[0]
+        if name == "column_mapping" and "." in token:
+            name = MAP_PREFIX + token.split(".", 1)[1]
+        elif token in roles:
+            name = MAP_PREFIX + token
+        elif token in by_column:
+            name = by_column[token]
+        elif data_path and (token == data_path or token == Path(data_path).name):
+            name = "data_path"
+        found.append(name)
+    return found
+
+
+def marks(
+    keys: list[str] | dict[str, Any], targets: dict[str, list[str]], help_texts: dict[str, str]
+) -> dict[str, dict]:
+    """Each key's mark: its problems in place of its help, in red (``tp-invalid``), or its own help back."""
+    out = {}
+    for key in keys:
+        problems = targets.get(key)
+        if problems:
+            out[key] = {"info": " ".join(f"⚠ {p}" for p in problems), "elem_classes": ["tp-invalid"]}
+        else:
+            out[key] = {"info": help_texts.get(key) or None, "elem_classes": []}
+    return out
+
+
+# --- config, start, load ----------------------------------------------------------------------
+
+
+def make_config(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str, Path]:
+    """The YAML the CLI would run, the ``trainpad run`` command, and the file offered for download."""
+    values = resolve_upload(ctx, values)
+    params = validate_params(task.params, params_data(task, values))
+    text = cfg.dump_config(task, params, str(values.get("run_name") or ""))
+    path = ctx.exports_dir / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+    path.write_text(text, encoding="utf-8")
+    command = f"trainpad --data-dir {ctx.data_dir} run {path}"
+    return text, command, path
+
+
+def try_start(
+    ctx: Context, task: Task, values: dict[str, Any], backend: str = "local"
+) -> tuple[str, list[str], list[str]]:
+    """Check once and queue: (run id, or '' when refused; parameter problems; data problems).
+    ``values`` has its upload resolved already (:func:`resolve_upload`)."""
+    params, param_problems, data_problems = problems_of(task, values)
+    if param_problems or data_problems:
+        return "", param_problems, data_problems
+    try:
+        return queue_run(ctx, task, params, values, backend), [], []
+    except UserError as e:  # refused when queueing (e.g. by the backend)
+        return "", e.problems, []
+
+
+def start(ctx: Context, task: Task, values: dict[str, Any], backend: str = "local") -> str:
+    """Validate, check the data and queue the run; UserError (nothing queued) listing every problem."""
+    run_id, param_problems, data_problems = try_start(ctx, task, resolve_upload(ctx, values), backend)
+    if not run_id:
+        raise UserError(param_problems + data_problems)
+    return run_id
+
+
+def queue_run(ctx: Context, task: Task, params: Any, values: dict[str, Any], backend: str = "local") -> str:
+    """Queue already-checked ``params`` (name and token from the form); the run's id."""
+    token = str(values.get("hf_token") or "").strip()
+    return ctx.supervisor.submit(
+        task,
+        params,
+        name=str(values.get("run_name") or "").strip(),
+        secrets={"HF_TOKEN": token} if token else None,
+        backend=backend or "local",
+        check=False,
+    )
+
+
+def load_request(file: Any) -> dict[str, Any]:
+    """A Trainpad or AutoTrain YAML file -> a request to fill the matching task's form."""
+    path = file if isinstance(file, str) else getattr(file, "name", str(file))
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UserError(f"`{Path(path).name}` is not valid YAML: {e}") from None
+    if not isinstance(doc, dict) or "task" not in doc:
+        raise UserError(
+            f"`{Path(path).name}` must be a mapping with `task:` and `params:` (Trainpad) "
+            "or `task:`, `base_model:`, `data:` (AutoTrain)."
+        )
+    task, params = cfg.from_dict(doc)
+    name = doc.get("name") or doc.get("project_name") or ""
+    return {"task": task.name, "params": params.model_dump(mode="json"), "name": str(name), "nonce": time.time()}
+
+
+# --- data preview and filling the form --------------------------------------------------------
+
+
+def preview_data(
+    task: Task, data_path: str, extra: dict[str, Any], current: dict[str, str]
+) -> tuple[pd.DataFrame, str, dict[str, str], list[str]]:
+    """Preview rows, a note or the problem, role -> matched column, and the column choices."""
+    source = datasource.source_params(data_path, **{k: v for k, v in extra.items() if k != "valid_fraction"})
+    try:
+        df, note = datasource.preview(source)
+    except UserError as e:
+        return pd.DataFrame(), problems_md(e.problems), {r: current.get(r, "") for r in current}, []
+    columns = [str(c) for c in df.columns] if data.is_local(data_path) else []
+    matched = datasource.match_columns(task, columns, current) if columns else current
+    return datasource.display_frame(df), note, matched, columns
+
+
+def mapping_choices(roles: list[str] | dict[str, Any], matched: dict[str, str], columns: list[str]) -> dict[str, dict]:
+    """``map__<role>`` -> the role dropdown's choices and value (a typed column not in the data stays)."""
+    out = {}
+    for role in roles:
+        value = matched.get(role, "")
+        choices = [NONE_CHOICE] + [(c, c) for c in columns]
+        if value and value not in columns:
+            choices.append((value, value))
+        out[MAP_PREFIX + role] = {"choices": choices, "value": value}
+    return out
+
+
+def fill_values(task: Task, request: dict[str, Any], keys: list[str], roles: list[str]) -> dict[str, Any]:
+    """A config request (:func:`load_request`) as values for the tab's inputs ``keys``, the role dropdowns
+    (``map__<role>``: choices and value) and the preview (``preview``: rows, ``data_msg``: its note)."""
+    params = dict(request["params"])
+    params.pop("resume_from", None)
+    fields = task.params.model_fields
+    given = form_values.params_to_values(task.params, params)
+    defaults = {k: form_values.to_ui(fields[k], fields[k].default) for k in keys if k in fields}
+    mapping = params.get("column_mapping") or {}
+    data_path = params.get("data_path", "")
+    extra = {k: params.get(k, fields[k].default) for k in DATA_FIELDS if k in keys}
+    df, note, matched, columns = preview_data(task, data_path, extra, mapping)
+    matched = {**matched, **{r: c for r, c in mapping.items() if r in roles}}
+    return {
+        **{k: given.get(k, defaults[k]) for k in keys if k in fields and k not in SPECIAL_FIELDS},
+        **{k: given[k] for k in extra if k in given},
+        "base_model": params.get("base_model") or None,
+        "data_path": data_path,
+        "run_name": request.get("name", ""),
+        **mapping_choices(roles, matched, columns),
+        "preview": df,
+        "data_msg": note,
+    }
