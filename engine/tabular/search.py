@@ -24,15 +24,8 @@ from engine.tabular.metrics import apply_temperature, compute_metric, fit_temper
 from engine.tabular.prepare import Prepared
 from engine.tabular.targets import Setup
 
-AUTO_ORDER = [
-    "linear",
-    "svm",
-    "hist_gradient_boosting",
-    "xgboost",
-    "random_forest",
-    "extra_trees",
-    "knn",
-]  # cheap first
+# cheap first
+AUTO_ORDER = ["linear", "svm", "hist_gradient_boosting", "xgboost", "random_forest", "extra_trees", "knn"]
 
 
 @dataclass
