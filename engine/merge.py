@@ -34,7 +34,7 @@ def merge_run(run_dir: str | Path) -> Path:
     """Merge the run's adapter into its base model; return ``run_dir/merged``."""
     import yaml
 
-    from engine.llm_utils import merge_adapter
+    from engine.llm_model import merge_adapter
 
     run_dir = Path(run_dir)
     config = yaml.safe_load((run_dir / rf.CONFIG).read_text()) if (run_dir / rf.CONFIG).exists() else {}

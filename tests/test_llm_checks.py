@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import llm_utils as lu
+from engine import llm_data as ld
+from engine import llm_model as lm
 from engine.errors import UserError
 from engine.params import validate_params
 from engine.task import get_task
@@ -38,7 +39,7 @@ def refused(supervisor, task, params) -> str:
 
 def test_prompt_implied_by_shared_start_of_chats():
     user = {"role": "user", "content": "hi"}
-    x = lu.preference_example(
+    x = ld.preference_example(
         None,
         [user, {"role": "assistant", "content": "hello!"}],
         json.dumps([user, {"role": "assistant", "content": "go away"}]),
@@ -52,9 +53,9 @@ def test_prompt_implied_by_shared_start_of_chats():
 
 
 def test_explicit_prompt_forms():
-    assert lu.preference_example("q?", "yes", "no", 1) == {"prompt": "q?", "chosen": "yes", "rejected": "no"}
+    assert ld.preference_example("q?", "yes", "no", 1) == {"prompt": "q?", "chosen": "yes", "rejected": "no"}
     full = [{"role": "user", "content": "q?"}, {"role": "assistant", "content": "yes"}]
-    x = lu.preference_example("q?", full, [{"role": "assistant", "content": "no"}], 1)  # prompt repeated in chosen
+    x = ld.preference_example("q?", full, [{"role": "assistant", "content": "no"}], 1)  # prompt repeated in chosen
     assert x["prompt"] == full[:1] and x["chosen"] == full[1:] and x["rejected"][0]["content"] == "no"
 
 
@@ -62,7 +63,7 @@ def test_mixed_rows_are_lifted_to_one_chat_form():
     import pandas as pd
 
     rows = preference_rows(2, "text") + preference_rows(2, "chat")
-    out = lu.preference_rows(pd.DataFrame(rows))
+    out = ld.preference_rows(pd.DataFrame(rows))
     assert all(isinstance(r["chosen"], list) and isinstance(r["prompt"], list) for r in out)
     assert out[0]["prompt"] == [{"role": "user", "content": rows[0]["prompt"]}]
 
@@ -71,7 +72,7 @@ def test_no_shared_prompt_names_the_row():
     chosen = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
     rejected = [{"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]
     with pytest.raises(UserError, match=r"Row 7: .*share no opening messages.*Add a `prompt` column"):
-        lu.preference_example(None, chosen, rejected, 7)
+        ld.preference_example(None, chosen, rejected, 7)
 
 
 # ---- bad inputs refused before queueing -----------------------------------------------------
@@ -171,14 +172,14 @@ def test_blank_pretraining_text_is_refused_by_row(supervisor, tiny_llama, tmp_pa
 
 def test_data_report_stats_and_preview(tiny_llama, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", preference_rows(20, "chat"))
-    report = lu.data_report(DPO, dpo_params(tiny_llama, data, max_length=25))
+    report = ld.data_report(DPO, dpo_params(tiny_llama, data, max_length=25))
     s = report["stats"]
     assert s["examples"] == 40  # chosen and rejected sequences
     assert s["min"] <= s["median"] <= s["p95"] <= s["max"] and s["max_length"] == 25
     assert 0 < s["over_share"] < 1 and s["over_max_length"] == round(s["over_share"] * 40)
     assert report["preview"].startswith("<|im_start|>user\nwhat is") and "<|im_start|>assistant\n" in report["preview"]
     assert report["problems"] == []
-    text = lu.format_report(report)
+    text = ld.format_report(report)
     assert "median" in text and "longer than max length 25" in text and "One formatted training example" in text
 
 
@@ -186,7 +187,7 @@ def test_data_report_token_counts_match_transformers(tiny_llama, tmp_path):
     from transformers import AutoTokenizer
 
     data = write_jsonl(tmp_path / "d.jsonl", preference_rows(5, "chat"))
-    report = lu.data_report(DPO, dpo_params(tiny_llama, data, max_length=1000))
+    report = ld.data_report(DPO, dpo_params(tiny_llama, data, max_length=1000))
     tok = AutoTokenizer.from_pretrained(str(tiny_llama))
     row = preference_rows(5, "chat")[0]
     ids = tok.apply_chat_template(row["chosen"], tokenize=True, return_dict=False)
@@ -196,7 +197,7 @@ def test_data_report_token_counts_match_transformers(tiny_llama, tmp_path):
 
 def test_data_report_for_uncached_hub_model_skips_with_a_note(tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", preference_rows(4, "chat"))
-    report = lu.data_report(DPO, dpo_params(Path("someone/not-downloaded-model"), data))
+    report = ld.data_report(DPO, dpo_params(Path("someone/not-downloaded-model"), data))
     assert report["stats"] is None and any("not available locally" in n for n in report["notes"])
 
 
@@ -204,9 +205,9 @@ def test_data_report_imports_no_heavy_library(tiny_llama, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", preference_rows(6, "chat"))
     code = (
         "import sys, json; from engine.task import get_task; from engine.params import validate_params; "
-        "from engine import llm_utils as lu; t = get_task('llm_dpo'); "
+        "from engine import llm_data as ld; t = get_task('llm_dpo'); "
         f"p = validate_params(t.params, {{'base_model': {str(tiny_llama)!r}, 'data_path': {str(data)!r}}}); "
-        "r = lu.data_report(t, p); "
+        "r = ld.data_report(t, p); "
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets', 'peft') if m in sys.modules]; "
         "print(json.dumps({'heavy': heavy, 'examples': r['stats']['examples']}))"
     )
@@ -225,7 +226,7 @@ def test_quantization_on_cpu_says_it_needs_a_gpu():
         pytest.skip("this machine has a GPU")
     params = validate_params(DPO.params, {"base_model": "x", "data_path": "y", "quantization": "int4"})
     with pytest.raises(UserError, match="quantization=int4 needs a CUDA GPU.*Set quantization to none"):
-        lu.quantization_config(params)
+        lm.quantization_config(params)
 
 
 @pytest.mark.slow

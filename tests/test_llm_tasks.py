@@ -73,7 +73,9 @@ def test_dpo(supervisor, tiny_llama, tiny_qwen2, tmp_path, arch, capsys):
     lora = arch == "llama_lora"
     data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(64, "chat"))
     task = get_task("llm_dpo")
-    params = params_for(task, tiny_llama if lora else tiny_qwen2, data, lora, merge_adapter=False, beta=0.1)
+    params = params_for(  # early stopping: the best checkpoint is picked on the task's key metric
+        task, tiny_llama if lora else tiny_qwen2, data, lora, merge_adapter=False, beta=0.1, early_stopping_patience=2
+    )
     row, run_dir = run(supervisor, task, params)
     assert_ranks_pairs(supervisor, row, "eval_rewards/accuracies")
     assert logged(supervisor, row, "eval_rewards/margins")[-1] > 0
@@ -132,7 +134,13 @@ def test_pretrain(supervisor, tiny_llama, tiny_qwen2, tmp_path, arch):
     data = write_jsonl(tmp_path / "text.jsonl", text_rows(120))
     task = get_task("llm_pretrain")
     params = params_for(
-        task, tiny_llama if lora else tiny_qwen2, data, lora, block_size=32, gradient_checkpointing=lora
+        task,
+        tiny_llama if lora else tiny_qwen2,
+        data,
+        lora,
+        block_size=32,
+        gradient_checkpointing=lora,
+        early_stopping_patience=2,  # the best checkpoint is picked on eval_perplexity (through eval_loss)
     )
     row, run_dir = run(supervisor, task, params)
     ppl = logged(supervisor, row, "eval_perplexity")

@@ -98,6 +98,68 @@ def test_prompt_completion_with_completion_only_loss(supervisor, tiny_llama, tmp
     assert row["status"] == "succeeded", row["error"]
 
 
+def two_turn_chat(i: int) -> dict:
+    """A chat whose earlier answer must be masked too: only the last assistant turn is the completion."""
+    turns = [(f"what is {i} plus 1?", f"{i} plus 1 is {i + 1}."), (f"and {i} plus {i}?", f"{i} plus {i} is {2 * i}.")]
+    return {"messages": [{"role": r, "content": c} for q, a in turns for r, c in (("user", q), ("assistant", a))]}
+
+
+MASKING_FORMS = {  # form -> (row i, the prompt text that must be masked, the answer that alone is learned)
+    "prompt_completion": (
+        lambda i: {"prompt": f"what is {i} plus {i}?", "completion": f" {2 * i}"},
+        "what is {i} plus {i}?",
+        " {j}",
+    ),
+    "chat": (
+        two_turn_chat,
+        "user\nwhat is {i} plus 1?<|im_end|>\n<|im_start|>assistant\n{i} plus 1 is",
+        "{i} plus {i} is {j}.",
+    ),
+}
+
+
+def train_batch(tiny_llama: Path, tmp_path: Path, rows: list[dict], **kw) -> list[tuple[str, str]]:
+    """The first training batch exactly as a run builds it (the task's own trainer and collator), as
+    (masked text, learned text) per sequence, after checking that learned labels equal the input ids."""
+    import pandas as pd
+
+    from engine.task import Job
+    from engine.tasks.llm_sft import build_trainer
+
+    kw = {"use_lora": False, "packing": "none", "batch_size": len(rows), **kw}
+    params = sft_params(tiny_llama, write_jsonl(tmp_path / "d.jsonl", rows), **kw)
+    trainer = build_trainer(Job(SFT, params, tmp_path, pd.DataFrame(rows), None))
+    batch = next(iter(trainer.get_train_dataloader()))
+    out = []
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+        learned = labels != -100
+        assert (labels[learned] == ids[learned]).all() and not learned[mask == 0].any()
+        out.append(
+            (
+                trainer.processing_class.decode(ids[(mask == 1) & ~learned]),
+                trainer.processing_class.decode(ids[learned]),
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("form", list(MASKING_FORMS))
+def test_completion_only_loss_masks_prompt_tokens(tiny_llama, tmp_path, form):
+    """completion_only_loss: the prompt (user turns and earlier answers) gets label -100 and only the final
+    answer (and its end-of-turn token) is learned; without it, a chat's prompt tokens are learned too."""
+    make_row, prompt_text, answer_text = MASKING_FORMS[form]
+    rows = [make_row(i) for i in range(2, 10)]
+    prompt_of = {answer_text.format(i=i, j=2 * i): prompt_text.format(i=i) for i in range(2, 10)}
+    sequences = train_batch(tiny_llama, tmp_path, rows, completion_only_loss=True)
+    assert len(sequences) == len(rows)
+    for masked, learned in sequences:
+        answer = learned.removesuffix("\n").removesuffix("<|im_end|>")
+        assert answer in prompt_of and prompt_of[answer] in masked
+    if form == "chat":
+        sequences = train_batch(tiny_llama, tmp_path, rows, completion_only_loss=False)
+        assert all(masked == "" and "user\nwhat is" in learned for masked, learned in sequences)
+
+
 def test_bad_inputs_are_refused_before_queueing(supervisor, tiny_llama, tmp_path):
     from engine.errors import UserError
 

@@ -7,18 +7,18 @@ fastest path on CPU (see notes/sft-cpu.md). Evaluation reports loss and perplexi
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from engine import llm_utils as lu
+from engine import llm_data as ld
+from engine import llm_model as lm
 from engine.errors import UserError
 from engine.params import field
-from engine.task import Column, Task
+from engine.task import Column, Job, Task
 
 TEXT_ROLES = ("text", "text_2", "text_3")
 
 
-class Params(lu.LLMParams):
+class Params(ld.LLMParams):
     """Continued-pretraining options on top of the shared LLM options."""
 
     learning_rate: float = field(
@@ -84,53 +84,31 @@ def _blocks_dataset(df: Any, tok: Any, block: int, split: str) -> Any:
     return Dataset.from_dict({"input_ids": blocks, "labels": blocks})
 
 
-def train(params: Params, run_dir: Path) -> dict[str, float]:
+def train(job: Job) -> dict[str, float]:
     from transformers import Trainer, default_data_collator
 
-    from engine import data
-    from engine import task as task_mod
+    from engine import llm_train as lt
     from engine import train_utils as tu
 
-    train_df, valid_df = data.load_splits(task_mod.get_task("llm_pretrain"), params)
-    tok = lu.load_tokenizer(params)
+    params = job.params
+    tok = lm.load_tokenizer(params)
     block = params.block_size or params.max_length
-    train_ds = _blocks_dataset(train_df, tok, block, "training")
-    valid_ds = _blocks_dataset(valid_df, tok, block, "validation") if valid_df is not None and len(valid_df) else None
-    has_eval = valid_ds is not None
-    model = _with_lora(lu.load_causal_lm(params), params)
-    lu.ready_to_train()
+    train_ds = _blocks_dataset(job.train, tok, block, "training")
+    valid_ds = _blocks_dataset(job.valid, tok, block, "validation") if lt.n_rows(job.valid) else None
     print(
-        f"[trainpad] {len(train_ds)} training blocks and {len(valid_ds) if has_eval else 0} validation blocks of "
+        f"[trainpad] {len(train_ds)} training blocks and {lt.n_rows(valid_ds)} validation blocks of "
         f"{block} tokens; LoRA={'on' if params.use_lora else 'off'}",
         flush=True,
     )
-    args = tu.training_arguments(params, run_dir, n_train=len(train_ds), has_eval=has_eval, metric="eval_loss")
     trainer = Trainer(
-        model=model,
-        args=args,
+        model=lm.with_lora(lm.load_causal_lm(params), params),
+        args=tu.training_arguments(job, len(train_ds), lt.n_rows(valid_ds)),
         train_dataset=train_ds,
         eval_dataset=valid_ds,
         data_collator=default_data_collator,
         processing_class=tok,
     )
-    lu.add_callbacks(trainer, params, run_dir, has_eval, tokens_per_sample=block, perplexity=True)
-    return lu.fit(trainer, params, run_dir, has_eval, perplexity=True)
-
-
-def _with_lora(model: Any, params: Params) -> Any:
-    config = lu.lora_config(params)
-    if config is None:
-        return model
-    from peft import get_peft_model
-
-    if params.gradient_checkpointing:
-        model.enable_input_require_grads()
-    return get_peft_model(model, config)
-
-
-def predict(model_dir: Path, inputs: Any) -> str:
-    """Continue a text (a string, or {"text": ..., "max_new_tokens": ...})."""
-    return lu.generate(model_dir, inputs)
+    return lt.fit(trainer, job, tokens_per_sample=block, perplexity=True)
 
 
 TASK = Task(
@@ -142,12 +120,12 @@ TASK = Task(
     params=Params,
     columns=COLUMNS,
     train=train,
-    predict=predict,
+    predict=lm.generate,
     key_metric="eval_perplexity",
     greater_is_better=False,
     model_note="A causal language model (AutoModelForCausalLM), base (not chat) models suit this best.",
     check_data=check_data,
     predict_input="text",
-    data_summary=lu.data_summary,
+    data_summary=ld.data_summary,
     autotrain_names=["llm-clm", "llm:clm", "llm-pretrain", "clm"],
 )

@@ -7,12 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine import llm_utils as lu
+from engine import llm_data as ld
+from engine import llm_model as lm
 from engine.params import field
-from engine.task import Task
+from engine.task import Job, Task
 
 
-class Params(lu.LLMParams):
+class Params(ld.LLMParams):
     """Reward-model options on top of the shared LLM options."""
 
     learning_rate: float = field(
@@ -33,26 +34,23 @@ class Params(lu.LLMParams):
     )
 
 
-def train(params: Params, run_dir: Path) -> dict[str, float]:
+def train(job: Job) -> dict[str, float]:
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
+    from engine import llm_train as lt
     from engine import train_utils as tu
 
-    train_ds, valid_ds = lu.preference_datasets("llm_reward", params)
-    has_eval = valid_ds is not None
-    tok = lu.load_tokenizer(params)
-    model = lu.load_causal_lm(params, model_cls=AutoModelForSequenceClassification, num_labels=1)
+    params = job.params
+    train_ds, valid_ds = lt.preference_datasets(job.train, job.valid, params)
+    tok = lm.load_tokenizer(params)
+    model = lm.load_causal_lm(params, model_cls=AutoModelForSequenceClassification, num_labels=1)
     model.config.pad_token_id = tok.pad_token_id
-    lu.ready_to_train()
     args = tu.training_arguments(
-        params,
-        run_dir,
-        n_train=len(train_ds),
-        has_eval=has_eval,
-        args_cls=RewardConfig,
-        metric="accuracy",
-        greater_is_better=True,
+        job,
+        len(train_ds),
+        lt.n_rows(valid_ds),
+        RewardConfig,
         max_length=params.max_length,
         dataset_num_proc=None,
         center_rewards_coefficient=params.center_rewards or None,
@@ -64,11 +62,10 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
         train_dataset=train_ds,
         eval_dataset=valid_ds,
         processing_class=tok,
-        peft_config=lu.lora_config(params, task_type="SEQ_CLS"),
+        peft_config=lm.lora_config(params, task_type="SEQ_CLS"),
     )
     _warn_dropped(len(train_ds), len(trainer.train_dataset), params.max_length)
-    lu.add_callbacks(trainer, params, run_dir, has_eval)
-    return lu.fit(trainer, params, run_dir, has_eval)
+    return lt.fit(trainer, job)
 
 
 def _warn_dropped(before: int, after: int, max_length: int) -> None:
@@ -108,7 +105,7 @@ def _as_text(inputs: Any, tok: Any) -> tuple[str, bool]:
         else:
             inputs = str(prompt or inputs.get("text", "")) + answer
     if isinstance(inputs, list):
-        return tok.apply_chat_template(lu.parse_messages(inputs, 1, "messages"), tokenize=False), True
+        return tok.apply_chat_template(ld.parse_messages(inputs, 1, "messages"), tokenize=False), True
     return str(inputs) + (tok.eos_token or ""), False
 
 
@@ -119,15 +116,11 @@ TASK = Task(
     description="Train a reward model that scores answers: rows of (prompt,) chosen and rejected answers. "
     "Used to rank answers or for RLHF.",
     params=Params,
-    columns=lu.PREFERENCE_COLUMNS,
+    **ld.preference_task_fields(),
     train=train,
     predict=predict,
     key_metric="eval_accuracy",
     greater_is_better=True,
     model_note="A causal language model; a one-output score head (AutoModelForSequenceClassification) is added.",
-    check_data=lu.check_preferences,
-    predict_input="chat",
-    autotrain_columns={"prompt_text_column": "prompt", "text_column": "chosen", "rejected_text_column": "rejected"},
-    data_summary=lu.data_summary,
     autotrain_names=["llm-reward", "llm:reward"],
 )

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-from engine import llm_utils as lu
+from engine import llm_data as ld
+from engine import llm_model as lm
 from engine.params import field
-from engine.task import Column, Task
+from engine.task import Column, Job, Task
 
 
-class Params(lu.LLMParams):
+class Params(ld.LLMParams):
     """SFT options on top of the shared LLM options."""
 
     packing: Literal["auto", "none", "wrapped", "bfd"] = field(
@@ -43,13 +43,13 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
     if "messages" in cols:
         for name, df in (("training", train), ("validation", valid)):
             if df is not None:
-                found = lu.collect_problems(df["messages"], lambda v, r: lu.parse_messages(v, r, "messages"))
+                found = ld.collect_problems(df["messages"], lambda v, r: ld.parse_messages(v, r, "messages"))
                 problems += [f"{name.capitalize()} data: {p}" for p in found]
     if params.completion_only_loss and "text" in cols and not ({"messages"} & cols or {"prompt", "completion"} <= cols):
         problems.append(
             "completion_only_loss needs prompt/completion columns or chats; plain `text` has no answer part."
         )
-    return problems or lu.render_problems(train, valid, params)
+    return problems or ld.render_problems(train, valid, params)
 
 
 def to_dataset(df: Any, params: Params) -> Any:
@@ -58,7 +58,7 @@ def to_dataset(df: Any, params: Params) -> Any:
 
     cols = set(df.columns)
     if "messages" in cols:
-        chats = [lu.parse_messages(v, i + 1, "messages") for i, v in enumerate(df["messages"])]
+        chats = [ld.parse_messages(v, i + 1, "messages") for i, v in enumerate(df["messages"])]
         if params.completion_only_loss:
             rows = [
                 {"prompt": c[:-1], "completion": c[-1:]} for c in chats if len(c) > 1 and c[-1]["role"] == "assistant"
@@ -81,42 +81,28 @@ def packing_choice(params: Params) -> tuple[bool, str]:
     return choice != "none", ("bfd" if choice == "none" else choice)
 
 
-def train(params: Params, run_dir: Path) -> dict[str, float]:
-    from transformers import Trainer
-    from trl import SFTConfig, SFTTrainer
+def build_trainer(job: Job) -> Any:
+    """The run's SFT trainer: datasets in trl's form, tokenizer, model, LoRA and arguments."""
+    from trl import SFTConfig
 
-    from engine import data
-    from engine import task as task_mod
+    from engine import llm_train as lt
     from engine import train_utils as tu
 
-    tu.setup_torch_threads()
-    train_df, valid_df = data.load_splits(task_mod.get_task("llm_sft"), params)
-    train_ds, valid_ds = to_dataset(train_df, params), (to_dataset(valid_df, params) if valid_df is not None else None)
-    has_eval = valid_ds is not None and len(valid_ds) > 0
-    tok = lu.load_tokenizer(params)
-    model = lu.load_causal_lm(params)
+    params = job.params
+    train_ds = to_dataset(job.train, params)
+    valid_ds = to_dataset(job.valid, params) if lt.n_rows(job.valid) else None
+    tok = lm.load_tokenizer(params)
     packing, strategy = packing_choice(params)
     print(
-        f"[trainpad] {len(train_ds)} training rows, {len(valid_ds) if has_eval else 0} validation rows; "
+        f"[trainpad] {len(train_ds)} training rows, {lt.n_rows(valid_ds)} validation rows; "
         f"packing={strategy if packing else 'none'}; LoRA={'on' if params.use_lora else 'off'}",
         flush=True,
     )
-
-    class SFT(SFTTrainer):
-        """SFTTrainer with the model's own cross-entropy (trl's fused-metrics loss path costs ~30% on CPU)."""
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
-            inputs["use_cache"] = False
-            return Trainer.compute_loss(
-                self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-            )
-
     args = tu.training_arguments(
-        params,
-        run_dir,
-        n_train=len(train_ds),
-        has_eval=has_eval,
-        args_cls=SFTConfig,
+        job,
+        len(train_ds),
+        lt.n_rows(valid_ds),
+        SFTConfig,
         max_length=params.max_length,
         packing=packing,
         packing_strategy=strategy,
@@ -124,32 +110,21 @@ def train(params: Params, run_dir: Path) -> dict[str, float]:
         completion_only_loss=params.completion_only_loss or None,
         dataset_num_proc=None,
         include_num_input_tokens_seen="non_padding",
-        metric="eval_loss",
     )
-    trainer = SFT(
-        model=model,
+    return lt.FastLossSFTTrainer(
+        model=lm.load_causal_lm(params),
         args=args,
         train_dataset=train_ds,
-        eval_dataset=valid_ds if has_eval else None,
+        eval_dataset=valid_ds if lt.n_rows(valid_ds) else None,  # chats without a final answer are left out
         processing_class=tok,
-        peft_config=lu.lora_config(params),
-        callbacks=tu.callbacks(params, run_dir, has_eval, perplexity=True),
+        peft_config=lm.lora_config(params),
     )
-    metrics = tu.train_and_save(trainer, params, run_dir, has_eval, save=False, perplexity=True)
-    if not _stopped():
-        lu.save_lm(trainer, params, run_dir / "model")
-    return metrics
 
 
-def _stopped() -> bool:
-    from engine.runfiles import stop_requested
+def train(job: Job) -> dict[str, float]:
+    from engine import llm_train as lt
 
-    return stop_requested()
-
-
-def predict(model_dir: Path, inputs: Any) -> str:
-    """Generate a reply for a prompt string or a chat (list of messages)."""
-    return lu.generate(model_dir, inputs)
+    return lt.fit(build_trainer(job), job, perplexity=True)
 
 
 TASK = Task(
@@ -160,12 +135,12 @@ TASK = Task(
     params=Params,
     columns=COLUMNS,
     train=train,
-    predict=predict,
+    predict=lm.generate,
     key_metric="eval_loss",
     greater_is_better=False,
     model_note="A causal language model (AutoModelForCausalLM), e.g. a Llama, Qwen, Mistral, Gemma or SmolLM checkpoint.",
     check_data=check_data,
     predict_input="chat",
-    data_summary=lu.data_summary,
+    data_summary=ld.data_summary,
     autotrain_names=["llm-sft", "llm", "llm:sft", "llm-generic"],
 )

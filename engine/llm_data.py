@@ -1,8 +1,8 @@
-"""Helpers shared by the LLM tasks: chat templates, message parsing, model/tokenizer loading, LoRA,
-quantization, adapter merging and generation.
+"""The LLM tasks' data side, safe in the UI process: shared params, chat templates, message and preference
+parsing, pre-flight data checks and the token-length report.
 
-Module level imports are light (the UI imports the task files that import this module);
-torch/transformers/peft are imported inside the functions that run in workers.
+Imports no torch, transformers, trl, peft or datasets (the UI imports the task files that import this module;
+a test asserts it). Model loading lives in :mod:`engine.llm_model`, trainer building in :mod:`engine.llm_train`.
 """
 
 from __future__ import annotations
@@ -271,72 +271,33 @@ def check_preferences(train: Any, valid: Any, params: Any) -> list[str]:
     return preference_problems(train, valid) or render_problems(train, valid, params)
 
 
-def preference_datasets(task_name: str, params: Any) -> tuple[Any, Any]:
-    """Train and validation (or None) ``datasets.Dataset`` of preference examples in trl's form."""
-    from datasets import Dataset
-
-    from engine import data
-    from engine.task import get_task
-
-    train_df, valid_df = data.load_splits(get_task(task_name), params)
-    train = Dataset.from_list(preference_rows(train_df))
-    valid = Dataset.from_list(preference_rows(valid_df)) if valid_df is not None and len(valid_df) else None
-    print(
-        f"[trainpad] {len(train)} training pairs, {len(valid) if valid else 0} validation pairs; "
-        f"{'chats' if isinstance(train[0]['chosen'], list) else 'plain text'}; LoRA={'on' if params.use_lora else 'off'}",
-        flush=True,
-    )
-    return train, valid
+def preference_task_fields() -> dict[str, Any]:
+    """The ``Task`` fields every prompt/chosen/rejected task shares: columns, data checks and report, the
+    chat playground, AutoTrain's column names."""
+    return {
+        "columns": PREFERENCE_COLUMNS,
+        "check_data": check_preferences,
+        "data_summary": data_summary,
+        "predict_input": "chat",
+        "autotrain_columns": {
+            "prompt_text_column": "prompt",
+            "text_column": "chosen",
+            "rejected_text_column": "rejected",
+        },
+    }
 
 
-def truncate_text(tok: Any, text: str, limit: int, keep_end: bool = False) -> str:
-    """``text`` cut to ``limit`` tokens (its end when ``keep_end``); unchanged when it fits or limit is 0."""
-    if not limit:
-        return text
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    if len(ids) <= limit:
-        return text
-    return tok.decode(ids[-limit:] if keep_end else ids[:limit])
+# ---- chat templates, token statistics and the data report ----------------------------------
 
 
-def add_callbacks(
-    trainer: Any,
-    params: Any,
-    run_dir: Path,
-    has_eval: bool,
-    tokens_per_sample: float | None = None,
-    perplexity: bool = False,
-) -> None:
-    """Attach Trainpad's events/stop/early-stopping callbacks to a built trainer."""
-    from engine import train_utils as tu
+def chat_template_text(choice: str, custom: str = "") -> str | None:
+    """The Jinja text for a template choice; None = keep the tokenizer's own."""
+    if choice == "custom":
+        if not custom.strip():
+            raise UserError("chat_template is `custom` but custom_chat_template is empty. Paste a Jinja template.")
+        return custom
+    return TEMPLATES.get(choice)
 
-    for cb in tu.callbacks(params, run_dir, has_eval, tokens_per_sample, perplexity):
-        trainer.add_callback(cb)
-
-
-def fit(trainer: Any, params: Any, run_dir: Path, has_eval: bool, perplexity: bool = False) -> dict[str, float]:
-    """Train, evaluate, and save the model (merged or adapter) unless Stop was asked for."""
-    from engine import train_utils as tu
-    from engine.runfiles import stop_requested
-
-    metrics = tu.train_and_save(trainer, params, run_dir, has_eval, save=False, perplexity=perplexity)
-    if not stop_requested():
-        save_lm(trainer, params, Path(run_dir) / "model")
-    return metrics
-
-
-def ready_to_train() -> None:
-    """After loading (many long-lived objects): re-enable the collector, freezing what exists (faster steps)."""
-    import gc
-
-    from engine import train_utils as tu
-
-    tu.setup_torch_threads()
-    gc.enable()
-    gc.freeze()
-
-
-# ---- dataset check and report (no torch/transformers: this runs in the UI process) ------------
 
 REPORT_ROWS = 5000  # token statistics use at most this many rows
 
@@ -616,224 +577,3 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("preview"):
         lines += ["", "One formatted training example:", "", "```", report["preview"][:2000], "```"]
     return "\n".join(lines)
-
-
-# ---- model loading ------------------------------------------------------------------------
-
-
-def chat_template_text(choice: str, custom: str = "") -> str | None:
-    """The Jinja text for a template choice; None = keep the tokenizer's own."""
-    if choice == "custom":
-        if not custom.strip():
-            raise UserError("chat_template is `custom` but custom_chat_template is empty. Paste a Jinja template.")
-        return custom
-    return TEMPLATES.get(choice)
-
-
-def load_tokenizer(params: Any) -> Any:
-    """The tokenizer with a pad token and the chosen chat template (ChatML when it has none)."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(params.base_model, trust_remote_code=params.trust_remote_code)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token or tok.unk_token
-    choice = getattr(params, "chat_template", "tokenizer")
-    template = chat_template_text(choice, getattr(params, "custom_chat_template", ""))
-    if template is not None:
-        tok.chat_template = template
-    elif not getattr(tok, "chat_template", None):
-        tok.chat_template = CHATML
-    return tok
-
-
-def quantization_config(params: Any) -> Any:
-    """bitsandbytes config for int4 (NF4, bf16 compute where supported) / int8; clear error on CPU."""
-    q = getattr(params, "quantization", "none")
-    if q == "none":
-        return None
-    import torch
-
-    if not torch.cuda.is_available():
-        raise UserError(
-            f"quantization={q} needs a CUDA GPU (bitsandbytes); this machine has none. Set quantization to none."
-        )
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise UserError(f"quantization={q} needs the bitsandbytes package: pip install bitsandbytes.") from None
-    from transformers import BitsAndBytesConfig
-
-    if q == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute, bnb_4bit_use_double_quant=True
-    )
-
-
-def load_causal_lm(params: Any, model_cls: Any = None, **kwargs: Any) -> Any:
-    """The base model in the dtype that fits the device and precision; quantized when asked."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from engine.train_utils import compute_dtype
-
-    model_cls = model_cls or AutoModelForCausalLM
-    quant = quantization_config(params)
-    dtype = compute_dtype(params.mixed_precision) if torch.cuda.is_available() else torch.float32
-    attn = getattr(params, "attn_implementation", "sdpa")
-    if attn == "flash_attention_2" and not torch.cuda.is_available():
-        raise UserError("attn_implementation=flash_attention_2 needs a CUDA GPU; use sdpa.")
-    model = model_cls.from_pretrained(
-        params.base_model,
-        dtype=dtype,
-        quantization_config=quant,
-        attn_implementation=attn,
-        trust_remote_code=params.trust_remote_code,
-        **kwargs,
-    )
-    if quant is not None:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
-    model.config.use_cache = False
-    return model
-
-
-def lora_config(params: Any, task_type: str = "CAUSAL_LM") -> Any:
-    """peft LoraConfig from the params, or None for full fine-tuning."""
-    if not getattr(params, "use_lora", False):
-        if getattr(params, "quantization", "none") != "none":
-            raise UserError("Quantized training needs LoRA: turn use_lora on, or set quantization to none.")
-        return None
-    from peft import LoraConfig
-
-    targets = params.lora_target_modules.strip()
-    modules: Any = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
-    return LoraConfig(
-        r=params.lora_r,
-        lora_alpha=params.lora_alpha,
-        lora_dropout=params.lora_dropout,
-        target_modules=modules,
-        task_type=task_type,
-        bias="none",
-    )
-
-
-def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, trust_remote_code: bool = False) -> Path:
-    """Merge a LoRA adapter into its base model; save a standalone model (AutoModelForCausalLM, or
-    AutoModelForSequenceClassification for a reward model's adapter) to ``out_dir``."""
-    import torch
-    from transformers import AutoTokenizer
-
-    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    if not (adapter_dir / "adapter_config.json").exists():
-        raise UserError(f"`{adapter_dir}` holds no LoRA adapter (adapter_config.json missing); nothing to merge.")
-    model = _peft_class(adapter_dir).from_pretrained(
-        str(adapter_dir), dtype=torch.float32, trust_remote_code=trust_remote_code, **_head_size(adapter_dir)
-    )
-    merged = model.merge_and_unload()
-    tok = AutoTokenizer.from_pretrained(str(adapter_dir))
-    if merged.config.pad_token_id is None and tok.pad_token_id is not None:
-        merged.config.pad_token_id = tok.pad_token_id  # sequence-classification heads need it to find the last token
-    out_dir.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(str(out_dir))
-    tok.save_pretrained(str(out_dir))
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        if (out_dir / name).exists() and out_dir != adapter_dir:
-            (out_dir / name).unlink()
-    return out_dir
-
-
-def _peft_class(adapter_dir: Path) -> Any:
-    """The peft auto class for an adapter: sequence classification (reward models) or causal LM."""
-    from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
-
-    task_type = _read_json(adapter_dir / "adapter_config.json").get("task_type")
-    return AutoPeftModelForSequenceClassification if task_type == "SEQ_CLS" else AutoPeftModelForCausalLM
-
-
-def _head_size(adapter_dir: Path) -> dict[str, int]:
-    """``num_labels`` of a classification adapter's saved head (a reward model has 1), else nothing."""
-    weights = adapter_dir / "adapter_model.safetensors"
-    if _read_json(adapter_dir / "adapter_config.json").get("task_type") != "SEQ_CLS" or not weights.exists():
-        return {}
-    from safetensors import safe_open
-
-    with safe_open(str(weights), framework="pt") as f:
-        for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-            if key.endswith(("score.weight", "classifier.weight")) and "lora" not in key:
-                return {"num_labels": f.get_slice(key).get_shape()[0]}
-    return {}
-
-
-def save_lm(trainer: Any, params: Any, model_dir: Path) -> None:
-    """Save the trained model; with LoRA, merged into the base when ``merge_adapter`` (adapter kept in adapter/)."""
-    tok = trainer.processing_class
-    if getattr(params, "use_lora", False):
-        adapter_dir = model_dir.parent / "adapter"
-        trainer.model.save_pretrained(str(adapter_dir))
-        tok.save_pretrained(str(adapter_dir))
-        if getattr(params, "merge_adapter", False):
-            if getattr(params, "quantization", "none") != "none":
-                print(
-                    "[trainpad] merge_adapter skipped: merging into a quantized base loses precision; the adapter is in adapter/."
-                )
-            else:
-                merge_adapter(adapter_dir, model_dir, params.trust_remote_code)
-                return
-        import shutil
-
-        shutil.copytree(adapter_dir, model_dir, dirs_exist_ok=True)
-        return
-    trainer.save_model(str(model_dir))
-    tok.save_pretrained(str(model_dir))
-
-
-# ---- inference ----------------------------------------------------------------------------
-
-
-def load_for_inference(model_dir: str | Path) -> tuple[Any, Any]:
-    """A saved model (merged, full, or adapter) and its tokenizer, in eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model_dir = Path(model_dir)
-    if (model_dir / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(str(model_dir))
-    else:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model.eval()
-    return model, tok
-
-
-def generate(model_dir: str | Path, inputs: Any, max_new_tokens: int = 64, temperature: float = 0.0) -> str:
-    """Reply to a prompt (str) or a chat (list of messages / {"messages": [...]})."""
-    import torch
-
-    model, tok = load_for_inference(model_dir)
-    if isinstance(inputs, dict):
-        max_new_tokens = int(inputs.get("max_new_tokens", max_new_tokens))
-        temperature = float(inputs.get("temperature", temperature))
-        inputs = inputs.get("messages") or inputs.get("prompt") or inputs.get("text") or ""
-    if isinstance(inputs, list):
-        text = tok.apply_chat_template(
-            parse_messages(inputs, 1, "messages"), tokenize=False, add_generation_prompt=True
-        )
-    else:
-        text = str(inputs)
-    enc = tok(text, return_tensors="pt", add_special_tokens=not isinstance(inputs, list))
-    sample = temperature > 0
-    with torch.no_grad():
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=sample,
-            temperature=temperature if sample else None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=tok.pad_token_id,
-        )
-    return tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -1,0 +1,244 @@
+"""The LLM tasks' model side: tokenizer and model loading, quantization, LoRA, adapter merging, saving and
+generation. Safe to import anywhere: torch, transformers and peft are imported inside the functions, which run
+only in workers (training, predict, merge). Used by the LLM tasks and by seq2seq (``lora_config``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from engine.errors import UserError
+from engine.llm_data import CHATML, chat_template_text, parse_messages
+from engine.runfiles import read_json
+
+
+def load_tokenizer(params: Any) -> Any:
+    """The tokenizer with a pad token and the chosen chat template (ChatML when it has none)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(params.base_model, trust_remote_code=params.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    choice = getattr(params, "chat_template", "tokenizer")
+    template = chat_template_text(choice, getattr(params, "custom_chat_template", ""))
+    if template is not None:
+        tok.chat_template = template
+    elif not getattr(tok, "chat_template", None):
+        tok.chat_template = CHATML
+    return tok
+
+
+def quantization_config(params: Any) -> Any:
+    """bitsandbytes config for int4 (NF4, bf16 compute where supported) / int8; clear error on CPU."""
+    q = getattr(params, "quantization", "none")
+    if q == "none":
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError(
+            f"quantization={q} needs a CUDA GPU (bitsandbytes); this machine has none. Set quantization to none."
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError(f"quantization={q} needs the bitsandbytes package: pip install bitsandbytes.") from None
+    from transformers import BitsAndBytesConfig
+
+    if q == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute, bnb_4bit_use_double_quant=True
+    )
+
+
+def load_causal_lm(params: Any, model_cls: Any = None, **kwargs: Any) -> Any:
+    """The base model in the dtype that fits the device and precision; quantized when asked."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from engine.train_utils import compute_dtype
+
+    model_cls = model_cls or AutoModelForCausalLM
+    quant = quantization_config(params)
+    dtype = compute_dtype(params.mixed_precision) if torch.cuda.is_available() else torch.float32
+    attn = getattr(params, "attn_implementation", "sdpa")
+    if attn == "flash_attention_2" and not torch.cuda.is_available():
+        raise UserError("attn_implementation=flash_attention_2 needs a CUDA GPU; use sdpa.")
+    model = model_cls.from_pretrained(
+        params.base_model,
+        dtype=dtype,
+        quantization_config=quant,
+        attn_implementation=attn,
+        trust_remote_code=params.trust_remote_code,
+        **kwargs,
+    )
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
+    model.config.use_cache = False
+    return model
+
+
+def lora_config(params: Any, task_type: str = "CAUSAL_LM") -> Any:
+    """peft LoraConfig from the params, or None for full fine-tuning."""
+    if not getattr(params, "use_lora", False):
+        if getattr(params, "quantization", "none") != "none":
+            raise UserError("Quantized training needs LoRA: turn use_lora on, or set quantization to none.")
+        return None
+    from peft import LoraConfig
+
+    targets = params.lora_target_modules.strip()
+    modules: Any = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(
+        r=params.lora_r,
+        lora_alpha=params.lora_alpha,
+        lora_dropout=params.lora_dropout,
+        target_modules=modules,
+        task_type=task_type,
+        bias="none",
+    )
+
+
+def with_lora(model: Any, params: Any) -> Any:
+    """``model`` wrapped in a new LoRA adapter when ``use_lora`` (for trainers that take no ``peft_config``)."""
+    config = lora_config(params)
+    if config is None:
+        return model
+    from peft import get_peft_model
+
+    if params.gradient_checkpointing:
+        model.enable_input_require_grads()
+    return get_peft_model(model, config)
+
+
+def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, trust_remote_code: bool = False) -> Path:
+    """Merge a LoRA adapter into its base model; save a standalone model (AutoModelForCausalLM, or
+    AutoModelForSequenceClassification for a reward model's adapter) to ``out_dir``."""
+    import torch
+    from transformers import AutoTokenizer
+
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise UserError(f"`{adapter_dir}` holds no LoRA adapter (adapter_config.json missing); nothing to merge.")
+    model = _peft_class(adapter_dir).from_pretrained(
+        str(adapter_dir), dtype=torch.float32, trust_remote_code=trust_remote_code, **_head_size(adapter_dir)
+    )
+    merged = model.merge_and_unload()
+    tok = AutoTokenizer.from_pretrained(str(adapter_dir))
+    if merged.config.pad_token_id is None and tok.pad_token_id is not None:
+        merged.config.pad_token_id = tok.pad_token_id  # sequence-classification heads need it to find the last token
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(str(out_dir))
+    tok.save_pretrained(str(out_dir))
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        if (out_dir / name).exists() and out_dir != adapter_dir:
+            (out_dir / name).unlink()
+    return out_dir
+
+
+def _peft_class(adapter_dir: Path) -> Any:
+    """The peft auto class for an adapter: sequence classification (reward models) or causal LM."""
+    from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
+
+    return AutoPeftModelForSequenceClassification if _is_classifier(adapter_dir) else AutoPeftModelForCausalLM
+
+
+def _is_classifier(adapter_dir: Path) -> bool:
+    return (read_json(adapter_dir / "adapter_config.json") or {}).get("task_type") == "SEQ_CLS"
+
+
+def _head_size(adapter_dir: Path) -> dict[str, int]:
+    """``num_labels`` of a classification adapter's saved head (a reward model has 1), else nothing."""
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not _is_classifier(adapter_dir) or not weights.exists():
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+            if key.endswith(("score.weight", "classifier.weight")) and "lora" not in key:
+                return {"num_labels": f.get_slice(key).get_shape()[0]}
+    return {}
+
+
+def save_lm(trainer: Any, params: Any, model_dir: Path) -> None:
+    """Save the trained model and tokenizer to ``model_dir``. With LoRA the adapter is also kept in ``adapter/``
+    beside it, and ``model_dir`` holds the merged model when ``merge_adapter`` (else the adapter)."""
+    tok = trainer.processing_class
+    if not getattr(params, "use_lora", False):
+        trainer.save_model(str(model_dir))
+        tok.save_pretrained(str(model_dir))
+        return
+    adapter_dir = Path(model_dir).parent / "adapter"
+    trainer.model.save_pretrained(str(adapter_dir))
+    tok.save_pretrained(str(adapter_dir))
+    if _merges(params):
+        merge_adapter(adapter_dir, model_dir, params.trust_remote_code)
+    else:
+        shutil.copytree(adapter_dir, model_dir, dirs_exist_ok=True)
+
+
+def _merges(params: Any) -> bool:
+    """Whether to merge the adapter at the end: asked for, and the base is not quantized (that loses precision)."""
+    if not getattr(params, "merge_adapter", False):
+        return False
+    if getattr(params, "quantization", "none") != "none":
+        print(
+            "[trainpad] merge_adapter skipped: merging into a quantized base loses precision; the adapter is in adapter/."
+        )
+        return False
+    return True
+
+
+# ---- inference ----------------------------------------------------------------------------
+
+
+def load_for_inference(model_dir: str | Path) -> tuple[Any, Any]:
+    """A saved model (merged, full, or adapter) and its tokenizer, in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    if (model_dir / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(str(model_dir))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model.eval()
+    return model, tok
+
+
+def generate(model_dir: str | Path, inputs: Any, max_new_tokens: int = 64, temperature: float = 0.0) -> str:
+    """Reply to a prompt (str) or a chat (list of messages / {"messages": [...]})."""
+    import torch
+
+    model, tok = load_for_inference(model_dir)
+    if isinstance(inputs, dict):
+        max_new_tokens = int(inputs.get("max_new_tokens", max_new_tokens))
+        temperature = float(inputs.get("temperature", temperature))
+        inputs = inputs.get("messages") or inputs.get("prompt") or inputs.get("text") or ""
+    if isinstance(inputs, list):
+        text = tok.apply_chat_template(
+            parse_messages(inputs, 1, "messages"), tokenize=False, add_generation_prompt=True
+        )
+    else:
+        text = str(inputs)
+    enc = tok(text, return_tensors="pt", add_special_tokens=not isinstance(inputs, list))
+    sample = temperature > 0
+    with torch.no_grad():
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=tok.pad_token_id,
+        )
+    return tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
