@@ -173,19 +173,19 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 # --- wiring -----------------------------------------------------------------------------------
 
 
-def wire(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, saved_run: Any, load_request: Any, main_tabs: Any):
+def wire(
+    ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, saved_run: Any, load_request: Any, main_tabs: Any
+) -> None:
     """Timer polling, selection, actions and compare."""
     refresh = _wire_poll(ctx, c, run_id, timer, saved_run)
     _wire_run_buttons(ctx, c, run_id, timer, refresh)
     _wire_delete(ctx, c, run_id, refresh)
-    c["duplicate"].click(
-        guarded(
-            lambda rid: {load_request: run_actions.duplicate_request(ctx, rid), main_tabs: gr.Tabs(selected="train")}
-        ),
-        run_id,
-        [load_request, main_tabs],
-        **QUIET,
-    )
+
+    def on_duplicate(rid: str) -> dict[Any, Any]:
+        """The run's task form, filled with its params."""
+        return {load_request: run_actions.duplicate_request(ctx, rid), main_tabs: gr.Tabs(selected="train")}
+
+    c["duplicate"].click(guarded(on_duplicate), run_id, [load_request, main_tabs], **QUIET)
     _wire_compare(ctx, c)
 
 

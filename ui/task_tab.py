@@ -247,7 +247,7 @@ def config_updates(ctx: Context, tab: TaskTab, box: ConfigBox, values: dict[str,
         return {tab.form_msg: problems_md(e.problems), box.box: gr.update(visible=False), **marks}
     label = f"Config (YAML) and command — {tab.task.title}"
     # the parameters are valid now: clear their marks; data marks stay until the next Check
-    cleared = {c: u for c, u in mark_updates(tab, values, []).items() if c in tab.form.values()}
+    cleared = tab.by_component({k: gr.update(**m) for k, m in task_view.marks(tab.form, {}, tab.help).items()})
     opened = gr.update(visible=True, open=True, label=label)
     return {tab.form_msg: "", box.box: opened, box.yaml: text, box.command: command, box.file: str(path), **cleared}
 
@@ -336,16 +336,16 @@ def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
     def on_start(backend: str, **values: Any) -> dict[Any, Any]:
         return start_updates(ctx, tab, shared, backend, values)
 
-    outputs = {
-        on_check: [tab.form_msg, tab.data_msg, *marked],
-        on_config: [tab.form_msg, box.box, box.yaml, box.command, box.file, *marked],
-        on_start: [tab.form_msg, tab.data_msg, shared.run_id, shared.main_tabs, shared.timer, *marked],
-    }
-    for name, handler in (("check", on_check), ("config", on_config), ("start", on_start)):
+    events = [
+        ("check", on_check, [tab.form_msg, tab.data_msg, *marked]),
+        ("config", on_config, [tab.form_msg, box.box, box.yaml, box.command, box.file, *marked]),
+        ("start", on_start, [tab.form_msg, tab.data_msg, shared.run_id, shared.main_tabs, shared.timer, *marked]),
+    ]
+    for name, handler, outputs in events:
         tab.buttons[name].click(
             handler,
             [shared.backend],
-            outputs[handler],
+            outputs,
             inputs_kwargs=tab.inputs(),
             api_name=f"{name}_{p}",
             concurrency_limit=None,

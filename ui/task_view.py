@@ -119,26 +119,26 @@ def data_summary_md(task: Task, params: Any, data_problems: list[str]) -> str:
 
 
 def problem_targets(
-    problems: list[str], values: dict[str, Any], keys: list[str] | set[str], roles: list[str] | dict[str, Any]
+    problems: list[str], values: dict[str, Any], keys: list[str] | dict[str, Any], roles: list[str] | dict[str, Any]
 ) -> dict[str, list[str]]:
     """Input key (a parameter, ``data_path`` or ``map__<role>``) -> the problems to show beside it.
-    ``keys`` are the inputs that can be marked, ``roles`` the task's column roles."""
+    ``keys`` are the inputs that can be marked, ``roles`` the task's column roles. A problem names its
+    parameter or role as data (``engine.errors.Problem``); one that names none of ``keys`` that way (a plain
+    sentence, or a nested field such as ``column_mapping.text``) is matched by the names it quotes."""
     keys, roles = set(keys), list(roles)
     out: dict[str, list[str]] = {}
     for problem in problems:
-        for key in _keys_from_data(problem, roles) or _keys_from_text(problem, values, roles):
-            if key in keys and problem not in out.get(key, []):
+        found = [k for k in _keys_from_data(problem) if k in keys]
+        for key in found or [k for k in _keys_from_text(problem, values, roles) if k in keys]:
+            if problem not in out.get(key, []):
                 out.setdefault(key, []).append(problem)
     return out
 
 
-def _keys_from_data(problem: str, roles: list[str]) -> list[str]:
-    """The keys a problem names as data (``engine.errors.Problem``'s ``field``/``role``); [] for plain text."""
+def _keys_from_data(problem: str) -> list[str]:
+    """The input keys of a problem's ``field`` and ``role`` attributes ([] for a plain string)."""
     field, role = getattr(problem, "field", None), getattr(problem, "role", None)
-    found = [MAP_PREFIX + role] if role in roles else []
-    if field and field != "column_mapping":
-        found.append(field)
-    return found
+    return ([field] if field else []) + ([MAP_PREFIX + role] if role else [])
 
 
 def _keys_from_text(problem: str, values: dict[str, Any], roles: list[str]) -> list[str]:
