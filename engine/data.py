@@ -7,6 +7,9 @@ queued. Hub datasets are read with ``datasets`` (imported lazily, in workers or 
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +22,33 @@ TRAIN_NAMES = ("train", "training")
 VALID_NAMES = ("validation", "valid", "val", "dev", "eval", "test")
 
 
+_ONCE = threading.local()
+
+
+@contextmanager
+def reading_once() -> Iterator[None]:
+    """Within this block, each file is read once (a task's own checks reuse what the generic checks read)."""
+    outer = getattr(_ONCE, "cache", None)
+    _ONCE.cache = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _ONCE.cache = outer
+
+
 def read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
     """Read one CSV/TSV/JSON/JSONL/Parquet file; plain-language errors for empty or broken files."""
+    cache = getattr(_ONCE, "cache", None)
+    if cache is None:
+        return _read_table(path, nrows)
+    p = Path(path)
+    key = (str(p.resolve()), nrows, p.stat().st_mtime_ns if p.exists() else 0)
+    if key not in cache:
+        cache[key] = _read_table(path, nrows)
+    return cache[key].copy()
+
+
+def _read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
     p = Path(path)
     if not p.exists():
         raise UserError(f"Data file `{p}` does not exist. Check the path, or upload the file again.")
@@ -338,7 +366,12 @@ def load_splits(task: Any, params: Any) -> tuple[pd.DataFrame, pd.DataFrame | No
 
 
 def check_data(task: Any, params: Any) -> list[str]:
-    """Pre-flight data checks in plain language (empty list = fine). Reads local files only."""
+    """Pre-flight data checks in plain language (empty list = fine). Reads local files only, each once."""
+    with reading_once():
+        return _check_data(task, params)
+
+
+def _check_data(task: Any, params: Any) -> list[str]:
     if not params.data_path:
         return [
             Problem(

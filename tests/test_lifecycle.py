@@ -503,3 +503,16 @@ def test_a_model_loading_error_keeps_its_explanation(tmp_path):
     e = OSError("We couldn't connect to the Hub.\nCheck your connection, or set HF_HUB_OFFLINE=1 to use cached files.")
     message = error_message(e, tmp_path)
     assert "couldn't connect" in message and "HF_HUB_OFFLINE" in message
+
+
+def test_check_reads_each_file_once_even_with_a_task_check(tmp_path, monkeypatch):
+    from engine import data
+
+    (tmp_path / "t.csv").write_text("a,b,target\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
+    reads = []
+    real = data._read_table
+    monkeypatch.setattr(data, "_read_table", lambda p, nrows=None: reads.append(p) or real(p, nrows))
+    tab = get_task("tabular")
+    params = tab.params.model_validate({"data_path": str(tmp_path / "t.csv"), "target_columns": "target"})
+    assert data.check_data(tab, params) == []
+    assert len(reads) == 1, reads
