@@ -7,7 +7,6 @@ collector through one callback, honour Stop (checkpoint, then exit), resume, and
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
 import math
@@ -102,26 +101,14 @@ def schedule(params: Any, has_eval: bool, total_steps: int) -> dict[str, Any]:
     return plan
 
 
-def _old_form_too(new: Callable[..., Any]) -> Callable[..., Any]:
-    """TRANSITION (remove once the LLM tasks call ``training_arguments(job, n_train, n_eval)``): callers of the old
-    form ``(params, run_dir, n_train=, has_eval=, metric=, greater_is_better=)`` get :func:`arguments`."""
-
-    @functools.wraps(new)
-    def call(first: Any, *args: Any, **kwargs: Any) -> Any:
-        return new(first, *args, **kwargs) if isinstance(first, Job) else arguments(first, *args, **kwargs)
-
-    return call
-
-
-@_old_form_too
 def training_arguments(job: Job, n_train: int, n_eval: int, args_cls: type = TrainingArguments, **extra: Any) -> Any:
     """TrainingArguments (or a subclass such as trl's configs) for the job: the shared params, evaluation on
     ``n_eval`` rows (none: no evaluation), best model and early stopping on :func:`best_metric`."""
     metric, greater = best_metric(job.task, n_eval)
-    return arguments(job.params, job.run_dir, n_train, n_eval > 0, args_cls, metric, greater, **extra)
+    return _arguments(job.params, job.run_dir, n_train, n_eval > 0, args_cls, metric, greater, **extra)
 
 
-def arguments(
+def _arguments(
     params: Any,
     run_dir: Path,
     n_train: int,
@@ -184,12 +171,6 @@ def set_threads(cpu_threads: int | None, model: Any = None) -> int:
         n = 1
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()
-
-
-def setup_torch_threads() -> None:
-    """Every core for torch. TRANSITION: LLM tasks still call this before loading; :class:`EventsCallback`
-    sets the threads for every Trainer-based task."""
-    set_threads(None)
 
 
 # ---- progress, Stop -----------------------------------------------------------------------
