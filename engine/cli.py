@@ -28,11 +28,12 @@ def _progress(row: dict[str, Any], last: dict[str, Any]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.config import load_config
+    from engine.config import config_backend, load_config
 
     task, params = load_config(args.config, args.overrides)
+    backend = args.backend or config_backend(args.config)
     sup = _supervisor(args, manage_all=False, grace_period=args.grace)
-    run_id = sup.submit(task, params, name=args.name or "", secrets=_token_env())
+    run_id = sup.submit(task, params, name=args.name or "", secrets=_token_env(), backend=backend)
     print(f"run {run_id} queued: {sup.runs_dir / run_id}", flush=True)
     return _report(_follow_or_stop(sup, run_id))
 
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", help="key=value overrides of params")
     r.add_argument("--name", default="")
     r.add_argument("--grace", type=float, default=30.0, help="seconds to wait after Stop before killing")
+    r.add_argument("--backend", default="", help="where to run: local (default), or a remote backend (see the UI)")
     r.set_defaults(fn=cmd_run)
     v = sub.add_parser("validate", help="validate a config and check its data")
     v.add_argument("config")

@@ -96,10 +96,11 @@ def from_dict(
     data = expand_env(data)
     if is_autotrain(data):
         data = from_autotrain(data)
-    extra = sorted(set(data) - {"task", "params", "name"})
+    extra = sorted(set(data) - {"task", "params", "name", "backend"})
     if extra:
         raise UserError(
-            f"Unknown top-level key(s) {', '.join(extra)} in config. Use `task:`, `params:` and optionally `name:`."
+            f"Unknown top-level key(s) {', '.join(extra)} in config. Use `task:`, `params:` and optionally "
+            "`name:` and `backend:`."
         )
     task = get_task(str(data["task"]))
     params = apply_overrides(dict(data.get("params") or {}), overrides or [])
@@ -117,16 +118,26 @@ def _relative_paths(params: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     return params
 
 
+def config_backend(path: str | Path) -> str:
+    """The config's ``backend:`` (where to run: local, ray, hf-jobs...); "local" when it names none."""
+    data = read_yaml(path)
+    if is_autotrain(data):
+        data = from_autotrain(data)
+    return str(data.get("backend") or "local")
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[Task, BaseModel]:
     """Read and validate a YAML config (Trainpad or AutoTrain form) with overrides."""
     return from_dict(read_yaml(path), overrides, Path(path).resolve().parent)
 
 
-def dump_config(task: Task, params: BaseModel, name: str = "") -> str:
+def dump_config(task: Task, params: BaseModel, name: str = "", backend: str = "local") -> str:
     """The YAML text of a validated config (no secrets), loadable by ``load_config``."""
     doc: dict[str, Any] = {"task": task.name}
     if name:
         doc["name"] = name
+    if backend and backend != "local":
+        doc["backend"] = backend
     doc["params"] = public_dict(params)
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 

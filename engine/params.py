@@ -162,6 +162,27 @@ class TrainerParams(CommonParams):
     gradient_checkpointing: bool = field(
         False, "Trade compute for memory (recomputes activations). Slower; off on CPU is best.", advanced=True
     )
+    num_processes: int = field(
+        1,
+        "Processes to train on (one per GPU): 1 = one device, 0 = every GPU of the machine, N = N GPUs "
+        "(on a CPU-only machine: N processes over gloo).",
+        ge=0,
+        le=64,
+        advanced=True,
+        group="devices",
+    )
+    gpus: str = field(
+        "",
+        "Which GPUs, e.g. `0,1` (empty = any free ones). A run never shares a GPU with another run unless you name it.",
+        advanced=True,
+        group="devices",
+    )
+    distributed: Literal["ddp", "fsdp"] = field(
+        "ddp",
+        "With several processes: ddp copies the model to each device; fsdp shards it (for models that do not fit one).",
+        advanced=True,
+        group="devices",
+    )
 
 
 class LoraParams(TrainerParams):

@@ -31,13 +31,36 @@ def data_dir_from_env(explicit: str | Path | None = None) -> Path:
     return Path(DEFAULT_DATA_DIR)
 
 
-def worker_command(run_dir: Path, num_processes: int = 1) -> list[str]:
-    """The command that runs one run; the same for every backend."""
-    if num_processes > 1:
-        launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes)]
-        fixed = ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-        return [sys.executable, *launch, *fixed, "-m", "engine.worker", str(run_dir)]
-    return [sys.executable, "-m", "engine.worker", str(run_dir)]
+def worker_command(run_dir: Path, num_processes: int = 1, fsdp: bool = False) -> list[str]:
+    """The command that runs one run: the worker, or ``accelerate launch`` of it over N processes (DDP, or FSDP).
+
+    ``--multi_gpu`` is what makes accelerate start N processes even on a CPU-only machine (gloo); ``--cpu``
+    with several processes would silently run one."""
+    worker = ["-m", "engine.worker", str(run_dir)]
+    if num_processes <= 1:
+        return [sys.executable, *worker]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes)]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(free_port())]
+    if fsdp:
+        launch += [
+            "--use_fsdp",
+            "--fsdp_sharding_strategy",
+            "FULL_SHARD",
+            "--fsdp_auto_wrap_policy",
+            "TRANSFORMER_BASED_WRAP",
+        ]
+        launch += ["--fsdp_state_dict_type", "FULL_STATE_DICT"]
+    return [*launch, *worker]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a run's rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def worker_env(secrets: dict[str, str] | None = None) -> dict[str, str]:

@@ -59,8 +59,17 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def is_main_process() -> bool:
+    """True in a single-process run and on rank 0 of a multi-process one (only it writes the run's files)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def write_event(run_dir: str | Path, event: dict[str, Any]) -> None:
-    """Append one event line (flushed at once so the supervisor sees it)."""
+    """Append one event line (flushed at once so the supervisor sees it); rank 0 only."""
+    if not is_main_process():
+        if event.get("type") in STEP_EVENTS:
+            _STOP["in_steps"] = True
+        return
     if event.get("type") in STEP_EVENTS:
         _STOP["in_steps"] = True
     event = {"time": time.time(), **{k: _clean(v) for k, v in event.items()}}

@@ -52,6 +52,8 @@ RUN_COLUMNS_3 = {
     "kill_at": float,
     "events_offset": int,
 }
+# Added by migration 4: where a run executes beyond this machine's processes.
+RUN_COLUMNS_4 = {"remote_job_id": str, "devices": str}
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -76,7 +78,14 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     db.conn.execute("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT)")
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    existing = set(db["runs"].columns_dict)
+    for name, kind in RUN_COLUMNS_4.items():
+        if name not in existing:
+            db["runs"].add_column(name, kind)
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}
 
 
 class Store:
@@ -151,7 +160,7 @@ class Store:
 
     def update_if(self, run_id: str, when: str, fields: dict[str, Any]) -> bool:
         """Update the run only while its status is ``when``; False when it had already moved on."""
-        unknown = set(fields) - set(RUN_COLUMNS) - set(RUN_COLUMNS_3)
+        unknown = set(fields) - set(RUN_COLUMNS) - set(RUN_COLUMNS_3) - set(RUN_COLUMNS_4)
         if unknown:
             raise ValueError(f"unknown run columns {sorted(unknown)}")
         sets = ", ".join(f"[{k}] = ?" for k in fields)  # names checked above; values are parameters

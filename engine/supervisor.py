@@ -22,8 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from engine import procs
+from engine import procs, system
 from engine import runfiles as rf
+from engine.backends import Backend, get_backend, operations
 from engine.config import dump_config
 from engine.data import absolute_paths, check_data, disk_problem
 from engine.errors import UserError
@@ -129,7 +130,7 @@ class Supervisor:
         """
         task = get_task(task) if isinstance(task, str) else task
         params = absolute_paths(params)
-        problems = disk_problem(self.data_dir)
+        problems = disk_problem(self.data_dir) + self._backend_problems(backend, params, secrets or {})
         if check and not problems:
             problems = check_data(task, params)
         if problems:
@@ -138,7 +139,7 @@ class Supervisor:
         run_dir = self.runs_dir / run_id
         run_dir.mkdir(parents=True)
         name = name or f"{task.name}-{run_id[-6:]}"
-        (run_dir / rf.CONFIG).write_text(dump_config(task, params, name), encoding="utf-8")
+        (run_dir / rf.CONFIG).write_text(dump_config(task, params, name, backend), encoding="utf-8")
         if secrets:
             _SECRETS[run_id] = dict(secrets)
         self.store.insert_run(
@@ -172,6 +173,10 @@ class Supervisor:
             if row["status"] != "running":
                 return
             self.store.update_run(run_id, stop_requested=1, kill_at=time.time() + self.grace_period)
+            if _remote(row):
+                if row.get("remote_job_id"):
+                    operations(_backend(row)).cancel(row["remote_job_id"], _SECRETS.get(run_id) or {})
+                return
             procs.signal_run(row, signal.SIGTERM)
 
     def resume(self, run_id: str, secrets: dict[str, str] | None = None) -> str:
@@ -216,7 +221,7 @@ class Supervisor:
 
     def queue_position(self, run_id: str) -> tuple[int, int]:
         """(runs training in this data folder, runs queued ahead of ``run_id`` that will start first)."""
-        running = len(self.store.runs_with_status("running"))
+        running = len([r for r in self.store.runs_with_status("running") if not _remote(r)])
         ahead = 0
         for row in self._startable_queue():
             if row["id"] == run_id:
@@ -250,6 +255,9 @@ class Supervisor:
         if not run_dir.is_dir():
             self._folder_removed(row)
             return
+        if _remote(row):
+            self._watch_remote(row)
+            return
         row = self._ingest(row)
         child = self._procs.get(run_id)
         if child is not None:
@@ -270,29 +278,59 @@ class Supervisor:
         return [r for r in self.store.runs_with_status("queued") if self._owner_alive(r) or self._may_adopt(r)]
 
     def _launch_queued(self) -> None:
-        free = self.concurrency - len(self.store.runs_with_status("running"))
-        for row in self._startable_queue()[: max(0, free)]:
-            if self._is_me(row) or self._may_adopt(row):
-                self._launch(row)
+        """Start what is due, in order: remote runs at once; local ones while the data folder has a free slot
+        and (on a GPU machine) the devices they ask for are free. A live process's run ahead keeps its place."""
+        local = [r for r in self.store.runs_with_status("running") if not _remote(r)]
+        free = self.concurrency - len(local)
+        used = {d for r in local for d in (r.get("devices") or "").split(",") if d and d != "cpu"}
+        for row in self._startable_queue():
+            if _remote(row):
+                if self._is_me(row) or self._may_adopt(row):
+                    self._launch(row)
+                continue
+            if free <= 0:
+                break
+            free -= 1
+            if not (self._is_me(row) or self._may_adopt(row)):
+                continue  # its own process starts it at its next look
+            devices = self.devices_for(row.get("params") or {}, used)
+            if devices is None:
+                free += 1  # waits for GPUs; a later run that fits may start (never two runs on one GPU)
+                continue
+            used |= set(devices.split(",")) - {"cpu"}
+            self._launch(row, devices)
 
-    def _launch(self, row: dict[str, Any]) -> None:
+    @property
+    def gpu_count(self) -> int:
+        """GPUs of this machine (nvidia-smi, no torch), looked up once."""
+        if not hasattr(self, "_gpu_count"):
+            self._gpu_count = len(system.gpus())
+        return self._gpu_count
+
+    def devices_for(self, params: dict[str, Any], used: set[str]) -> str | None:
+        """The devices a local run gets now: "cpu", or GPU indices like "0,1"; None while they are busy."""
+        if not self.gpu_count:
+            return "cpu"
+        wanted = [g.strip() for g in str(params.get("gpus") or "").split(",") if g.strip()]
+        if wanted:
+            return ",".join(wanted) if not set(wanted) & used else None
+        n = int(params.get("num_processes") or 0) or self.gpu_count  # 0 = every GPU
+        idle = [str(i) for i in range(self.gpu_count) if str(i) not in used]
+        return ",".join(idle[:n]) if len(idle) >= n else None
+
+    def _launch(self, row: dict[str, Any], devices: str = "") -> None:
         run_id = row["id"]
-        if not self.store.claim(run_id, owner_pid=self.me[0], owner_started=self.me[1]):
+        if not self.store.claim(run_id, owner_pid=self.me[0], owner_started=self.me[1], devices=devices):
             return  # another supervisor on the same data folder started it first
         try:
             run_dir = Path(row["run_dir"])
             if not (run_dir / rf.CONFIG).is_file():
                 raise FileNotFoundError(f"{run_dir / rf.CONFIG} is missing (was the run folder removed?)")
-            with open(run_dir / rf.LOG, "ab") as log:
-                proc = subprocess.Popen(
-                    procs.worker_command(run_dir),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    cwd=str(ENGINE_ROOT),
-                    env=procs.worker_env(_SECRETS.get(run_id)),
-                    start_new_session=True,
-                )
+            if _remote(row):
+                job_id = operations(_backend(row)).submit(run_id, run_dir, _SECRETS.get(run_id) or {})
+                self.store.update_run(run_id, remote_job_id=str(job_id))
+                return
+            proc = self._start_worker(run_id, run_dir, row.get("params") or {}, devices)
         except Exception as e:  # the run is claimed: it must not stay `running` without a process
             error = f"Could not start the worker: {type(e).__name__}: {e}"
             self.store.update_run(run_id, status="failed", ended_at=time.time(), error=error)
@@ -301,6 +339,73 @@ class Supervisor:
         _SECRETS.pop(run_id, None)
         started = procs.started_at(proc.pid) or time.time()
         self.store.update_run(run_id, pid=proc.pid, pgid=proc.pid, pid_started=started)
+
+    def _start_worker(self, run_id: str, run_dir: Path, params: dict[str, Any], devices: str) -> subprocess.Popen:
+        env = procs.worker_env(_SECRETS.get(run_id))
+        if devices and devices != "cpu":
+            env["CUDA_VISIBLE_DEVICES"] = devices
+            n = len(devices.split(","))
+        else:
+            n = max(1, int(params.get("num_processes") or 1))
+        command = procs.worker_command(run_dir, n, fsdp=params.get("distributed") == "fsdp")
+        with open(run_dir / rf.LOG, "ab") as log:
+            return subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(ENGINE_ROOT),
+                env=env,
+                start_new_session=True,
+            )
+
+    def _watch_remote(self, row: dict[str, Any]) -> None:
+        """Mirror a remote job into the run folder and the store; record how it ended."""
+        run_id, job_id = row["id"], row.get("remote_job_id")
+        if not job_id:
+            if not self._owner_alive(row):  # the submitting process died while submitting
+                self.store.update_if(run_id, "running", _never_submitted(row))
+            return
+        try:
+            state = operations(_backend(row)).poll(job_id, Path(row["run_dir"]), _SECRETS.get(run_id) or {})
+        except UserError as e:  # can never follow it from here
+            fields = {"status": "interrupted", "ended_at": time.time(), "error": str(e)}
+            self.store.update_if(run_id, "running", fields)
+            return
+        except Exception as e:  # the cluster or the network may be back at the next look
+            print(f"[trainpad supervisor] following {row['backend']} job {job_id}: {type(e).__name__}: {e}")
+            return
+        row = self._ingest(row)
+        if state is not None:
+            outcome = Path(row["run_dir"]) / rf.OUTCOME
+            if not outcome.exists():
+                rf.write_json(
+                    outcome, {"status": state, "exit_code": {"succeeded": 0, "stopped": STOPPED_EXIT}.get(state, 1)}
+                )
+            self._finish(row, None)
+            _SECRETS.pop(run_id, None)
+
+    def _backend_problems(self, name: str, params: BaseModel, secrets: dict[str, str]) -> list[str]:
+        """Why a run cannot go to backend ``name`` (unknown, not usable here, more GPUs than this machine has)."""
+        try:
+            backend = get_backend(name or "local")
+        except ValueError as e:
+            return [str(e)]
+        if backend.remote:
+            why = operations(backend).available()
+            return [f"Backend `{backend.name}` cannot be used: {why}"] if why else []
+        n, gpus = int(getattr(params, "num_processes", 1) or 0), self.gpu_count
+        if gpus and n > gpus:
+            return [f"num_processes is {n} but this machine has {gpus} GPU(s). Use at most {gpus} (0 = every GPU)."]
+        wanted = [g.strip() for g in str(getattr(params, "gpus", "") or "").split(",") if g.strip()]
+        bad = [g for g in wanted if not g.isdigit() or int(g) >= max(gpus, 1)]
+        if bad:
+            return [
+                f"gpus names {', '.join(bad)}, but this machine's GPUs are 0..{max(gpus - 1, 0)}"
+                + ("" if gpus else " (it has none)")
+                + "."
+            ]
+        return []
 
     def _ingest(self, row: dict[str, Any]) -> dict[str, Any]:
         """Add the run's new events to the store (exactly once, whichever supervisor reads them first)."""
@@ -367,6 +472,22 @@ class Supervisor:
     def _may_adopt(self, row: dict[str, Any]) -> bool:
         """The app starts queued runs whose owner has ended, unless they need that owner's token."""
         return self.manage_all and not self._owner_alive(row) and not row.get("needs_token")
+
+
+def _remote(row: dict[str, Any]) -> bool:
+    return (row.get("backend") or "local") != "local"
+
+
+def _backend(row: dict[str, Any]) -> Backend:
+    return get_backend(row.get("backend") or "local")
+
+
+def _never_submitted(row: dict[str, Any]) -> dict[str, Any]:
+    error = (
+        f"The process that started this run on `{row.get('backend')}` ended before the job was submitted. "
+        "Start it again (Duplicate)."
+    )
+    return {"status": "failed", "ended_at": time.time(), "error": error}
 
 
 def _event_rows(events: list[Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:

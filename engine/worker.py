@@ -136,9 +136,12 @@ def run(run_dir: Path) -> int:
     else:
         metrics = task.train(make_job(task, params, run_dir)) or {}
     if rf.stop_requested():
-        rf.write_json(run_dir / rf.OUTCOME, {"status": "stopped", "exit_code": STOPPED_EXIT, "metrics": metrics})
-        print("[trainpad] stopped; checkpoint saved.", flush=True)
+        if rf.is_main_process():
+            rf.write_json(run_dir / rf.OUTCOME, {"status": "stopped", "exit_code": STOPPED_EXIT, "metrics": metrics})
+            print("[trainpad] stopped; checkpoint saved.", flush=True)
         return STOPPED_EXIT
+    if not rf.is_main_process():
+        return 0  # rank 0 writes the run's result files
     metrics["wall_seconds"] = round(time.time() - t0, 3)
     rf.write_json(run_dir / rf.METRICS, metrics)
     model_dir = run_dir / rf.MODEL_DIR
@@ -168,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         code = run(run_dir)
     except rf.StopRequested:
         print("[trainpad] stopped before training started; nothing to checkpoint.", flush=True)
-        rf.write_json(run_dir / rf.OUTCOME, {"status": "stopped", "exit_code": STOPPED_EXIT})
+        if rf.is_main_process():
+            rf.write_json(run_dir / rf.OUTCOME, {"status": "stopped", "exit_code": STOPPED_EXIT})
         return STOPPED_EXIT
     except UserError as e:
         print(f"[trainpad] error: {e}", flush=True)
@@ -198,6 +202,8 @@ def error_message(e: BaseException, run_dir: Path) -> str:
 
 def _fail(run_dir: Path, message: str, kind: str, code: int) -> None:
     """Write error.json and outcome.json; if even that fails (disk full, folder gone), say it on the log."""
+    if not rf.is_main_process():
+        return
     try:
         rf.write_json(run_dir / rf.ERROR, {"message": message, "type": kind})
         rf.write_json(run_dir / rf.OUTCOME, {"status": "failed", "exit_code": code})
