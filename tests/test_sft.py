@@ -146,7 +146,7 @@ def train_batch(tiny_llama: Path, tmp_path: Path, rows: list[dict], **kw) -> lis
 @pytest.mark.parametrize("form", list(MASKING_FORMS))
 def test_completion_only_loss_masks_prompt_tokens(tiny_llama, tmp_path, form):
     """completion_only_loss: the prompt (user turns and earlier answers) gets label -100 and only the final
-    answer (and its end-of-turn token) is learned; without it, a chat's prompt tokens are learned too."""
+    answer (and its end-of-turn token) is learned; without it, the prompt tokens are learned too."""
     make_row, prompt_text, answer_text = MASKING_FORMS[form]
     rows = [make_row(i) for i in range(2, 10)]
     prompt_of = {answer_text.format(i=i, j=2 * i): prompt_text.format(i=i) for i in range(2, 10)}
@@ -155,9 +155,8 @@ def test_completion_only_loss_masks_prompt_tokens(tiny_llama, tmp_path, form):
     for masked, learned in sequences:
         answer = learned.removesuffix("\n").removesuffix("<|im_end|>")
         assert answer in prompt_of and prompt_of[answer] in masked
-    if form == "chat":
-        sequences = train_batch(tiny_llama, tmp_path, rows, completion_only_loss=False)
-        assert all(masked == "" and "user\nwhat is" in learned for masked, learned in sequences)
+    sequences = train_batch(tiny_llama, tmp_path, rows, completion_only_loss=False)
+    assert all(masked == "" and "what is" in learned for masked, learned in sequences)
 
 
 def test_bad_inputs_are_refused_before_queueing(supervisor, tiny_llama, tmp_path):

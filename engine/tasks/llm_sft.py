@@ -107,7 +107,7 @@ def build_trainer(job: Job) -> Any:
         packing=packing,
         packing_strategy=strategy,
         eval_packing=packing,
-        completion_only_loss=params.completion_only_loss or None,
+        completion_only_loss=params.completion_only_loss,  # trl's None would mask prompts even when off
         dataset_num_proc=None,
         include_num_input_tokens_seen="non_padding",
     )
