@@ -31,6 +31,7 @@ TASK_MODULES = [
     "seq2seq",
     "extractive_qa",
     "sentence_transformers",
+    "image_classification",
     "tabular",
 ]
 

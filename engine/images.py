@@ -1,0 +1,552 @@
+"""Images and ZIP archives: decoding, folder layouts, annotation formats and safe extraction.
+
+Shared by every task that reads images (classification, regression, detection, later VLM/ASR-style tasks that
+bring a ZIP). Module level imports are light: Pillow and numpy are imported inside the functions, torch never.
+
+- decoding: :func:`open_image` (a path, bytes, a Hub ``{"bytes", "path"}`` cell or a PIL image -> RGB, EXIF
+  orientation applied, CMYK/RGBA/palette/grayscale/16-bit converted), :func:`check_images` (decode a sample,
+  name each bad file);
+- ZIPs: :func:`zip_problems` (refuse ``../`` or absolute members, links, too many members, too many bytes, zip
+  bombs, all before writing anything), :func:`extract_zip` (checked, free disk checked, into a temporary folder
+  then moved; extracted once per archive);
+- layouts: :func:`read_image_folder` turns a folder into a table with an ``image`` column of absolute paths:
+  class sub-folders (``cats/001.jpg`` -> ``label``), ``metadata.jsonl``/``metadata.csv`` (``file_name`` + any
+  columns, the Hugging Face *imagefolder* layout), COCO JSON, YOLO txt labels, Pascal VOC XML (the detection
+  formats give an ``objects`` column ``{"bbox": [[x, y, w, h], ...], "category": [...]}`` in pixels);
+- :func:`image_splits`: the train/validation tables for a folder or ZIP data source (used by ``engine.data``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from engine.errors import UserError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jfif"}
+METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.json", "metadata.parquet")
+FILE_COLUMNS = ("file_name", "image", "file", "filename", "path", "image_path", "filepath")
+JUNK = ("__MACOSX", ".DS_Store", "Thumbs.db")
+MAX_CHECKED = 5000  # images decoded by the pre-launch check; bigger sets are sampled (and the count said)
+
+# ---- decoding -----------------------------------------------------------------------------
+
+
+def image_name(value: Any) -> str:
+    """How a cell holding an image is named in messages: its file name or path, else its kind."""
+    if isinstance(value, dict):
+        return str(value.get("path") or "an image given as bytes")
+    if isinstance(value, (str, Path)):
+        return str(value)
+    return f"an image given as {type(value).__name__}"
+
+
+def resolve(value: Any, bases: list[Path] = ()) -> Any:
+    """A path cell made absolute: as given when it exists, else tried under each folder of ``bases``."""
+    if not isinstance(value, (str, Path)):
+        return value
+    path = Path(str(value).strip()).expanduser()
+    if path.is_absolute() or not bases:
+        return path
+    for base in bases:
+        if (base / path).exists():
+            return base / path
+    return Path(bases[0]) / path
+
+
+def open_image(value: Any, bases: list[Path] = ()) -> Any:
+    """The image in ``value`` as an RGB PIL image (fully decoded, EXIF orientation applied).
+
+    ``value``: a path (relative ones resolved under ``bases``), bytes, a ``{"bytes", "path"}`` dict (a Hub
+    ``Image`` column in pandas), a PIL image or a uint8 array. Raises :class:`UserError` naming the file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    name = image_name(value)
+    try:
+        if isinstance(value, Image.Image):
+            img = value
+        elif isinstance(value, dict) and value.get("bytes"):
+            img = Image.open(io.BytesIO(value["bytes"]))
+        elif isinstance(value, dict):
+            img = Image.open(resolve(value.get("path") or "", bases))
+        elif isinstance(value, (bytes, bytearray)):
+            img = Image.open(io.BytesIO(value))
+        elif hasattr(value, "shape"):
+            img = Image.fromarray(value)
+        else:
+            img = Image.open(resolve(value, bases))
+        img.load()
+        return to_rgb(img)
+    except FileNotFoundError:
+        raise UserError(
+            f"Image `{name}` does not exist. Check the path (relative paths are read from the data "
+            "file's folder) or remove the row."
+        ) from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
+        raise UserError(
+            f"Image `{name}` could not be decoded ({type(e).__name__}: {e}). It is corrupt, truncated "
+            "or not an image: re-export it, or remove it from the data."
+        ) from None
+
+
+def to_rgb(img: Any) -> Any:
+    """8-bit RGB: EXIF rotation applied; 16-bit and float images scaled to 8 bits; transparency composited on
+    white (a transparent background would otherwise turn black); CMYK, palette and grayscale converted."""
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        if img.mode == "F" and arr.max(initial=0) <= 1.0:
+            top = 1.0
+        img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def check_images(values: list[Any], bases: list[Path] = (), limit: int = MAX_CHECKED, seed: int = 0) -> dict:
+    """Decode the images (a seeded sample of ``limit`` when there are more) and report.
+
+    Returns ``{"checked": n, "total": n, "problems": [...], "sizes": {index: (width, height)}}``; each problem
+    names the file. Sizes are those after EXIF rotation (what training sees)."""
+    import random
+
+    index = list(range(len(values)))
+    if len(index) > limit:
+        index = sorted(random.Random(seed).sample(index, limit))
+    problems, sizes = [], {}
+    for i in index:
+        try:
+            sizes[i] = open_image(values[i], bases).size
+        except UserError as e:
+            problems.extend(e.problems)
+    if len(index) < len(values):
+        print(f"[trainpad] checked {len(index)} of {len(values)} images (a random sample).", flush=True)
+    return {"checked": len(index), "total": len(values), "problems": problems, "sizes": sizes}
+
+
+# ---- ZIP archives -------------------------------------------------------------------------
+
+ZIP_MAX_MEMBERS = 500_000
+ZIP_MAX_BYTES = 50 * 2**30  # total uncompressed size
+ZIP_MAX_RATIO = 100  # uncompressed / compressed, for the archive and for any member over ZIP_RATIO_FLOOR
+ZIP_RATIO_FLOOR = 2**20  # small members (text, blank images) compress very well legitimately
+
+
+def _member_problem(info: zipfile.ZipInfo, max_ratio: float) -> str | None:
+    name = info.filename
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
+        return f"member `{name}` points outside the archive (absolute path or `..`)"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return f"member `{name}` is a symbolic link"
+    if info.file_size > ZIP_RATIO_FLOOR and info.file_size > max_ratio * max(info.compress_size, 1):
+        ratio = info.file_size / max(info.compress_size, 1)
+        return f"member `{name}` expands {ratio:.0f}x ({info.compress_size} -> {info.file_size} bytes; limit {max_ratio:g}x)"
+    return None
+
+
+def zip_problems(
+    path: str | Path,
+    max_members: int = ZIP_MAX_MEMBERS,
+    max_bytes: int = ZIP_MAX_BYTES,
+    max_ratio: float = ZIP_MAX_RATIO,
+) -> list[str]:
+    """Why the ZIP at ``path`` must not be extracted (empty list: safe), read from its directory only."""
+    p = Path(path)
+    try:
+        with zipfile.ZipFile(p) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as e:
+        return [f"`{p.name}` is not a readable ZIP archive ({e}). Create it again (e.g. `zip -r data.zip folder`)."]
+    refuse = f"ZIP `{p.name}` refused:"
+    if len(infos) > max_members:
+        return [f"{refuse} {len(infos)} members, more than the limit of {max_members}. Split the data."]
+    problems = [f"{refuse} {m}." for m in (_member_problem(i, max_ratio) for i in infos) if m]
+    total = sum(i.file_size for i in infos)
+    packed = sum(i.compress_size for i in infos)
+    if total > max_bytes:
+        problems.append(
+            f"{refuse} it expands to {total / 2**30:.1f} GiB, more than the limit of {max_bytes / 2**30:.1f} GiB."
+        )
+    elif total > ZIP_RATIO_FLOOR and total > max_ratio * max(packed, 1):
+        problems.append(
+            f"{refuse} it expands {total / max(packed, 1):.0f}x ({packed} -> {total} bytes; limit "
+            f"{max_ratio:g}x), which is how zip bombs look."
+        )
+    return problems[:10]
+
+
+def extracted_folder(path: str | Path) -> Path:
+    """Where :func:`extract_zip` puts the ZIP at ``path``: a hidden folder beside it named after its size and
+    modification time (the same archive is extracted once; a changed one again)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    digest = hashlib.sha1(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    parent = p.parent if os.access(p.parent, os.W_OK) else Path(tempfile.gettempdir()) / "trainpad-unzipped"
+    return parent / f".{p.stem}-{digest}"
+
+
+def extract_zip(path: str | Path, **limits: Any) -> Path:
+    """Extract the ZIP at ``path`` (checked by :func:`zip_problems` first) and return the folder.
+
+    Members are written into a temporary folder beside the destination and counted as they are written (a
+    member that writes more than its header says is refused), then the folder is moved into place."""
+    problems = zip_problems(path, **limits)
+    if problems:
+        raise UserError(problems)
+    dest = extracted_folder(path)
+    if dest.is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path) as zf:
+        infos = [i for i in zf.infolist() if not i.is_dir() and not any(j in i.filename for j in JUNK)]
+        need = sum(i.file_size for i in infos)
+        free = shutil.disk_usage(dest.parent).free
+        if need + 256 * 2**20 > free:
+            raise UserError(
+                f"ZIP `{Path(path).name}` expands to {need / 2**20:.0f} MB but only {free / 2**20:.0f} "
+                f"MB are free on the disk of `{dest.parent}`. Free some space or upload less data."
+            )
+        tmp = Path(tempfile.mkdtemp(prefix=".unzip-", dir=dest.parent))
+        try:
+            for info in infos:
+                _extract_member(zf, info, tmp)
+            os.replace(tmp, dest)
+        except OSError:
+            if not dest.is_dir():  # another process may have finished the same extraction first
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, root: Path) -> None:
+    target = (root / info.filename.replace("\\", "/")).resolve()
+    if root.resolve() not in target.parents:
+        raise UserError(f"ZIP member `{info.filename}` points outside the archive; refused.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with zf.open(info) as src, open(target, "wb") as out:
+        while chunk := src.read(2**20):
+            written += len(chunk)
+            if written > info.file_size:
+                raise UserError(f"ZIP member `{info.filename}` holds more data than its header says; refused.")
+            out.write(chunk)
+
+
+# ---- folder layouts -----------------------------------------------------------------------
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, sorted), hidden files and ZIP junk left out."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if is_image(p)
+        and p.is_file()
+        and not any(part in JUNK or part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _unwrap(folder: Path) -> Path:
+    """A ZIP often holds one top folder: use what is inside it."""
+    entries = [e for e in folder.iterdir() if e.name not in JUNK and not e.name.startswith(".")]
+    return _unwrap(entries[0]) if len(entries) == 1 and entries[0].is_dir() else folder
+
+
+def read_image_folder(folder: str | Path) -> pd.DataFrame:
+    """The table a folder of images stands for; ``df.attrs["format"]`` says which layout was found.
+
+    Tried in order: ``metadata.jsonl``/``.csv`` (imagefolder), a COCO JSON, Pascal VOC XML, YOLO txt labels,
+    class sub-folders. Raises :class:`UserError` saying what was found when none fits."""
+    folder = Path(folder)
+    for reader in (read_metadata, read_coco, read_voc, read_yolo, read_class_folders):
+        df = reader(folder)
+        if df is not None:
+            return df
+    found = sorted(e.name for e in folder.iterdir())[:10]
+    raise UserError(
+        f"Folder `{folder.name}` holds no images in a layout Trainpad knows (found: {', '.join(found)}). "
+        "Use class sub-folders (cats/001.jpg), images + metadata.jsonl/csv with a `file_name` column, or "
+        "for detection COCO JSON, YOLO txt labels or Pascal VOC XML."
+    )
+
+
+def read_metadata(folder: Path) -> pd.DataFrame | None:
+    """``metadata.jsonl``/``.csv`` beside the images: one row per image, its ``file_name`` made absolute (in
+    column ``image``); every file it names must exist (the missing ones are listed)."""
+    from engine.data import read_table
+
+    meta = next((folder / n for n in METADATA_FILES if (folder / n).is_file()), None)
+    if meta is None:
+        return None
+    df = read_table(meta)
+    col = next((c for c in FILE_COLUMNS if c in df.columns), None)
+    if col is None:
+        raise UserError(
+            f"`{meta.name}` has no `file_name` column naming each image (columns: "
+            f"{', '.join(df.columns)}). Add one with paths relative to its folder."
+        )
+    paths = [folder / str(v) for v in df[col]]
+    missing = [(i, p) for i, p in enumerate(paths) if not p.is_file()]
+    if missing:
+        shown = "; ".join(f"row {i + 1}: `{p.relative_to(folder)}`" for i, p in missing[:8])
+        raise UserError(
+            f"`{meta.name}` names {len(missing)} image(s) that are not in the folder ({shown}). "
+            "Add the files or remove those rows."
+        )
+    df = df.drop(columns=[col]).assign(image=[str(p) for p in paths])
+    df = df[["image", *[c for c in df.columns if c != "image"]]]
+    df.attrs["format"] = f"images + {meta.name}"
+    return df
+
+
+def read_class_folders(folder: Path) -> pd.DataFrame | None:
+    """``<class>/<image>`` (deeper levels allowed): one row per image, ``label`` = its first folder."""
+    images = list_images(folder)
+    if not images:
+        return None
+    loose = [p.name for p in images if p.parent == folder]
+    if loose:
+        raise UserError(
+            f"Folder `{folder.name}` has images outside class sub-folders (e.g. {', '.join(loose[:3])}) "
+            "and no metadata.jsonl/csv. Put each image in a folder named after its class "
+            "(cats/001.jpg), or add a metadata.csv with `file_name` and `label` columns."
+        )
+    df = pd.DataFrame({"image": [str(p) for p in images], "label": [p.relative_to(folder).parts[0] for p in images]})
+    df.attrs["format"] = "class sub-folders"
+    return df
+
+
+# ---- data sources -------------------------------------------------------------------------
+
+
+def is_image_source(path: str | Path) -> bool:
+    """True for a ZIP, or a folder that holds images and no train/validation table files (a metadata file or a
+    COCO JSON is part of an image folder, not a table)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p.suffix.lower() == ".zip"
+    if not p.is_dir():
+        return False
+    from engine.data import EXTENSIONS
+
+    coco = _coco_file(p)
+    tables = [f for f in p.iterdir() if f.suffix.lower() in EXTENSIONS and f.name not in METADATA_FILES and f != coco]
+    return not tables and next((f for f in p.rglob("*") if is_image(f)), None) is not None
+
+
+def as_folder(path: str | Path) -> Path:
+    """A folder for a data source: ZIPs are extracted (safely, once)."""
+    p = Path(path).expanduser()
+    return _unwrap(extract_zip(p)) if p.suffix.lower() == ".zip" else p
+
+
+def _split_dir(folder: Path, names: tuple[str, ...]) -> Path | None:
+    wanted = [n.lower() for n in names if n]
+    subdirs = {d.name.lower(): d for d in folder.iterdir() if d.is_dir()}
+    return next((subdirs[n] for n in wanted if n in subdirs), None)
+
+
+def image_splits(params: Any) -> tuple[pd.DataFrame, pd.DataFrame | None] | None:
+    """Train and validation tables for an image folder or ZIP data source; None when ``data_path`` is not one.
+
+    A folder holding split folders (``train/`` + ``validation/``..., or the ``train_split``/``valid_split``
+    names) gives both; ``valid_path`` may name another folder or ZIP."""
+    from engine.data import TRAIN_NAMES, VALID_NAMES
+
+    if not params.data_path or not is_image_source(params.data_path):
+        return None
+    folder = as_folder(params.data_path)
+    train_dir = _split_dir(folder, (params.train_split, *TRAIN_NAMES))
+    valid_dir = _split_dir(folder, (params.valid_split, *VALID_NAMES)) if train_dir else None
+    if params.valid_path:
+        valid_dir = as_folder(params.valid_path)
+    train = read_image_folder(train_dir or folder)
+    print(
+        f"[trainpad] image data `{Path(params.data_path).name}`: {train.attrs.get('format')}, "
+        f"{len(train)} training images",
+        flush=True,
+    )
+    return train, (read_image_folder(valid_dir) if valid_dir else None)
+
+
+def read_json_file(path: Path) -> Any:
+    """A JSON file, or a UserError naming it and the line."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"`{path.name}` is not valid JSON ({e}).") from None
+
+
+# ---- detection annotation formats ---------------------------------------------------------
+# Each reader returns one row per image: ``image`` (absolute path) and ``objects`` = {"bbox": [[x, y, w, h], ...]
+# (pixels, top-left corner), "category": [name, ...]}, or None when the folder is not in its format.
+
+
+def _objects_frame(rows: list[tuple[Path, list, list]], fmt: str) -> pd.DataFrame:
+    df = pd.DataFrame(
+        {"image": [str(p) for p, _, _ in rows], "objects": [{"bbox": b, "category": c} for _, b, c in rows]}
+    )
+    df.attrs["format"] = fmt
+    return df
+
+
+def _find_image(folder: Path, name: str) -> Path | None:
+    for candidate in (
+        folder / name,
+        folder / "images" / name,
+        folder / "JPEGImages" / name,
+        folder.parent / "images" / name,
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _coco_file(folder: Path) -> Path | None:
+    for f in sorted(folder.glob("*.json")) + sorted(folder.glob("annotations/*.json")):
+        if f.name in METADATA_FILES or f.stat().st_size > 2**31:
+            continue
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(4096)
+        if '"images"' in head or '"annotations"' in head or '"categories"' in head:
+            return f
+    return None
+
+
+def read_coco(folder: Path) -> pd.DataFrame | None:
+    """A COCO JSON (``images``, ``annotations``, ``categories``; Roboflow's ``_annotations.coco.json`` too)."""
+    path = _coco_file(folder)
+    if path is None:
+        return None
+    data = read_json_file(path)
+    names = {c["id"]: str(c.get("name", c["id"])) for c in data.get("categories", [])}
+    boxes: dict[Any, list] = {}
+    problems = []
+    for a in data.get("annotations", []):
+        if a.get("category_id") not in names:
+            problems.append(
+                f"`{path.name}`: annotation {a.get('id')} has category_id {a.get('category_id')!r}, "
+                f"which `categories` does not define (ids: {sorted(names)[:20]})."
+            )
+            continue
+        boxes.setdefault(a.get("image_id"), []).append(([float(v) for v in a["bbox"]], names[a["category_id"]]))
+    rows = []
+    for img in data.get("images", []):
+        found = _find_image(path.parent, img["file_name"]) or _find_image(folder, img["file_name"])
+        if found is None:
+            problems.append(f"`{path.name}` names image `{img['file_name']}`, which is not in the folder.")
+            continue
+        objs = boxes.get(img["id"], [])
+        rows.append((found, [b for b, _ in objs], [c for _, c in objs]))
+    if problems:
+        raise UserError(problems[:10] + ([f"... and {len(problems) - 10} more."] if len(problems) > 10 else []))
+    return _objects_frame(rows, f"COCO JSON ({path.name})")
+
+
+def read_voc(folder: Path) -> pd.DataFrame | None:
+    """Pascal VOC: one XML per image (``Annotations/*.xml`` or beside the images)."""
+    import xml.etree.ElementTree as ET
+
+    xmls = sorted(folder.glob("Annotations/*.xml")) or sorted(folder.glob("*.xml"))
+    if not xmls:
+        return None
+    rows, problems = [], []
+    for x in xmls:
+        try:
+            root = ET.parse(x).getroot()
+            image = _find_image(folder, root.findtext("filename", "")) or _find_image(x.parent, x.stem + ".jpg")
+            objs = [(o.findtext("name", "").strip(), o.find("bndbox")) for o in root.iter("object")]
+            bbs = [[float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")] for _, b in objs]
+        except (ET.ParseError, TypeError, ValueError, AttributeError) as e:
+            problems.append(f"`{x.name}` is not a readable Pascal VOC file ({e}).")
+            continue
+        if image is None:
+            problems.append(f"`{x.name}` names image `{root.findtext('filename')}`, which is not in the folder.")
+            continue
+        rows.append((image, [[a, b, c - a, d - b] for a, b, c, d in bbs], [n for n, _ in objs]))
+    if problems:
+        raise UserError(problems[:10])
+    return _objects_frame(rows, "Pascal VOC XML")
+
+
+def _yolo_names(folder: Path) -> list[str]:
+    import yaml
+
+    for name in ("data.yaml", "dataset.yaml", "data.yml"):
+        for f in (folder / name, folder.parent / name):
+            if f.is_file():
+                names = (yaml.safe_load(f.read_text(encoding="utf-8")) or {}).get("names") or []
+                return [names[k] for k in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
+    for name in ("classes.txt", "obj.names", "classes.names", "labels.txt"):
+        for f in (folder / name, folder.parent / name):
+            if f.is_file():
+                return [ln.strip() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return []
+
+
+def _yolo_label_file(folder: Path, image: Path) -> Path:
+    rel = image.relative_to(folder)
+    parts = ["labels" if p == "images" else p for p in rel.parts]
+    mirrored = folder.joinpath(*parts).with_suffix(".txt")
+    return mirrored if mirrored.is_file() else image.with_suffix(".txt")
+
+
+def read_yolo(folder: Path) -> pd.DataFrame | None:
+    """YOLO: a ``.txt`` per image (``labels/`` beside ``images/``, or next to it) with lines ``class cx cy w h``
+    (fractions of the image); class names from data.yaml / classes.txt (the number itself when none)."""
+    from PIL import Image
+
+    images = list_images(folder)
+    label_files = [_yolo_label_file(folder, p) for p in images]
+    if not images or not any(f.is_file() for f in label_files):
+        return None
+    names, rows, problems = _yolo_names(folder), [], []
+    for image, lf in zip(images, label_files, strict=True):
+        boxes, cats = [], []
+        lines = lf.read_text(encoding="utf-8").splitlines() if lf.is_file() else []
+        with Image.open(image) as im:
+            w, h = im.size
+        for n, line in enumerate(ln for ln in lines if ln.strip()):
+            try:
+                k, cx, cy, bw, bh = line.split()[:5]
+                cls = int(k)
+                boxes.append(
+                    [(float(cx) - float(bw) / 2) * w, (float(cy) - float(bh) / 2) * h, float(bw) * w, float(bh) * h]
+                )
+            except ValueError:
+                problems.append(f"`{lf.name}` line {n + 1}: `{line.strip()}` is not `class cx cy w h`.")
+                continue
+            if names and not 0 <= cls < len(names):
+                problems.append(
+                    f"`{lf.name}` line {n + 1}: class {cls} is not in the class names "
+                    f"(0..{len(names) - 1}: {', '.join(names[:10])})."
+                )
+            cats.append(names[cls] if names and 0 <= cls < len(names) else str(cls))
+        rows.append((image, boxes, cats))
+    if problems:
+        raise UserError(problems[:10])
+    return _objects_frame(rows, "YOLO txt labels" + ("" if names else " (no class names file: classes are numbers)"))

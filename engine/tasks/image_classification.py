@@ -1,0 +1,159 @@
+"""Image classification: one label per image, from class sub-folders, a metadata file, a table of image paths
+or a Hub image dataset."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from engine import text_utils as xu
+from engine import vision_utils as vu
+from engine.errors import UserError
+from engine.task import Column, Job, Task
+
+
+class Params(vu.VisionParams):
+    """Classification uses the shared image options as they are."""
+
+
+COLUMNS = [
+    vu.IMAGE_COLUMN,
+    Column(
+        "target",
+        "the class of the image (class sub-folders give it from the folder name)",
+        kind="label",
+        aliases=("label", "labels", "class", "category"),
+    ),
+]
+
+
+def labels_of(values: Any) -> tuple[list[str], list[str]]:
+    """Each row's label as a string, and the rows without one (problems, 1-based)."""
+    labels = [xu.label_name(v) if not xu.is_missing(v) else "" for v in values]
+    empty = [i for i, x in enumerate(labels) if not x]
+    problems = []
+    if empty:
+        from engine.data import row_numbers
+
+        problems.append(f"{len(empty)} image(s) have no label (row(s) {row_numbers(empty)}). Label or remove them.")
+    return labels, problems
+
+
+def check_data(train: Any, valid: Any, params: Params) -> list[str]:
+    """Every image decodes, every image has a label, two classes at least, validation classes known."""
+    labels, problems = labels_of(train["target"])
+    names = set(labels) - {""}
+    if len(names) < 2:
+        problems.append(
+            f"The training images hold a single class ({', '.join(names) or 'none'}). Classification needs at "
+            "least two: one sub-folder (or label) per class."
+        )
+    problems += vu.check_split(train, params, "Training")[0]
+    if valid is not None:
+        vlabels, vproblems = labels_of(valid["target"])
+        problems += [f"Validation data: {p}" for p in vproblems]
+        problems += xu.unseen_problem(names, [[x] for x in vlabels if x])
+        problems += vu.check_split(valid, params, "Validation")[0]
+    return problems
+
+
+# ---- training -----------------------------------------------------------------------------
+
+
+def metrics(pred: Any, id2label: dict[int, str], run_dir: Path) -> dict[str, float]:
+    """Accuracy, F1/precision/recall, top-5 accuracy (over 5 classes); the confusion matrix goes to
+    ``confusion_matrix.json`` in the run folder (rewritten at each evaluation: the last is the final model's)."""
+    import numpy as np
+    from sklearn.metrics import confusion_matrix, top_k_accuracy_score
+
+    from engine import runfiles as rf
+
+    labels, logits = np.asarray(pred.label_ids), np.asarray(pred.predictions)
+    out = xu.classification_metrics(labels, logits)
+    ids = list(range(len(id2label)))
+    if len(ids) > 5:
+        out["top5_accuracy"] = float(top_k_accuracy_score(labels, logits, k=5, labels=ids))
+    matrix = confusion_matrix(labels, logits.argmax(-1), labels=ids)
+    rf.write_json(run_dir / "confusion_matrix.json", {"labels": [id2label[i] for i in ids], "matrix": matrix.tolist()})
+    return out
+
+
+def train(job: Job) -> dict[str, float]:
+    from transformers import AutoModelForImageClassification
+
+    params = job.params
+    labels, problems = labels_of(job.train["target"])
+    if problems:
+        raise UserError(problems)
+    id2label, label2id = xu.label_maps(labels)
+    processor = vu.load_processor(params.base_model, params.trust_remote_code)
+    model = vu.load_model(
+        params, AutoModelForImageClassification, num_labels=len(id2label), id2label=id2label, label2id=label2id
+    )
+    train_set = vu.ImageSet(list(job.train["image"]), [label2id[x] for x in labels], processor, params, train=True)
+    valid_set = None
+    if job.valid is not None:
+        vlabels, _ = labels_of(job.valid["target"])
+        keep = [
+            i
+            for i in range(len(vlabels))
+            if i not in xu.warn_unseen(label2id, [[x] for x in vlabels], "label", "left out of evaluation")
+        ]
+        images = [job.valid["image"].iloc[i] for i in keep]
+        valid_set = vu.ImageSet(images, [label2id[vlabels[i]] for i in keep], processor, params, train=False)
+    spec = vu.pixel_spec(processor)
+    xu.print_summary(
+        "image classification",
+        len(train_set),
+        len(valid_set or []),
+        classes=len(id2label),
+        size=f"{spec.width}x{spec.height}",
+        augmentation=params.augmentation,
+    )
+    compute = functools.partial(metrics, id2label=id2label, run_dir=job.run_dir)
+    return vu.fit(job, model, processor, train_set, valid_set, data_collator=vu.collate, compute_metrics=compute)
+
+
+# ---- playground ---------------------------------------------------------------------------
+
+
+def predict(model_dir: Path, inputs: Any, top_k: int = 5) -> Any:
+    """``{"label": best, "scores": {label: probability}}`` (the ``top_k`` best) per image."""
+    import torch
+
+    images, single = vu.as_images(inputs)
+    model, processor = vu.load_for_predict(model_dir, "AutoModelForImageClassification")
+    batch = processor(images=images, return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        probs = model(**batch).logits.softmax(-1).cpu()
+    out = []
+    for row in probs:
+        best = row.topk(min(top_k, len(row)))
+        scores = {
+            model.config.id2label[int(i)]: round(float(p), 6) for p, i in zip(best.values, best.indices, strict=True)
+        }
+        out.append({"label": next(iter(scores)), "scores": scores})
+    return out[0] if single else out
+
+
+TASK = Task(
+    name="image_classification",
+    title="Image classification",
+    family="Vision",
+    description="Sort images into classes: products, defects, plants, animals, documents... Bring a folder or ZIP "
+    "of class sub-folders, images + metadata.csv, a table of image paths, or a Hub image dataset.",
+    params=Params,
+    columns=COLUMNS,
+    train=train,
+    predict=predict,
+    key_metric="eval_f1_macro",
+    greater_is_better=True,
+    model_note="An image model (AutoModelForImageClassification), e.g. ViT, ConvNeXt, Swin, ResNet, EfficientNet "
+    "or MobileViT; a classification head is added for your classes.",
+    stratify_role="target",
+    check_data=check_data,
+    data_summary=vu.data_summary,
+    predict_input="image",
+    autotrain_names=["image-classification"],
+)
