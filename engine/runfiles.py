@@ -47,6 +47,11 @@ def request_stop(*_: Any) -> None:
         raise StopRequested()
 
 
+def request_stop_quietly() -> None:
+    """Mark Stop as asked for (another process of the run received it) without raising."""
+    _STOP["requested"] = True
+
+
 def stop_requested() -> bool:
     return _STOP["requested"]
 

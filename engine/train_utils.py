@@ -58,6 +58,22 @@ def steps_per_epoch(n_train: int, params: Any, world_size: int = 1) -> int:
 # ---- arguments ----------------------------------------------------------------------------
 
 
+def stop_everywhere() -> bool:
+    """Whether Stop was asked for, on any process of the run: with several processes every rank must stop at the
+    same step (they save one checkpoint together), so the flag is shared at each step."""
+    import torch.distributed as dist
+
+    flag = rf.stop_requested()
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    shared = torch.tensor([1.0 if flag else 0.0], device=on)
+    dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+    if shared.item() > 0:
+        rf.request_stop_quietly()
+    return shared.item() > 0
+
+
 def best_metric(task: Any, n_eval: int) -> tuple[str, bool]:
     """The metric that picks the best checkpoint and drives early stopping, and whether greater is better.
 
@@ -141,6 +157,9 @@ def _arguments(
         logging_first_step=True,
         save_total_limit=params.save_total_limit,
         report_to="none",
+        # Under several processes transformers multiplies the loss by their number when a model's forward takes
+        # **kwargs, even if its loss ignores num_items_in_batch (classification heads): keep per-rank means.
+        average_tokens_across_devices=False,
         disable_tqdm=True,
         dataloader_num_workers=0,
         gradient_checkpointing=params.gradient_checkpointing,
@@ -199,7 +218,9 @@ class EventsCallback(TrainerCallback):
         gc.enable()
         gc.freeze()  # the model and libraries are loaded: keep them out of every later collection
         gc.set_threshold(*DEFAULT_GC)
-        print(f"[trainpad] training on {device()} with {threads} CPU thread(s)", flush=True)
+        print(
+            f"[trainpad] training on {device()} with {threads} CPU thread(s), {args.world_size} process(es)", flush=True
+        )
         self.t0 = time.time()
         rf.write_event(
             self.run_dir,
@@ -208,6 +229,7 @@ class EventsCallback(TrainerCallback):
                 "step": state.global_step,
                 "max_steps": state.max_steps,
                 "num_train_epochs": args.num_train_epochs,
+                "world_size": args.world_size,
             },
         )
 
@@ -217,7 +239,7 @@ class EventsCallback(TrainerCallback):
             rf.write_event(
                 self.run_dir, {"type": "first_step", "step": state.global_step, "max_steps": state.max_steps}
             )
-        if rf.stop_requested():
+        if stop_everywhere():
             log.warning("Stop requested: saving a checkpoint at step %d and ending training.", state.global_step)
             control.should_save = True
             control.should_training_stop = True
