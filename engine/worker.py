@@ -129,12 +129,7 @@ def run(run_dir: Path) -> int:
     name = (yaml.safe_load((run_dir / rf.CONFIG).read_text()) or {}).get("name") or run_dir.name
     print(f"[trainpad] run {run_dir.name}: task {task.name}, base model {params.base_model or '-'}", flush=True)
     seed_everything(params.seed, task.uses_torch)
-    import inspect  # TRANSITION: remove once every task takes a Job
-
-    if len(inspect.signature(task.train).parameters) == 2:
-        metrics = task.train(params, run_dir) or {}
-    else:
-        metrics = task.train(make_job(task, params, run_dir)) or {}
+    metrics = task.train(make_job(task, params, run_dir)) or {}
     if rf.stop_requested():
         if rf.is_main_process():
             rf.write_json(run_dir / rf.OUTCOME, {"status": "stopped", "exit_code": STOPPED_EXIT, "metrics": metrics})
