@@ -32,6 +32,7 @@ TASK_MODULES = [
     "extractive_qa",
     "sentence_transformers",
     "image_classification",
+    "image_regression",
     "tabular",
 ]
 

@@ -124,3 +124,29 @@ def test_image_modes_are_converted(tmp_path):
     assert im.open_image({"bytes": (tmp_path / "r.jpg").read_bytes(), "path": "r.jpg"}).size == (2, 4)
     with pytest.raises(UserError, match="nothing.png"):
         im.open_image(str(tmp_path / "nothing.png"))
+
+
+# ---- image regression ---------------------------------------------------------------------
+
+
+def test_regression_on_brightness_end_to_end(supervisor, tiny_vit, tmp_path):
+    """images + metadata.jsonl -> R² well above 0.5 on a brightness target -> predict a score."""
+    from tests.tiny_vision import brightness_folder
+
+    IR = get_task("image_regression")
+    data = brightness_folder(tmp_path / "bright", 300)
+    p = params(IR, tiny_vit, data, valid_fraction=0.2)
+    assert check_data(IR, p) == [] and "metadata.jsonl" in IR.data_summary(IR, p)
+    run_id = supervisor.submit(IR, p)
+    row = supervisor.wait(run_id, timeout=300)
+    assert row["status"] == "succeeded", row["error"]
+    metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+    assert metrics["eval_r2"] > 0.6 and metrics["eval_rmse"] < 0.2, metrics
+    meta = [json.loads(line) for line in (data / "metadata.jsonl").read_text().splitlines()]
+    dark, bright = min(meta, key=lambda r: r["target"]), max(meta, key=lambda r: r["target"])
+    scores = predict_dir(Path(row["run_dir"]), [str(data / dark["file_name"]), str(data / bright["file_name"])])
+    assert scores[1]["score"] - scores[0]["score"] > 0.5, scores
+
+    (data / "metadata.jsonl").write_text(json.dumps({"file_name": "0.png", "target": "bright"}) + "\n")
+    problems = check_data(IR, params(IR, tiny_vit, data))
+    assert any("must hold numbers" in p and "'bright'" in p for p in problems), problems
