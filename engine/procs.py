@@ -63,9 +63,60 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# What a worker inherits from the app's environment: the machine's set-up, never its secrets (HF_TOKEN,
+# TRAINPAD_AUTH, cloud keys...). A run's own token comes in ``secrets``.
+ENV_ALLOWED = {"PATH", "HOME", "USER", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "SHELL", "TERM", "PWD"}
+ENV_ALLOWED_PREFIXES = (
+    "LC_",
+    "PYTHON",
+    "VIRTUAL_ENV",
+    "CONDA",
+    "LD_LIBRARY_PATH",
+    "XDG_",
+    "SSL_CERT",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_",
+    "HF_ENDPOINT",
+    "HF_HUB_ENABLE",
+    "HF_HUB_DISABLE",
+    "HUGGINGFACE_HUB_CACHE",
+    "TRANSFORMERS_",
+    "TOKENIZERS_",
+    "TORCH",
+    "CUDA",
+    "NVIDIA",
+    "NCCL",
+    "OMP_",
+    "MKL_",
+    "OPENBLAS",
+    "KMP_",
+    "MALLOC_",
+    "ACCELERATE_",
+    "PYTORCH_",
+    "TRAINPAD_DATA_DIR",
+    "WANDB_MODE",
+    "RAY_",
+)
+SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "TRAINPAD_AUTH")
+
+
 def worker_env(secrets: dict[str, str] | None = None) -> dict[str, str]:
-    """The worker's environment: ours, plus secrets, plus allocator settings that speed up CPU training."""
-    env = dict(os.environ)
+    """The worker's environment: an allow-list of ours (no host secrets), the run's own secrets, and allocator
+    settings that speed up CPU training. Without a token of its own, the run may not fall back on a token saved
+    on this machine (``huggingface-cli login``)."""
+    env = {k: v for k, v in os.environ.items() if k in ENV_ALLOWED or k.startswith(ENV_ALLOWED_PREFIXES)}
+    for name in SECRET_NAMES:
+        env.pop(name, None)
     env.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
     env.setdefault("MALLOC_TRIM_THRESHOLD_", "1073741824")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -74,6 +125,8 @@ def worker_env(secrets: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ENGINE_ROOT), env.get("PYTHONPATH", "")]))
     env.update(secrets or {})
+    if not env.get("HF_TOKEN"):
+        env["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "1"
     return env
 
 

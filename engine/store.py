@@ -54,6 +54,8 @@ RUN_COLUMNS_3 = {
 }
 # Added by migration 4: where a run executes beyond this machine's processes.
 RUN_COLUMNS_4 = {"remote_job_id": str, "devices": str}
+# Added by migration 5: who started the run (a login name on a shared instance; "" locally).
+RUN_COLUMNS_5 = {"user": str}
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -85,7 +87,13 @@ def _migrate_4(db: sqlite_utils.Database) -> None:
             db["runs"].add_column(name, kind)
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}
+def _migrate_5(db: sqlite_utils.Database) -> None:
+    if "user" not in db["runs"].columns_dict:
+        db["runs"].add_column("user", str)
+    db["runs"].create_index(["user"], if_not_exists=True)
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5}
 
 
 class Store:
@@ -160,7 +168,7 @@ class Store:
 
     def update_if(self, run_id: str, when: str, fields: dict[str, Any]) -> bool:
         """Update the run only while its status is ``when``; False when it had already moved on."""
-        unknown = set(fields) - set(RUN_COLUMNS) - set(RUN_COLUMNS_3) - set(RUN_COLUMNS_4)
+        unknown = set(fields) - set(RUN_COLUMNS) - set(RUN_COLUMNS_3) - set(RUN_COLUMNS_4) - set(RUN_COLUMNS_5)
         if unknown:
             raise ValueError(f"unknown run columns {sorted(unknown)}")
         sets = ", ".join(f"[{k}] = ?" for k in fields)  # names checked above; values are parameters
@@ -230,8 +238,13 @@ class Store:
         rows = self._query("SELECT * FROM runs WHERE id = ?", [run_id])
         return _decode(rows[0]) if rows else None
 
-    def list_runs(self, status: str | None = None, task: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+    def list_runs(
+        self, status: str | None = None, task: str | None = None, limit: int = 500, user: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Runs, newest first; ``user`` (not None): only that user's."""
         sql, args = "SELECT * FROM runs WHERE 1=1", []
+        if user is not None:
+            sql, args = sql + " AND COALESCE(user, '') = ?", [*args, user]
         if status:
             sql, args = sql + " AND status = ?", [*args, status]
         if task:

@@ -29,6 +29,8 @@ from engine.config import dump_config
 from engine.data import absolute_paths, check_data, disk_problem
 from engine.errors import UserError
 from engine.params import public_dict
+from engine.policy import Policy
+from engine.policy import problems as policy_problems
 
 # Re-exported for callers that still import process plumbing from here.
 from engine.procs import ENGINE_ROOT, data_dir_from_env, run_engine_module, worker_command, worker_env  # noqa: F401
@@ -56,6 +58,7 @@ class Supervisor:
         poll_interval: float = 0.5,
         grace_period: float = 30.0,
         manage_all: bool = True,
+        policy: Policy | None = None,
     ):
         self.data_dir = data_dir_from_env(data_dir).resolve()
         self.runs_dir = self.data_dir / "runs"
@@ -67,6 +70,7 @@ class Supervisor:
         self.poll_interval = poll_interval
         self.grace_period = grace_period
         self.manage_all = manage_all
+        self.policy = policy or Policy()
         self.me = procs.this_process()
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.RLock()
@@ -122,15 +126,18 @@ class Supervisor:
         parent_id: str | None = None,
         check: bool = True,
         backend: str = "local",
+        user: str = "",
     ) -> str:
         """Check data, write ``runs/<id>/config.yaml`` and queue the run. Raises UserError, creating nothing.
 
         Paths in the params are made absolute here (relative to this process's folder), so the worker reads
-        exactly the files that were checked.
+        exactly the files that were checked. The instance's :class:`Policy` applies to every submission.
         """
         task = get_task(task) if isinstance(task, str) else task
         params = absolute_paths(params)
         problems = disk_problem(self.data_dir) + self._backend_problems(backend, params, secrets or {})
+        problems += policy_problems(self.policy, params, self.runs_dir, self.user_dirs(user))
+        problems += self._quota_problems(user)
         if check and not problems:
             problems = check_data(task, params)
         if problems:
@@ -157,6 +164,7 @@ class Supervisor:
                 "owner_pid": self.me[0],
                 "owner_started": self.me[1],
                 "needs_token": int(bool(secrets)),
+                "user": user,
                 "events_offset": 0,
             }
         )
@@ -193,7 +201,14 @@ class Supervisor:
         task = get_task(row["task"])
         params = task.params.model_validate({**row["params"], "resume_from": str(ckpt)})
         return self.submit(
-            task, params, name=f"{row['name']} (resumed)", secrets=secrets, parent_id=run_id, check=False
+            task,
+            params,
+            name=f"{row['name']} (resumed)",
+            secrets=secrets,
+            parent_id=run_id,
+            check=False,
+            backend=row.get("backend") or "local",
+            user=row.get("user") or "",
         )
 
     def delete(self, run_id: str) -> None:
@@ -341,7 +356,7 @@ class Supervisor:
         self.store.update_run(run_id, pid=proc.pid, pgid=proc.pid, pid_started=started)
 
     def _start_worker(self, run_id: str, run_dir: Path, params: dict[str, Any], devices: str) -> subprocess.Popen:
-        env = procs.worker_env(_SECRETS.get(run_id))
+        env = procs.worker_env(_SECRETS.get(run_id) or self._host_secrets())
         if devices and devices != "cpu":
             env["CUDA_VISIBLE_DEVICES"] = devices
             n = len(devices.split(","))
@@ -384,6 +399,26 @@ class Supervisor:
                 )
             self._finish(row, None)
             _SECRETS.pop(run_id, None)
+
+    def user_dirs(self, user: str) -> list[Path]:
+        """Folders a user's runs may read local files from: their uploads, and the operator's models folder."""
+        uploads = self.data_dir / "uploads"
+        return [uploads / safe_name(user) if user else uploads, self.data_dir / "models"]
+
+    def _quota_problems(self, user: str) -> list[str]:
+        cap = self.policy.max_queued_per_user
+        if not cap:
+            return []
+        waiting = [r for r in self.store.runs_with_status(*ACTIVE) if (r.get("user") or "") == user]
+        if len(waiting) < cap:
+            return []
+        return [f"You have {len(waiting)} runs queued or running, the most this instance allows; wait for one to end."]
+
+    def _host_secrets(self) -> dict[str, str]:
+        """The host's token for a run that brought none, when the policy allows it (never on a shared instance
+        unless the operator says so)."""
+        token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+        return {"HF_TOKEN": token} if token and self.policy.uses_host_token else {}
 
     def _backend_problems(self, name: str, params: BaseModel, secrets: dict[str, str]) -> list[str]:
         """Why a run cannot go to backend ``name`` (unknown, not usable here, more GPUs than this machine has)."""
@@ -472,6 +507,13 @@ class Supervisor:
     def _may_adopt(self, row: dict[str, Any]) -> bool:
         """The app starts queued runs whose owner has ended, unless they need that owner's token."""
         return self.manage_all and not self._owner_alive(row) and not row.get("needs_token")
+
+
+def safe_name(user: str) -> str:
+    """A user name as a folder name (letters, digits, - _ . only)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", user)[:64].lstrip(".") or "_"
 
 
 def _remote(row: dict[str, Any]) -> bool:

@@ -1,0 +1,110 @@
+"""A shared instance: what a visitor can ask of the host. Policy checks on every submission, the worker's
+environment, per-user queues."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import psutil
+import pytest
+
+from engine import procs
+from engine.errors import UserError
+from engine.policy import Policy
+from engine.supervisor import Supervisor
+from engine.task import get_task
+from tests.tiny import chat_rows, write_jsonl
+
+SFT = get_task("llm_sft")
+
+
+def sft(model, data, **kw):
+    base = dict(base_model=str(model), data_path=str(data), epochs=1, batch_size=4, max_length=64, use_lora=True)
+    return SFT.params.model_validate({**base, **kw})
+
+
+def refusal(sup: Supervisor, params, user: str = "") -> str:
+    with pytest.raises(UserError) as e:
+        sup.submit(SFT, params, user=user)
+    assert sup.store.list_runs() == [], "nothing is queued"
+    return str(e.value)
+
+
+def test_remote_code_needs_the_operator(data_dir, tiny_llama, tmp_path):
+    data = write_jsonl(tmp_path / "c.jsonl", chat_rows(16))
+    message = refusal(Supervisor(data_dir, manage_all=False), sft(tiny_llama, data, trust_remote_code=True))
+    assert "trust_remote_code is off on this instance" in message and "--allow-remote-code" in message
+    allowed = Supervisor(data_dir, manage_all=False, policy=Policy(allow_remote_code=True))
+    assert allowed.submit(SFT, sft(tiny_llama, data, trust_remote_code=True))
+
+
+def test_resume_only_from_a_run_checkpoint(data_dir, tiny_llama, tmp_path):
+    data = write_jsonl(tmp_path / "c.jsonl", chat_rows(16))
+    sup = Supervisor(data_dir, manage_all=False)
+    (tmp_path / "x").mkdir()
+    message = refusal(sup, sft(tiny_llama, data, resume_from=str(tmp_path / "x")))
+    assert "resume_from must be a checkpoint folder of one of this instance's runs" in message
+    escape = sup.runs_dir / "r1" / "checkpoints" / ".." / ".." / ".." / ".."
+    assert "resume_from" in refusal(sup, sft(tiny_llama, data, resume_from=str(escape)))
+    ckpt = sup.runs_dir / "r1" / "checkpoints" / "checkpoint-4"
+    ckpt.mkdir(parents=True)
+    assert sup.submit(SFT, sft(tiny_llama, data, resume_from=str(ckpt)), check=False)
+
+
+def test_shared_paths_stay_in_the_users_uploads(data_dir, tiny_llama, tmp_path):
+    sup = Supervisor(data_dir, manage_all=False, policy=Policy(shared=True))
+    uploads = sup.user_dirs("ann")[0]
+    uploads.mkdir(parents=True)
+    mine = write_jsonl(uploads / "c.jsonl", chat_rows(16))
+    models = sup.data_dir / "models" / "tiny"
+    shutil.copytree(tiny_llama, models)
+    assert sup.submit(SFT, sft(models, mine), user="ann")
+    for path in ("/etc/passwd", str(tmp_path), str(mine)):
+        message = refusal_for(sup, sft(models, path), user="bob")
+        assert "data_path: on this shared instance a local path must be one of your uploads" in message
+        assert "passwd" not in message and str(tmp_path) not in message, "no server path is echoed"
+
+
+def refusal_for(sup: Supervisor, params, user: str) -> str:
+    before = len(sup.store.list_runs())
+    with pytest.raises(UserError) as e:
+        sup.submit(SFT, params, user=user)
+    assert len(sup.store.list_runs()) == before
+    return str(e.value)
+
+
+def test_per_user_queue_cap(data_dir, tiny_llama, tmp_path):
+    data = write_jsonl(tmp_path / "c.jsonl", chat_rows(16))
+    sup = Supervisor(data_dir, manage_all=False, policy=Policy(max_queued_per_user=2))
+    sup.submit(SFT, sft(tiny_llama, data), user="ann")
+    sup.submit(SFT, sft(tiny_llama, data), user="ann")
+    assert "2 runs queued or running" in refusal_for(sup, sft(tiny_llama, data), user="ann")
+    assert sup.submit(SFT, sft(tiny_llama, data), user="bob"), "another user has their own quota"
+
+
+def test_worker_environment_has_no_host_secrets(monkeypatch):
+    monkeypatch.setenv("TRAINPAD_AUTH", "admin:s3cret")
+    monkeypatch.setenv("HF_TOKEN", "hf_host_token")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws")
+    env = procs.worker_env()
+    assert not {"TRAINPAD_AUTH", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY"} & set(env)
+    assert env["HF_HUB_DISABLE_IMPLICIT_TOKEN"] == "1" and "PATH" in env
+    assert procs.worker_env({"HF_TOKEN": "hf_users_own"})["HF_TOKEN"] == "hf_users_own"
+
+
+@pytest.mark.slow
+def test_a_shared_instance_never_hands_the_host_token_to_a_run(data_dir, tiny_llama, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINPAD_AUTH", "admin:s3cret")
+    monkeypatch.setenv("HF_TOKEN", "hf_host_token")
+    data = write_jsonl(tmp_path / "c.jsonl", chat_rows(200))
+    for shared, expected in ((True, None), (False, "hf_host_token")):
+        sup = Supervisor(data_dir, manage_all=False, policy=Policy(shared=shared, allowed_roots=(tmp_path, tiny_llama)))
+        run_id = sup.submit(SFT, sft(tiny_llama, data, max_steps=3000), check=False)
+        sup.tick()
+        pid = sup.store.get_run(run_id)["pid"]
+        environ = psutil.Process(pid).environ()
+        assert "TRAINPAD_AUTH" not in environ and environ.get("HF_TOKEN") == expected
+        sup.stop(run_id)
+        assert sup.wait(run_id, timeout=60, drive=True)["status"] == "stopped"
+        time.sleep(0.1)
