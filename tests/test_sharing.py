@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -108,3 +109,42 @@ def test_a_shared_instance_never_hands_the_host_token_to_a_run(data_dir, tiny_ll
         sup.stop(run_id)
         assert sup.wait(run_id, timeout=60, drive=True)["status"] == "stopped"
         time.sleep(0.1)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    from tests.fake_hub import FakeHub
+
+    hub = FakeHub()
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)  # the worker inherits it (allow-listed), never the host token
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the fake Hub is on 127.0.0.1
+    yield hub
+    hub.close()
+
+
+@pytest.mark.slow
+def test_push_to_hub_uploads_the_model_and_card_with_the_users_token(supervisor, tiny_llama, tmp_path, fake_hub):
+    from tests.fake_hub import TOKEN
+
+    data = write_jsonl(tmp_path / "c.jsonl", chat_rows(24))
+    params = sft(tiny_llama, data, max_steps=2, push_to_hub=True, hub_repo_id="team/tiny-sft", hub_private=True)
+    run_id = supervisor.submit(SFT, params, secrets={"HF_TOKEN": TOKEN})
+    row = supervisor.wait(run_id, timeout=300)
+    assert row["status"] == "succeeded", row["error"]
+    repo = fake_hub.repos["team/tiny-sft"]
+    assert repo["private"] is True
+    files = repo["files"]
+    assert {"README.md", "config.json", "model.safetensors", "tokenizer.json"} <= set(files), sorted(files)
+    card = files["README.md"].decode()
+    assert "model-index" in card and "train_loss" in card and "max_steps: 2" in card
+    assert TOKEN not in card and all(TOKEN.encode() not in body for body in files.values())
+    assert "pushed to" in Path(row["run_dir"], "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_push_to_hub_without_a_token_fails_plainly(supervisor, tiny_llama, tmp_path, fake_hub):
+    data = write_jsonl(tmp_path / "c.jsonl", chat_rows(24))
+    run_id = supervisor.submit(SFT, sft(tiny_llama, data, max_steps=1, push_to_hub=True, hub_repo_id="ann/x"))
+    row = supervisor.wait(run_id, timeout=300)
+    assert row["status"] == "failed" and "push_to_hub is on but no Hugging Face token was given" in row["error"]
+    assert fake_hub.repos == {}
