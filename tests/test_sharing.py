@@ -148,3 +148,13 @@ def test_push_to_hub_without_a_token_fails_plainly(supervisor, tiny_llama, tmp_p
     row = supervisor.wait(run_id, timeout=300)
     assert row["status"] == "failed" and "push_to_hub is on but no Hugging Face token was given" in row["error"]
     assert fake_hub.repos == {}
+
+
+def test_a_huge_cell_is_measured_quickly(tiny_llama, tmp_path):
+    import time as _time
+
+    from engine.llm_data import token_lengths
+
+    t0 = _time.time()
+    lengths = token_lengths(["hello world " * 2_000_000, "hi"], tiny_llama, add_special_tokens=False)
+    assert _time.time() - t0 < 10 and lengths[0] > 1_000_000 and lengths[1] < 10
