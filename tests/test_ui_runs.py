@@ -185,7 +185,7 @@ def test_backends_list_local_with_its_concurrency():
     local = backends.all_backends(3)[0]
     assert local.name == "local" and local.concurrency == 3 and "3 runs at a time" in local.title
     with pytest.raises(ValueError, match="Valid: local"):
-        backends.get_backend("ray")
+        backends.get_backend("slurm")
 
 
 def test_local_models_are_listed(ctx):

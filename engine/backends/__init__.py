@@ -18,7 +18,7 @@ backend's module provides four plain functions, called by the supervisor (never 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 
 
@@ -36,7 +36,11 @@ class Backend:
 
 
 def all_backends(concurrency: int = 1) -> list[Backend]:
-    """The backends a run can be sent to, the default first."""
+    """The backends a run can be sent to, the default first; one not usable from here says why in its title."""
+    return [_with_status(b) for b in _backends(concurrency)]
+
+
+def _backends(concurrency: int) -> list[Backend]:
     return [
         Backend(
             "local",
@@ -49,15 +53,43 @@ def all_backends(concurrency: int = 1) -> list[Backend]:
     ]
 
 
-REMOTE: list[Backend] = []
+REMOTE: list[Backend] = [
+    Backend(
+        "ray",
+        "Ray cluster",
+        "Runs as a Ray Job on the cluster at $TRAINPAD_RAY_ADDRESS (GPUs per process: "
+        "$TRAINPAD_RAY_GPUS_PER_PROCESS, default 1); a restarted app follows it again.",
+        module="ray",
+    ),
+    Backend(
+        "hf-jobs",
+        "Hugging Face Jobs",
+        "Runs on Hugging Face's machines with your token (flavor: $TRAINPAD_HF_FLAVOR, default a10g-small; "
+        "billed to your account); the data and base model must be on the Hub, and the model is pushed to "
+        "hub_repo_id.",
+        module="hf_jobs",
+    ),
+]
+
+
+def status(backend: Backend) -> str:
+    """ "" when ``backend`` can be used from here, else why not and how to fix it."""
+    return operations(backend).available() if backend.remote else ""
+
+
+def _with_status(backend: Backend) -> Backend:
+    why = status(backend)
+    if not why:
+        return backend
+    return replace(backend, title=f"{backend.title} (unavailable: {why})", note=f"Unavailable: {why} {backend.note}")
 
 
 def get_backend(name: str, concurrency: int = 1) -> Backend:
     """The backend called ``name``; ValueError listing the valid names otherwise."""
-    for backend in all_backends(concurrency):
+    for backend in _backends(concurrency):
         if backend.name == name:
             return backend
-    raise ValueError(f"Unknown backend `{name}`. Valid: {', '.join(b.name for b in all_backends(concurrency))}.")
+    raise ValueError(f"Unknown backend `{name}`. Valid: {', '.join(b.name for b in _backends(concurrency))}.")
 
 
 def operations(backend: Backend) -> ModuleType:

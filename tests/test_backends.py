@@ -1,0 +1,456 @@
+"""Remote backends end to end: a real local Ray head (one per test session) and a fake of Hugging Face's Jobs
+routes on 127.0.0.1 that runs each job's command as a local subprocess. A tiny tabular task goes through the
+supervisor, the backend, the job and back into the run folder and the store."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine import backends
+from engine import runfiles as rf
+from engine import supervisor as supervisor_module
+from engine.backends import hf_jobs, remote_run
+from engine.params import validate_params
+from engine.procs import ENGINE_ROOT
+from engine.supervisor import Supervisor
+from engine.task import get_task
+from tests.fakes import dead_process
+
+TASK = get_task("tabular")
+TOKEN = "hf_fake_token_for_tests"
+
+
+def tabular_csv(folder: Path, n: int = 120) -> Path:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.normal(size=n)})
+    df["target"] = (df.x1 + 0.3 * rng.normal(size=n) > 0).astype(int)
+    path = folder / "table.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def quick(tmp_path: Path, **kw):
+    """A tabular run of a few seconds (``time_limit``/``num_trials`` make it longer)."""
+    values = dict(model="linear", num_trials=2, cv_folds=2, time_limit=5, feature_importance=False, valid_fraction=0.2)
+    return validate_params(TASK.params, {"data_path": str(tabular_csv(tmp_path)), **values, **kw})
+
+
+def slow_run(tmp_path: Path):
+    """A tabular search that would go on for a minute (for Stop)."""
+    return quick(tmp_path, num_trials=0, time_limit=60, model="auto")
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "") -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.2)
+
+
+def free_port() -> int:
+    """A free TCP port outside Ray's worker range (10002-19999), where a fixed port makes `ray start` fail."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not 10002 <= port <= 19999:
+            return port
+
+
+# --- fast: pieces -------------------------------------------------------------------------------------------
+
+
+def test_backends_are_listed_and_say_why_one_cannot_be_used(monkeypatch):
+    monkeypatch.delenv("TRAINPAD_RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    listed = {b.name: b for b in backends.all_backends()}
+    assert list(listed) == ["local", "ray", "hf-jobs"]
+    assert "unavailable" in listed["ray"].title and "TRAINPAD_RAY_ADDRESS" in listed["ray"].title
+    assert backends.get_backend("ray").title == "Ray cluster"  # the stored name still resolves
+    monkeypatch.setenv("TRAINPAD_RAY_ADDRESS", "http://127.0.0.1:8265")
+    assert backends.all_backends()[1].title == "Ray cluster"
+
+
+def test_job_log_is_mirrored_idempotently(tmp_path):
+    lines = [
+        "[trainpad] run x: task tabular",
+        remote_run.EVENT + json.dumps({"type": "trial", "step": 1, "score": 0.5}),
+        "noise " + remote_run.EVENT + json.dumps({"type": "trial", "step": 2, "score": 0.4}),
+        remote_run.EVENT + "not json",
+        remote_run.FILE + 'metrics.json {"eval_loss": 0.4}',
+        remote_run.FILE + 'secrets.txt {"a": 1}',
+    ]
+    remote_run.mirror_log(lines[:2], tmp_path)
+    remote_run.mirror_log(lines, tmp_path)
+    remote_run.mirror_log(lines, tmp_path)
+    events, _ = rf.read_events(tmp_path)
+    assert [e["step"] for e in events] == [1, 2]
+    assert rf.read_json(tmp_path / rf.METRICS) == {"eval_loss": 0.4}
+    assert not (tmp_path / "secrets.txt").exists()
+    log = (tmp_path / rf.LOG).read_text()
+    assert log.splitlines() == ["[trainpad] run x: task tabular", remote_run.EVENT + "not json", lines[-1]]
+
+
+def test_hf_jobs_refuse_what_a_job_cannot_do(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    assert "HF_HUB_OFFLINE is set" in hf_jobs.available()  # conftest keeps the tests offline
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("TRAINPAD_HF_FLAVOR", "a10g-tiny")
+    params = {"data_path": str(tabular_csv(tmp_path)), "push_to_hub": False, "resume_from": "/x/checkpoint-3"}
+    found = "\n".join(hf_jobs.problems(params, {}))
+    assert "enter a Hugging Face token" in found
+    assert "turn push_to_hub on and set hub_repo_id" in found
+    assert f"`data_path` is {tmp_path / 'table.csv'}, a path on this machine" in found
+    assert "Resuming from a checkpoint" in found
+    assert "no flavor `a10g-tiny`" in found and "h200x8" in found
+    ok = {"data_path": "someone/dataset", "push_to_hub": True, "hub_repo_id": "me/model"}
+    monkeypatch.delenv("TRAINPAD_HF_FLAVOR")
+    assert hf_jobs.problems(ok, {"HF_TOKEN": TOKEN}) == []
+
+
+# --- the local Ray head -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A real Ray head on loopback for the whole session: its dashboard's address."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'trainpad[ray]' (CI installs it)")
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    dash = free_port()
+    command = [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block"]
+    command += ["--node-ip-address=127.0.0.1", f"--port={free_port()}", "--dashboard-host=127.0.0.1"]
+    command += [f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}"]
+    command += [f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=2", "--include-dashboard=true"]
+    command += ["--object-store-memory=200000000", "--disable-usage-stats", f"--temp-dir={temp}"]
+    with open(os.path.join(temp, "head.log"), "wb") as log:
+        head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        wait_for(lambda: _answers(url + "/api/version") or head.poll() is not None, 90, "Ray head")
+        if head.poll() is not None:
+            pytest.fail(f"ray start exited with {head.returncode}: {Path(temp, 'head.log').read_text()[-2000:]}")
+        yield url
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1).read()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def on_ray(ray_head, monkeypatch):
+    monkeypatch.setenv("TRAINPAD_RAY_ADDRESS", ray_head)
+    monkeypatch.setenv("TRAINPAD_RAY_GPUS_PER_PROCESS", "0")
+    monkeypatch.setenv("TRAINPAD_RAY_STOP_WAIT_S", "30")
+    return ray_head
+
+
+@pytest.mark.slow
+def test_ray_runs_succeed_and_fail_with_the_workers_error(on_ray, supervisor, tmp_path):
+    good = supervisor.submit(TASK, quick(tmp_path), backend="ray")
+    bad = supervisor.submit(TASK, quick(tmp_path, target_columns="nope"), backend="ray", check=False)
+    row = supervisor.wait(good, timeout=120)
+    run_dir = Path(row["run_dir"])
+    assert row["status"] == "succeeded", (row["error"], (run_dir / rf.LOG).read_text()[-2000:])
+    assert row["backend"] == "ray" and row["remote_job_id"] == f"trainpad-{good}"
+    metrics = json.loads((run_dir / rf.METRICS).read_text())
+    assert row["key_metric"] == pytest.approx(metrics["eval_loss"]) and 0 < metrics["eval_loss"] < 0.7
+    assert (run_dir / "model" / "model.joblib").is_file() and (run_dir / "model" / "README.md").is_file()
+    assert supervisor.store.metrics(good, ["best_score"])  # events ingested while it ran
+    assert "[trainpad] succeeded" in (run_dir / rf.LOG).read_text()  # the job's log, mirrored
+    failed = supervisor.wait(bad, timeout=120)
+    assert failed["status"] == "failed" and "nope" in failed["error"], failed["error"]
+    assert "nope" in (Path(failed["run_dir"]) / rf.LOG).read_text()
+
+
+@pytest.mark.slow
+def test_ray_stop_stops_the_job(on_ray, supervisor, tmp_path):
+    run_id = supervisor.submit(TASK, slow_run(tmp_path), backend="ray")
+    wait_for(lambda: (supervisor.store.get_run(run_id)["step"] or 0) >= 1, 90, "first trial")
+    t0 = time.time()
+    supervisor.stop(run_id)
+    row = supervisor.wait(run_id, timeout=60)
+    assert row["status"] == "stopped", row["error"]
+    assert time.time() - t0 < 40
+    assert rf.read_json(Path(row["run_dir"]) / rf.OUTCOME)["status"] == "stopped"  # the worker's own word
+
+
+@pytest.mark.slow
+def test_ray_run_is_followed_by_a_restarted_app(on_ray, data_dir, tmp_path):
+    first = Supervisor(data_dir, poll_interval=0.2)
+    run_id = first.submit(TASK, quick(tmp_path), backend="ray")
+    first.tick()
+    assert first.store.get_run(run_id)["remote_job_id"] == f"trainpad-{run_id}"
+    pid, started = dead_process()  # the app that submitted it is gone
+    first.store.update_run(run_id, owner_pid=pid, owner_started=started)
+    again = Supervisor(data_dir, poll_interval=0.2)
+    row = again.wait(run_id, timeout=120, drive=True)
+    assert row["status"] == "succeeded", row["error"]
+    assert (Path(row["run_dir"]) / "model" / "model.joblib").is_file() and row["key_metric"] is not None
+
+
+# --- a fake of Hugging Face's Jobs routes -------------------------------------------------------------------
+
+
+class FakeHub:
+    """Jobs (run as local subprocesses), whoami, and the three routes a small ``upload_folder`` uses."""
+
+    def __init__(self):
+        self.requests: list[tuple[str, str, dict]] = []
+        self.jobs: dict[str, dict] = {}
+        self.commits: dict[str, dict[str, bytes]] = {}
+        self.changed = threading.Condition()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def start_job(self, ns: str, body: dict) -> dict:
+        job_id = f"job{len(self.jobs) + 1:04d}"
+        command = [sys.executable if body["command"][0] == "python" else body["command"][0], *body["command"][1:]]
+        env = {**os.environ, "HF_ENDPOINT": self.url, "HF_HUB_OFFLINE": "0", **body["environment"], **body["secrets"]}
+        proc = subprocess.Popen(
+            command, cwd=ENGINE_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        job = {"id": job_id, "ns": ns, "stage": "RUNNING", "lines": [], "proc": proc, "body": body}
+        self.jobs[job_id] = job
+        threading.Thread(target=self._collect, args=(job,), daemon=True).start()
+        return job
+
+    def _collect(self, job: dict) -> None:
+        for raw in job["proc"].stdout:
+            with self.changed:
+                job["lines"].append((_now(), raw.decode("utf-8", "replace").rstrip("\n")))
+                self.changed.notify_all()
+        code = job["proc"].wait()
+        with self.changed:
+            if job["stage"] == "RUNNING":
+                job["stage"] = "COMPLETED" if code == 0 else "ERROR"
+                job["message"] = None if code == 0 else f"exit code {code}"
+            job["done"] = True
+            self.changed.notify_all()
+
+    def info(self, job: dict) -> dict:
+        body = job["body"]
+        return {
+            "id": job["id"],
+            "owner": {"id": "u1", "name": job["ns"], "type": "user"},
+            "status": {"stage": job["stage"], "message": job.get("message")},
+            "createdAt": "2026-01-01T00:00:00.000Z",
+            "dockerImage": body.get("dockerImage"),
+            "command": body["command"],
+            "flavor": body.get("flavor"),
+            "labels": body.get("labels"),
+        }
+
+    def close(self) -> None:
+        for job in self.jobs.values():
+            if job["proc"].poll() is None:
+                os.killpg(job["proc"].pid, signal.SIGKILL)
+                job["proc"].wait()
+        self.server.shutdown()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _reply(self, code: int, data) -> None:
+            raw = json.dumps(data).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def _body(self) -> bytes:
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def _authorized(self) -> bool:
+            if self.headers.get("Authorization") == f"Bearer {TOKEN}":
+                return True
+            self._reply(401, {"error": "Invalid user token"})
+            return False
+
+        def do_GET(self):
+            parts = self.path.split("?")[0].strip("/").split("/")
+            if not self._authorized():
+                return
+            if parts == ["api", "whoami-v2"]:
+                return self._reply(200, {"name": "tester", "type": "user", "auth": {}})
+            if parts[:2] == ["api", "jobs"] and len(parts) >= 4:
+                job = hub.jobs.get(parts[3])
+                if job is None:
+                    return self._reply(404, {"error": "Job not found"})
+                if parts[4:] == ["logs"]:
+                    return self._logs(job)
+                return self._reply(200, hub.info(job))
+            self._reply(404, {"error": f"no route {self.path}"})
+
+        def do_POST(self):
+            parts = self.path.split("?")[0].strip("/").split("/")
+            raw = self._body()
+            if not self._authorized():
+                return
+            if parts[:2] == ["api", "jobs"] and len(parts) == 3:
+                body = json.loads(raw)
+                hub.requests.append(("POST", self.path, body))
+                return self._reply(200, hub.info(hub.start_job(parts[2], body)))
+            if parts[:2] == ["api", "jobs"] and parts[4:] == ["cancel"]:
+                job = hub.jobs[parts[3]]
+                with hub.changed:
+                    job["stage"] = "CANCELED"
+                if job["proc"].poll() is None:
+                    os.killpg(job["proc"].pid, signal.SIGTERM)
+                return self._reply(200, {})
+            if parts == ["api", "validate-yaml"]:
+                hub.requests.append(("POST", self.path, json.loads(raw)))
+                return self._reply(200, {"warnings": [], "errors": []})
+            if parts == ["api", "repos", "create"]:
+                body = json.loads(raw)
+                return self._reply(200, {"url": f"{hub.url}/tester/{body['name']}"})
+            if parts[:2] == ["api", "models"] and parts[-2] == "preupload":
+                files = json.loads(raw)["files"]
+                modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
+                return self._reply(200, {"files": modes})
+            if parts[:2] == ["api", "models"] and parts[-2] == "commit":
+                repo = "/".join(parts[2:-2])
+                for line in raw.decode().splitlines():
+                    item = json.loads(line)
+                    if item["key"] == "file":
+                        value = item["value"]
+                        hub.commits.setdefault(repo, {})[value["path"]] = base64.b64decode(value["content"])
+                return self._reply(200, {"commitUrl": f"{hub.url}/{repo}/commit/1", "commitOid": "1" * 40})
+            self._reply(404, {"error": f"no route {self.path}"})
+
+        def _logs(self, job: dict) -> None:
+            """Server-sent events: every line so far, then new ones until the job's process ends."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            sent = 0
+            while True:
+                with hub.changed:
+                    lines, done = list(job["lines"]), job.get("done", False)
+                    if sent == len(lines) and not done:
+                        hub.changed.wait(0.5)
+                        continue
+                for stamp, line in lines[sent:]:
+                    self.wfile.write(f"data: {json.dumps({'data': line, 'timestamp': stamp})}\n\n".encode())
+                self.wfile.flush()
+                sent = len(lines)
+                if done:
+                    return
+
+    return Handler
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    import huggingface_hub.constants
+
+    fake = FakeHub()
+    monkeypatch.setenv("HF_ENDPOINT", fake.url)
+    monkeypatch.setenv("TRAINPAD_HF_POLL_S", "0.2")
+    monkeypatch.delenv("TRAINPAD_HF_NAMESPACE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # conftest keeps tests offline
+    monkeypatch.setattr(hf_jobs, "local_path_problems", lambda params: [])  # the fake's jobs read local files
+    yield fake
+    fake.close()
+
+
+def hf_params(tmp_path: Path, **kw):
+    return quick(tmp_path, push_to_hub=True, hub_repo_id="tester/tiny-table", **kw)
+
+
+@pytest.mark.slow
+def test_hf_job_trains_pushes_and_is_followed_into_the_run(hub, supervisor, tmp_path):
+    run_id = supervisor.submit(TASK, hf_params(tmp_path), secrets={"HF_TOKEN": TOKEN}, backend="hf-jobs")
+    row = supervisor.wait(run_id, timeout=120)
+    run_dir = Path(row["run_dir"])
+    assert row["status"] == "succeeded", (row["error"], (run_dir / rf.LOG).read_text()[-2000:])
+    (method, path, body), job = hub.requests[0], hub.jobs["job0001"]
+    assert (method, path) == ("POST", "/api/jobs/tester") and row["remote_job_id"] == "tester/job0001"
+    assert body["flavor"] == "a10g-small" and body["secrets"] == {"HF_TOKEN": TOKEN}
+    assert body["labels"]["trainpad_run"] == run_id and body["timeoutSeconds"] == 6 * 3600
+    assert body["dockerImage"] == hf_jobs.DEFAULT_IMAGE and body["command"] == hf_jobs.COMMAND
+    assert TOKEN not in json.dumps(body["environment"])
+    assert body["environment"][remote_run.CONFIG_ENV] == (run_dir / rf.CONFIG).read_text()
+    # the model went to the Hub from the job; events, results and log came back through the job's log
+    assert {"model.joblib", "README.md"} <= set(hub.commits["tester/tiny-table"])
+    metrics = json.loads((run_dir / rf.METRICS).read_text())
+    assert row["key_metric"] == pytest.approx(metrics["eval_loss"])
+    job_events = [line for _, line in job["lines"] if line.startswith(remote_run.EVENT)]
+    events, _ = rf.read_events(run_dir)
+    assert len(events) == len(job_events) >= 3 and supervisor.store.metrics(run_id, ["best_score"])
+    log = (run_dir / rf.LOG).read_text()
+    assert "[trainpad] pushed to" in log and remote_run.EVENT not in log
+    assert not any(TOKEN in p.read_text(errors="ignore") for p in run_dir.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_hf_job_stop_cancels_it(hub, supervisor, tmp_path):
+    run_id = supervisor.submit(TASK, hf_params(tmp_path, num_trials=0, time_limit=60, model="auto"),
+                               secrets={"HF_TOKEN": TOKEN}, backend="hf-jobs")  # fmt: skip
+    wait_for(lambda: (supervisor.store.get_run(run_id)["step"] or 0) >= 1, 90, "first trial")
+    supervisor.stop(run_id)
+    row = supervisor.wait(run_id, timeout=60)
+    assert row["status"] == "stopped", row["error"]
+    assert hub.jobs["job0001"]["stage"] == "CANCELED"
+
+
+@pytest.mark.slow
+def test_hf_job_with_a_bad_token_fails_saying_so(hub, supervisor, tmp_path):
+    run_id = supervisor.submit(TASK, hf_params(tmp_path), secrets={"HF_TOKEN": "hf_wrong"}, backend="hf-jobs")
+    row = supervisor.wait(run_id, timeout=30)
+    assert row["status"] == "failed" and "refused the token (HTTP 401" in row["error"], row["error"]
+    assert hub.jobs == {}
+
+
+@pytest.mark.slow
+def test_hf_job_without_the_token_after_a_restart_is_interrupted_with_its_link(hub, data_dir, tmp_path):
+    sup = Supervisor(data_dir, poll_interval=0.2)
+    run_id = sup.submit(TASK, hf_params(tmp_path), secrets={"HF_TOKEN": TOKEN}, backend="hf-jobs")
+    sup.tick()
+    assert sup.store.get_run(run_id)["remote_job_id"] == "tester/job0001"
+    supervisor_module._SECRETS.pop(run_id)  # what a restarted app has: no token
+    row = Supervisor(data_dir, poll_interval=0.2).wait(run_id, timeout=10, drive=True)
+    assert row["status"] == "interrupted"
+    assert f"{hub.url}/jobs/tester/job0001" in row["error"] and "tester/tiny-table" in row["error"]
+    assert "cannot follow it" in row["error"]
