@@ -121,6 +121,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(dump_config(task, params), end="")
     if task.data_summary is not None:
         print("\n".join(f"# {line}" for line in task.data_summary(task, params).splitlines()))
+    from engine.memory import memory_check
+
+    if memory := memory_check(task, params):
+        print(f"# {memory}")
     print(f"# OK: {task.name} config is valid and the data passed the checks.", file=sys.stderr)
     return 0
 
