@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from engine import autotrain
+from engine.autotrain import is_autotrain
 from engine.errors import UserError
 from engine.params import public_dict, validate_params
 from engine.task import Task, get_task
@@ -93,9 +95,9 @@ def from_dict(
     data: dict[str, Any], overrides: list[str] | None = None, base_dir: Path | None = None
 ) -> tuple[Task, BaseModel]:
     """Validate a config dict (Trainpad or AutoTrain form) into a task and its params."""
-    data = expand_env(data)
     if is_autotrain(data):
-        data = from_autotrain(data)
+        data = autotrain.load(data)  # before ${ENV} expansion: AutoTrain's hub.token is never read
+    data = expand_env(data)
     extra = sorted(set(data) - {"task", "params", "name", "backend"})
     if extra:
         raise UserError(
@@ -122,7 +124,7 @@ def config_backend(path: str | Path) -> str:
     """The config's ``backend:`` (where to run: local, ray, hf-jobs...); "local" when it names none."""
     data = read_yaml(path)
     if is_autotrain(data):
-        data = from_autotrain(data)
+        return autotrain.backend_of(data)
     return str(data.get("backend") or "local")
 
 
@@ -140,127 +142,3 @@ def dump_config(task: Task, params: BaseModel, name: str = "", backend: str = "l
         doc["backend"] = backend
     doc["params"] = public_dict(params)
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
-
-
-# --- AutoTrain Advanced configs -------------------------------------------------------------
-
-
-def is_autotrain(data: dict[str, Any]) -> bool:
-    return "base_model" in data or "data" in data or "project_name" in data
-
-
-# AutoTrain `params:` names -> Trainpad names (None = no equivalent, ignored with a note).
-# A tuple lists candidates: the first one the task has wins.
-AUTOTRAIN_PARAMS: dict[str, str | tuple[str, ...] | None] = {
-    "lr": "learning_rate",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "gradient_accumulation": "grad_accum",
-    "warmup_ratio": "warmup_ratio",
-    "weight_decay": "weight_decay",
-    "max_grad_norm": "max_grad_norm",
-    "scheduler": "scheduler",
-    "optimizer": "optimizer",
-    "seed": "seed",
-    "block_size": ("block_size", "max_length"),
-    "model_max_length": "max_length",
-    "max_seq_length": "max_length",
-    "padding": None,
-    "logging_steps": "logging_steps",
-    "eval_strategy": "eval_strategy",
-    "evaluation_strategy": "eval_strategy",
-    "save_total_limit": "save_total_limit",
-    "auto_find_batch_size": None,
-    "mixed_precision": "mixed_precision",
-    "peft": "use_lora",
-    "quantization": "quantization",
-    "lora_r": "lora_r",
-    "lora_alpha": "lora_alpha",
-    "lora_dropout": "lora_dropout",
-    "target_modules": "lora_target_modules",
-    "merge_adapter": "merge_adapter",
-    "chat_template": "chat_template",
-    "trainer": None,
-    "unsloth": None,
-    "use_flash_attention_2": None,
-    "disable_gradient_checkpointing": None,
-    "distributed_backend": None,
-    "max_prompt_length": "max_prompt_length",
-    "max_completion_length": "max_completion_length",
-    "dpo_beta": "beta",
-    "model_ref": None,
-    "add_eos_token": None,
-    "early_stopping_patience": "early_stopping_patience",
-    "early_stopping_threshold": "early_stopping_threshold",
-    "max_seq_len": "max_length",
-    "num_trials": "num_trials",
-    "time_limit": "time_limit",
-    "categorical_columns": None,
-    "numerical_columns": None,
-    "categorical_imputer": None,  # tabular: Trainpad imputes per model family
-    "numerical_imputer": None,
-    "numeric_scaler": None,
-    "max_target_length": "max_target_length",
-    "max_length": "max_length",
-    "save_strategy": "save_strategy",
-}
-MIXED = {"fp16": "fp16", "bf16": "bf16", "none": "no", None: "no", "no": "no"}
-QUANT = {"int4": "int4", "int8": "int8", "none": "none", None: "none"}
-
-
-def from_autotrain(data: dict[str, Any]) -> dict[str, Any]:
-    """Map an AutoTrain Advanced YAML onto Trainpad's ``task: / params:`` form."""
-    task = get_task(str(data.get("task", "")))
-    known = task.params.model_fields
-    params: dict[str, Any] = {"base_model": data.get("base_model", "")}
-    dcfg = data.get("data") or {}
-    params["data_path"] = dcfg.get("path", "")
-    if dcfg.get("train_split"):
-        params["train_split"] = dcfg["train_split"]
-    if dcfg.get("valid_split"):
-        params["valid_split"] = dcfg["valid_split"]
-    if dcfg.get("chat_template") and "chat_template" in known:
-        params["chat_template"] = {"tokenizer": "tokenizer", "chatml": "chatml", "zephyr": "zephyr"}.get(
-            dcfg["chat_template"], dcfg["chat_template"]
-        )
-    mapping = {_autotrain_role(task, k): v for k, v in (dcfg.get("column_mapping") or {}).items()}
-    if mapping:
-        params["column_mapping"] = mapping
-    problems = []
-    for key, value in (data.get("params") or {}).items():
-        target = AUTOTRAIN_PARAMS.get(key, key)
-        if target is None:
-            continue
-        if isinstance(target, tuple):
-            target = next((t for t in target if t in known), target[0])
-        if target == "mixed_precision":
-            value = MIXED.get(value, value)
-        if target == "quantization":
-            value = QUANT.get(value, value)
-        if target == "logging_steps" and isinstance(value, int) and value < 0:
-            value = 0  # AutoTrain's -1 means "choose for me", which is Trainpad's 0
-        if target == "use_lora" and "use_lora" in known:
-            params["use_lora"] = bool(value)
-            continue
-        if target in known:
-            params[target] = value
-        else:
-            problems.append(f"AutoTrain parameter `{key}` has no equivalent in Trainpad's {task.name} task; remove it.")
-    hub = data.get("hub") or {}
-    if hub.get("push_to_hub"):
-        params["push_to_hub"] = True
-        user = hub.get("username") or ""
-        name = data.get("project_name", "")
-        params["hub_repo_id"] = f"{user}/{name}" if user and name else name
-    if problems:
-        raise UserError(problems)
-    if task.from_autotrain is not None:
-        params = task.from_autotrain(data, params)
-    return {"task": task.name, "name": data.get("project_name", ""), "params": params}
-
-
-def _autotrain_role(task: Task, key: str) -> str:
-    """AutoTrain names mapping keys ``text_column``, ``target_column``…; Trainpad uses the role."""
-    if key in task.autotrain_columns:
-        return task.autotrain_columns[key]
-    return key[: -len("_column")] if key.endswith("_column") else key

@@ -121,10 +121,11 @@ def test_autotrain_sft_config_maps_onto_trainpad(monkeypatch):
     assert task.name == "llm_sft"
     assert params.base_model == "meta-llama/Llama-3.2-1B-Instruct"
     assert params.data_path == "HuggingFaceH4/no_robots"
-    assert params.column_mapping == {"text": "messages"}
+    assert params.column_mapping == {"messages": "messages"}  # chat_template tokenizer: the column holds chats
     assert (params.epochs, params.batch_size, params.learning_rate, params.grad_accum) == (2, 1, 1e-5, 8)
     assert params.use_lora and params.quantization == "int4" and params.merge_adapter
-    assert params.max_length == 4096 and params.optimizer == "paged_adamw_8bit" and params.mixed_precision == "bf16"
+    assert params.max_length == 2048 and params.packing == "wrapped"  # block_size = the packed length
+    assert params.optimizer == "paged_adamw_8bit" and params.mixed_precision == "bf16"
     assert params.push_to_hub and params.hub_repo_id == "alice/autotrain-llama32-1b-finetune"
     assert "hf_secret" not in dump_config(task, params)
 

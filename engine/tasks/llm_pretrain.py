@@ -127,5 +127,5 @@ TASK = Task(
     check_data=check_data,
     predict_input="text",
     data_summary=ld.data_summary,
-    autotrain_names=["llm-clm", "llm:clm", "llm-pretrain", "clm"],
+    autotrain_names=["llm-generic", "llm:generic", "llm-clm", "llm:clm", "llm-pretrain", "clm"],
 )

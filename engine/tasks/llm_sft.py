@@ -121,6 +121,16 @@ def build_trainer(job: Job) -> Any:
     )
 
 
+def from_autotrain(config: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """AutoTrain's SFT always packs (trl's wrapped blocks of `block_size`), and with a chat template its text
+    column holds chats: Trainpad's `messages` role."""
+    chats = (config.get("params") or {}).get("chat_template") not in (None, "none", "None", "")
+    mapping = dict(params.get("column_mapping") or {})
+    if chats and "text" in mapping:
+        mapping["messages"] = mapping.pop("text")
+    return {**params, "packing": "wrapped", **({"column_mapping": mapping} if mapping else {})}
+
+
 def train(job: Job) -> dict[str, float]:
     from engine import llm_train as lt
 
@@ -142,5 +152,6 @@ TASK = Task(
     check_data=check_data,
     predict_input="chat",
     data_summary=ld.data_summary,
-    autotrain_names=["llm-sft", "llm", "llm:sft", "llm-generic"],
+    autotrain_names=["llm-sft", "llm:sft"],
+    from_autotrain=from_autotrain,
 )
