@@ -141,8 +141,9 @@ def ray_head():
     command += [f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}"]
     command += [f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=2", "--include-dashboard=true"]
     command += ["--object-store-memory=200000000", "--disable-usage-stats", f"--temp-dir={temp}"]
-    with open(os.path.join(temp, "head.log"), "wb") as log:
-        head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
+    with open(os.path.join(temp, "head.log"), "wb") as log:  # the cluster's `python` is this one
+        head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{dash}"
     try:
         wait_for(lambda: _answers(url + "/api/version") or head.poll() is not None, 90, "Ray head")
@@ -454,3 +455,23 @@ def test_hf_job_without_the_token_after_a_restart_is_interrupted_with_its_link(h
     assert row["status"] == "interrupted"
     assert f"{hub.url}/jobs/tester/job0001" in row["error"] and "tester/tiny-table" in row["error"]
     assert "cannot follow it" in row["error"]
+
+
+@pytest.mark.slow
+def test_ray_without_shared_storage_ships_the_engine_and_pushes_the_model(
+    on_ray, hub, supervisor, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TRAINPAD_RAY_SHARED_STORAGE", "0")
+    refused = supervisor.wait(supervisor.submit(TASK, quick(tmp_path), backend="ray"), timeout=30)
+    assert refused["status"] == "failed" and "turn push_to_hub on and set hub_repo_id" in refused["error"]
+    run_id = supervisor.submit(TASK, hf_params(tmp_path), secrets={"HF_TOKEN": TOKEN}, backend="ray")
+    row = supervisor.wait(run_id, timeout=120)
+    run_dir = Path(row["run_dir"])
+    assert row["status"] == "succeeded", (row["error"], (run_dir / rf.LOG).read_text()[-2000:])
+    assert {"model.joblib", "README.md"} <= set(hub.commits["tester/tiny-table"])
+    assert not (run_dir / "model").exists()  # it stayed on the cluster; the Hub has it
+    metrics = json.loads((run_dir / rf.METRICS).read_text())
+    assert row["key_metric"] == pytest.approx(metrics["eval_loss"])
+    events, _ = rf.read_events(run_dir)
+    assert len(events) >= 3 and supervisor.store.metrics(run_id, ["best_score"])
+    assert remote_run.EVENT not in (run_dir / rf.LOG).read_text()

@@ -73,7 +73,7 @@ REMOTE: list[Backend] = [
 
 
 def status(backend: Backend) -> str:
-    """ "" when ``backend`` can be used from here, else why not and how to fix it."""
+    """Empty when ``backend`` can be used from here, else why not and how to fix it."""
     return operations(backend).available() if backend.remote else ""
 
 

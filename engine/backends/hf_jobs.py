@@ -44,7 +44,7 @@ _LOCK = threading.Lock()
 
 
 def available() -> str:
-    """ "" when Hugging Face Jobs can be reached from here, else what to do (contacts nothing)."""
+    """Empty when Hugging Face Jobs can be reached from here, else what to do (contacts nothing)."""
     from huggingface_hub import constants
 
     if constants.is_offline_mode():

@@ -28,6 +28,7 @@ import ipaddress
 import os
 import shlex
 import socket
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -41,6 +42,8 @@ from engine.errors import UserError
 
 STATES = {"PENDING": None, "RUNNING": None, "SUCCEEDED": "succeeded", "FAILED": "failed", "STOPPED": "stopped"}
 PASSED_THROUGH = ("HF_HOME", "HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+_CLIENTS: dict[tuple[str, str | None], Any] = {}
+_LAST_LOOK: dict[str, float] = {}
 
 
 def address() -> str:
@@ -48,7 +51,7 @@ def address() -> str:
 
 
 def available() -> str:
-    """ "" when a Ray cluster can be used from here, else what to do (cheap: imports and contacts nothing)."""
+    """Empty when a Ray cluster can be used from here, else what to do (cheap: imports and contacts nothing)."""
     if importlib.util.find_spec("ray") is None:
         return "Ray is not installed here. Install it with `pip install 'trainpad[ray]'`."
     if not address():
@@ -93,6 +96,8 @@ def submit(run_id: str, run_dir: Path, secrets: dict[str, str]) -> str:
         runtime_env: dict[str, Any] = {"env_vars": {**env, **secrets}}
     else:
         env[remote_run.CONFIG_ENV] = (run_dir / rf.CONFIG).read_text(encoding="utf-8")
+        env["HF_HUB_OFFLINE"] = "0"  # the model can only come back through the Hub
+        env.update({"HF_ENDPOINT": os.environ["HF_ENDPOINT"]} if os.environ.get("HF_ENDPOINT") else {})
         command = ["python", "-m", "engine.backends.remote_run"]
         engine_dir = str(procs.ENGINE_ROOT / "engine")
         runtime_env = {"env_vars": {**env, **secrets}, "py_modules": [engine_dir], "excludes": ["__pycache__"]}
@@ -107,7 +112,11 @@ def submit(run_id: str, run_dir: Path, secrets: dict[str, str]) -> str:
 
 
 def poll(job_id: str, run_dir: Path, secrets: dict[str, str]) -> str | None:
-    """Copy the job's log into the run folder; None while it runs, else how it ended."""
+    """Copy the job's log into the run folder (at most every $TRAINPAD_RAY_POLL_S seconds, default 1); None while
+    it runs, else how it ended."""
+    if time.time() - _LAST_LOOK.get(job_id, 0.0) < float(os.environ.get("TRAINPAD_RAY_POLL_S") or 1):
+        return None
+    _LAST_LOOK[job_id] = time.time()
     client = _client()
     try:
         info = client.get_job_info(job_id)
@@ -127,6 +136,8 @@ def poll(job_id: str, run_dir: Path, secrets: dict[str, str]) -> str | None:
     else:
         remote_run.mirror_log(lines, run_dir)
     state = STATES.get(status)
+    if state is not None:
+        _LAST_LOOK.pop(job_id, None)
     if state == "failed" and not (run_dir / rf.ERROR).exists() and info.message:
         rf.write_json(run_dir / rf.ERROR, {"message": f"The Ray job failed: {info.message}", "type": "RayJobError"})
     return state
@@ -152,11 +163,15 @@ def shared_storage() -> bool:
 
 
 def _client() -> Any:
+    """A client for the cluster (made once per address and token: making one checks the connection)."""
     from ray.job_submission import JobSubmissionClient
 
     token = os.environ.get("TRAINPAD_RAY_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    return JobSubmissionClient(address(), headers=headers)
+    key = (address(), token)
+    if key not in _CLIENTS:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        _CLIENTS[key] = JobSubmissionClient(address(), headers=headers)
+    return _CLIENTS[key]
 
 
 def _params(run_dir: Path) -> dict[str, Any]:
