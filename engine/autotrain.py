@@ -171,7 +171,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "target_column": _col("target"),
     },
     "TABULAR": {
-        **_RUN,
+        **{k: v for k, v in _RUN.items() if k != "log"},  # AutoTrain's tabular class has no `log`
         "model": _special("tabular_model", default=True),
         "id_column": _col("id"),
         "target_columns": _special("targets"),
@@ -316,7 +316,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "target_column": "target",
     },
     "TABULAR": {
-        **{k: _COMMON_DEFAULTS[k] for k in _RUN if k in _COMMON_DEFAULTS},
+        **{k: _COMMON_DEFAULTS[k] for k in _RUN if k in _COMMON_DEFAULTS and k != "log"},
         "model": "xgboost",
         "id_column": "id",
         "target_columns": ["target"],
@@ -787,11 +787,23 @@ def _chat_template(ctx: _Ctx, key: str, value: Any) -> None:
 
 def _quantization(ctx: _Ctx, key: str, value: Any) -> None:
     """AutoTrain quantizes the base model only for LoRA (peft)."""
+    quantized = value not in (None, "none", "")
     if not ctx.values.get("peft"):
-        if key in ctx.given and value not in (None, "none"):
+        if key in ctx.given and quantized:
             ctx.notes.append(f"`quantization: {value}` ignored: AutoTrain quantizes only with peft: true.")
         return
-    _set(ctx, key, "quantization", "none" if value in (None, "none", "") else value)
+    if "quantization" in ctx.task.params.model_fields:
+        ctx.params["quantization"] = value if quantized else "none"
+    elif quantized and key in ctx.given:
+        ctx.problems.append(
+            f"AutoTrain `quantization: {value}` cannot be honoured: Trainpad's {ctx.task.name} trains LoRA on "
+            "unquantized weights. Set quantization: null."
+        )
+    elif quantized:
+        ctx.notes.append(
+            f"AutoTrain loads the base model in {value} for LoRA by default (peft: true, no quantization key); "
+            f"Trainpad's {ctx.task.name} keeps full-precision weights. Set quantization: null to silence this."
+        )
 
 
 def _model_ref(ctx: _Ctx, key: str, value: Any) -> None:
