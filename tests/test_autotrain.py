@@ -236,7 +236,7 @@ EXPECTED = {
             "early_stopping_patience": 2,
             "early_stopping_threshold": 0.005,
             "scheduler": "cosine",
-            "learning_rate": 4e-5,
+            "learning_rate": 5e-5,
             "mixed_precision": "no",
             "column_mapping": {"text": "review", "target": "stars"},
         },
