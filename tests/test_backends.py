@@ -127,6 +127,28 @@ def test_hf_jobs_refuse_what_a_job_cannot_do(tmp_path, monkeypatch):
     assert hf_jobs.problems(ok, {"HF_TOKEN": TOKEN}) == []
 
 
+def test_ray_settings(monkeypatch):
+    from engine.backends import ray as ray_backend
+
+    monkeypatch.delenv("TRAINPAD_RAY_SHARED_STORAGE", raising=False)
+    for address, shared in [("http://127.0.0.1:8265", True), ("localhost:8265", True), ("http://ray-head:8265", False)]:
+        monkeypatch.setenv("TRAINPAD_RAY_ADDRESS", address)
+        assert ray_backend.shared_storage() is shared, address
+    monkeypatch.setenv("TRAINPAD_RAY_SHARED_STORAGE", "1")
+    assert ray_backend.shared_storage() and ray_backend.problems({}, {}) == []
+    monkeypatch.setenv("TRAINPAD_RAY_SHARED_STORAGE", "0")
+    assert "turn push_to_hub on" in ray_backend.problems({"push_to_hub": False}, {})[0]
+    assert ray_backend.STATES == {
+        "PENDING": None, "RUNNING": None, "SUCCEEDED": "succeeded", "FAILED": "failed", "STOPPED": "stopped"
+    }  # fmt: skip
+
+
+def test_job_command_follows_the_runs_processes(tmp_path):
+    assert remote_run.job_command({}, tmp_path)[-3:] == ["-m", "engine.worker", str(tmp_path)]
+    command = remote_run.job_command({"num_processes": 2, "distributed": "fsdp"}, tmp_path)
+    assert command[command.index("--num_processes") + 1] == "2" and "--use_fsdp" in command
+
+
 # --- the local Ray head -------------------------------------------------------------------------------------
 
 
@@ -179,19 +201,26 @@ def on_ray(ray_head, monkeypatch):
 
 
 @pytest.mark.slow
-def test_ray_runs_succeed_and_fail_with_the_workers_error(on_ray, supervisor, tmp_path):
-    good = supervisor.submit(TASK, quick(tmp_path), backend="ray")
-    bad = supervisor.submit(TASK, quick(tmp_path, target_columns="nope"), backend="ray", check=False)
-    row = supervisor.wait(good, timeout=120)
+def test_ray_runs_succeed_or_fail_with_the_workers_error_followed_by_a_restarted_app(on_ray, data_dir, tmp_path):
+    first = Supervisor(data_dir, poll_interval=0.2)
+    good = first.submit(TASK, quick(tmp_path), backend="ray")
+    bad = first.submit(TASK, quick(tmp_path, target_columns="nope"), backend="ray", check=False)
+    first.tick()  # submits both jobs
+    pid, started = dead_process()
+    for run_id in (good, bad):
+        assert first.store.get_run(run_id)["remote_job_id"] == f"trainpad-{run_id}"
+        first.store.update_run(run_id, owner_pid=pid, owner_started=started)  # the app that submitted them is gone
+    again = Supervisor(data_dir, poll_interval=0.2)  # a restarted app follows them by their stored job ids
+    row = again.wait(good, timeout=120, drive=True)
     run_dir = Path(row["run_dir"])
     assert row["status"] == "succeeded", (row["error"], (run_dir / rf.LOG).read_text()[-2000:])
-    assert row["backend"] == "ray" and row["remote_job_id"] == f"trainpad-{good}"
+    assert row["backend"] == "ray"
     metrics = json.loads((run_dir / rf.METRICS).read_text())
     assert row["key_metric"] == pytest.approx(metrics["eval_loss"]) and 0 < metrics["eval_loss"] < 0.7
     assert (run_dir / "model" / "model.joblib").is_file() and (run_dir / "model" / "README.md").is_file()
-    assert supervisor.store.metrics(good, ["best_score"])  # events ingested while it ran
+    assert again.store.metrics(good, ["best_score"])  # events ingested
     assert "[trainpad] succeeded" in (run_dir / rf.LOG).read_text()  # the job's log, mirrored
-    failed = supervisor.wait(bad, timeout=120)
+    failed = again.wait(bad, timeout=120, drive=True)
     assert failed["status"] == "failed" and "nope" in failed["error"], failed["error"]
     assert "nope" in (Path(failed["run_dir"]) / rf.LOG).read_text()
 
@@ -206,20 +235,6 @@ def test_ray_stop_stops_the_job(on_ray, supervisor, tmp_path):
     assert row["status"] == "stopped", row["error"]
     assert time.time() - t0 < 40
     assert rf.read_json(Path(row["run_dir"]) / rf.OUTCOME)["status"] == "stopped"  # the worker's own word
-
-
-@pytest.mark.slow
-def test_ray_run_is_followed_by_a_restarted_app(on_ray, data_dir, tmp_path):
-    first = Supervisor(data_dir, poll_interval=0.2)
-    run_id = first.submit(TASK, quick(tmp_path), backend="ray")
-    first.tick()
-    assert first.store.get_run(run_id)["remote_job_id"] == f"trainpad-{run_id}"
-    pid, started = dead_process()  # the app that submitted it is gone
-    first.store.update_run(run_id, owner_pid=pid, owner_started=started)
-    again = Supervisor(data_dir, poll_interval=0.2)
-    row = again.wait(run_id, timeout=120, drive=True)
-    assert row["status"] == "succeeded", row["error"]
-    assert (Path(row["run_dir"]) / "model" / "model.joblib").is_file() and row["key_metric"] is not None
 
 
 # --- a fake of Hugging Face's Jobs routes -------------------------------------------------------------------

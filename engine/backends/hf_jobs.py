@@ -204,7 +204,7 @@ def _follower(api: Any, ns: str, jid: str) -> _Follower:
 
 def _all_lines(api: Any, ns: str, jid: str, follower: _Follower) -> list[str]:
     """The ended job's whole log: the follower's once it has drained, else one plain read."""
-    follower.thread.join(timeout=30)
+    follower.thread.join(timeout=10)
     if not follower.thread.is_alive() and follower.error is None:
         return follower.snapshot()
     return list(_call(lambda: list(api.fetch_job_logs(job_id=jid, namespace=ns, follow=False))))

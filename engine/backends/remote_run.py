@@ -31,12 +31,13 @@ CONFIG_ENV = "TRAINPAD_CONFIG_YAML"
 # --- in the job ---------------------------------------------------------------------------------------------
 
 
-def job_command(num_processes: int, run_dir: Path) -> list[str]:
+def job_command(params: dict[str, Any], run_dir: Path) -> list[str]:
     """The worker's command in the job (``num_processes`` 0: one process per GPU of the job's machine)."""
     from engine import procs, system
 
-    n = num_processes or len(system.gpus()) or 1
-    return procs.worker_command(run_dir, n)
+    n = int(params.get("num_processes") if params.get("num_processes") is not None else 1)
+    n = n or len(system.gpus()) or 1
+    return procs.worker_command(run_dir, n, fsdp=params.get("distributed") == "fsdp")
 
 
 def main() -> int:
@@ -53,9 +54,7 @@ def main() -> int:
     params = (yaml.safe_load(text) or {}).get("params") or {}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop(CONFIG_ENV, None)
-    worker = subprocess.Popen(
-        job_command(int(params.get("num_processes") or 1), run_dir), env=env, start_new_session=True
-    )
+    worker = subprocess.Popen(job_command(params, run_dir), env=env, start_new_session=True)
     _forward_stop_signals(worker)
     offset = 0
     while worker.poll() is None:
