@@ -89,7 +89,8 @@ def submit(run_id: str, run_dir: Path, secrets: dict[str, str]) -> str:
         "RAY_JOB_STOP_WAIT_TIME_S": os.environ.get("TRAINPAD_RAY_STOP_WAIT_S", "120"),
         "TRAINPAD_RUN_ID": run_id,
     }
-    if shared_storage():
+    storage = "shared" if shared_storage() else "hub"
+    if storage == "shared":
         env.update({k: os.environ[k] for k in PASSED_THROUGH if os.environ.get(k)})
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(procs.ENGINE_ROOT), os.environ.get("PYTHONPATH")]))
         command = procs.worker_command(run_dir, n, fsdp=params.get("distributed") == "fsdp")
@@ -105,7 +106,7 @@ def submit(run_id: str, run_dir: Path, secrets: dict[str, str]) -> str:
         entrypoint=shlex.join(command),
         submission_id=f"trainpad-{run_id}",
         runtime_env=runtime_env,
-        metadata={"trainpad_run": run_id},
+        metadata={"trainpad_run": run_id, "trainpad_storage": storage},
         entrypoint_num_cpus=n if not gpus else 1,
         entrypoint_num_gpus=gpus or None,
     )
@@ -117,7 +118,7 @@ def poll(job_id: str, run_dir: Path, secrets: dict[str, str]) -> str | None:
     if time.time() - _LAST_LOOK.get(job_id, 0.0) < float(os.environ.get("TRAINPAD_RAY_POLL_S") or 1):
         return None
     _LAST_LOOK[job_id] = time.time()
-    client = _client()
+    client = _client_for(job_id)
     try:
         info = client.get_job_info(job_id)
     except RuntimeError as e:
@@ -131,8 +132,8 @@ def poll(job_id: str, run_dir: Path, secrets: dict[str, str]) -> str | None:
     lines = client.get_job_logs(job_id).splitlines()
     if status == "PENDING" and not lines:
         lines = [f"[trainpad] Ray job {job_id} is waiting for resources: {info.message or ''}".rstrip()]
-    if shared_storage():
-        remote_run._replace(run_dir / rf.LOG, "".join(line + "\n" for line in lines))
+    if (info.metadata or {}).get("trainpad_storage") == "shared":  # the worker writes the run folder itself
+        remote_run.rewrite(run_dir / rf.LOG, "".join(line + "\n" for line in lines))
     else:
         remote_run.mirror_log(lines, run_dir)
     state = STATES.get(status)
@@ -145,7 +146,7 @@ def poll(job_id: str, run_dir: Path, secrets: dict[str, str]) -> str | None:
 
 def cancel(job_id: str, secrets: dict[str, str]) -> None:
     """Stop the job: Ray sends SIGTERM to the worker (which checkpoints), SIGKILL after the stop wait."""
-    _client().stop_job(job_id)
+    _client_for(job_id).stop_job(job_id)
 
 
 def shared_storage() -> bool:
@@ -160,6 +161,17 @@ def shared_storage() -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _client_for(job_id: str) -> Any:
+    """The client of the cluster that runs ``job_id``; UserError when this process has no cluster address."""
+    why = available()
+    if why:
+        raise UserError(
+            f"Trainpad cannot follow Ray job `{job_id}` from here: {why} The job may still run on its cluster "
+            f"(`ray job status {job_id}`)."
+        )
+    return _client()
 
 
 def _client() -> Any:

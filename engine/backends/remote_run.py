@@ -98,7 +98,7 @@ def mirror_log(lines: list[str], run_dir: Path) -> None:
     ``train.log`` is rewritten with the plain lines; events past those already in ``events.jsonl`` are appended
     (under a lock: several processes may follow one job); result files are written as the job printed them."""
     plain, events, files = split_log(lines)
-    _replace(run_dir / rf.LOG, "".join(line + "\n" for line in plain))
+    rewrite(run_dir / rf.LOG, "".join(line + "\n" for line in plain))
     _append_new_events(run_dir / rf.EVENTS, events)
     for name, data in files.items():
         if rf.read_json(run_dir / name) != data:
@@ -133,7 +133,8 @@ def _is_object(text: str) -> bool:
         return False
 
 
-def _replace(path: Path, text: str) -> None:
+def rewrite(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, unless it already holds exactly that."""
     if path.exists() and path.stat().st_size == len(text.encode("utf-8")) and path.read_text("utf-8") == text:
         return
     tmp = path.with_name(path.name + ".tmp")
