@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -182,6 +183,7 @@ def ray_head():
             os.killpg(head.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _answers(url: str) -> bool:
