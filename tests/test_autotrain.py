@@ -477,3 +477,197 @@ def test_autotrain_example_configs_from_a_checkout():
                 from_dict(doc)
             continue
         assert from_dict(doc)[0].name == task_name, name
+
+
+# ---- same job, same result: the token blocks and optimizer steps both ways ------------------------------------
+# AutoTrain's side is re-implemented from its source (trl 0.13's ConstantLengthDataset for SFT, train_clm_default's
+# group_texts for the generic trainer, train_clm_reward's length filter); Trainpad's side is its real trainer, built
+# from the AutoTrain config and stopped before training.
+
+
+def autotrain_sft_blocks(texts: list[str], tok, block: int, buffer_chars: float | None = None) -> int:
+    """trl 0.13 packing: buffers of ~block*3.6*1024 characters, each text tokenized with its special tokens and
+    followed by EOS, cut into blocks; each buffer's last partial block is dropped."""
+    limit = buffer_chars or block * 3.6 * 1024
+    blocks, buffer, size = 0, [], 0
+    for i, text in enumerate(texts):
+        buffer.append(text)
+        size += len(text)
+        if size >= limit or i == len(texts) - 1:
+            ids = sum((t + [tok.eos_token_id] for t in tok(buffer, add_special_tokens=True)["input_ids"]), [])
+            blocks += len(ids) // block
+            buffer, size = [], 0
+    return blocks
+
+
+def autotrain_generic_blocks(texts: list[str], tok, block: int, shards: int = 4, batch: int = 1000) -> int:
+    """train_clm_default: text + eos_token (add_eos_token), tokenized, then `group_texts` in `datasets.map` batches
+    of 1000 rows over num_proc=4 contiguous shards; each batch drops its partial block."""
+    ids = tok([t + tok.eos_token for t in texts])["input_ids"]
+    n, blocks = len(ids), 0
+    for s in range(shards):
+        start = (n // shards) * s + min(s, n % shards)
+        end = start + n // shards + (1 if s < n % shards else 0)
+        for b in range(start, end, batch):
+            blocks += sum(len(x) for x in ids[b : min(b + batch, end)]) // block
+    return blocks
+
+
+def autotrain_reward_pairs(rows: list[dict], tok, block: int) -> int:
+    """train_clm_reward: chats rendered with the template, tokenized, pairs longer than block_size left out."""
+    keep = 0
+    for r in rows:
+        sides = [tok.apply_chat_template(r[k], tokenize=False) for k in ("chosen", "rejected")]
+        keep += all(len(tok(s, truncation=True)["input_ids"]) <= block for s in sides)
+    return keep
+
+
+def optimizer_steps(examples: int, batch: int, accum: int, epochs: int) -> int:
+    import math
+
+    return epochs * math.ceil(math.ceil(examples / batch) / accum)
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory):
+    from tests.tiny import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def _trainpad_trainer(doc: dict, frame, tmp_path, monkeypatch):
+    """The Trainpad task and its real trainer for an AutoTrain config, captured where training would start."""
+    from engine import llm_train
+    from engine.task import Job
+
+    task, params = from_dict(doc)
+    captured = {}
+    monkeypatch.setattr(llm_train, "fit", lambda trainer, job, **kw: captured.setdefault("trainer", trainer))
+    task.train(Job(task, params, tmp_path, frame, None))
+    return task, params, captured["trainer"]
+
+
+def _trainpad_steps(trainer) -> tuple[int, int]:
+    args = trainer.args
+    batches = len(trainer.get_train_dataloader())
+    import math
+
+    return len(trainer.train_dataset), int(args.num_train_epochs) * math.ceil(
+        batches / args.gradient_accumulation_steps
+    )
+
+
+def _doc(task: str, model, params: dict, chat_template=None, columns=None) -> dict:
+    return {
+        "task": task,
+        "base_model": str(model),
+        "project_name": "same-job",
+        "backend": "local",
+        "data": {
+            "path": "d",
+            "train_split": "train",
+            "valid_split": None,
+            "chat_template": chat_template,
+            "column_mapping": columns or {},
+        },
+        "params": {"mixed_precision": "none", "logging_steps": 1, **params},
+    }
+
+
+@pytest.mark.parametrize("peft", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("form", ["text", "chat"])
+def test_sft_blocks_and_steps_match_autotrain(tiny_llm, tmp_path, monkeypatch, form, peft):
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from tests.tiny import chat_rows, text_rows
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_llm))
+    rows = text_rows(240) if form == "text" else chat_rows(240)
+    column = "text" if form == "text" else "messages"
+    params = {"block_size": 64, "model_max_length": 512, "epochs": 2, "batch_size": 2, "gradient_accumulation": 4}
+    params |= {"peft": True, "quantization": None} if peft else {}
+    doc = _doc("llm-sft", tiny_llm, params, None if form == "text" else "tokenizer", {"text_column": column})
+    task, p, trainer = _trainpad_trainer(doc, pd.DataFrame(rows), tmp_path, monkeypatch)
+    assert task.name == "llm_sft" and p.max_length == 64 and p.packing == "wrapped" and p.drop_partial_block
+    assert p.use_lora is peft
+    texts = (
+        [r["text"] for r in rows]
+        if form == "text"
+        else [tok.apply_chat_template(r["messages"], tokenize=False) for r in rows]
+    )
+    at_blocks = autotrain_sft_blocks(texts, tok, 64)
+    tp_blocks, tp_steps = _trainpad_steps(trainer)
+    assert all(len(x) <= 64 for x in trainer.train_dataset["input_ids"])
+    if form == "text":
+        assert tp_blocks == at_blocks  # the same token stream (text + EOS per row), partial block dropped
+    else:
+        # AutoTrain adds an EOS after each rendered chat (its text already ends with the template's end token):
+        # one token per row more in its stream, so at most ceil(rows / block) + 1 more blocks
+        assert 0 <= at_blocks - tp_blocks <= len(rows) // 64 + 1
+    at_steps = optimizer_steps(at_blocks, 2, 4, 2)
+    assert tp_steps == at_steps if form == "text" else abs(tp_steps - at_steps) <= 2
+
+
+def test_generic_blocks_and_steps_match_autotrain(tiny_llm, tmp_path, monkeypatch):
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from tests.tiny import text_rows
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_llm))
+    rows = text_rows(400)
+    doc = _doc(
+        "llm-generic",
+        tiny_llm,
+        {"block_size": 32, "epochs": 1, "batch_size": 4, "gradient_accumulation": 2},
+        None,
+        {"text_column": "text"},
+    )
+    task, p, trainer = _trainpad_trainer(doc, pd.DataFrame(rows), tmp_path, monkeypatch)
+    assert task.name == "llm_pretrain" and p.block_size == 32
+    at_blocks = autotrain_generic_blocks([r["text"] for r in rows], tok, 32)
+    tp_blocks, tp_steps = _trainpad_steps(trainer)
+    # the same stream (text + EOS per document); AutoTrain's 4 shards each drop their partial block
+    assert 0 <= tp_blocks - at_blocks <= 3
+    assert abs(tp_steps - optimizer_steps(at_blocks, 4, 2, 1)) <= 1
+
+
+@pytest.mark.parametrize("trainer_name", ["dpo", "orpo"])
+def test_preference_pairs_and_steps_match_autotrain(tiny_llm, tmp_path, monkeypatch, trainer_name):
+    import pandas as pd
+
+    from tests.tiny_llm import preference_rows
+
+    rows = preference_rows(30, "text")
+    params = {"trainer": trainer_name, "block_size": 128, "max_prompt_length": 32, "epochs": 2, "batch_size": 4}
+    cols = {"prompt_text_column": "prompt", "text_column": "chosen", "rejected_text_column": "rejected"}
+    task, p, trainer = _trainpad_trainer(
+        _doc("llm", tiny_llm, params, None, cols), pd.DataFrame(rows), tmp_path, monkeypatch
+    )
+    assert task.name == f"llm_{trainer_name}" and p.max_length == 128 and p.max_prompt_length == 32
+    pairs, steps = _trainpad_steps(trainer)
+    assert pairs == 30  # neither tool drops a pair: both truncate to the length limits
+    assert steps == optimizer_steps(30, 4, 4, 2)  # AutoTrain's default gradient_accumulation is 4
+
+
+def test_reward_pairs_and_steps_match_autotrain(tiny_llm, tmp_path, monkeypatch):
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from tests.tiny_llm import preference_rows
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_llm))
+    rows = preference_rows(40, "chat")
+    rows += [{"chosen": r["chosen"] * 3, "rejected": r["rejected"] * 3} for r in preference_rows(10, "chat", seed=1)]
+    block = 40
+    params = {"block_size": block, "epochs": 1, "batch_size": 2, "gradient_accumulation": 1}
+    cols = {"text_column": "chosen", "rejected_text_column": "rejected"}
+    task, p, trainer = _trainpad_trainer(
+        _doc("llm-reward", tiny_llm, params, "tokenizer", cols), pd.DataFrame(rows), tmp_path, monkeypatch
+    )
+    assert task.name == "llm_reward" and p.max_length == block
+    at_pairs = autotrain_reward_pairs(rows, tok, block)
+    assert 0 < at_pairs < len(rows)  # the long pairs are left out by both
+    pairs, steps = _trainpad_steps(trainer)
+    assert pairs == at_pairs and steps == optimizer_steps(at_pairs, 2, 1, 1)

@@ -21,6 +21,13 @@ class Params(ld.LLMParams):
     completion_only_loss: bool = field(
         False, "Learn only from the answers (completion / last assistant turn), not from prompts.", advanced=True
     )
+    drop_partial_block: bool = field(
+        False,
+        "With wrapped packing, leave out the last block when it is shorter than max_length (AutoTrain's packing "
+        "does: imported AutoTrain configs turn this on, so they run the same number of steps).",
+        advanced=True,
+        show_if={"packing": ["wrapped", "auto"]},
+    )
 
 
 COLUMNS = [
@@ -111,7 +118,7 @@ def build_trainer(job: Job) -> Any:
         dataset_num_proc=None,
         include_num_input_tokens_seen="non_padding",
     )
-    return lt.FastLossSFTTrainer(
+    trainer = lt.FastLossSFTTrainer(
         model=lm.load_causal_lm(params),
         args=args,
         train_dataset=train_ds,
@@ -119,6 +126,14 @@ def build_trainer(job: Job) -> Any:
         processing_class=tok,
         peft_config=lm.lora_config(params),
     )
+    if packing and strategy == "wrapped" and params.drop_partial_block:
+        trainer.train_dataset = full_blocks(trainer.train_dataset, params.max_length)
+    return trainer
+
+
+def full_blocks(dataset: Any, length: int) -> Any:
+    """Only the packed blocks of exactly ``length`` tokens (AutoTrain's packing drops the partial ones)."""
+    return dataset.filter(lambda row: len(row["input_ids"]) == length)
 
 
 def from_autotrain(config: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +143,8 @@ def from_autotrain(config: dict[str, Any], params: dict[str, Any]) -> dict[str, 
     mapping = dict(params.get("column_mapping") or {})
     if chats and "text" in mapping:
         mapping["messages"] = mapping.pop("text")
-    return {**params, "packing": "wrapped", **({"column_mapping": mapping} if mapping else {})}
+    packed = {"packing": "wrapped", "drop_partial_block": True}
+    return {**params, **packed, **({"column_mapping": mapping} if mapping else {})}
 
 
 def train(job: Job) -> dict[str, float]:
