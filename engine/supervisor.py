@@ -347,7 +347,7 @@ class Supervisor:
                 return
             proc = self._start_worker(run_id, run_dir, row.get("params") or {}, devices)
         except Exception as e:  # the run is claimed: it must not stay `running` without a process
-            error = f"Could not start the worker: {type(e).__name__}: {e}"
+            error = str(e) if isinstance(e, UserError) else f"Could not start the worker: {type(e).__name__}: {e}"
             self.store.update_run(run_id, status="failed", ended_at=time.time(), error=error)
             return
         self._procs[run_id] = proc
@@ -427,8 +427,7 @@ class Supervisor:
         except ValueError as e:
             return [str(e)]
         if backend.remote:
-            why = operations(backend).available()
-            return [f"Backend `{backend.name}` cannot be used: {why}"] if why else []
+            return list(operations(backend).problems(params.model_dump(), secrets))
         n, gpus = int(getattr(params, "num_processes", 1) or 0), self.gpu_count
         if gpus and n > gpus:
             return [f"num_processes is {n} but this machine has {gpus} GPU(s). Use at most {gpus} (0 = every GPU)."]

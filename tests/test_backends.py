@@ -28,6 +28,7 @@ from engine import backends
 from engine import runfiles as rf
 from engine import supervisor as supervisor_module
 from engine.backends import hf_jobs, remote_run
+from engine.errors import UserError
 from engine.params import validate_params
 from engine.procs import ENGINE_ROOT
 from engine.supervisor import Supervisor
@@ -479,8 +480,9 @@ def test_ray_without_shared_storage_ships_the_engine_and_pushes_the_model(
     on_ray, hub, supervisor, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("TRAINPAD_RAY_SHARED_STORAGE", "0")
-    refused = supervisor.wait(supervisor.submit(TASK, quick(tmp_path), backend="ray"), timeout=30)
-    assert refused["status"] == "failed" and "turn push_to_hub on and set hub_repo_id" in refused["error"]
+    with pytest.raises(UserError, match="turn push_to_hub on and set hub_repo_id"):
+        supervisor.submit(TASK, quick(tmp_path), backend="ray")  # refused before anything is created
+    assert supervisor.store.list_runs() == []
     run_id = supervisor.submit(TASK, hf_params(tmp_path), secrets={"HF_TOKEN": TOKEN}, backend="ray")
     row = supervisor.wait(run_id, timeout=120)
     run_dir = Path(row["run_dir"])

@@ -11,6 +11,8 @@ backend's module provides four plain functions, called by the supervisor (never 
   (idempotent: ``events.jsonl`` only ever grows, so the supervisor's offsets stay valid; several processes may poll)
   and return None while it runs, else ``"succeeded"``, ``"failed"`` or ``"stopped"``. Raises
   :class:`engine.errors.UserError` when it can never follow the job from here (e.g. no token after a restart).
+- ``problems(params, secrets) -> list[str]``: why a run with these params (a dict) cannot go there (including
+  ``available()``'s reason); checked at Check/Start, so nothing is created for a refused run.
 - ``cancel(job_id, secrets) -> None``: stop the job (the worker gets SIGTERM and checkpoints where the backend
   allows it).
 """
