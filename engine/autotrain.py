@@ -67,6 +67,7 @@ def _hook() -> Rule:
 
 
 PREFERENCE = ("llm_dpo", "llm_orpo")
+SECRET_KEYS = {"token"}  # never echoed in a note
 HUB_NOTE = "Trainpad never reads a Hub token from a config: set HF_TOKEN or log in (`hf auth login`)."
 
 _RUN = {
@@ -635,7 +636,8 @@ def _apply(ctx: _Ctx, key: str) -> None:
         SPECIAL[rule.target](ctx, key, value)
     elif rule.action == "ignore":
         if key in ctx.given and value not in (None, False, "none"):
-            ctx.notes.append(f"`{key}: {value}` ignored: {rule.note}")
+            shown = value if key not in SECRET_KEYS or str(value).startswith("${") else "***"
+            ctx.notes.append(f"`{key}: {shown}` ignored: {rule.note}")
     elif rule.action == "refuse" and key in ctx.given:
         ctx.problems.append(f"AutoTrain `{key}: {value}` cannot be honoured: {rule.note}")
 
@@ -1024,6 +1026,16 @@ def _typed(text: str, default: Any) -> Any:
         return text
 
 
+def masked(command: str) -> str:
+    """The command line with the value of `--token` replaced by ***."""
+    words, out, hide = shlex.split(command), [], False
+    for word in words:
+        flag = word.split("=", 1)[0].replace("_", "-")
+        out.append("***" if hide else ("--token=***" if flag == "--token" and "=" in word else word))
+        hide = flag == "--token" and "=" not in word
+    return " ".join(w if w.endswith("***") else shlex.quote(w) for w in out)
+
+
 def command_to_yaml(command: str) -> str:
     """The Trainpad YAML for an AutoTrain command line (validated; notes as `#` comments at the top)."""
     import yaml
@@ -1039,5 +1051,5 @@ def command_to_yaml(command: str) -> str:
     if doc.get("backend") not in (None, "local"):
         out["backend"] = doc["backend"]
     out["params"] = public_dict(params)
-    header = "".join(f"# {line}\n" for line in [f"from: {command.strip()}", *found])
+    header = "".join(f"# {line}\n" for line in [f"from: {masked(command)}", *found])
     return header + yaml.safe_dump(out, sort_keys=False, allow_unicode=True)

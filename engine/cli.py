@@ -192,6 +192,18 @@ def cmd_app(args: argparse.Namespace) -> int:
     return app.main([*data_dir, *args.app_args])
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from engine.autotrain import command_to_yaml
+
+    text = command_to_yaml(args.command)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}: `trainpad run {args.output}` runs it", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="trainpad", description="Trainpad: train and fine-tune models without writing code."
@@ -209,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--grace", type=float, default=30.0, help="seconds to wait after Stop before killing")
     r.add_argument("--backend", default="", help="where to run: local (default), or a remote backend (see the UI)")
     r.set_defaults(fn=cmd_run)
+    im = sub.add_parser("import", help='an AutoTrain command line ("autotrain llm --train ...") as a Trainpad config')
+    im.add_argument("command", help="the whole AutoTrain command, in quotes")
+    im.add_argument("-o", "--output", default="", help="write the YAML to this file (default: print it)")
+    im.set_defaults(fn=cmd_import)
     v = sub.add_parser("validate", help="validate a config and check its data")
     v.add_argument("config")
     v.add_argument("overrides", nargs="*")

@@ -671,3 +671,45 @@ def test_reward_pairs_and_steps_match_autotrain(tiny_llm, tmp_path, monkeypatch)
     assert 0 < at_pairs < len(rows)  # the long pairs are left out by both
     pairs, steps = _trainpad_steps(trainer)
     assert pairs == at_pairs and steps == optimizer_steps(at_pairs, 2, 1, 1)
+
+
+# ---- AutoTrain's command line -----------------------------------------------------------------------------------
+
+LLM_COMMAND = (
+    "autotrain llm --train --model HuggingFaceTB/SmolLM2-135M --project-name my-dpo --data-path data/ "
+    "--text-column chosen --rejected_text_column rejected --prompt-text-column prompt --trainer dpo --epochs 3 "
+    "--lr 2e-4 --batch-size 2 --model_max_length 1024 --peft --quantization none --dpo-beta 0.3 "
+    "--max-prompt-length 64 --token hf_secret_value --backend local-cli"
+)
+
+
+def test_an_autotrain_command_line_maps_like_its_yaml():
+    doc = at.parse_command(LLM_COMMAND)
+    assert doc["task"] == "llm" and doc["base_model"] == "HuggingFaceTB/SmolLM2-135M"
+    assert doc["params"]["peft"] is True and doc["params"]["lr"] == 2e-4 and doc["params"]["block_size"] == 1024
+    task, params = from_dict(doc)
+    assert task.name == "llm_dpo"
+    assert (params.max_length, params.max_prompt_length, params.beta, params.use_lora) == (1024, 64, 0.3, True)
+    assert params.column_mapping == {"chosen": "chosen", "rejected": "rejected", "prompt": "prompt"}
+    assert (params.epochs, params.batch_size, params.grad_accum, params.quantization) == (3, 2, 4, "none")
+    _, tab = from_dict(
+        at.parse_command(
+            "autotrain tabular --train --model xgboost --data-path d --task regression --target-columns price --num-trials 5"
+        )
+    )
+    assert (tab.problem_type, tab.num_trials, tab.column_mapping) == ("regression", 5, {"target": "price"})
+    with pytest.raises(UserError, match="Not an AutoTrain training command"):
+        at.parse_command("autotrain app --port 7860")
+
+
+def test_trainpad_import_writes_a_config_that_loads_and_never_the_token(tmp_path, capsys):
+    from engine.cli import main
+    from engine.config import load_config
+
+    out = tmp_path / "dpo.yaml"
+    assert main(["import", LLM_COMMAND, "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "hf_secret_value" not in text and "--token ***" in text
+    assert "# block_size 1024" not in text  # the CLI's default block size, not given: no note
+    task, params = load_config(out)
+    assert task.name == "llm_dpo" and params.max_length == 1024 and params.beta == 0.3
