@@ -50,6 +50,7 @@ ENCODER_TYPES = {
     "albert",
     "modernbert",
 }
+POOLED = {"bert", "roberta", "xlm-roberta", "camembert", "mpnet", "vit"}  # models saved with a pooler layer
 VISION_TYPES = {"vit", "deit", "beit", "dinov2", "vit_mae"}
 NON_GATED = {"gpt2", "gpt_neox", "phi", "falcon", "starcoder2", "gpt_bigcode", "opt", "gptj", "bloom"}
 TIED_BY_DEFAULT = {"gemma", "gemma2", "gemma3_text", "gpt2", "t5", "mt5", "bart", "mbart"}
@@ -240,6 +241,8 @@ def _decoder(cfg: dict[str, Any], model_type: str) -> Arch:
         linears["down_proj"] = (inter, hidden, layers)
     matrices = sum(i * o * n for i, o, n in linears.values())
     norms = (2 * layers + 1) * hidden
+    if model_type == "gpt2":  # learned positions, biases everywhere
+        norms += int(cfg.get("n_positions", 1024)) * hidden + layers * (7 * hidden + inter) + hidden
     if cfg.get("attention_bias") or model_type in {"qwen2", "qwen2_moe"}:  # q/k/v biases (and o's when flagged)
         norms += layers * ((heads + 2 * kv) * hd + (hidden if cfg.get("attention_bias") else 0))
     return Arch(
@@ -284,9 +287,12 @@ def _encoder(cfg: dict[str, Any], model_type: str, vision: bool = False) -> Arch
         vocab = int(cfg.get("vocab_size", 30522))
         positions = int(cfg.get("max_position_embeddings", 512)) + int(cfg.get("type_vocab_size", 0) or 0)
         embeddings = (vocab + positions) * hidden + 2 * hidden
-        if model_type == "deberta-v2":
-            embeddings += 2 * int(cfg.get("position_buckets", 256)) * hidden
-    pooler = hidden * hidden + hidden
+        if not cfg.get("position_biased_input", True):
+            embeddings -= int(cfg.get("max_position_embeddings", 512)) * hidden
+        if cfg.get("relative_attention"):  # DeBERTa
+            buckets = int(cfg.get("position_buckets", -1))
+            embeddings += 2 * (buckets if buckets > 0 else int(cfg.get("max_position_embeddings", 512))) * hidden
+    pooler = hidden * hidden + hidden if model_type in POOLED else 0
     return Arch(
         kind="vision" if vision else "encoder",
         model_type=model_type,
@@ -321,9 +327,16 @@ def _seq2seq(cfg: dict[str, Any], model_type: str) -> Arch:
     params += (2 * enc + 3 * dec + 2) * d
     if model_type != "t5" and "max_position_embeddings" in cfg:
         params += 2 * (int(cfg["max_position_embeddings"]) + 2) * d
-    names = ("q", "k", "v", "o") if model_type in {"t5", "mt5", "umt5", "longt5"} else ("q_proj", "k_proj", "v_proj")
-    linears = {n: (d, inner, enc + 2 * dec) for n in names}
-    linears |= {"wi": (d, ff * (n_ff - 1), layers), "wo": (ff, d, layers), "fc1": (d, ff, layers)}
+    attention = enc + 2 * dec  # self-attention in every layer, cross-attention in the decoder's
+    if model_type in {"t5", "mt5", "umt5", "longt5"}:
+        params += 2 * int(cfg.get("relative_attention_num_buckets", 32)) * heads
+        linears = {n: (d, inner, attention) for n in ("q", "k", "v")} | {"o": (inner, d, attention)}
+        linears |= {"wi": (d, ff * (n_ff - 1), layers), "wo": (ff, d, layers)}
+    else:
+        linears = {n: (d, inner, attention) for n in ("q_proj", "k_proj", "v_proj")} | {
+            "out_proj": (inner, d, attention)
+        }
+        linears |= {"fc1": (d, ff, layers), "fc2": (ff, d, layers)}
     return Arch(
         kind="seq2seq",
         model_type=model_type,
@@ -595,7 +608,9 @@ def memory_check(task: Any, params: Any, gpus: list[Any] | None = None) -> str:
             return f"Memory: not estimated — {why or 'unknown model layout in config.json'}." if why else ""
         devices, memory = device_memory(params, gpus)
         est = estimate(task, params, devices, arch)
-        where = f"{len(devices)}× {devices[0].name}" if devices else f"CPU ({est.processes} process(es))"
+        where = f"{len(devices)}× {devices[0].name}" if devices else "CPU"
+        if not devices and est.processes > 1:
+            where += f" ({est.processes} processes)"
         text = verdict(est, memory, params, task, arch)
         mark = "✅" if text.startswith("fits") else "⚠️"
         return f"{mark} **Memory** on {where}: {text}. {describe(est)}"
@@ -604,8 +619,8 @@ def memory_check(task: Any, params: Any, gpus: list[Any] | None = None) -> str:
 
 
 def describe(est: Estimate) -> str:
-    """The parts of the estimate in GB, e.g. ``weights 2.0 · gradients 2.0 · …``."""
-    parts = " · ".join(f"{k} {_gb(v)}" for k, v in est.parts().items() if v)
+    """The parts of the estimate in GB, e.g. ``weights 2.00 · gradients 2.00 · …``."""
+    parts = " · ".join(f"{k} {v / GIB:.2f}" for k, v in est.parts().items() if v >= GIB / 200)
     per = "process" if est.device == "cpu" else "device"
     extra = "".join(f"; {n}" for n in est.notes)
     return f"({parts} GB per {per}; {est.trainable:,} trainable params{extra})"

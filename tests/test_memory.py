@@ -53,8 +53,14 @@ def sft_params(**values):
 
 def _built_models():
     from transformers import (
+        BartConfig,
+        BartForConditionalGeneration,
         BertConfig,
         BertModel,
+        DebertaV2Config,
+        DebertaV2Model,
+        GPT2Config,
+        GPT2LMHeadModel,
         LlamaConfig,
         LlamaForCausalLM,
         Qwen2Config,
@@ -70,6 +76,9 @@ def _built_models():
         Qwen2ForCausalLM(Qwen2Config(**small)),
         BertModel(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)),
         T5ForConditionalGeneration(T5Config(vocab_size=500, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)),
+        BartForConditionalGeneration(BartConfig(vocab_size=500, d_model=64, encoder_layers=2, decoder_layers=2)),
+        DebertaV2Model(DebertaV2Config(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4)),
+        GPT2LMHeadModel(GPT2Config(vocab_size=500, n_embd=64, n_layer=2, n_head=4, n_positions=128)),
     ]
 
 
