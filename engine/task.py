@@ -33,6 +33,7 @@ TASK_MODULES = [
     "sentence_transformers",
     "image_classification",
     "image_regression",
+    "object_detection",
     "tabular",
 ]
 

@@ -129,7 +129,11 @@ def load_processor(source: str | Path, trust_remote_code: bool = False) -> Any:
 
 def pixel_spec(processor: Any) -> PixelSpec:
     """Target size (crop size, else size; ``shortest_edge`` gives a square) and normalisation of a processor."""
-    size = dict(getattr(processor, "crop_size", None) or {}) or dict(getattr(processor, "size", None) or {})
+
+    def known(value: Any) -> dict[str, int]:  # SizeDict or dict; unset entries are None
+        return {k: v for k, v in dict(value or {}).items() if v is not None}
+
+    size = known(getattr(processor, "crop_size", None)) or known(getattr(processor, "size", None))
     if "height" in size:
         h, w = size["height"], size["width"]
     else:
@@ -280,9 +284,19 @@ def best_weights_callback() -> Any:
     return ReloadBest()
 
 
-def fit(job: Any, model: Any, processor: Any, train_set: Any, valid_set: Any, **trainer_kw: Any) -> dict[str, float]:
-    """Train with the Hugging Face ``Trainer`` (events, Stop, early stopping and best model on the task's key
-    metric) and save the model (merged when it has LoRA adapters) with its processor to run_dir/model."""
+def fit(
+    job: Any,
+    model: Any,
+    processor: Any,
+    train_set: Any,
+    valid_set: Any,
+    trainer_cls: Any = None,
+    side: dict[str, Any] | None = None,
+    **trainer_kw: Any,
+) -> dict[str, float]:
+    """Train with the Hugging Face ``Trainer`` (or ``trainer_cls``; events, Stop, early stopping and best model on
+    the task's key metric) and save the model (merged when it has LoRA adapters) with its processor to
+    run_dir/model, with ``side`` settings for predict in the side file."""
     from transformers import Trainer
 
     from engine import runfiles as rf
@@ -298,7 +312,7 @@ def fit(job: Any, model: Any, processor: Any, train_set: Any, valid_set: Any, **
         dataloader_num_workers=dataloader_workers(len(train_set), cached),
         **trainer_kw.pop("args", {}),
     )
-    trainer = Trainer(
+    trainer = (trainer_cls or Trainer)(
         model=model,
         args=args,
         train_dataset=train_set,
@@ -311,7 +325,7 @@ def fit(job: Any, model: Any, processor: Any, train_set: Any, valid_set: Any, **
         final = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
         final.save_pretrained(str(model_dir))
         processor.save_pretrained(str(model_dir))
-        rf.write_side_file(model_dir, {"task": job.task.name, "augmentation": job.params.augmentation})
+        rf.write_side_file(model_dir, {"task": job.task.name, **(side or {})})
 
     return tu.train_and_save(trainer, job.params, job.run_dir, has_eval, save=save)
 
@@ -344,3 +358,194 @@ def _loaded(model_dir: str, model_cls_name: str) -> tuple[Any, Any]:
 def load_for_predict(model_dir: str | Path, model_cls_name: str) -> tuple[Any, Any]:
     """The saved model (eval mode, GPU when there is one) and its processor; cached per folder for the playground."""
     return _loaded(str(Path(model_dir).resolve()), model_cls_name)
+
+
+# ---- object detection ---------------------------------------------------------------------
+
+
+def letterbox(img: Any, size: int, fill: tuple[int, ...]) -> tuple[Any, float]:
+    """``img`` scaled so its longer side is ``size`` and pasted top-left on a ``size`` x ``size`` canvas of
+    ``fill``; returns the square image and the scale (boxes scale by it; the padding moves no box)."""
+    from PIL import Image
+
+    scale = size / max(img.size)
+    w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
+    canvas = Image.new("RGB", (size, size), fill)
+    canvas.paste(img.resize((w, h), Image.BILINEAR), (0, 0))
+    return canvas, scale
+
+
+def square_spec(processor: Any, size: int) -> PixelSpec:
+    """The processor's normalisation with a ``size`` x ``size`` input."""
+    spec = pixel_spec(processor)
+    return PixelSpec(size, size, spec.mean, spec.std)
+
+
+def pad_colour(spec: PixelSpec) -> tuple[int, ...]:
+    """The pixel that normalises to zero (padding then carries no signal)."""
+    return tuple(round(m * 255) for m in spec.mean) if spec.std != (1.0, 1.0, 1.0) else (114, 114, 114)
+
+
+class DetectionSet:
+    """A map-style dataset of ``{"pixel_values", "labels": {"class_labels", "boxes"}}`` (boxes: centre x/y, width,
+    height as fractions of the square image, as DETR-family models take them). Images are decoded and
+    letterboxed once (kept in memory while under :data:`CACHE_BYTES`); training rows get box-aware flips and
+    colour changes each epoch."""
+
+    def __init__(
+        self, images: list[Any], boxes: list[list], classes: list[list[int]], processor: Any, params: Any, train: bool
+    ):
+        import random
+
+        self.images, self.boxes, self.classes, self.train = images, boxes, classes, train
+        self.size, self.kind, self.bases = params.image_square_size, params.augmentation, bases(params)
+        self.spec = square_spec(processor, self.size)
+        self.rng = random.Random(params.seed)
+        fits = self.size * self.size * 3 * len(images) <= CACHE_BYTES
+        self.cache: dict[int, Any] | None = {} if fits else None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _decoded(self, i: int) -> tuple[Any, Any]:
+        import numpy as np
+
+        if self.cache is not None and i in self.cache:
+            return self.cache[i]
+        img, scale = letterbox(im.open_image(self.images[i], self.bases), self.size, pad_colour(self.spec))
+        boxes = np.asarray(self.boxes[i], dtype=np.float32).reshape(-1, 4) * scale
+        if self.cache is not None:
+            self.cache[i] = (img, boxes)
+        return img, boxes
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import numpy as np
+        from PIL import Image
+
+        img, boxes = self._decoded(i)
+        if self.train and "flip" in self.kind and self.rng.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            boxes = boxes.copy()
+            boxes[:, 0] = self.size - boxes[:, 0] - boxes[:, 2]
+        if self.train and "color" in self.kind:
+            img = augment(img, self.spec, "color", self.rng)
+        x, y, w, h = (np.clip(boxes, 0, self.size) / self.size).T if len(boxes) else np.zeros((4, 0), np.float32)
+        cxcywh = np.stack([x + w / 2, y + h / 2, w, h], axis=-1).astype(np.float32)
+        return {
+            "pixel_values": to_pixels(img, self.spec),
+            "labels": {"class_labels": np.asarray(self.classes[i], dtype=np.int64), "boxes": cxcywh},
+        }
+
+
+def detection_collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the images; labels stay a list of per-image dicts of tensors."""
+    import numpy as np
+    import torch
+
+    return {
+        "pixel_values": torch.from_numpy(np.stack([r["pixel_values"] for r in rows])),
+        "labels": [{k: torch.from_numpy(v) for k, v in r["labels"].items()} for r in rows],
+    }
+
+
+def coco_map(truth: list[dict], found: list[dict], names: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """COCO mAP with pycocotools: ``truth``/``found`` hold one dict per image, ``boxes`` as [x, y, w, h] pixels
+    with ``labels`` (and ``scores`` for ``found``). Returns {map, map_50, map_75, map_small...} and AP per class
+    (mAP@[.5:.95]; -1 for a class absent from the ground truth)."""
+    import contextlib
+    import io as _io
+
+    import numpy as np
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = COCO()
+    anns = [
+        {
+            "id": n + 1,
+            "image_id": i,
+            "category_id": int(c),
+            "bbox": list(map(float, b)),
+            "area": float(b[2] * b[3]),
+            "iscrowd": 0,
+        }
+        for n, (i, c, b) in enumerate(
+            (i, c, b) for i, t in enumerate(truth) for c, b in zip(t["labels"], t["boxes"], strict=True)
+        )
+    ]
+    gt.dataset = {
+        "images": [{"id": i} for i in range(len(truth))],
+        "annotations": anns,
+        "categories": [{"id": k, "name": n} for k, n in enumerate(names)],
+    }
+    with contextlib.redirect_stdout(_io.StringIO()):
+        gt.createIndex()
+        dets = [
+            {"image_id": i, "category_id": int(c), "bbox": list(map(float, b)), "score": float(s)}
+            for i, f in enumerate(found)
+            for c, b, s in zip(f["labels"], f["boxes"], f["scores"], strict=True)
+        ]
+        if not dets or not anns:
+            return {"map": 0.0, "map_50": 0.0, "map_75": 0.0}, {n: 0.0 for n in names}
+        ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    keys = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large")
+    overall = {k: float(v) for k, v in zip(keys, ev.stats[:6], strict=True) if v >= 0 or k in keys[:3]}
+    overall.update({k: max(0.0, overall[k]) for k in keys[:3]})  # -1: no box of that kind at all
+    precision = ev.eval["precision"][:, :, :, 0, -1]  # IoU x recall x class, all areas, 100 detections
+    per_class = {}
+    for k, name in enumerate(names):
+        p = precision[:, :, k]
+        per_class[name] = float(np.mean(p[p > -1])) if (p > -1).any() else -1.0
+    return overall, per_class
+
+
+def detection_trainer() -> type:
+    """A Trainer whose evaluation returns (logits, boxes) and the labels, whatever else the model outputs
+    (auxiliary outputs, encoder states...), so ``compute_metrics`` gets the same thing for every detector."""
+    import torch
+    from transformers import Trainer
+
+    class DetectionTrainer(Trainer):
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):  # noqa: ANN001
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad():
+                out = model(**inputs)
+            if prediction_loss_only:
+                return out.loss.detach(), None, None
+            return out.loss.detach(), (out.logits.detach(), out.pred_boxes.detach()), inputs["labels"]
+
+    return DetectionTrainer
+
+
+def detections(pred: Any, processor: Any, size: int) -> tuple[list[dict], list[dict]]:
+    """Ground truth and detections of an evaluation (batches kept apart: ``eval_do_concat_batches=False``) as
+    per-image ``{"labels", "boxes": [[x, y, w, h]] pixels of the square input, "scores"}``; detections are decoded
+    by the model's own processor (softmax or sigmoid/top-k, as the family needs)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    truth, found = [], []
+    for (logits, boxes), labels in zip(pred.predictions, pred.label_ids, strict=True):
+        out = SimpleNamespace(logits=torch.as_tensor(logits), pred_boxes=torch.as_tensor(boxes))
+        for r in processor.post_process_object_detection(out, threshold=0.0, target_sizes=[(size, size)] * len(logits)):
+            xyxy = r["boxes"].tolist()
+            found.append(
+                {
+                    "labels": r["labels"].tolist(),
+                    "scores": r["scores"].tolist(),
+                    "boxes": [[a, b, c - a, d - b] for a, b, c, d in xyxy],
+                }
+            )
+        for t in labels:
+            cxcywh = (torch.as_tensor(t["boxes"]).reshape(-1, 4) * size).tolist()
+            truth.append(
+                {
+                    "labels": torch.as_tensor(t["class_labels"]).tolist(),
+                    "boxes": [[cx - w / 2, cy - h / 2, w, h] for cx, cy, w, h in cxcywh],
+                }
+            )
+    return truth, found

@@ -93,3 +93,123 @@ def build_tiny_vit(out_dir: Path, size: int = 32, hidden: int = 32, layers: int 
     ViTForImageClassification(cfg).save_pretrained(str(out_dir))
     image_processor(size).save_pretrained(str(out_dir))
     return out_dir
+
+
+def detection_rows(n: int, size: int = 64, seed: int = 0, most: int = 2) -> list[tuple]:
+    """``n`` (image, boxes [[x, y, w, h]], categories) with one (or up to ``most``=2) shapes each, boxes tight
+    around them."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        shapes = [rng.choice(SHAPES) for _ in range(rng.choice([1, 1, most]))]
+        w = rng.randint(size // 4, size // 2)
+        x, y = rng.randint(0, size // 2 - w // 2 - 1), rng.randint(0, size - w - 1)
+        img, box = shape_image(shapes[0], size, rng, box=(x, y, w, w))
+        boxes = [list(box)]
+        if len(shapes) == 2:  # a second shape in the right half
+            w2 = rng.randint(size // 5, size // 3)
+            box2 = (rng.randint(size // 2 + 1, size - w2 - 1), rng.randint(0, size - w2 - 1), w2, w2)
+            second, _ = shape_image(shapes[1], size, rng, box=box2)
+            img.paste(second.crop((box2[0], box2[1], box2[0] + w2 + 1, box2[1] + w2 + 1)), box2[:2])
+            boxes.append(list(box2))
+        rows.append((img.convert("RGB") if isinstance(img, Image.Image) else img, boxes, shapes))
+    return rows
+
+
+def write_detection(root: Path, rows: list[tuple], fmt: str) -> Path:
+    """``rows`` saved as a detection folder: ``coco`` (annotations.json), ``yolo`` (images/ + labels/ +
+    classes.txt), ``voc`` (JPEG-free: PNG + Annotations/*.xml) or ``hf`` (metadata.jsonl with ``objects``)."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    names = [f"images/{i}.png" for i in range(len(rows))]
+    for name, (img, _, _) in zip(names, rows, strict=True):
+        img.save(root / name)
+    size = rows[0][0].size
+    if fmt == "coco":
+        objects = [(i, b, c) for i, (_, bs, cs) in enumerate(rows) for b, c in zip(bs, cs, strict=True)]
+        anns = [
+            {"id": n + 1, "image_id": i, "bbox": b, "category_id": SHAPES.index(c) + 1, "area": b[2] * b[3]}
+            for n, (i, b, c) in enumerate(objects)
+        ]
+        data = {
+            "images": [
+                {"id": i, "file_name": name[7:], "width": size[0], "height": size[1]} for i, name in enumerate(names)
+            ],
+            "annotations": anns,
+            "categories": [{"id": k + 1, "name": s} for k, s in enumerate(SHAPES)],
+        }
+        (root / "annotations.json").write_text(json.dumps(data))
+    elif fmt == "yolo":
+        (root / "labels").mkdir(exist_ok=True)
+        (root / "classes.txt").write_text("\n".join(SHAPES))
+        for i, (_, bs, cs) in enumerate(rows):
+            lines = [
+                f"{SHAPES.index(c)} {(x + w / 2) / size[0]} {(y + h / 2) / size[1]} {w / size[0]} {h / size[1]}"
+                for (x, y, w, h), c in zip(bs, cs, strict=True)
+            ]
+            (root / "labels" / f"{i}.txt").write_text("\n".join(lines))
+    elif fmt == "voc":
+        (root / "Annotations").mkdir(exist_ok=True)
+        for i, (_, bs, cs) in enumerate(rows):
+            objs = "".join(
+                f"<object><name>{c}</name><bndbox><xmin>{x}</xmin><ymin>{y}</ymin><xmax>{x + w}</xmax>"
+                f"<ymax>{y + h}</ymax></bndbox></object>"
+                for (x, y, w, h), c in zip(bs, cs, strict=True)
+            )
+            (root / "Annotations" / f"{i}.xml").write_text(
+                f"<annotation><filename>{i}.png</filename><size><width>{size[0]}</width><height>{size[1]}</height>"
+                f"</size>{objs}</annotation>"
+            )
+    else:
+        lines = [
+            json.dumps({"file_name": name, "objects": {"bbox": bs, "category": cs}})
+            for name, (_, bs, cs) in zip(names, rows, strict=True)
+        ]
+        (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def build_tiny_detector(out_dir: Path, kind: str = "detr", size: int = 64, queries: int = 10) -> Path:
+    """A tiny DETR (ResNet backbone built from its config, nothing downloaded) or YOLOS with 3 classes, saved with
+    its PIL image processor."""
+    import torch
+    from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig, YolosConfig, YolosForObjectDetection
+    from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    labels = {"id2label": dict(enumerate(SHAPES)), "label2id": {s: i for i, s in enumerate(SHAPES)}}
+    if kind == "yolos":
+        cfg = YolosConfig(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            image_size=[size, size],
+            patch_size=8,
+            num_detection_tokens=queries,
+            **labels,
+        )
+        YolosForObjectDetection(cfg).save_pretrained(str(out_dir))
+    else:
+        backbone = ResNetConfig(
+            embedding_size=16, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 1, 1], out_features=["stage4"]
+        )
+        cfg = DetrConfig(
+            use_timm_backbone=False,
+            use_pretrained_backbone=False,
+            backbone_config=backbone,
+            d_model=64,
+            encoder_layers=1,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+            num_queries=queries,
+            **labels,
+        )
+        DetrForObjectDetection(cfg).save_pretrained(str(out_dir))
+    DetrImageProcessorPil(size={"height": size, "width": size}).save_pretrained(str(out_dir))
+    return out_dir

@@ -1,0 +1,233 @@
+"""Object detection: boxes and classes of the objects in an image, from COCO JSON, YOLO txt, Pascal VOC XML or the
+Hugging Face ``objects: {bbox, category}`` layout (boxes as [x, y, width, height] in pixels)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from engine import images as im
+from engine import text_utils as xu
+from engine import vision_utils as vu
+from engine.errors import UserError
+from engine.params import field
+from engine.task import Column, Job, Task
+
+
+class Params(vu.VisionParams):
+    """The shared image options, a square input size and box-aware augmentation."""
+
+    base_model: str = field(
+        "facebook/detr-resnet-50",
+        "Hub model id (e.g. `facebook/detr-resnet-50`, `PekingU/rtdetr_v2_r18vd`, `hustvl/yolos-tiny`) or a local "
+        "model folder.",
+    )
+    image_square_size: int = field(
+        600, "Images are scaled so their longer side is this, then padded to a square.", ge=32, le=2048
+    )
+    augmentation: Literal["flip_color", "flip", "none"] = field(
+        "flip_color", "Random changes to training images each epoch (boxes follow the flips)."
+    )
+    weight_decay: float = field(1e-4, "Weight decay (L2) applied by the optimizer.", ge=0.0, le=1.0, advanced=True)
+
+
+COLUMNS = [
+    vu.IMAGE_COLUMN,
+    Column(
+        "objects",
+        'the boxes of the image: {"bbox": [[x, y, w, h], ...], "category": [...]} (pixels); COCO, YOLO and VOC '
+        "folders give it",
+        kind="any",
+        aliases=("annotations", "labels"),
+    ),
+]
+
+
+# ---- boxes --------------------------------------------------------------------------------
+
+
+def parse_objects(value: Any, row: int) -> tuple[list[list[float]], list[str]]:
+    """A row's boxes and category names from a dict of lists, a list of dicts, or their JSON text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise UserError(f"Row {row}, column `objects`: not JSON ({value[:60]!r}).") from None
+    if isinstance(value, (list, tuple)):
+        value = {"bbox": [o.get("bbox") for o in value], "category": [o.get("category") for o in value]}
+    if not isinstance(value, dict) or "bbox" not in value:
+        raise UserError(f'Row {row}, column `objects`: expected {{"bbox": [[x, y, w, h], ...], "category": [...]}}.')
+    boxes = [list(map(float, b)) for b in _as_list(value["bbox"])]
+    cats = [xu.label_name(c) for c in _as_list(value.get("category", value.get("categories", [])))]
+    if len(boxes) != len(cats) or any(len(b) != 4 for b in boxes):
+        raise UserError(
+            f"Row {row}, column `objects`: {len(boxes)} boxes but {len(cats)} categories, or a box "
+            "without 4 numbers. Give one category per [x, y, w, h] box."
+        )
+    return boxes, cats
+
+
+def _as_list(value: Any) -> list:
+    return value.tolist() if hasattr(value, "tolist") else list(value or [])
+
+
+def box_problems(name: str, boxes: list, cats: list, size: tuple[int, int], known: set | None) -> list[str]:
+    """Boxes of one image that are empty, outside the image (1 pixel of slack) or of an unknown category."""
+    w, h = size
+    out = []
+    for (x, y, bw, bh), c in zip(boxes, cats, strict=True):
+        box = f"[{x:g}, {y:g}, {bw:g}, {bh:g}] ({c})"
+        if bw <= 0 or bh <= 0:
+            out.append(f"image `{name}`: box {box} has no area; boxes are [x, y, width, height].")
+        elif x < -1 or y < -1 or x + bw > w + 1 or y + bh > h + 1:
+            hint = " It looks like [x_min, y_min, x_max, y_max]: use [x, y, width, height]." if bw > x else ""
+            out.append(f"image `{name}`: box {box} lies outside the {w}x{h} image.{hint}")
+        if known is not None and c not in known:
+            out.append(f"image `{name}`: category `{c}` never occurs in the training data.")
+    return out
+
+
+def check_split(df: Any, params: Params, split: str, known: set | None = None) -> tuple[list[str], set]:
+    """Objects parse, images decode, boxes fit their image; returns the problems and the categories seen."""
+    rows, problems = xu.parse_rows(df["objects"], parse_objects, ([], []))
+    decode, sizes = vu.check_split(df, params, split)
+    problems = [f"{split} data: {p}" for p in problems[:10]] + decode
+    cats = {c for _, cs in rows for c in cs}
+    for i, size in sizes.items():
+        name = Path(im.image_name(df["image"].iloc[i])).name
+        problems += [f"{split} data: {p}" for p in box_problems(name, *rows[i], size, known)]
+    return problems[:20], cats
+
+
+def check_data(train: Any, valid: Any, params: Params) -> list[str]:
+    problems, cats = check_split(train, params, "Training")
+    if not cats and not problems:
+        problems.append("The training data holds no boxes at all. Detection needs annotated objects.")
+    if valid is not None:
+        problems += check_split(valid, params, "Validation", known=cats)[0]
+    return problems
+
+
+# ---- training -----------------------------------------------------------------------------
+
+
+def dataset(df: Any, label2id: dict[str, int], processor: Any, params: Params, train: bool) -> Any:
+    rows, problems = xu.parse_rows(df["objects"], parse_objects, ([], []))
+    if problems:
+        raise UserError(problems[:10])
+    keep = [i for i, (_, cats) in enumerate(rows) if all(c in label2id for c in cats)]
+    boxes = [rows[i][0] for i in keep]
+    classes = [[label2id[c] for c in rows[i][1]] for i in keep]
+    return vu.DetectionSet([df["image"].iloc[i] for i in keep], boxes, classes, processor, params, train=train)
+
+
+def metrics(pred: Any, processor: Any, names: list[str], size: int, run_dir: Path) -> dict[str, float]:
+    """COCO mAP@[.5:.95], mAP@.5, mAP@.75 (pycocotools); AP per class goes to ``per_class_ap.json``."""
+    from engine import runfiles as rf
+
+    overall, per_class = vu.coco_map(*vu.detections(pred, processor, size), names)
+    rf.write_json(run_dir / "per_class_ap.json", per_class)
+    return overall
+
+
+def train(job: Job) -> dict[str, float]:
+    from transformers import AutoModelForObjectDetection
+
+    params = job.params
+    rows, problems = xu.parse_rows(job.train["objects"], parse_objects, ([], []))
+    if problems:
+        raise UserError(problems[:10])
+    id2label, label2id = xu.label_maps(c for _, cats in rows for c in cats)
+    processor = vu.load_processor(params.base_model, params.trust_remote_code)
+    model = vu.load_model(
+        params,
+        AutoModelForObjectDetection,
+        heads=("class_labels_classifier", "bbox_predictor"),
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id=label2id,
+    )
+    train_set = dataset(job.train, label2id, processor, params, train=True)
+    valid_set = dataset(job.valid, label2id, processor, params, train=False) if job.valid is not None else None
+    xu.print_summary(
+        "object detection",
+        len(train_set),
+        len(valid_set or []),
+        classes=len(id2label),
+        boxes=sum(len(c) for c in train_set.classes),
+        size=params.image_square_size,
+    )
+    names = [id2label[i] for i in range(len(id2label))]
+    compute = functools.partial(
+        metrics, processor=processor, names=names, size=params.image_square_size, run_dir=job.run_dir
+    )
+    return vu.fit(
+        job,
+        model,
+        processor,
+        train_set,
+        valid_set,
+        trainer_cls=vu.detection_trainer(),
+        data_collator=vu.detection_collate,
+        compute_metrics=compute,
+        args={"eval_do_concat_batches": False},
+        side={"image_square_size": params.image_square_size},
+    )
+
+
+# ---- playground ---------------------------------------------------------------------------
+
+
+def predict(model_dir: Path, inputs: Any, threshold: float = 0.5) -> Any:
+    """``{"objects": [{"label", "score", "box": [x_min, y_min, x_max, y_max]}], "size": [w, h]}`` per image (boxes
+    in the image's pixels, best first). A dict input may set ``threshold``."""
+    import torch
+
+    from engine import runfiles as rf
+
+    if isinstance(inputs, dict) and "threshold" in inputs:
+        threshold = float(inputs["threshold"])
+    images, single = vu.as_images(inputs)
+    model, processor = vu.load_for_predict(model_dir, "AutoModelForObjectDetection")
+    size = int(rf.read_side_file(model_dir).get("image_square_size", 600))
+    spec = vu.square_spec(processor, size)
+    out = []
+    for img in images:
+        square, scale = vu.letterbox(img, size, vu.pad_colour(spec))
+        pixels = torch.from_numpy(vu.to_pixels(square, spec))[None].to(model.device)
+        with torch.no_grad():
+            raw = model(pixel_values=pixels)
+        r = processor.post_process_object_detection(raw, threshold=threshold, target_sizes=[(size, size)])[0]
+        found = [
+            {
+                "label": model.config.id2label[int(k)],
+                "score": round(float(s), 4),
+                "box": [round(float(v) / scale, 1) for v in b],
+            }
+            for s, k, b in zip(r["scores"], r["labels"], r["boxes"], strict=True)
+        ]
+        out.append({"objects": sorted(found, key=lambda o: -o["score"]), "size": list(img.size)})
+    return out[0] if single else out
+
+
+TASK = Task(
+    name="object_detection",
+    title="Object detection",
+    family="Vision",
+    description="Find and box objects in images: products on shelves, defects, vehicles, people... Bring COCO JSON, "
+    "YOLO txt labels, Pascal VOC XML or images + metadata.jsonl with `objects`, as a folder or ZIP.",
+    params=Params,
+    columns=COLUMNS,
+    train=train,
+    predict=predict,
+    key_metric="eval_map",
+    greater_is_better=True,
+    model_note="A DETR-family detector (AutoModelForObjectDetection): DETR, Conditional/Deformable DETR, YOLOS, "
+    "RT-DETR/RT-DETRv2 or D-FINE; the class head is replaced for your categories.",
+    check_data=check_data,
+    data_summary=vu.data_summary,
+    predict_input="image",
+    autotrain_names=["object-detection"],
+)
