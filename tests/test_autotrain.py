@@ -710,6 +710,6 @@ def test_trainpad_import_writes_a_config_that_loads_and_never_the_token(tmp_path
     assert main(["import", LLM_COMMAND, "-o", str(out)]) == 0
     text = out.read_text()
     assert "hf_secret_value" not in text and "--token ***" in text
-    assert "# block_size 1024" not in text  # the CLI's default block size, not given: no note
+    assert "sequences of 1024 tokens" in text  # AutoTrain CLI's default --block-size
     task, params = load_config(out)
     assert task.name == "llm_dpo" and params.max_length == 1024 and params.beta == 0.3
