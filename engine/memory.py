@@ -447,7 +447,7 @@ def estimate(task: Any, params: Any, devices: list[Any] | None = None, arch: Arc
     trainable = adapters if lora else base
     state_bytes = 4 if (lora or weight_bytes == 4) else 2
     optimizer_name = str(_p(params, "optimizer", "adamw_torch"))
-    per_state = OPTIMIZER_STATES.get(optimizer_name, 8) * state_bytes / 4
+    per_state = OPTIMIZER_STATES.get(optimizer_name, 8) * (1 if "8bit" in optimizer_name else state_bytes / 4)
     per_state += OPTIMIZER_TEMPORARIES.get(optimizer_name, 0.0) * state_bytes
     gradients = trainable * state_bytes * (2 if n > 1 and not fsdp else 1)  # DDP: buckets hold a second copy
     optimizer = int(trainable * per_state)
