@@ -42,8 +42,9 @@ class VisionParams(LoraParams):
         "(brightness/contrast/saturation). Drop color when colour is what you predict.",
     )
     lora_target_modules: str = field(
-        "query,value",
-        "Layers that get adapters (ViT-style models: query,value; all-linear for every linear layer).",
+        "all-linear",
+        "Layers that get adapters: all-linear (every linear layer but the new head, which is trained in full), or "
+        "layer names separated by commas (e.g. q_proj,v_proj for ViT in transformers 5; query,value before).",
         show_if={"use_lora": True},
         advanced=True,
     )
@@ -249,7 +250,7 @@ def load_model(params: Any, model_cls: Any, heads: tuple[str, ...] = ("classifie
     except ValueError as e:
         raise UserError(
             f"LoRA could not be added to `{params.base_model}` ({e}). Set lora_target_modules to layer names "
-            "of this model (ViT: query,value), or turn use_lora off."
+            "of this model (e.g. q_proj,v_proj), or all-linear, or turn use_lora off."
         ) from None
 
 

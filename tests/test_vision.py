@@ -337,3 +337,45 @@ def test_autotrain_image_configs_load_and_pass_the_checks(tmp_path):
         assert check_data(t, p) == [], task
     assert get_task("image-scoring").name == "image_regression"
     assert get_task("object-detection").name == "object_detection"
+
+
+@pytest.mark.parametrize("kind", ["detr", "rtdetr"])
+def test_detector_families_train_evaluate_and_predict(tmp_path, kind):
+    """DETR (softmax + no-object class) and RT-DETR (sigmoid, top-k) go through the same pipeline: a few steps,
+    COCO metrics from each family's own post-processing, boxes from predict."""
+    from engine.task import Job
+    from tests.tiny_vision import build_tiny_detector, detection_rows, write_detection
+
+    model = build_tiny_detector(tmp_path / kind, kind)
+    data = write_detection(tmp_path / "yolo", detection_rows(12, seed=2), "yolo")
+    p = params(OD, model, data, image_square_size=64, max_steps=3, batch_size=4, valid_fraction=0.25)
+    train, valid = __import__("engine.data").data.load_splits(OD, p)
+    (tmp_path / "run").mkdir()
+    metrics = OD.train(Job(task=OD, params=p, run_dir=tmp_path / "run", train=train, valid=valid))
+    assert 0 <= metrics["eval_map_50"] <= 1 and metrics["global_step"] == 3, metrics
+    out = predict_dir_model(tmp_path / "run" / "model", data / "images" / "0.png")
+    assert all(o["label"] in {"circle", "square", "triangle"} and len(o["box"]) == 4 for o in out["objects"])
+
+
+def predict_dir_model(model_dir: Path, image: Path) -> dict:
+    return OD.predict(model_dir, {"image": str(image), "threshold": 0.0})
+
+
+def test_lora_on_a_vit_trains_adapters_and_saves_a_plain_model(tmp_path, tiny_vit):
+    from transformers import AutoModelForImageClassification
+
+    from engine.task import Job
+
+    data = class_folders(tmp_path / "shapes", 6)
+    p = params(IC, tiny_vit, data, use_lora=True, max_steps=3, valid_fraction=0.0)
+    train, _ = __import__("engine.data").data.load_splits(IC, p)
+    (tmp_path / "run").mkdir()
+    IC.train(Job(task=IC, params=p, run_dir=tmp_path / "run", train=train, valid=None))
+    saved = AutoModelForImageClassification.from_pretrained(str(tmp_path / "run" / "model"))
+    before = AutoModelForImageClassification.from_pretrained(str(tiny_vit))
+    assert not (tmp_path / "run" / "model" / "adapter_config.json").exists(), "adapters are merged"
+    q = "vit.encoder.layer.0.attention.attention.query.weight"
+    names = dict(saved.named_parameters())
+    key = q if q in names else next(n for n in names if "layers.0" in n and "q_proj.weight" in n)
+    assert not __import__("torch").equal(names[key], dict(before.named_parameters())[key]), "LoRA changed query"
+    assert saved.config.num_labels == 3

@@ -171,8 +171,8 @@ def write_detection(root: Path, rows: list[tuple], fmt: str) -> Path:
 
 
 def build_tiny_detector(out_dir: Path, kind: str = "detr", size: int = 64, queries: int = 10) -> Path:
-    """A tiny DETR (ResNet backbone built from its config, nothing downloaded) or YOLOS with 3 classes, saved with
-    its PIL image processor."""
+    """A tiny DETR or RT-DETR (ResNet backbone built from its config: ``use_pretrained_backbone=False``, no timm,
+    nothing downloaded) or YOLOS with 3 classes, saved with its PIL image processor."""
     import torch
     from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig, YolosConfig, YolosForObjectDetection
     from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
@@ -192,6 +192,34 @@ def build_tiny_detector(out_dir: Path, kind: str = "detr", size: int = 64, queri
             **labels,
         )
         YolosForObjectDetection(cfg).save_pretrained(str(out_dir))
+    elif kind == "rtdetr":
+        from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrResNetConfig
+        from transformers.models.rt_detr.image_processing_pil_rt_detr import RTDetrImageProcessorPil
+
+        backbone = RTDetrResNetConfig(
+            embedding_size=16,
+            hidden_sizes=[16, 32, 32, 64],
+            depths=[1, 1, 1, 1],
+            out_features=["stage2", "stage3", "stage4"],
+        )
+        cfg = RTDetrConfig(
+            backbone_config=backbone,
+            use_pretrained_backbone=False,
+            encoder_hidden_dim=32,
+            encoder_in_channels=[32, 32, 64],
+            d_model=32,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            decoder_layers=2,
+            num_queries=queries,
+            num_denoising=10,
+            decoder_in_channels=[32, 32, 32],
+            anchor_image_size=None,
+            **labels,
+        )
+        RTDetrForObjectDetection(cfg).save_pretrained(str(out_dir))
+        RTDetrImageProcessorPil(size={"height": size, "width": size}).save_pretrained(str(out_dir))
+        return out_dir
     else:
         backbone = ResNetConfig(
             embedding_size=16, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 1, 1], out_features=["stage4"]
