@@ -58,6 +58,8 @@ def model_card(task: Any, params: Any, metrics: dict[str, Any], name: str) -> st
         "|---|---|",
     ]
     lines += [f"| {k} | {v} |" for k, v in shown.items()]
+    if isinstance(metrics.get("protocol"), str):  # how the task used the rows (e.g. tabular with a validation file)
+        lines += ["", "## How the data was used", "", metrics["protocol"]]
     lines += [
         "",
         "## Training parameters",

@@ -713,3 +713,59 @@ def test_trainpad_import_writes_a_config_that_loads_and_never_the_token(tmp_path
     assert "sequences of 1024 tokens" in text  # AutoTrain CLI's default --block-size
     task, params = load_config(out)
     assert task.name == "llm_dpo" and params.max_length == 1024 and params.beta == 0.3
+
+
+# ---- tabular: AutoTrain's protocol (train and validation files) uses every labelled row -----------------------
+
+
+def _breast_cancer_splits(folder: Path, seed: int = 42) -> tuple[Path, Path, object]:
+    """AutoTrain's layout (train.csv + valid.csv in one folder: 364 + 91 rows) and 114 rows neither tool sees."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    frame = load_breast_cancer(as_frame=True).frame.rename(columns={"target": "diagnosis"})
+    frame.insert(0, "id", range(len(frame)))
+    seen, unseen = train_test_split(frame, test_size=0.2, random_state=seed, stratify=frame["diagnosis"])
+    train, valid = train_test_split(seen, test_size=0.2, random_state=seed, stratify=seen["diagnosis"])
+    train.to_csv(folder / "train.csv", index=False)
+    valid.to_csv(folder / "valid.csv", index=False)
+    return folder, folder / "valid.csv", unseen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rows", ["train", "score"])
+def test_tabular_validation_rows_join_the_cross_validation_and_the_card_says_so(tmp_path, rows):
+    from engine.runfiles import MODEL_DIR
+    from engine.tabular.bundle import predict as predict_bundle
+    from engine.task import Job
+    from engine.worker import model_card
+
+    folder, _, unseen = _breast_cancer_splits(tmp_path)
+    doc = {
+        "task": "tabular",
+        "base_model": "xgboost",
+        "project_name": "bc",
+        "data": {
+            "path": str(folder),
+            "train_split": "train",
+            "valid_split": "valid",
+            "column_mapping": {"id_column": "id", "target_columns": ["diagnosis"]},
+        },
+        "params": {"task": "classification", "time_limit": 8, "num_trials": 4},
+    }
+    task, params = from_dict(doc)
+    params = params.model_copy(update={"validation_rows": rows, "feature_importance": False})
+    (tmp_path / "run").mkdir()
+    metrics = task.train(Job(task, params, tmp_path / "run", None, None))
+    if rows == "train":
+        assert metrics["train_rows"] == 455 and metrics["eval_rows"] == 91
+        assert metrics["eval_source"] == "validation rows, out of fold"
+        assert "the 364 training rows and the 91 validation rows went into one cross-validation" in metrics["protocol"]
+    else:
+        assert metrics["train_rows"] == 364 and metrics["eval_source"] == "validation"
+        assert "held-out validation rows, which no model saw" in metrics["protocol"]
+    card = model_card(task, params, metrics, "bc")
+    assert "## How the data was used" in card and metrics["protocol"] in card
+    rows_out = predict_bundle(tmp_path / "run" / MODEL_DIR, unseen.drop(columns="diagnosis").to_dict(orient="records"))
+    accuracy = sum(r["prediction"] == y for r, y in zip(rows_out, unseen["diagnosis"], strict=True)) / len(unseen)
+    assert accuracy > 0.9

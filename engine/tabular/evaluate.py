@@ -22,7 +22,10 @@ from engine.tabular.targets import Setup, encode_targets
 
 def evaluate(bundle: dict[str, Any], members: Members, d: Prepared, notices: list[str]) -> dict[str, Any]:
     """eval_* metrics on the validation rows (or, without any, on the out-of-fold predictions)."""
-    if d.valid_df is not None and len(d.valid_df):
+    if d.valid_mask is not None and d.valid_mask.any():
+        oof = sum(w * c.oof for w, c in members)
+        scores, y_true, source = oof[d.valid_mask], d.y[d.valid_mask], "validation rows, out of fold"
+    elif d.valid_df is not None and len(d.valid_df):
         X_valid, y_true, unscored = _valid_rows(bundle, d)
         if unscored:
             log(f"{unscored} validation row(s) have no target or a class unseen in training; not scored.", notices)
@@ -55,7 +58,27 @@ def summary(search: Search, d: Prepared, cv_score: float, started: float) -> dic
         "n_trials": sum(r["model"] != "ensemble" for r in search.leaderboard),
         "train_rows": len(d.X),
         "search_seconds": round(time.time() - started, 2),
+        "protocol": protocol(d),
     }
+
+
+def protocol(d: Prepared) -> str:
+    """How the rows were used, in words, for the model card."""
+    if d.valid_mask is not None:
+        n_valid = int(d.valid_mask.sum())
+        return (
+            f"Every labelled row trained the model: the {len(d.X) - n_valid} training rows and the {n_valid} "
+            "validation rows went into one cross-validation (model search, ensemble weights), then the chosen models "
+            "were refit on all of them. eval_* are the out-of-fold scores of the validation rows (each predicted by "
+            "models that did not train on it; the model choice saw every out-of-fold score, so they are slightly "
+            "optimistic); cv_* cover all rows. Judge the model on rows outside both files."
+        )
+    if d.valid_df is not None and len(d.valid_df):
+        return (
+            f"Cross-validation on the {len(d.X)} training rows chose and fitted the model; eval_* are scores on "
+            f"the {len(d.valid_df)} held-out validation rows, which no model saw."
+        )
+    return f"Cross-validation on the {len(d.X)} training rows; eval_* are its out-of-fold scores."
 
 
 def importance_for(bundle: dict[str, Any], d: Prepared, params: Any, started: float) -> dict[str, float]:

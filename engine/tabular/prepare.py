@@ -29,6 +29,7 @@ class Prepared:
     id_col: str | None
     setup: Setup
     spec: dict[str, Any]
+    valid_mask: np.ndarray | None = None  # rows of X that came from the user's validation data (joined the CV)
 
 
 def prepare(params: Any, notices: list[str]) -> Prepared:
@@ -36,9 +37,12 @@ def prepare(params: Any, notices: list[str]) -> Prepared:
     raw, raw_valid = load_checked(params)
     targets, id_col, _ = resolve_roles(list(raw.columns), params)
     train_df, valid_df = split_rows(raw, raw_valid, targets, params, notices)
+    if raw_valid is not None and params.validation_rows == "train":
+        train_df, valid_df = join_validation(train_df, valid_df, targets), None
     problem = detect_problem(train_df[targets], params.problem_type)
     if problem in ("binary", "multiclass"):
         train_df = drop_rare_classes(train_df, targets[0], notices)
+    valid_mask = train_df.pop(FROM_VALID).to_numpy(bool) if FROM_VALID in train_df else None
     features = [c for c in raw.columns if c not in targets and c != id_col]
     threads = params.threads or auto_threads(len(train_df), len(features))
     setup = make_setup(train_df[targets], problem, params.metric, params.label_separator, threads, params.calibrate)
@@ -54,7 +58,23 @@ def prepare(params: Any, notices: list[str]) -> Prepared:
         f"{problem} problem, {len(X)} training rows, {0 if valid_df is None else len(valid_df)} validation rows, "
         f"{sum(k != 'drop' for k in spec['columns'].values())} features; optimising {setup.metric}."
     )
-    return Prepared(X, y, valid_df, targets, id_col, setup, spec)
+    if valid_mask is not None:
+        log(f"{int(valid_mask.sum())} validation rows joined the cross-validation (validation_rows: train).")
+    return Prepared(X, y, valid_df, targets, id_col, setup, spec, valid_mask)
+
+
+FROM_VALID = "__trainpad_from_validation__"
+
+
+def join_validation(train_df: pd.DataFrame, valid_df: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
+    """The training rows and the labelled validation rows in one table, the latter marked in ``FROM_VALID``."""
+    labelled = ~missing_mask(valid_df[targets[0]])
+    for t in targets[1:]:
+        labelled &= ~missing_mask(valid_df[t])
+    both = pd.concat(
+        [train_df.assign(**{FROM_VALID: False}), valid_df[labelled].assign(**{FROM_VALID: True})], ignore_index=True
+    )
+    return both
 
 
 def auto_threads(n_rows: int, n_cols: int) -> int:

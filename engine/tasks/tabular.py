@@ -80,6 +80,13 @@ class Params(CommonParams):
         "(better log loss, fairer ensembles; predicted classes do not change).",
         advanced=True,
     )
+    validation_rows: Literal["train", "score"] = field(
+        "train",
+        "With a validation file or split of your own: train = its rows join the cross-validation, so every labelled "
+        "row trains the final model (their eval_* scores are out of fold: each row predicted by models that did not "
+        "see it); score = they are held out and only scored.",
+        advanced=True,
+    )
     refit_full: bool = field(
         True,
         "Refit the chosen models on all training rows when time allows (usually better on small tables). "
