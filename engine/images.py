@@ -550,3 +550,71 @@ def read_yolo(folder: Path) -> pd.DataFrame | None:
     if problems:
         raise UserError(problems[:10])
     return _objects_frame(rows, "YOLO txt labels" + ("" if names else " (no class names file: classes are numbers)"))
+
+
+# ---- previews -----------------------------------------------------------------------------
+
+
+def thumbnail(value: Any, objects: Any = None, size: int = 160, bases: list[Path] = ()) -> Any:
+    """A small RGB copy of the image for a preview, with the ``objects`` boxes ([x, y, w, h] pixels) drawn."""
+    from PIL import ImageDraw
+
+    img = open_image(value, bases)
+    scale = size / max(img.size)
+    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
+    if isinstance(objects, dict):
+        draw = ImageDraw.Draw(img)
+        for (x, y, w, h), cat in zip(objects.get("bbox", []), objects.get("category", []), strict=False):
+            box = [x * scale, y * scale, (x + w) * scale, (y + h) * scale]
+            draw.rectangle(box, outline=(255, 40, 40), width=2)
+            draw.text((box[0] + 2, box[1] + 1), str(cat), fill=(255, 255, 0))
+    return img
+
+
+def gallery(df: pd.DataFrame, bases: list[Path] = (), limit: int = 24) -> list[tuple[Any, str]]:
+    """(thumbnail, caption) for ``limit`` rows (a seeded sample) of an image table: the label or target as caption, or the
+    number of boxes and their categories (drawn on the thumbnail); an unreadable image says why."""
+    col = next((c for c in FILE_COLUMNS if c in df.columns), None)
+    if col is None:
+        return []
+    label = next((c for c in ("label", "target", "labels", "class", "category", "score") if c in df.columns), None)
+    items = []
+    for _, row in df.sample(min(limit, len(df)), random_state=0).iterrows():  # a spread, not the first folder
+        objects = row.get("objects") if "objects" in df.columns else None
+        if isinstance(objects, str):
+            objects = json.loads(objects) if objects.strip().startswith("{") else None
+        try:
+            thumb = thumbnail(row[col], objects, bases=bases)
+        except UserError as e:
+            items.append((_blank(), e.problems[0][:120]))
+            continue
+        if isinstance(objects, dict):
+            cats = list(objects.get("category", []))
+            caption = f"{len(cats)} box(es): {', '.join(map(str, cats[:4]))}" + ("…" if len(cats) > 4 else "")
+        else:
+            caption = str(row[label]) if label else Path(str(row[col])).name
+        items.append((thumb, caption))
+    return items
+
+
+def _blank() -> Any:
+    from PIL import Image
+
+    return Image.new("RGB", (160, 160), (200, 200, 200))
+
+
+def counts_note(df: pd.DataFrame) -> str:
+    """One line with the image count and the class counts (labels, or box categories for detection)."""
+    if "objects" in df.columns:
+        cats = pd.Series([c for o in df["objects"] if isinstance(o, dict) for c in o.get("category", [])], dtype=str)
+        what = f"{len(cats)} boxes"
+    else:
+        col = next((c for c in ("label", "labels", "class", "category") if c in df.columns), None)
+        cats, what = (df[col].astype(str), "") if col else (pd.Series([], dtype=str), "")
+    counts = cats.value_counts()
+    classes = ", ".join(f"{k} ({v})" for k, v in counts.head(20).items())
+    more = f" and {len(counts) - 20} more" if len(counts) > 20 else ""
+    fmt = f" ({df.attrs['format']})" if df.attrs.get("format") else ""
+    return (
+        f"{len(df)} images{fmt}" + (f", {what}" if what else "") + (f". Classes: {classes}{more}." if classes else ".")
+    )

@@ -99,6 +99,9 @@ def data_summary(task: Any, params: Any) -> str:
     lines = [f"**{len(train)}** training images" + (f", **{len(valid)}** validation" if valid is not None else "")]
     if fmt := train.attrs.get("format"):
         lines.append(f"Layout found: {fmt}.")
+    for name, df in (("training", train), ("validation", valid)):
+        if df is not None and len(df) > im.MAX_CHECKED:
+            lines.append(f"The check decoded a random sample of {im.MAX_CHECKED} of the {len(df)} {name} images.")
     if "target" in train and task.stratify_role:
         counts = train["target"].astype(str).value_counts()
         lines.append("Classes: " + ", ".join(f"{k} ({v})" for k, v in counts.head(30).items()))
@@ -146,8 +149,10 @@ def pixel_spec(processor: Any) -> PixelSpec:
 
 
 def augment(img: Any, spec: PixelSpec, kind: str, rng: Any) -> Any:
-    """One random variant of a (cached, slightly larger) training image, resized to the model's size."""
-    from PIL import Image, ImageEnhance
+    """One random variant of a (cached, slightly larger) training image, resized to the model's size, as a
+    normalised array: crop and flip on the PIL image, colour changes (brightness, contrast, saturation; numpy,
+    ~10x cheaper than PIL's ImageEnhance) on the pixels."""
+    from PIL import Image
 
     w, h = img.size
     if "crop" in kind:
@@ -159,17 +164,22 @@ def augment(img: Any, spec: PixelSpec, kind: str, rng: Any) -> Any:
     img = img.resize((spec.width, spec.height), Image.BILINEAR) if img.size != (spec.width, spec.height) else img
     if "flip" in kind and rng.random() < 0.5:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
-    if "color" in kind:
-        for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
-            img = enhance(img).enhance(rng.uniform(0.8, 1.2))
-    return img
+    colour = tuple(rng.uniform(0.8, 1.2) for _ in range(3)) if "color" in kind else None
+    return to_pixels(img, spec, colour)
 
 
-def to_pixels(img: Any, spec: PixelSpec) -> Any:
-    """A PIL image of the model's size as a normalised float32 CHW array."""
+def to_pixels(img: Any, spec: PixelSpec, colour: tuple[float, float, float] | None = None) -> Any:
+    """A PIL image of the model's size as a normalised float32 CHW array; ``colour`` = (brightness, contrast,
+    saturation) factors applied first (1 = unchanged)."""
     import numpy as np
 
     arr = np.asarray(img, dtype=np.float32) * (1 / 255.0)
+    if colour is not None:
+        brightness, contrast, saturation = colour
+        arr = arr * brightness
+        arr = (arr - arr.mean()) * contrast + arr.mean()
+        grey = arr @ np.asarray([0.299, 0.587, 0.114], np.float32)
+        arr = np.clip((arr - grey[..., None]) * saturation + grey[..., None], 0.0, 1.0)
     arr = (arr - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
@@ -208,7 +218,7 @@ class ImageSet:
     def __getitem__(self, i: int) -> dict[str, Any]:
         img = self._decoded(i)
         if self.train:
-            img = to_pixels(augment(img, self.spec, self.kind, self.rng), self.spec)
+            img = augment(img, self.spec, self.kind, self.rng)
         return {"pixel_values": img, "labels": self.labels[i]}
 
 
@@ -428,12 +438,11 @@ class DetectionSet:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
             boxes = boxes.copy()
             boxes[:, 0] = self.size - boxes[:, 0] - boxes[:, 2]
-        if self.train and "color" in self.kind:
-            img = augment(img, self.spec, "color", self.rng)
+        colour = tuple(self.rng.uniform(0.8, 1.2) for _ in range(3)) if self.train and "color" in self.kind else None
         x, y, w, h = (np.clip(boxes, 0, self.size) / self.size).T if len(boxes) else np.zeros((4, 0), np.float32)
         cxcywh = np.stack([x + w / 2, y + h / 2, w, h], axis=-1).astype(np.float32)
         return {
-            "pixel_values": to_pixels(img, self.spec),
+            "pixel_values": to_pixels(img, self.spec, colour),
             "labels": {"class_labels": np.asarray(self.classes[i], dtype=np.int64), "boxes": cxcywh},
         }
 

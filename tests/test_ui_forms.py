@@ -131,7 +131,7 @@ def test_zip_upload_becomes_a_folder(tmp_path, ctx):
     folder = datasource.keep_upload(tmp_path / "imgs.zip", ctx.uploads_dir)
     assert folder.is_dir() and folder.name == "imgs"
     df, note = datasource.preview(datasource.source_params(str(folder)))
-    assert list(df["folder"]) == ["cat", "dog"]
+    assert list(df["label"]) == ["cat", "dog"]  # an image folder previews as the table the worker reads
 
 
 def test_check_reports_parameter_and_data_problems(tmp_path, ctx):

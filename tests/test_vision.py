@@ -379,3 +379,54 @@ def test_lora_on_a_vit_trains_adapters_and_saves_a_plain_model(tmp_path, tiny_vi
     key = q if q in names else next(n for n in names if "layers.0" in n and "q_proj.weight" in n)
     assert not __import__("torch").equal(names[key], dict(before.named_parameters())[key]), "LoRA changed query"
     assert saved.config.num_labels == 3
+
+
+# ---- UI handlers --------------------------------------------------------------------------
+
+
+def test_upload_of_an_image_zip_previews_a_gallery_with_class_counts(supervisor, tmp_path):
+    import gradio as gr
+
+    from ui import task_tab
+    from ui.context import Context
+
+    ctx = Context(supervisor)
+    with gr.Blocks():
+        tab = task_tab.build(IC, ctx)
+        od_tab = task_tab.build(OD, ctx)
+    assert tab.gallery is not None and task_tab.build is not None
+    data = zip_folder(class_folders(tmp_path / "shapes", 4), tmp_path / "shapes.zip")
+    values = {name: comp.value for name, comp in tab.inputs().items()} | {"upload": str(data)}
+    out = task_tab.upload_updates(ctx, tab, values)
+    gallery = out[tab.gallery]
+    assert gallery["visible"] and len(gallery["value"]) == 12, gallery
+    assert gallery["label"] == "12 images (class sub-folders). Classes: circle (4), square (4), triangle (4)."
+    assert {caption for _, caption in gallery["value"]} == {"circle", "square", "triangle"}
+    assert out[tab.mapping["image"]]["value"] == "image"  # (`label` is matched to `target` by alias at run time)
+
+    from tests.tiny_vision import detection_rows, write_detection
+
+    coco = write_detection(tmp_path / "coco", detection_rows(3, seed=1), "coco")
+    values = {name: comp.value for name, comp in od_tab.inputs().items()} | {"data_path": str(coco)}
+    gallery = task_tab.preview_updates(od_tab, values)[od_tab.gallery]
+    assert all("box(es)" in caption for _, caption in gallery["value"]) and "boxes" in gallery["label"]
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a/zeros.png", b"\0" * (30 * 2**20))
+    out = task_tab.upload_updates(ctx, tab, values | {"upload": str(bomb)})
+    assert "zeros.png" in out[tab.data_msg] and "expands" in out[tab.data_msg]
+
+
+def test_playground_takes_an_image_and_draws_detected_boxes(tmp_path):
+    from ui import playground
+
+    assert playground.widget_kind("image_classification") == "image"
+    assert playground.widget_kind("object_detection") == "image"
+    assert playground.make_inputs("image", "", "", None, image="/x/cat.png") == "/x/cat.png"
+    with pytest.raises(UserError, match="Upload an image"):
+        playground.make_inputs("image", "", "", None, image=None)
+    found = {"objects": [{"label": "circle", "score": 0.91, "box": [1.2, 2.0, 30.6, 20.0]}], "size": [64, 64]}
+    view = playground.boxes_view("/x/cat.png", found)
+    assert view["visible"] and view["value"] == ("/x/cat.png", [((1, 2, 31, 20), "circle 0.91")])
+    assert not playground.boxes_view("/x/cat.png", {"label": "cat", "scores": {}})["visible"]

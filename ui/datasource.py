@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from engine import data
+from engine import data, images
 from engine.errors import UserError
 from engine.task import Task
 
@@ -65,6 +65,9 @@ def _unzip(src: Path, dest: Path) -> Path:
     except zipfile.BadZipFile:
         raise UserError(f"`{src.name}` is not a readable ZIP file. Zip the data folder again and upload it.") from None
     with archive:
+        problems = images.zip_problems(src)  # `../`, absolute or link members, zip bombs, too many members
+        if problems:
+            raise UserError(problems)
         names = [n for n in archive.namelist() if not n.startswith("__MACOSX/")]
         for n in names:
             if Path(n).is_absolute() or ".." in Path(n).parts:
@@ -103,7 +106,7 @@ def preview(source: Any) -> tuple[pd.DataFrame, str]:
             "the run starts. Type the column names into the mapping below if they differ from the roles."
         )
     folder = Path(path).expanduser()
-    if folder.is_dir() and not _has_table(folder):
+    if folder.is_dir() and not _has_table(folder) and not images.is_image_source(folder):
         return media_listing(
             folder
         ), f"Folder `{folder.name}`: files and the sub-folder each one is in (usually its label)."
@@ -159,3 +162,19 @@ def _is_missing(v: Any) -> bool:
         return bool(pd.isna(v))
     except (TypeError, ValueError):
         return False
+
+
+def gallery(source: Any, limit: int = 24) -> tuple[list[tuple[Any, str]], str]:
+    """Thumbnails with their labels (boxes drawn for detection) and the class counts of local image data;
+    ``([], "")`` for data without an image column (or that cannot be read: the preview says why)."""
+    path = str(source.data_path or "").strip()
+    if not path or not data.is_local(path):
+        return [], ""
+    try:
+        train, _ = data.load_raw(source)
+    except UserError:
+        return [], ""
+    if not any(c in train.columns for c in images.FILE_COLUMNS):
+        return [], ""
+    folder = Path(path).expanduser()
+    return images.gallery(train, [folder if folder.is_dir() else folder.parent], limit), images.counts_note(train)

@@ -16,12 +16,13 @@ from engine.task import get_task
 from ui.context import Context
 from ui.predictor import predictor_for, release
 
-KINDS = ["chat", "text", "json", "table"]
+KINDS = ["chat", "text", "json", "table", "image"]
 HINTS = {
     "chat": "Chat with the model: each message is sent with the conversation so far.",
     "text": "Type a text; the model's prediction appears on the right.",
     "json": "Enter the input as JSON (the task's predict input).",
     "table": "Fill in one or more rows; each row gets a prediction.",
+    "image": "Upload an image (or take one with the webcam); the prediction appears on the right.",
 }
 
 
@@ -56,10 +57,14 @@ def table_template(row: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([[""] * len(columns)], columns=columns)
 
 
-def make_inputs(kind: str, text: str, json_text: str, table: Any) -> Any:
-    """The predict input for the widget kind; UserError for JSON that does not parse."""
+def make_inputs(kind: str, text: str, json_text: str, table: Any, image: str | None = None) -> Any:
+    """The predict input for the widget kind; UserError for JSON that does not parse or a missing image."""
     if kind == "text":
         return text
+    if kind == "image":
+        if not image:
+            raise UserError("Upload an image first.")
+        return str(image)
     if kind == "table":
         df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
         rows = df.replace("", None).dropna(how="all").to_dict(orient="records")
@@ -107,17 +112,30 @@ def _layout(ctx: Context) -> dict[str, Any]:
         w["json"] = gr.Code(language="json", label="Input (JSON)", elem_id="play-json", interactive=True)
     with gr.Group(visible=False) as groups["table"]:
         w["table"] = gr.Dataframe(label="Rows", interactive=True, elem_id="play-table")
+    with gr.Group(visible=False) as groups["image"]:
+        w["image"] = gr.Image(
+            type="filepath", sources=["upload", "webcam", "clipboard"], label="Image", elem_id="play-image"
+        )
     with gr.Row(visible=False) as w["predict_row"]:
         w["predict"] = gr.Button("Predict", variant="primary", elem_id="play-predict")
     w["output"] = gr.JSON(label="Prediction", elem_id="play-output", visible=False)
+    w["boxes"] = gr.AnnotatedImage(label="Boxes found", elem_id="play-boxes", visible=False)
     return w
+
+
+def boxes_view(image: str | None, output: Any) -> Any:
+    """The image with the detected boxes drawn (``gr.AnnotatedImage``), for a detection output; hidden otherwise."""
+    if not image or not isinstance(output, dict) or "objects" not in output:
+        return gr.update(visible=False, value=None)
+    boxes = [(tuple(int(round(v)) for v in o["box"]), f"{o['label']} {o['score']:.2f}") for o in output["objects"]]
+    return gr.update(visible=True, value=(image, boxes))
 
 
 def pick_updates(ctx: Context, w: dict[str, Any], run_id: str, session: str) -> dict[Any, Any]:
     """Show the input widget of the picked run's task, and start its prediction process (it warms up)."""
     release(session)
     row = ctx.store.get_run(run_id) if run_id else None
-    hidden = {g: gr.update(visible=False) for g in [*w["groups"].values(), w["predict_row"], w["output"]]}
+    hidden = {g: gr.update(visible=False) for g in [*w["groups"].values(), w["predict_row"], w["output"], w["boxes"]]}
     if row is None:
         return {w["info"]: "Pick a run that succeeded.", w["kind"]: "json", **hidden}
     kind = widget_kind(row["task"])
@@ -138,7 +156,7 @@ def _wire_pick(ctx: Context, w: dict[str, Any], playground_tab: Any) -> None:
     def on_pick(run_id: str, request: gr.Request) -> dict[Any, Any]:
         return pick_updates(ctx, w, run_id, request.session_hash or "")
 
-    outputs = [w["info"], w["kind"], *w["groups"].values(), w["predict_row"], w["output"], w["table"]]
+    outputs = [w["info"], w["kind"], *w["groups"].values(), w["predict_row"], w["output"], w["boxes"], w["table"]]
     w["run"].change(on_pick, w["run"], outputs, api_visibility="private", concurrency_limit=None)
     for trigger in (w["refresh"].click, playground_tab.select):
         trigger(lambda: gr.update(choices=succeeded_runs(ctx)), None, w["run"], api_visibility="private")
@@ -156,15 +174,21 @@ def ask(ctx: Context, run_id: str, inputs: Any, session: str) -> Any:
 
 
 def _wire_predict(ctx: Context, w: dict[str, Any]) -> None:
-    def on_predict(run_id: str, kind: str, text: str, json_text: str, table: Any, request: gr.Request) -> Any:
+    def on_predict(
+        run_id: str, kind: str, text: str, json_text: str, table: Any, image: str | None, request: gr.Request
+    ) -> Any:
         try:
-            inputs = make_inputs(kind, text, json_text, table)
+            inputs = make_inputs(kind, text, json_text, table, image)
         except UserError as e:
             raise gr.Error(str(e)) from None
         return ask(ctx, run_id, inputs, request.session_hash or "")
 
-    inputs = [w["run"], w["kind"], w["text"], w["json"], w["table"]]
-    w["predict"].click(on_predict, inputs, w["output"], api_name="predict", concurrency_limit=4)
+    def on_output(kind: str, image: str | None, output: Any) -> Any:
+        return boxes_view(image if kind == "image" else None, output)
+
+    inputs = [w["run"], w["kind"], w["text"], w["json"], w["table"], w["image"]]
+    predicted = w["predict"].click(on_predict, inputs, w["output"], api_name="predict", concurrency_limit=4)
+    predicted.then(on_output, [w["kind"], w["image"], w["output"]], w["boxes"], api_visibility="private")
 
 
 def _wire_chat(ctx: Context, w: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ class TaskTab:
     data_path: Any = None
     data_fields: dict[str, Any] = field(default_factory=dict)
     preview: Any = None
+    gallery: Any = None  # thumbnails with labels (boxes drawn), for tasks whose input is an image
     data_msg: Any = None
     mapping: dict[str, Any] = field(default_factory=dict)
     form: dict[str, Any] = field(default_factory=dict)
@@ -63,6 +64,7 @@ class TaskTab:
     def by_component(self, named: dict[str, Any]) -> dict[Any, Any]:
         """Updates keyed by input key (or ``preview``, ``data_msg``, ``form_msg``) -> keyed by component."""
         widgets = {**self.inputs(), "preview": self.preview, "data_msg": self.data_msg, "form_msg": self.form_msg}
+        widgets["gallery"] = self.gallery
         return {widgets[k]: v for k, v in named.items()}
 
 
@@ -150,6 +152,8 @@ def _data_section(task: Task, tab: TaskTab) -> None:
         visible=False,
         wrap=True,
     )
+    if task.predict_input == "image":
+        tab.gallery = gr.Gallery(label="Images", columns=8, height=280, visible=False, elem_id=f"{p}-gallery")
 
 
 def _mapping_section(task: Task, tab: TaskTab) -> None:
@@ -218,7 +222,17 @@ def preview_updates(tab: TaskTab, values: dict[str, Any]) -> dict[Any, Any]:
     current = {r: values.get(MAP_PREFIX + r) for r in tab.mapping}
     df, note, matched, columns = task_view.preview_data(tab.task, values.get("data_path"), extra, current)
     choices = task_view.mapping_choices(tab.mapping, matched, columns)
-    return tab.by_component({"preview": shown(df), "data_msg": note, **{k: gr.update(**c) for k, c in choices.items()}})
+    updates = {"preview": shown(df), "data_msg": note, **{k: gr.update(**c) for k, c in choices.items()}}
+    return tab.by_component({**updates, **gallery_updates(tab, values.get("data_path"), extra)})
+
+
+def gallery_updates(tab: TaskTab, data_path: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+    """The image tabs' gallery: thumbnails with labels (or boxes) and the class counts as its label."""
+    if tab.gallery is None:
+        return {}
+    source = datasource.source_params(data_path or "", **{k: v for k, v in extra.items() if k != "valid_fraction"})
+    items, counts = datasource.gallery(source)
+    return {"gallery": gr.update(value=items or None, visible=bool(items), label=counts or "Images")}
 
 
 def upload_updates(ctx: Context, tab: TaskTab, values: dict[str, Any]) -> Any:
@@ -276,6 +290,8 @@ def fill_updates(tab: TaskTab, request: dict[str, Any]) -> dict[Any, Any]:
     """A config's values put into the tab's widgets (see :func:`ui.task_view.fill_values`)."""
     filled = task_view.fill_values(tab.task, request, list(tab.inputs()), list(tab.mapping))
     filled["preview"] = shown(filled["preview"])
+    extra = {k: filled.get(k) for k in tab.data_fields}
+    filled.update(gallery_updates(tab, filled.get("data_path"), extra))
     filled.update({MAP_PREFIX + r: gr.update(**filled[MAP_PREFIX + r]) for r in tab.mapping})
     return tab.by_component(filled)
 
@@ -300,7 +316,7 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
 
 def _wire_data(tab: TaskTab, ctx: Context) -> None:
     data_in = {**tab.data_fields, **{MAP_PREFIX + r: c for r, c in tab.mapping.items()}}
-    preview_out = [tab.preview, tab.data_msg, *tab.mapping.values()]
+    preview_out = [tab.preview, tab.data_msg, *tab.mapping.values(), *([tab.gallery] if tab.gallery else [])]
 
     def on_upload(**values: Any) -> Any:
         return upload_updates(ctx, tab, values)
@@ -356,7 +372,7 @@ def _wire_fill(tab: TaskTab, shared: Shared, task_tabs: Any) -> None:
     """A config loaded (or a run duplicated) for this task fills the tab and shows it."""
     fill_out = [shared.main_tabs, shared.family_tabs, task_tabs, tab.base_model, tab.data_path]
     fill_out += [*tab.data_fields.values(), *tab.mapping.values(), *tab.form.values()]
-    fill_out += [tab.run_name, tab.preview, tab.data_msg]
+    fill_out += [tab.run_name, tab.preview, tab.data_msg, *([tab.gallery] if tab.gallery else [])]
 
     def on_fill(request: dict[str, Any] | None) -> Any:
         if not request or request.get("task") != tab.task.name:
