@@ -430,3 +430,21 @@ def test_playground_takes_an_image_and_draws_detected_boxes(tmp_path):
     view = playground.boxes_view("/x/cat.png", found)
     assert view["visible"] and view["value"] == ("/x/cat.png", [((1, 2, 31, 20), "circle 0.91")])
     assert not playground.boxes_view("/x/cat.png", {"label": "cat", "scores": {}})["visible"]
+
+
+def test_image_sets_work_in_dataloader_worker_processes(tmp_path):
+    """Large uncached sets decode in DataLoader worker processes: the datasets must pickle and give the same
+    tensors as in-process loading."""
+    import torch
+
+    from engine import vision_utils as vu
+    from tests.tiny_vision import image_processor
+
+    folder = class_folders(tmp_path / "shapes", 4)
+    df = im.read_image_folder(folder)
+    p = params(IC, tmp_path, folder, augmentation="none")
+    ds = vu.ImageSet(list(df["image"]), [0] * len(df), image_processor(), p, train=True)
+    ds.cache = None  # as for a set over CACHE_BYTES
+    batches = list(torch.utils.data.DataLoader(ds, batch_size=6, num_workers=2, collate_fn=vu.collate))
+    assert torch.equal(batches[0]["pixel_values"], vu.collate([ds[i] for i in range(6)])["pixel_values"])
+    assert vu.dataloader_workers(5000, cached=False) >= 0 and vu.dataloader_workers(5000, cached=True) == 0
