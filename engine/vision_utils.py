@@ -102,9 +102,8 @@ def data_summary(task: Any, params: Any) -> str:
     for name, df in (("training", train), ("validation", valid)):
         if df is not None and len(df) > im.MAX_CHECKED:
             lines.append(f"The check decoded a random sample of {im.MAX_CHECKED} of the {len(df)} {name} images.")
-    if "target" in train and task.stratify_role:
-        counts = train["target"].astype(str).value_counts()
-        lines.append("Classes: " + ", ".join(f"{k} ({v})" for k, v in counts.head(30).items()))
+    if "objects" in train or task.stratify_role:  # class (or box category) counts
+        lines.append(im.counts_note(train.rename(columns={task.stratify_role or "": "label"})).split(". ", 1)[-1])
     return "\n\n".join(lines)
 
 
