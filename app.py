@@ -74,20 +74,82 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("TRAINPAD_MAX_UPLOAD") or "2gb",
         help="largest upload (default 2gb)",
     )
+    p.add_argument(
+        "--admin",
+        default=env("TRAINPAD_ADMINS") or (env("SPACE_AUTHOR_NAME") or ""),
+        help="on a shared instance, users who see every run, comma-separated ($TRAINPAD_ADMINS; on a Space: its owner)",
+    )
+    p.add_argument(
+        "--allow-remote-code",
+        action="store_true",
+        default=env("TRAINPAD_ALLOW_REMOTE_CODE") == "1",
+        help="let runs turn trust_remote_code on (a model's own Python code runs on this machine)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="start a shared instance (0.0.0.0, --share) without a login: anyone who reaches it can use it",
+    )
     return p
 
 
-def create(data_dir: str | Path | None = None, concurrency: int = 1) -> tuple[Any, Any]:
+def is_shared(host: str, share: bool) -> bool:
+    """Visitors other than the operator can reach the studio: a Space, a public link, a non-loopback address."""
+    return ON_SPACES or share or host not in ("127.0.0.1", "localhost", "::1")
+
+
+def oauth_enabled() -> bool:
+    """Hugging Face login: on a Space with ``hf_oauth: true`` (the platform sets OAUTH_CLIENT_ID)."""
+    from ui.studio import oauth_enabled as enabled
+
+    return enabled()
+
+
+def shared_login_problem(shared: bool, auth: Any, insecure: bool) -> str:
+    """Why a shared instance may not start as asked ("" when it may)."""
+    if not shared or auth or oauth_enabled() or insecure:
+        return ""
+    return (
+        "Refusing to start a shared instance without a login: anyone reaching it could train on this machine, "
+        "read the runs and use its resources. Give --auth user:pass (or a users file, $TRAINPAD_AUTH), enable "
+        "Hugging Face login on a Space (hf_oauth: true), or pass --insecure if you really mean it."
+    )
+
+
+def colab_login() -> list[tuple[str, str]]:
+    """Colab opens a public link: make a login for it and print it (the notebook's user reads it there)."""
+    import secrets
+
+    password = secrets.token_urlsafe(9)
+    print(f"Trainpad login for the public link: user `trainpad`, password `{password}`", flush=True)
+    return [("trainpad", password)]
+
+
+def create(
+    data_dir: str | Path | None = None,
+    concurrency: int = 1,
+    shared: bool = False,
+    admins: tuple[str, ...] = (),
+    allow_remote_code: bool = False,
+    isolated: bool | None = None,
+) -> tuple[Any, Any]:
     """The supervisor (started) and the studio's Blocks, not launched yet."""
+    from dataclasses import replace
+
+    from engine.policy import Policy
     from engine.supervisor import Supervisor
-    from ui.context import Context
+    from ui.context import Context, register
     from ui.studio import build_demo
 
     # The queue's default limit for events that set none (read when Blocks is created). Set here, not with
     # demo.queue(), which rebuilds the whole server app (~0.5 s with every task's form).
     os.environ.setdefault("GRADIO_DEFAULT_CONCURRENCY_LIMIT", "4")
-    supervisor = Supervisor(data_dir, concurrency=concurrency).start()
-    ctx = Context(supervisor, concurrency=concurrency)
+    policy = Policy.from_env(shared)
+    if allow_remote_code:
+        policy = replace(policy, allow_remote_code=True)
+    supervisor = Supervisor(data_dir, concurrency=concurrency, policy=policy).start()
+    isolated = shared if isolated is None else isolated
+    ctx = register(Context(supervisor, concurrency=concurrency, shared=isolated, admins=admins))
     return ctx, build_demo(ctx)
 
 
@@ -123,10 +185,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.concurrency < 1:
         raise SystemExit("--concurrency must be 1 or more.")
-    ctx, demo = create(args.data_dir, args.concurrency)
-    print(f"Trainpad: data folder {ctx.data_dir}", flush=True)
+    auth = parse_auth(args.auth)
+    shared = is_shared(args.host, args.share)
+    if shared and ON_COLAB and not auth and not args.insecure:
+        auth = colab_login()
+    problem = shared_login_problem(shared, auth, args.insecure)
+    if problem:
+        raise SystemExit(problem)
+    if shared and args.insecure and not auth and not oauth_enabled():
+        print("WARNING: shared instance WITHOUT a login (--insecure): anyone who reaches it can use it.", flush=True)
+    admins = tuple(a.strip() for a in args.admin.split(",") if a.strip())
+    isolated = shared and bool(auth or oauth_enabled())  # without a login there is no one to isolate
+    ctx, demo = create(args.data_dir, args.concurrency, shared, admins, args.allow_remote_code, isolated)
+    print(f"Trainpad: data folder {ctx.data_dir}" + (" (shared: users are isolated)" if shared else ""), flush=True)
     try:
-        launch(ctx, demo, args.host, args.port, args.share, parse_auth(args.auth), args.max_file_size)
+        launch(ctx, demo, args.host, args.port, args.share, auth, args.max_file_size)
     finally:
         ctx.supervisor.shutdown()
     return 0

@@ -91,7 +91,7 @@ def test_upload_map_start_watch_reload_stop(studio, page, tiny_llama, tmp_path):
     pg.locator("#llm_sft-upload input[type=file]").set_input_files(str(csv))
     expect(pg.locator("#llm_sft-preview").get_by_test_id("cell-0-0").first).to_have_text(re.compile("what is"))
     expect(pg.locator("#llm_sft-data_path textarea, #llm_sft-data_path input").first).to_have_value(
-        re.compile(r"uploads/qa-")
+        re.compile(r"uploads/[0-9a-f]{10}/qa\.csv")
     )
     pick(pg, "llm_sft-map-prompt", "question")
     pick(pg, "llm_sft-map-completion", "answer")

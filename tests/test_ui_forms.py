@@ -23,6 +23,15 @@ def ctx(supervisor) -> Context:
     return Context(supervisor)
 
 
+@pytest.fixture(autouse=True)
+def hub_ids_exist(monkeypatch):
+    """These tests use made-up Hub ids (`m`, `some/model`): treat every Hub id as there (tests/test_studio.py
+    checks the base-model problems themselves)."""
+    from engine import models
+
+    monkeypatch.setattr(models, "_hub_problems", lambda repo_id, kind, token: [])
+
+
 def default_values(task, tab: task_tab.TaskTab) -> dict:
     values = {name: comp.value for name, comp in tab.inputs().items()}
     values.update({"data_path": "data.csv", "upload": None})
@@ -118,7 +127,7 @@ def test_bad_file_preview_says_what_is_wrong(tmp_path):
 def test_upload_is_kept_in_the_data_folder(tmp_path, ctx):
     csv = write_chat_csv(tmp_path / "qa.csv")
     kept = datasource.keep_upload(csv, ctx.uploads_dir)
-    assert kept.parent == ctx.uploads_dir and kept.read_bytes() == csv.read_bytes()
+    assert kept.parent.parent == ctx.uploads_dir and kept.name == "qa.csv" and kept.read_bytes() == csv.read_bytes()
     assert datasource.keep_upload(csv, ctx.uploads_dir) == kept  # same content, same file
 
 

@@ -1,42 +1,129 @@
-"""What every UI handler needs: the supervisor (and its run store) and the data folder's sub-folders."""
+"""What every UI handler needs: the supervisor (and its run store) and the data folder's sub-folders — seen as the
+user of the current request.
+
+On a shared instance (a Space, a public link, --host 0.0.0.0) every run, upload and export has an owner: a handler
+sees, stops, deletes, downloads and predicts with its user's runs only (admins see all), and reads local files only
+from that user's uploads and the folders the operator allowed. The user comes from the request Gradio is serving
+(password login, or Hugging Face OAuth on a Space), so handlers need no extra parameter.
+"""
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from engine.errors import UserError
 from engine.store import Store
-from engine.supervisor import Supervisor
+from engine.supervisor import Supervisor, safe_name
 
 
-@dataclass
+def current_request() -> Any:
+    """The ``gr.Request`` of the event being handled (None outside one)."""
+    try:
+        from gradio.context import LocalContext
+    except ImportError:  # pragma: no cover - gradio is a dependency
+        return None
+    return LocalContext.request.get(None)
+
+
+def request_user(request: Any) -> str:
+    """The logged-in user of ``request``: password login, else the Hugging Face account of an OAuth session."""
+    if request is None:
+        return ""
+    name = getattr(request, "username", None)
+    if name:
+        return str(name)
+    info = _oauth_info(request)
+    return str((info.get("userinfo") or {}).get("preferred_username") or "")
+
+
+def request_token(request: Any) -> str:
+    """The user's own Hugging Face token from an OAuth session ("" when there is none)."""
+    return str(_oauth_info(request).get("access_token") or "")
+
+
+def _oauth_info(request: Any) -> dict[str, Any]:
+    try:
+        session = request.session  # only with the OAuth session middleware
+    except (AttributeError, AssertionError, KeyError):
+        return {}
+    return dict(session.get("oauth_info") or {}) if hasattr(session, "get") else {}
+
+
 class Context:
-    supervisor: Supervisor
-    concurrency: int = 1
+    """The studio's state. ``shared``: isolate users; ``admins``: user names that see every run."""
+
+    def __init__(
+        self, supervisor: Supervisor, concurrency: int = 1, shared: bool = False, admins: tuple[str, ...] = ()
+    ):
+        self.engine = supervisor
+        self.concurrency = concurrency
+        self.shared = shared
+        self.admins = tuple(admins)
+
+    # --- who is asking -------------------------------------------------------------------
+
+    def user(self) -> str:
+        return request_user(current_request())
+
+    def is_admin(self) -> bool:
+        return not self.shared or self.user() in self.admins
+
+    # --- the supervisor and the store, as this user sees them --------------------------------
 
     @property
-    def store(self) -> Store:
-        return self.supervisor.store
+    def supervisor(self) -> Any:
+        return UserSupervisor(self) if self.shared else self.engine
+
+    @property
+    def store(self) -> Any:
+        return UserStore(self) if self.shared else self.engine.store
+
+    def owns(self, row: dict[str, Any] | None) -> bool:
+        """Whether the current user may see ``row`` (on a shared instance a visitor who is not signed in owns
+        nothing)."""
+        if row is None:
+            return False
+        if not self.shared:
+            return True
+        user = self.user()
+        return bool(user) and (user in self.admins or (row.get("user") or "") == user)
+
+    # --- folders ---------------------------------------------------------------------------
 
     @property
     def data_dir(self) -> Path:
-        return self.supervisor.data_dir
+        return self.engine.data_dir
 
     @property
     def uploads_dir(self) -> Path:
-        return self.data_dir / "uploads"
+        """Where this user's uploads are kept (one folder per user on a shared instance)."""
+        return self.engine.user_dirs(self.user() if self.shared else "")[0]
 
     @property
     def exports_dir(self) -> Path:
         """Files offered for download (configs, model zips): the only data folder Gradio may serve."""
         path = self.data_dir / "exports"
+        if self.shared:
+            path = path / safe_name(self.user())
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    def readable(self, path: str | Path) -> bool:
+        """Whether this user may read local ``path`` (locally: anything; shared: their uploads, allowed folders)."""
+        if not self.shared:
+            return True
+        roots = [*self.engine.user_dirs(self.user()), *self.engine.policy.allowed_roots]
+        try:
+            target = Path(path).expanduser().resolve()
+        except (OSError, RuntimeError):
+            return False
+        return any(target == r.resolve() or r.resolve() in target.parents for r in roots)
 
     def browser_secret(self) -> str:
         """A secret kept in the data folder, so a restarted app still reads what browsers remember."""
@@ -54,3 +141,85 @@ class Context:
             p.parent for p in self.models_dir.glob("*/*/config.json")
         ]
         return [str(p) for p in sorted(set(found), key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+_CURRENT: list[Context] = []
+
+
+def register(ctx: Context) -> Context:
+    """The app's context, for helpers that have no ``ctx`` of their own (e.g. the data preview's path guard)."""
+    _CURRENT[:] = [ctx]
+    return ctx
+
+
+def readable(path: str | Path) -> bool:
+    return _CURRENT[0].readable(path) if _CURRENT else True
+
+
+class UserStore:
+    """The run store seen by one user of a shared instance: others' runs do not exist."""
+
+    def __init__(self, ctx: Context):
+        self._ctx, self._store = ctx, ctx.engine.store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        row = self._store.get_run(run_id)
+        return row if self._ctx.owns(row) else None
+
+    def list_runs(self, status: str | None = None, task: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        user = self._ctx.user()
+        if not user:
+            return []
+        return self._store.list_runs(status=status, task=task, limit=limit, user=None if self._ctx.is_admin() else user)
+
+    def runs_with_status(self, *statuses: str) -> list[dict[str, Any]]:
+        return [r for r in self._store.runs_with_status(*statuses) if self._ctx.owns(r)]
+
+    def metrics(self, run_id: str, names: list[str] | None = None) -> list[dict[str, Any]]:
+        return self._store.metrics(run_id, names) if self.get_run(run_id) else []
+
+    def metric_names(self, run_id: str) -> list[str]:
+        return self._store.metric_names(run_id) if self.get_run(run_id) else []
+
+
+class UserSupervisor:
+    """The supervisor used by one user of a shared instance: runs are theirs, their token is theirs."""
+
+    def __init__(self, ctx: Context):
+        self._ctx, self._sup = ctx, ctx.engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sup, name)
+
+    @property
+    def store(self) -> Store:
+        return UserStore(self._ctx)  # type: ignore[return-value]
+
+    def _own(self, run_id: str) -> str:
+        if not self._ctx.owns(self._sup.store.get_run(run_id)):
+            raise UserError(f"No run with id `{run_id}`.")
+        return run_id
+
+    def submit(self, task: Any, params: Any, **kw: Any) -> str:
+        user = self._ctx.user()
+        if not user:
+            raise UserError("Sign in first: on this shared instance every run belongs to a signed-in user.")
+        secrets_ = kw.pop("secrets", None) or _oauth_secrets()
+        return self._sup.submit(task, params, secrets=secrets_, user=user, **kw)
+
+    def stop(self, run_id: str) -> None:
+        self._sup.stop(self._own(run_id))
+
+    def delete(self, run_id: str) -> None:
+        self._sup.delete(self._own(run_id))
+
+    def resume(self, run_id: str, secrets: dict[str, str] | None = None) -> str:
+        return self._sup.resume(self._own(run_id), secrets=secrets or _oauth_secrets())
+
+
+def _oauth_secrets() -> dict[str, str] | None:
+    token = request_token(current_request())
+    return {"HF_TOKEN": token} if token else None

@@ -17,6 +17,7 @@ import pandas as pd
 from engine import data, images
 from engine.errors import UserError
 from engine.task import Task
+from ui import context
 
 UPLOAD_TYPES = [".csv", ".tsv", ".json", ".jsonl", ".parquet", ".pq", ".zip"]
 MEDIA_SUFFIXES = {
@@ -38,16 +39,27 @@ PREVIEW_ROWS = 20
 
 
 def keep_upload(path: str | Path, uploads_dir: Path) -> Path:
-    """Copy an uploaded file into ``uploads_dir`` (content-addressed); a ZIP is unpacked to a folder."""
+    """Copy an uploaded file into ``uploads_dir/<content digest>/`` under the user's own file name (so every
+    message names the file the user knows); a ZIP is unpacked to a folder there. Copied to a temporary name
+    first, so a failed copy or a refused ZIP leaves nothing behind."""
     src = Path(path)
-    digest = _digest(src)
-    uploads_dir.mkdir(parents=True, exist_ok=True)
+    folder = uploads_dir / _digest(src)
+    folder.mkdir(parents=True, exist_ok=True)
     if src.suffix.lower() == ".zip":
-        return _unzip(src, uploads_dir / f"{src.stem}-{digest}")
-    dest = uploads_dir / f"{src.stem}-{digest}{src.suffix.lower()}"
+        return _unzip(src, folder / _safe_stem(src))
+    dest = folder / (_safe_stem(src) + src.suffix.lower())
     if not dest.exists():
-        shutil.copyfile(src, dest)
+        tmp = dest.with_name(dest.name + ".part")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dest)
     return dest
+
+
+def _safe_stem(src: Path) -> str:
+    """The upload's name without odd characters or a length the file system refuses."""
+    import re
+
+    return (re.sub(r"[^\w.-]", "_", src.stem).strip("._") or "data")[:80]
 
 
 def _digest(path: Path) -> str:
@@ -72,8 +84,17 @@ def _unzip(src: Path, dest: Path) -> Path:
         for n in names:
             if Path(n).is_absolute() or ".." in Path(n).parts:
                 raise UserError(f"`{src.name}` holds an unsafe path `{n}`. Zip the folder with relative paths.")
-        if not dest.exists():
-            archive.extractall(dest, members=names)
+        if not dest.exists():  # unpacked beside, then moved: a failed extraction leaves no half folder behind
+            tmp = dest.with_name(dest.name + ".part")
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                archive.extractall(tmp, members=names)
+            except (OSError, zipfile.BadZipFile, EOFError) as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise UserError(
+                    f"`{src.name}` could not be unpacked ({e}). Zip the folder again and upload it."
+                ) from None
+            tmp.replace(dest)
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
 
@@ -95,11 +116,24 @@ def source_params(
     )
 
 
+def guard(path: str) -> None:
+    """On a shared instance, a local path must be the user's upload or an allowed folder; the refusal names
+    nothing on the server."""
+    if data.is_local(path) and not context.readable(path):
+        raise UserError(
+            "On this shared instance you can use your own uploads (or folders the operator allowed), not other "
+            "paths on the server. Upload the file, or give a Hub dataset id."
+        )
+
+
 def preview(source: Any) -> tuple[pd.DataFrame, str]:
     """The first rows of local data and a one-line note; a Hub id only gets a note (no network here)."""
     path = str(source.data_path or "").strip()
     if not path:
         return pd.DataFrame(), ""
+    guard(path)
+    if source.valid_path:
+        guard(str(source.valid_path))
     if not data.is_local(path):
         return pd.DataFrame(), (
             f"Hub dataset `{path}` (split `{source.train_split}`): the worker downloads it when "
@@ -121,14 +155,19 @@ def _has_table(folder: Path) -> bool:
     return any(f.suffix.lower() in data.EXTENSIONS for f in folder.iterdir())
 
 
+SCAN_LIMIT = 20_000  # entries looked at when listing a folder's media (a folder like `/` is not walked whole)
+
+
 def media_listing(folder: Path, limit: int = PREVIEW_ROWS) -> pd.DataFrame:
     rows = []
-    for f in sorted(folder.rglob("*")):
+    for seen, f in enumerate(folder.rglob("*")):
+        if seen >= SCAN_LIMIT:
+            break
         if f.suffix.lower() in MEDIA_SUFFIXES:
             rows.append({"file": str(f.relative_to(folder)), "folder": f.parent.name})
             if len(rows) >= limit:
                 break
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).sort_values("file").reset_index(drop=True) if rows else pd.DataFrame(rows)
 
 
 def match_columns(task: Task, columns: list[str], current: dict[str, str] | None = None) -> dict[str, str]:
@@ -168,7 +207,7 @@ def gallery(source: Any, limit: int = 24) -> tuple[list[tuple[Any, str]], str]:
     """Thumbnails with their labels (boxes drawn for detection) and the class counts of local image data;
     ``([], "")`` for data without an image column (or that cannot be read: the preview says why)."""
     path = str(source.data_path or "").strip()
-    if not path or not data.is_local(path):
+    if not path or not data.is_local(path) or not context.readable(path):
         return [], ""
     try:
         train, _ = data.load_raw(source)

@@ -5,6 +5,7 @@ Built from the task registry at start-up; adding a task to ``engine.task.TASK_MO
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,21 @@ def header(ctx: Context) -> tuple[gr.Dropdown, gr.Button]:
             info=backends[0].note,
         )
         docs = gr.Button("Docs", scale=0, min_width=80, elem_id="tp-docs", size="sm")
+        if oauth_enabled():
+            gr.LoginButton(scale=0, min_width=160)  # Hugging Face login on a Space (hf_oauth: true)
     return backend, docs
+
+
+def oauth_enabled() -> bool:
+    """On a Space with ``hf_oauth: true`` (the platform sets OAUTH_CLIENT_ID), or asked for (TRAINPAD_OAUTH=1).
+    Never otherwise: a LoginButton needs the network and a token at start-up outside a Space."""
+    return bool(os.environ.get("OAUTH_CLIENT_ID")) or os.environ.get("TRAINPAD_OAUTH") == "1"
 
 
 def build_demo(ctx: Context) -> gr.Blocks:
     """Build the Blocks (not launched)."""
-    with gr.Blocks(title="Trainpad", fill_width=True) as demo:
+    # Gradio's own cache of uploads and outputs: files older than a day are removed every hour.
+    with gr.Blocks(title="Trainpad", fill_width=True, delete_cache=(3600, 86400)) as demo:
         backend, docs = header(ctx)
         run_id = gr.Textbox(
             label="Selected run",
@@ -141,7 +151,7 @@ def launch_kwargs(ctx: Context) -> dict:
     return {
         "theme": gr.themes.Soft(primary_hue="indigo"),
         "css": CSS_PATH.read_text(encoding="utf-8") if CSS_PATH.exists() else None,
-        "allowed_paths": [str(ctx.exports_dir)],
+        "allowed_paths": [str(ctx.data_dir / "exports")],
         "footer_links": ["api", "settings"],
         "run_history": False,
         "favicon_path": str(LOGO_PATH) if LOGO_PATH.exists() else None,
