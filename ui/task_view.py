@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from engine import config as cfg
-from engine import data
+from engine import data, models
 from engine.errors import UserError
 from engine.params import validate_params
 from engine.task import Task
@@ -71,12 +71,20 @@ def problems_of(task: Task, values: dict[str, Any]) -> tuple[Any, list[str], lis
         params, param_problems = validate_params(task.params, raw), []
     except UserError as e:
         params, param_problems = None, e.problems
+    if not any(getattr(p, "field", None) == "base_model" for p in param_problems):
+        param_problems += model_problems(task, raw, values)
     try:
         probe = params or task.params.model_construct(**{**_defaults(task), **raw})
         data_problems = data.check_data(task, probe)
     except Exception as e:  # an invalid form can trip a task's checks; say so plainly
         data_problems = [f"The data could not be checked until the parameters above are fixed ({e})."]
     return params, param_problems, data_problems
+
+
+def model_problems(task: Task, raw: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    """The base model settled before launch (``engine.models``): folder, model class, Hub reachable."""
+    token = str(values.get("hf_token") or "").strip() or None
+    return models.base_model_problems(task, raw.get("base_model", ""), token)
 
 
 def _defaults(task: Task) -> dict[str, Any]:
