@@ -281,8 +281,8 @@ def best_weights_callback() -> Any:
     class ReloadBest(TrainerCallback):
         def on_train_end(self, args, state, control, model=None, **kw):  # noqa: ANN001
             best = state.best_model_checkpoint
-            if not (args.load_best_model_at_end and best and model is not None and hasattr(model, "from_pretrained")):
-                return
+            if not (args.load_best_model_at_end and best and model is not None) or hasattr(model, "peft_config"):
+                return  # (LoRA adapters are reloaded right by the Trainer itself)
             fresh = type(model).from_pretrained(best)
             model.load_state_dict(fresh.state_dict())
             print(

@@ -367,10 +367,11 @@ def test_lora_on_a_vit_trains_adapters_and_saves_a_plain_model(tmp_path, tiny_vi
     from engine.task import Job
 
     data = class_folders(tmp_path / "shapes", 6)
-    p = params(IC, tiny_vit, data, use_lora=True, max_steps=3, valid_fraction=0.0)
-    train, _ = __import__("engine.data").data.load_splits(IC, p)
+    p = params(IC, tiny_vit, data, use_lora=True, epochs=2, valid_fraction=0.2)
+    train, valid = __import__("engine.data").data.load_splits(IC, p)
     (tmp_path / "run").mkdir()
-    IC.train(Job(task=IC, params=p, run_dir=tmp_path / "run", train=train, valid=None))
+    metrics = IC.train(Job(task=IC, params=p, run_dir=tmp_path / "run", train=train, valid=valid))
+    assert "eval_accuracy" in metrics, "evaluated, with the best adapters kept"
     saved = AutoModelForImageClassification.from_pretrained(str(tmp_path / "run" / "model"))
     before = AutoModelForImageClassification.from_pretrained(str(tiny_vit))
     assert not (tmp_path / "run" / "model" / "adapter_config.json").exists(), "adapters are merged"
