@@ -260,7 +260,11 @@ def load_raw(params: Any, nrows: int | None = None) -> tuple[pd.DataFrame, pd.Da
         raise UserError("No training data given. Set `data_path` to a file, a folder, or a Hub dataset id.")
     if not is_local(params.data_path):
         return _load_hub(params, nrows)
+    from engine.audio import audio_splits  # a folder or ZIP of audio clips + metadata: a table of clip paths
     from engine.images import image_splits  # a folder or ZIP of images is read as a table of image paths
+
+    if (found := audio_splits(params)) is not None:
+        return found
 
     if (found := image_splits(params)) is not None:
         return found

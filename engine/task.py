@@ -35,6 +35,7 @@ TASK_MODULES = [
     "image_regression",
     "object_detection",
     "tabular",
+    "asr",
 ]
 
 FAMILIES = ["LLM", "Text", "Vision", "Audio", "Tabular"]
