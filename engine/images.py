@@ -133,13 +133,39 @@ def check_images(values: list[Any], bases: list[Path] = (), limit: int = MAX_CHE
         index = sorted(random.Random(seed).sample(index, limit))
     problems, sizes = [], {}
     for i in index:
-        try:
-            sizes[i] = open_image(values[i], bases).size
-        except UserError as e:
-            problems.extend(e.problems)
+        size_or_problem = decoded_size(values[i], bases)
+        if isinstance(size_or_problem, str):
+            problems.append(size_or_problem)
+        else:
+            sizes[i] = size_or_problem
     if len(index) < len(values):
         print(f"[trainpad] checked {len(index)} of {len(values)} images (a random sample).", flush=True)
     return {"checked": len(index), "total": len(values), "problems": problems, "sizes": sizes}
+
+
+_DECODED: dict[tuple, Any] = {}  # (path, size, mtime) -> (width, height) or the problem: Check, then Start
+
+
+def decoded_size(value: Any, bases: list[Path] = ()) -> tuple[int, int] | str:
+    """The decoded image's size (after EXIF rotation), or the problem naming the file. Files are remembered by
+    path, size and modification time, so checking the same data again (Check, then Start) decodes nothing."""
+    key = None
+    if isinstance(value, (str, Path)):
+        path = resolve(value, bases)
+        try:
+            st = Path(path).stat()
+            key = (str(path), st.st_size, st.st_mtime_ns)
+        except OSError:
+            pass
+    if key is not None and key in _DECODED:
+        return _DECODED[key]
+    try:
+        found: tuple[int, int] | str = open_image(value, bases).size
+    except UserError as e:
+        found = e.problems[0]
+    if key is not None and len(_DECODED) < 500_000:
+        _DECODED[key] = found
+    return found
 
 
 # ---- ZIP archives -------------------------------------------------------------------------

@@ -449,3 +449,16 @@ def test_image_sets_work_in_dataloader_worker_processes(tmp_path):
     batches = list(torch.utils.data.DataLoader(ds, batch_size=6, num_workers=2, collate_fn=vu.collate))
     assert torch.equal(batches[0]["pixel_values"], vu.collate([ds[i] for i in range(6)])["pixel_values"])
     assert vu.dataloader_workers(5000, cached=False) >= 0 and vu.dataloader_workers(5000, cached=True) == 0
+
+
+def test_images_are_decoded_once_across_checks_until_the_file_changes(tmp_path, monkeypatch):
+    folder = class_folders(tmp_path / "shapes", 2)
+    paths = [str(p) for p in im.list_images(folder)]
+    first = im.check_images(paths)
+    assert first["problems"] == [] and set(first["sizes"].values()) == {(32, 32)}
+    monkeypatch.setattr(im, "open_image", lambda *a: pytest.fail("decoded again"))
+    assert im.check_images(paths)["sizes"] == first["sizes"]
+    Path(paths[0]).write_bytes(b"now broken")
+    monkeypatch.undo()
+    again = im.check_images(paths)
+    assert len(again["problems"]) == 1 and Path(paths[0]).name in again["problems"][0]
