@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import queue
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from engine.errors import UserError
-from engine.supervisor import ENGINE_ROOT, worker_env
+from engine.procs import ENGINE_ROOT, worker_env
 from ui.context import Context
 from ui.predict_worker import MARK
 
@@ -37,6 +39,7 @@ class Predictor:
             bufsize=1,
             start_new_session=True,
         )
+        self.used = time.time()
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
         threading.Thread(target=self._read, daemon=True).start()
@@ -49,6 +52,7 @@ class Predictor:
 
     def ask(self, inputs: Any, timeout: float = 600) -> Any:
         """The model's output for ``inputs``; UserError with the reason otherwise."""
+        self.used = time.time()
         with self._lock:
             if self.proc.poll() is not None:
                 raise UserError(f"The prediction process ended (exit code {self.proc.returncode}). Pick the run again.")
@@ -81,20 +85,55 @@ class Predictor:
         self._log.close()
 
 
-_SESSIONS: dict[str, Predictor] = {}
+_SESSIONS: dict[str, Predictor] = {}  # insertion order = least recently used first
 _SESSIONS_LOCK = threading.Lock()
+MAX_PROCESSES = int(os.environ.get("TRAINPAD_MAX_PLAYGROUND") or 3)  # models held at once, all sessions together
+IDLE_SECONDS = float(os.environ.get("TRAINPAD_PLAYGROUND_IDLE_S") or 600)  # an unused one is released after this
 
 
 def predictor_for(ctx: Context, session: str, run_dir: str) -> Predictor:
-    """This session's predictor for ``run_dir`` (a previous one for another run is released)."""
+    """This session's predictor for ``run_dir`` (a previous one for another run is released). At most
+    ``MAX_PROCESSES`` live at once: the least recently used is released to make room."""
     with _SESSIONS_LOCK:
-        current = _SESSIONS.get(session)
+        current = _SESSIONS.pop(session, None)
         if current is not None and current.run_dir == str(run_dir) and current.proc.poll() is None:
+            _SESSIONS[session] = current  # most recently used now
+            current.used = time.time()
             return current
         if current is not None:
             current.close()
+        while len(_SESSIONS) >= MAX_PROCESSES:
+            _SESSIONS.pop(next(iter(_SESSIONS))).close()
         _SESSIONS[session] = Predictor(run_dir, ctx.data_dir / "logs" / "playground.log")
+        _start_reaper()
         return _SESSIONS[session]
+
+
+def reap_idle(now: float | None = None) -> int:
+    """Release predictors unused for ``IDLE_SECONDS``; how many were released."""
+    now = time.time() if now is None else now
+    with _SESSIONS_LOCK:
+        idle = [s for s, p in _SESSIONS.items() if now - p.used > IDLE_SECONDS or p.proc.poll() is not None]
+        gone = [_SESSIONS.pop(s) for s in idle]
+    for p in gone:
+        p.close()
+    return len(gone)
+
+
+_REAPER: list[threading.Thread] = []
+
+
+def _start_reaper() -> None:
+    if _REAPER and _REAPER[0].is_alive():
+        return
+
+    def loop() -> None:
+        while True:
+            time.sleep(min(60.0, IDLE_SECONDS / 4))
+            reap_idle()
+
+    _REAPER[:] = [threading.Thread(target=loop, name="trainpad-playground-reaper", daemon=True)]
+    _REAPER[0].start()
 
 
 def release(session: str) -> None:
