@@ -61,14 +61,25 @@ def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, A
     return out
 
 
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|AUTH|KEY|CREDENTIAL", re.IGNORECASE)
+
+
 def expand_env(obj: Any) -> Any:
-    """Replace ``${VAR}`` in strings with environment values (as AutoTrain configs do)."""
+    """Replace ``${VAR}`` in strings with environment values (as AutoTrain configs do) — for configs the operator
+    runs from the command line only. A secret's variable (``HF_TOKEN``, ``TRAINPAD_AUTH``...) is never expanded:
+    its value would be written into the run's config, the database and the model card."""
     if isinstance(obj, str):
 
         def sub(m: re.Match) -> str:
-            if m.group(1) not in os.environ:
-                raise UserError(f"Config uses ${{{m.group(1)}}} but the environment variable {m.group(1)} is not set.")
-            return os.environ[m.group(1)]
+            name = m.group(1)
+            if SECRET_NAME.search(name):
+                raise UserError(
+                    f"Config uses ${{{name}}}: a secret is never put into a config (it would be stored with the run). "
+                    "Remove it; the Hugging Face token is passed to runs from $HF_TOKEN by itself."
+                )
+            if name not in os.environ:
+                raise UserError(f"Config uses ${{{name}}} but the environment variable {name} is not set.")
+            return os.environ[name]
 
         return ENV_VAR.sub(sub, obj)
     if isinstance(obj, dict):
@@ -76,6 +87,32 @@ def expand_env(obj: Any) -> Any:
     if isinstance(obj, list):
         return [expand_env(v) for v in obj]
     return obj
+
+
+MAX_YAML_BYTES = 256 * 1024  # a config is a few KB; this bounds what a visitor can make the parser do
+
+
+class _NoAliasLoader(_Yaml12Loader):
+    """Refuses YAML anchors/aliases (``*ref``): a few lines of them can expand to gigabytes ("billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise UserError(
+                f"YAML aliases (`*{event.anchor}`) are not accepted in a config (line {event.start_mark.line + 1}); "
+                "write the values out."
+            )
+        return super().compose_node(parent, index)
+
+
+def load_config_text(text: str, name: str = "config") -> Any:
+    """Parse untrusted config text: bounded size, no aliases, YAML 1.2 booleans; UserError naming the file."""
+    if len(text.encode("utf-8", errors="replace")) > MAX_YAML_BYTES:
+        raise UserError(f"`{name}` is larger than {MAX_YAML_BYTES // 1024} KB; a Trainpad config is a few KB.")
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as e:
+        raise UserError(f"`{name}` is not valid YAML: {e}") from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -92,12 +129,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def from_dict(
-    data: dict[str, Any], overrides: list[str] | None = None, base_dir: Path | None = None
+    data: dict[str, Any], overrides: list[str] | None = None, base_dir: Path | None = None, env: bool = False
 ) -> tuple[Task, BaseModel]:
-    """Validate a config dict (Trainpad or AutoTrain form) into a task and its params."""
+    """Validate a config dict (Trainpad or AutoTrain form) into a task and its params. ``env``: expand ``${VAR}``
+    (the command line only: a visitor's config must not read the host's environment)."""
+    if not isinstance(data, dict):
+        raise UserError("A config must be a mapping with `task:` and `params:` keys.")
     if is_autotrain(data):
         data = autotrain.load(data)  # before ${ENV} expansion: AutoTrain's hub.token is never read
-    data = expand_env(data)
+    if env:
+        data = expand_env(data)
+    if not isinstance(data.get("params") or {}, dict):
+        raise UserError("`params:` must be a mapping of parameter names to values, e.g. `params: {epochs: 3}`.")
     extra = sorted(set(data) - {"task", "params", "name", "backend"})
     if extra:
         raise UserError(
@@ -130,7 +173,7 @@ def config_backend(path: str | Path) -> str:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[Task, BaseModel]:
     """Read and validate a YAML config (Trainpad or AutoTrain form) with overrides."""
-    return from_dict(read_yaml(path), overrides, Path(path).resolve().parent)
+    return from_dict(read_yaml(path), overrides, Path(path).resolve().parent, env=True)
 
 
 def dump_config(task: Task, params: BaseModel, name: str = "", backend: str = "local") -> str:

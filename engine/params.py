@@ -8,6 +8,7 @@ parameter (default, bounds, choices, help, basic/advanced, when it applies) live
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -216,13 +217,34 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], data: 
                 if close
                 else " Remove it (see the task's example config for its parameters)."
             )
-            problems.append(Problem(f"Unknown parameter `{name}` = {e['input']!r}.{hint}", field=name))
+            problems.append(Problem(f"Unknown parameter `{name}` = {shown(e['input'])}.{hint}", field=name))
             continue
         given = e.get("input")
         fix = _fix_hint(model, str(e["loc"][0]) if e["loc"] else "", e)
         field_name = str(e["loc"][0]) if e["loc"] else None
-        problems.append(Problem(f"Parameter `{name}` = {given!r}: {e['msg']}.{fix}", field=field_name))
+        problems.append(Problem(f"Parameter `{name}` = {shown(given)}: {e['msg']}.{fix}", field=field_name))
     return problems
+
+
+TOKEN_LIKE = re.compile(r"(hf_|sk-|ghp_|xox[bp]-|AKIA)[A-Za-z0-9_\-]{8,}")
+
+
+def shown(value: Any) -> str:
+    """A value as an error message may echo it: a token-like string, or the value of an environment variable
+    whose name says it is a secret, is hidden."""
+    if isinstance(value, str) and (TOKEN_LIKE.search(value) or _is_secret_value(value)):
+        return "'***' (hidden: it looks like a secret)"
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "…'"
+
+
+def _is_secret_value(value: str) -> bool:
+    import os
+
+    if len(value) < 6:
+        return False
+    names = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|AUTH|KEY|CREDENTIAL", re.IGNORECASE)
+    return any(names.search(k) and v and (v in value or value in v) for k, v in os.environ.items() if len(v) >= 6)
 
 
 def _fix_hint(model: type[BaseModel], name: str, e: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@ environment, per-user queues."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -158,3 +159,69 @@ def test_a_huge_cell_is_measured_quickly(tiny_llama, tmp_path):
     t0 = _time.time()
     lengths = token_lengths(["hello world " * 2_000_000, "hi"], tiny_llama, add_special_tokens=False)
     assert _time.time() - t0 < 10 and lengths[0] > 1_000_000 and lengths[1] < 10
+
+
+SECRET_CONFIG = """task: llm_sft
+params:
+  base_model: ${TRAINPAD_AUTH}
+  data_path: ${HF_TOKEN}
+  epochs: "${HF_TOKEN}"
+  hub_repo_id: ${HOME}
+"""
+
+
+def test_a_loaded_config_never_reads_the_hosts_environment(tmp_path, monkeypatch, data_dir):
+    from engine.config import load_config
+    from ui import task_view
+
+    monkeypatch.setenv("HF_TOKEN", "hf_hostsecret123456")
+    monkeypatch.setenv("TRAINPAD_AUTH", "admin:s3cretpass")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(SECRET_CONFIG)
+    with pytest.raises(UserError) as e:  # the UI's Load config: nothing is expanded, nothing is echoed
+        task_view.load_request(str(cfg))
+    said = str(e.value)
+    assert "hf_hostsecret" not in said and "s3cretpass" not in said and "`epochs`" in said
+    cfg.write_text(SECRET_CONFIG.replace('  epochs: "${HF_TOKEN}"\n', ""))
+    request = task_view.load_request(str(cfg))
+    text = repr(request)
+    assert "hf_hostsecret" not in text and "s3cretpass" not in text and "${TRAINPAD_AUTH}" in text
+    with pytest.raises(UserError, match=r"Config uses \$\{TRAINPAD_AUTH\}: a secret is never put into a config"):
+        load_config(cfg)  # the command line expands ${VAR}, but never a secret's
+
+
+def test_secret_values_are_not_echoed_in_errors(monkeypatch):
+    from engine.params import validate_params
+
+    monkeypatch.setenv("MY_API_KEY", "zz-very-private-value")
+    with pytest.raises(UserError) as e:
+        validate_params(SFT.params, {"epochs": "hf_abcdefghijklmnop", "lr": "zz-very-private-value"})
+    said = str(e.value)
+    assert "hf_abcdefghijklmnop" not in said and "zz-very-private-value" not in said and said.count("***") == 2
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("task: llm_sft\nparams: [1, 2]\n", "`params:` must be a mapping"),
+        ("task: llm_sft\nparams: 3\n", "`params:` must be a mapping"),
+        ("a: &x [1, 2]\nb: *x\ntask: llm_sft\n", "YAML aliases (`*x`) are not accepted"),
+        ("task: llm_sft\nparams: {" + "x" * 300_000 + ": 1}\n", "larger than 256 KB"),
+        ("task: [unclosed\n", "is not valid YAML"),
+    ],
+)
+def test_bad_config_files_get_plain_errors(tmp_path, text, expected):
+    from ui import task_view
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=re.escape(expected)):
+        task_view.load_request(str(path))
+
+
+def test_a_non_utf8_config_is_refused_plainly(tmp_path):
+    from ui import task_view
+
+    (tmp_path / "latin.yaml").write_bytes("task: llm_sft\nname: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(UserError, match="could not be read as UTF-8"):
+        task_view.load_request(str(tmp_path / "latin.yaml"))

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from engine import config as cfg
 from engine import data, models
@@ -237,9 +236,10 @@ def load_request(file: Any) -> dict[str, Any]:
     """A Trainpad or AutoTrain YAML file -> a request to fill the matching task's form."""
     path = file if isinstance(file, str) else getattr(file, "name", str(file))
     try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise UserError(f"`{Path(path).name}` is not valid YAML: {e}") from None
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"`{Path(path).name}` could not be read as UTF-8 text ({type(e).__name__}).") from None
+    doc = cfg.load_config_text(text, Path(path).name)  # size-bounded, no aliases; ${VAR} never expanded here
     if not isinstance(doc, dict) or "task" not in doc:
         raise UserError(
             f"`{Path(path).name}` must be a mapping with `task:` and `params:` (Trainpad) "
