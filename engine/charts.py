@@ -14,7 +14,8 @@ CHARTS = {
     "throughput": "Throughput",
     "other": "Other metrics (validation, …)",
 }
-TRAIN_LOSS = "loss"  # the per-step training loss: its pace gives the ETA
+TRAIN_LOSS = "loss"  # the per-step training loss
+STEP_TIME = "step_time"  # measured seconds per step (``EventsCallback``): the ETA's pace
 ONE_SERIES = {"throughput"}  # tokens/s and samples/s differ by orders of magnitude: only the first rule's is drawn
 
 # (name pattern, chart): the first matching rule wins; None = not charted (end-of-run summaries, evaluation
@@ -31,6 +32,7 @@ RULES: tuple[tuple[str, str | None], ...] = (
     ("*_runtime", None),
     ("train_loss", None),
     ("grad_norm", None),
+    ("step_time", None),  # seconds per step, measured between logs: it gives the ETA
     ("num_input_tokens_seen", None),
     ("total_flos", None),
     ("num_train_epochs", None),
@@ -56,3 +58,45 @@ def group(names: Iterable[str]) -> dict[str, list[str]]:
         if chart is not None and not (chart in ONE_SERIES and out[chart]):
             out[chart].append(name)
     return out
+
+
+# Readable series names (the legend and the chart title say these, not the logged key).
+LABELS = {
+    "loss": "training loss",
+    "eval_loss": "validation loss",
+    "learning_rate": "learning rate",
+    "tokens_per_second": "tokens/s",
+    "samples_per_second": "samples/s",
+}
+# Colours given by the series' place in its chart, sent with every update: a series that appears mid-run
+# (validation loss) gets its colour at once; the chart title names each colour, so no legend is needed.
+PALETTE = (
+    ("blue", "#1f77b4"),
+    ("orange", "#ff7f0e"),
+    ("green", "#2ca02c"),
+    ("red", "#d62728"),
+    ("purple", "#9467bd"),
+    ("brown", "#8c564b"),
+    ("pink", "#e377c2"),
+    ("grey", "#7f7f7f"),
+    ("olive", "#bcbd22"),
+    ("teal", "#17becf"),
+)
+
+
+def label(name: str) -> str:
+    """The series name a person reads: `eval_loss` -> `validation loss`, `eval_f1` -> `validation f1`."""
+    if name in LABELS:
+        return LABELS[name]
+    return ("validation " + name[len("eval_") :] if name.startswith("eval_") else name).replace("_", " ")
+
+
+def colours(series: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Series -> (colour word, hex), in order, cycling through ``PALETTE``."""
+    return {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(dict.fromkeys(series))}
+
+
+def legend(title: str, series: Iterable[str]) -> str:
+    """A chart title that names each series' colour: `Loss — training loss (blue), validation loss (orange)`."""
+    named = [f"{s} ({word})" for s, (word, _) in colours(series).items()]
+    return f"{title} — {', '.join(named)}" if named else title

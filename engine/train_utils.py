@@ -195,6 +195,9 @@ def set_threads(cpu_threads: int | None, model: Any = None) -> int:
 # ---- progress, Stop -----------------------------------------------------------------------
 
 
+PACE_EVERY_S = 2.0  # how often the step and pace are reported between logs
+
+
 class EventsCallback(TrainerCallback):
     """Sets up the process for training (torch threads, garbage collector), writes one ``events.jsonl`` line per
     log/eval and honours Stop (checkpoint, then end training)."""
@@ -212,6 +215,8 @@ class EventsCallback(TrainerCallback):
         self.cpu_threads = cpu_threads
         self.t0 = time.time()
         self.first_step_at: float | None = None
+        self.paced: tuple[float, int] = (self.t0, 0)  # (time, step) of the last pace report
+        self.last: tuple[float, int, float] = (self.t0, 0, 0.0)  # (time, step, tokens) at the last log
 
     def on_train_begin(self, args, state, control, model=None, **kw):  # noqa: ANN001
         threads = set_threads(self.cpu_threads, model)
@@ -222,6 +227,7 @@ class EventsCallback(TrainerCallback):
             f"[trainpad] training on {device()} with {threads} CPU thread(s), {args.world_size} process(es)", flush=True
         )
         self.t0 = time.time()
+        self.last = (self.t0, state.global_step, float(getattr(state, "num_input_tokens_seen", 0) or 0))
         rf.write_event(
             self.run_dir,
             {
@@ -236,14 +242,28 @@ class EventsCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
         if self.first_step_at is None:
             self.first_step_at = time.time()
+            self.paced = (self.first_step_at, state.global_step)
             rf.write_event(
                 self.run_dir, {"type": "first_step", "step": state.global_step, "max_steps": state.max_steps}
             )
+        else:
+            self.report_pace(state)
         if stop_everywhere():
             log.warning("Stop requested: saving a checkpoint at step %d and ending training.", state.global_step)
             control.should_save = True
             control.should_training_stop = True
         return control
+
+    def report_pace(self, state: Any) -> None:
+        """Every few seconds, the step reached and the measured seconds per step since the last report (the first
+        step, with its warm-up, left out): the run page's progress moves between logs and its ETA is measured."""
+        now, (since, from_step) = time.time(), self.paced
+        if now - since < PACE_EVERY_S or state.global_step <= from_step:
+            return
+        step_time = (now - since) / (state.global_step - from_step)
+        self.paced = (now, state.global_step)
+        event = {"type": "progress", "step": state.global_step, "epoch": state.epoch, "max_steps": state.max_steps}
+        rf.write_event(self.run_dir, {**event, "step_time": step_time})
 
     def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
         logs = dict(logs or {})
@@ -255,23 +275,25 @@ class EventsCallback(TrainerCallback):
         }
         for key, value in logs.items():
             if isinstance(value, (int, float)) and key not in ("epoch", "total_flos"):
-                event["loss" if key == "train_loss" and "loss" not in logs else key] = value
+                event[key] = value  # the run-average `train_loss` stays itself: it is no last point of `loss`
         if self.perplexity:
             event.update(lm_perplexity(logs))
-        if event["type"] == "log":
+        if event["type"] == "log" and "train_loss" not in logs:
             event.update(self.throughput(args, state))
         rf.write_event(self.run_dir, event)
 
     def throughput(self, args: Any, state: Any) -> dict[str, float]:
-        """Samples (and tokens, when known) per second since training began."""
-        elapsed = max(1e-9, time.time() - self.t0)
-        samples = (
-            state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-        )
+        """Samples (and tokens, when known) per second since the previous log: an interval rate, so a resumed
+        run starts with no spike and a slow stretch shows where it happened."""
+        now, step = time.time(), state.global_step
+        last_time, last_step, last_tokens = self.last
+        elapsed = max(1e-9, now - last_time)
+        per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        samples = max(0, step - last_step) * per_step
+        seen = float(getattr(state, "num_input_tokens_seen", 0) or 0)
+        tokens = seen - last_tokens if seen else (samples * self.tokens_per_sample if self.tokens_per_sample else 0)
+        self.last = (now, step, seen)
         out = {"samples_per_second": samples / elapsed}
-        tokens = getattr(state, "num_input_tokens_seen", 0) or (
-            samples * self.tokens_per_sample if self.tokens_per_sample else 0
-        )
         if tokens:
             out["tokens_per_second"] = tokens / elapsed
         return out

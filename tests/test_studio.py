@@ -63,3 +63,35 @@ def test_check_refuses_a_missing_model_and_marks_the_field(tmp_path, ctx):
     assert "does not exist" in targets["base_model"][0]
     run_id, param_problems, _ = task_view.try_start(ctx, task, values)
     assert run_id == "" and ctx.store.list_runs() == []
+
+
+# --- 2, 3. what the worker reports for the charts and the ETA ---------------------------------
+
+
+def test_events_keep_train_loss_apart_report_interval_throughput_and_pace(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from engine import runfiles as rf
+    from engine import train_utils
+
+    clock = [1000.0]
+    monkeypatch.setattr(train_utils.time, "time", lambda: clock[0])
+    monkeypatch.setattr(train_utils, "set_threads", lambda *a: 1)
+    cb = train_utils.EventsCallback(tmp_path)
+    args = SimpleNamespace(
+        per_device_train_batch_size=4, gradient_accumulation_steps=1, world_size=1, num_train_epochs=1
+    )
+    state = SimpleNamespace(global_step=100, max_steps=200, epoch=1.0, num_input_tokens_seen=0)  # resumed at 100
+    cb.on_train_begin(args, state, None)
+    for step in range(101, 111):  # 10 steps, 0.5 s each
+        clock[0] += 0.5
+        state.global_step = step
+        cb.on_step_end(args, state, SimpleNamespace(should_save=False, should_training_stop=False))
+    cb.on_log(args, state, None, logs={"loss": 1.5, "learning_rate": 1e-4})
+    cb.on_log(args, state, None, logs={"train_loss": 2.0, "train_runtime": 5.0})
+    events = [e for e in rf.read_events(tmp_path, 0)[0] if isinstance(e, dict)]
+    logs = [e for e in events if e["type"] == "log"]
+    assert logs[0]["samples_per_second"] == pytest.approx(10 * 4 / 5.0)  # the interval's rate: no resume spike
+    assert "loss" not in logs[1] and logs[1]["train_loss"] == 2.0  # no fake last `loss` point
+    paces = [e for e in events if e["type"] == "progress"]
+    assert paces and paces[-1]["step_time"] == pytest.approx(0.5) and paces[-1]["step"] > 101

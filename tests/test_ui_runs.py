@@ -88,10 +88,10 @@ def test_runs_table_lists_every_run_with_filters(ctx):
 def test_run_view_shows_charts_progress_eta_and_error(ctx):
     fake_run(ctx, "r2", "running", metrics=points(5), step=5, max_steps=10)
     view = runs_view.run_view(ctx, "r2")
-    assert set(view["charts"]["loss"]["series"]) == {"loss", "eval_loss"}
-    assert list(view["charts"]["lr"]["series"].unique()) == ["learning_rate"]
-    assert list(view["charts"]["throughput"]["series"].unique()) == ["tokens_per_second"]
-    assert list(view["charts"]["other"]["series"].unique()) == ["eval_accuracy"]
+    assert set(view["charts"]["loss"]["series"]) == {"training loss", "validation loss"}
+    assert list(view["charts"]["lr"]["series"].unique()) == ["learning rate"]
+    assert list(view["charts"]["throughput"]["series"].unique()) == ["tokens/s"]
+    assert list(view["charts"]["other"]["series"].unique()) == ["validation accuracy"]
     assert "5/10 (50%)" in view["header"] and "ETA 5s" in view["header"]  # one step per second, 5 to go
     assert view["log"].endswith("step 2\n") and view["can"]["stop"] and not view["can"]["delete"]
     epoch = runs_view.chart_frame(ctx, "r2", ["loss"], x="epoch")
@@ -157,7 +157,8 @@ def test_compare_overlays_loss_and_shows_only_differing_params(ctx):
     fake_run(ctx, "a", "succeeded", params={"learning_rate": 0.001}, metrics=points(3))
     fake_run(ctx, "b", "succeeded", params={"learning_rate": 0.01}, metrics=points(4))
     curves, diff = runs_view.compare(ctx, ["a", "b"])
-    assert set(curves["series"]) == {"name-a · loss", "name-a · eval_loss", "name-b · loss", "name-b · eval_loss"}
+    names = {"name-a · training loss", "name-a · validation loss", "name-b · training loss", "name-b · validation loss"}
+    assert set(curves["series"]) == names
     assert diff["parameter"].tolist() == ["learning_rate"]
     assert diff.iloc[0].tolist() == ["learning_rate", "0.001", "0.01"]
 
@@ -212,3 +213,36 @@ def test_playground_inputs_follow_the_task(ctx, tmp_path):
     pd.DataFrame({"text": ["a"], "extra": ["b"]}).to_csv(csv, index=False)
     row = {"task": "llm_sft", "params": {"data_path": str(csv), "column_mapping": {}}}
     assert list(playground.table_template(row).columns) == ["text", "extra"]
+
+
+def test_compare_ranks_runs_by_their_key_metric(ctx):
+    for run_id, loss in (("a", 0.7), ("b", 0.4)):
+        run_dir = fake_run(ctx, run_id, "succeeded", metrics=points(3), step=3, max_steps=3, key_metric=loss)
+        (run_dir / rf.METRICS).write_text(json.dumps({"eval_loss": loss, "train_loss": 1.0, "eval_runtime": 2.0}))
+    table = runs_view.metrics_table(ctx, ["a", "b"])
+    assert list(table.columns) == ["run", "status", "steps", "duration", "key metric", "eval_loss", "train_loss"]
+    assert table["eval_loss"].tolist() == ["0.7", "0.4"] and table["key metric"].tolist()[1] == "eval_loss=0.4"
+
+
+def test_charts_have_colours_readable_names_and_the_parents_curve(ctx):
+    fake_run(ctx, "p", "stopped", metrics=points(4), step=4, max_steps=8)
+    fake_run(ctx, "c", "running", parent_id="p", step=6, max_steps=8, metrics=[
+        {"step": s, "epoch": s / 8, "name": "loss", "value": 1.0 / s, "time": time.time() - 10 + s} for s in (5, 6)
+    ])  # fmt: skip
+    loss = runs_view.run_view(ctx, "c")["charts"]["loss"]
+    assert loss[loss["series"] == "training loss"]["step"].tolist() == [1, 2, 3, 4, 5, 6]  # the parent's curve too
+    update = runs.plot_update(loss, "step", "Loss")
+    assert set(update.color_map) == {"training loss", "validation loss"}  # every series coloured from the start
+    assert update.label == "Loss — training loss (blue), validation loss (orange)"
+    assert not runs.plot_update(loss.iloc[0:0], "step", "Loss", hide_empty=True).visible  # no empty panels
+
+
+def test_eta_waits_for_measured_steps_then_uses_the_step_time(ctx):
+    t0 = time.time() - 30
+    fake_run(ctx, "r", "running", step=1, max_steps=838, metrics=points(1, t0)[:1])
+    assert runs_view.eta_seconds(ctx, ctx.store.get_run("r")) is None
+    assert "ETA estimating…" in runs_view.run_view(ctx, "r")["header"]
+    ctx.store.add_metrics("r", [{"step": 3, "epoch": 0.1, "name": "step_time", "value": 0.03, "time": t0 + 1}])
+    ctx.store.update_if("r", "running", {"step": 38})
+    assert 23.9 < runs_view.eta_seconds(ctx, ctx.store.get_run("r")) < 24.1  # 800 steps x 0.03 s
+    assert charts.chart_of("step_time") is None and charts.chart_of("train_loss") is None

@@ -100,16 +100,23 @@ def _compare(c: dict[str, Any]) -> None:
             )
             c["cmp_go"] = gr.Button("Compare", scale=0, elem_id="compare-go")
         c["cmp_plot"] = gr.LinePlot(label="Loss curves", elem_id="compare-plot", **{**PLOT, "height": 300})
+        c["cmp_metrics"] = gr.Dataframe(label="Key metrics", interactive=False, elem_id="compare-metrics")
         c["cmp_table"] = gr.Dataframe(label="Parameters that differ", interactive=False, elem_id="compare-table")
 
 
 # --- updates ----------------------------------------------------------------------------------
 
 
-def plot_update(df: pd.DataFrame, x: str) -> Any:
-    """A LinePlot update; no data is sent as None (Gradio 6.31 stops drawing lines for good after it
-    has been given an empty DataFrame)."""
-    return gr.LinePlot(value=None if df.empty else df, x=x)
+def plot_update(df: pd.DataFrame, x: str, title: str | None = None, hide_empty: bool = False) -> Any:
+    """A LinePlot update with fixed colours per series and a title naming them (``engine.charts.legend``); no
+    data is sent as None (Gradio 6.31 stops drawing lines for good after it has been given an empty DataFrame);
+    ``hide_empty``: a chart with nothing to draw is hidden rather than shown as an empty panel."""
+    series = list(dict.fromkeys(df["series"])) if not df.empty else []
+    colour_map = {s: hex_ for s, (_, hex_) in charts.colours(series).items()}
+    extra = {"label": charts.legend(title, series)} if title else {}
+    if hide_empty:
+        extra["visible"] = not df.empty
+    return gr.LinePlot(value=None if df.empty else df, x=x, color_map=colour_map or None, **extra)
 
 
 def detail_updates(ctx: Context, run_id: str, x: str) -> dict[str, Any]:
@@ -121,7 +128,7 @@ def detail_updates(ctx: Context, run_id: str, x: str) -> dict[str, Any]:
     return {
         "header": view["header"],
         "error": gr.update(value=runs_view.error_md(view["row"], error), visible=bool(error)),
-        **{k: plot_update(view["charts"][k], x) for k in charts.CHARTS},
+        **{k: plot_update(view["charts"][k], x, t, hide_empty=True) for k, t in charts.CHARTS.items()},
         "log": view["log"],
         "metrics": gr.update(value=view["metrics"], visible=view["metrics"] is not None),
         "config": view["config"],
@@ -131,11 +138,11 @@ def detail_updates(ctx: Context, run_id: str, x: str) -> dict[str, Any]:
 
 
 def _no_run_updates(ctx: Context, run_id: str, x: str) -> dict[str, Any]:
-    empty = plot_update(runs_view.chart_frame(ctx, "", [], x), x)
+    empty = runs_view.chart_frame(ctx, "", [], x)
     return {
         "header": runs_view.note_html(run_id),
         "error": gr.update(visible=False),
-        **dict.fromkeys(charts.CHARTS, empty),
+        **{k: plot_update(empty, x, title, hide_empty=True) for k, title in charts.CHARTS.items()},
         "log": "",
         "metrics": gr.update(value=None, visible=False),
         "config": "",
@@ -266,12 +273,13 @@ def _wire_compare(ctx: Context, c: dict[str, Any]) -> None:
         if not ids or len(ids) < 2:
             raise gr.Error("Pick at least two runs to compare.")
         curves, diff = runs_view.compare(ctx, ids, x)
-        return {c["cmp_plot"]: plot_update(curves, x), c["cmp_table"]: diff}
+        metrics = runs_view.metrics_table(ctx, ids)
+        return {c["cmp_plot"]: plot_update(curves, x, "Loss curves"), c["cmp_table"]: diff, c["cmp_metrics"]: metrics}
 
     c["cmp_go"].click(
         on_compare,
         [c["cmp_runs"], c["x_axis"]],
-        [c["cmp_plot"], c["cmp_table"]],
+        [c["cmp_plot"], c["cmp_metrics"], c["cmp_table"]],
         api_name="compare_runs",
         concurrency_limit=None,
     )

@@ -39,6 +39,8 @@ def fmt_time(ts: float | None) -> str:
 
 def progress_text(row: dict[str, Any]) -> str:
     step, total = row.get("step") or 0, row.get("max_steps") or 0
+    if total and step > total:  # a task whose steps are not the trainer's (tabular trials): no "7/6 (117%)"
+        return f"{step}"
     if total:
         return f"{step}/{total} ({100 * step / total:.0f}%)"
     return f"{step}" if step else ""
@@ -103,10 +105,12 @@ def restore_run(ctx: Context, saved: str | None) -> str:
 
 
 def chart_frame(ctx: Context, run_id: str, names: list[str], x: str = "step") -> pd.DataFrame:
-    """Long-form metrics (x, value, series) for a LinePlot; rows without an epoch are dropped when x is epoch."""
-    rows = ctx.store.metrics(run_id, names) if names else []
+    """Long-form metrics (x, value, series) for a LinePlot, series named for people (``charts.label``), a
+    resumed run's parent curve included; rows without an epoch are dropped when x is epoch."""
+    rows = run_points(ctx, run_id, names) if names else []
     df = pd.DataFrame(rows, columns=["step", "epoch", "name", "value", "time"])
-    df = df.rename(columns={"name": "series"})[CHART_COLUMNS]
+    df["series"] = df["name"].map(charts.label)
+    df = df[CHART_COLUMNS]
     # numeric dtypes even when empty: the plot fixes its axis types from the first data it gets
     df = df.astype({"step": "int64", "epoch": "float64", "value": "float64", "series": "str"})
     if x == "epoch":
@@ -114,27 +118,50 @@ def chart_frame(ctx: Context, run_id: str, names: list[str], x: str = "step") ->
     return df.reset_index(drop=True)
 
 
+def run_points(ctx: Context, run_id: str, names: list[str], depth: int = 5) -> list[dict[str, Any]]:
+    """The run's logged points of ``names``, after those of the run it resumed (up to its first own step)."""
+    rows = ctx.store.metrics(run_id, names)
+    row = ctx.store.get_run(run_id) if depth else None
+    parent = (row or {}).get("parent_id")
+    if not parent:
+        return rows
+    first = min((r["step"] for r in rows), default=None)
+    before = [r for r in run_points(ctx, parent, names, depth - 1) if first is None or r["step"] < first]
+    return before + rows
+
+
 def chart_groups(ctx: Context, run_id: str) -> dict[str, list[str]]:
-    """Metric names for each chart of ``engine.charts.CHARTS``."""
-    return charts.group(ctx.store.metric_names(run_id) if run_id else [])
+    """Metric names for each chart of ``engine.charts.CHARTS`` (a resumed run's parent's included)."""
+    names: set[str] = set()
+    for _ in range(6):
+        if not run_id:
+            break
+        names.update(ctx.store.metric_names(run_id))
+        run_id = (ctx.store.get_run(run_id) or {}).get("parent_id") or ""
+    return charts.group(names)
+
+
+MIN_PACED_STEPS = 3  # steps measured before an ETA is given ("estimating…" until then)
 
 
 def eta_seconds(ctx: Context, row: dict[str, Any], now: float | None = None) -> float | None:
-    """Time left, from the pace of the steps logged so far."""
+    """Time left from the measured seconds per step (the worker's ``step_time`` reports, else the times of the
+    logged training losses); None when not running, or too few steps were measured yet."""
     step, total = row.get("step") or 0, row.get("max_steps") or 0
     if row["status"] != "running" or not step or not total or step >= total:
         return None
-    now = now or time.time()
+    paces = [m["value"] for m in ctx.store.metrics(row["id"], [charts.STEP_TIME])]
+    if paces:
+        return sum(paces[-3:]) / len(paces[-3:]) * (total - step)
     points = [m for m in ctx.store.metrics(row["id"], [charts.TRAIN_LOSS]) if m.get("time")]
-    if len(points) >= 2 and points[-1]["step"] > points[0]["step"]:
+    if len(points) >= 2 and points[-1]["step"] - points[0]["step"] >= MIN_PACED_STEPS:
         rate = (points[-1]["time"] - points[0]["time"]) / (points[-1]["step"] - points[0]["step"])
-    else:
-        rate = (now - (row.get("started_at") or now)) / step
-    return rate * (total - step)
+        return rate * (total - step)
+    return None
 
 
 def facts(row: dict[str, Any], eta: float | None) -> list[str]:
-    """The header's facts: step, epoch, elapsed, ETA, key metric."""
+    """The header's facts: step, epoch, elapsed, ETA (or "estimating…" while the pace is unknown), key metric."""
     out = [f"step {progress_text(row) or 0}"]
     if row.get("epoch") is not None:
         out.append(f"epoch {row['epoch']:.2f}")
@@ -142,6 +169,8 @@ def facts(row: dict[str, Any], eta: float | None) -> list[str]:
         out.append(f"elapsed {fmt_duration(duration_of(row))}")
     if eta is not None:
         out.append(f"ETA {fmt_duration(eta)}")
+    elif row["status"] == "running" and (row.get("step") or 0) < (row.get("max_steps") or 0):
+        out.append("ETA estimating…")
     if metric_text(row):
         out.append(metric_text(row))
     return out
@@ -151,7 +180,7 @@ def header_html(ctx: Context, row: dict[str, Any]) -> str:
     """Status badge, name, progress bar with ETA, timings."""
     status = row["status"]
     step, total = row.get("step") or 0, row.get("max_steps") or 0
-    pct = 100 * step / total if total else (100 if status == "succeeded" else 0)
+    pct = min(100, 100 * step / total) if total else (100 if status == "succeeded" else 0)
     return (
         f'<div class="tp-run-head"><span class="tp-badge tp-{status}" id="run-status">{status}</span> '
         f"<b>{html.escape(row.get('name') or row['id'])}</b> · {html.escape(row['task'])} · <code>{row['id']}</code>"
@@ -206,6 +235,32 @@ def compare(ctx: Context, run_ids: list[str], x: str = "step") -> tuple[pd.DataF
         configs[label] = {"task": row["task"], **(row.get("params") or {})}
     curves = pd.concat(frames, ignore_index=True) if frames else chart_frame(ctx, "", [], x)
     return curves, config_diff(configs)
+
+
+def metrics_table(ctx: Context, run_ids: list[str]) -> pd.DataFrame:
+    """One row per run: its status, steps, duration, its task's key metric and the final metrics every compared
+    run has (from ``metrics.json``), so runs can be ranked at a glance."""
+    rows, finals = [], []
+    for run_id in run_ids:
+        row = ctx.store.get_run(run_id)
+        if row is None:
+            continue
+        final = rf.read_json(Path(row["run_dir"]) / rf.METRICS) or {}
+        finals.append({k: v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        rows.append([row.get("name") or run_id, row["status"], progress_text(row), fmt_duration(duration_of(row))])
+        rows[-1].append(metric_text(row))
+    shared = sorted(set.intersection(*(set(f) for f in finals)) if finals else set(), key=_metric_order)
+    shared = [
+        k
+        for k in shared
+        if k.startswith(("eval_", "train_loss", "test_")) and not k.endswith(("_per_second", "_runtime"))
+    ]
+    table = [r + [f"{f[k]:.4g}" for k in shared] for r, f in zip(rows, finals, strict=True)]
+    return pd.DataFrame(table, columns=["run", "status", "steps", "duration", "key metric", *shared])
+
+
+def _metric_order(name: str) -> tuple[int, str]:
+    return (0 if "loss" in name else 1, name)
 
 
 def config_diff(configs: dict[str, dict[str, Any]]) -> pd.DataFrame:
