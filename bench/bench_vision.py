@@ -42,47 +42,15 @@ def floor_run(kind: str, model: Path, data: Path, epochs: int, work: Path) -> di
 def _floor_main(args: argparse.Namespace) -> None:
     """Decode every image once into tensors up front, then a plain Trainer (same model, batch, epochs, lr)."""
     import torch
-    from transformers import AutoModelForImageClassification, AutoModelForObjectDetection, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     from engine import images as im
     from engine import vision_utils as vu
 
     t0 = time.time()
     df = im.read_image_folder(Path(args.data))
-    proc = vu.load_processor(args.model)
-    if args.floor == "classification":
-        names = sorted(set(df["label"]))
-        spec = vu.pixel_spec(proc)
-        rows = [
-            {
-                "pixel_values": torch.from_numpy(
-                    vu.to_pixels(im.open_image(p).resize((spec.width, spec.height)), spec)
-                ),
-                "labels": names.index(y),
-            }
-            for p, y in zip(df["image"], df["label"], strict=True)
-        ]
-        __import__("random").Random(0).shuffle(rows)
-        n_valid = len(rows) // 10
-        train, valid = rows[n_valid:], rows[:n_valid]
-        model = AutoModelForImageClassification.from_pretrained(
-            args.model, num_labels=len(names), ignore_mismatched_sizes=True
-        )
-        extra = {"eval_strategy": "epoch"}
-    else:
-        names = ["circle", "square", "triangle"]
-        params = argparse.Namespace(image_square_size=64, augmentation="none", seed=0, data_path="", valid_path="")
-        ds = vu.DetectionSet(
-            list(df["image"]),
-            [o["bbox"] for o in df["objects"]],
-            [[names.index(c) for c in o["category"]] for o in df["objects"]],
-            proc,
-            params,
-            False,
-        )
-        train, valid = [ds[i] for i in range(len(ds))], None
-        model = AutoModelForObjectDetection.from_pretrained(args.model)
-        extra = {"eval_strategy": "no"}
+    classify = args.floor == "classification"
+    train, valid, model = (_floor_classification if classify else _floor_detection)(df, args.model)
     decode_s = time.time() - t0
     torch.set_num_threads(1)  # Trainpad's auto for models under 1M parameters
     targs = TrainingArguments(
@@ -90,29 +58,70 @@ def _floor_main(args: argparse.Namespace) -> None:
         num_train_epochs=args.epochs,
         per_device_train_batch_size=16,
         per_device_eval_batch_size=16,
-        learning_rate=3e-3 if args.floor == "classification" else 1e-3,
+        learning_rate=3e-3 if classify else 1e-3,
         report_to="none",
         disable_tqdm=True,
         save_strategy="no",
         use_cpu=True,
         remove_unused_columns=False,
         logging_steps=50,
-        **extra,
+        eval_strategy="epoch" if valid else "no",
     )
-    collate = stack_collate if args.floor == "classification" else vu.detection_collate
+    collate = stack_collate if classify else vu.detection_collate
     trainer = Trainer(model=model, args=targs, train_dataset=train, eval_dataset=valid, data_collator=collate)
     result = trainer.train()
     metrics = trainer.evaluate() if valid else {}
-    Path(args.out).write_text(
-        json.dumps(
-            {
-                "decode_s": round(decode_s, 2),
-                "train_runtime_s": round(result.metrics["train_runtime"], 2),
-                "train_samples_per_second": round(result.metrics["train_samples_per_second"], 1),
-                **{k: round(v, 4) for k, v in metrics.items() if k in ("eval_accuracy",)},
-            }
-        )
+    out = {
+        "decode_s": round(decode_s, 2),
+        "train_runtime_s": round(result.metrics["train_runtime"], 2),
+        "train_samples_per_second": round(result.metrics["train_samples_per_second"], 1),
+        **{k: round(v, 4) for k, v in metrics.items() if k in ("eval_accuracy",)},
+    }
+    Path(args.out).write_text(json.dumps(out))
+
+
+def _floor_classification(df, model_path: str) -> tuple:  # noqa: ANN001
+    """Every image decoded, resized and normalised once; 10% held out (seeded); the model with a new head."""
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    from engine import images as im
+    from engine import vision_utils as vu
+
+    spec = vu.pixel_spec(vu.load_processor(model_path))
+    names = sorted(set(df["label"]))
+    rows = [
+        {
+            "pixel_values": torch.from_numpy(vu.to_pixels(im.open_image(p).resize((spec.width, spec.height)), spec)),
+            "labels": names.index(y),
+        }
+        for p, y in zip(df["image"], df["label"], strict=True)
+    ]
+    __import__("random").Random(0).shuffle(rows)
+    n_valid = len(rows) // 10
+    model = AutoModelForImageClassification.from_pretrained(
+        model_path, num_labels=len(names), ignore_mismatched_sizes=True
     )
+    return rows[n_valid:], rows[:n_valid], model
+
+
+def _floor_detection(df, model_path: str) -> tuple:  # noqa: ANN001
+    """Every image decoded and letterboxed once, with its boxes as the model takes them; no evaluation."""
+    from transformers import AutoModelForObjectDetection
+
+    ds = detection_set(df, model_path)
+    return [ds[i] for i in range(len(ds))], None, AutoModelForObjectDetection.from_pretrained(model_path)
+
+
+def detection_set(df, model_path: str | Path) -> object:  # noqa: ANN001
+    """The detection table as Trainpad's evaluation dataset (64x64 letterboxed, no augmentation)."""
+    from engine import vision_utils as vu
+
+    names = ["circle", "square", "triangle"]
+    params = argparse.Namespace(image_square_size=64, augmentation="none", seed=0, data_path="", valid_path="")
+    boxes = [o["bbox"] for o in df["objects"]]
+    classes = [[names.index(c) for c in o["category"]] for o in df["objects"]]
+    return vu.DetectionSet(list(df["image"]), boxes, classes, vu.load_processor(model_path), params, False)
 
 
 def stack_collate(rows: list[dict]) -> dict:
@@ -184,17 +193,8 @@ def map_step_time(work: Path, run: dict, model: Path, data: Path) -> dict:
     from engine import vision_utils as vu
 
     df = im.read_image_folder(data).head(40)
-    proc = vu.load_processor(model)
-    params = argparse.Namespace(image_square_size=64, augmentation="none", seed=0, data_path="", valid_path="")
-    names = ["circle", "square", "triangle"]
-    ds = vu.DetectionSet(
-        list(df["image"]),
-        [o["bbox"] for o in df["objects"]],
-        [[names.index(c) for c in o["category"]] for o in df["objects"]],
-        proc,
-        params,
-        False,
-    )
+    proc, names = vu.load_processor(model), ["circle", "square", "triangle"]
+    ds = detection_set(df, model)
     batch = vu.detection_collate([ds[i] for i in range(len(ds))])
     net = __import__("transformers").AutoModelForObjectDetection.from_pretrained(str(model)).eval()
     with torch.no_grad():

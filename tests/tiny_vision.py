@@ -174,70 +174,80 @@ def build_tiny_detector(out_dir: Path, kind: str = "detr", size: int = 64, queri
     """A tiny DETR or RT-DETR (ResNet backbone built from its config: ``use_pretrained_backbone=False``, no timm,
     nothing downloaded) or YOLOS with 3 classes, saved with its PIL image processor."""
     import torch
-    from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig, YolosConfig, YolosForObjectDetection
-    from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     labels = {"id2label": dict(enumerate(SHAPES)), "label2id": {s: i for i, s in enumerate(SHAPES)}}
-    if kind == "yolos":
-        cfg = YolosConfig(
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=128,
-            image_size=[size, size],
-            patch_size=8,
-            num_detection_tokens=queries,
-            **labels,
-        )
-        YolosForObjectDetection(cfg).save_pretrained(str(out_dir))
-    elif kind == "rtdetr":
-        from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrResNetConfig
-        from transformers.models.rt_detr.image_processing_pil_rt_detr import RTDetrImageProcessorPil
-
-        backbone = RTDetrResNetConfig(
-            embedding_size=16,
-            hidden_sizes=[16, 32, 32, 64],
-            depths=[1, 1, 1, 1],
-            out_features=["stage2", "stage3", "stage4"],
-        )
-        cfg = RTDetrConfig(
-            backbone_config=backbone,
-            use_pretrained_backbone=False,
-            encoder_hidden_dim=32,
-            encoder_in_channels=[32, 32, 64],
-            d_model=32,
-            encoder_ffn_dim=64,
-            decoder_ffn_dim=64,
-            decoder_layers=2,
-            num_queries=queries,
-            num_denoising=10,
-            decoder_in_channels=[32, 32, 32],
-            anchor_image_size=None,
-            **labels,
-        )
-        RTDetrForObjectDetection(cfg).save_pretrained(str(out_dir))
-        RTDetrImageProcessorPil(size={"height": size, "width": size}).save_pretrained(str(out_dir))
-        return out_dir
-    else:
-        backbone = ResNetConfig(
-            embedding_size=16, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 1, 1], out_features=["stage4"]
-        )
-        cfg = DetrConfig(
-            use_timm_backbone=False,
-            use_pretrained_backbone=False,
-            backbone_config=backbone,
-            d_model=64,
-            encoder_layers=1,
-            decoder_layers=2,
-            encoder_attention_heads=4,
-            decoder_attention_heads=4,
-            encoder_ffn_dim=128,
-            decoder_ffn_dim=128,
-            num_queries=queries,
-            **labels,
-        )
-        DetrForObjectDetection(cfg).save_pretrained(str(out_dir))
-    DetrImageProcessorPil(size={"height": size, "width": size}).save_pretrained(str(out_dir))
+    model, processor = {"yolos": _tiny_yolos, "rtdetr": _tiny_rtdetr, "detr": _tiny_detr}[kind](size, queries, labels)
+    model.save_pretrained(str(out_dir))
+    processor.save_pretrained(str(out_dir))
     return out_dir
+
+
+def _tiny_yolos(size: int, queries: int, labels: dict):
+    from transformers import YolosConfig, YolosForObjectDetection
+    from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
+
+    cfg = YolosConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        image_size=[size, size],
+        patch_size=8,
+        num_detection_tokens=queries,
+        **labels,
+    )
+    return YolosForObjectDetection(cfg), DetrImageProcessorPil(size={"height": size, "width": size})
+
+
+def _tiny_rtdetr(size: int, queries: int, labels: dict):
+    from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrResNetConfig
+    from transformers.models.rt_detr.image_processing_pil_rt_detr import RTDetrImageProcessorPil
+
+    backbone = RTDetrResNetConfig(
+        embedding_size=16,
+        hidden_sizes=[16, 32, 32, 64],
+        depths=[1, 1, 1, 1],
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    cfg = RTDetrConfig(
+        backbone_config=backbone,
+        use_pretrained_backbone=False,
+        encoder_hidden_dim=32,
+        encoder_in_channels=[32, 32, 64],
+        d_model=32,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        decoder_layers=2,
+        num_queries=queries,
+        num_denoising=10,
+        decoder_in_channels=[32, 32, 32],
+        anchor_image_size=None,
+        **labels,
+    )
+    return RTDetrForObjectDetection(cfg), RTDetrImageProcessorPil(size={"height": size, "width": size})
+
+
+def _tiny_detr(size: int, queries: int, labels: dict):
+    from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
+    from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
+
+    backbone = ResNetConfig(
+        embedding_size=16, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 1, 1], out_features=["stage4"]
+    )
+    cfg = DetrConfig(
+        use_timm_backbone=False,
+        use_pretrained_backbone=False,
+        backbone_config=backbone,
+        d_model=64,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        num_queries=queries,
+        **labels,
+    )
+    return DetrForObjectDetection(cfg), DetrImageProcessorPil(size={"height": size, "width": size})
