@@ -225,3 +225,45 @@ def test_a_non_utf8_config_is_refused_plainly(tmp_path):
     (tmp_path / "latin.yaml").write_bytes("task: llm_sft\nname: caf\xe9\n".encode("latin-1"))
     with pytest.raises(UserError, match="could not be read as UTF-8"):
         task_view.load_request(str(tmp_path / "latin.yaml"))
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, body in members.items():
+            zf.writestr(name, body)
+    return path
+
+
+@pytest.mark.parametrize(
+    "members, expected",
+    [
+        ({}, "is an empty ZIP"),
+        ({"../evil.csv": b"a,b\n1,2\n"}, "../evil.csv"),
+        ({"bomb.csv": b"0" * 50_000_000}, "zip bombs"),
+        ({f"f{i}.csv": b"a\n1\n" for i in range(100_001)}, "100001 members"),
+    ],
+)
+def test_bad_zip_uploads_are_refused_and_leave_nothing(tmp_path, members, expected, monkeypatch):
+    from ui import datasource
+
+    monkeypatch.setenv("TRAINPAD_ZIP_MAX_MEMBERS", "100000")  # an operator's limit (a shared instance's is 50,000)
+    uploads = tmp_path / "uploads"
+    with pytest.raises(UserError, match=re.escape(expected)):
+        datasource.keep_upload(_zip(tmp_path / "up.zip", members), uploads)
+    assert not [p for p in uploads.rglob("*") if p.is_file()], "nothing extracted"
+
+
+def test_a_corrupt_zip_does_not_poison_the_intact_one(tmp_path):
+    from ui import datasource
+
+    good = _zip(tmp_path / "data.zip", {"data/train.csv": b"text,label\nhi,1\nho,0\n"})
+    body = good.read_bytes()
+    (tmp_path / "broken").mkdir()
+    broken = tmp_path / "broken" / "data.zip"
+    broken.write_bytes(body[: len(body) // 2])
+    with pytest.raises(UserError):
+        datasource.keep_upload(broken, tmp_path / "uploads")
+    folder = datasource.keep_upload(good, tmp_path / "uploads")
+    assert (folder / "train.csv").read_text().startswith("text,label")

@@ -6,6 +6,7 @@ Uploads are copied into ``<data_dir>/uploads/`` so a run never depends on Gradio
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -77,10 +78,19 @@ def _unzip(src: Path, dest: Path) -> Path:
     except zipfile.BadZipFile:
         raise UserError(f"`{src.name}` is not a readable ZIP file. Zip the data folder again and upload it.") from None
     with archive:
-        problems = images.zip_problems(src)  # `../`, absolute or link members, zip bombs, too many members
+        problems = images.zip_problems(src, **zip_limits())  # `../`, absolute/link members, bombs, too many members
         if problems:
             raise UserError(problems)
         names = [n for n in archive.namelist() if not n.startswith("__MACOSX/")]
+        if not [n for n in names if not n.endswith("/")]:
+            raise UserError(f"`{src.name}` is an empty ZIP: it holds no files. Zip the data folder and upload it.")
+        unpacked = sum(i.file_size for i in archive.infolist())
+        free = shutil.disk_usage(dest.parent).free
+        if unpacked + (200 << 20) > free:
+            raise UserError(
+                f"`{src.name}` unpacks to {unpacked / 2**20:.0f} MB but the data folder's disk has only "
+                f"{free / 2**20:.0f} MB free. Free some space, or upload less."
+            )
         for n in names:
             if Path(n).is_absolute() or ".." in Path(n).parts:
                 raise UserError(f"`{src.name}` holds an unsafe path `{n}`. Zip the folder with relative paths.")
@@ -97,6 +107,15 @@ def _unzip(src: Path, dest: Path) -> Path:
             tmp.replace(dest)
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+
+
+def zip_limits() -> dict[str, Any]:
+    """The operator's ZIP limits ($TRAINPAD_ZIP_MAX_MEMBERS, $TRAINPAD_ZIP_MAX_GB); stricter defaults on a shared
+    instance, whose disk every visitor shares."""
+    shared = bool(context._CURRENT and context._CURRENT[0].shared)
+    members = int(os.environ.get("TRAINPAD_ZIP_MAX_MEMBERS") or (50_000 if shared else images.ZIP_MAX_MEMBERS))
+    gigabytes = float(os.environ.get("TRAINPAD_ZIP_MAX_GB") or (10 if shared else images.ZIP_MAX_BYTES / 2**30))
+    return {"max_members": members, "max_bytes": int(gigabytes * 2**30)}
 
 
 def source_params(
