@@ -171,14 +171,22 @@ def write_detection(root: Path, rows: list[tuple], fmt: str) -> Path:
 
 
 def build_tiny_detector(out_dir: Path, kind: str = "detr", size: int = 64, queries: int = 10) -> Path:
-    """A tiny DETR or RT-DETR (ResNet backbone built from its config: ``use_pretrained_backbone=False``, no timm,
-    nothing downloaded) or YOLOS with 3 classes, saved with its PIL image processor."""
+    """A tiny DETR, Conditional/Deformable DETR or RT-DETR (ResNet backbone built from its config:
+    ``use_pretrained_backbone=False``, no timm, nothing downloaded) or YOLOS with 3 classes, saved with its PIL
+    image processor."""
     import torch
 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     labels = {"id2label": dict(enumerate(SHAPES)), "label2id": {s: i for i, s in enumerate(SHAPES)}}
-    model, processor = {"yolos": _tiny_yolos, "rtdetr": _tiny_rtdetr, "detr": _tiny_detr}[kind](size, queries, labels)
+    builders = {
+        "yolos": _tiny_yolos,
+        "rtdetr": _tiny_rtdetr,
+        "detr": _tiny_detr,
+        "conditional_detr": _tiny_conditional_detr,
+        "deformable_detr": _tiny_deformable_detr,
+    }
+    model, processor = builders[kind](size, queries, labels)
     model.save_pretrained(str(out_dir))
     processor.save_pretrained(str(out_dir))
     return out_dir
@@ -251,3 +259,42 @@ def _tiny_detr(size: int, queries: int, labels: dict):
         **labels,
     )
     return DetrForObjectDetection(cfg), DetrImageProcessorPil(size={"height": size, "width": size})
+
+
+def _detr_like(levels: list[str], queries: int, labels: dict) -> dict:
+    """Config fields shared by the tiny DETR variants (a from-config ResNet backbone)."""
+    from transformers import ResNetConfig
+
+    backbone = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 1, 1], out_features=levels)
+    return dict(
+        use_timm_backbone=False,
+        use_pretrained_backbone=False,
+        backbone_config=backbone,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=2,  # Deformable DETR ties its box heads across decoder layers: needs two
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_queries=queries,
+        **labels,
+    )
+
+
+def _tiny_conditional_detr(size: int, queries: int, labels: dict):
+    from transformers import ConditionalDetrConfig, ConditionalDetrForObjectDetection
+    from transformers.models.conditional_detr import ConditionalDetrImageProcessorPil
+
+    cfg = ConditionalDetrConfig(**_detr_like(["stage4"], queries, labels))
+    return ConditionalDetrForObjectDetection(cfg), ConditionalDetrImageProcessorPil(
+        size={"height": size, "width": size}
+    )
+
+
+def _tiny_deformable_detr(size: int, queries: int, labels: dict):
+    from transformers import DeformableDetrConfig, DeformableDetrForObjectDetection
+    from transformers.models.deformable_detr import DeformableDetrImageProcessorPil
+
+    cfg = DeformableDetrConfig(**_detr_like(["stage2", "stage3", "stage4"], queries, labels), num_feature_levels=3)
+    return DeformableDetrForObjectDetection(cfg), DeformableDetrImageProcessorPil(size={"height": size, "width": size})
