@@ -246,3 +246,27 @@ def test_eta_waits_for_measured_steps_then_uses_the_step_time(ctx):
     ctx.store.update_if("r", "running", {"step": 38})
     assert 23.9 < runs_view.eta_seconds(ctx, ctx.store.get_run("r")) < 24.1  # 800 steps x 0.03 s
     assert charts.chart_of("step_time") is None and charts.chart_of("train_loss") is None
+
+
+def test_resume_is_offered_only_where_training_is_left(ctx):
+    for run_id, status in (("done", "succeeded"), ("halted", "stopped")):
+        run_dir = fake_run(ctx, run_id, status)
+        (run_dir / rf.CHECKPOINTS / "checkpoint-4").mkdir(parents=True)
+    can_done, can_halted = (runs_view.run_view(ctx, r)["can"] for r in ("done", "halted"))
+    assert not can_done["resume"] and can_done["duplicate"]  # no 0-step copy of a finished run
+    assert can_halted["resume"]
+
+
+def test_queued_run_shows_its_place_and_the_table_stays_short(ctx, tmp_path):
+    ctx.supervisor.shutdown()  # the fake queued runs must stay queued
+    fake_run(ctx, "q1", "queued", started_at=None, base_model=str(tmp_path / "models" / "org" / "tiny-llama"))
+    fake_run(ctx, "q2", "queued", started_at=None)
+    header = runs_view.run_view(ctx, "q2")["header"]
+    assert "1 run ahead in the queue" in header
+    table = runs_view.runs_table(ctx)
+    assert table[table["id"] == "q1"]["base model"].iloc[0] == "…/org/tiny-llama"
+
+
+def test_switching_runs_hides_the_previous_download_link():
+    file_update, confirm_update = runs.switched_updates()
+    assert file_update["visible"] is False and file_update["value"] is None and confirm_update["visible"] is False

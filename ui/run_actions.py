@@ -14,6 +14,8 @@ from engine.errors import UserError
 from engine.store import ACTIVE
 from ui.context import Context
 
+RESUMABLE = ("stopped", "failed", "interrupted")
+
 
 def get_row(ctx: Context, run_id: str) -> dict[str, Any]:
     """The run's row; UserError when there is none."""
@@ -29,7 +31,8 @@ def actions_allowed(row: dict[str, Any]) -> dict[str, bool]:
     active = row["status"] in ACTIVE
     return {
         "stop": active,
-        "resume": not active and rf.last_checkpoint(run_dir) is not None,
+        # a finished run has nothing left to train: resuming it made a 0-step copy (Duplicate trains it again)
+        "resume": row["status"] in RESUMABLE and rf.last_checkpoint(run_dir) is not None,
         "duplicate": True,
         "delete": not active,
         "download": row["status"] == "succeeded" and (run_dir / rf.MODEL_DIR).is_dir(),

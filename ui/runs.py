@@ -26,6 +26,8 @@ DETAIL_KEYS = ["header", "error", *charts.CHARTS, "log", "metrics", "config", *B
 PLOT = {"x": "step", "y": "value", "color": "series", "height": 290}
 SCROLL_LOG = "() => { const t = document.querySelector('#run-log textarea'); if (t) t.scrollTop = t.scrollHeight; }"
 QUIET = {"api_visibility": "private", "concurrency_limit": None}
+# id, name, task, base model, status, progress, started, duration, metric: all readable at 1400 px
+TABLE_WIDTHS = ["17%", "12%", "10%", "15%", "8%", "9%", "9%", "7%", "13%"]
 
 
 # --- layout -----------------------------------------------------------------------------------
@@ -64,7 +66,9 @@ def _table(c: dict[str, Any]) -> None:
         label="Runs (click a row)",
         elem_id="runs-table",
         max_height=320,
-        wrap=False,
+        wrap=True,
+        column_widths=TABLE_WIDTHS,
+        static_columns=list(range(len(TABLE_COLUMNS))),  # a click selects the run; it never opens an edit box
     )
 
 
@@ -160,6 +164,11 @@ def poll(ctx: Context, c: dict[str, Any], timer: Any, rid: str, status: str, tas
     return {c["table"]: runs_view.runs_table(ctx, status, task), **detail, timer: gr.Timer(active=active)}
 
 
+def switched_updates() -> tuple[Any, Any]:
+    """On a run switch: the previous run's download link and delete question hidden."""
+    return gr.update(value=None, visible=False), gr.update(visible=False)
+
+
 def restore(ctx: Context, saved: str | None) -> tuple[str, Any]:
     """On (re)load: the run this browser watched, else the newest active run; poll while anything runs."""
     return runs_view.restore_run(ctx, saved), gr.Timer(active=runs_view.any_active(ctx))
@@ -221,6 +230,8 @@ def _wire_poll(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, saved_r
 
     c["table"].select(on_select, None, run_id, **QUIET)
     run_id.change(lambda r: r, run_id, saved_run, **QUIET).then(**refresh)
+    # what belonged to the previous run (its download link, a pending delete question) goes at once
+    run_id.change(switched_updates, None, [c["file"], c["confirm_row"]], **QUIET)
     c["log"].change(None, None, None, js=SCROLL_LOG)
     return refresh
 

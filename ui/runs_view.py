@@ -34,7 +34,13 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def fmt_time(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
+    return time.strftime("%m-%d %H:%M", time.localtime(ts)) if ts else ""
+
+
+def short_model(name: str) -> str:
+    """A local model folder by its last two parts (the table stays readable at 1400 px); Hub ids as they are."""
+    parts = Path(name).parts
+    return "…/" + "/".join(parts[-2:]) if name.startswith(("/", "~", ".")) and len(parts) > 2 else name
 
 
 def progress_text(row: dict[str, Any]) -> str:
@@ -66,7 +72,7 @@ def table_row(row: dict[str, Any], now: float) -> list[str]:
         row["id"],
         row.get("name") or "",
         row["task"],
-        row.get("base_model") or "",
+        short_model(row.get("base_model") or ""),
         row["status"],
         progress_text(row),
         fmt_time(row.get("started_at") or row.get("created_at")),
@@ -176,16 +182,27 @@ def facts(row: dict[str, Any], eta: float | None) -> list[str]:
     return out
 
 
+def queue_text(ctx: Context, row: dict[str, Any]) -> str:
+    """Where a queued run stands: "queued: 2 runs ahead" ('' for a run that is not queued)."""
+    if row["status"] != "queued" or not hasattr(ctx.supervisor, "queue_position"):
+        return ""
+    running, ahead = ctx.supervisor.queue_position(row["id"])
+    if ahead:
+        return f"{ahead} run{'s' if ahead > 1 else ''} ahead in the queue"
+    return "next in the queue, starts when the running run ends" if running else "starting…"
+
+
 def header_html(ctx: Context, row: dict[str, Any]) -> str:
-    """Status badge, name, progress bar with ETA, timings."""
+    """Status badge, name, progress bar with ETA (or place in the queue), timings."""
     status = row["status"]
     step, total = row.get("step") or 0, row.get("max_steps") or 0
     pct = min(100, 100 * step / total) if total else (100 if status == "succeeded" else 0)
+    shown = " · ".join(filter(None, [queue_text(ctx, row), *facts(row, eta_seconds(ctx, row))]))
     return (
         f'<div class="tp-run-head"><span class="tp-badge tp-{status}" id="run-status">{status}</span> '
         f"<b>{html.escape(row.get('name') or row['id'])}</b> · {html.escape(row['task'])} · <code>{row['id']}</code>"
         f'<div class="tp-progress"><div style="width:{pct:.1f}%"></div></div>'
-        f'<div class="tp-run-facts">{" · ".join(facts(row, eta_seconds(ctx, row)))}</div></div>'
+        f'<div class="tp-run-facts">{shown}</div></div>'
     )
 
 
