@@ -179,6 +179,17 @@ def launch(
     )
 
 
+def notebook_launch(data_dir: str | Path | None = None, **kw: Any) -> Any:
+    """Start the studio from a notebook (Colab): a public link with a printed login, the data folder kept under
+    the notebook's working folder (or Google Drive when mounted there). Returns the launched app's result."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    drive = Path("/content/drive/MyDrive")
+    data_dir = data_dir or (drive / "trainpad" if drive.is_dir() else None)
+    ctx, demo = create(data_dir, shared=True)
+    print(f"Trainpad: data folder {ctx.data_dir}", flush=True)
+    return launch(ctx, demo, share=True, auth=colab_login(), **kw)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python app.py [--host H] [--port P] [--share] [--auth user:pass|FILE] [--data-dir D] [--concurrency N]``."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
