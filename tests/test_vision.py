@@ -339,9 +339,9 @@ def test_autotrain_image_configs_load_and_pass_the_checks(tmp_path):
     assert get_task("object-detection").name == "object_detection"
 
 
-@pytest.mark.parametrize("kind", ["detr", "conditional_detr", "deformable_detr", "rtdetr"])
+@pytest.mark.parametrize("kind", ["detr", "conditional_detr", "deformable_detr", "rtdetr", "dfine"])
 def test_detector_families_train_evaluate_and_predict(tmp_path, kind):
-    """DETR (softmax + no-object class), Conditional/Deformable DETR and RT-DETR (sigmoid, top-k) go through the
+    """DETR (softmax + no-object class), Conditional/Deformable DETR, RT-DETR and D-FINE (sigmoid, top-k) go through the
     same pipeline: a few steps, COCO metrics from each family's own post-processing, boxes from predict."""
     from engine.task import Job
     from tests.tiny_vision import build_tiny_detector, detection_rows, write_detection

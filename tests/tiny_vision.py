@@ -171,7 +171,7 @@ def write_detection(root: Path, rows: list[tuple], fmt: str) -> Path:
 
 
 def build_tiny_detector(out_dir: Path, kind: str = "detr", size: int = 64, queries: int = 10) -> Path:
-    """A tiny DETR, Conditional/Deformable DETR or RT-DETR (ResNet backbone built from its config:
+    """A tiny DETR, Conditional/Deformable DETR, RT-DETR or D-FINE (ResNet/HGNetV2 backbone built from its config:
     ``use_pretrained_backbone=False``, no timm, nothing downloaded) or YOLOS with 3 classes, saved with its PIL
     image processor."""
     import torch
@@ -185,6 +185,7 @@ def build_tiny_detector(out_dir: Path, kind: str = "detr", size: int = 64, queri
         "detr": _tiny_detr,
         "conditional_detr": _tiny_conditional_detr,
         "deformable_detr": _tiny_deformable_detr,
+        "dfine": _tiny_dfine,
     }
     model, processor = builders[kind](size, queries, labels)
     model.save_pretrained(str(out_dir))
@@ -298,3 +299,42 @@ def _tiny_deformable_detr(size: int, queries: int, labels: dict):
 
     cfg = DeformableDetrConfig(**_detr_like(["stage2", "stage3", "stage4"], queries, labels), num_feature_levels=3)
     return DeformableDetrForObjectDetection(cfg), DeformableDetrImageProcessorPil(size={"height": size, "width": size})
+
+
+def _tiny_dfine(size: int, queries: int, labels: dict):
+    from transformers import DFineConfig, DFineForObjectDetection, HGNetV2Config
+    from transformers.models.rt_detr.image_processing_pil_rt_detr import RTDetrImageProcessorPil
+
+    backbone = HGNetV2Config(
+        stem_channels=[3, 8, 8],
+        stage_in_channels=[8, 16, 32, 64],
+        stage_mid_channels=[8, 16, 32, 64],
+        stage_out_channels=[16, 32, 64, 64],
+        stage_num_blocks=[1, 1, 1, 1],
+        stage_downsample=[False, True, True, True],
+        stage_light_block=[False, False, True, True],
+        stage_kernel_size=[3, 3, 5, 5],
+        stage_numb_of_layers=[2, 2, 2, 2],
+        hidden_sizes=[16, 32, 64, 64],
+        depths=[1, 1, 1, 1],
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    cfg = DFineConfig(
+        backbone_config=backbone,
+        use_pretrained_backbone=False,
+        encoder_hidden_dim=32,
+        encoder_in_channels=[32, 64, 64],
+        d_model=32,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        decoder_layers=2,
+        decoder_n_points=[2, 2, 2],
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        num_queries=queries,
+        num_denoising=5,
+        decoder_in_channels=[32, 32, 32],
+        anchor_image_size=None,
+        **labels,
+    )
+    return DFineForObjectDetection(cfg), RTDetrImageProcessorPil(size={"height": size, "width": size})
