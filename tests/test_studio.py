@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
 from engine import models
+from engine import runfiles as rf
 from engine.task import get_task
+from tests.test_browser import shot
 from ui import task_view
 from ui.context import Context
 
@@ -95,3 +101,111 @@ def test_events_keep_train_loss_apart_report_interval_throughput_and_pace(tmp_pa
     assert "loss" not in logs[1] and logs[1]["train_loss"] == 2.0  # no fake last `loss` point
     paces = [e for e in events if e["type"] == "progress"]
     assert paces and paces[-1]["step_time"] == pytest.approx(0.5) and paces[-1]["step"] > 101
+
+
+# --- in a real browser: one studio for the module ----------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """The studio launched once for this module, its supervisor thread stopped (fake runs stay as written),
+    and one Chromium page: (url, engine supervisor, page)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    import app
+    from tests.conftest import free_port
+    from tests.test_browser import ARGS
+
+    data_dir = tmp_path_factory.mktemp("studio") / "data"
+    old = os.environ.get("TRAINPAD_DATA_DIR")
+    os.environ["TRAINPAD_DATA_DIR"] = str(data_dir)
+    ctx, demo = app.create(data_dir)
+    ctx.engine.shutdown()
+    port = free_port()
+    app.launch(ctx, demo, port=port, prevent_thread_lock=True, quiet=True)
+    expect.set_options(timeout=60_000)  # the machine is shared with other agents
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        yield f"http://127.0.0.1:{port}/", ctx.engine, page
+        browser.close()
+    demo.close()
+    if old is None:
+        os.environ.pop("TRAINPAD_DATA_DIR", None)
+    else:
+        os.environ["TRAINPAD_DATA_DIR"] = old
+
+
+def insert_run(sup, run_id: str, status: str, metrics: list[dict], **row) -> None:
+    run_dir = sup.runs_dir / run_id
+    (run_dir / rf.CHECKPOINTS / "checkpoint-4").mkdir(parents=True)
+    (run_dir / rf.LOG).write_text("step 1\n")
+    sup.store.insert_run(
+        {
+            "id": run_id,
+            "name": run_id,
+            "task": "llm_sft",
+            "status": status,
+            "backend": "local",
+            "params": json.dumps({"base_model": "m"}),
+            "base_model": "m",
+            "run_dir": str(run_dir),
+            "key_metric_name": "eval_loss",
+            "created_at": time.time(),
+            "started_at": time.time() - 60,
+            **row,
+        }
+    )
+    sup.store.add_metrics(run_id, metrics)
+
+
+def curve(steps, t0: float, eval_every: int = 0) -> list[dict]:
+    out = []
+    for s in steps:
+        out.append({"step": s, "epoch": s / 10, "name": "loss", "value": 3.0 / s, "time": t0 + s})
+        if eval_every and s % eval_every == 0:
+            out.append({"step": s, "epoch": s / 10, "name": "eval_loss", "value": 2.0 / s, "time": t0 + s})
+    return out
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install -y chromium)")
+def test_browser_check_marks_a_missing_model_and_runs_page_reads_well(live, tmp_path):
+    from playwright.sync_api import expect
+
+    url, sup, pg = live
+    t0 = time.time() - 100
+    insert_run(sup, "parent-run", "stopped", curve(range(1, 5), t0, eval_every=2), step=4, max_steps=10)
+    insert_run(sup, "child-run", "succeeded", curve(range(5, 11), t0, eval_every=2), step=10, max_steps=10)
+    sup.store.update_if("child-run", "succeeded", {"parent_id": "parent-run"})
+    insert_run(sup, "waiting-1", "queued", [], started_at=None)
+    insert_run(sup, "waiting-2", "queued", [], started_at=None)
+    pg.goto(url)
+
+    # 1. Check settles the base model: the problem sits beside the field
+    base = pg.locator("#llm_sft-base_model")
+    base.locator("input").fill(str(tmp_path / "no-such-model"))
+    base.locator("input").press("Enter")
+    pg.locator("#llm_sft-check").click()
+    expect(base).to_have_class(re.compile(r"\btp-invalid\b"))
+    expect(base).to_contain_text("does not exist")
+    shot(pg, "11-missing-model-marked")
+
+    # 2, 7. the resumed run's charts include its parent's curve, colours named; succeeded: no Resume
+    pg.get_by_role("tab", name="Runs").click()
+    run_box = pg.locator("#run-id textarea, #run-id input").first
+    run_box.fill("child-run")
+    run_box.press("Enter")
+    expect(pg.locator("#run-status")).to_have_text("succeeded")
+    expect(pg.locator("#chart-loss")).to_contain_text("training loss (blue), validation loss (orange)")
+    expect(pg.locator("#run-resume")).to_be_disabled()
+    expect(pg.locator("#chart-lr")).to_be_hidden()  # nothing logged: no empty panel
+    shot(pg, "12-resumed-run-charts")
+
+    run_box.fill("waiting-2")
+    run_box.press("Enter")
+    expect(pg.locator("#run-header")).to_contain_text("1 run ahead in the queue")
+    shot(pg, "13-queued-place")
