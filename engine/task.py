@@ -36,6 +36,7 @@ TASK_MODULES = [
     "object_detection",
     "tabular",
     "asr",
+    "vlm",
 ]
 
 FAMILIES = ["LLM", "Text", "Vision", "Audio", "Tabular"]

@@ -1,0 +1,114 @@
+"""Vision-language fine-tuning end to end with a tiny LLaVA on coloured shapes: answers rise above chance with LoRA
+on the language model; bad images, mismatched image parts and too-long examples refused before queueing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import vlm_utils as vu
+from engine.params import validate_params
+from engine.predict import predict_dir
+from engine.task import get_task
+from tests.tiny import metric_values, refused, write_csv, write_jsonl
+from tests.tiny_vlm import COLOURS, build_tiny_llava, shape_rows
+
+VLM = get_task("vlm")
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory) -> Path:
+    return build_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")
+
+
+def vlm_params(model: Path, data: Path, **kw):
+    base = {
+        "base_model": str(model),
+        "data_path": str(data),
+        "epochs": 4,
+        "batch_size": 8,
+        "learning_rate": 3e-3,
+        "max_length": 64,
+        "valid_fraction": 0.1,
+    }
+    return validate_params(VLM.params, {**base, **kw})
+
+
+@pytest.mark.slow
+def test_vqa_answers_rise_above_chance_with_lora(supervisor, tiny_llava, tmp_path):
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "shapes"  # an image folder with metadata.csv (file_name, question, answer)
+    write_csv(folder / "metadata.csv", shape_rows(folder, 240))
+    row = supervisor.wait(supervisor.submit(VLM, vlm_params(tiny_llava, folder)), timeout=400)
+    assert row["status"] == "succeeded", row["error"]
+    loss = metric_values(supervisor.store, row["id"], "eval_loss")
+    assert loss[-1] < loss[0], loss
+
+    run_dir = Path(row["run_dir"])
+    held_out = shape_rows(tmp_path / "test", 24, seed=9)
+    answers = [
+        predict_dir(run_dir, {"image": str(tmp_path / "test" / r["file_name"]), "question": r["question"]})
+        for r in held_out
+    ]
+    accuracy = sum(a == r["answer"] for a, r in zip(answers, held_out, strict=True)) / len(held_out)
+    assert accuracy >= 0.6 > 1 / len(COLOURS), (accuracy, answers)  # chance is 1 in 4
+
+    assert (run_dir / "adapter" / "adapter_config.json").exists()
+    before, after = (
+        load_file(str(tiny_llava / "model.safetensors")),
+        load_file(str(run_dir / "model" / "model.safetensors")),
+    )
+    changed = {k for k in before if k in after and not (before[k] == after[k]).all()}
+    assert changed and not any("vision_tower" in k for k in changed), "LoRA on the language model only"
+    assert any("language_model" in k for k in changed) and any("multi_modal_projector" in k for k in changed)
+
+
+def test_bad_images_and_chats_refused_before_queueing(supervisor, tiny_llava, tmp_path):
+    rows = shape_rows(tmp_path, 6)
+    (tmp_path / rows[1]["file_name"]).write_bytes(b"\x89PNG broken")
+    rows[2]["file_name"] = "missing.png"
+    data = write_csv(tmp_path / "train.csv", rows)
+    message = refused(supervisor, VLM, vlm_params(tiny_llava, data, valid_fraction=0))
+    assert rows[1]["file_name"] in message and "could not be decoded" in message, message
+    assert "missing.png" in message and "does not exist" in message, message
+
+    chats = [
+        {
+            "image": r["file_name"],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "colour?"}],
+                },
+                {"role": "assistant", "content": "red"},
+            ],
+        }
+        for r in shape_rows(tmp_path / "ok", 4)
+    ]
+    for c in chats:
+        c["image"] = str(tmp_path / "ok" / c["image"])
+    message = refused(
+        supervisor, VLM, vlm_params(tiny_llava, write_jsonl(tmp_path / "chats.jsonl", chats), valid_fraction=0)
+    )
+    assert "Row 1" in message and "2 image part(s) but the row has 1 image(s)" in message, message
+
+
+def test_too_long_with_image_tokens_refused(supervisor, tiny_llava, tmp_path):
+    data = write_csv(tmp_path / "train.csv", shape_rows(tmp_path, 4))
+    message = refused(supervisor, VLM, vlm_params(tiny_llava, data, max_length=30, valid_fraction=0))
+    assert "max_length 30" in message and "image tokens" in message, message
+    summary = VLM.data_summary(VLM, vlm_params(tiny_llava, data))
+    assert "question answering" in summary and "Tokens per example" in summary and "median 39" in summary, summary
+
+
+def test_captions_and_chats_become_chats():
+    caption = vu.chat({"image": "a.png", "answer": "a red square"}, 1, "Describe the image.")
+    assert caption[0]["content"] == [{"type": "image"}, {"type": "text", "text": "Describe the image."}]
+    assert vu.answer(caption) == "a red square"
+    msgs = json.dumps([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+    assert vu.answer(vu.chat({"image": "a.png", "messages": msgs}, 0, "")) == "hello"
+    assert vu.image_list('["a.png", "b.png"]') == ["a.png", "b.png"]
+    assert get_task("vlm:vqa") is VLM and get_task("vlm:captioning") is VLM
