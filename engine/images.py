@@ -335,6 +335,12 @@ def read_metadata(folder: Path) -> pd.DataFrame | None:
             f"`{meta.name}` has no `file_name` column naming each image (columns: "
             f"{', '.join(df.columns)}). Add one with paths relative to its folder."
         )
+    outside = [(i, v) for i, v in enumerate(df[col]) if not inside(str(v))]
+    if outside:
+        shown = "; ".join(f"row {i + 1}: `{v}`" for i, v in outside[:8])
+        raise UserError(
+            f"`{meta.name}` names image(s) outside its folder ({shown}). Give paths relative to the folder."
+        )
     paths = [folder / str(v) for v in df[col]]
     missing = [(i, p) for i, p in enumerate(paths) if not p.is_file()]
     if missing:
@@ -440,7 +446,16 @@ def _objects_frame(rows: list[tuple[Path, list, list]], fmt: str) -> pd.DataFram
     return df
 
 
+def inside(name: str) -> bool:
+    """True for a relative path that stays in its folder (no ``..``, not absolute): an annotation or metadata file
+    only names images of its own folder, so a shared instance's visitor cannot point at the host's files."""
+    parts = str(name).replace("\\", "/").split("/")
+    return bool(name) and not str(name).startswith(("/", "\\", "~")) and ":" not in parts[0] and ".." not in parts
+
+
 def _find_image(folder: Path, name: str) -> Path | None:
+    if not inside(name):
+        return None
     for candidate in (
         folder / name,
         folder / "images" / name,

@@ -462,3 +462,27 @@ def test_images_are_decoded_once_across_checks_until_the_file_changes(tmp_path, 
     monkeypatch.undo()
     again = im.check_images(paths)
     assert len(again["problems"]) == 1 and Path(paths[0]).name in again["problems"][0]
+
+
+def test_annotation_files_only_name_images_of_their_folder(tmp_path):
+    """metadata/COCO names with `..` or absolute paths are refused (a shared instance's visitor must not reach the
+    host's files through an annotation file), even when the file exists."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "secret.png")
+    folder = class_folders(tmp_path / "data", 1)
+    write_csv(
+        folder / "metadata.csv",
+        [{"file_name": "../secret.png", "label": "a"}, {"file_name": str(tmp_path / "secret.png"), "label": "b"}],
+    )
+    with pytest.raises(UserError, match=r"outside its folder \(row 1: `../secret.png`; row 2"):
+        im.read_image_folder(folder)
+    (folder / "metadata.csv").unlink()
+    coco = {
+        "images": [{"id": 1, "file_name": "../secret.png"}],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "x"}],
+    }
+    (folder / "annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(UserError, match="`../secret.png`, which is not in the folder"):
+        im.read_image_folder(folder)
