@@ -112,3 +112,39 @@ def test_captions_and_chats_become_chats():
     assert vu.answer(vu.chat({"image": "a.png", "messages": msgs}, 0, "")) == "hello"
     assert vu.image_list('["a.png", "b.png"]') == ["a.png", "b.png"]
     assert get_task("vlm:vqa") is VLM and get_task("vlm:captioning") is VLM
+
+
+AUTOTRAIN_VQA = """
+task: vlm:vqa
+base_model: google/paligemma-3b-pt-224
+project_name: autotrain-paligemma-vqa
+backend: local
+data:
+  path: abhishek/vqa_small
+  train_split: train
+  valid_split: validation
+  column_mapping:
+    image_column: image
+    text_column: multiple_choice_answer
+    prompt_text_column: question
+params:
+  epochs: 3
+  batch_size: 2
+  lr: 2e-5
+  gradient_accumulation: 4
+  peft: true
+  quantization: null
+"""
+
+
+def test_autotrain_vlm_configs_load(tmp_path):
+    from engine.config import load_config
+
+    (tmp_path / "vqa.yaml").write_text(AUTOTRAIN_VQA)
+    task, params = load_config(tmp_path / "vqa.yaml")
+    assert task is VLM and params.use_lora and params.grad_accum == 4 and params.valid_split == "validation"
+    assert params.column_mapping == {"image": "image", "answer": "multiple_choice_answer", "question": "question"}
+    captioning = AUTOTRAIN_VQA.replace("vlm:vqa", "vlm:captioning").replace("multiple_choice_answer", "caption")
+    (tmp_path / "cap.yaml").write_text(captioning.replace("    prompt_text_column: question\n", ""))
+    task, params = load_config(tmp_path / "cap.yaml")
+    assert task is VLM and params.column_mapping == {"image": "image", "answer": "caption"}
