@@ -248,3 +248,58 @@ def _hub_config(repo_id: str, token: str | None) -> tuple[bool, dict[str, Any] |
     config = dict(getattr(info, "config", None) or {})
     _hub_configs[repo_id] = (now, config)
     return True, config
+
+
+# --- suggestions from the Hub (online only) ---------------------------------------------------
+
+# (task name pattern, the Hub pipeline tag its models carry); None = no Hub search.
+PIPELINES: tuple[tuple[str, str | None], ...] = (
+    ("tabular", None),
+    ("llm_*", "text-generation"),
+    ("text_classification", "text-classification"),
+    ("text_regression", "text-classification"),
+    ("token_classification", "token-classification"),
+    ("seq2seq", "text2text-generation"),
+    ("extractive_qa", "question-answering"),
+    ("sentence_transformers", "sentence-similarity"),
+    ("image_classification", "image-classification"),
+    ("image_regression", "image-classification"),
+    ("object_detection", "object-detection"),
+    ("asr", "automatic-speech-recognition"),
+    ("*", None),
+)
+_hub_lists: dict[str, tuple[float, list[str]]] = {}
+_pool: Any = None
+
+
+def pipeline_tag(task_name: str) -> str | None:
+    return next(tag for pattern, tag in PIPELINES if fnmatchcase(task_name, pattern))
+
+
+def hub_suggestions(task: Any, limit: int = 10) -> list[str]:
+    """The Hub's most downloaded models for the task's pipeline tag (remembered for a while); [] at once when
+    offline, and [] when the Hub does not answer within the timeout (the answer is kept for the next call)."""
+    tag = pipeline_tag(task.name)
+    if tag is None or hub_offline():
+        return []
+    cached = _hub_lists.get(tag)
+    if cached and time.time() - cached[0] < REMEMBER_S * 12:
+        return cached[1]
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-search")
+    future = _pool.submit(_list_models, tag, limit)
+    try:
+        return future.result(timeout=TIMEOUT_S * 2)
+    except Exception:
+        return []
+
+
+def _list_models(tag: str, limit: int) -> list[str]:
+    from huggingface_hub import HfApi
+
+    names = [m.id for m in HfApi().list_models(pipeline_tag=tag, sort="downloads", limit=limit)]
+    _hub_lists[tag] = (time.time(), names)
+    return names

@@ -78,6 +78,7 @@ class Task:
     train: Callable[[Job], dict[str, Any]]
     predict: Callable[[Path, Any], Any]
     key_metric: str = "eval_loss"
+    suggested_models: list[str] = field(default_factory=list)  # the base model picker's first choices, small first
     greater_is_better: bool = False
     model_note: str = ""
     stratify_role: str | None = None

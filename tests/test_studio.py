@@ -209,3 +209,25 @@ def test_browser_check_marks_a_missing_model_and_runs_page_reads_well(live, tmp_
     run_box.press("Enter")
     expect(pg.locator("#run-header")).to_contain_text("1 run ahead in the queue")
     shot(pg, "13-queued-place")
+
+
+# --- 5. the base model picker ---------------------------------------------------------------------
+
+
+def test_model_picker_offers_suggested_then_local_folders_and_skips_the_hub_offline(ctx, monkeypatch):
+    from ui import task_tab
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sft = get_task("llm_sft")
+    assert sft.suggested_models[0] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    for name in ("llm_dpo", "text_classification", "seq2seq", "image_classification", "object_detection", "asr"):
+        assert get_task(name).suggested_models, name
+    model_folder(ctx.models_dir / "my-llama", "llama", "LlamaForCausalLM")  # added after the app started
+    t0 = time.time()
+    update = task_tab.model_choices_update(ctx, sft)
+    assert time.time() - t0 < 0.5  # offline: no Hub search, no waiting
+    values = [v for _, v in update["choices"]]
+    assert values[: len(sft.suggested_models)] == sft.suggested_models
+    assert str(ctx.models_dir / "my-llama") in values
+    assert ("my-llama · local folder", str(ctx.models_dir / "my-llama")) in update["choices"]
+    assert models.pipeline_tag("llm_sft") == "text-generation" and models.pipeline_tag("tabular") is None

@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from engine import models
 from engine.errors import UserError
 from engine.params import field_hints
 from engine.task import Task
@@ -101,7 +102,7 @@ def build(task: Task, ctx: Context) -> TaskTab:
     gr.Markdown(f"### {task.title}\n{task.description}", elem_classes=["tp-task-intro"])
     with gr.Group():
         tab.base_model = gr.Dropdown(
-            choices=ctx.local_models(),
+            choices=task_view.model_choices(task, ctx.local_models()),
             value=task.params.model_fields["base_model"].default or None,
             allow_custom_value=True,
             label="Base model",
@@ -312,6 +313,13 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
     _wire_data(tab, ctx)
     _wire_buttons(tab, ctx, shared)
     _wire_fill(tab, shared, task_tabs)
+    tab.base_model.focus(lambda: model_choices_update(ctx, tab.task), None, tab.base_model, **QUIET)
+
+
+def model_choices_update(ctx: Context, task: Task) -> Any:
+    """The base model choices when the dropdown opens: folders added to ``models/`` since the app started
+    show up, and the Hub's popular models for the task when online (skipped at once offline)."""
+    return gr.update(choices=task_view.model_choices(task, ctx.local_models(), models.hub_suggestions(task)))
 
 
 def _wire_data(tab: TaskTab, ctx: Context) -> None:

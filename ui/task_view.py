@@ -39,6 +39,22 @@ def form_fields(task: Task) -> list[str]:
     return names
 
 
+# --- the base model picker -------------------------------------------------------------------
+
+
+def model_choices(task: Task, local: list[str], hub: list[str] = ()) -> list[tuple[str, str]]:
+    """The base model dropdown's (label, value) choices: the task's suggested models (small first), the model
+    folders of the data folder, then the Hub's popular ones for the task (when online); each once."""
+    out: dict[str, str] = {}
+    for name in task.suggested_models:
+        out.setdefault(name, f"{name} · suggested")
+    for path in local:
+        out.setdefault(path, f"{Path(path).name} · local folder")
+    for name in hub:
+        out.setdefault(name, f"{name} · popular on the Hub")
+    return [(label, value) for value, label in out.items()]
+
+
 # --- params and checks ------------------------------------------------------------------------
 
 

@@ -196,6 +196,7 @@ TASK = Task(
     train=train,
     predict=predict,
     key_metric="eval_wer",
+    suggested_models=["openai/whisper-tiny", "openai/whisper-base", "facebook/wav2vec2-base-960h"],  # small first (CPU)
     greater_is_better=False,
     model_note="A speech model: Whisper-style (AutoModelForSpeechSeq2Seq, e.g. openai/whisper-tiny) or CTC "
     "(AutoModelForCTC, e.g. facebook/wav2vec2-base, a HuBERT or W2V-BERT checkpoint).",

@@ -153,6 +153,11 @@ TASK = Task(
     train=train,
     predict=predict,
     key_metric="eval_f1",
+    suggested_models=[
+        "distilbert/distilbert-base-uncased",
+        "google-bert/bert-base-uncased",
+        "deepset/roberta-base-squad2",
+    ],  # small first (CPU)
     greater_is_better=True,
     model_note="An encoder with a fast tokenizer (AutoModelForQuestionAnswering), e.g. bert-base-uncased, "
     "distilbert-base-uncased, deberta-v3-base.",

@@ -148,6 +148,11 @@ TASK = Task(
     train=train,
     predict=predict,
     key_metric="eval_f1_macro",
+    suggested_models=[
+        "microsoft/resnet-18",
+        "facebook/convnext-tiny-224",
+        "google/vit-base-patch16-224-in21k",
+    ],  # small first (CPU)
     greater_is_better=True,
     model_note="An image model (AutoModelForImageClassification), e.g. ViT, ConvNeXt, Swin, ResNet, EfficientNet "
     "or MobileViT; a classification head is added for your classes.",

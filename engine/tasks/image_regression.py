@@ -113,6 +113,11 @@ TASK = Task(
     train=train,
     predict=predict,
     key_metric="eval_r2",
+    suggested_models=[
+        "microsoft/resnet-18",
+        "facebook/convnext-tiny-224",
+        "google/vit-base-patch16-224-in21k",
+    ],  # small first (CPU)
     greater_is_better=True,
     model_note="An image model (AutoModelForImageClassification with problem_type=regression), e.g. ViT, ConvNeXt, "
     "Swin or ResNet; a one-output regression head is added.",

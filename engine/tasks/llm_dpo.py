@@ -81,6 +81,11 @@ TASK = Task(
     train=train,
     predict=lm.generate,
     key_metric="eval_rewards/accuracies",
+    suggested_models=[
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "HuggingFaceTB/SmolLM2-360M-Instruct",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+    ],  # small first (CPU)
     greater_is_better=True,
     model_note="A causal language model, usually one already fine-tuned to chat (SFT) on similar prompts.",
     autotrain_names=["llm-dpo", "llm:dpo"],

@@ -52,6 +52,11 @@ TASK = Task(
     train=train,
     predict=lm.generate,
     key_metric="eval_rewards/accuracies",
+    suggested_models=[
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "HuggingFaceTB/SmolLM2-360M-Instruct",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+    ],  # small first (CPU)
     greater_is_better=True,
     model_note="A causal language model (base or chat); ORPO also teaches the chosen answers directly.",
     autotrain_names=["llm-orpo", "llm:orpo"],

@@ -122,6 +122,11 @@ TASK = Task(
     train=train,
     predict=lm.generate,
     key_metric="eval_perplexity",
+    suggested_models=[
+        "HuggingFaceTB/SmolLM2-135M",
+        "HuggingFaceTB/SmolLM2-360M",
+        "Qwen/Qwen2.5-0.5B",
+    ],  # small first (CPU)
     greater_is_better=False,
     model_note="A causal language model (AutoModelForCausalLM), base (not chat) models suit this best.",
     check_data=check_data,

@@ -120,6 +120,7 @@ TASK = Task(
     train=train,
     predict=predict,
     key_metric="eval_accuracy",
+    suggested_models=["HuggingFaceTB/SmolLM2-135M-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"],  # small first (CPU)
     greater_is_better=True,
     model_note="A causal language model; a one-output score head (AutoModelForSequenceClassification) is added.",
     autotrain_names=["llm-reward", "llm:reward"],

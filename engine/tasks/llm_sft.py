@@ -163,6 +163,12 @@ TASK = Task(
     train=train,
     predict=lm.generate,
     key_metric="eval_loss",
+    suggested_models=[
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "HuggingFaceTB/SmolLM2-360M-Instruct",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "Qwen/Qwen2.5-1.5B-Instruct",
+    ],  # small first (CPU)
     greater_is_better=False,
     model_note="A causal language model (AutoModelForCausalLM), e.g. a Llama, Qwen, Mistral, Gemma or SmolLM checkpoint.",
     check_data=check_data,

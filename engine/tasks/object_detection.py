@@ -223,6 +223,7 @@ TASK = Task(
     train=train,
     predict=predict,
     key_metric="eval_map",
+    suggested_models=["hustvl/yolos-tiny", "PekingU/rtdetr_r18vd", "facebook/detr-resnet-50"],  # small first (CPU)
     greater_is_better=True,
     model_note="A DETR-family detector (AutoModelForObjectDetection): DETR, Conditional/Deformable DETR, YOLOS, "
     "RT-DETR/RT-DETRv2 or D-FINE; the class head is replaced for your categories.",

@@ -210,6 +210,11 @@ TASK = Task(
     train=train,
     predict=predict,
     key_metric="eval_score",
+    suggested_models=[
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "BAAI/bge-small-en-v1.5",
+        "sentence-transformers/all-mpnet-base-v2",
+    ],  # small first (CPU)
     greater_is_better=True,
     model_note="A sentence-transformers model (e.g. sentence-transformers/all-MiniLM-L6-v2) or any encoder "
     "(e.g. bert-base-uncased, wrapped with mean pooling).",

@@ -168,6 +168,12 @@ TASK = Task(
     train=train,
     predict=predict,
     key_metric="eval_rougeL",
+    suggested_models=[
+        "google/flan-t5-small",
+        "google-t5/t5-small",
+        "facebook/bart-base",
+        "google/flan-t5-base",
+    ],  # small first (CPU)
     greater_is_better=True,
     model_note="An encoder-decoder model (AutoModelForSeq2SeqLM), e.g. google/flan-t5-small, t5-small, facebook/bart-base.",
     check_data=check_data,

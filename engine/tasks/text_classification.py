@@ -180,6 +180,12 @@ TASK = Task(
     train=train,
     predict=predict,
     key_metric="eval_f1_macro",
+    suggested_models=[
+        "prajjwal1/bert-tiny",
+        "distilbert/distilbert-base-uncased",
+        "FacebookAI/roberta-base",
+        "microsoft/deberta-v3-base",
+    ],  # small first (CPU)
     greater_is_better=True,
     model_note="An encoder model (AutoModelForSequenceClassification), e.g. a BERT, RoBERTa, DeBERTa or "
     "DistilBERT checkpoint; a classification head is added for your labels.",

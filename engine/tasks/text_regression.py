@@ -138,6 +138,11 @@ TASK = Task(
     train=train,
     predict=predict,
     key_metric="eval_r2",
+    suggested_models=[
+        "prajjwal1/bert-tiny",
+        "distilbert/distilbert-base-uncased",
+        "FacebookAI/roberta-base",
+    ],  # small first (CPU)
     greater_is_better=True,
     model_note="An encoder model (AutoModelForSequenceClassification with problem_type=regression), e.g. a BERT, "
     "RoBERTa or DeBERTa checkpoint; a regression head is added.",

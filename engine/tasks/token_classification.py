@@ -147,6 +147,11 @@ TASK = Task(
     train=train,
     predict=predict,
     key_metric="eval_f1",
+    suggested_models=[
+        "distilbert/distilbert-base-cased",
+        "google-bert/bert-base-cased",
+        "FacebookAI/roberta-base",
+    ],  # small first (CPU)
     greater_is_better=True,
     model_note="An encoder model with a fast tokenizer (AutoModelForTokenClassification), e.g. a BERT, RoBERTa or "
     "DeBERTa checkpoint; a tagging head is added for your tags.",
