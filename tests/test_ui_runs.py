@@ -270,3 +270,16 @@ def test_queued_run_shows_its_place_and_the_table_stays_short(ctx, tmp_path):
 def test_switching_runs_hides_the_previous_download_link():
     file_update, confirm_update = runs.switched_updates()
     assert file_update["visible"] is False and file_update["value"] is None and confirm_update["visible"] is False
+
+
+def test_log_tail_reads_as_lines_not_dict_reprs():
+    raw = (
+        "[trainpad] training on cpu\n"
+        "/x/trainer.py:12: FutureWarning: `tokenizer` is deprecated\n"
+        "  warnings.warn(\n"
+        "{'loss': 5.871, 'grad_norm': 3.2, 'learning_rate': 0.0002, 'epoch': 2.0}\n"
+        "{'eval_loss': 5.7, 'eval_runtime': 0.16, 'epoch': 2.0}\n"
+    )
+    assert runs_view.readable_log(raw) == (
+        "[trainpad] training on cpu\nepoch 2.00 · loss 5.871 · lr 2.00e-04\nepoch 2.00 · validation loss 5.7\n"
+    )

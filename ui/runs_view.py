@@ -3,7 +3,9 @@ and run comparison. Read from the run store and the run folder; no Gradio here (
 
 from __future__ import annotations
 
+import ast
 import html
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -212,6 +214,45 @@ def note_html(run_id: str) -> str:
     return f'<div class="tp-run-head">{html.escape(note)}</div>'
 
 
+WARNING_LINE = re.compile(r"\b\w*Warning: ")
+NUMBER_NAMES = {"learning_rate": "lr", "loss": "loss", "eval_loss": "validation loss", "train_loss": "train loss"}
+HIDDEN_KEYS = {"grad_norm", "total_flos", "num_input_tokens_seen", "epoch"}
+
+
+def readable_log(text: str) -> str:
+    """The log tail for people: the trainer's dict lines as `epoch 1.20 · loss 2.31 · lr 2.0e-04`, Python warnings
+    (FutureWarning noise and their source line) left out. The raw log stays in ``train.log``."""
+    out, skip_source = [], False
+    for line in text.splitlines():
+        if skip_source and line.startswith((" ", "\t")):
+            skip_source = False
+            continue
+        skip_source = bool(WARNING_LINE.search(line))
+        if skip_source:
+            continue
+        out.append(_metrics_line(line))
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+def _metrics_line(line: str) -> str:
+    stripped = line.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}")):
+        return line
+    try:
+        logs = ast.literal_eval(stripped)
+    except (ValueError, SyntaxError):
+        return line
+    if not isinstance(logs, dict):
+        return line
+    parts = [f"epoch {logs['epoch']:.2f}"] if isinstance(logs.get("epoch"), (int, float)) else []
+    for key, value in logs.items():
+        if key in HIDDEN_KEYS or not isinstance(value, (int, float)) or key.endswith(("_per_second", "_runtime")):
+            continue
+        name = NUMBER_NAMES.get(key) or charts.label(key)
+        parts.append(f"{name} {value:.2e}" if abs(value) < 1e-3 and value else f"{name} {value:.4g}")
+    return " · ".join(parts) or line
+
+
 def error_md(row: dict[str, Any], error: str | None) -> str:
     return f"**This run {row['status']}.**\n\n```\n{error}\n```" if error else ""
 
@@ -227,7 +268,7 @@ def run_view(ctx: Context, run_id: str, x: str = "step") -> dict[str, Any] | Non
         "row": row,
         "header": header_html(ctx, row),
         "charts": {k: chart_frame(ctx, run_id, names, x) for k, names in chart_groups(ctx, run_id).items()},
-        "log": rf.log_tail(run_dir),
+        "log": readable_log(rf.log_tail(run_dir)),
         "metrics": rf.read_json(run_dir / rf.METRICS),
         "error": row.get("error") if row["status"] in ("failed", "interrupted") else None,
         "config": config,
