@@ -98,8 +98,12 @@ def load_model(params: Any, kind: str, processor: Any) -> Any:
 # ---- data ---------------------------------------------------------------------------------
 
 
+CACHE_BYTES = 1 << 29  # model inputs kept after their first use (no augmentation: they do not change per epoch)
+
+
 class Clips:
-    """Map-style dataset: each item is decoded, resampled and turned into model inputs when it is drawn."""
+    """Map-style dataset: each item is decoded, resampled and turned into model inputs when it is first drawn,
+    and kept (up to ``CACHE_BYTES``) for the later epochs."""
 
     def __init__(self, df: Any, processor: Any, max_label_length: int):
         self.audio = list(df["audio"])
@@ -107,16 +111,22 @@ class Clips:
         self.fe, self.tok = processor.feature_extractor, processor.tokenizer
         self.rate = int(self.fe.sampling_rate)
         self.max_label_length = max_label_length
+        self.cache: dict[int, dict[str, Any]] = {}
+        self.cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.audio)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        if i in self.cache:
+            return self.cache[i]
         samples, _ = audio.decode(self.audio[i], self.rate)
         name = self.fe.model_input_names[0]
-        inputs = self.fe(samples, sampling_rate=self.rate)[name][0]
-        labels = self.tok(self.texts[i]).input_ids[: self.max_label_length]
-        return {name: inputs, "labels": labels}
+        inputs = np.asarray(self.fe(samples, sampling_rate=self.rate)[name][0])
+        item = {name: inputs, "labels": self.tok(self.texts[i]).input_ids[: self.max_label_length]}
+        if self.cached_bytes + inputs.nbytes <= CACHE_BYTES:
+            self.cache[i], self.cached_bytes = item, self.cached_bytes + inputs.nbytes
+        return item
 
 
 def collator(processor: Any, decoder_start: int | None) -> Any:
