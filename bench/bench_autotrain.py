@@ -181,9 +181,9 @@ def run_autotrain(cfg_path: Path, work: Path, venv: Path) -> dict[str, Any]:
     return out
 
 
-def run_trainpad(cfg_path: Path, work: Path) -> dict[str, Any]:
+def run_trainpad(cfg_path: Path, work: Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(dir=work))
-    cmd = [sys.executable, "-m", "engine.cli", "--data-dir", str(data_dir), "run", str(cfg_path)]
+    cmd = [sys.executable, "-m", "engine.cli", "--data-dir", str(data_dir), "run", str(cfg_path), *overrides]
     with open(work / "trainpad.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
         _, tree_rss, wall = watch_peak_rss(proc)
@@ -243,6 +243,12 @@ def score_trainpad(run_dir: Path, unseen) -> dict[str, float]:
     }
 
 
+def run_tool(tool: str, cfg_path: Path, work: Path, venv: Path) -> dict[str, Any]:
+    if tool == "autotrain":
+        return run_autotrain(cfg_path, work, venv)
+    return run_trainpad(cfg_path, work, ("validation_rows=score",) if tool == "trainpad-heldout" else ())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--autotrain-venv", type=Path, default=Path(os.environ.get("AUTOTRAIN_VENV", "at-venv")))
@@ -250,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--time-limit", type=int, default=20, help="tabular: seconds for each tool's search")
     ap.add_argument("--seeds", type=int, nargs="*", default=[42], help="tabular: splits of breast cancer")
+    ap.add_argument(
+        "--tools",
+        nargs="*",
+        default=["autotrain", "trainpad"],
+        help="autotrain, trainpad, and for tabular trainpad-heldout (validation rows only scored: the old protocol)",
+    )
     args = ap.parse_args(argv)
     venv = args.autotrain_venv.resolve()
     if not (venv / "bin" / "autotrain").exists():
@@ -269,13 +281,14 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config(job_name, JOBS[name], model, work / "data", args.time_limit)
             cfg_path = work / f"{job_name}.yml"
             cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-            at_result = run_autotrain(cfg_path, work, venv)
-            tp_result = run_trainpad(cfg_path, work)
-            if unseen is not None:
-                at_result |= score_autotrain(work, job_name, work / "unseen.csv", venv)
-                if "run_dir" in tp_result:
-                    tp_result |= score_trainpad(Path(tp_result["run_dir"]), unseen)
-            for tool, result in (("autotrain", at_result), ("trainpad", tp_result)):
+            for tool in args.tools:
+                if tool == "trainpad-heldout" and unseen is None:
+                    continue
+                result = run_tool(tool, cfg_path, work, venv)
+                if unseen is not None and tool == "autotrain":
+                    result |= score_autotrain(work, job_name, work / "unseen.csv", venv)
+                elif unseen is not None and "run_dir" in result:
+                    result |= score_trainpad(Path(result["run_dir"]), unseen)
                 result.pop("run_dir", None)
                 print(json.dumps({"job": job_name, "tool": tool, **result}), flush=True)
     return 0
