@@ -100,3 +100,19 @@ def legend(title: str, series: Iterable[str]) -> str:
     """A chart title that names each series' colour: `Loss — training loss (blue), validation loss (orange)`."""
     named = [f"{s} ({word})" for s, (word, _) in colours(series).items()]
     return f"{title} — {', '.join(named)}" if named else title
+
+
+# --- result views: what a finished run shows besides its curves, decided by the files it wrote ------
+
+RESULTS = {
+    "confusion": "Confusion matrix (rows: true class, columns: predicted)",
+    "per_class": "Per class: precision, recall, F1",
+    "leaderboard": "Leaderboard (models tried, best first)",
+    "importance": "Feature importance",
+}
+# (file path in the run folder, result view): a task gets a view by writing the file, no UI change.
+RESULT_FILES: tuple[tuple[str, str], ...] = (
+    ("confusion_matrix.json", "confusion"),  # {"labels": [...], "matrix": [[...]]}; per_class is derived from it
+    ("model/leaderboard.csv", "leaderboard"),
+    ("model/feature_importance.csv", "importance"),  # columns feature, importance
+)

@@ -210,6 +210,21 @@ def test_browser_check_marks_a_missing_model_and_runs_page_reads_well(live, tmp_
     expect(pg.locator("#run-header")).to_contain_text("1 run ahead in the queue")
     shot(pg, "13-queued-place")
 
+    # 4. results that fit the task: confusion matrix + per-class scores, leaderboard + importance bars
+    insert_run(sup, "results-run", "succeeded", curve(range(1, 6), t0), step=5, max_steps=5)
+    run_dir = sup.runs_dir / "results-run"
+    (run_dir / "confusion_matrix.json").write_text(json.dumps({"labels": ["cat", "dog"], "matrix": [[8, 2], [1, 9]]}))
+    (run_dir / rf.MODEL_DIR).mkdir()
+    (run_dir / rf.MODEL_DIR / "leaderboard.csv").write_text("model,cv_score\nxgboost,0.91\nlinear,0.85\n")
+    (run_dir / rf.MODEL_DIR / "feature_importance.csv").write_text("feature,importance\nage,0.1\nfare,0.3\n")
+    run_box.fill("results-run")
+    run_box.press("Enter")
+    expect(pg.locator("#result-per_class")).to_contain_text("precision")
+    expect(pg.locator("#result-confusion")).to_contain_text("dog")
+    expect(pg.locator("#result-leaderboard")).to_contain_text("xgboost")
+    expect(pg.locator("#result-importance canvas, #result-importance svg").first).to_be_visible()
+    shot(pg, "14-results-views")
+
 
 # --- 5. the base model picker ---------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from engine import backends, charts, system
@@ -283,3 +284,25 @@ def test_log_tail_reads_as_lines_not_dict_reprs():
     assert runs_view.readable_log(raw) == (
         "[trainpad] training on cpu\nepoch 2.00 · loss 5.871 · lr 2.00e-04\nepoch 2.00 · validation loss 5.7\n"
     )
+
+
+def test_results_show_what_the_task_wrote_and_nothing_empty(ctx):
+    run_dir = fake_run(ctx, "cls", "succeeded")
+    (run_dir / "confusion_matrix.json").write_text(json.dumps({"labels": ["cat", "dog"], "matrix": [[8, 2], [1, 9]]}))
+    (run_dir / rf.MODEL_DIR).mkdir()
+    pd.DataFrame({"model": ["xgboost", "linear"], "cv_score": [0.91, 0.85]}).to_csv(
+        run_dir / rf.MODEL_DIR / "leaderboard.csv", index=False
+    )
+    pd.DataFrame({"feature": ["age", "fare"], "importance": [0.1, 0.3]}).to_csv(
+        run_dir / rf.MODEL_DIR / "feature_importance.csv", index=False
+    )
+    found = runs_view.run_view(ctx, "cls")["results"]
+    assert found["confusion"].columns.tolist()[1:] == ["cat", "dog"] and found["confusion"]["dog"].tolist() == [2, 9]
+    cat = found["per_class"].iloc[0]
+    assert (cat["precision"], cat["recall"], cat["support"]) == (round(8 / 9, 3), 0.8, 10)
+    assert found["leaderboard"]["model"].tolist() == ["xgboost", "linear"]
+    assert found["importance"]["feature"].tolist() == ["fare", "age"]  # biggest first
+    updates = runs.detail_updates(ctx, "cls", "step")
+    assert set(updates) == set(runs.DETAIL_KEYS) and updates["importance"]["visible"]
+    fake_run(ctx, "bare", "succeeded")
+    assert not any(runs.detail_updates(ctx, "bare", "step")[k]["visible"] for k in charts.RESULTS)

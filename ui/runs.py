@@ -22,7 +22,7 @@ from ui.runs_view import ALL, TABLE_COLUMNS
 
 BUTTONS = ["stop", "resume", "duplicate", "download", "merge", "delete"]
 # the detail panel's outputs, in the order the public ``/poll`` endpoint returns them (after the table)
-DETAIL_KEYS = ["header", "error", *charts.CHARTS, "log", "metrics", "config", *BUTTONS]
+DETAIL_KEYS = ["header", "error", *charts.CHARTS, "log", "metrics", "config", *BUTTONS, *charts.RESULTS]
 PLOT = {"x": "step", "y": "value", "color": "series", "height": 290}
 SCROLL_LOG = "() => { const t = document.querySelector('#run-log textarea'); if (t) t.scrollTop = t.scrollHeight; }"
 QUIET = {"api_visibility": "private", "concurrency_limit": None}
@@ -44,6 +44,7 @@ def build(ctx: Context, run_id: Any) -> dict[str, Any]:
     c["error"] = gr.Markdown(visible=False, elem_id="run-error", elem_classes=["tp-error"])
     _buttons(c)
     _charts(c)
+    _results(c)
     c["log"] = gr.Textbox(
         label="Log (tail)", lines=14, max_lines=14, interactive=False, elem_id="run-log", autoscroll=True
     )
@@ -96,6 +97,26 @@ def _charts(c: dict[str, Any]) -> None:
                 c[key] = gr.LinePlot(label=label, elem_id=f"chart-{key}", **PLOT)
 
 
+def _results(c: dict[str, Any]) -> None:
+    """The run's result views (``engine.charts.RESULTS``), each hidden until the run has written its data."""
+    labels = charts.RESULTS
+    with gr.Row():
+        c["confusion"] = gr.Dataframe(label=labels["confusion"], visible=False, elem_id="result-confusion")
+        c["per_class"] = gr.Dataframe(label=labels["per_class"], visible=False, elem_id="result-per_class")
+    with gr.Row():
+        c["leaderboard"] = gr.Dataframe(label=labels["leaderboard"], visible=False, elem_id="result-leaderboard")
+        c["importance"] = gr.BarPlot(
+            x="feature", y="importance", label=labels["importance"], visible=False, elem_id="result-importance"
+        )
+
+
+def result_updates(found: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """An update per result view: shown with its table, or hidden (no empty panels)."""
+    return {
+        k: gr.update(value=found[k], visible=True) if k in found else gr.update(visible=False) for k in charts.RESULTS
+    }
+
+
 def _compare(c: dict[str, Any]) -> None:
     with gr.Accordion("Compare runs", open=False, elem_id="compare"):
         with gr.Row():
@@ -138,6 +159,7 @@ def detail_updates(ctx: Context, run_id: str, x: str) -> dict[str, Any]:
         "config": view["config"],
         **{k: gr.update(interactive=can[k]) for k in BUTTONS},
         "merge": gr.update(visible=can["merge"]),
+        **result_updates(view["results"]),
     }
 
 
@@ -152,6 +174,7 @@ def _no_run_updates(ctx: Context, run_id: str, x: str) -> dict[str, Any]:
         "config": "",
         **{k: gr.update(interactive=False) for k in BUTTONS},
         "merge": gr.update(visible=False),
+        **result_updates({}),
     }
 
 

@@ -273,7 +273,62 @@ def run_view(ctx: Context, run_id: str, x: str = "step") -> dict[str, Any] | Non
         "error": row.get("error") if row["status"] in ("failed", "interrupted") else None,
         "config": config,
         "can": actions_allowed(row),
+        "results": results(run_dir),
     }
+
+
+# --- result views (engine.charts.RESULT_FILES) -------------------------------------------------
+
+
+def results(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """Each result view of ``engine.charts.RESULTS`` the run's files give, as a table (views without data are
+    left out, so the page shows no empty panel)."""
+    out: dict[str, pd.DataFrame] = {}
+    for path, view in charts.RESULT_FILES:
+        file = run_dir / path
+        if not file.is_file():
+            continue
+        try:
+            out.update(READERS[view](file))
+        except (OSError, ValueError, KeyError, TypeError, pd.errors.ParserError):
+            continue  # a half-written or foreign file: show nothing rather than fail the page
+    return out
+
+
+def _confusion(file: Path) -> dict[str, pd.DataFrame]:
+    doc = rf.read_json(file) or {}
+    labels, matrix = [str(x) for x in doc["labels"]], [[int(v) for v in row] for row in doc["matrix"]]
+    if not labels:
+        return {}
+    table = pd.DataFrame(matrix, columns=labels)
+    table.insert(0, "true \\ predicted", labels)
+    return {"confusion": table, "per_class": per_class(labels, matrix)}
+
+
+def per_class(labels: list[str], matrix: list[list[int]]) -> pd.DataFrame:
+    """Precision, recall, F1 and support of each class, from a confusion matrix (rows true, columns predicted)."""
+    rows = []
+    for i, label in enumerate(labels):
+        hit, true, predicted = matrix[i][i], sum(matrix[i]), sum(r[i] for r in matrix)
+        p = hit / predicted if predicted else 0.0
+        r = hit / true if true else 0.0
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        rows.append([label, round(p, 3), round(r, 3), round(f1, 3), true])
+    return pd.DataFrame(rows, columns=["class", "precision", "recall", "F1", "support"])
+
+
+def _leaderboard(file: Path) -> dict[str, pd.DataFrame]:
+    table = pd.read_csv(file)
+    return {"leaderboard": table.round(4)} if not table.empty else {}
+
+
+def _importance(file: Path) -> dict[str, pd.DataFrame]:
+    table = pd.read_csv(file)[["feature", "importance"]]
+    table = table.sort_values("importance", ascending=False).head(20).reset_index(drop=True)
+    return {"importance": table.astype({"feature": "str", "importance": "float64"})} if not table.empty else {}
+
+
+READERS = {"confusion": _confusion, "leaderboard": _leaderboard, "importance": _importance}
 
 
 # --- compare ----------------------------------------------------------------------------------
