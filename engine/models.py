@@ -303,3 +303,35 @@ def _list_models(tag: str, limit: int) -> list[str]:
     names = [m.id for m in HfApi().list_models(pipeline_tag=tag, sort="downloads", limit=limit)]
     _hub_lists[tag] = (time.time(), names)
     return names
+
+
+# --- experiment trackers (the `report_to` parameter) -------------------------------------------
+
+TRACKER_MODULES = {
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "wandb": ("wandb",),
+    "mlflow": ("mlflow",),
+    "trackio": ("trackio",),
+}
+
+
+def tracker_installed(name: str) -> bool:
+    """Whether the tracker ``report_to`` names can be used here (its package is installed); nothing imported."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in TRACKER_MODULES.get(name, ()))
+
+
+def tracker_problems(params: Any) -> list[str]:
+    """A problem beside `report_to` when the chosen tracker is not installed (Check says so before launch)."""
+    name = str(getattr(params, "report_to", None) or "none")
+    if name == "none" or tracker_installed(name):
+        return []
+    package = TRACKER_MODULES.get(name, (name,))[0]
+    return [
+        Problem(
+            f"`report_to` is {name}, but {package} is not installed here. Install it (pip install {package}) "
+            "or choose none.",
+            field="report_to",
+        )
+    ]

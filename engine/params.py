@@ -133,6 +133,12 @@ class TrainerParams(CommonParams):
         advanced=True,
     )
     logging_steps: int = field(0, "Log every N steps (0 = about 25 points per run).", ge=0, advanced=True)
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow", "trackio"] = field(
+        "none",
+        "Also log to an experiment tracker, if installed (pip install tensorboard / wandb / mlflow / trackio). "
+        "Its files stay in the run folder; W&B runs offline unless WANDB_API_KEY is set.",
+        advanced=True,
+    )
     eval_strategy: Literal["epoch", "steps", "no"] = field(
         "epoch", "When to evaluate on the validation split.", advanced=True
     )

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
+from engine import models
 from engine import runfiles as rf
 from engine.task import Job
 
@@ -156,7 +157,7 @@ def _arguments(
         logging_steps=params.logging_steps or max(1, total // 25),
         logging_first_step=True,
         save_total_limit=params.save_total_limit,
-        report_to="none",
+        report_to=trackers(params, run_dir),
         # Under several processes transformers multiplies the loss by their number when a model's forward takes
         # **kwargs, even if its loss ignores num_items_in_batch (classification heads): keep per-rank means.
         average_tokens_across_devices=False,
@@ -172,6 +173,25 @@ def _arguments(
     )
     kwargs.update(extra)
     return args_cls(**kwargs)
+
+
+def trackers(params: Any, run_dir: Path) -> str:
+    """The Trainer's ``report_to``: the chosen tracker when installed, writing into the run folder and offline
+    unless the user set it up for a server ("none", with a warning in the log, when it is not installed)."""
+    name = getattr(params, "report_to", "none") or "none"
+    if name == "none":
+        return "none"
+    if not models.tracker_installed(name):
+        log.warning("report_to=%s: the package is not installed (pip install %s); not reporting.", name, name)
+        return "none"
+    run_dir = Path(run_dir)
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
+    os.environ.setdefault("WANDB_DIR", str(run_dir))
+    if not os.environ.get("WANDB_API_KEY"):
+        os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", (run_dir / "mlruns").as_uri())
+    os.environ.setdefault("TRACKIO_DIR", str(run_dir / "trackio"))
+    return name
 
 
 # ---- threads and the garbage collector ----------------------------------------------------

@@ -246,3 +246,30 @@ def test_model_picker_offers_suggested_then_local_folders_and_skips_the_hub_offl
     assert str(ctx.models_dir / "my-llama") in values
     assert ("my-llama · local folder", str(ctx.models_dir / "my-llama")) in update["choices"]
     assert models.pipeline_tag("llm_sft") == "text-generation" and models.pipeline_tag("tabular") is None
+
+
+# --- 10. experiment trackers ------------------------------------------------------------------
+
+
+def test_report_to_a_tracker_that_is_installed_or_says_how_to_install_it(tmp_path, monkeypatch):
+    from engine import train_utils
+
+    params = get_task("text_classification").params.model_construct(report_to="wandb")
+    monkeypatch.setattr(models, "tracker_installed", lambda name: False)
+    problem = models.tracker_problems(params)[0]
+    assert problem.field == "report_to" and "pip install wandb" in problem
+    assert train_utils.trackers(params, tmp_path) == "none"  # the worker goes on without it
+    monkeypatch.setattr(models, "tracker_installed", lambda name: True)
+    for key in (
+        "WANDB_MODE",
+        "WANDB_API_KEY",
+        "WANDB_DIR",
+        "MLFLOW_TRACKING_URI",
+        "TENSORBOARD_LOGGING_DIR",
+        "TRACKIO_DIR",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    assert models.tracker_problems(params) == [] and train_utils.trackers(params, tmp_path) == "wandb"
+    assert os.environ["WANDB_MODE"] == "offline" and os.environ["WANDB_DIR"] == str(tmp_path)  # offline-safe
+    none = get_task("text_classification").params.model_construct()
+    assert none.report_to == "none" and train_utils.trackers(none, tmp_path) == "none"

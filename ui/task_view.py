@@ -88,6 +88,8 @@ def problems_of(task: Task, values: dict[str, Any]) -> tuple[Any, list[str], lis
         params, param_problems = None, e.problems
     if not any(getattr(p, "field", None) == "base_model" for p in param_problems):
         param_problems += model_problems(task, raw, values)
+    if params is not None:
+        param_problems += models.tracker_problems(params)
     try:
         probe = params or task.params.model_construct(**{**_defaults(task), **raw})
         data_problems = data.check_data(task, probe)
