@@ -250,7 +250,39 @@ def generate(model: Any, processor: Any, pics: list[Any], msgs: list[dict], max_
     import torch
 
     prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    batch = processor(images=[pics], text=[prompt], return_tensors="pt")
+    batch = processor(images=[pics], text=[prompt], return_tensors="pt").to(model.device)
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
     return processor.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)[0].strip()
+
+
+SCORED = 100  # validation examples answered by generation at each evaluation
+
+
+def answer_scores(model: Any, processor: Any, examples: Examples, max_new_tokens: int) -> dict[str, float]:
+    """Exact-match accuracy (case-insensitive) and ROUGE/BLEU/chrF of generated answers on up to ``SCORED``
+    validation examples."""
+    from engine.text_utils import generation_metrics
+
+    items = [examples[i] for i in range(min(len(examples), SCORED))]
+    refs = [answer(x["chat"]).strip() for x in items]
+    longest = max(len(processor.tokenizer(r).input_ids) for r in refs) + 8
+    preds = [generate(model, processor, x["images"], x["chat"][:-1], min(max_new_tokens, longest)) for x in items]
+    exact = sum(p.lower() == r.lower() for p, r in zip(preds, refs, strict=True)) / len(refs)
+    scores = {k: v for k, v in generation_metrics(preds, refs).items() if k in ("rougeL", "bleu", "chrf")}
+    return {"exact_match": float(100 * exact), **{k: round(float(v), 4) for k, v in scores.items()}}
+
+
+def answering_trainer(processor: Any, valid: Examples, max_new_tokens: int) -> type:
+    """A Trainer whose evaluations also answer the validation examples by generation and score the answers."""
+    from transformers import Trainer
+
+    class AnsweringTrainer(Trainer):
+        def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+            out = super().evaluation_loop(*args, **kwargs)
+            prefix = kwargs.get("metric_key_prefix", "eval")
+            scores = answer_scores(self.model, processor, valid, max_new_tokens)
+            out.metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
+            return out
+
+    return AnsweringTrainer

@@ -44,8 +44,10 @@ def test_vqa_answers_rise_above_chance_with_lora(supervisor, tiny_llava, tmp_pat
     write_csv(folder / "metadata.csv", shape_rows(folder, 240))
     row = supervisor.wait(supervisor.submit(VLM, vlm_params(tiny_llava, folder)), timeout=400)
     assert row["status"] == "succeeded", row["error"]
-    loss = metric_values(supervisor.store, row["id"], "eval_loss")
+    loss, exact = (metric_values(supervisor.store, row["id"], m) for m in ("eval_loss", "eval_exact_match"))
     assert loss[-1] < loss[0], loss
+    assert exact[-1] >= 60 and exact[-1] > exact[0], exact  # answers scored by generation at each evaluation
+    assert {"eval_rougeL", "eval_bleu"} <= set(supervisor.store.metric_names(row["id"]))
 
     run_dir = Path(row["run_dir"])
     held_out = shape_rows(tmp_path / "test", 24, seed=9)

@@ -132,7 +132,8 @@ def train(job: Job) -> dict[str, float]:
         flush=True,
     )
     args = tu.training_arguments(job, len(train_ds), len(valid_ds), remove_unused_columns=False)
-    trainer = Trainer(
+    trainer_cls = vu.answering_trainer(processor, valid_ds, params.max_new_tokens) if valid_ds else Trainer
+    trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=train_ds,
