@@ -193,6 +193,11 @@ def test_browser_check_marks_a_missing_model_and_runs_page_reads_well(live, tmp_
     expect(base).to_have_class(re.compile(r"\btp-invalid\b"))
     expect(base).to_contain_text("does not exist")
     shot(pg, "11-missing-model-marked")
+    red = "el => getComputedStyle(el).color"
+    assert pg.locator("#llm_sft-form_msg li").first.evaluate(red) == "rgb(185, 28, 28)"  # problems in red
+    expect(pg.locator("#llm_sft-train_split")).to_be_hidden()  # Hub-only: no Hub id or folder given
+    pg.locator("#llm_sft-data_path textarea, #llm_sft-data_path input").first.fill("someone/dataset")
+    expect(pg.locator("#llm_sft-train_split")).to_be_visible()
 
     # 2, 7. the resumed run's charts include its parent's curve, colours named; succeeded: no Resume
     pg.get_by_role("tab", name="Runs").click()
@@ -246,6 +251,15 @@ def test_model_picker_offers_suggested_then_local_folders_and_skips_the_hub_offl
     assert str(ctx.models_dir / "my-llama") in values
     assert ("my-llama · local folder", str(ctx.models_dir / "my-llama")) in update["choices"]
     assert models.pipeline_tag("llm_sft") == "text-generation" and models.pipeline_tag("tabular") is None
+
+
+# --- 8. forms --------------------------------------------------------------------------------------
+
+
+def test_hub_only_fields_apply_to_a_hub_id_or_a_folder(tmp_path):
+    (tmp_path / "d.csv").write_text("a\n1\n")
+    assert task_view.hub_fields_shown("someone/dataset") and task_view.hub_fields_shown(str(tmp_path))
+    assert not task_view.hub_fields_shown(str(tmp_path / "d.csv")) and not task_view.hub_fields_shown("")
 
 
 # --- 10. experiment trackers ------------------------------------------------------------------

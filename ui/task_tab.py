@@ -18,7 +18,7 @@ from engine.params import field_hints
 from engine.task import Task
 from ui import datasource, forms, task_view
 from ui.context import Context
-from ui.task_view import DATA_FIELDS, MAP_PREFIX, NONE_CHOICE, UNMARKED, problems_md
+from ui.task_view import DATA_FIELDS, HUB_ONLY_FIELDS, MAP_PREFIX, NONE_CHOICE, UNMARKED, problems_md
 
 QUIET = {"api_visibility": "private", "concurrency_limit": None}
 
@@ -143,6 +143,10 @@ def _data_section(task: Task, tab: TaskTab) -> None:
                 for name in DATA_FIELDS:
                     if name in fields:
                         tab.data_fields[name] = forms.make_component(fields[name], name, f"{p}-{name}")
+            hub_shown = task_view.hub_fields_shown(fields["data_path"].default)
+            for name in HUB_ONLY_FIELDS:
+                if name in tab.data_fields:
+                    tab.data_fields[name].visible = hub_shown
     tab.data_msg = gr.Markdown(elem_id=f"{p}-data_msg", elem_classes=["tp-problems"])
     tab.preview = gr.Dataframe(
         value=pd.DataFrame(),
@@ -335,6 +339,15 @@ def _wire_data(tab: TaskTab, ctx: Context) -> None:
     tab.upload.upload(
         on_upload, None, [tab.data_path, *preview_out], inputs_kwargs={"upload": tab.upload, **data_in}, **QUIET
     )
+    hub_only = [tab.data_fields[n] for n in HUB_ONLY_FIELDS if n in tab.data_fields]
+    if hub_only:
+        tab.data_path.change(
+            lambda path: [gr.update(visible=task_view.hub_fields_shown(path))] * len(hub_only),
+            tab.data_path,
+            hub_only,
+            trigger_mode="always_last",
+            **QUIET,
+        )
     gr.on(
         [tab.data_path.submit, tab.data_path.blur],
         on_preview,

@@ -39,6 +39,15 @@ def form_fields(task: Task) -> list[str]:
     return names
 
 
+HUB_ONLY_FIELDS = ("train_split", "valid_split", "data_config")  # meaningful for a Hub dataset or a folder only
+
+
+def hub_fields_shown(data_path: str | None) -> bool:
+    """Whether split names and the data config apply: the data is a Hub dataset id or a folder (not one file)."""
+    path = str(data_path or "").strip()
+    return bool(path) and (not data.is_local(path) or Path(path).expanduser().is_dir())
+
+
 # --- the base model picker -------------------------------------------------------------------
 
 
