@@ -42,11 +42,12 @@ def test_vqa_answers_rise_above_chance_with_lora(supervisor, tiny_llava, tmp_pat
 
     folder = tmp_path / "shapes"  # an image folder with metadata.csv (file_name, question, answer)
     write_csv(folder / "metadata.csv", shape_rows(folder, 240))
-    row = supervisor.wait(supervisor.submit(VLM, vlm_params(tiny_llava, folder)), timeout=400)
+    params = vlm_params(tiny_llava, folder, epochs=2, eval_strategy="steps", eval_steps=8)
+    row = supervisor.wait(supervisor.submit(VLM, params), timeout=400)
     assert row["status"] == "succeeded", row["error"]
     loss, exact = (metric_values(supervisor.store, row["id"], m) for m in ("eval_loss", "eval_exact_match"))
     assert loss[-1] < loss[0], loss
-    assert exact[-1] >= 60 and exact[-1] > exact[0], exact  # answers scored by generation at each evaluation
+    assert exact[0] < 25 and exact[-1] >= 60, exact  # generated answers at each evaluation; chance is 25%
     assert {"eval_rougeL", "eval_bleu"} <= set(supervisor.store.metric_names(row["id"]))
 
     run_dir = Path(row["run_dir"])
