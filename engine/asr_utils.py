@@ -101,11 +101,33 @@ def probe_clips(df: Any, seed: int = 0) -> tuple[dict[int, audio.Clip], dict[int
     decoded = set(rows if len(rows) <= CHECK_DECODE_LIMIT else random.Random(seed).sample(rows, CHECK_DECODE_LIMIT))
     clips, errors = {}, {}
     for i, value in enumerate(df["audio"]):
-        try:
-            clips[i] = audio.probe(value, full=i in decoded)
-        except audio.AudioError as e:
-            errors[i] = str(e)
+        found = cached_probe(value, full=i in decoded)
+        (clips if isinstance(found, audio.Clip) else errors)[i] = found
     return clips, errors
+
+
+_PROBED: dict[tuple, audio.Clip | str] = {}  # (path, size, mtime, full) -> clip or problem: Check, then Start
+
+
+def cached_probe(value: Any, full: bool) -> audio.Clip | str:
+    """:func:`engine.audio.probe`, or the problem naming the file; files are remembered by path, size and
+    modification time, so checking the same data again decodes nothing."""
+    key = None
+    if isinstance(value, str):
+        try:
+            st = Path(value).stat()
+            key = (value, st.st_size, st.st_mtime_ns, full)
+        except OSError:
+            pass
+    if key in _PROBED:
+        return _PROBED[key]
+    try:
+        found: audio.Clip | str = audio.probe(value, full=full)
+    except audio.AudioError as e:
+        found = str(e)
+    if key is not None and len(_PROBED) < 500_000:
+        _PROBED[key] = found
+    return found
 
 
 def _named(rows: list[int], df: Any) -> str:
