@@ -6,6 +6,7 @@ torch/transformers/peft inside its functions."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +84,21 @@ def answer(msgs: list[dict]) -> str:
 
 
 def image_tokens(base_model: str) -> int | None:
-    """Tokens one image takes in the prompt (LLaVA-style fixed count, Idefics3/SmolVLM per tile); None if unknown."""
+    """Tokens one image takes in the prompt: LLaVA-style a fixed count; Idefics3/SmolVLM-style, which split an
+    image into tiles, the most it can take (every tile plus the global image, each with its wrapper tokens).
+    None if unknown."""
     config = model_file(base_model, "config.json")
     proc = model_file(base_model, "processor_config.json") or model_file(base_model, "preprocessor_config.json")
     n = config.get("image_seq_length") or proc.get("image_seq_len") or proc.get("image_seq_length")
-    return int(n) if n else None
+    if not n:
+        return None
+    images = proc.get("image_processor") or model_file(base_model, "preprocessor_config.json")
+    if images.get("do_image_splitting"):
+        longest = (images.get("size") or {}).get("longest_edge", 0)
+        tile = (images.get("max_image_size") or {}).get("longest_edge", 0)
+        tiles = math.ceil(longest / tile) ** 2 if longest and tile else 0
+        return (tiles + 1) * (int(n) + 3)
+    return int(n)
 
 
 def token_lengths(msgs: list[list[dict]], base_model: str) -> list[int] | None:
@@ -229,7 +240,13 @@ def collator(processor: Any, max_length: int, answers_only: bool) -> Any:
                 labels[row, : start + n] = -100
         mask_trailing_whitespace(labels, processor.tokenizer)
         batch["labels"] = labels
-        return {k: v[:, :max_length] if k in ("input_ids", "attention_mask", "labels") else v for k, v in batch.items()}
+        longest = int(batch["attention_mask"].sum(dim=1).max())
+        if longest > max_length:  # cutting would drop image tokens or the answer: say so instead
+            raise ValueError(
+                f"An example takes {longest} tokens with its image tokens, more than max_length {max_length}. "
+                "Raise max_length (the pre-launch estimate was lower than the processor's count)."
+            )
+        return dict(batch)
 
     return collate
 
