@@ -165,3 +165,12 @@ def test_zip_of_clips_read_as_table(tmp_path):
         zf.write(folder / "metadata.csv", "set/metadata.csv")
     train, valid = load_raw(validate_params(ASR.params, {"data_path": str(tmp_path / "set.zip")}))
     assert valid is None and Path(train["file_name"][0]).is_absolute() and Path(train["file_name"][0]).is_file()
+
+
+def test_whisper_language_and_task_tokens_from_the_form(tiny_whisper):
+    from engine.asr_train import load_processor
+
+    params = asr_params(tiny_whisper, tiny_whisper, language="english", whisper_task="transcribe")
+    tok = load_processor(params, "seq2seq", ["red"]).tokenizer
+    tokens = tok.convert_ids_to_tokens(tok("red").input_ids)
+    assert tokens[:4] == ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"], tokens

@@ -151,3 +151,26 @@ def test_autotrain_vlm_configs_load(tmp_path):
     (tmp_path / "cap.yaml").write_text(captioning.replace("    prompt_text_column: question\n", ""))
     task, params = load_config(tmp_path / "cap.yaml")
     assert task is VLM and params.column_mapping == {"image": "image", "answer": "caption"}
+
+
+def test_several_images_per_example_collated_with_answer_only_labels(tiny_llava, tmp_path):
+    from transformers import AutoProcessor
+
+    rows = shape_rows(tmp_path, 2)
+    msgs = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "same colour?"}]},
+        {"role": "assistant", "content": "no"},
+    ]
+    import pandas as pd
+
+    df = pd.DataFrame(
+        {"image": [json.dumps([str(tmp_path / r["file_name"]) for r in rows])], "messages": [json.dumps(msgs)]}
+    )
+    params = vlm_params(tiny_llava, tmp_path)
+    assert vu.check_split(df, params, "Training", []) == []
+    processor = AutoProcessor.from_pretrained(str(tiny_llava))
+    batch = vu.collator(processor, 64, answers_only=True)([vu.Examples(df, params)[0]])
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    assert int((batch["input_ids"] == image_id).sum()) == 2 * 16 and batch["pixel_values"].shape[0] == 2
+    learnt = [processor.tokenizer.decode([int(t)]) for t in batch["labels"][0] if t != -100]
+    assert "".join(learnt).startswith("no") and "same" not in "".join(learnt), learnt
