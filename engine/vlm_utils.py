@@ -45,19 +45,24 @@ def _parts(content: Any) -> list[dict[str, Any]]:
 
 def chat(row: dict[str, Any], n_images: int, caption_prompt: str) -> list[dict[str, Any]]:
     """The row as a chat whose last turn is the assistant's answer: ``messages``, question + answer, or a caption."""
-    if row.get("messages") is not None and str(row.get("messages")) != "nan":
+    if _present(row.get("messages")):
         value = row["messages"]
         msgs = json.loads(value) if isinstance(value, str) else list(value)
         out = [{"role": str(m["role"]), "content": _parts(m["content"])} for m in msgs]
         if not out or out[-1]["role"] != "assistant":
             raise ValueError("the last message must be the assistant's answer")
         return out
-    prompt = str(row["question"]) if row.get("question") is not None else caption_prompt
+    prompt = str(row["question"]) if _present(row.get("question")) else caption_prompt
     user = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": prompt}]
     return [
         {"role": "user", "content": user},
         {"role": "assistant", "content": [{"type": "text", "text": str(row["answer"])}]},
     ]
+
+
+def _present(value: Any) -> bool:
+    """A cell that holds something (not None, NaN or blank): rows may mix captions and questions."""
+    return value is not None and not (isinstance(value, float) and value != value) and str(value).strip() != ""
 
 
 def chats(df: Any, caption_prompt: str) -> tuple[list[list[dict]], list[str]]:

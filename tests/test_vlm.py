@@ -111,6 +111,8 @@ def test_captions_and_chats_become_chats():
     caption = vu.chat({"image": "a.png", "answer": "a red square"}, 1, "Describe the image.")
     assert caption[0]["content"] == [{"type": "image"}, {"type": "text", "text": "Describe the image."}]
     assert vu.answer(caption) == "a red square"
+    mixed = vu.chat({"image": "a.png", "question": float("nan"), "answer": "a cat"}, 1, "Describe the image.")
+    assert mixed[0]["content"][-1]["text"] == "Describe the image."
     msgs = json.dumps([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
     assert vu.answer(vu.chat({"image": "a.png", "messages": msgs}, 0, "")) == "hello"
     assert vu.image_list('["a.png", "b.png"]') == ["a.png", "b.png"]
