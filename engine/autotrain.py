@@ -205,9 +205,17 @@ RULES: dict[str, dict[str, Rule]] = {
         **_RUN,
         **_TRAINER,
         **_LORA,
-        "trainer": _special("trainer"),
+        "trainer": Rule(
+            "special",
+            "trainer",
+            note="AutoTrain prompts PaliGemma-style (`answer ` + question, captioning from a `caption` column, no "
+            "chat template); Trainpad uses the model's chat template, and caption_prompt for rows without a "
+            "question. Same pairs of image, prompt and answer; the prompt's wording differs.",
+        ),
         "disable_gradient_checkpointing": _map("gradient_checkpointing", "negate", default=False),
-        "merge_adapter": _map("merge_adapter"),
+        "merge_adapter": _ignore(
+            "Trainpad's vlm saves the merged model and keeps the adapter in `adapter/`: both forms, same weights."
+        ),
         "image_column": _col("image"),
         "text_column": _col("text"),
         "prompt_text_column": _col("prompt"),
@@ -701,13 +709,15 @@ def _hub(ctx: _Ctx, key: str, value: Any) -> None:
 
 
 def _trainer_key(ctx: _Ctx, key: str, value: Any) -> None:
+    """The trainer chose the task (LLM) or is read by the task's hook (sentence-transformers mode)."""
     if ctx.at.trainer and key in ctx.given and str(value) != ctx.at.trainer:
         ctx.notes.append(
             f"task `{ctx.at.trainer}` and params.trainer `{value}` disagree: AutoTrain's parser lets "
             f"params.trainer win, so this is a `{value}` job ({ctx.task.name})."
         )
-    if ctx.task.name == "sentence_transformers":
-        ctx.params["mode"] = str(value)
+    note = RULES[ctx.at.params][key].note
+    if note:
+        ctx.notes.append(f"trainer {value}: {note}")
 
 
 def block_length(values: dict[str, Any], tokenizer_max: int | None) -> int:
@@ -796,15 +806,11 @@ def _quantization(ctx: _Ctx, key: str, value: Any) -> None:
         return
     if "quantization" in ctx.task.params.model_fields:
         ctx.params["quantization"] = value if quantized else "none"
-    elif quantized and key in ctx.given:
-        ctx.problems.append(
-            f"AutoTrain `quantization: {value}` cannot be honoured: Trainpad's {ctx.task.name} trains LoRA on "
-            "unquantized weights. Set quantization: null."
-        )
     elif quantized:
+        source = f"`quantization: {value}`" if key in ctx.given else f"AutoTrain's default quantization ({value})"
         ctx.notes.append(
-            f"AutoTrain loads the base model in {value} for LoRA by default (peft: true, no quantization key); "
-            f"Trainpad's {ctx.task.name} keeps full-precision weights. Set quantization: null to silence this."
+            f"{source} ignored: Trainpad's {ctx.task.name} trains LoRA on the unquantized base model (more memory, "
+            "no quantization error; the same adapter training otherwise)."
         )
 
 

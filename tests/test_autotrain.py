@@ -319,8 +319,26 @@ EXPECTED = {
     ),
     "image-regression.yml": ("image_regression", {"epochs": 2, "early_stopping_threshold": 0.02}),
     "object-detection.yml": ("object_detection", {"image_square_size": 512, "epochs": 2}),
-    "vlm-vqa.yml": ("vlm", {}),
-    "vlm-captioning.yml": ("vlm", {}),
+    "vlm-vqa.yml": (
+        "vlm",
+        {
+            "use_lora": True,
+            "lora_r": 8,
+            "learning_rate": 4e-5,
+            "gradient_checkpointing": True,  # disable_gradient_checkpointing: false
+            "column_mapping": {"image": "image", "answer": "multiple_choice_answer", "question": "question"},
+        },
+    ),
+    "vlm-captioning.yml": (
+        "vlm",
+        {
+            "column_mapping": {"image": "image", "answer": "caption"},
+            "use_lora": False,  # AutoTrain's defaults: peft off, lr 3e-5, batch 2, accumulation 4
+            "learning_rate": 3e-5,
+            "batch_size": 2,
+            "grad_accum": 4,
+        },
+    ),
 }
 
 
@@ -371,6 +389,12 @@ def test_ignored_keys_are_printed_when_a_config_loads(capsys):
     tab = at.notes(_load("tabular.yml"))
     assert sum("ignored: Trainpad prepares columns per model family" in n for n in tab) == 3
     assert any("hist_gradient_boosting` family stands in" in n for n in at.notes(_load("tabular-regression.yml")))
+    if "vlm" in REGISTERED:
+        vqa = at.notes(_load("vlm-vqa.yml"))
+        assert any(
+            n.startswith("`quantization: int4` ignored: Trainpad's vlm trains LoRA on the unquantized") for n in vqa
+        )
+        assert any(n.startswith("trainer vqa: AutoTrain prompts PaliGemma-style") for n in vqa)
 
 
 def test_keys_that_would_change_the_job_are_refused_with_the_reason():

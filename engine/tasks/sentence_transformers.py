@@ -186,7 +186,7 @@ def predict(model_dir: Path, inputs: Any) -> dict[str, Any]:
 
 def from_autotrain(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """AutoTrain names the mode `trainer` and the columns sentence1/2/3 + target: map them to this mode's roles."""
-    mode = (raw.get("params") or {}).get("trainer") or params.get("mode") or "pair_score"
+    mode = raw.get("trainer") or (raw.get("params") or {}).get("trainer") or params.get("mode") or "pair_score"
     roles = MODES.get(mode, MODES["pair_score"])[0]
     generic = {"sentence1": 0, "sentence2": 1, "sentence3": 2}
     mapping = {}
