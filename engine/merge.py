@@ -46,7 +46,7 @@ def merge_run(run_dir: str | Path) -> Path:
 
 def merge_in_subprocess(run_dir: str | Path, timeout: float = 1800) -> Path:
     """Run the merge as a worker process (the caller never imports torch); raises UserError on failure."""
-    from engine.supervisor import run_engine_module
+    from engine.procs import run_engine_module
 
     adapter_of(Path(run_dir))  # fail fast, in plain words, before starting a process
     return Path(run_engine_module("engine.merge", run_dir, timeout=timeout, what="Merging the adapter"))

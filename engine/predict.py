@@ -18,8 +18,8 @@ from engine.errors import UserError
 
 
 def run_dir_of(run_id: str, data_dir: str | Path | None = None) -> Path:
+    from engine.procs import data_dir_from_env
     from engine.store import Store
-    from engine.supervisor import data_dir_from_env
 
     row = Store(data_dir_from_env(data_dir) / "trainpad.db").get_run(run_id)
     if row is None:
@@ -46,7 +46,7 @@ def predict_run(run_id: str, inputs: Any, data_dir: str | Path | None = None) ->
 
 def predict_in_subprocess(run_dir: str | Path, inputs: Any, timeout: float = 600) -> Any:
     """Predict in a separate process so the caller (the UI) never imports torch; raises UserError on failure."""
-    from engine.supervisor import run_engine_module
+    from engine.procs import run_engine_module
 
     return run_engine_module("engine.predict", run_dir, inputs, timeout=timeout, what="Prediction")
 

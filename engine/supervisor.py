@@ -31,9 +31,7 @@ from engine.errors import UserError
 from engine.params import public_dict
 from engine.policy import Policy
 from engine.policy import problems as policy_problems
-
-# Re-exported for callers that still import process plumbing from here.
-from engine.procs import ENGINE_ROOT, data_dir_from_env, run_engine_module, worker_command, worker_env  # noqa: F401
+from engine.procs import ENGINE_ROOT, data_dir_from_env
 from engine.store import ACTIVE, Store
 from engine.task import Task, get_task
 
