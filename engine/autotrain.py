@@ -76,7 +76,7 @@ _RUN = {
     "data_path": _map("data_path", default=False),
     "train_split": _special("split"),
     "valid_split": _special("split"),
-    "log": _ignore("Trainpad records every metric in its run history and charts; the `log` tracker is not used."),
+    "log": _map("report_to", "tracker"),
     "username": _special("hub"),
     "token": _ignore(HUB_NOTE),
     "push_to_hub": _special("hub"),
@@ -502,6 +502,7 @@ CONVERT = {
     "precision": lambda v: "no" if v in (None, "none", "no", "fp32") else v,  # AutoTrain's None = full fp32
     "flash": lambda v: "flash_attention_2" if v else "sdpa",
     "none_zero": lambda v: 0 if v is None else v,
+    "tracker": lambda v: "none" if v in (None, "", "none") else str(v),
     "modules": lambda v: "all-linear" if v in (None, "", "all-linear") else str(v),
 }
 
