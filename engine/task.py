@@ -97,6 +97,9 @@ class Task:
     # The worker loads the data with `engine.data.load_splits` and passes it in the Job; a task that reads its
     # files itself (tabular: raw columns, its own split) sets this False and gets `Job.train = None`.
     loads_data: bool = True
+    # How a training example weighs on memory, for the pre-launch memory check (engine/memory.py):
+    # sequences_per_example (2 for chosen/rejected pairs), reference_model (a frozen copy, DPO), lm_logits.
+    memory_profile: dict[str, Any] = field(default_factory=dict)
 
     @property
     def example_config(self) -> Path:

@@ -78,6 +78,10 @@ TASK = Task(
     "rows of prompt, chosen and rejected answers.",
     params=Params,
     **ld.preference_task_fields(),
+    memory_profile={
+        "sequences_per_example": 2,
+        "reference_model": True,
+    },  # chosen + rejected per example (memory check)
     train=train,
     predict=lm.generate,
     key_metric="eval_rewards/accuracies",

@@ -49,6 +49,7 @@ TASK = Task(
     "model): rows of prompt, chosen and rejected answers.",
     params=Params,
     **ld.preference_task_fields(),
+    memory_profile={"sequences_per_example": 2},  # chosen + rejected per example (memory check)
     train=train,
     predict=lm.generate,
     key_metric="eval_rewards/accuracies",

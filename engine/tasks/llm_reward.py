@@ -117,6 +117,7 @@ TASK = Task(
     "Used to rank answers or for RLHF.",
     params=Params,
     **ld.preference_task_fields(),
+    memory_profile={"sequences_per_example": 2, "lm_logits": False},  # chosen + rejected per example (memory check)
     train=train,
     predict=predict,
     key_metric="eval_accuracy",
