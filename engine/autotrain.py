@@ -528,9 +528,10 @@ class _Ctx:
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     name: str = ""
+    env: bool = False  # may read ${VAR} from the environment (configs run from the command line only)
 
 
-def convert(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def convert(data: dict[str, Any], env: bool = False) -> tuple[dict[str, Any], list[str]]:
     """An AutoTrain Advanced YAML (as a dict) -> Trainpad's ``{task, name, backend, params}`` and the notes about
     keys that were ignored or adjusted. Raises UserError listing every refused key."""
     extra = sorted(set(data) - {"task", "base_model", "project_name", "log", "backend", "data", "params", "hub"})
@@ -540,7 +541,7 @@ def convert(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             "base_model, project_name, log, backend, data, params and hub."
         )
     alias = str(data.get("task") or "")
-    return _convert(alias, flatten(data), backend=data.get("backend"))
+    return _convert(alias, flatten(data), backend=data.get("backend"), env=env)
 
 
 def flatten(data: dict[str, Any]) -> dict[str, Any]:
@@ -560,13 +561,15 @@ def flatten(data: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _convert(alias: str, given: dict[str, Any], backend: Any = None) -> tuple[dict[str, Any], list[str]]:
+def _convert(
+    alias: str, given: dict[str, Any], backend: Any = None, env: bool = False
+) -> tuple[dict[str, Any], list[str]]:
     at = TASKS.get(alias) or _trainpad_alias(alias)
     trainer = _trainer(at, given)
     task = _resolve(at, alias, trainer, given)
     defaults = {k: v for k, v in DEFAULTS[at.params].items() if RULES[at.params][k].default}
     values = {**defaults, **given, **({"trainer": trainer} if trainer else {})}
-    ctx = _Ctx(at, task, trainer, given, values)
+    ctx = _Ctx(at, task, trainer, given, values, env=env)
     for key in values:
         _apply(ctx, key)
     _finish(ctx)
@@ -698,13 +701,20 @@ def _hub(ctx: _Ctx, key: str, value: Any) -> None:
     user = ctx.values.get("username") or ""
     if isinstance(user, str) and user.startswith("${"):
         var = user[2:-1]
-        if var not in os.environ:
+        if not ctx.env:
+            ctx.notes.append(
+                f"hub.username {user} is not read from the environment here (only configs run from the command "
+                f"line read it): the model is pushed as `{ctx.values.get('project_name')}` under the token's account."
+            )
+            user = ""
+        elif var not in os.environ:
             ctx.problems.append(
                 f"hub.username is ${{{var}}} but the environment variable {var} is not set: set it, or write the "
                 "username, or set push_to_hub: false."
             )
             return
-        user = os.environ[var]
+        else:
+            user = os.environ[var]
     ctx.params["push_to_hub"] = True
     ctx.params["hub_repo_id"] = f"{user}/{ctx.values.get('project_name')}" if user else str(ctx.values["project_name"])
 
@@ -939,9 +949,10 @@ def backend_of(data: dict[str, Any]) -> str:
     return doc["backend"]
 
 
-def load(data: dict[str, Any]) -> dict[str, Any]:
-    """Convert an AutoTrain config for ``engine.config`` and print its notes (to stderr) as it loads."""
-    doc, notes = convert(data)
+def load(data: dict[str, Any], env: bool = False) -> dict[str, Any]:
+    """Convert an AutoTrain config for ``engine.config`` and print its notes (to stderr) as it loads. ``env``: the
+    config comes from the command line and may read ``${VAR}`` (hub.username) from the environment."""
+    doc, notes = convert(data, env)
     for line in notes:
         print(f"[AutoTrain config] {line}", file=sys.stderr)
     return doc
@@ -1050,7 +1061,7 @@ def command_to_yaml(command: str) -> str:
     from engine.config import from_dict
     from engine.params import public_dict
 
-    doc, found = convert(parse_command(command))
+    doc, found = convert(parse_command(command), env=True)
     task, params = from_dict({k: v for k, v in doc.items() if k != "backend" or v in ("local", "hf-jobs")})
     out: dict[str, Any] = {"task": task.name}
     if doc.get("name"):

@@ -136,7 +136,7 @@ def from_dict(
     if not isinstance(data, dict):
         raise UserError("A config must be a mapping with `task:` and `params:` keys.")
     if is_autotrain(data):
-        data = autotrain.load(data)  # before ${ENV} expansion: AutoTrain's hub.token is never read
+        data = autotrain.load(data, env)  # before ${ENV} expansion: AutoTrain's hub.token is never read
     if env:
         data = expand_env(data)
     if not isinstance(data.get("params") or {}, dict):

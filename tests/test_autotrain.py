@@ -353,7 +353,7 @@ def test_corpus_config_validates_with_the_right_meaning(name):
         with pytest.raises(UserError, match=r"Task `.*` \(AutoTrain's .*\) is not available in this version"):
             from_dict(_load(name))
         return
-    task, params = from_dict(_load(name))
+    task, params = from_dict(_load(name), env=True)  # as from the command line: ${HF_USERNAME} is read
     assert task.name == task_name
     got = {k: getattr(params, k) for k in expected}
     assert got == expected
@@ -432,11 +432,14 @@ def test_chat_template_none_or_null_means_plain_text_and_hosted_backends_run_on_
 
 
 def test_unset_hub_token_variable_is_never_read_but_an_unset_username_is_named(monkeypatch):
-    _, params = from_dict(_load("text_classification.yml"))  # ${HF_TOKEN} unset: fine
+    _, params = from_dict(_load("text_classification.yml"), env=True)  # ${HF_TOKEN} unset: fine
     assert params.hub_repo_id == "alice/text-clf"
+    _, params = from_dict(_load("text_classification.yml"))  # the app: the environment is never read
+    assert params.hub_repo_id == "text-clf"
+    assert any("is not read from the environment here" in n for n in at.notes(_load("text_classification.yml")))
     monkeypatch.delenv("HF_USERNAME")
     with pytest.raises(UserError, match="HF_USERNAME is not set"):
-        from_dict(_load("text_classification.yml"))
+        from_dict(_load("text_classification.yml"), env=True)
 
 
 # ---- AutoTrain's own example configs (configs/ in huggingface/autotrain-advanced, 36 files) ----------------------

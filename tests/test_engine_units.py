@@ -117,7 +117,7 @@ hub:
 def test_autotrain_sft_config_maps_onto_trainpad(monkeypatch):
     monkeypatch.setenv("HF_USERNAME", "alice")
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
-    task, params = from_dict(yaml.safe_load(AUTOTRAIN_SFT))
+    task, params = from_dict(yaml.safe_load(AUTOTRAIN_SFT), env=True)
     assert task.name == "llm_sft"
     assert params.base_model == "meta-llama/Llama-3.2-1B-Instruct"
     assert params.data_path == "HuggingFaceH4/no_robots"
@@ -133,7 +133,7 @@ def test_autotrain_sft_config_maps_onto_trainpad(monkeypatch):
 def test_autotrain_unset_env_var_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("HF_USERNAME", raising=False)
     with pytest.raises(UserError, match="HF_USERNAME is not set"):
-        from_dict(yaml.safe_load(AUTOTRAIN_SFT))
+        from_dict(yaml.safe_load(AUTOTRAIN_SFT), env=True)
 
 
 def test_unknown_task_lists_valid_tasks():
