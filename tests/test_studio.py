@@ -287,3 +287,20 @@ def test_report_to_a_tracker_that_is_installed_or_says_how_to_install_it(tmp_pat
     assert os.environ["WANDB_MODE"] == "offline" and os.environ["WANDB_DIR"] == str(tmp_path)  # offline-safe
     none = get_task("text_classification").params.model_construct()
     assert none.report_to == "none" and train_utils.trackers(none, tmp_path) == "none"
+
+
+# --- 6. playground ------------------------------------------------------------------------------
+
+
+def test_playground_chat_settings_end_of_turn_and_class_bars():
+    from ui import playground
+
+    request = playground.chat_request([{"role": "user", "content": "hi"}], 64.0, 0.7, "Be brief.")
+    assert request["messages"][0] == {"role": "system", "content": "Be brief."} and request["max_new_tokens"] == 64
+    assert request["temperature"] == 0.7 and playground.chat_request([], 16, 0, " ")["messages"] == []
+    assert playground.trim_reply("Paris.\nuser\nAnd Spain?\nassistant\nMadrid.") == "Paris."
+    assert playground.trim_reply("Sure<|im_end|><|im_start|>user") == "Sure"
+    assert playground.trim_reply("A user manual is useful.") == "A user manual is useful."
+    bars = playground.label_view({"label": "pos", "scores": {"pos": 0.9, "neg": 0.1}})
+    assert bars["visible"] and bars["value"] == {"pos": 0.9, "neg": 0.1}
+    assert not playground.label_view({"text": "no scores"})["visible"]

@@ -5,6 +5,7 @@ JSON or a table); predictions run in this browser session's prediction process (
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import gradio as gr
@@ -19,10 +20,10 @@ from ui.predictor import predictor_for, release
 KINDS = ["chat", "text", "json", "table", "image"]
 HINTS = {
     "chat": "Chat with the model: each message is sent with the conversation so far.",
-    "text": "Type a text; the model's prediction appears on the right.",
+    "text": "Type a text and press Predict; the prediction appears below.",
     "json": "Enter the input as JSON (the task's predict input).",
     "table": "Fill in one or more rows; each row gets a prediction.",
-    "image": "Upload an image (or take one with the webcam); the prediction appears on the right.",
+    "image": "Upload an image (or take one with the webcam) and press Predict; the prediction appears below.",
 }
 
 
@@ -106,6 +107,16 @@ def _layout(ctx: Context) -> dict[str, Any]:
             w["msg"] = gr.Textbox(placeholder="Your message", show_label=False, scale=5, elem_id="play-msg")
             w["send"] = gr.Button("Send", variant="primary", scale=0, elem_id="play-send")
             w["clear"] = gr.Button("Clear", scale=0)
+        with gr.Accordion("Generation settings", open=False, elem_id="play-gen"):
+            with gr.Row():
+                w["max_new_tokens"] = gr.Slider(
+                    16, 1024, value=128, step=16, label="Max new tokens", elem_id="play-max_new_tokens"
+                )
+                w["temperature"] = gr.Slider(
+                    0.0, 2.0, value=0.0, step=0.05, label="Temperature (0 = always the likeliest word)",
+                    elem_id="play-temperature",
+                )  # fmt: skip
+            w["system"] = gr.Textbox(label="System prompt (optional)", lines=2, elem_id="play-system")
     with gr.Group(visible=False) as groups["text"]:
         w["text"] = gr.Textbox(label="Text", lines=4, elem_id="play-text")
     with gr.Group(visible=False) as groups["json"]:
@@ -120,7 +131,36 @@ def _layout(ctx: Context) -> dict[str, Any]:
         w["predict"] = gr.Button("Predict", variant="primary", elem_id="play-predict")
     w["output"] = gr.JSON(label="Prediction", elem_id="play-output", visible=False)
     w["boxes"] = gr.AnnotatedImage(label="Boxes found", elem_id="play-boxes", visible=False)
+    w["label"] = gr.Label(label="Classes", num_top_classes=10, elem_id="play-label", visible=False)
     return w
+
+
+def label_view(output: Any) -> Any:
+    """A classifier's scores as bars (``gr.Label``): one text's ``{"label", "scores"}``; hidden otherwise."""
+    if isinstance(output, list) and len(output) == 1:
+        output = output[0]
+    scores = output.get("scores") if isinstance(output, dict) else None
+    if not isinstance(scores, dict) or not scores:
+        return gr.update(visible=False, value=None)
+    return gr.update(visible=True, value={str(k): float(v) for k, v in scores.items()})
+
+
+END_OF_TURN = re.compile(
+    r"(<\|(?:im_end|im_start|eot_id|end|user|assistant)\|>|</s>|\n\s*(?:user|assistant|system)\s*(?::|\n))", re.I
+)
+
+
+def trim_reply(text: str) -> str:
+    """The assistant's reply up to its end of turn: a model that ran past its template's end-of-turn token (it
+    writes the next "user"/"assistant" turns itself) is cut where the invented turn begins."""
+    match = END_OF_TURN.search(text)
+    return (text[: match.start()] if match else text).strip()
+
+
+def chat_request(turns: list[dict[str, str]], max_new_tokens: float, temperature: float, system: str) -> dict[str, Any]:
+    """The predict input of a chat turn with its generation settings (``engine.llm_model.generate``)."""
+    messages = ([{"role": "system", "content": system.strip()}] if system and system.strip() else []) + turns
+    return {"messages": messages, "max_new_tokens": int(max_new_tokens), "temperature": float(temperature)}
 
 
 def boxes_view(image: str | None, output: Any) -> Any:
@@ -135,7 +175,8 @@ def pick_updates(ctx: Context, w: dict[str, Any], run_id: str, session: str) -> 
     """Show the input widget of the picked run's task, and start its prediction process (it warms up)."""
     release(session)
     row = ctx.store.get_run(run_id) if run_id else None
-    hidden = {g: gr.update(visible=False) for g in [*w["groups"].values(), w["predict_row"], w["output"], w["boxes"]]}
+    shown = [*w["groups"].values(), w["predict_row"], w["output"], w["boxes"], w["label"]]
+    hidden = {g: gr.update(visible=False) for g in shown}
     if row is None:
         return {w["info"]: "Pick a run that succeeded.", w["kind"]: "json", **hidden}
     kind = widget_kind(row["task"])
@@ -146,6 +187,8 @@ def pick_updates(ctx: Context, w: dict[str, Any], run_id: str, session: str) -> 
         **{g: gr.update(visible=kind == name) for name, g in w["groups"].items()},
         w["predict_row"]: gr.update(visible=kind != "chat"),
         w["output"]: gr.update(visible=kind != "chat", value=None),
+        w["boxes"]: gr.update(visible=False, value=None),  # the previous run's results go
+        w["label"]: gr.update(visible=False, value=None),
     }
     if kind == "table":
         updates[w["table"]] = table_template(row)
@@ -156,7 +199,8 @@ def _wire_pick(ctx: Context, w: dict[str, Any], playground_tab: Any) -> None:
     def on_pick(run_id: str, request: gr.Request) -> dict[Any, Any]:
         return pick_updates(ctx, w, run_id, request.session_hash or "")
 
-    outputs = [w["info"], w["kind"], *w["groups"].values(), w["predict_row"], w["output"], w["boxes"], w["table"]]
+    outputs = [w["info"], w["kind"], *w["groups"].values(), w["predict_row"], w["output"], w["boxes"], w["label"]]
+    outputs.append(w["table"])
     w["run"].change(on_pick, w["run"], outputs, api_visibility="private", concurrency_limit=None)
     for trigger in (w["refresh"].click, playground_tab.select):
         trigger(lambda: gr.update(choices=succeeded_runs(ctx)), None, w["run"], api_visibility="private")
@@ -189,21 +233,30 @@ def _wire_predict(ctx: Context, w: dict[str, Any]) -> None:
     inputs = [w["run"], w["kind"], w["text"], w["json"], w["table"], w["image"]]
     predicted = w["predict"].click(on_predict, inputs, w["output"], api_name="predict", concurrency_limit=4)
     predicted.then(on_output, [w["kind"], w["image"], w["output"]], w["boxes"], api_visibility="private")
+    predicted.then(label_view, w["output"], w["label"], api_visibility="private")
 
 
 def _wire_chat(ctx: Context, w: dict[str, Any]) -> None:
-    def on_send(run_id: str, history: list[dict[str, Any]], message: str, request: gr.Request) -> dict[Any, Any]:
+    def on_send(
+        run_id: str,
+        history: list[dict[str, Any]],
+        message: str,
+        max_new_tokens: float,
+        temperature: float,
+        system: str,
+        request: gr.Request,
+    ) -> dict[Any, Any]:
         if not message.strip():
             return {w["msg"]: ""}
         turns = [{"role": m["role"], "content": _text(m["content"])} for m in history or []]
         turns.append({"role": "user", "content": message})
-        reply = ask(ctx, run_id, turns, request.session_hash or "")
-        return {w["chat"]: [*turns, {"role": "assistant", "content": str(reply)}], w["msg"]: ""}
+        reply = ask(ctx, run_id, chat_request(turns, max_new_tokens, temperature, system), request.session_hash or "")
+        return {w["chat"]: [*turns, {"role": "assistant", "content": trim_reply(str(reply))}], w["msg"]: ""}
 
     for trigger in (w["send"].click, w["msg"].submit):
         trigger(
             on_send,
-            [w["run"], w["chat"], w["msg"]],
+            [w["run"], w["chat"], w["msg"], w["max_new_tokens"], w["temperature"], w["system"]],
             [w["chat"], w["msg"]],
             api_visibility="private",
             concurrency_limit=4,
