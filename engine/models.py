@@ -71,6 +71,7 @@ ENCODER_TYPES = {
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 _hub_up: tuple[float, bool] | None = None
+_pool: Any = None
 _hub_configs: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
 
@@ -181,13 +182,30 @@ def _hub_reachable() -> bool:
     global _hub_up
     if _hub_up and time.time() - _hub_up[0] < REMEMBER_S:
         return _hub_up[1]
-    try:
-        socket.create_connection((_hub_host(), HUB_PORT), timeout=TIMEOUT_S).close()
-        up = True
-    except OSError:
+    try:  # in a thread: name resolution is not bounded by the socket timeout
+        up = bool(_background(_connects, _hub_host()).result(timeout=TIMEOUT_S + 0.5))
+    except Exception:
         up = False
     _hub_up = (time.time(), up)
     return up
+
+
+def _connects(host: str) -> bool:
+    try:
+        socket.create_connection((host, HUB_PORT), timeout=TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
+
+
+def _background(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` started in the module's worker threads (a future)."""
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hub")
+    return _pool.submit(fn, *args)
 
 
 def _hub_host() -> str:
@@ -269,7 +287,6 @@ PIPELINES: tuple[tuple[str, str | None], ...] = (
     ("*", None),
 )
 _hub_lists: dict[str, tuple[float, list[str]]] = {}
-_pool: Any = None
 
 
 def pipeline_tag(task_name: str) -> str | None:
@@ -285,14 +302,8 @@ def hub_suggestions(task: Any, limit: int = 10) -> list[str]:
     cached = _hub_lists.get(tag)
     if cached and time.time() - cached[0] < REMEMBER_S * 12:
         return cached[1]
-    global _pool
-    if _pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-search")
-    future = _pool.submit(_list_models, tag, limit)
     try:
-        return future.result(timeout=TIMEOUT_S * 2)
+        return _background(_list_models, tag, limit).result(timeout=TIMEOUT_S * 2)
     except Exception:
         return []
 

@@ -304,3 +304,14 @@ def test_playground_chat_settings_end_of_turn_and_class_bars():
     bars = playground.label_view({"label": "pos", "scores": {"pos": 0.9, "neg": 0.1}})
     assert bars["visible"] and bars["value"] == {"pos": 0.9, "neg": 0.1}
     assert not playground.label_view({"text": "no scores"})["visible"]
+
+
+def test_hub_probe_is_bounded_and_remembered(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(models, "_hub_up", None)
+    monkeypatch.setattr(models, "_connects", lambda host: time.sleep(10) or True)  # a hanging name lookup
+    t0 = time.time()
+    assert models.hub_offline() and time.time() - t0 < models.TIMEOUT_S + 1.5
+    t0 = time.time()
+    assert models.hub_offline() and time.time() - t0 < 0.1  # remembered: no second wait
+    assert models.hub_suggestions(get_task("llm_sft")) == []
