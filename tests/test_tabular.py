@@ -271,7 +271,7 @@ def run(supervisor, timeout: float = 180, **kw) -> tuple[dict, dict, Path]:
 @pytest.mark.slow
 def test_breast_cancer_auto_ensemble(supervisor, tmp_path):
     path = sklearn_csv("breast_cancer", tmp_path)
-    row, m, run_dir = run(supervisor, data_path=str(path), time_limit=10, valid_fraction=0.2)
+    row, m, run_dir = run(supervisor, data_path=str(path), time_limit=20, valid_fraction=0.2)
     assert m["problem_type"] == "binary" and m["eval_rows"] == 114
     assert m["eval_accuracy"] > 0.93 and m["eval_logloss"] < 0.2 and m["eval_roc_auc"] > 0.97
     assert row["key_metric"] == pytest.approx(m["eval_loss"])
