@@ -5,8 +5,10 @@ The Runs page draws one line chart per entry of ``CHARTS``; run comparison overl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
+from pathlib import Path
 
 CHARTS = {
     "loss": "Loss (training, validation)",
@@ -116,3 +118,18 @@ RESULT_FILES: tuple[tuple[str, str], ...] = (
     ("model/leaderboard.csv", "leaderboard"),
     ("model/feature_importance.csv", "importance"),  # columns feature, importance
 )
+
+
+def write_confusion(
+    run_dir: str | Path, true_ids: Iterable[int], predicted_ids: Iterable[int], names: list[str]
+) -> None:
+    """Write the ``confusion`` result view's file (rows: true class, columns: predicted), replacing the last one:
+    a classification task calls this from its metrics so the run page shows the matrix and per-class scores."""
+    matrix = [[0] * len(names) for _ in names]
+    for t, p in zip(true_ids, predicted_ids, strict=True):
+        if 0 <= int(t) < len(names) and 0 <= int(p) < len(names):
+            matrix[int(t)][int(p)] += 1
+    path = Path(run_dir) / RESULT_FILES[0][0]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"labels": [str(n) for n in names], "matrix": matrix}), encoding="utf-8")
+    tmp.replace(path)

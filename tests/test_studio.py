@@ -315,3 +315,16 @@ def test_hub_probe_is_bounded_and_remembered(monkeypatch):
     t0 = time.time()
     assert models.hub_offline() and time.time() - t0 < 0.1  # remembered: no second wait
     assert models.hub_suggestions(get_task("llm_sft")) == []
+
+
+# --- 4. results: the confusion matrix a classification task writes ------------------------------
+
+
+def test_write_confusion_feeds_the_run_pages_matrix_and_per_class_scores(tmp_path):
+    from engine import charts
+    from ui import runs_view
+
+    charts.write_confusion(tmp_path, [0, 0, 1, 1, 2], [0, 1, 1, 1, 2], ["neg", "pos", "neutral"])
+    found = runs_view.results(tmp_path)
+    assert found["confusion"]["pos"].tolist() == [1, 2, 0]
+    assert found["per_class"].set_index("class").loc["neg", "recall"] == 0.5

@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 from typing import Any, Literal
 
+from engine import charts
 from engine import text_utils as xu
 from engine.errors import UserError
 from engine.params import field
@@ -145,7 +146,16 @@ def train(job: Job) -> dict[str, float]:
         multi_label=multi,
         max_length=params.max_length,
     )
-    compute = functools.partial(xu.classifier_metrics, multi=multi, threshold=params.threshold)
+    names = [id2label[i] for i in range(len(id2label))]
+
+    def compute(pred: Any) -> dict[str, float]:  # the scores, and the confusion matrix for the run page
+        import numpy as np
+
+        out = xu.classifier_metrics(pred, multi=multi, threshold=params.threshold)
+        if not multi:
+            charts.write_confusion(job.run_dir, pred.label_ids, np.asarray(pred.predictions).argmax(-1), names)
+        return out
+
     return xu.fit(
         job, model, tok, train_rows, valid_rows, collator=DataCollatorWithPadding(tok), compute_metrics=compute
     )
