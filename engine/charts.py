@@ -111,12 +111,14 @@ RESULTS = {
     "per_class": "Per class: precision, recall, F1",
     "leaderboard": "Leaderboard (models tried, best first)",
     "importance": "Feature importance",
+    "scatter": "Predicted vs true (validation rows; on the diagonal = right)",
 }
 # (file path in the run folder, result view): a task gets a view by writing the file, no UI change.
 RESULT_FILES: tuple[tuple[str, str], ...] = (
     ("confusion_matrix.json", "confusion"),  # {"labels": [...], "matrix": [[...]]}; per_class is derived from it
     ("model/leaderboard.csv", "leaderboard"),
     ("model/feature_importance.csv", "importance"),  # columns feature, importance
+    ("predictions.csv", "scatter"),  # columns true, predicted (regression)
 )
 
 
@@ -132,4 +134,16 @@ def write_confusion(
     path = Path(run_dir) / RESULT_FILES[0][0]
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"labels": [str(n) for n in names], "matrix": matrix}), encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_predictions(
+    run_dir: str | Path, true: Iterable[float], predicted: Iterable[float], limit: int = 2000
+) -> None:
+    """Write the ``scatter`` result view's file (true, predicted; the first ``limit`` rows), replacing the last one:
+    a regression task calls this from its metrics so the run page shows predicted against true values."""
+    rows = [f"{float(t)!r},{float(p)!r}" for t, p in zip(true, predicted, strict=True)][:limit]
+    path = Path(run_dir) / "predictions.csv"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("true,predicted\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
     tmp.replace(path)

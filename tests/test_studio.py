@@ -222,12 +222,14 @@ def test_browser_check_marks_a_missing_model_and_runs_page_reads_well(live, tmp_
     (run_dir / rf.MODEL_DIR).mkdir()
     (run_dir / rf.MODEL_DIR / "leaderboard.csv").write_text("model,cv_score\nxgboost,0.91\nlinear,0.85\n")
     (run_dir / rf.MODEL_DIR / "feature_importance.csv").write_text("feature,importance\nage,0.1\nfare,0.3\n")
+    (run_dir / "predictions.csv").write_text("true,predicted\n1.0,1.2\n2.0,1.8\n3.0,3.1\n")
     run_box.fill("results-run")
     run_box.press("Enter")
     expect(pg.locator("#result-per_class")).to_contain_text("precision")
     expect(pg.locator("#result-confusion")).to_contain_text("dog")
     expect(pg.locator("#result-leaderboard")).to_contain_text("xgboost")
     expect(pg.locator("#result-importance canvas, #result-importance svg").first).to_be_visible()
+    expect(pg.locator("#result-scatter canvas, #result-scatter svg").first).to_be_visible()
     shot(pg, "14-results-views")
 
 
@@ -328,3 +330,6 @@ def test_write_confusion_feeds_the_run_pages_matrix_and_per_class_scores(tmp_pat
     found = runs_view.results(tmp_path)
     assert found["confusion"]["pos"].tolist() == [1, 2, 0]
     assert found["per_class"].set_index("class").loc["neg", "recall"] == 0.5
+    charts.write_predictions(tmp_path, [1.0, 2.0, 3.0], [1.1, 1.9, 3.2])
+    scatter = runs_view.results(tmp_path)["scatter"]
+    assert scatter["true"].tolist() == [1.0, 2.0, 3.0] and scatter["predicted"].tolist()[2] == 3.2

@@ -108,6 +108,9 @@ def _results(c: dict[str, Any]) -> None:
         c["importance"] = gr.BarPlot(
             x="feature", y="importance", label=labels["importance"], visible=False, elem_id="result-importance"
         )
+    c["scatter"] = gr.ScatterPlot(
+        x="true", y="predicted", label=labels["scatter"], visible=False, elem_id="result-scatter", height=320
+    )
 
 
 def result_updates(found: dict[str, pd.DataFrame]) -> dict[str, Any]:

@@ -328,7 +328,12 @@ def _importance(file: Path) -> dict[str, pd.DataFrame]:
     return {"importance": table.astype({"feature": "str", "importance": "float64"})} if not table.empty else {}
 
 
-READERS = {"confusion": _confusion, "leaderboard": _leaderboard, "importance": _importance}
+def _scatter(file: Path) -> dict[str, pd.DataFrame]:
+    table = pd.read_csv(file)[["true", "predicted"]].astype("float64")
+    return {"scatter": table} if not table.empty else {}
+
+
+READERS = {"confusion": _confusion, "leaderboard": _leaderboard, "importance": _importance, "scatter": _scatter}
 
 
 # --- compare ----------------------------------------------------------------------------------

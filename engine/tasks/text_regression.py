@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from engine import charts
 from engine import text_utils as xu
 from engine.data import row_numbers
 from engine.errors import UserError
@@ -108,7 +109,15 @@ def train(job: Job) -> dict[str, float]:
         "text regression", len(train_rows), len(valid_rows or []), targets=n_targets, max_length=params.max_length
     )
     collator = DataCollatorWithPadding(tok)
-    return xu.fit(job, model, tok, train_rows, valid_rows, collator=collator, compute_metrics=metrics)
+
+    def compute(pred: Any) -> dict[str, float]:  # the scores, and predicted-vs-true for the run page
+        import numpy as np
+
+        true, predicted = np.asarray(pred.label_ids), np.asarray(pred.predictions)
+        charts.write_predictions(job.run_dir, true.reshape(len(true), -1)[:, 0], predicted.reshape(len(true), -1)[:, 0])
+        return metrics(pred)
+
+    return xu.fit(job, model, tok, train_rows, valid_rows, collator=collator, compute_metrics=compute)
 
 
 def metrics(pred: Any) -> dict[str, float]:
