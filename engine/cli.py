@@ -109,13 +109,17 @@ def _token_env() -> dict[str, str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    import os
+
     from engine.config import dump_config, load_config
     from engine.data import check_data, disk_problem
+    from engine.models import check_params
     from engine.procs import data_dir_from_env
 
     task, params = load_config(args.config, args.overrides)
     data_dir = data_dir_from_env(args.data_dir)
-    problems = check_data(task, params) + disk_problem(data_dir if data_dir.exists() else Path.cwd())
+    problems = check_params(task, params, os.environ.get("HF_TOKEN")) + check_data(task, params)
+    problems += disk_problem(data_dir if data_dir.exists() else Path.cwd())
     if problems:
         raise UserError(problems)
     print(dump_config(task, params), end="")

@@ -28,6 +28,7 @@ from engine.backends import Backend, get_backend, operations
 from engine.config import dump_config
 from engine.data import absolute_paths, check_data, disk_problem
 from engine.errors import UserError
+from engine.models import check_params
 from engine.params import public_dict
 from engine.policy import Policy
 from engine.policy import problems as policy_problems
@@ -136,8 +137,8 @@ class Supervisor:
         problems = disk_problem(self.data_dir) + self._backend_problems(backend, params, secrets or {})
         problems += policy_problems(self.policy, params, self.runs_dir, self.user_dirs(user))
         problems += self._quota_problems(user)
-        if check and not problems:
-            problems = check_data(task, params)
+        if check and not problems:  # the base model first: a missing or wrong model is settled before launch
+            problems = check_params(task, params, (secrets or {}).get("HF_TOKEN")) + check_data(task, params)
         if problems:
             raise UserError(problems)
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]

@@ -56,6 +56,6 @@ def test_run_runs_predict_in_foreground(tmp_path, tiny_llama):
     pred = trainpad("predict", rows[0]["id"], "what is 1 plus 1?", data_dir=data_dir)
     assert pred.returncode == 0, pred.stderr
     failed = trainpad("run", str(cfg), "base_model=./missing-model", data_dir=data_dir)
-    assert failed.returncode == 1 and "missing-model" in failed.stderr
+    assert failed.returncode == 2 and "missing-model" in failed.stderr, "refused before anything is queued"
     listing = trainpad("runs", data_dir=data_dir).stdout
     assert "failed" in listing and "succeeded" in listing
