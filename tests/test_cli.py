@@ -58,4 +58,4 @@ def test_run_runs_predict_in_foreground(tmp_path, tiny_llama):
     failed = trainpad("run", str(cfg), "base_model=./missing-model", data_dir=data_dir)
     assert failed.returncode == 2 and "missing-model" in failed.stderr, "refused before anything is queued"
     listing = trainpad("runs", data_dir=data_dir).stdout
-    assert "failed" in listing and "succeeded" in listing
+    assert "failed" not in listing and "succeeded" in listing and len(listing.strip().splitlines()) == 2
