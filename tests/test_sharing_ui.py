@@ -66,7 +66,7 @@ def test_users_see_and_touch_only_their_own_runs(shared_studio, tiny_llama):
             bob.predict(run_id, api_name=api)
     assert ctx.engine.store.get_run(run_id)["status"] == "succeeded" and Path(row["run_dir"]).is_dir()
     with pytest.raises(Exception, match="not in the list of choices|No run with id"):  # noqa: B017
-        bob.predict(run_id, "text", "hi", "", None, None, api_name="/predict")
+        bob.predict(run_id, "text", "hi", "", None, None, None, api_name="/predict")
 
     out = bob.predict(api_name="/start_llm_sft", upload=None, base_model=str(model), data_path=str(data), max_steps=2)
     said = f"{out[0]} {out[1]}"

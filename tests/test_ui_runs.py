@@ -306,3 +306,18 @@ def test_results_show_what_the_task_wrote_and_nothing_empty(ctx):
     assert set(updates) == set(runs.DETAIL_KEYS) and updates["importance"]["visible"]
     fake_run(ctx, "bare", "succeeded")
     assert not any(runs.detail_updates(ctx, "bare", "step")[k]["visible"] for k in charts.RESULTS)
+
+
+def test_playground_inputs_for_images_with_a_question_and_audio():
+    from engine.errors import UserError
+    from ui import playground
+
+    assert playground.make_inputs("image_text", "what colour?", "", None, image="/x/a.png") == {
+        "image": "/x/a.png",
+        "question": "what colour?",
+    }
+    assert playground.make_inputs("image_text", " ", "", None, image="/x/a.png") == {"image": "/x/a.png"}
+    assert playground.make_inputs("audio", "", "", None, audio="/x/clip.wav") == "/x/clip.wav"
+    with pytest.raises(UserError, match="Upload or record a clip"):
+        playground.make_inputs("audio", "", "", None)
+    assert playground.widget_kind("asr") == "audio" and playground.widget_kind("vlm") == "image_text"

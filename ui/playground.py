@@ -17,13 +17,17 @@ from engine.task import get_task
 from ui.context import Context
 from ui.predictor import predictor_for, release
 
-KINDS = ["chat", "text", "json", "table", "image"]
+KINDS = ["chat", "text", "json", "table", "image", "image_text", "audio"]
+SHOWS = {"image_text": ("image", "text")}  # kinds that show several input groups
 HINTS = {
     "chat": "Chat with the model: each message is sent with the conversation so far.",
     "text": "Type a text and press Predict; the prediction appears below.",
     "json": "Enter the input as JSON (the task's predict input).",
     "table": "Fill in one or more rows; each row gets a prediction.",
     "image": "Upload an image (or take one with the webcam) and press Predict; the prediction appears below.",
+    "image_text": "Upload an image, type a question (or leave it empty for a caption) and press Predict; the "
+    "answer appears below.",
+    "audio": "Upload or record a clip and press Predict; the transcript appears below.",
 }
 
 
@@ -58,14 +62,22 @@ def table_template(row: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([[""] * len(columns)], columns=columns)
 
 
-def make_inputs(kind: str, text: str, json_text: str, table: Any, image: str | None = None) -> Any:
-    """The predict input for the widget kind; UserError for JSON that does not parse or a missing image."""
+def make_inputs(
+    kind: str, text: str, json_text: str, table: Any, image: str | None = None, audio: str | None = None
+) -> Any:
+    """The predict input for the widget kind; UserError for JSON that does not parse or a missing image/clip."""
     if kind == "text":
         return text
-    if kind == "image":
+    if kind in ("image", "image_text"):
         if not image:
             raise UserError("Upload an image first.")
-        return str(image)
+        if kind == "image":
+            return str(image)
+        return {"image": str(image), "question": text} if (text or "").strip() else {"image": str(image)}
+    if kind == "audio":
+        if not audio:
+            raise UserError("Upload or record a clip first.")
+        return str(audio)
     if kind == "table":
         df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
         rows = df.replace("", None).dropna(how="all").to_dict(orient="records")
@@ -127,6 +139,8 @@ def _layout(ctx: Context) -> dict[str, Any]:
         w["image"] = gr.Image(
             type="filepath", sources=["upload", "webcam", "clipboard"], label="Image", elem_id="play-image"
         )
+    with gr.Group(visible=False) as groups["audio"]:
+        w["audio"] = gr.Audio(type="filepath", sources=["upload", "microphone"], label="Audio", elem_id="play-audio")
     with gr.Row(visible=False) as w["predict_row"]:
         w["predict"] = gr.Button("Predict", variant="primary", elem_id="play-predict")
     w["output"] = gr.JSON(label="Prediction", elem_id="play-output", visible=False)
@@ -184,7 +198,7 @@ def pick_updates(ctx: Context, w: dict[str, Any], run_id: str, session: str) -> 
     updates = {
         w["info"]: f"**{get_task(row['task']).title}** · run `{run_id}` · {HINTS[kind]}",
         w["kind"]: kind,
-        **{g: gr.update(visible=kind == name) for name, g in w["groups"].items()},
+        **{g: gr.update(visible=name in SHOWS.get(kind, (kind,))) for name, g in w["groups"].items()},
         w["predict_row"]: gr.update(visible=kind != "chat"),
         w["output"]: gr.update(visible=kind != "chat", value=None),
         w["boxes"]: gr.update(visible=False, value=None),  # the previous run's results go
@@ -219,10 +233,17 @@ def ask(ctx: Context, run_id: str, inputs: Any, session: str) -> Any:
 
 def _wire_predict(ctx: Context, w: dict[str, Any]) -> None:
     def on_predict(
-        run_id: str, kind: str, text: str, json_text: str, table: Any, image: str | None, request: gr.Request
+        run_id: str,
+        kind: str,
+        text: str,
+        json_text: str,
+        table: Any,
+        image: str | None,
+        audio: str | None,
+        request: gr.Request,
     ) -> Any:
         try:
-            inputs = make_inputs(kind, text, json_text, table, image)
+            inputs = make_inputs(kind, text, json_text, table, image, audio)
         except UserError as e:
             raise gr.Error(str(e)) from None
         return ask(ctx, run_id, inputs, request.session_hash or "")
@@ -230,7 +251,7 @@ def _wire_predict(ctx: Context, w: dict[str, Any]) -> None:
     def on_output(kind: str, image: str | None, output: Any) -> Any:
         return boxes_view(image if kind == "image" else None, output)
 
-    inputs = [w["run"], w["kind"], w["text"], w["json"], w["table"], w["image"]]
+    inputs = [w["run"], w["kind"], w["text"], w["json"], w["table"], w["image"], w["audio"]]
     predicted = w["predict"].click(on_predict, inputs, w["output"], api_name="predict", concurrency_limit=4)
     predicted.then(on_output, [w["kind"], w["image"], w["output"]], w["boxes"], api_visibility="private")
     predicted.then(label_view, w["output"], w["label"], api_visibility="private")

@@ -157,7 +157,7 @@ def _data_section(task: Task, tab: TaskTab) -> None:
         visible=False,
         wrap=True,
     )
-    if task.predict_input == "image":
+    if task.predict_input in ("image", "image_text"):
         tab.gallery = gr.Gallery(label="Images", columns=8, height=280, visible=False, elem_id=f"{p}-gallery")
 
 

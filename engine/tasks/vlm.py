@@ -184,7 +184,7 @@ TASK = Task(
     "llava-hf/llava-interleave-qwen-0.5b-hf, Qwen/Qwen2-VL-2B-Instruct, google/paligemma-3b-pt-224.",
     check_data=check_data,
     data_summary=data_summary,
-    predict_input="image",
+    predict_input="image_text",  # an image and an optional question
     autotrain_names=["vlm:captioning", "vlm:vqa", "vlm"],
     autotrain_columns={"text_column": "answer", "prompt_text_column": "question", "image_column": "image"},
 )
