@@ -486,3 +486,17 @@ def test_check_reads_each_file_once_even_with_a_task_check(tmp_path, monkeypatch
     params = tab.params.model_validate({"data_path": str(tmp_path / "t.csv"), "target_columns": "target"})
     assert data.check_data(tab, params) == []
     assert len(reads) == 1, reads
+
+
+def test_resume_with_a_typed_token_keeps_it_in_memory_only(data_dir, tmp_path):
+    from engine import supervisor as supervisor_module
+
+    sup = Supervisor(data_dir, manage_all=False)
+    run_id = fake_run(sup, tmp_path, status="stopped", owner=sup.me)
+    (Path(sup.store.get_run(run_id)["run_dir"]) / "checkpoints" / "checkpoint-3").mkdir(parents=True)
+    new_id = sup.resume(run_id, secrets={"HF_TOKEN": "hf_typed_for_resume"})
+    row = sup.store.get_run(new_id)
+    assert row["needs_token"] == 1 and row["parent_id"] == run_id
+    assert supervisor_module._SECRETS[new_id] == {"HF_TOKEN": "hf_typed_for_resume"}
+    assert "hf_typed_for_resume" not in (Path(row["run_dir"]) / rf.CONFIG).read_text()
+    assert "hf_typed_for_resume" not in json.dumps(sup.store.list_runs(), default=str)

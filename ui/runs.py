@@ -81,6 +81,14 @@ def _buttons(c: dict[str, Any]) -> None:
         c["download"] = gr.Button("Download model", elem_id="run-download", interactive=False)
         c["merge"] = gr.Button("Merge adapter", elem_id="run-merge", visible=False)
         c["delete"] = gr.Button("Delete", elem_id="run-delete", interactive=False)
+    with gr.Accordion("Token for Resume", open=False, elem_id="run-resume-token-box"):
+        c["resume_token"] = gr.Textbox(
+            type="password",
+            max_lines=1,
+            show_label=False,
+            placeholder="hf_… — only for runs that used a token (private model, push to Hub); never saved",
+            elem_id="run-resume-token",
+        )
     with gr.Row(visible=False) as c["confirm_row"]:
         c["confirm_text"] = gr.Markdown()
         c["confirm"] = gr.Button("Yes, delete", variant="stop", elem_id="run-delete-confirm", scale=0)
@@ -270,8 +278,9 @@ def _wire_run_buttons(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, 
         gr.Info(f"Stopping {rid}: it saves a checkpoint, then stops.")
         return gr.Timer(active=True)
 
-    def on_resume(rid: str) -> dict[Any, Any]:
-        new_id = ctx.supervisor.resume(run_actions.get_row(ctx, rid)["id"])
+    def on_resume(rid: str, token: str = "") -> dict[Any, Any]:
+        secrets = {"HF_TOKEN": token.strip()} if (token or "").strip() else None
+        new_id = ctx.supervisor.resume(run_actions.get_row(ctx, rid)["id"], secrets=secrets)
         gr.Info(f"Resuming {rid} as {new_id}")
         return {run_id: new_id, timer: gr.Timer(active=True)}
 
@@ -279,7 +288,9 @@ def _wire_run_buttons(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, 
         return gr.update(value=str(run_actions.download_zip(ctx, rid)), visible=True)
 
     c["stop"].click(guarded(on_stop), run_id, timer, api_name="stop_run", concurrency_limit=None).then(**refresh)
-    c["resume"].click(guarded(on_resume), run_id, [run_id, timer], api_name="resume_run", concurrency_limit=None)
+    c["resume"].click(
+        guarded(on_resume), [run_id, c["resume_token"]], [run_id, timer], api_name="resume_run", concurrency_limit=None
+    )
     c["download"].click(guarded(on_download), run_id, c["file"], api_name="download_run", concurrency_limit=None)
     merge = guarded(lambda rid: gr.Info(run_actions.merge(ctx, rid)))
     c["merge"].click(merge, run_id, None, api_visibility="private").then(**refresh)
