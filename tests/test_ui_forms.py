@@ -336,3 +336,11 @@ def test_load_autotrain_config(tmp_path):
     with pytest.raises(Exception, match="must be a mapping with `task:`"):
         task_view.load_request(str(tmp_path / "bad.yml"))
     json.dumps(request)  # a request travels through gr.State as JSON
+
+
+def test_check_shows_the_memory_verdict(ctx, tiny_llama, tmp_path):
+    task = get_task("llm_sft")
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": f"hello {i}"}) + "\n" for i in range(8)))
+    _, data_md = task_view.check(ctx, task, {"base_model": str(tiny_llama), "data_path": str(data)})
+    assert "**Memory**" in data_md and "fits (est." in data_md

@@ -321,3 +321,9 @@ def test_playground_inputs_for_images_with_a_question_and_audio():
     with pytest.raises(UserError, match="Upload or record a clip"):
         playground.make_inputs("audio", "", "", None)
     assert playground.widget_kind("asr") == "audio" and playground.widget_kind("vlm") == "image_text"
+
+
+def test_where_a_run_executes_is_shown():
+    assert runs_view.where_text({"backend": "ray"}) == "ray"
+    assert runs_view.where_text({"backend": "local", "devices": "0,1"}) == "GPU 0,1"
+    assert runs_view.where_text({"devices": "cpu"}) == "CPU" and runs_view.where_text({}) == ""

@@ -27,7 +27,7 @@ PLOT = {"x": "step", "y": "value", "color": "series", "height": 290}
 SCROLL_LOG = "() => { const t = document.querySelector('#run-log textarea'); if (t) t.scrollTop = t.scrollHeight; }"
 QUIET = {"api_visibility": "private", "concurrency_limit": None}
 # id, name, task, base model, status, progress, started, duration, metric: all readable at 1400 px
-TABLE_WIDTHS = ["16%", "12%", "10%", "14%", "8%", "9%", "9%", "9%", "13%"]
+TABLE_WIDTHS = ["15%", "11%", "10%", "13%", "8%", "8%", "6%", "9%", "8%", "12%"]
 
 
 # --- layout -----------------------------------------------------------------------------------

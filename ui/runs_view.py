@@ -20,7 +20,7 @@ from ui.context import Context
 from ui.run_actions import actions_allowed
 
 ALL = "all"
-TABLE_COLUMNS = ["id", "name", "task", "base model", "status", "progress", "started", "duration", "metric"]
+TABLE_COLUMNS = ["id", "name", "task", "base model", "status", "progress", "where", "started", "duration", "metric"]
 CHART_COLUMNS = ["step", "epoch", "value", "series"]
 
 
@@ -54,6 +54,15 @@ def progress_text(row: dict[str, Any]) -> str:
     return f"{step}" if step else ""
 
 
+def where_text(row: dict[str, Any]) -> str:
+    """Where the run executes: the backend, and on this machine its devices (``GPU 0,1`` or ``CPU``)."""
+    backend = row.get("backend") or "local"
+    if backend != "local":
+        return backend
+    devices = row.get("devices") or ""
+    return "" if not devices else "CPU" if devices == "cpu" else f"GPU {devices}"
+
+
 def duration_of(row: dict[str, Any], now: float | None = None) -> float | None:
     if not row.get("started_at"):
         return None
@@ -77,6 +86,7 @@ def table_row(row: dict[str, Any], now: float) -> list[str]:
         short_model(row.get("base_model") or ""),
         row["status"],
         progress_text(row),
+        where_text(row),
         fmt_time(row.get("started_at") or row.get("created_at")),
         fmt_duration(duration_of(row, now)),
         metric_text(row),

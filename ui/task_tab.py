@@ -281,6 +281,10 @@ def start_updates(ctx: Context, tab: TaskTab, shared: Shared, backend: str, valu
         messages = {tab.form_msg: problems_md(param_problems), tab.data_msg: problems_md(data_problems)}
         return {**messages, **mark_updates(tab, values, problems)}
     gr.Info(f"Queued run {run_id}")
+    queued = tab.task.params.model_validate((ctx.store.get_run(run_id) or {}).get("params") or {})
+    memory = task_view.memory_md(tab.task, queued).strip()
+    if "will not fit" in memory:
+        gr.Warning(memory.replace("**", ""))
     return {
         tab.form_msg: f"✓ Queued run `{run_id}`.",
         tab.data_msg: "",

@@ -135,8 +135,18 @@ def check_report(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str,
     values = resolve_upload(ctx, values)
     params, param_problems, data_problems = problems_of(task, values)
     ok = "✓ Parameters are valid and the data passed every check." if not (param_problems or data_problems) else ""
-    data_md = problems_md(data_problems) + data_summary_md(task, params, data_problems)
+    data_md = problems_md(data_problems) + data_summary_md(task, params, data_problems) + memory_md(task, params)
     return problems_md(param_problems, ok), data_md, param_problems + data_problems
+
+
+def memory_md(task: Task, params: Any) -> str:
+    """The memory verdict for these settings on this machine's device(s) (engine.memory; no torch)."""
+    if params is None:
+        return ""
+    from engine.memory import memory_check
+
+    line = memory_check(task, params)
+    return f"\n\n{line}" if line else ""
 
 
 def data_summary_md(task: Task, params: Any, data_problems: list[str]) -> str:
