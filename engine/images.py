@@ -659,3 +659,13 @@ def counts_note(df: pd.DataFrame) -> str:
     return (
         f"{len(df)} images{fmt}" + (f", {what}" if what else "") + (f". Classes: {classes}{more}." if classes else ".")
     )
+
+
+def data_bases(params: Any) -> list[Path]:
+    """Folders where relative image paths are looked up: the data file's folder, then the validation file's."""
+    out = []
+    for value in (params.data_path, params.valid_path):
+        if value and Path(value).expanduser().exists():
+            p = Path(value).expanduser().resolve()
+            out.append(p if p.is_dir() else p.parent)
+    return out

@@ -169,6 +169,14 @@ class TrainerParams(CommonParams):
     gradient_checkpointing: bool = field(
         False, "Trade compute for memory (recomputes activations). Slower; off on CPU is best.", advanced=True
     )
+    cpu_threads: int = field(
+        0,
+        "CPU threads for training (0 = auto: all cores, but 1 for tiny models, where threads cost more than they "
+        "save). Ignored on GPU.",
+        ge=0,
+        le=512,
+        advanced=True,
+    )
     num_processes: int = field(
         1,
         "Processes to train on (one per GPU): 1 = one device, 0 = every GPU of the machine, N = N GPUs "

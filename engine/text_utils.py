@@ -45,14 +45,6 @@ class EncoderParams(TrainerParams):
         "8-bit optimizers need a GPU and bitsandbytes.",
         advanced=True,
     )
-    cpu_threads: int = field(
-        0,
-        "CPU threads for training (0 = auto: all cores, but 1 for tiny models, where threads cost more than they "
-        "save). Ignored on GPU.",
-        ge=0,
-        le=512,
-        advanced=True,
-    )
     early_stopping_patience: int = field(
         5,
         "Stop when the validation metric has not improved for N evaluations, and keep the best model "

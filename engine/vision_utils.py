@@ -70,14 +70,7 @@ IMAGE_COLUMN = Column(
 # ---- data ---------------------------------------------------------------------------------
 
 
-def bases(params: Any) -> list[Path]:
-    """Folders where relative image paths are looked up: the data file's folder, then the validation file's."""
-    out = []
-    for value in (params.data_path, params.valid_path):
-        if value and Path(value).expanduser().exists():
-            p = Path(value).expanduser().resolve()
-            out.append(p if p.is_dir() else p.parent)
-    return out
+bases = im.data_bases  # relative image paths are looked up in the data's folders
 
 
 def check_split(df: Any, params: Any, split: str) -> tuple[list[str], dict[int, tuple[int, int]]]:

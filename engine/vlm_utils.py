@@ -156,14 +156,7 @@ def length_report(df: Any, params: Any) -> str:
     )
 
 
-def bases(params: Any) -> list[Path]:
-    """Folders where relative image paths are looked up: the data file's folder, then the validation file's."""
-    out = []
-    for value in (params.data_path, params.valid_path):
-        if value and Path(value).expanduser().exists():
-            p = Path(value).expanduser().resolve()
-            out.append(p if p.is_dir() else p.parent)
-    return out
+bases = images.data_bases  # relative image paths are looked up in the data's folders
 
 
 # ---- worker: model, LoRA, batches, generation ---------------------------------------------

@@ -42,14 +42,6 @@ class Params(TrainerParams):
         le=4096,
         advanced=True,
     )
-    cpu_threads: int = field(
-        0,
-        "CPU threads for training (0 = auto: all cores, but 1 for tiny models, where threads cost more than they "
-        "save). Ignored on GPU.",
-        ge=0,
-        le=512,
-        advanced=True,
-    )
     freeze_feature_encoder: bool = field(
         True, "CTC only: keep the convolutional feature encoder frozen (the usual fine-tuning recipe).", advanced=True
     )

@@ -36,9 +36,6 @@ class Params(LoraParams):
         "Describe the image.", "The question asked for rows that have only an image and a caption (`answer`)."
     )
     answers_only: bool = field(True, "Learn only from the answers, not from the prompts and images.", advanced=True)
-    cpu_threads: int = field(
-        0, "CPU threads (0 = auto: all cores, but 1 for tiny models). Ignored on GPU.", ge=0, le=512, advanced=True
-    )
     max_new_tokens: int = field(64, "Longest generated answer in the playground.", ge=1, le=4096, advanced=True)
 
 
