@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import UserError
 from engine.params import validate_params
 from engine.predict import predict_dir
 from engine.task import get_task
@@ -181,7 +182,9 @@ def test_bad_inputs_are_refused_before_queueing(supervisor, tiny_llama, tmp_path
 def test_failing_run_is_failed_with_a_readable_error(supervisor, tmp_path):
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(20))
     params = sft_params(tmp_path / "no-such-model", data)
-    row = supervisor.wait(supervisor.submit(SFT, params), timeout=120)
+    with pytest.raises(UserError, match="no-such-model"):
+        supervisor.submit(SFT, params)  # Check settles the model before launch...
+    row = supervisor.wait(supervisor.submit(SFT, params, check=False), timeout=120)  # ...and the worker still says
     assert row["status"] == "failed" and row["exit_code"] != 0
     assert "no-such-model" in row["error"]
     assert (Path(row["run_dir"]) / "error.json").exists()
