@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine import backends, charts, system
+from engine import backends, charts, procs, system
 from engine import runfiles as rf
 from ui import run_actions, runs, runs_view
 from ui.context import Context
@@ -40,6 +40,13 @@ def fake_run(ctx: Context, run_id: str, status: str, params: dict | None = None,
             "run_dir": str(run_dir),
             "key_metric_name": "eval_loss",
             "started_at": time.time() - 90,
+            # a `running` row owned by this process and without a pid reads, to the live supervisor, as one being
+            # launched: it leaves it alone (otherwise it records the run as interrupted mid-test)
+            **(
+                {"owner_pid": procs.this_process()[0], "owner_started": procs.this_process()[1]}
+                if status == "running"
+                else {}
+            ),
             **row,
         }
     )
