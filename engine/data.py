@@ -207,12 +207,13 @@ def absolute_paths(params: Any) -> Any:
     updates = {}
     for name in PATH_FIELDS:
         value = getattr(params, name, None)
-        if isinstance(value, str) and value and _names_local_path(value):
+        if isinstance(value, str) and value and names_local_path(value):
             updates[name] = str(Path(value).expanduser().resolve())
     return params.model_copy(update=updates) if updates else params
 
 
-def _names_local_path(value: str) -> bool:
+def names_local_path(value: str) -> bool:
+    """A value that names a path on this machine (it exists, or starts like one) rather than a Hub id."""
     return Path(value).expanduser().exists() or value.startswith((".", "/", "~"))
 
 

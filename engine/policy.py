@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.data import names_local_path
 from engine.errors import Problem
 
 PATH_FIELDS = ("data_path", "valid_path", "base_model")
@@ -69,7 +70,7 @@ def problems(policy: Policy, params: Any, runs_dir: Path, user_dirs: list[Path])
         roots = [*user_dirs, *policy.allowed_roots]
         for name in PATH_FIELDS:
             value = str(getattr(params, name, "") or "")
-            if value and _local(value) and not any(_inside(Path(value), r) for r in roots):
+            if value and names_local_path(value) and not any(inside(value, r) for r in roots):
                 found.append(
                     Problem(
                         f"{name}: on this shared instance a local path must be one of your uploads (or a folder the "
@@ -80,15 +81,12 @@ def problems(policy: Policy, params: Any, runs_dir: Path, user_dirs: list[Path])
     return found
 
 
-def _local(value: str) -> bool:
-    return value.startswith((".", "/", "~")) or Path(value).expanduser().exists()
-
-
-def _inside(path: Path, root: Path) -> bool:
+def inside(path: str | Path, root: Path) -> bool:
+    """Whether ``path`` (after resolving links) is ``root`` or below it."""
     try:
-        path.expanduser().resolve().relative_to(root.resolve())
+        Path(path).expanduser().resolve().relative_to(root.resolve())
         return True
-    except (ValueError, OSError):
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a link loop
         return False
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import UserError
+from engine.policy import inside
 from engine.store import Store
 from engine.supervisor import Supervisor, safe_name
 
@@ -119,11 +120,7 @@ class Context:
         if not self.shared:
             return True
         roots = [*self.engine.user_dirs(self.user()), *self.engine.policy.allowed_roots]
-        try:
-            target = Path(path).expanduser().resolve()
-        except (OSError, RuntimeError):
-            return False
-        return any(target == r.resolve() or r.resolve() in target.parents for r in roots)
+        return any(inside(path, r) for r in roots)
 
     def browser_secret(self) -> str:
         """A secret kept in the data folder, so a restarted app still reads what browsers remember."""
