@@ -120,36 +120,22 @@ def breast_cancer(folder: Path, seed: int = 42) -> Any:
 
 def config(name: str, job: dict[str, Any], model: Path, data: Path, time_limit: int) -> dict[str, Any]:
     """The AutoTrain YAML both tools run."""
-    if job["task"] == "tabular":
-        return {
-            "task": "tabular",
-            "base_model": "xgboost",
-            "project_name": name,
-            "log": "none",
-            "backend": "local",
-            "data": {
-                "path": str(data),
-                "train_split": "train",
-                "valid_split": "valid",
-                "column_mapping": {"id_column": "id", "target_columns": ["diagnosis"]},
-            },
-            "params": {"task": "classification", "num_trials": 100, "time_limit": time_limit, "seed": 42},
-        }
-    return {
+    tabular = job["task"] == "tabular"
+    doc: dict[str, Any] = {
         "task": job["task"],
-        "base_model": str(model),
+        "base_model": "xgboost" if tabular else str(model),
         "project_name": name,
         "log": "none",
         "backend": "local",
-        "data": {
-            "path": str(data),
-            "train_split": "train",
-            "valid_split": None,
-            "chat_template": job.get("chat_template"),
-            "column_mapping": job["columns"],
-        },
-        "params": {**LLM, **job["params"]},
+        "data": {"path": str(data), "train_split": "train", "valid_split": "valid" if tabular else None},
     }
+    if tabular:
+        doc["data"]["column_mapping"] = {"id_column": "id", "target_columns": ["diagnosis"]}
+        doc["params"] = {"task": "classification", "num_trials": 100, "time_limit": time_limit, "seed": 42}
+    else:
+        doc["data"].update(chat_template=job.get("chat_template"), column_mapping=job["columns"])
+        doc["params"] = {**LLM, **job["params"]}
+    return doc
 
 
 # ---- the two tools -------------------------------------------------------------------------------------------
