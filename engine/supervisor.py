@@ -8,6 +8,7 @@ next does what is due. Workers report only through files in their run folder (se
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -314,12 +315,10 @@ class Supervisor:
             used |= set(devices.split(",")) - {"cpu"}
             self._launch(row, devices)
 
-    @property
+    @functools.cached_property
     def gpu_count(self) -> int:
         """GPUs of this machine (nvidia-smi, no torch), looked up once."""
-        if not hasattr(self, "_gpu_count"):
-            self._gpu_count = len(system.gpus())
-        return self._gpu_count
+        return len(system.gpus())
 
     def devices_for(self, params: dict[str, Any], used: set[str]) -> str | None:
         """The devices a local run gets now: "cpu", or GPU indices like "0,1"; None while they are busy."""

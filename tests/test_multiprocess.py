@@ -82,7 +82,7 @@ def test_stop_ends_every_rank_with_one_checkpoint_and_resume_continues(superviso
 
 def test_the_queue_gives_each_run_its_own_gpus(data_dir, tmp_path, monkeypatch):
     sup = Supervisor(data_dir, concurrency=4, manage_all=True)
-    sup._gpu_count = 4
+    sup.gpu_count = 4  # a machine with 4 GPUs
     started = {}
     monkeypatch.setattr(sup, "_launch", lambda row, devices="": started.setdefault(row["id"], devices))
     ids = [
