@@ -4,7 +4,6 @@ supervisor, the backend, the job and back into the run folder and the store."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -17,7 +16,6 @@ import threading
 import time
 import urllib.request
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,7 @@ from engine.params import validate_params
 from engine.procs import ENGINE_ROOT
 from engine.supervisor import Supervisor
 from engine.task import get_task
+from tests.fake_hub import FakeHub, reply
 from tests.fakes import dead_process
 
 TASK = get_task("tabular")
@@ -240,20 +239,41 @@ def test_ray_stop_stops_the_job(on_ray, supervisor, tmp_path):
     assert rf.read_json(Path(row["run_dir"]) / rf.OUTCOME)["status"] == "stopped"  # the worker's own word
 
 
-# --- a fake of Hugging Face's Jobs routes -------------------------------------------------------------------
+# --- a fake of Hugging Face's Jobs routes, on the shared fake Hub ---------------------------------------------
 
 
-class FakeHub:
-    """Jobs (run as local subprocesses), whoami, and the three routes a small ``upload_folder`` uses."""
+class FakeJobs:
+    """Jobs run as local subprocesses, served by ``tests.fake_hub.FakeHub`` (which also takes the uploads)."""
 
     def __init__(self):
-        self.requests: list[tuple[str, str, dict]] = []
+        self.requests: list[tuple[str, str, dict]] = []  # the job submissions: (method, path, body)
         self.jobs: dict[str, dict] = {}
-        self.commits: dict[str, dict[str, bytes]] = {}
         self.changed = threading.Condition()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.hub = FakeHub(user="tester", orgs=(), token=TOKEN, routes=self.route)
+        self.url = self.hub.url
+
+    def files(self, repo: str) -> dict[str, bytes]:
+        return self.hub.files(repo)
+
+    def route(self, handler, method: str, parts: list[str], body: bytes) -> bool:
+        if parts[:2] != ["api", "jobs"] or len(parts) < 3:
+            return False
+        if method == "POST" and len(parts) == 3:
+            submitted = json.loads(body)
+            self.requests.append(("POST", handler.path, submitted))
+            reply(handler, 200, self.info(self.start_job(parts[2], submitted)))
+            return True
+        job = self.jobs.get(parts[3]) if len(parts) >= 4 else None
+        if job is None:
+            reply(handler, 404, {"error": "Job not found"})
+        elif method == "POST" and parts[4:] == ["cancel"]:
+            self.cancel(job)
+            reply(handler, 200, {})
+        elif parts[4:] == ["logs"]:
+            self.stream_logs(handler, job)
+        else:
+            reply(handler, 200, self.info(job))
+        return True
 
     def start_job(self, ns: str, body: dict) -> dict:
         job_id = f"job{len(self.jobs) + 1:04d}"
@@ -280,6 +300,12 @@ class FakeHub:
             job["done"] = True
             self.changed.notify_all()
 
+    def cancel(self, job: dict) -> None:
+        with self.changed:
+            job["stage"] = "CANCELED"
+        if job["proc"].poll() is None:
+            os.killpg(job["proc"].pid, signal.SIGTERM)
+
     def info(self, job: dict) -> dict:
         body = job["body"]
         return {
@@ -293,118 +319,42 @@ class FakeHub:
             "labels": body.get("labels"),
         }
 
+    def stream_logs(self, handler, job: dict) -> None:
+        """Server-sent events: every line so far, then new ones until the job's process ends."""
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.end_headers()
+        sent = 0
+        while True:
+            with self.changed:
+                lines, done = list(job["lines"]), job.get("done", False)
+                if sent == len(lines) and not done:
+                    self.changed.wait(0.5)
+                    continue
+            for stamp, line in lines[sent:]:
+                handler.wfile.write(f"data: {json.dumps({'data': line, 'timestamp': stamp})}\n\n".encode())
+            handler.wfile.flush()
+            sent = len(lines)
+            if done:
+                return
+
     def close(self) -> None:
         for job in self.jobs.values():
             if job["proc"].poll() is None:
                 os.killpg(job["proc"].pid, signal.SIGKILL)
                 job["proc"].wait()
-        self.server.shutdown()
+        self.hub.close()
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def _reply(self, code: int, data) -> None:
-            raw = json.dumps(data).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def _body(self) -> bytes:
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-        def _authorized(self) -> bool:
-            if self.headers.get("Authorization") == f"Bearer {TOKEN}":
-                return True
-            self._reply(401, {"error": "Invalid user token"})
-            return False
-
-        def do_GET(self):
-            parts = self.path.split("?")[0].strip("/").split("/")
-            if not self._authorized():
-                return
-            if parts == ["api", "whoami-v2"]:
-                return self._reply(200, {"name": "tester", "type": "user", "auth": {}})
-            if parts[:2] == ["api", "jobs"] and len(parts) >= 4:
-                job = hub.jobs.get(parts[3])
-                if job is None:
-                    return self._reply(404, {"error": "Job not found"})
-                if parts[4:] == ["logs"]:
-                    return self._logs(job)
-                return self._reply(200, hub.info(job))
-            self._reply(404, {"error": f"no route {self.path}"})
-
-        def do_POST(self):
-            parts = self.path.split("?")[0].strip("/").split("/")
-            raw = self._body()
-            if not self._authorized():
-                return
-            if parts[:2] == ["api", "jobs"] and len(parts) == 3:
-                body = json.loads(raw)
-                hub.requests.append(("POST", self.path, body))
-                return self._reply(200, hub.info(hub.start_job(parts[2], body)))
-            if parts[:2] == ["api", "jobs"] and parts[4:] == ["cancel"]:
-                job = hub.jobs[parts[3]]
-                with hub.changed:
-                    job["stage"] = "CANCELED"
-                if job["proc"].poll() is None:
-                    os.killpg(job["proc"].pid, signal.SIGTERM)
-                return self._reply(200, {})
-            if parts == ["api", "validate-yaml"]:
-                hub.requests.append(("POST", self.path, json.loads(raw)))
-                return self._reply(200, {"warnings": [], "errors": []})
-            if parts == ["api", "repos", "create"]:
-                body = json.loads(raw)
-                return self._reply(200, {"url": f"{hub.url}/tester/{body['name']}"})
-            if parts[:2] == ["api", "models"] and parts[-2] == "preupload":
-                files = json.loads(raw)["files"]
-                modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
-                return self._reply(200, {"files": modes})
-            if parts[:2] == ["api", "models"] and parts[-2] == "commit":
-                repo = "/".join(parts[2:-2])
-                for line in raw.decode().splitlines():
-                    item = json.loads(line)
-                    if item["key"] == "file":
-                        value = item["value"]
-                        hub.commits.setdefault(repo, {})[value["path"]] = base64.b64decode(value["content"])
-                return self._reply(200, {"commitUrl": f"{hub.url}/{repo}/commit/1", "commitOid": "1" * 40})
-            self._reply(404, {"error": f"no route {self.path}"})
-
-        def _logs(self, job: dict) -> None:
-            """Server-sent events: every line so far, then new ones until the job's process ends."""
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.end_headers()
-            sent = 0
-            while True:
-                with hub.changed:
-                    lines, done = list(job["lines"]), job.get("done", False)
-                    if sent == len(lines) and not done:
-                        hub.changed.wait(0.5)
-                        continue
-                for stamp, line in lines[sent:]:
-                    self.wfile.write(f"data: {json.dumps({'data': line, 'timestamp': stamp})}\n\n".encode())
-                self.wfile.flush()
-                sent = len(lines)
-                if done:
-                    return
-
-    return Handler
-
-
 @pytest.fixture
 def hub(monkeypatch):
     import huggingface_hub.constants
 
-    fake = FakeHub()
+    fake = FakeJobs()
     monkeypatch.setenv("HF_ENDPOINT", fake.url)
     monkeypatch.setenv("TRAINPAD_HF_POLL_S", "0.2")
     monkeypatch.delenv("TRAINPAD_HF_NAMESPACE", raising=False)
@@ -432,7 +382,7 @@ def test_hf_job_trains_pushes_and_is_followed_into_the_run(hub, supervisor, tmp_
     assert TOKEN not in json.dumps(body["environment"])
     assert body["environment"][remote_run.CONFIG_ENV] == (run_dir / rf.CONFIG).read_text()
     # the model went to the Hub from the job; events, results and log came back through the job's log
-    assert {"model.joblib", "README.md"} <= set(hub.commits["tester/tiny-table"])
+    assert {"model.joblib", "README.md"} <= set(hub.files("tester/tiny-table"))
     metrics = json.loads((run_dir / rf.METRICS).read_text())
     assert row["key_metric"] == pytest.approx(metrics["eval_loss"])
     job_events = [line for _, line in job["lines"] if line.startswith(remote_run.EVENT)]
@@ -487,7 +437,7 @@ def test_ray_without_shared_storage_ships_the_engine_and_pushes_the_model(
     row = supervisor.wait(run_id, timeout=120)
     run_dir = Path(row["run_dir"])
     assert row["status"] == "succeeded", (row["error"], (run_dir / rf.LOG).read_text()[-2000:])
-    assert {"model.joblib", "README.md"} <= set(hub.commits["tester/tiny-table"])
+    assert {"model.joblib", "README.md"} <= set(hub.files("tester/tiny-table"))
     assert not (run_dir / "model").exists()  # it stayed on the cluster; the Hub has it
     metrics = json.loads((run_dir / rf.METRICS).read_text())
     assert row["key_metric"] == pytest.approx(metrics["eval_loss"])
