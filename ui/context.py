@@ -75,7 +75,7 @@ class Context:
 
     @property
     def supervisor(self) -> Any:
-        return UserSupervisor(self) if self.shared else self.engine
+        return UserSupervisor(self) if self.shared else LocalSupervisor(self)
 
     @property
     def store(self) -> Any:
@@ -114,6 +114,11 @@ class Context:
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    def remove_exports(self, run_id: str) -> None:
+        """The run's model zips (``ui.run_actions.download_zip``), in every user's exports folder."""
+        for path in (self.data_dir / "exports").rglob(f"*-{run_id}-model-*.zip"):
+            path.unlink(missing_ok=True)
 
     def readable(self, path: str | Path) -> bool:
         """Whether this user may read local ``path`` (locally: anything; shared: their uploads, allowed folders)."""
@@ -182,6 +187,20 @@ class UserStore:
         return self._store.metric_names(run_id) if self.get_run(run_id) else []
 
 
+class LocalSupervisor:
+    """The supervisor of a local studio: the engine's, and deleting a run also deletes its model zips."""
+
+    def __init__(self, ctx: Context):
+        self._ctx, self._sup = ctx, ctx.engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sup, name)
+
+    def delete(self, run_id: str) -> None:
+        self._sup.delete(run_id)
+        self._ctx.remove_exports(run_id)
+
+
 class UserSupervisor:
     """The supervisor used by one user of a shared instance: runs are theirs, their token is theirs."""
 
@@ -212,6 +231,7 @@ class UserSupervisor:
 
     def delete(self, run_id: str) -> None:
         self._sup.delete(self._own(run_id))
+        self._ctx.remove_exports(run_id)
 
     def resume(self, run_id: str, secrets: dict[str, str] | None = None) -> str:
         return self._sup.resume(self._own(run_id), secrets=secrets or _oauth_secrets())

@@ -3,8 +3,12 @@ actions behind the Runs page's buttons. No Gradio here: ``ui.runs`` wires these 
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +56,33 @@ def is_merged(run_dir: Path) -> bool:
 
 
 def download_zip(ctx: Context, run_id: str) -> Path:
-    """A zip of the run's model folder, in the exports folder."""
+    """A zip of the run's model folder in the user's exports folder, built once per state of the model folder:
+    another click reuses it; a changed model (e.g. after a merge) replaces it."""
     row = get_row(ctx, run_id)
     model = Path(row["run_dir"]) / rf.MODEL_DIR
     if not model.is_dir():
         raise UserError(f"Run `{run_id}` has no model folder to download (status: {row['status']}).")
-    base = ctx.exports_dir / f"{row.get('name') or run_id}-{run_id}-model".replace("/", "_")
-    return Path(shutil.make_archive(str(base), "zip", root_dir=model))
+    name = re.sub(r"[^\w.-]", "_", str(row.get("name") or run_id)).strip("._")[:60] or "run"
+    path = ctx.exports_dir / f"{name}-{run_id}-model-{folder_state(model)}.zip"
+    if path.is_file():
+        return path
+    for old in ctx.exports_dir.glob(f"*-{run_id}-model-*.zip"):  # an earlier state of this run's model
+        old.unlink(missing_ok=True)
+    tmp = path.with_name(f".{uuid.uuid4().hex}.part")  # built beside, then renamed: a reader never sees half a zip
+    try:
+        os.replace(shutil.make_archive(str(tmp), "zip", root_dir=model), path)
+    finally:
+        Path(f"{tmp}.zip").unlink(missing_ok=True)
+    return path
+
+
+def folder_state(folder: Path) -> str:
+    """A short digest of the folder's file names, sizes and modification times (cheap: no file is read)."""
+    digest = hashlib.sha1()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        st = f.stat()
+        digest.update(f"{f.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:10]
 
 
 def merge(ctx: Context, run_id: str) -> str:
