@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from engine import runfiles as rf
+
 CHARTS = {
     "loss": "Loss (training, validation)",
     "lr": "Learning rate",
@@ -112,14 +114,33 @@ RESULTS = {
     "leaderboard": "Leaderboard (models tried, best first)",
     "importance": "Feature importance",
     "scatter": "Predicted vs true (validation rows; on the diagonal = right)",
+    "per_entity": "Per entity type: precision, recall, F1 (validation, seqeval)",
+    "per_class_ap": "Average precision per class (validation; AP = COCO AP@[.5:.95])",
+    "samples": "Sample generations at the latest evaluation (greedy, validation prompts)",
 }
+# result views shown as one plain table each, laid out alike by the UI: a new one needs no UI change
+TABLE_VIEWS = ("per_entity", "per_class_ap", "samples")
 # (file path in the run folder, result view): a task gets a view by writing the file, no UI change.
 RESULT_FILES: tuple[tuple[str, str], ...] = (
     ("confusion_matrix.json", "confusion"),  # {"labels": [...], "matrix": [[...]]}; per_class is derived from it
     ("model/leaderboard.csv", "leaderboard"),
     ("model/feature_importance.csv", "importance"),  # columns feature, importance
     ("predictions.csv", "scatter"),  # columns true, predicted (regression)
+    ("per_entity.json", "per_entity"),  # {entity: {"precision", "recall", "f1", "support"}}
+    ("per_class_ap.json", "per_class_ap"),  # {class: AP} or {class: {"AP": .., "AP50": ..}}; -1: not in validation
+    ("samples.jsonl", "samples"),  # one line per generation: {"step", "prompt", "generated", "reference"}
 )
+SAMPLES_FILE = "samples.jsonl"
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half of it (rank 0 only: every
+    process of a multi-process run computes the same metrics)."""
+    if not rf.is_main_process():
+        return
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def write_confusion(
@@ -131,10 +152,7 @@ def write_confusion(
     for t, p in zip(true_ids, predicted_ids, strict=True):
         if 0 <= int(t) < len(names) and 0 <= int(p) < len(names):
             matrix[int(t)][int(p)] += 1
-    path = Path(run_dir) / RESULT_FILES[0][0]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"labels": [str(n) for n in names], "matrix": matrix}), encoding="utf-8")
-    tmp.replace(path)
+    _replace(Path(run_dir) / RESULT_FILES[0][0], json.dumps({"labels": [str(n) for n in names], "matrix": matrix}))
 
 
 def write_predictions(
@@ -143,7 +161,20 @@ def write_predictions(
     """Write the ``scatter`` result view's file (true, predicted; the first ``limit`` rows), replacing the last one:
     a regression task calls this from its metrics so the run page shows predicted against true values."""
     rows = [f"{float(t)!r},{float(p)!r}" for t, p in zip(true, predicted, strict=True)][:limit]
-    path = Path(run_dir) / "predictions.csv"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("true,predicted\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
+    _replace(Path(run_dir) / "predictions.csv", "true,predicted\n" + "".join(r + "\n" for r in rows))
+
+
+def write_per_entity(run_dir: str | Path, scores: dict[str, dict[str, float]]) -> None:
+    """Write the ``per_entity`` result view's file ({entity: {precision, recall, f1, support}}), replacing the last
+    one: a tagging task calls this from its metrics so the run page shows each entity type's scores."""
+    _replace(Path(run_dir) / "per_entity.json", json.dumps(scores))
+
+
+def append_samples(run_dir: str | Path, step: int, samples: Iterable[dict[str, str]]) -> None:
+    """Add one evaluation's generations ({prompt, generated, reference}) to the ``samples`` view's file, one
+    JSON line each with its step; the run page shows those of the latest step."""
+    if not rf.is_main_process():
+        return
+    lines = "".join(json.dumps({"step": int(step), **s}, ensure_ascii=False) + "\n" for s in samples)
+    with open(Path(run_dir) / SAMPLES_FILE, "a", encoding="utf-8") as f:
+        f.write(lines)

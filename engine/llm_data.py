@@ -290,6 +290,54 @@ def preference_task_fields() -> dict[str, Any]:
 # ---- chat templates, token statistics and the data report ----------------------------------
 
 
+# ---- sample generations at each evaluation (the run page's "samples" view) -------------------------
+
+SAMPLES = 3  # validation examples generated from at each evaluation
+SAMPLE_WORDS = 48  # a plain text's prompt: at most its first half, at most this many words
+
+
+def sample_prompts(df: Any, n: int = SAMPLES) -> list[dict[str, Any]]:
+    """Up to ``n`` validation rows as {"prompt": text or chat, "reference": text}: a chat without its last
+    assistant turn, a prompt with its completion (or chosen answer), or a plain text's first half with what
+    follows; rows that give none are skipped. [] without validation data."""
+    out: list[dict[str, Any]] = []
+    if df is None or not len(df):
+        return out
+    for i, row in enumerate(df.head(4 * n).to_dict("records")):
+        try:
+            found = _sample(row, i + 1)
+        except UserError:
+            found = None
+        if found and len(out) < n:
+            out.append(found)
+    return out
+
+
+def _sample(row: dict[str, Any], number: int) -> dict[str, Any] | None:
+    if "messages" in row:
+        chat = parse_messages(row["messages"], number, "messages")
+        last = chat[-1]
+        return (
+            {"prompt": chat[:-1], "reference": last["content"]}
+            if len(chat) > 1 and last["role"] == "assistant"
+            else None
+        )
+    if "chosen" in row:
+        pair = preference_example(row.get("prompt"), row["chosen"], row["rejected"], number)
+        return {"prompt": pair["prompt"], "reference": _answer(pair["chosen"])} if pair["prompt"] else None
+    if "prompt" in row and "completion" in row:
+        return {"prompt": str(row["prompt"]), "reference": str(row["completion"])}
+    if "text" in row:
+        words = str(row["text"]).split()
+        cut = min(len(words) // 2, SAMPLE_WORDS)
+        return {"prompt": " ".join(words[:cut]), "reference": " ".join(words[cut : 2 * cut])} if cut else None
+    return None
+
+
+def _answer(chosen: Any) -> str:
+    return chosen[-1]["content"] if isinstance(chosen, list) else str(chosen)
+
+
 def chat_template_text(choice: str, custom: str = "") -> str | None:
     """The Jinja text for a template choice; None = keep the tokenizer's own."""
     if choice == "custom":

@@ -12,11 +12,13 @@ import warnings
 from typing import Any
 
 from datasets import Dataset
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from trl import DPOTrainer, SFTTrainer
 
+from engine import charts
 from engine import llm_data as ld
 from engine import llm_model as lm
+from engine import runfiles as rf
 from engine import train_utils as tu
 from engine.task import Job
 
@@ -71,8 +73,86 @@ def fit(trainer: Any, job: Job, tokens_per_sample: float | None = None, perplexi
     params, run_dir, has_eval = job.params, job.run_dir, trainer.eval_dataset is not None
     for callback in tu.callbacks(params, run_dir, has_eval, tokens_per_sample, perplexity):
         trainer.add_callback(callback)
+    if has_eval and (samples := SamplesCallback.for_job(trainer, job)) is not None:
+        trainer.add_callback(samples)
     save = functools.partial(lm.save_lm, trainer, params)  # called with the model folder
     return tu.train_and_save(trainer, params, run_dir, has_eval, save=save, perplexity=perplexity)
+
+
+SAMPLE_NEW_TOKENS = 48  # generated per sample: a glimpse of the model's answers, cheap even on CPU
+SAMPLE_PROMPT_TOKENS = 256  # the end of a longer prompt is kept
+
+
+class SamplesCallback(TrainerCallback):
+    """At each evaluation, a few validation prompts generated greedily, appended to the run's samples file
+    (``engine.charts.append_samples``) for the run page. Main process only; a failure is reported once in the
+    log and never fails the run."""
+
+    def __init__(self, run_dir: Any, tok: Any, prompts: list[dict[str, Any]]):
+        self.run_dir, self.tok, self.prompts, self.last_step = run_dir, tok, prompts, -1
+
+    @classmethod
+    def for_job(cls, trainer: Any, job: Job) -> SamplesCallback | None:
+        """The callback for a trainer with a generative model and validation prompts, on rank 0 of a run whose
+        model is whole on it (not sharded by FSDP or DeepSpeed); else None."""
+        args, model = trainer.args, trainer.model
+        sharded = bool(getattr(args, "fsdp", None)) or bool(getattr(args, "deepspeed", None))
+        can_generate = getattr(model, "can_generate", lambda: False)()
+        if not rf.is_main_process() or sharded or not can_generate or trainer.processing_class is None:
+            return None
+        prompts = ld.sample_prompts(job.valid)
+        return cls(job.run_dir, trainer.processing_class, prompts) if prompts else None
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if model is None or state.global_step == self.last_step or rf.stop_requested():
+            return
+        self.last_step = state.global_step  # the final evaluation repeats the last one's step: generate once
+        try:
+            texts = generate(model, self.tok, [p["prompt"] for p in self.prompts])
+        except Exception as e:  # a glimpse, never a reason to fail training
+            print(f"[trainpad] sample generations skipped: {type(e).__name__}: {e}", flush=True)
+            self.prompts = []
+            return
+        rows = [
+            {"prompt": shown_prompt(p["prompt"]), "generated": t, "reference": p["reference"]}
+            for p, t in zip(self.prompts, texts, strict=True)
+        ]
+        charts.append_samples(self.run_dir, state.global_step, rows)
+
+
+def generate(model: Any, tok: Any, prompts: list[Any], max_new_tokens: int = SAMPLE_NEW_TOKENS) -> list[str]:
+    """Greedy continuations of ``prompts`` (texts, or chats formatted with the tokenizer's chat template), one at
+    a time (no padding to get wrong); the model is put back in training mode after."""
+    import torch
+
+    training, device = model.training, next(model.parameters()).device
+    model.eval()
+    out = []
+    try:
+        for prompt in prompts:
+            chat = isinstance(prompt, list)
+            text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True) if chat else prompt
+            ids = tok(text, add_special_tokens=not chat, return_tensors="pt")["input_ids"][:, -SAMPLE_PROMPT_TOKENS:]
+            ids = ids.to(device)
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # generation-config notes (sampling settings unused by greedy)
+                found = model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    use_cache=True,
+                    pad_token_id=tok.pad_token_id,
+                )
+            out.append(tok.decode(found[0, ids.shape[1] :], skip_special_tokens=True).strip())
+    finally:
+        model.train(training)
+    return out
+
+
+def shown_prompt(prompt: Any) -> str:
+    """A prompt as the samples table shows it: a chat as its turns, `role: content` one per line."""
+    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt) if isinstance(prompt, list) else str(prompt)
 
 
 class FastLossSFTTrainer(SFTTrainer):

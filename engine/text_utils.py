@@ -400,7 +400,7 @@ def to_iob(tags: list[str]) -> list[str]:
 
 def seqeval_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict[str, float]:
     """seqeval precision, recall, F1 and accuracy, overall and per entity type (``<TYPE>_f1`` ...)."""
-    from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+    from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
 
     if not is_iob(t for row in true_tags for t in row):
         true_tags, pred_tags = [to_iob(r) for r in true_tags], [to_iob(r) for r in pred_tags]
@@ -410,13 +410,28 @@ def seqeval_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> d
         "f1": float(f1_score(true_tags, pred_tags, zero_division=0)),
         "accuracy": float(accuracy_score(true_tags, pred_tags)),
     }
-    report = classification_report(true_tags, pred_tags, output_dict=True, zero_division=0)
-    for name, scores in report.items():
-        if name.endswith(" avg") or not isinstance(scores, dict):
-            continue
-        for key in ("precision", "recall", "f1-score"):
-            out[f"{metric_key(name)}_{key.replace('-score', '')}"] = float(scores[key])
+    for name, scores in entity_scores(true_tags, pred_tags).items():
+        out.update({f"{metric_key(name)}_{k}": v for k, v in scores.items() if k != "support"})
     return out
+
+
+def entity_scores(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict[str, dict[str, float]]:
+    """seqeval's report per entity type: {type: {precision, recall, f1, support}} (support = true entities)."""
+    from seqeval.metrics import classification_report
+
+    if not is_iob(t for row in true_tags for t in row):
+        true_tags, pred_tags = [to_iob(r) for r in true_tags], [to_iob(r) for r in pred_tags]
+    report = classification_report(true_tags, pred_tags, output_dict=True, zero_division=0)
+    return {
+        str(name): {
+            "precision": float(s["precision"]),
+            "recall": float(s["recall"]),
+            "f1": float(s["f1-score"]),
+            "support": int(s["support"]),
+        }
+        for name, s in report.items()
+        if not name.endswith(" avg") and isinstance(s, dict)
+    }
 
 
 def best_ids(logits: Any, labels: Any) -> Any:
@@ -424,8 +439,8 @@ def best_ids(logits: Any, labels: Any) -> Any:
     return logits.argmax(-1)
 
 
-def tagging_metrics(pred: Any, id2label: dict[int, str]) -> dict[str, float]:
-    """``compute_metrics`` for token tagging: seqeval scores over the tokens that carry a tag (label not -100)."""
+def tagged(pred: Any, id2label: dict[int, str]) -> tuple[list[list[str]], list[list[str]]]:
+    """The true and predicted tag names of each evaluated row, over the tokens that carry a tag (not -100)."""
     import numpy as np
 
     preds = np.asarray(pred.predictions).argmax(-1) if np.ndim(pred.predictions) == 3 else pred.predictions
@@ -434,7 +449,12 @@ def tagging_metrics(pred: Any, id2label: dict[int, str]) -> dict[str, float]:
         keep = l_row != -100
         true.append([id2label[int(x)] for x in l_row[keep]])
         guess.append([id2label[int(x)] for x in p_row[keep]])
-    return seqeval_metrics(true, guess)
+    return true, guess
+
+
+def tagging_metrics(pred: Any, id2label: dict[int, str]) -> dict[str, float]:
+    """``compute_metrics`` for token tagging: seqeval scores over the tokens that carry a tag (label not -100)."""
+    return seqeval_metrics(*tagged(pred, id2label))
 
 
 def generation_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:

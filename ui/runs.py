@@ -119,6 +119,8 @@ def _results(c: dict[str, Any]) -> None:
     c["scatter"] = gr.ScatterPlot(
         x="true", y="predicted", label=labels["scatter"], visible=False, elem_id="result-scatter", height=320
     )
+    for key in charts.TABLE_VIEWS:  # every other view is a plain table
+        c[key] = gr.Dataframe(label=labels[key], visible=False, elem_id=f"result-{key}", wrap=True)
 
 
 def result_updates(found: dict[str, pd.DataFrame]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import html
+import json
 import re
 import time
 from pathlib import Path
@@ -264,7 +265,12 @@ def _metrics_line(line: str) -> str:
 
 
 def error_md(row: dict[str, Any], error: str | None) -> str:
-    return f"**This run {row['status']}.**\n\n```\n{error}\n```" if error else ""
+    """The run's error as Markdown: its stored text verbatim in a code block (whose fence is longer than any run
+    of backticks in it), so a column name or message can never inject Markdown or HTML into the page."""
+    if not error:
+        return ""
+    fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", error)), default=0))
+    return f"**This run {html.escape(str(row['status']))}.**\n\n{fence}text\n{error}\n{fence}"
 
 
 def run_view(ctx: Context, run_id: str, x: str = "step") -> dict[str, Any] | None:
@@ -343,7 +349,77 @@ def _scatter(file: Path) -> dict[str, pd.DataFrame]:
     return {"scatter": table} if not table.empty else {}
 
 
-READERS = {"confusion": _confusion, "leaderboard": _leaderboard, "importance": _importance, "scatter": _scatter}
+def _per_entity(file: Path) -> dict[str, pd.DataFrame]:
+    doc = rf.read_json(file) or {}
+    rows = [
+        [str(name), *(round(float(s[k]), 3) for k in ("precision", "recall", "f1")), int(s.get("support", 0))]
+        for name, s in doc.items()
+    ]
+    table = pd.DataFrame(rows, columns=["entity", "precision", "recall", "F1", "support"])
+    return {"per_entity": table.sort_values("support", ascending=False, kind="stable")} if rows else {}
+
+
+def _per_class_ap(file: Path) -> dict[str, pd.DataFrame]:
+    """AP per class: a number each, or a dict of numbers (AP, AP50, ...); -1 (no box of the class among the
+    validation images) reads "not in validation"."""
+    doc = rf.read_json(file) or {}
+    rows = [{"class": str(name), **(v if isinstance(v, dict) else {"AP": v})} for name, v in doc.items()]
+    if not rows:
+        return {}
+    table = pd.DataFrame(rows)
+    for col in table.columns[1:]:
+        table[col] = [_ap_text(v) for v in table[col]]
+    return {"per_class_ap": table}
+
+
+def _ap_text(value: Any) -> str:
+    if not isinstance(value, (int, float)) or value != value:
+        return ""
+    return "not in validation" if value < 0 else f"{value:.3f}"
+
+
+SAMPLE_CHARS = 400  # each text cell of the samples table is cut to this
+SAMPLES_TAIL = 256_000  # bytes read from the end of the samples file
+
+
+def _samples(file: Path) -> dict[str, pd.DataFrame]:
+    """The generations of the latest evaluation step (``engine.charts.append_samples``)."""
+    with open(file, "rb") as f:  # the file grows at every evaluation: its end holds the latest step
+        f.seek(max(0, file.stat().st_size - SAMPLES_TAIL))
+        lines = f.read().decode("utf-8", errors="replace").splitlines()
+    found = [_json_line(line) for line in lines]
+    found = [d for d in found if isinstance(d, dict) and "generated" in d]
+    if not found:
+        return {}
+    last = max(int(d.get("step") or 0) for d in found)
+    rows = [
+        [last, *(_cut(str(d.get(k) or "")) for k in ("prompt", "generated", "reference"))]
+        for d in found
+        if int(d.get("step") or 0) == last
+    ]
+    return {"samples": pd.DataFrame(rows, columns=["step", "prompt", "generated", "reference"])}
+
+
+def _json_line(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None  # a line being written
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 1] + "…"
+
+
+READERS = {
+    "confusion": _confusion,
+    "leaderboard": _leaderboard,
+    "importance": _importance,
+    "scatter": _scatter,
+    "per_entity": _per_entity,
+    "per_class_ap": _per_class_ap,
+    "samples": _samples,
+}
 
 
 # --- compare ----------------------------------------------------------------------------------

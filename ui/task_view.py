@@ -14,7 +14,7 @@ import pandas as pd
 
 from engine import config as cfg
 from engine import data, models
-from engine.errors import UserError
+from engine.errors import Problem, UserError
 from engine.params import validate_params
 from engine.task import Task
 from ui import datasource, form_values
@@ -118,10 +118,38 @@ def _defaults(task: Task) -> dict[str, Any]:
 
 
 def problems_md(problems: list[str], ok: str = "") -> str:
+    """The problems as a Markdown list under a bold count (drawn in red); each one's text escaped (:func:`plain_md`):
+    a column name or value from the user's data shows as written and never as Markdown or HTML."""
     if not problems:
         return ok
     head = "**1 problem**" if len(problems) == 1 else f"**{len(problems)} problems**"
-    return head + "\n\n" + "\n".join(f"- {p}" for p in problems)
+    return head + "\n\n" + "\n".join(f"- {plain_md(form_words(p))}" for p in problems)
+
+
+CODE_SPAN = re.compile(r"(`[^`\n]+`)")
+MARKDOWN_CHARS = re.compile(r"([\\`*\[\]<>#~$|]|(?<!\w)_|_(?!\w))")
+
+
+def plain_md(text: str) -> str:
+    """``text`` as Markdown that shows it as written: the names it quotes in backticks stay code, every other
+    character that Markdown or HTML would act on (emphasis, links, images, tags, headings...) is escaped."""
+    parts = CODE_SPAN.split(str(text))
+    return "".join(part if i % 2 else MARKDOWN_CHARS.sub(r"\\\1", part) for i, part in enumerate(parts))
+
+
+CONFIG_MAPPING_HINT = re.compile(r"\s*Map (?:yours|your columns|one) with column_mapping, e\.g\. \{(\w+): [^}]*\}\.")
+
+
+def form_words(problem: str) -> str:
+    """A data problem in the form's words: the engine's hint for config files ("Map one with column_mapping, e.g.
+    {text: body}.") becomes where to do it in the form (the role's dropdown under Columns). Keeps the problem's
+    ``field``/``role`` (``engine.errors.Problem``)."""
+    found = CONFIG_MAPPING_HINT.search(problem)
+    if found is None:
+        return problem
+    hint = f" Choose the column in the “{found.group(1)}” dropdown under Columns."
+    text = problem[: found.start()] + hint + problem[found.end() :]
+    return Problem(text, getattr(problem, "field", None), getattr(problem, "role", None))
 
 
 def check(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str]:
@@ -133,10 +161,92 @@ def check(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str]:
 def check_report(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str, list[str]]:
     """:func:`check`'s two Markdown texts, and every problem (to show beside its field)."""
     values = resolve_upload(ctx, values)
-    params, param_problems, data_problems = problems_of(task, values)
+    with data.reading_once():  # the checks, the class counts and the summary read each file once
+        params, param_problems, data_problems = problems_of(task, values)
+        summary = class_balance_md(task, params, data_problems) + data_summary_md(task, params, data_problems)
     ok = "✓ Parameters are valid and the data passed every check." if not (param_problems or data_problems) else ""
-    data_md = problems_md(data_problems) + data_summary_md(task, params, data_problems) + memory_md(task, params)
+    data_md = problems_md(data_problems) + summary + memory_md(task, params)
     return problems_md(param_problems, ok), data_md, param_problems + data_problems
+
+
+FEW_EXAMPLES = 10  # a class with fewer training examples than this is worth a note
+SMALL_SHARE = 0.1  # ... and so is one with under this share of the largest class's examples
+MAX_CLASSES = 50  # more distinct values than this: not classes (a numeric target, an id)
+SHOWN_CLASSES = 20
+
+
+def class_balance_md(task: Task, params: Any, data_problems: list[str]) -> str:
+    """For a classification task (one that stratifies on a class column) with local data that passed the checks:
+    the class counts of the training and validation rows the run will use, and notes (information, not problems)
+    on imbalance and on classes found in one split only."""
+    role = task.stratify_role
+    if role is None or params is None or data_problems or not data.is_local(params.data_path):
+        return ""
+    try:
+        train, valid = data.load_splits(task, params)
+    except (UserError, OSError, ValueError):
+        return ""
+    counts = _class_counts(train, role)
+    if counts is None:
+        return ""
+    vcounts = _class_counts(valid, role, any_values=True) if valid is not None else None
+    # no bold here: the page draws a paragraph that is only bold, and the list after it, as problems (red)
+    text = f"\n\nClass counts in the {len(train)} training rows: {_counts_text(counts)}"
+    if vcounts is not None:
+        text += f"\n\nIn the {len(valid)} validation rows: {_counts_text(vcounts)}"
+    notes = balance_notes(counts, vcounts)
+    return text + ("\n\n" + "\n".join(f"- ⚠ {note}" for note in notes) if notes else "")
+
+
+def _class_counts(df: pd.DataFrame, role: str, any_values: bool = False) -> pd.Series | None:
+    """Rows per class, most first; None when the column does not hold classes (a number with many values)."""
+    if role not in df.columns:
+        return None
+    values = df[role].dropna().astype(str)
+    counts = values.value_counts()
+    if any_values:
+        return counts
+    numeric = pd.to_numeric(values, errors="coerce")
+    fractional = numeric.notna().all() and (numeric != numeric.round()).any()
+    return None if len(counts) < 2 or len(counts) > MAX_CLASSES or fractional else counts
+
+
+def _counts_text(counts: pd.Series) -> str:
+    shown = " · ".join(f"{plain_md(name)} {n}" for name, n in counts.head(SHOWN_CLASSES).items())
+    more = f" · and {len(counts) - SHOWN_CLASSES} more" if len(counts) > SHOWN_CLASSES else ""
+    return shown + more
+
+
+def balance_notes(counts: pd.Series, vcounts: pd.Series | None) -> list[str]:
+    """Plain notes on the class counts: rare classes (few examples, or a small share of the largest class),
+    classes with no validation rows, validation classes the training rows lack."""
+    largest, notes = int(counts.iloc[0]), []
+    rare = [n for n, c in counts.items() if c < FEW_EXAMPLES or c < SMALL_SHARE * largest]
+    if rare:
+        named = ", ".join(f"{plain_md(n)} ({counts[n]})" for n in rare[:SHOWN_CLASSES])
+        notes.append(
+            f"Imbalanced classes: {named} against {largest} for {plain_md(counts.index[0])}. A model can score well "
+            "while rarely predicting them: look at the per-class scores on the run page, or add examples."
+        )
+    if vcounts is not None:
+        missing = [n for n in counts.index if n not in vcounts.index]
+        unseen = [n for n in vcounts.index if n not in counts.index]
+        if missing:
+            notes.append(
+                f"No validation rows for {_names(missing)}: the run cannot tell how well the model finds "
+                f"{'it' if len(missing) == 1 else 'them'}."
+            )
+        if unseen:
+            notes.append(
+                f"Validation has {_names(unseen)}, which the training rows lack: the model cannot learn "
+                f"{'it' if len(unseen) == 1 else 'them'} (those rows are left out of evaluation)."
+            )
+    return notes
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(plain_md(n) for n in names[:SHOWN_CLASSES])
+    return shown + (f" and {len(names) - SHOWN_CLASSES} more" if len(names) > SHOWN_CLASSES else "")
 
 
 def memory_md(task: Task, params: Any) -> str:
@@ -214,7 +324,7 @@ def marks(
     for key in keys:
         problems = targets.get(key)
         if problems:
-            out[key] = {"info": " ".join(f"⚠ {p}" for p in problems), "elem_classes": ["tp-invalid"]}
+            out[key] = {"info": " ".join(f"⚠ {form_words(p)}" for p in problems), "elem_classes": ["tp-invalid"]}
         else:
             out[key] = {"info": help_texts.get(key) or None, "elem_classes": []}
     return out

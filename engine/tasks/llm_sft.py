@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from engine import llm_data as ld
 from engine import llm_model as lm
+from engine.errors import Problem
 from engine.params import field
 from engine.task import Column, Job, Task
 
@@ -42,9 +43,12 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
     """One of the three data forms must be present; chats must be well-formed."""
     cols = set(train.columns)
     if not ({"text", "messages"} & cols or {"prompt", "completion"} <= cols):
-        return [
-            "SFT needs a `text` column, a `messages` column (chats), or `prompt` and `completion` columns. "
-            "Map your columns with column_mapping, e.g. {text: my_column}."
+        return [  # one problem, shown beside the `text` dropdown only (not under all four)
+            Problem(
+                "SFT needs a `text` column, a `messages` column (chats), or `prompt` and `completion` columns. "
+                "Map your columns with column_mapping, e.g. {text: my_column}.",
+                role="text",
+            )
         ]
     problems = []
     if "messages" in cols:

@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from engine import charts
 from engine import text_utils as xu
 from engine.errors import UserError
 from engine.task import Column, Job, Task
@@ -112,9 +113,16 @@ def train(job: Job) -> dict[str, float]:
         train_rows,
         valid_rows,
         collator=DataCollatorForTokenClassification(tok),
-        compute_metrics=functools.partial(xu.tagging_metrics, id2label=id2label),
+        compute_metrics=functools.partial(metrics, id2label=id2label, run_dir=job.run_dir),
         preprocess_logits=xu.best_ids,
     )
+
+
+def metrics(pred: Any, id2label: dict[int, str], run_dir: Path) -> dict[str, float]:
+    """seqeval scores; each entity type's precision, recall, F1 and support go to the run page's table."""
+    true, guess = xu.tagged(pred, id2label)
+    charts.write_per_entity(run_dir, xu.entity_scores(true, guess))
+    return xu.seqeval_metrics(true, guess)
 
 
 def predict(model_dir: Path, inputs: Any) -> Any:
