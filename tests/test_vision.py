@@ -142,6 +142,15 @@ def test_regression_on_brightness_end_to_end(supervisor, tiny_vit, tmp_path):
     assert row["status"] == "succeeded", row["error"]
     metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
     assert metrics["eval_r2"] > 0.6 and metrics["eval_rmse"] < 0.2, metrics
+    import pandas as pd
+
+    scatter = pd.read_csv(Path(row["run_dir"]) / "predictions.csv")  # the run page's predicted-vs-true view
+    assert list(scatter.columns) == ["true", "predicted"] and len(scatter) == 60, scatter
+    assert set(scatter["true"].round(4)) <= {r["target"] for r in map(json.loads, (data / "metadata.jsonl").open())}
+    assert scatter["true"].corr(scatter["predicted"]) > 0.75, scatter
+    from ui.runs_view import results
+
+    assert len(results(Path(row["run_dir"]))["scatter"]) == 60
     meta = [json.loads(line) for line in (data / "metadata.jsonl").read_text().splitlines()]
     dark, bright = min(meta, key=lambda r: r["target"]), max(meta, key=lambda r: r["target"])
     scores = predict_dir(Path(row["run_dir"]), [str(data / dark["file_name"]), str(data / bright["file_name"])])

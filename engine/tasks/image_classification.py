@@ -7,6 +7,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from engine import charts
 from engine import text_utils as xu
 from engine import vision_utils as vu
 from engine.errors import UserError
@@ -65,17 +66,14 @@ def metrics(pred: Any, id2label: dict[int, str], run_dir: Path) -> dict[str, flo
     """Accuracy, F1/precision/recall, top-5 accuracy (over 5 classes); the confusion matrix goes to
     ``confusion_matrix.json`` in the run folder (rewritten at each evaluation: the last is the final model's)."""
     import numpy as np
-    from sklearn.metrics import confusion_matrix, top_k_accuracy_score
-
-    from engine import runfiles as rf
+    from sklearn.metrics import top_k_accuracy_score
 
     labels, logits = np.asarray(pred.label_ids), np.asarray(pred.predictions)
     out = xu.classification_metrics(labels, logits)
     ids = list(range(len(id2label)))
     if len(ids) > 5:
         out["top5_accuracy"] = float(top_k_accuracy_score(labels, logits, k=5, labels=ids))
-    matrix = confusion_matrix(labels, logits.argmax(-1), labels=ids)
-    rf.write_json(run_dir / "confusion_matrix.json", {"labels": [id2label[i] for i in ids], "matrix": matrix.tolist()})
+    charts.write_confusion(run_dir, labels, logits.argmax(-1), [id2label[i] for i in ids])
     return out
 
 

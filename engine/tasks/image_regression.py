@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any, Literal
 
+from engine import charts
 from engine import text_utils as xu
 from engine import vision_utils as vu
 from engine.data import row_numbers
@@ -58,8 +60,14 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
     return problems
 
 
-def metrics(pred: Any) -> dict[str, float]:
-    """``compute_metrics``: MSE, RMSE, MAE, R² and explained variance."""
+def metrics(pred: Any, run_dir: Path) -> dict[str, float]:
+    """``compute_metrics``: MSE, RMSE, MAE, R² and explained variance; the validation images' predicted and true
+    values go to ``predictions.csv`` (the run page's scatter; rewritten at each evaluation, the last is the final
+    model's)."""
+    import numpy as np
+
+    true, predicted = np.asarray(pred.label_ids).reshape(-1), np.asarray(pred.predictions).reshape(-1)
+    charts.write_predictions(run_dir, true, predicted)
     return xu.regression_metrics(pred.label_ids, pred.predictions)
 
 
@@ -86,7 +94,8 @@ def train(job: Job) -> dict[str, float]:
     train_set = image_set(job.train, processor, params, train=True)
     valid_set = image_set(job.valid, processor, params, train=False) if job.valid is not None else None
     xu.print_summary("image regression", len(train_set), len(valid_set or []), augmentation=params.augmentation)
-    return vu.fit(job, model, processor, train_set, valid_set, data_collator=vu.collate, compute_metrics=metrics)
+    compute = functools.partial(metrics, run_dir=job.run_dir)
+    return vu.fit(job, model, processor, train_set, valid_set, data_collator=vu.collate, compute_metrics=compute)
 
 
 def predict(model_dir: Path, inputs: Any) -> Any:
