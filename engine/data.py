@@ -7,6 +7,8 @@ queued. Hub datasets are read with ``datasets`` (imported lazily, in workers or 
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,6 +135,13 @@ def _parser_line(e: Exception) -> str:
 
 
 def _read_jsonl(p: Path, nrows: int | None) -> pd.DataFrame:
+    try:
+        return _jsonl_rows(p, nrows)
+    except UnicodeDecodeError as e:
+        raise UserError(f"Data file `{p.name}` is not UTF-8 text (byte {e.start}). Save it as UTF-8 JSON.") from None
+
+
+def _jsonl_rows(p: Path, nrows: int | None) -> pd.DataFrame:
     rows = []
     with p.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -158,7 +167,10 @@ def _read_jsonl(p: Path, nrows: int | None) -> pd.DataFrame:
 
 def _read_json(p: Path, nrows: int | None) -> pd.DataFrame:
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        head = _json_list_head(p, nrows) if nrows and p.stat().st_size > JSON_STREAM_BYTES else None
+        data = head if head is not None else json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"Data file `{p.name}` is not UTF-8 text (byte {e.start}). Save it as UTF-8 JSON.") from None
     except json.JSONDecodeError as e:
         if e.lineno > 1:  # maybe JSON lines with a .json suffix
             try:
@@ -176,12 +188,47 @@ def _read_json(p: Path, nrows: int | None) -> pd.DataFrame:
     return pd.DataFrame(data[:nrows] if nrows else data)
 
 
+JSON_STREAM_BYTES = 8 << 20  # a bigger JSON list is read item by item when only its first rows are wanted
+_BETWEEN_ITEMS = re.compile(r"[\s,]*")
+
+
+def _json_list_head(p: Path, nrows: int) -> list[Any] | None:
+    """The first ``nrows`` objects of a file holding one JSON list, decoded from the file's head only (the rest is
+    never read); None when the file is not a list of objects (the caller reads it whole)."""
+    decoder, items = json.JSONDecoder(), []
+    with p.open(encoding="utf-8") as f:
+        buf = f.read(1 << 20)
+        if not buf.lstrip().startswith("["):
+            return None
+        pos = buf.index("[") + 1
+        while len(items) < nrows:
+            pos = _BETWEEN_ITEMS.match(buf, pos).end()
+            if pos < len(buf) and buf[pos] == "]":
+                break
+            try:
+                item, pos = decoder.raw_decode(buf, pos)
+            except json.JSONDecodeError:
+                more = f.read(max(1 << 20, len(buf)))  # an item cut by the buffer's end: read on (doubling)
+                if not more:
+                    return None  # broken JSON: the whole-file read says where
+                buf, pos = buf[pos:] + more, 0
+                continue
+            if not isinstance(item, dict):
+                return None
+            items.append(item)
+    return items
+
+
 def _read_parquet(p: Path, nrows: int | None) -> pd.DataFrame:
     try:
-        df = pd.read_parquet(p)
+        if not nrows:
+            return pd.read_parquet(p)
+        import pyarrow.parquet as pq  # pandas' own Parquet engine: only the first row group(s) are read
+
+        batch = next(pq.ParquetFile(p).iter_batches(batch_size=nrows), None)
+        return batch.to_pandas() if batch is not None else pd.read_parquet(p)
     except Exception as e:  # pyarrow raises many types
         raise UserError(f"Data file `{p.name}` is not a readable Parquet file ({e}).") from None
-    return df.head(nrows) if nrows else df
 
 
 def _pick(folder: Path, names: tuple[str, ...]) -> Path | None:
@@ -374,10 +421,61 @@ def load_splits(task: Any, params: Any) -> tuple[pd.DataFrame, pd.DataFrame | No
     return split_train_valid(train, params.valid_fraction, params.seed, task.stratify_role)
 
 
+def check_rows() -> int:
+    """Rows of each file the pre-launch check reads ($TRAINPAD_CHECK_ROWS, default 20,000): a check costs seconds
+    and megabytes, whatever the file's size. The worker trains on every row."""
+    return int(os.environ.get("TRAINPAD_CHECK_ROWS") or 20_000)
+
+
+_CHECKS = threading.BoundedSemaphore(int(os.environ.get("TRAINPAD_CHECKS_AT_ONCE") or 2))
+
+
 def check_data(task: Any, params: Any) -> list[str]:
-    """Pre-flight data checks in plain language (empty list = fine). Reads local files only, each once."""
-    with reading_once():
+    """Pre-flight data checks in plain language (empty list = fine). Reads local files only, each once, and of
+    each file its first :func:`check_rows` rows (:func:`check_note` says so); a few checks run at once, the
+    others wait their turn."""
+    with _CHECKS, reading_once():
         return _check_data(task, params)
+
+
+def check_note(params: Any) -> str:
+    """A sentence for a data file longer than the check reads: "Checked the first N of ~M rows of `x.csv` …"."""
+    if not params.data_path or not is_local(params.data_path):
+        return ""
+    try:
+        files = [f for f in resolve_files(params) if f is not None and f.is_file()]
+        counts = [(f, row_estimate(f)) for f in files if f.suffix.lower() in EXTENSIONS]
+    except (UserError, OSError):
+        return ""
+    n = check_rows()
+    parts = [f"the first {n:,} of ~{m:,} rows of `{f.name}`" for f, m in counts if m and m > n]
+    if not parts:
+        return ""
+    return f"Checked {' and '.join(parts)}; the run trains on every row (the rest are read when it starts)."
+
+
+def row_estimate(path: Path, head_bytes: int = 4 << 20) -> int | None:
+    """About how many data rows a table file holds, without reading it whole: exact for Parquet, from the share of
+    line ends in the first 4 MB for text files (exact when it is smaller); None for a JSON document."""
+    kind = EXTENSIONS.get(path.suffix.lower())
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    if kind == "json" and not _is_json_lines(path):
+        return None
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(head_bytes)
+    lines = head.count(b"\n") + (0 if head.endswith(b"\n") else 1)
+    rows = lines if len(head) >= size else round(size * head.count(b"\n") / max(1, len(head)))
+    return max(0, rows - (1 if kind in ("csv", "tsv") else 0))
+
+
+def _is_json_lines(path: Path) -> bool:
+    """A .json file holding one object per line (``{...}`` then a line break then ``{``)."""
+    with path.open("rb") as f:
+        return re.search(rb"}[ \t\r]*\n\s*{", f.read(1 << 20)) is not None
 
 
 def _check_data(task: Any, params: Any) -> list[str]:
@@ -391,7 +489,7 @@ def _check_data(task: Any, params: Any) -> list[str]:
     if not is_local(params.data_path):
         return []  # Hub datasets are checked by the worker when it loads them
     try:
-        train, valid = load_raw(params)
+        train, valid = load_raw(params, nrows=check_rows())
     except UserError as e:
         return e.problems
     mapping, problems = resolve_mapping(task, list(train.columns), params.column_mapping)
