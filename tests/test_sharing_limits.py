@@ -145,3 +145,16 @@ def test_non_utf8_json_data_is_refused_plainly(tmp_path, suffix, body):
     path.write_bytes(body.encode("latin-1"))
     with pytest.raises(UserError, match=rf"`latin{suffix}` is not UTF-8 text \(byte \d+\)\. Save it as UTF-8 JSON"):
         data.read_table(path)
+
+
+def test_check_says_how_much_of_the_file_it_read(supervisor, tmp_path, monkeypatch):
+    from engine.task import get_task
+    from ui import task_view
+
+    monkeypatch.setenv("TRAINPAD_CHECK_ROWS", "100")
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(1000)))
+    _, data_md, _ = task_view.check_report(
+        Context(supervisor), get_task("text_classification"), {"base_model": "m", "data_path": str(path)}
+    )
+    assert "Checked the first 100 of ~1,000 rows of `d.csv`; the run trains on every row" in data_md

@@ -165,7 +165,8 @@ def check_report(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str,
         params, param_problems, data_problems = problems_of(task, values)
         summary = class_balance_md(task, params, data_problems) + data_summary_md(task, params, data_problems)
     ok = "✓ Parameters are valid and the data passed every check." if not (param_problems or data_problems) else ""
-    data_md = problems_md(data_problems) + summary + memory_md(task, params)
+    note = data.check_note(params) if params is not None else ""  # "Checked the first N of ~M rows …"
+    data_md = problems_md(data_problems) + (f"\n\n{note}" if note else "") + summary + memory_md(task, params)
     return problems_md(param_problems, ok), data_md, param_problems + data_problems
 
 
