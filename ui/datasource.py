@@ -190,19 +190,11 @@ def media_listing(folder: Path, limit: int = PREVIEW_ROWS) -> pd.DataFrame:
 
 
 def match_columns(task: Task, columns: list[str], current: dict[str, str] | None = None) -> dict[str, str]:
-    """Role -> column: keep a current choice that still exists, else the column named like the role."""
-    current = current or {}
-    lower = {c.lower(): c for c in columns}
-    found = {}
-    for col in task.columns:
-        keep = current.get(col.role)
-        if keep and keep in columns:
-            found[col.role] = keep
-        elif col.role.lower() in lower:
-            found[col.role] = lower[col.role.lower()]
-        else:
-            found[col.role] = ""
-    return found
+    """Role -> column: keep a current choice that still exists, else the column named like the role or one of its
+    aliases (the worker's own matching, :func:`engine.data.resolve_mapping`)."""
+    keep = {role: c for role, c in (current or {}).items() if c and c in columns}
+    found, _ = data.resolve_mapping(task, columns, keep)
+    return {col.role: found.get(col.role, "") for col in task.columns}
 
 
 def display_frame(df: pd.DataFrame, max_chars: int = 200) -> pd.DataFrame:
