@@ -13,6 +13,8 @@ bring a ZIP). Module level imports are light: Pillow and numpy are imported insi
   class sub-folders (``cats/001.jpg`` -> ``label``), ``metadata.jsonl``/``metadata.csv`` (``file_name`` + any
   columns, the Hugging Face *imagefolder* layout), COCO JSON, YOLO txt labels, Pascal VOC XML (the detection
   formats give an ``objects`` column ``{"bbox": [[x, y, w, h], ...], "category": [...]}`` in pixels);
+- ``datasets`` data: :func:`read_saved_dataset` (a ``save_to_disk`` folder), :func:`feature_table_splits` (Parquet
+  it wrote), :func:`hub_table` (a loaded ``Dataset``): ClassLabel ids turned back into class names;
 - :func:`image_splits`: the train/validation tables for a folder or ZIP data source (used by ``engine.data``).
 """
 
@@ -305,18 +307,19 @@ def _unwrap(folder: Path) -> Path:
 def read_image_folder(folder: str | Path) -> pd.DataFrame:
     """The table a folder of images stands for; ``df.attrs["format"]`` says which layout was found.
 
-    Tried in order: ``metadata.jsonl``/``.csv`` (imagefolder), a COCO JSON, Pascal VOC XML, YOLO txt labels,
-    class sub-folders. Raises :class:`UserError` saying what was found when none fits."""
+    Tried in order: a dataset saved by ``datasets`` (``save_to_disk``), ``metadata.jsonl``/``.csv`` (imagefolder),
+    a COCO JSON, Pascal VOC XML, YOLO txt labels, class sub-folders. Raises :class:`UserError` saying what was
+    found when none fits."""
     folder = Path(folder)
-    for reader in (read_metadata, read_coco, read_voc, read_yolo, read_class_folders):
+    for reader in (read_saved_dataset, read_metadata, read_coco, read_voc, read_yolo, read_class_folders):
         df = reader(folder)
         if df is not None:
             return df
     found = sorted(e.name for e in folder.iterdir())[:10]
     raise UserError(
         f"Folder `{folder.name}` holds no images in a layout Trainpad knows (found: {', '.join(found)}). "
-        "Use class sub-folders (cats/001.jpg), images + metadata.jsonl/csv with a `file_name` column, or "
-        "for detection COCO JSON, YOLO txt labels or Pascal VOC XML."
+        "Use class sub-folders (cats/001.jpg), images + metadata.jsonl/csv with a `file_name` column, a dataset "
+        "saved with `datasets` save_to_disk, or for detection COCO JSON, YOLO txt labels or Pascal VOC XML."
     )
 
 
@@ -376,13 +379,15 @@ def read_class_folders(folder: Path) -> pd.DataFrame | None:
 
 
 def is_image_source(path: str | Path) -> bool:
-    """True for a ZIP, or a folder that holds images and no train/validation table files (a metadata file or a
-    COCO JSON is part of an image folder, not a table)."""
+    """True for a ZIP, a dataset saved by ``datasets``, or a folder that holds images and no train/validation table
+    files (a metadata file or a COCO JSON is part of an image folder, not a table)."""
     p = Path(path).expanduser()
     if p.is_file():
         return p.suffix.lower() == ".zip"
     if not p.is_dir():
         return False
+    if is_saved_dataset(p):
+        return True
     from engine.data import EXTENSIONS
 
     coco = _coco_file(p)
@@ -403,14 +408,17 @@ def _split_dir(folder: Path, names: tuple[str, ...]) -> Path | None:
 
 
 def image_splits(params: Any) -> tuple[pd.DataFrame, pd.DataFrame | None] | None:
-    """Train and validation tables for an image folder or ZIP data source; None when ``data_path`` is not one.
+    """Train and validation tables for an image folder or ZIP data source, a dataset saved by ``datasets`` or
+    Parquet files it wrote (class ids as class names); None when ``data_path`` is none of those.
 
     A folder holding split folders (``train/`` + ``validation/``..., or the ``train_split``/``valid_split``
     names) gives both; ``valid_path`` may name another folder or ZIP."""
     from engine.data import TRAIN_NAMES, VALID_NAMES
 
-    if not params.data_path or not is_image_source(params.data_path):
+    if not params.data_path:
         return None
+    if not is_image_source(params.data_path):
+        return feature_table_splits(params)
     folder = as_folder(params.data_path)
     train_dir = _split_dir(folder, (params.train_split, *TRAIN_NAMES))
     valid_dir = _split_dir(folder, (params.valid_split, *VALID_NAMES)) if train_dir else None
@@ -431,6 +439,115 @@ def read_json_file(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"`{path.name}` is not valid JSON ({e}).") from None
+
+
+# ---- datasets written by the `datasets` library ----------------------------------------------
+# Its ClassLabel columns hold class ids (0, 1...) and keep the names in the features: read plainly, a model would
+# learn the classes "0" and "1". These readers put the names back.
+
+
+def class_label_names(df: pd.DataFrame, features: Any) -> pd.DataFrame:
+    """``df`` with the ids of ``datasets`` ClassLabel columns, and of lists of them (a detection set's
+    ``objects.category``), replaced by the class names; id -1 (no label) becomes missing. ``features``: the
+    dataset's features as JSON (``Features.to_dict()``, a Parquet file's or ``dataset_info.json``'s)."""
+    out = df.copy()
+    for col, feature in (features or {}).items():
+        if col in out.columns and has_class_label(feature):
+            out[col] = [_named(v, feature) for v in out[col]]
+    return out
+
+
+def has_class_label(features: Any) -> bool:
+    return '"ClassLabel"' in json.dumps(features or {})
+
+
+def _named(value: Any, feature: Any) -> Any:
+    if isinstance(feature, list) and feature:  # the old form of a list feature: [inner]
+        feature = {"feature": feature[0], "_type": "List"}
+    if not isinstance(feature, dict) or value is None:
+        return value
+    kind = feature.get("_type")
+    if kind == "ClassLabel":
+        names = feature.get("names") or []
+        try:
+            return names[int(value)] if 0 <= int(value) < len(names) else None
+        except (TypeError, ValueError):  # NaN: no label
+            return None
+    if kind in ("List", "Sequence", "LargeList"):
+        inner = feature.get("feature")
+        if isinstance(value, dict):  # a list of structs, stored as a struct of lists
+            return {k: [_named(x, (inner or {}).get(k)) for x in v] if v is not None else v for k, v in value.items()}
+        return [_named(x, inner) for x in value]
+    if kind is None and isinstance(value, dict):  # a struct
+        return {k: _named(v, feature.get(k)) for k, v in value.items()}
+    return value
+
+
+def hub_table(ds: Any) -> pd.DataFrame:
+    """A ``datasets.Dataset`` as a table, class ids as class names (images stay ``{"bytes", "path"}`` cells)."""
+    return class_label_names(ds.to_pandas(), ds.features.to_dict())
+
+
+def is_saved_dataset(folder: Path) -> bool:
+    """A folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
+    return (folder / "dataset_dict.json").is_file() or (
+        (folder / "state.json").is_file() and (folder / "dataset_info.json").is_file()
+    )
+
+
+def read_saved_dataset(folder: Path) -> pd.DataFrame | None:
+    """One split saved by ``Dataset.save_to_disk`` (Arrow files + ``state.json`` + ``dataset_info.json``), class
+    ids as names; None for other folders. A ``DatasetDict`` folder is read through its split folders."""
+    import pyarrow as pa
+
+    if (folder / "dataset_dict.json").is_file() and not (folder / "state.json").is_file():
+        splits = read_json_file(folder / "dataset_dict.json").get("splits", [])
+        raise UserError(
+            f"`{folder.name}` is a DatasetDict with the splits {', '.join(map(str, splits))}, none of them a "
+            "training split. Set train_split (and valid_split) to the split names."
+        )
+    if not is_saved_dataset(folder):
+        return None
+    files = [f.get("filename", "") for f in read_json_file(folder / "state.json").get("_data_files", [])]
+    if not files or not all(inside(f) and (folder / f).is_file() for f in files):
+        raise UserError(f"`{folder.name}/state.json` names data files that are not in the folder: {files[:5]}.")
+    tables = []
+    for f in files:
+        with pa.memory_map(str(folder / f)) as source:
+            tables.append(pa.ipc.open_stream(source).read_all())
+    features = read_json_file(folder / "dataset_info.json").get("features")
+    df = class_label_names(pa.concat_tables(tables).to_pandas(), features)
+    df.attrs["format"] = "a dataset saved by `datasets` (save_to_disk)"
+    return df
+
+
+def parquet_features(path: Path | None) -> Any:
+    """The ``datasets`` features stored in a Parquet file's metadata (None for other files)."""
+    if path is None or path.suffix.lower() not in (".parquet", ".pq"):
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta[b"huggingface"])["info"]["features"] if b"huggingface" in meta else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def feature_table_splits(params: Any) -> tuple[pd.DataFrame, pd.DataFrame | None] | None:
+    """Parquet files written by ``datasets`` (``to_parquet``, or a Hub dataset's files) holding ClassLabel
+    columns, read with their class names; None for other tables (read plainly by ``engine.data``)."""
+    from engine.data import read_table, resolve_files
+
+    try:
+        train, valid = resolve_files(params)
+    except UserError:
+        return None
+    features = parquet_features(train) if train.is_file() else None
+    if not has_class_label(features):
+        return None
+    named_valid = class_label_names(read_table(valid), parquet_features(valid) or features) if valid else None
+    return class_label_names(read_table(train), features), named_valid
 
 
 # ---- detection annotation formats ---------------------------------------------------------

@@ -105,6 +105,87 @@ def test_bad_images_are_refused_before_queueing_naming_the_file(supervisor, tiny
     assert "single class" in refused(supervisor, IC, params(IC, tiny_vit, one))
 
 
+def shapes_dataset(n: int, labels: list[int] | None = None):
+    """A ``datasets.Dataset`` of shape images whose ``label`` is a ClassLabel (ids 0..2, names in the features)."""
+    import datasets
+
+    rng = __import__("random").Random(1)
+    ids = labels if labels is not None else [i % 3 for i in range(n)]
+    names = ["round", "boxy", "pointy"]
+    images = [shape_image(["circle", "square", "triangle"][max(i, 0)], rng=rng)[0] for i in ids]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    return datasets.Dataset.from_dict({"image": images, "label": ids}, features=features)
+
+
+def test_class_label_ids_become_class_names(tiny_vit, tmp_path):
+    """A `datasets` image set keeps its class names in a ClassLabel feature and ids (0, 1, 2) in the column: saved
+    with save_to_disk or to_parquet (and loaded from the Hub: engine.images.hub_table), the label maps, config.json
+    and predictions use the names."""
+    import datasets
+
+    from engine.data import load_splits
+    from engine.task import Job
+
+    names = ["round", "boxy", "pointy"]
+    ds = shapes_dataset(24)
+    assert set(im.hub_table(ds)["label"]) == set(names)
+    datasets.DatasetDict(train=ds, validation=shapes_dataset(6)).save_to_disk(str(tmp_path / "saved"))
+    ds.to_parquet(str(tmp_path / "shapes.parquet"))
+    for source in (tmp_path / "saved", tmp_path / "shapes.parquet"):
+        p = params(IC, tiny_vit, source)
+        assert check_data(IC, p) == [], source
+        train, valid = load_splits(IC, p)
+        assert sorted(set(train["target"])) == sorted(names), source
+        assert len(valid) == (6 if source.is_dir() else 2), "the saved validation split; else 10% held out"
+        assert "round (8)" in IC.data_summary(IC, p), IC.data_summary(IC, p)
+
+    p = params(IC, tiny_vit, tmp_path / "saved", max_steps=2)
+    train, valid = load_splits(IC, p)
+    (tmp_path / "run").mkdir()
+    IC.train(Job(task=IC, params=p, run_dir=tmp_path / "run", train=train, valid=valid))
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == sorted(names)
+    assert json.loads((tmp_path / "run" / "confusion_matrix.json").read_text())["labels"] == sorted(names)
+    out = IC.predict(tmp_path / "run" / "model", str(train["image"][0]["path"] or "") or train["image"][0])
+    assert out["label"] in names and set(out["scores"]) == set(names), out
+
+    shapes_dataset(3, labels=[0, -1, 1]).save_to_disk(str(tmp_path / "unlabelled"))  # -1: no label, not "-1"
+    assert any("is empty in 1 row(s): 2" in x for x in check_data(IC, params(IC, tiny_vit, tmp_path / "unlabelled")))
+
+
+def test_class_label_categories_of_a_detection_set_become_names(tmp_path):
+    """A Hub-style detection set (`objects: {bbox, category: List(ClassLabel)}`, e.g. cppe-5) written by `datasets`
+    gives boxes with category names."""
+    import datasets
+
+    from engine.data import load_splits
+    from tests.tiny_vision import detection_rows
+
+    rows = detection_rows(4, seed=2)
+    cats = datasets.ClassLabel(names=["circle", "square", "triangle"])
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "objects": {
+                "bbox": datasets.List(datasets.List(datasets.Value("float32"))),
+                "category": datasets.List(cats),
+            },
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {
+            "image": [img for img, _, _ in rows],
+            "objects": [{"bbox": b, "category": [cats.str2int(c) for c in cs]} for _, b, cs in rows],
+        },
+        features=features,
+    )
+    ds.to_parquet(str(tmp_path / "boxes.parquet"))
+    p = params(OD, tmp_path, tmp_path / "boxes.parquet", image_square_size=64, valid_fraction=0)
+    train, _ = load_splits(OD, p)
+    assert [list(o["category"]) for o in train["objects"]] == [cs for _, _, cs in rows]
+    assert check_data(OD, p) == []
+
+
 def test_image_modes_are_converted(tmp_path):
     """CMYK, RGBA (composited on white), palette, 16-bit grayscale and EXIF-rotated images all become RGB."""
     import numpy as np
