@@ -5,7 +5,10 @@ only in workers (training, predict, merge). Used by the LLM tasks and by seq2seq
 
 from __future__ import annotations
 
+import functools
 import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,48 +200,121 @@ def _merges(params: Any) -> bool:
 
 # ---- inference ----------------------------------------------------------------------------
 
+# Tokens that end a chat turn (or start the next one) in common chat templates: generation stops at any of them.
+END_OF_TURN_TOKENS = (
+    "<|im_end|>",
+    "<|im_start|>",
+    "<|eot_id|>",
+    "<|start_header_id|>",
+    "<|end|>",
+    "<|user|>",
+    "<|endoftext|>",
+    "<end_of_turn>",
+    "</s>",
+)
+
 
 def load_for_inference(model_dir: str | Path) -> tuple[Any, Any]:
-    """A saved model (merged, full, or adapter) and its tokenizer, in eval mode."""
+    """A saved model (merged, full, or adapter) and its tokenizer, in eval mode; kept for the next request (the
+    playground's prediction process answers many) until the folder's config changes."""
+    model_dir = Path(model_dir)
+    config = model_dir / ("adapter_config.json" if (model_dir / "adapter_config.json").exists() else "config.json")
+    return _load_cached(str(model_dir.resolve()), config.stat().st_mtime_ns if config.exists() else 0)
+
+
+@functools.lru_cache(maxsize=1)
+def _load_cached(model_dir: str, _stamp: int) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_dir = Path(model_dir)
-    if (model_dir / "adapter_config.json").exists():
+    if (Path(model_dir) / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(str(model_dir))
+        model = AutoPeftModelForCausalLM.from_pretrained(model_dir)
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
     model.eval()
     return model, tok
 
 
-def generate(model_dir: str | Path, inputs: Any, max_new_tokens: int = 64, temperature: float = 0.0) -> str:
-    """Reply to a prompt (str) or a chat (list of messages / {"messages": [...]})."""
+def end_of_turn_ids(tok: Any) -> list[int]:
+    """The tokenizer's end-of-sequence id and those of the end-of-turn tokens its vocabulary has."""
+    vocab = tok.get_vocab()
+    ids = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    ids += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]
+    return list(dict.fromkeys(ids))
+
+
+def sampling_settings(inputs: Any, max_new_tokens: int = 64, temperature: float = 0.0) -> dict[str, Any]:
+    """``model.generate`` settings from a request's max_new_tokens (within the instance's cap), temperature and
+    top_p: greedy at temperature 0, nucleus sampling otherwise."""
+    from engine.predict import capped_new_tokens
+
+    options = inputs if isinstance(inputs, dict) else {}
+    limit, _ = capped_new_tokens(options.get("max_new_tokens", max_new_tokens))
+    temperature = float(options.get("temperature", temperature) or 0.0)
+    top_p = float(options.get("top_p", 1.0) or 1.0)
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise UserError(f"temperature must be >= 0 and top_p in (0, 1]; got {temperature} and {top_p}.")
+    sample = temperature > 0
+    return {
+        "max_new_tokens": limit,
+        "do_sample": sample,
+        "temperature": temperature if sample else None,
+        "top_p": top_p if sample else None,
+        "top_k": None,
+    }
+
+
+def stream_generate(model: Any, tokenizer: Any, generate_kwargs: dict[str, Any]) -> Iterator[str]:
+    """``model.generate(**generate_kwargs)`` in a thread; yields the reply so far each time it grows."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.no_grad():
+                model.generate(**generate_kwargs, streamer=streamer)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread below
+            failed.append(e)
+            streamer.end()
+
+    thread = threading.Thread(target=run, name="trainpad-generate", daemon=True)
+    thread.start()
+    text = ""
+    for piece in streamer:
+        if piece:
+            text += piece
+            yield text
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
+def generate(model_dir: str | Path, inputs: Any, max_new_tokens: int = 64, temperature: float = 0.0) -> Any:
+    """Reply to a prompt (str) or a chat (list of messages / {"messages": [...]}, with optional max_new_tokens,
+    temperature, top_p). Generation stops at the chat template's end of turn. With {"stream": true} the reply
+    comes as an iterator of the text so far."""
     import torch
 
     model, tok = load_for_inference(model_dir)
+    settings = sampling_settings(inputs, max_new_tokens, temperature)
+    prompt = inputs
     if isinstance(inputs, dict):
-        max_new_tokens = int(inputs.get("max_new_tokens", max_new_tokens))
-        temperature = float(inputs.get("temperature", temperature))
-        inputs = inputs.get("messages") or inputs.get("prompt") or inputs.get("text") or ""
-    if isinstance(inputs, list):
+        prompt = inputs.get("messages") or inputs.get("prompt") or inputs.get("text") or ""
+    if isinstance(prompt, list):
         text = tok.apply_chat_template(
-            parse_messages(inputs, 1, "messages"), tokenize=False, add_generation_prompt=True
+            parse_messages(prompt, 1, "messages"), tokenize=False, add_generation_prompt=True
         )
     else:
-        text = str(inputs)
-    enc = tok(text, return_tensors="pt", add_special_tokens=not isinstance(inputs, list))
-    sample = temperature > 0
+        text = str(prompt)
+    enc = tok(text, return_tensors="pt", add_special_tokens=not isinstance(prompt, list))
+    kwargs = {**enc, **settings, "eos_token_id": end_of_turn_ids(tok), "pad_token_id": tok.pad_token_id}
+    if isinstance(inputs, dict) and inputs.get("stream"):
+        return stream_generate(model, tok, kwargs)
     with torch.no_grad():
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=sample,
-            temperature=temperature if sample else None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=tok.pad_token_id,
-        )
+        out = model.generate(**kwargs)
     return tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)

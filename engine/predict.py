@@ -7,6 +7,7 @@ object ``{"output": ...}`` or ``{"error": ...}`` on its last stdout line.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,35 @@ import yaml
 
 from engine import runfiles as rf
 from engine.errors import UserError
+
+MAX_NEW_TOKENS_ENV = "TRAINPAD_MAX_NEW_TOKENS"
+DEFAULT_MAX_NEW_TOKENS = 1024
+
+
+def max_new_tokens_cap() -> int:
+    """The most new tokens one generation may ask for on this instance (``TRAINPAD_MAX_NEW_TOKENS``, default 1024)."""
+    raw = os.environ.get(MAX_NEW_TOKENS_ENV, "").strip()
+    try:
+        return max(1, int(raw)) if raw else DEFAULT_MAX_NEW_TOKENS
+    except ValueError:
+        raise UserError(f"{MAX_NEW_TOKENS_ENV}={raw!r} is not a whole number; set it to e.g. 1024.") from None
+
+
+def capped_new_tokens(asked: Any, default: int = 64) -> tuple[int, str]:
+    """``asked`` new tokens within the instance's cap, and a notice when it was lowered (empty otherwise)."""
+    cap = max_new_tokens_cap()
+    try:
+        wanted = int(asked) if asked is not None else default
+    except (TypeError, ValueError):
+        raise UserError(f"max_new_tokens must be a whole number, not {asked!r}.") from None
+    if wanted < 1:
+        raise UserError(f"max_new_tokens must be at least 1, not {wanted}.")
+    if wanted <= cap:
+        return wanted, ""
+    return (
+        cap,
+        f"Max new tokens is capped at {cap} on this instance ({MAX_NEW_TOKENS_ENV}); {wanted} asked, {cap} used.",
+    )
 
 
 def run_dir_of(run_id: str, data_dir: str | Path | None = None) -> Path:

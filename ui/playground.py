@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -13,21 +16,31 @@ import pandas as pd
 
 from engine import data
 from engine.errors import UserError
+from engine.predict import capped_new_tokens, max_new_tokens_cap
 from engine.task import get_task
+from ui import playground_table as pt
 from ui.context import Context
 from ui.predictor import predictor_for, release
 
 KINDS = ["chat", "text", "json", "table", "image", "image_text", "audio"]
 SHOWS = {"image_text": ("image", "text")}  # kinds that show several input groups
+STREAMED = ("image_text",)  # kinds whose answer streams into the Answer box (chat streams into the chat)
 HINTS = {
-    "chat": "Chat with the model: each message is sent with the conversation so far.",
-    "text": "Type a text and press Predict; the prediction appears below.",
-    "json": "Enter the input as JSON (the task's predict input).",
-    "table": "Fill in one or more rows; each row gets a prediction.",
-    "image": "Upload an image (or take one with the webcam) and press Predict; the prediction appears below.",
+    "chat": "Type a message and press Send: the reply is written into the chat as it is generated (the whole "
+    "conversation so far is sent). Max new tokens, temperature, top-p and a system prompt are under "
+    "\u201cGeneration settings\u201d.",
+    "text": "Type a text and press Predict; the prediction appears under the Predict button (a classifier's "
+    "class scores as bars).",
+    "json": "Enter the input as JSON (the task's predict input) and press Predict; the prediction appears under "
+    "the Predict button.",
+    "table": "Paste one row as CSV (header line optional) or JSON, or press \u201cFill from data row\u201d, then "
+    "Predict: the prediction appears under the Predict button. Or upload a file: its predictions appear as a "
+    "table under the upload, with a CSV to download.",
+    "image": "Upload an image (or take one with the webcam) and press Predict; the prediction appears under the "
+    "Predict button (found boxes drawn on the image).",
     "image_text": "Upload an image, type a question (or leave it empty for a caption) and press Predict; the "
-    "answer appears below.",
-    "audio": "Upload or record a clip and press Predict; the transcript appears below.",
+    "answer is written into the Answer box under the button as it is generated.",
+    "audio": "Upload or record a clip and press Predict; the transcript appears under the Predict button.",
 }
 
 
@@ -47,19 +60,26 @@ def widget_kind(task_name: str) -> str:
 
 
 def table_template(row: dict[str, Any]) -> pd.DataFrame:
-    """An editable row with the run's input columns (its data's columns minus the label ones)."""
-    task, params = get_task(row["task"]), row.get("params") or {}
+    """An empty row with the run's input columns (its data's columns minus the label ones)."""
+    params = row.get("params") or {}
     try:
         columns = data.sniff_columns(params.get("data_path", "")) if data.is_local(params.get("data_path", "")) else []
     except UserError:
         columns = []
-    mapping = params.get("column_mapping") or {}
-    labels = {c.role for c in task.columns if c.kind == "label"} | (
-        {task.stratify_role} if task.stratify_role else set()
-    )
-    drop = {mapping.get(role, role) for role in labels}
+    drop = label_columns(row)
     columns = [c for c in columns if c not in drop] or ["feature"]
     return pd.DataFrame([[""] * len(columns)], columns=columns)
+
+
+def label_columns(row: dict[str, Any]) -> set[str]:
+    """The run's data columns that hold what the model predicts (label roles, mapped), and its id column."""
+    task, params = get_task(row["task"]), row.get("params") or {}
+    mapping = params.get("column_mapping") or {}
+    roles = {c.role for c in task.columns if c.kind == "label"} | (
+        {task.stratify_role} if task.stratify_role else set()
+    )
+    targets = {t.strip() for t in str(params.get("target_columns") or "").split(",") if t.strip()}
+    return {mapping.get(role, role) for role in roles} | targets | {mapping.get("id", "id")}
 
 
 def make_inputs(
@@ -78,6 +98,8 @@ def make_inputs(
         if not audio:
             raise UserError("Upload or record a clip first.")
         return str(audio)
+    if kind == "table" and isinstance(table, str):
+        return pt.parse_rows(table, None)
     if kind == "table":
         df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
         rows = df.replace("", None).dropna(how="all").to_dict(orient="records")
@@ -96,6 +118,7 @@ def build_and_wire(ctx: Context, demo: gr.Blocks, playground_tab: Any) -> None:
     w = _layout(ctx)
     _wire_pick(ctx, w, playground_tab)
     _wire_predict(ctx, w)
+    _wire_table(ctx, w)
     _wire_chat(ctx, w)
 
     def on_leave(request: gr.Request) -> None:
@@ -114,27 +137,13 @@ def _layout(ctx: Context) -> dict[str, Any]:
     w["info"] = gr.Markdown("Pick a run that succeeded.", elem_id="play-info")
     w["kind"] = gr.State("json")
     with gr.Group(visible=False) as groups["chat"]:
-        w["chat"] = gr.Chatbot(label="Chat", height=320, elem_id="play-chat")
-        with gr.Row():
-            w["msg"] = gr.Textbox(placeholder="Your message", show_label=False, scale=5, elem_id="play-msg")
-            w["send"] = gr.Button("Send", variant="primary", scale=0, elem_id="play-send")
-            w["clear"] = gr.Button("Clear", scale=0)
-        with gr.Accordion("Generation settings", open=False, elem_id="play-gen"):
-            with gr.Row():
-                w["max_new_tokens"] = gr.Slider(
-                    16, 1024, value=128, step=16, label="Max new tokens", elem_id="play-max_new_tokens"
-                )
-                w["temperature"] = gr.Slider(
-                    0.0, 2.0, value=0.0, step=0.05, label="Temperature (0 = always the likeliest word)",
-                    elem_id="play-temperature",
-                )  # fmt: skip
-            w["system"] = gr.Textbox(label="System prompt (optional)", lines=2, elem_id="play-system")
+        _chat_layout(w)
     with gr.Group(visible=False) as groups["text"]:
         w["text"] = gr.Textbox(label="Text", lines=4, elem_id="play-text")
     with gr.Group(visible=False) as groups["json"]:
         w["json"] = gr.Code(language="json", label="Input (JSON)", elem_id="play-json", interactive=True)
     with gr.Group(visible=False) as groups["table"]:
-        w["table"] = gr.Dataframe(label="Rows", interactive=True, elem_id="play-table")
+        _table_layout(w)
     with gr.Group(visible=False) as groups["image"]:
         w["image"] = gr.Image(
             type="filepath", sources=["upload", "webcam", "clipboard"], label="Image", elem_id="play-image"
@@ -143,17 +152,58 @@ def _layout(ctx: Context) -> dict[str, Any]:
         w["audio"] = gr.Audio(type="filepath", sources=["upload", "microphone"], label="Audio", elem_id="play-audio")
     with gr.Row(visible=False) as w["predict_row"]:
         w["predict"] = gr.Button("Predict", variant="primary", elem_id="play-predict")
+    w["answer"] = gr.Textbox(label="Answer", lines=3, interactive=False, elem_id="play-answer", visible=False)
     w["output"] = gr.JSON(label="Prediction", elem_id="play-output", visible=False)
     w["boxes"] = gr.AnnotatedImage(label="Boxes found", elem_id="play-boxes", visible=False)
     w["label"] = gr.Label(label="Classes", num_top_classes=10, elem_id="play-label", visible=False)
     return w
 
 
+def _chat_layout(w: dict[str, Any]) -> None:
+    cap = max_new_tokens_cap()
+    w["chat"] = gr.Chatbot(label="Chat", height=320, elem_id="play-chat")
+    with gr.Row():
+        w["msg"] = gr.Textbox(placeholder="Your message", show_label=False, scale=5, elem_id="play-msg")
+        w["send"] = gr.Button("Send", variant="primary", scale=0, elem_id="play-send")
+        w["clear"] = gr.Button("Clear", scale=0)
+    with gr.Accordion("Generation settings", open=False, elem_id="play-gen"):
+        with gr.Row():
+            w["max_new_tokens"] = gr.Slider(
+                1, cap, value=min(128, cap), step=1, label=f"Max new tokens (at most {cap} here)",
+                elem_id="play-max_new_tokens",
+            )  # fmt: skip
+            w["temperature"] = gr.Slider(
+                0.0, 2.0, value=0.0, step=0.05, label="Temperature (0 = always the likeliest word)",
+                elem_id="play-temperature",
+            )  # fmt: skip
+            w["top_p"] = gr.Slider(
+                0.05, 1.0, value=1.0, step=0.05, label="Top-p (sampling keeps the likeliest words up to this share)",
+                elem_id="play-top_p",
+            )  # fmt: skip
+        w["system"] = gr.Textbox(label="System prompt (optional)", lines=2, elem_id="play-system")
+
+
+def _table_layout(w: dict[str, Any]) -> None:
+    w["table"] = gr.Textbox(label="One row (CSV or JSON)", lines=3, elem_id="play-table")
+    with gr.Row():
+        w["row_n"] = gr.Number(1, label="Data row", precision=0, minimum=1, elem_id="play-row-n", scale=1)
+        w["fill"] = gr.Button("Fill from data row", elem_id="play-fill", scale=0)
+    w["batch_file"] = gr.File(
+        label=f"Or upload a CSV (up to {pt.max_rows():,} rows): one prediction per row",
+        file_types=[".csv", ".tsv", ".jsonl", ".parquet"],
+        elem_id="play-batch",
+    )
+    w["batch_info"] = gr.Markdown(visible=False, elem_id="play-batch-info")
+    w["batch_table"] = gr.Dataframe(label="Predictions", interactive=False, visible=False, elem_id="play-batch-table")
+    w["batch_download"] = gr.File(label="Predictions CSV", visible=False, elem_id="play-batch-download")
+
+
 def label_view(output: Any) -> Any:
-    """A classifier's scores as bars (``gr.Label``): one text's ``{"label", "scores"}``; hidden otherwise."""
+    """A classifier's scores as bars (``gr.Label``): one input's ``{"label", "scores"}`` (or a tabular row's
+    ``{"prediction", "probabilities"}``); hidden otherwise."""
     if isinstance(output, list) and len(output) == 1:
         output = output[0]
-    scores = output.get("scores") if isinstance(output, dict) else None
+    scores = (output.get("scores") or output.get("probabilities")) if isinstance(output, dict) else None
     if not isinstance(scores, dict) or not scores:
         return gr.update(visible=False, value=None)
     return gr.update(visible=True, value={str(k): float(v) for k, v in scores.items()})
@@ -171,10 +221,19 @@ def trim_reply(text: str) -> str:
     return (text[: match.start()] if match else text).strip()
 
 
-def chat_request(turns: list[dict[str, str]], max_new_tokens: float, temperature: float, system: str) -> dict[str, Any]:
-    """The predict input of a chat turn with its generation settings (``engine.llm_model.generate``)."""
+def chat_request(
+    turns: list[dict[str, str]], max_new_tokens: float, temperature: float, system: str, top_p: float = 1.0
+) -> dict[str, Any]:
+    """The predict input of a chat turn with its generation settings (``engine.llm_model.generate``); max new
+    tokens within the instance's cap (``token_notice`` says when it was lowered)."""
     messages = ([{"role": "system", "content": system.strip()}] if system and system.strip() else []) + turns
-    return {"messages": messages, "max_new_tokens": int(max_new_tokens), "temperature": float(temperature)}
+    limit, _ = capped_new_tokens(max_new_tokens)
+    return {"messages": messages, "max_new_tokens": limit, "temperature": float(temperature), "top_p": float(top_p)}
+
+
+def token_notice(max_new_tokens: float) -> str:
+    """What to tell a visitor who asked for more new tokens than this instance allows (empty otherwise)."""
+    return capped_new_tokens(max_new_tokens)[1]
 
 
 def boxes_view(image: str | None, output: Any) -> Any:
@@ -185,27 +244,43 @@ def boxes_view(image: str | None, output: Any) -> Any:
     return gr.update(visible=True, value=(image, boxes))
 
 
+def _shown(w: dict[str, Any]) -> list[Any]:
+    """What picking a run shows or hides."""
+    return [
+        *w["groups"].values(),
+        w["predict_row"],
+        w["answer"],
+        w["output"],
+        w["boxes"],
+        w["label"],
+        w["batch_info"],
+        w["batch_table"],
+        w["batch_download"],
+    ]
+
+
 def pick_updates(ctx: Context, w: dict[str, Any], run_id: str, session: str) -> dict[Any, Any]:
     """Show the input widget of the picked run's task, and start its prediction process (it warms up)."""
     release(session)
     row = ctx.store.get_run(run_id) if run_id else None
-    shown = [*w["groups"].values(), w["predict_row"], w["output"], w["boxes"], w["label"]]
-    hidden = {g: gr.update(visible=False) for g in shown}
+    hidden = {g: gr.update(visible=False) for g in _shown(w)}
     if row is None:
         return {w["info"]: "Pick a run that succeeded.", w["kind"]: "json", **hidden}
     kind = widget_kind(row["task"])
     predictor_for(ctx, session, row["run_dir"])  # imports load in the background
     updates = {
+        **hidden,
         w["info"]: f"**{get_task(row['task']).title}** · run `{run_id}` · {HINTS[kind]}",
         w["kind"]: kind,
         **{g: gr.update(visible=name in SHOWS.get(kind, (kind,))) for name, g in w["groups"].items()},
         w["predict_row"]: gr.update(visible=kind != "chat"),
-        w["output"]: gr.update(visible=kind != "chat", value=None),
+        w["answer"]: gr.update(visible=kind in STREAMED, value=""),
+        w["output"]: gr.update(visible=kind not in ("chat", *STREAMED), value=None),
         w["boxes"]: gr.update(visible=False, value=None),  # the previous run's results go
         w["label"]: gr.update(visible=False, value=None),
     }
     if kind == "table":
-        updates[w["table"]] = table_template(row)
+        updates[w["table"]] = gr.update(value="", placeholder=pt.placeholder(pt.model_columns(row["run_dir"])))
     return updates
 
 
@@ -213,22 +288,66 @@ def _wire_pick(ctx: Context, w: dict[str, Any], playground_tab: Any) -> None:
     def on_pick(run_id: str, request: gr.Request) -> dict[Any, Any]:
         return pick_updates(ctx, w, run_id, request.session_hash or "")
 
-    outputs = [w["info"], w["kind"], *w["groups"].values(), w["predict_row"], w["output"], w["boxes"], w["label"]]
-    outputs.append(w["table"])
+    outputs = [w["info"], w["kind"], *_shown(w), w["table"]]
     w["run"].change(on_pick, w["run"], outputs, api_visibility="private", concurrency_limit=None)
     for trigger in (w["refresh"].click, playground_tab.select):
         trigger(lambda: gr.update(choices=succeeded_runs(ctx)), None, w["run"], api_visibility="private")
 
 
-def ask(ctx: Context, run_id: str, inputs: Any, session: str) -> Any:
-    """The picked run's prediction for ``inputs``; the problem as an error toast."""
+def _run(ctx: Context, run_id: str) -> dict[str, Any]:
     row = ctx.store.get_run(run_id) if run_id else None
     if row is None:
         raise gr.Error("Pick a finished run first.")
+    return row
+
+
+def ask(ctx: Context, run_id: str, inputs: Any, session: str) -> Any:
+    """The picked run's prediction for ``inputs``; the problem as an error toast."""
+    row = _run(ctx, run_id)
     try:
         return predictor_for(ctx, session, row["run_dir"]).ask(inputs)
     except UserError as e:
         raise gr.Error(str(e), duration=None) from None
+
+
+def stream_answer(ctx: Context, run_id: str, inputs: dict[str, Any], session: str) -> Iterator[str]:
+    """The picked run's answer to ``inputs`` as the text so far, each time it grows (a model that does not
+    stream gives its answer once); the problem as an error toast."""
+    row = _run(ctx, run_id)
+    last = None
+    try:
+        for _, text in predictor_for(ctx, session, row["run_dir"]).stream({**inputs, "stream": True}):
+            if str(text) != last:  # the final output repeats the last partial
+                last = str(text)
+                yield last
+    except UserError as e:
+        raise gr.Error(str(e), duration=None) from None
+
+
+def predictions(
+    ctx: Context,
+    run_id: str,
+    kind: str,
+    inputs: tuple[str, str, Any, str | None, str | None],
+    session: str,
+) -> Iterator[tuple[Any, Any]]:
+    """(JSON output, answer text) as the prediction arrives: a streamed kind's answer grows in the answer box,
+    every other kind's output goes to the JSON box at once. ``inputs``: text, JSON, table, image, audio."""
+    text, json_text, table, image, audio = inputs
+    try:
+        if kind == "table" and isinstance(table, str):
+            rows = pt.parse_rows(table, pt.model_columns(_run(ctx, run_id)["run_dir"]))
+            value = rows[0] if len(rows) == 1 else rows  # one row: one prediction (and its class bars)
+        else:
+            value = make_inputs(kind, text, json_text, table, image, audio)
+    except UserError as e:
+        raise gr.Error(str(e)) from None
+    if kind in STREAMED:
+        for answer in stream_answer(ctx, run_id, value, session):
+            yield gr.update(), answer
+        return
+    output = ask(ctx, run_id, value, session)  # gr.JSON parses a str as JSON text: a transcript goes quoted
+    yield (json.dumps(output) if isinstance(output, str) else output), gr.update()
 
 
 def _wire_predict(ctx: Context, w: dict[str, Any]) -> None:
@@ -241,20 +360,83 @@ def _wire_predict(ctx: Context, w: dict[str, Any]) -> None:
         image: str | None,
         audio: str | None,
         request: gr.Request,
-    ) -> Any:
-        try:
-            inputs = make_inputs(kind, text, json_text, table, image, audio)
-        except UserError as e:
-            raise gr.Error(str(e)) from None
-        return ask(ctx, run_id, inputs, request.session_hash or "")
+    ) -> Iterator[tuple[Any, Any]]:
+        yield from predictions(ctx, run_id, kind, (text, json_text, table, image, audio), request.session_hash or "")
 
     def on_output(kind: str, image: str | None, output: Any) -> Any:
         return boxes_view(image if kind == "image" else None, output)
 
     inputs = [w["run"], w["kind"], w["text"], w["json"], w["table"], w["image"], w["audio"]]
-    predicted = w["predict"].click(on_predict, inputs, w["output"], api_name="predict", concurrency_limit=4)
+    outputs = [w["output"], w["answer"]]
+    predicted = w["predict"].click(on_predict, inputs, outputs, api_name="predict", concurrency_limit=4)
     predicted.then(on_output, [w["kind"], w["image"], w["output"]], w["boxes"], api_visibility="private")
     predicted.then(label_view, w["output"], w["label"], api_visibility="private")
+
+
+def fill_row(ctx: Context, run_id: str, number: Any) -> str:
+    """Row ``number`` of the run's training data (target and id left out), as the text of the row box."""
+    row = _run(ctx, run_id)
+    params = row.get("params") or {}
+    if params.get("data_path") and not ctx.readable(params["data_path"]):
+        raise gr.Error("This run's training data is not readable here.")
+    try:
+        return pt.data_row_text(params, number, pt.model_columns(row["run_dir"]), label_columns(row))
+    except UserError as e:
+        raise gr.Error(str(e)) from None
+
+
+def batch_updates(ctx: Context, run_id: str, path: str | None, session: str) -> tuple[Any, Any, Any]:
+    """(summary, predictions table, CSV to download) for an uploaded file; all hidden when the upload is cleared."""
+    if not path:
+        return (gr.update(visible=False),) * 3
+    row = _run(ctx, run_id)
+    try:
+        pt.check_upload(path, pt.model_columns(row["run_dir"]))
+        output = predictor_for(ctx, session, row["run_dir"]).ask(str(path))
+    except UserError as e:
+        raise gr.Error(str(e), duration=None) from None
+    name = Path(path).name
+    dest = ctx.exports_dir / f"predictions-{run_id}-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+    table = pt.keep_predictions(output, dest)
+    return (
+        gr.update(visible=True, value=pt.batch_summary(table, name)),
+        gr.update(visible=True, value=table.head(pt.SHOWN_ROWS)),
+        gr.update(visible=True, value=str(dest)),
+    )
+
+
+def _wire_table(ctx: Context, w: dict[str, Any]) -> None:
+    def on_batch(run_id: str, path: str | None, request: gr.Request) -> tuple[Any, Any, Any]:
+        return batch_updates(ctx, run_id, path, request.session_hash or "")
+
+    w["fill"].click(lambda run_id, n: fill_row(ctx, run_id, n), [w["run"], w["row_n"]], w["table"],
+                    api_visibility="private")  # fmt: skip
+    w["batch_file"].change(
+        on_batch,
+        [w["run"], w["batch_file"]],
+        [w["batch_info"], w["batch_table"], w["batch_download"]],
+        api_visibility="private",
+        concurrency_limit=2,
+    )
+
+
+def chat_replies(
+    ctx: Context,
+    run_id: str,
+    history: list[dict[str, Any]],
+    message: str,
+    settings: tuple[float, float, float, str],
+    session: str,
+) -> Iterator[list[dict[str, str]]]:
+    """The chat with the user's message, then with the assistant's reply as it grows (cut at its end of turn).
+    ``settings``: max new tokens, temperature, top-p, system prompt."""
+    max_new_tokens, temperature, top_p, system = settings
+    turns = [{"role": m["role"], "content": _text(m["content"])} for m in history or []]
+    turns.append({"role": "user", "content": message})
+    yield turns
+    request = chat_request(turns, max_new_tokens, temperature, system, top_p)
+    for text in stream_answer(ctx, run_id, request, session):
+        yield [*turns, {"role": "assistant", "content": trim_reply(text)}]
 
 
 def _wire_chat(ctx: Context, w: dict[str, Any]) -> None:
@@ -264,20 +446,24 @@ def _wire_chat(ctx: Context, w: dict[str, Any]) -> None:
         message: str,
         max_new_tokens: float,
         temperature: float,
+        top_p: float,
         system: str,
         request: gr.Request,
-    ) -> dict[Any, Any]:
+    ) -> Iterator[dict[Any, Any]]:
         if not message.strip():
-            return {w["msg"]: ""}
-        turns = [{"role": m["role"], "content": _text(m["content"])} for m in history or []]
-        turns.append({"role": "user", "content": message})
-        reply = ask(ctx, run_id, chat_request(turns, max_new_tokens, temperature, system), request.session_hash or "")
-        return {w["chat"]: [*turns, {"role": "assistant", "content": trim_reply(str(reply))}], w["msg"]: ""}
+            yield {w["msg"]: ""}
+            return
+        if notice := token_notice(max_new_tokens):
+            gr.Warning(notice)
+        settings = (max_new_tokens, temperature, top_p, system)
+        for chat in chat_replies(ctx, run_id, history, message, settings, request.session_hash or ""):
+            yield {w["chat"]: chat, w["msg"]: ""}
 
+    settings = [w["max_new_tokens"], w["temperature"], w["top_p"], w["system"]]
     for trigger in (w["send"].click, w["msg"].submit):
         trigger(
             on_send,
-            [w["run"], w["chat"], w["msg"], w["max_new_tokens"], w["temperature"], w["system"]],
+            [w["run"], w["chat"], w["msg"], *settings],
             [w["chat"], w["msg"]],
             api_visibility="private",
             concurrency_limit=4,

@@ -1,13 +1,15 @@
 """A persistent prediction process for the playground: ``python -m ui.predict_worker RUN_DIR``.
 
-It imports the heavy libraries once, then answers one JSON request per stdin line with one line
-``@@trainpad {"output": ...} | {"error": ...}`` on stdout. The UI process never imports torch.
+It imports the heavy libraries once, then answers one JSON request per stdin line on stdout with lines
+``@@trainpad {"partial": text}`` (zero or more, while a streamed reply grows) and then one final line
+``@@trainpad {"output": ...} | {"error": ...}``. The UI process never imports torch.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.errors import UserError
@@ -16,13 +18,27 @@ from engine.predict import _jsonable, predict_dir
 MARK = "@@trainpad "
 
 
-def answer(run_dir: Path, line: str) -> dict:
+def answers(run_dir: Path, line: str) -> Iterator[dict]:
+    """The replies to one request: a task's ``predict`` that returns an iterator (a streamed reply) gives one
+    ``partial`` per item, and its last item is the ``output``."""
     try:
-        return {"output": predict_dir(run_dir, json.loads(line))}
+        out = predict_dir(run_dir, json.loads(line))
+        if not isinstance(out, Iterator):
+            yield {"output": out}
+            return
+        last = ""
+        for last in out:
+            yield {"partial": last}
+        yield {"output": last}
     except UserError as e:
-        return {"error": str(e)}
+        yield {"error": str(e)}
     except Exception as e:  # any failure is reported to the UI as text
-        return {"error": f"{type(e).__name__}: {e}"}
+        yield {"error": f"{type(e).__name__}: {e}"}
+
+
+def answer(run_dir: Path, line: str) -> dict:
+    """The final reply to one request."""
+    return list(answers(run_dir, line))[-1]
 
 
 def main() -> int:
@@ -30,7 +46,8 @@ def main() -> int:
     print(MARK + json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         if line.strip():
-            print(MARK + json.dumps(answer(run_dir, line), default=_jsonable), flush=True)
+            for reply in answers(run_dir, line):
+                print(MARK + json.dumps(reply, default=_jsonable), flush=True)
     return 0
 
 

@@ -12,10 +12,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from engine.errors import UserError
+from engine.predict import MAX_NEW_TOKENS_ENV, max_new_tokens_cap
 from engine.procs import ENGINE_ROOT, worker_env
 from ui.context import Context
 from ui.predict_worker import MARK
@@ -34,7 +36,7 @@ class Predictor:
             stdout=subprocess.PIPE,
             stderr=self._log,
             cwd=str(ENGINE_ROOT),
-            env=worker_env(),
+            env={**worker_env(), MAX_NEW_TOKENS_ENV: str(max_new_tokens_cap())},
             text=True,
             bufsize=1,
             start_new_session=True,
@@ -42,6 +44,7 @@ class Predictor:
         self.used = time.time()
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
+        self._unfinished = 0  # requests whose final reply has not been read (a stream the browser left)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -52,28 +55,53 @@ class Predictor:
 
     def ask(self, inputs: Any, timeout: float = 600) -> Any:
         """The model's output for ``inputs``; UserError with the reason otherwise."""
+        output = None
+        for kind, value in self.stream(inputs, timeout):
+            if kind == "output":
+                output = value
+        return output
+
+    def stream(self, inputs: Any, timeout: float = 600) -> Iterator[tuple[str, Any]]:
+        """``("partial", text so far)`` while a streamed reply grows, then ``("output", the model's output)``;
+        UserError with the reason otherwise. A stream left unfinished is drained before the next request."""
         self.used = time.time()
         with self._lock:
+            while self._unfinished:  # an abandoned stream's remaining lines come first
+                self._next_final(timeout)
+                self._unfinished -= 1
             if self.proc.poll() is not None:
                 raise UserError(f"The prediction process ended (exit code {self.proc.returncode}). Pick the run again.")
             self.proc.stdin.write(json.dumps(inputs) + "\n")  # type: ignore[union-attr]
             self.proc.stdin.flush()  # type: ignore[union-attr]
+            self._unfinished += 1
             while True:
-                try:
-                    line = self._lines.get(timeout=timeout)
-                except queue.Empty:
-                    self.close()
-                    raise UserError(
-                        f"No prediction after {timeout:.0f}s; the prediction process was stopped."
-                    ) from None
-                if line is None:
-                    raise UserError("The prediction process ended; see playground.log in the data folder's logs/.")
-                reply = json.loads(line)
-                if "ready" in reply:
+                reply = self._next_reply(timeout)
+                self.used = time.time()
+                if "partial" in reply:
+                    yield "partial", reply["partial"]
                     continue
+                self._unfinished -= 1
                 if "error" in reply:
                     raise UserError(reply["error"])
-                return reply["output"]
+                yield "output", reply["output"]
+                return
+
+    def _next_reply(self, timeout: float) -> dict[str, Any]:
+        while True:
+            try:
+                line = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                self.close()
+                raise UserError(f"No prediction after {timeout:.0f}s; the prediction process was stopped.") from None
+            if line is None:
+                raise UserError("The prediction process ended; see playground.log in the data folder's logs/.")
+            reply = json.loads(line)
+            if "ready" not in reply:
+                return reply
+
+    def _next_final(self, timeout: float) -> None:
+        while "partial" in self._next_reply(timeout):
+            pass
 
     def close(self) -> None:
         if self.proc.poll() is None:

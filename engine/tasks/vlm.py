@@ -11,6 +11,7 @@ prompt + image tokens fit max_length.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +148,10 @@ def train(job: Job) -> dict[str, float]:
 
 def predict(model_dir: Path, inputs: Any) -> Any:
     """Answer {"image": path | [paths], "question": text} (no question: the caption prompt), or
-    {"image": ..., "messages": [...]} ending with the user's turn."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
+    {"image": ..., "messages": [...]} ending with the user's turn. Optional max_new_tokens (within the
+    instance's cap); with {"stream": true} the answer comes as an iterator of the text so far."""
     from engine import images
+    from engine.predict import capped_new_tokens
 
     settings = runfiles.read_side_file(model_dir)
     options = inputs if isinstance(inputs, dict) else {"image": inputs}
@@ -160,10 +161,33 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     else:
         question = options.get("question") or settings.get("caption_prompt", "Describe the image.")
         msgs = [{"role": "user", "content": [{"type": "image"} for _ in pics] + [{"type": "text", "text": question}]}]
-    processor = AutoProcessor.from_pretrained(str(model_dir))
-    model = AutoModelForImageTextToText.from_pretrained(str(model_dir)).eval()
-    limit = int(options.get("max_new_tokens", settings.get("max_new_tokens", 64)))
+    model, processor = _load_for_inference(str(model_dir))
+    limit, _ = capped_new_tokens(options.get("max_new_tokens", settings.get("max_new_tokens", 64)))
+    if options.get("stream"):
+        return predict_stream(model, processor, pics, msgs, limit)
     return vu.generate(model, processor, pics, msgs, limit)
+
+
+def predict_stream(model: Any, processor: Any, pics: list[Any], msgs: list[dict], limit: int) -> Iterator[str]:
+    """The answer to a chat whose last turn is the user's, as the text so far each time it grows (greedy, like
+    ``vlm_utils.generate``: the last text equals its answer)."""
+    from engine.llm_model import stream_generate
+
+    prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    batch = processor(images=[pics], text=[prompt], return_tensors="pt").to(model.device)
+    shown = None
+    for text in stream_generate(model, processor.tokenizer, {**batch, "max_new_tokens": limit, "do_sample": False}):
+        if text.strip() != shown:
+            shown = text.strip()
+            yield shown
+
+
+@functools.lru_cache(maxsize=1)
+def _load_for_inference(model_dir: str) -> tuple[Any, Any]:
+    """The saved model (eval mode) and processor, kept for the playground's next question."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    return AutoModelForImageTextToText.from_pretrained(model_dir).eval(), AutoProcessor.from_pretrained(model_dir)
 
 
 TASK = Task(
