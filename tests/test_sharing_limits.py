@@ -158,3 +158,74 @@ def test_check_says_how_much_of_the_file_it_read(supervisor, tmp_path, monkeypat
         Context(supervisor), get_task("text_classification"), {"base_model": "m", "data_path": str(path)}
     )
     assert "Checked the first 100 of ~1,000 rows of `d.csv`; the run trains on every row" in data_md
+
+
+# ---- files named inside data files stay in the user's uploads -----------------------------------
+
+
+def image_params(data_path: Path, **kw):
+    from engine.task import get_task
+
+    return get_task("image_classification").params.model_validate(
+        {"base_model": "m", "data_path": str(data_path), **kw}
+    )
+
+
+def submit_problems(sup, params, user: str = "ann") -> str:
+    """The refusal of a submission ("" when it was queued)."""
+    try:
+        sup.submit("image_classification", params, user=user, check=False)
+    except UserError as e:
+        return str(e)
+    return ""
+
+
+def test_paths_named_in_data_files_stay_in_the_users_uploads(data_dir, tmp_path):
+    import pandas as pd
+
+    from engine.policy import Policy
+    from engine.supervisor import Supervisor
+
+    sup = Supervisor(data_dir, manage_all=False, policy=Policy(shared=True))
+    uploads = sup.user_dirs("ann")[0]
+    mine = uploads / "a1b2c3d4e5"
+    (mine / "imgs").mkdir(parents=True)
+    (uploads / "f0f0f0f0f0").mkdir()
+
+    def table(name: str, paths: list, column: str = "image") -> Path:
+        path = mine / name
+        frame = pd.DataFrame({column: paths, "label": ["a", "b"][: len(paths)]})
+        if name.endswith(".parquet"):
+            frame.to_parquet(path)
+        elif name.endswith(".jsonl"):
+            frame.to_json(path, orient="records", lines=True)
+        else:
+            frame.to_csv(path, index=False)
+        return path
+
+    ok = table("ok.csv", ["imgs/1.png", "../f0f0f0f0f0/2.png"])  # in the upload, and in another upload of hers
+    assert submit_problems(sup, image_params(ok)) == ""
+
+    said = submit_problems(sup, image_params(table("host.csv", ["imgs/1.png", "/etc/hostname"])))
+    assert "`host.csv`, column `image`, row 2: `hostname` (an absolute path) is not in your uploads" in said
+    assert "/etc" not in said and str(uploads) not in said and str(data_dir) not in said, "no server folder is named"
+    said = submit_problems(sup, image_params(table("up.csv", ["../../../../secret.png"], "file_name")))
+    assert "column `file_name`, row 1: `secret.png` (a path leaving the folder)" in said
+    said = submit_problems(sup, image_params(table("other.csv", ["../../bob/a1b2c3d4e5/x.png"])))
+    assert "not in your uploads" in said, "another user's upload"
+    said = submit_problems(sup, image_params(table("vlm.parquet", [["imgs/1.png", "~/.ssh/id_rsa"]], "images")))
+    assert "`vlm.parquet`, column `images`, row 1: `id_rsa`" in said
+    said = submit_problems(sup, image_params(table("clips.jsonl", ["ok.wav", "/proc/self/environ"], "audio")))
+    assert "`clips.jsonl`, column `audio`, row 2: `environ`" in said
+    (mine / "link").symlink_to("/etc")
+    assert "row 1: `hostname`" in submit_problems(sup, image_params(table("link.csv", ["link/hostname"])))
+    mapped = table("mapped.csv", ["/etc/hostname"], "picture")
+    assert "column `picture`" in submit_problems(sup, image_params(mapped, column_mapping={"image": "picture"}))
+
+    folder = uploads / "0123456789" / "clips"  # a folder whose metadata names a host file
+    folder.mkdir(parents=True)
+    (folder / "metadata.csv").write_text("file_name,transcription\n/etc/hostname,hi\n")
+    assert "`metadata.csv`, column `file_name`, row 1" in submit_problems(sup, image_params(folder))
+
+    local = Supervisor(data_dir, manage_all=False)  # the local operator's own files are theirs to name
+    assert submit_problems(local, image_params(mine / "host.csv")) == ""
