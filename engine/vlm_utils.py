@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +286,20 @@ def answer_scores(model: Any, processor: Any, examples: Examples, max_new_tokens
     preds = [generate(model, processor, x["images"], x["chat"][:-1], min(max_new_tokens, longest)) for x in items]
     exact = sum(p.lower() == r.lower() for p, r in zip(preds, refs, strict=True)) / len(refs)
     scores = {k: v for k, v in generation_metrics(preds, refs).items() if k in ("rougeL", "bleu", "chrf")}
+    scores["cider"] = cider(preds, refs)
     return {"exact_match": float(100 * exact), **{k: round(float(v), 4) for k, v in scores.items()}}
+
+
+def cider(predictions: list[str], references: list[str]) -> float:
+    """CIDEr-D of each prediction against its reference, averaged (pycocoevalcap's scorer, 0-10 scale). Words are
+    lower-cased and split at non-word characters here: the PTB tokenizer pycocoevalcap ships needs Java."""
+    from pycocoevalcap.cider.cider import Cider
+
+    def words(text: str) -> list[str]:
+        return [" ".join(re.findall(r"\w+", text.lower()))]
+
+    score, _ = Cider().compute_score(dict(enumerate(map(words, references))), dict(enumerate(map(words, predictions))))
+    return float(score)
 
 
 def answering_trainer(processor: Any, valid: Examples, max_new_tokens: int) -> type:

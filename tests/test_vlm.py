@@ -13,7 +13,7 @@ from engine.params import validate_params
 from engine.predict import predict_dir
 from engine.task import get_task
 from tests.tiny import metric_values, refused, write_csv, write_jsonl
-from tests.tiny_vlm import COLOURS, build_tiny_llava, shape_rows
+from tests.tiny_vlm import COLOURS, SHAPES, build_tiny_llava, shape_rows
 
 VLM = get_task("vlm")
 
@@ -67,6 +67,38 @@ def test_vqa_answers_rise_above_chance_with_lora(supervisor, tiny_llava, tmp_pat
     changed = {k for k in before if k in after and not (before[k] == after[k]).all()}
     assert changed and not any("vision_tower" in k for k in changed), "LoRA on the language model only"
     assert any("language_model" in k for k in changed) and any("multi_modal_projector" in k for k in changed)
+
+
+def captions(folder: Path, n: int, seed: int = 0) -> list[dict]:
+    """Captioning rows {file_name, caption}: "a red square"."""
+    return [
+        {"file_name": r["file_name"], "caption": f"a {r['answer']} {r['question'].split()[-1].rstrip('?')}"}
+        for r in shape_rows(folder, n, seed)
+    ]
+
+
+def mismatched(caption: str) -> str:
+    """A caption with the other colour and shape: every content word wrong."""
+    _, colour, shape = caption.split()
+    colours = sorted(COLOURS)
+    return f"a {colours[(colours.index(colour) + 1) % len(colours)]} {SHAPES[1 - SHAPES.index(shape)]}"
+
+
+@pytest.mark.slow
+def test_captioning_scored_with_cider(supervisor, tiny_llava, tmp_path):
+    folder = tmp_path / "shapes"
+    write_csv(folder / "metadata.csv", captions(folder, 240))
+    params = vlm_params(tiny_llava, folder, epochs=2, eval_strategy="steps", eval_steps=10)
+    row = supervisor.wait(supervisor.submit(VLM, params), timeout=400)
+    assert row["status"] == "succeeded", row["error"]
+    cider, rouge = (metric_values(supervisor.store, row["id"], m) for m in ("eval_cider", "eval_rougeL"))
+    assert cider[-1] > cider[0] + 1 and rouge[-1] > rouge[0], (cider, rouge)  # BLEU-4 stays 0 on 3-word captions
+
+    held_out = captions(tmp_path / "test", 24, seed=9)
+    refs = [r["caption"] for r in held_out]
+    said = [predict_dir(Path(row["run_dir"]), str(tmp_path / "test" / r["file_name"])) for r in held_out]
+    trained, wrong = vu.cider(said, refs), vu.cider([mismatched(c) for c in refs], refs)
+    assert 0 <= wrong < 1 < trained <= vu.cider(refs, refs), (trained, wrong, said)
 
 
 def test_bad_images_and_chats_refused_before_queueing(supervisor, tiny_llava, tmp_path):
