@@ -86,6 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="let runs turn trust_remote_code on (a model's own Python code runs on this machine)",
     )
     p.add_argument(
+        "--clean-hours",
+        type=float,
+        default=None,
+        help="remove uploads and exports unused for this many hours (default 48 shared, 720 local; 0: never; "
+        "$TRAINPAD_CLEAN_HOURS)",
+    )
+    p.add_argument(
+        "--clean-gb",
+        type=float,
+        default=None,
+        help="then the oldest while uploads and exports take more than this (default 10 shared, 50 local; 0: no "
+        "limit; $TRAINPAD_CLEAN_GB)",
+    )
+    p.add_argument(
         "--insecure",
         action="store_true",
         help="start a shared instance (0.0.0.0, --share) without a login: anyone who reaches it can use it",
@@ -132,13 +146,16 @@ def create(
     admins: tuple[str, ...] = (),
     allow_remote_code: bool = False,
     isolated: bool | None = None,
+    clean: tuple[float | None, float | None] = (None, None),
 ) -> tuple[Any, Any]:
-    """The supervisor (started) and the studio's Blocks, not launched yet."""
+    """The supervisor (started) and the studio's Blocks, not launched yet. ``clean``: (hours, GB) limits of the
+    uploads and exports cleanup (None: the defaults, ``ui.datasource.cleanup_limits``)."""
     from dataclasses import replace
 
     from engine.policy import Policy
     from engine.supervisor import Supervisor
     from ui.context import Context, register
+    from ui.datasource import start_cleanup
     from ui.studio import build_demo
 
     # The queue's default limit for events that set none (read when Blocks is created). Set here, not with
@@ -150,6 +167,7 @@ def create(
     supervisor = Supervisor(data_dir, concurrency=concurrency, policy=policy).start()
     isolated = shared if isolated is None else isolated
     ctx = register(Context(supervisor, concurrency=concurrency, shared=isolated, admins=admins))
+    start_cleanup(ctx, *clean)  # old uploads and exports, at start and every half hour
     return ctx, build_demo(ctx)
 
 
@@ -207,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         print("WARNING: shared instance WITHOUT a login (--insecure): anyone who reaches it can use it.", flush=True)
     admins = tuple(a.strip() for a in args.admin.split(",") if a.strip())
     isolated = shared and bool(auth or oauth_enabled())  # without a login there is no one to isolate
-    ctx, demo = create(args.data_dir, args.concurrency, shared, admins, args.allow_remote_code, isolated)
+    clean = (args.clean_hours, args.clean_gb)
+    ctx, demo = create(args.data_dir, args.concurrency, shared, admins, args.allow_remote_code, isolated, clean)
     print(f"Trainpad: data folder {ctx.data_dir}" + (" (shared: users are isolated)" if shared else ""), flush=True)
     try:
         launch(ctx, demo, args.host, args.port, args.share, auth, args.max_file_size)

@@ -229,3 +229,73 @@ def test_paths_named_in_data_files_stay_in_the_users_uploads(data_dir, tmp_path)
 
     local = Supervisor(data_dir, manage_all=False)  # the local operator's own files are theirs to name
     assert submit_problems(local, image_params(mine / "host.csv")) == ""
+
+
+# ---- old uploads and exports are cleaned --------------------------------------------------------
+
+DAY = 86400
+
+
+def aged(path: Path, days: float, size: int = 10) -> Path:
+    """A file (or an upload folder holding one) last used ``days`` ago."""
+    if path.suffix:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * size)
+        targets = [path]
+    else:
+        (path / "data.csv").parent.mkdir(parents=True, exist_ok=True)
+        (path / "data.csv").write_bytes(b"x" * size)
+        targets = [path / "data.csv", path]
+    t = time.time() - days * DAY
+    for target in targets:
+        os.utime(target, (t, t))
+    return path
+
+
+def test_old_uploads_and_exports_are_cleaned_but_not_what_a_run_reads(supervisor, tmp_path, monkeypatch):
+    from ui import datasource
+
+    ctx = Context(supervisor)
+    up, ex = ctx.data_dir / "uploads", ctx.data_dir / "exports"
+    old = aged(up / "0000000001", days=5)
+    fresh = aged(up / "0000000002", days=0.1)
+    in_use = aged(up / "ann" / "0000000003", days=9)  # a shared instance's per-user folder, read by a queued run
+    old_of_bob = aged(up / "bob" / "0000000004", days=9)
+    ctx.engine.store.insert_run(
+        {"id": "q1", "name": "q", "task": "llm_sft", "status": "queued", "run_dir": str(tmp_path / "q1")}
+        | {"params": json.dumps({"data_path": str(in_use / "data.csv")}), "key_metric_name": "eval_loss"}
+    )
+    finished_run(ctx, "r1", "kept")
+    kept_zip = aged(ex / f"kept-r1-model-{'a' * 10}.zip", days=0.1)
+    orphan_zip = aged(ex / "ann" / f"gone-r9-model-{'b' * 10}.zip", days=0.1)  # its run was deleted
+    old_config = aged(ex / "llm_sft-20240101.yaml", days=3)
+    gradio_tmp = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(gradio_tmp))
+    old_cache, new_cache = aged(gradio_tmp / "h1" / "a.csv", days=3), aged(gradio_tmp / "h2" / "b.csv", days=0)
+
+    removed = datasource.clean_old_files(ctx, hours=48, gigabytes=10)
+    gone = [old, old_of_bob, orphan_zip, old_config, old_cache]
+    assert all(not p.exists() for p in gone) and removed["items"] == 5
+    assert fresh.exists() and in_use.exists() and kept_zip.exists() and new_cache.exists()
+
+    big = aged(up / "0000000005", days=0.05, size=3000)  # over the size limit: the oldest go first
+    datasource.clean_old_files(ctx, hours=48, gigabytes=3005 / 2**30)
+    assert big.exists() and in_use.exists() and not fresh.exists() and not kept_zip.exists()
+
+
+def test_cleanup_runs_at_start_with_the_operators_limits(supervisor, monkeypatch):
+    import app
+    from ui import datasource
+
+    ctx = Context(supervisor, shared=True)
+    assert datasource.cleanup_limits(shared=True) == (48, 10) and datasource.cleanup_limits(shared=False) == (720, 50)
+    monkeypatch.setenv("TRAINPAD_CLEAN_HOURS", "1")
+    assert datasource.cleanup_limits(shared=True) == (1, 10)
+    stale = aged(ctx.data_dir / "uploads" / "ann" / "00000000aa", days=0.5)
+    datasource.start_cleanup(ctx, every=3600)
+    deadline = time.time() + 10
+    while stale.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not stale.exists()
+    args = app.build_parser().parse_args(["--clean-hours", "6", "--clean-gb", "2"])
+    assert (args.clean_hours, args.clean_gb) == (6, 2)

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+import sys
+import threading
+import time
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +21,7 @@ import pandas as pd
 
 from engine import data, images
 from engine.errors import UserError
+from engine.policy import inside
 from engine.task import Task
 from ui import context
 
@@ -46,6 +51,7 @@ def keep_upload(path: str | Path, uploads_dir: Path) -> Path:
     src = Path(path)
     folder = uploads_dir / _digest(src)
     folder.mkdir(parents=True, exist_ok=True)
+    os.utime(folder)  # used now: the cleanup counts an upload's age from its last use
     if src.suffix.lower() == ".zip":
         return _unzip(src, folder / _safe_stem(src))
     dest = folder / (_safe_stem(src) + src.suffix.lower())
@@ -58,8 +64,6 @@ def keep_upload(path: str | Path, uploads_dir: Path) -> Path:
 
 def _safe_stem(src: Path) -> str:
     """The upload's name without odd characters or a length the file system refuses."""
-    import re
-
     return (re.sub(r"[^\w.-]", "_", src.stem).strip("._") or "data")[:80]
 
 
@@ -228,3 +232,107 @@ def gallery(source: Any, limit: int = 24) -> tuple[list[tuple[Any, str]], str]:
         return [], ""
     folder = Path(path).expanduser()
     return images.gallery(train, [folder if folder.is_dir() else folder.parent], limit), images.counts_note(train)
+
+
+# ---- cleanup of old uploads and exports -------------------------------------------------------
+
+
+def cleanup_limits(shared: bool) -> tuple[float, float]:
+    """(max age in hours, max total GB) of uploads + exports: $TRAINPAD_CLEAN_HOURS, $TRAINPAD_CLEAN_GB (0: no
+    limit). A shared instance's disk is small and every visitor's: 48 hours and 10 GB; locally 30 days and 50 GB."""
+    hours = float(os.environ.get("TRAINPAD_CLEAN_HOURS") or (48 if shared else 720))
+    gigabytes = float(os.environ.get("TRAINPAD_CLEAN_GB") or (10 if shared else 50))
+    return hours, gigabytes
+
+
+_DIGEST = re.compile(r"[0-9a-f]{10}")
+
+
+def clean_old_files(ctx: Any, hours: float, gigabytes: float, now: float | None = None) -> dict[str, int]:
+    """Remove uploads (one folder per upload) and exports (configs, model zips) last used more than ``hours`` ago,
+    then the oldest ones while they take more than ``gigabytes``; model zips of deleted runs go at once, and so
+    do files in $GRADIO_TEMP_DIR older than ``hours`` when the operator set one. An upload named by a queued or
+    running run is never removed. Returns what was removed: ``{"items": n, "bytes": b}``."""
+    now = time.time() if now is None else now
+    in_use = _active_paths(ctx.engine.store)
+    items = [(p, _last_used(p), _size(p)) for p in _upload_folders(ctx.data_dir / "uploads")]
+    items = [i for i in items if not any(inside(u, i[0]) for u in in_use)]
+    exports = [f for f in (ctx.data_dir / "exports").rglob("*") if f.is_file()]
+    run_ids = [r["id"] for r in ctx.engine.store.list_runs(limit=1_000_000)]
+    orphans = [f for f in exports if "-model-" in f.name and not any(f"-{r}-model-" in f.name for r in run_ids)]
+    items += [(f, 0.0 if f in orphans else f.stat().st_mtime, f.stat().st_size) for f in exports]
+    gradio_tmp = os.environ.get("GRADIO_TEMP_DIR")
+    if gradio_tmp and Path(gradio_tmp).is_dir():
+        items += [(f, f.stat().st_mtime, 0) for f in Path(gradio_tmp).rglob("*") if f.is_file()]  # age only
+    doomed = _over_limits(items, now - hours * 3600 if hours else None, int(gigabytes * 2**30) if gigabytes else None)
+    for path in doomed:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return {"items": len(doomed), "bytes": sum(size for p, _, size in items if p in doomed)}
+
+
+def _over_limits(items: list[tuple[Path, float, int]], before: float | None, max_bytes: int | None) -> list[Path]:
+    """Items last used before ``before``, then the oldest of the rest while their total is over ``max_bytes``."""
+    old = [p for p, used, _ in items if before is not None and used < before]
+    kept = sorted((i for i in items if i[0] not in old), key=lambda i: i[1])
+    total = sum(size for _, _, size in kept)
+    for path, _, size in kept:
+        if max_bytes is None or total <= max_bytes:
+            break
+        old.append(path)
+        total -= size
+    return old
+
+
+def _upload_folders(uploads: Path) -> list[Path]:
+    """One folder per upload (``uploads/<digest>``, or ``uploads/<user>/<digest>`` on a shared instance)."""
+    if not uploads.is_dir():
+        return []
+    found = []
+    for entry in uploads.iterdir():
+        if entry.is_dir() and _DIGEST.fullmatch(entry.name):
+            found.append(entry)
+        elif entry.is_dir():
+            found += [d for d in entry.iterdir() if d.is_dir() and _DIGEST.fullmatch(d.name)]
+    return found
+
+
+def _active_paths(store: Any) -> list[str]:
+    """The local paths that queued and running runs read."""
+    paths = []
+    for row in store.runs_with_status("queued", "running"):
+        params = row.get("params") or {}
+        paths += [str(params.get(k)) for k in ("data_path", "valid_path", "base_model") if params.get(k)]
+    return paths
+
+
+def _last_used(folder: Path) -> float:
+    return max([folder.stat().st_mtime, *(f.stat().st_mtime for f in folder.iterdir())])
+
+
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def start_cleanup(
+    ctx: Any, hours: float | None = None, gigabytes: float | None = None, every: float = 1800
+) -> threading.Thread:
+    """Clean at start and every ``every`` seconds (a daemon thread; it ends when the data folder is gone). Limits
+    not given come from :func:`cleanup_limits`."""
+    default_hours, default_gb = cleanup_limits(ctx.shared or ctx.engine.policy.shared)
+    hours = default_hours if hours is None else hours
+    gigabytes = default_gb if gigabytes is None else gigabytes
+
+    def loop() -> None:
+        while ctx.data_dir.is_dir():
+            try:
+                clean_old_files(ctx, hours, gigabytes)
+            except Exception as e:  # never stop cleaning; the next round retries
+                print(f"[trainpad cleanup] {type(e).__name__}: {e}", file=sys.stderr)
+            time.sleep(every)
+
+    thread = threading.Thread(target=loop, name="trainpad-cleanup", daemon=True)
+    thread.start()
+    return thread
