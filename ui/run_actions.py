@@ -65,6 +65,7 @@ def download_zip(ctx: Context, run_id: str) -> Path:
     name = re.sub(r"[^\w.-]", "_", str(row.get("name") or run_id)).strip("._")[:60] or "run"
     path = ctx.exports_dir / f"{name}-{run_id}-model-{folder_state(model)}.zip"
     if path.is_file():
+        os.utime(path)  # used now: the cleanup counts its age from here
         return path
     for old in ctx.exports_dir.glob(f"*-{run_id}-model-*.zip"):  # an earlier state of this run's model
         old.unlink(missing_ok=True)
