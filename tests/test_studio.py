@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import models
+from engine import charts, models
 from engine import runfiles as rf
 from engine.task import get_task
 from tests.test_browser import shot
@@ -215,22 +215,129 @@ def test_browser_check_marks_a_missing_model_and_runs_page_reads_well(live, tmp_
     expect(pg.locator("#run-header")).to_contain_text("1 run ahead in the queue")
     shot(pg, "13-queued-place")
 
-    # 4. results that fit the task: confusion matrix + per-class scores, leaderboard + importance bars
-    insert_run(sup, "results-run", "succeeded", curve(range(1, 6), t0), step=5, max_steps=5)
-    run_dir = sup.runs_dir / "results-run"
-    (run_dir / "confusion_matrix.json").write_text(json.dumps({"labels": ["cat", "dog"], "matrix": [[8, 2], [1, 9]]}))
-    (run_dir / rf.MODEL_DIR).mkdir()
-    (run_dir / rf.MODEL_DIR / "leaderboard.csv").write_text("model,cv_score\nxgboost,0.91\nlinear,0.85\n")
-    (run_dir / rf.MODEL_DIR / "feature_importance.csv").write_text("feature,importance\nage,0.1\nfare,0.3\n")
-    (run_dir / "predictions.csv").write_text("true,predicted\n1.0,1.2\n2.0,1.8\n3.0,3.1\n")
-    run_box.fill("results-run")
-    run_box.press("Enter")
-    expect(pg.locator("#result-per_class")).to_contain_text("precision")
-    expect(pg.locator("#result-confusion")).to_contain_text("dog")
-    expect(pg.locator("#result-leaderboard")).to_contain_text("xgboost")
-    expect(pg.locator("#result-importance canvas, #result-importance svg").first).to_be_visible()
-    expect(pg.locator("#result-scatter canvas, #result-scatter svg").first).to_be_visible()
-    shot(pg, "14-results-views")
+
+# 4. results that fit the task: each task's run page, from the files its runs write (fake runs written here)
+INJECTION = "**x**<img src=x onerror=alert(1)>"
+SAMPLE = {"prompt": "user: what is 2 plus 3?", "reference": "2 plus 3 is 5."}
+RESULT_RUNS = {  # run -> (task, {file in the run folder: content}, result views shown)
+    "text-classification": (
+        "text_classification",
+        {"confusion_matrix.json": json.dumps({"labels": ["neg", "pos"], "matrix": [[8, 2], [1, 9]]})},
+        {"confusion": "pos", "per_class": "precision"},
+    ),
+    "token-classification": (
+        "token_classification",
+        {
+            "per_entity.json": json.dumps(
+                {
+                    "PER": {"precision": 0.9, "recall": 0.8, "f1": 0.847, "support": 41},
+                    "LOC": {"precision": 0.7, "recall": 0.5, "f1": 0.583, "support": 12},
+                }
+            )
+        },
+        {"per_entity": "PER"},
+    ),
+    "text-regression": (
+        "text_regression",
+        {"predictions.csv": "true,predicted\n1.0,1.2\n2.0,1.8\n3.0,3.1\n4.0,3.7\n"},
+        {"scatter": None},
+    ),
+    "tabular": (
+        "tabular",
+        {
+            "model/leaderboard.csv": "model,cv_score,fit_seconds\nxgboost,0.91,3.2\nlinear,0.85,0.4\n",
+            "model/feature_importance.csv": "feature,importance\nage,0.1\nfare,0.3\nclass,0.2\n",
+            "confusion_matrix.json": json.dumps({"labels": ["died", "survived"], "matrix": [[50, 9], [12, 29]]}),
+        },
+        {"leaderboard": "xgboost", "importance": None, "confusion": "survived", "per_class": "recall"},
+    ),
+    "object-detection": (
+        "object_detection",
+        {"per_class_ap.json": json.dumps({"circle": 0.61, "square": 0.42, "triangle": -1.0})},
+        {"per_class_ap": "not in validation"},
+    ),
+    "llm-sft": (
+        "llm_sft",
+        {
+            "samples.jsonl": "".join(
+                json.dumps({"step": s, **SAMPLE, "generated": g}) + "\n"
+                for s, g in ((4, "2 plus"), (8, "2 plus 3 is 5."), (8, "3 plus 4 is 7."), (8, "9 plus 1 is 10."))
+            )
+        },
+        {"samples": "2 plus 3 is 5."},
+    ),
+}
+
+
+def show_run(pg, run_id: str) -> None:
+    """Show ``run_id`` on the Runs page (typed again if the page's restore of the last watched run overwrote it)."""
+    from playwright.sync_api import expect
+
+    box = pg.locator("#run-id textarea, #run-id input").first
+    for _ in range(2):
+        box.fill(run_id)
+        box.press("Enter")
+        try:
+            expect(pg.locator("#run-header")).to_contain_text(run_id, timeout=10_000)
+            return
+        except AssertionError:
+            continue
+    box.fill(run_id)
+    box.press("Enter")
+    expect(pg.locator("#run-header")).to_contain_text(run_id)
+
+
+def shot_of_run(pg, name: str) -> None:
+    """A screenshot of the run's view, from its header to its last result view shown."""
+    from tests.test_browser import ARTIFACTS
+
+    boxes = [pg.locator("#run-header").bounding_box()]
+    boxes += [el.bounding_box() for el in pg.locator("[id^=result-]").all() if el.is_visible()]
+    top, bottom = min(b["y"] for b in boxes), max(b["y"] + b["height"] for b in boxes)
+    ARTIFACTS.mkdir(exist_ok=True)
+    scroll = pg.evaluate("window.scrollY")
+    clip = {"x": 0, "y": top + scroll, "width": 1400, "height": bottom - top + 40}  # + a plot's axis labels
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True, clip=clip)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install -y chromium)")
+def test_browser_every_tasks_results_view_and_a_hostile_error_shown_as_text(live):
+    from playwright.sync_api import expect
+
+    url, sup, pg = live
+    t0 = time.time() - 100
+    for run_id, (task, files, _) in RESULT_RUNS.items():
+        insert_run(sup, run_id, "succeeded", curve(range(1, 9), t0, eval_every=4), step=8, max_steps=8, task=task)
+        for path, text in files.items():
+            (sup.runs_dir / run_id / path).parent.mkdir(parents=True, exist_ok=True)
+            (sup.runs_dir / run_id / path).write_text(text)
+    error = f"Column `{INJECTION}` is not in the data. Columns found: {INJECTION}, body."
+    insert_run(sup, "hostile-run", "failed", [], step=0, max_steps=8, name=INJECTION, error=error)
+    if not pg.url.startswith(url):  # run alone (else the page the test above left is reused)
+        pg.goto(url)
+    pg.get_by_role("tab", name="Runs").click()
+    views = {f"result-{k}" for k in charts.RESULTS}
+    for run_id, (_, _, shown) in RESULT_RUNS.items():
+        show_run(pg, run_id)
+        for view, text in shown.items():
+            box = pg.locator(f"#result-{view}")
+            if text is None:  # a plot
+                expect(box.locator("canvas, svg").first).to_be_visible()
+            else:
+                expect(box).to_contain_text(text)
+        for hidden in views - {f"result-{v}" for v in shown}:
+            expect(pg.locator(f"#{hidden}")).to_be_hidden()  # no empty panels
+        shot_of_run(pg, f"results-{run_id}")
+    expect(pg.locator("#result-samples").get_by_role("row")).to_have_count(1 + 3)  # the latest evaluation's only
+
+    # stored text (a run name, a column named in an error) is shown as written, never as Markdown or HTML
+    show_run(pg, "hostile-run")
+    expect(pg.locator("#run-error")).to_contain_text(f"Columns found: {INJECTION}")
+    expect(pg.locator("#run-header")).to_contain_text(INJECTION)
+    assert pg.locator("#run-error img, #run-header img, #run-error strong:text('x')").count() == 0
+    shot(pg, "results-hostile-error-as-text")
 
 
 # --- 5. the base model picker ---------------------------------------------------------------------

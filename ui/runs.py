@@ -114,7 +114,13 @@ def _results(c: dict[str, Any]) -> None:
     with gr.Row():
         c["leaderboard"] = gr.Dataframe(label=labels["leaderboard"], visible=False, elem_id="result-leaderboard")
         c["importance"] = gr.BarPlot(
-            x="feature", y="importance", label=labels["importance"], visible=False, elem_id="result-importance"
+            x="feature",
+            y="importance",
+            label=labels["importance"],
+            visible=False,
+            elem_id="result-importance",
+            sort="-y",  # most important first, bars from 0 (else the smallest bar is cut to nothing)
+            y_lim=[0, None],
         )
     c["scatter"] = gr.ScatterPlot(
         x="true", y="predicted", label=labels["scatter"], visible=False, elem_id="result-scatter", height=320
