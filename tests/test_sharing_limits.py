@@ -303,3 +303,37 @@ def test_cleanup_runs_at_start_with_the_operators_limits(supervisor, monkeypatch
     assert not stale.exists()
     args = app.build_parser().parse_args(["--clean-hours", "6", "--clean-gb", "2"])
     assert (args.clean_hours, args.clean_gb) == (6, 2)
+
+
+# ---- errors a visitor can meet ---------------------------------------------------------------------
+
+
+def test_the_preview_lists_no_server_folder(supervisor, monkeypatch, tmp_path):
+    from engine import data
+    from engine.task import get_task
+    from ui import context, task_view
+
+    task = get_task("text_classification")
+    shared = as_user(Context(supervisor, shared=True), "ann")
+    monkeypatch.setattr(context, "_CURRENT", [shared])
+    for path in ("/root", "/", "/etc", "/etc/passwd", "../../../etc", "~"):
+        t0 = time.time()
+        df, note, _, columns = task_view.preview_data(task, path, {}, {})
+        assert "your own uploads" in note and columns == [] and df.empty, path
+        assert time.time() - t0 < 1 and not any(w in note for w in ("bashrc", "passwd", "shadow", "found")), note
+    shared.user = lambda: ""  # a visitor who is not signed in reads no uploads (not everyone's)
+    mine = shared.engine.user_dirs("ann")[0] / "0123456789" / "d.csv"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("text,label\na,1\n")
+    assert "your own uploads" in task_view.preview_data(task, str(mine), {}, {})[1]
+
+    monkeypatch.setattr(context, "_CURRENT", [Context(supervisor)])  # locally: an unreadable folder, said plainly
+
+    def denied(*a, **kw):
+        raise PermissionError(13, "Permission denied", "/root/secret/train.csv")
+
+    monkeypatch.setattr(data, "load_raw", denied)
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "train.csv").write_text("text,label\na,1\n")
+    note = task_view.preview_data(task, str(tmp_path / "secret"), {}, {})[1]
+    assert "`train.csv` could not be read (Permission denied)" in note and "/root" not in note

@@ -124,6 +124,8 @@ class Context:
         """Whether this user may read local ``path`` (locally: anything; shared: their uploads, allowed folders)."""
         if not self.shared:
             return True
+        if not self.user():  # not signed in: no uploads of their own (user_dirs("") is everyone's)
+            return False
         roots = [*self.engine.user_dirs(self.user()), *self.engine.policy.allowed_roots]
         return any(inside(path, r) for r in roots)
 

@@ -150,7 +150,19 @@ def guard(path: str) -> None:
 
 
 def preview(source: Any) -> tuple[pd.DataFrame, str]:
-    """The first rows of local data and a one-line note; a Hub id only gets a note (no network here)."""
+    """The first rows of local data and a one-line note; a Hub id only gets a note (no network here). A file or
+    folder that cannot be read is a UserError naming it (not the folders above it)."""
+    try:
+        return _preview(source)
+    except OSError as e:
+        name = Path(str(e.filename or source.data_path)).name or str(source.data_path)
+        raise UserError(
+            f"`{name}` could not be read ({e.strerror or type(e).__name__}). Give a data file or folder this app "
+            "can read, or upload the file."
+        ) from None
+
+
+def _preview(source: Any) -> tuple[pd.DataFrame, str]:
     path = str(source.data_path or "").strip()
     if not path:
         return pd.DataFrame(), ""
