@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from engine import audio
@@ -96,6 +97,41 @@ def test_ctc_vocabulary_from_transcripts(supervisor, corpus, tmp_path):
     vocab = json.loads((model_dir / "vocab.json").read_text())
     assert set("".join(LEXICON)) <= set(vocab) and "|" in vocab, vocab
     assert isinstance(predict_dir(Path(row["run_dir"]), str(corpus / "red-en-150-35.wav")), str)
+
+
+def audio_dataset(corpus: Path, n: int):
+    """A ``datasets`` dataset with an Audio feature holding the clips' bytes and bare file names, as a Hub audio
+    dataset stores them (its Parquet files and ``load_dataset``'s cache)."""
+    from datasets import Audio, Dataset
+
+    rows = pd.read_csv(corpus / "metadata.csv").head(n).to_dict(orient="records")
+    clips = [{"bytes": (corpus / r["file_name"]).read_bytes(), "path": r["file_name"]} for r in rows]
+    ds = Dataset.from_dict({"audio": clips, "sentence": [r["transcription"] for r in rows]})
+    return ds.cast_column("audio", Audio())
+
+
+@pytest.mark.slow
+@needs_espeak
+def test_datasets_audio_feature_saved_or_from_the_hub(supervisor, corpus, tiny_whisper, tmp_path):
+    from engine.data import _load_hub
+
+    ds = audio_dataset(corpus, 48)
+    ds.save_to_disk(str(tmp_path / "saved"))
+    params = asr_params(tiny_whisper, tmp_path / "saved", epochs=2, valid_fraction=0.25)
+    row = supervisor.wait(supervisor.submit(ASR, params), timeout=300)
+    assert row["status"] == "succeeded", row["error"]
+    assert len(metric_values(supervisor.store, row["id"], "eval_wer")) >= 2
+    assert "Training audio (48 clips" in ASR.data_summary(ASR, params).replace("**", "")
+
+    ds.to_parquet(str(tmp_path / "hub" / "data" / "train-00000-of-00001.parquet"))  # the Hub's layout
+    train, _ = _load_hub(asr_params(tiny_whisper, tmp_path / "hub"), None)  # load_dataset, as for a Hub id
+    assert train["audio"][0]["path"].endswith(".wav") and len(train) == 48
+    train = train.rename(columns={"sentence": "transcription"})
+    assert ASR.check_data(train, None, params) == []
+    clips = list(train["audio"])
+    clips[1] = {"bytes": b"RIFF not really a wave file", "path": "broken.wav"}
+    train["audio"] = clips
+    assert "broken.wav" in " ".join(ASR.check_data(train, None, params))
 
 
 def test_bad_clips_refused_before_queueing(supervisor, tiny_whisper, tmp_path):
