@@ -36,3 +36,26 @@ def test_the_colab_notebook_launches_a_shared_studio_with_a_login(monkeypatch, d
     ((user, password),) = launched["auth"]
     assert user == "trainpad" and len(password) >= 10 and password in capsys.readouterr().out
     assert "/start_llm_sft" in {d.api_name and f"/{d.api_name}" for d in launched["demo"].fns.values()}
+
+
+def test_the_readme_opens_the_notebook_without_an_invented_owner(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "](spaces/trainpad_colab.ipynb)" in readme and "Upload notebook" in readme
+    assert "OWNER" not in readme and "OWNER" not in NOTEBOOK.read_text(encoding="utf-8")
+    for command in ("bash scripts/start.sh", "bash scripts/test.sh"):  # the two fresh-machine commands
+        assert command in readme and (ROOT / command.split()[1]).is_file()
+    install = nbformat.read(NOTEBOOK, as_version=4).cells[1].source
+    absent = str(tmp_path / "trainpad")  # no code yet and no REPO_URL: the cell says what to do
+    code = "\n".join(ln for ln in install.splitlines() if not ln.startswith(("!", "%")))
+    try:
+        exec(code.replace("/content/trainpad", absent), {})
+    except SystemExit as e:
+        assert "set REPO_URL above to the Git URL of your copy, or upload the repository as trainpad.zip" in str(e)
+    else:
+        raise AssertionError("the install cell ran without any code to install")
+    import zipfile
+
+    with zipfile.ZipFile(absent + ".zip", "w") as zf:  # GitHub's Code → Download ZIP: one top folder
+        zf.writestr("trainpad-main/app.py", "# the studio\n")
+    exec(code.replace("/content/trainpad", absent), {})
+    assert (tmp_path / "trainpad" / "app.py").read_text() == "# the studio\n"
