@@ -101,6 +101,26 @@ def test_captioning_scored_with_cider(supervisor, tiny_llava, tmp_path):
     assert 0 <= wrong < 1 < trained <= vu.cider(refs, refs), (trained, wrong, said)
 
 
+def test_datasets_image_feature_saved_or_from_the_hub(tiny_llava, tmp_path):
+    from datasets import Dataset, Image
+
+    from engine.data import _load_hub, load_splits
+
+    rows = shape_rows(tmp_path / "png", 6)
+    images = [{"bytes": (tmp_path / "png" / r["file_name"]).read_bytes(), "path": r["file_name"]} for r in rows]
+    columns = {"image": images, "question": [r["question"] for r in rows], "answer": [r["answer"] for r in rows]}
+    ds = Dataset.from_dict(columns).cast_column("image", Image())  # bytes + bare names, as the Hub stores them
+    ds.save_to_disk(str(tmp_path / "saved"))
+    ds.to_parquet(str(tmp_path / "hub" / "data" / "train-00000-of-00001.parquet"))
+    saved = vlm_params(tiny_llava, tmp_path / "saved", valid_fraction=0)
+    train, _ = load_splits(VLM, saved)
+    assert VLM.check_data(train, None, saved) == [] and "6 training examples" in VLM.data_summary(VLM, saved)
+    hub, _ = _load_hub(vlm_params(tiny_llava, tmp_path / "hub"), None)  # load_dataset, as for a Hub id
+    assert VLM.check_data(hub, None, saved) == []
+    example = vu.Examples(hub, saved)[0]
+    assert example["images"][0].size == (32, 32) and vu.answer(example["chat"]) == rows[0]["answer"]
+
+
 def test_bad_images_and_chats_refused_before_queueing(supervisor, tiny_llava, tmp_path):
     rows = shape_rows(tmp_path, 6)
     (tmp_path / rows[1]["file_name"]).write_bytes(b"\x89PNG broken")
