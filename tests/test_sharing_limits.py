@@ -337,3 +337,24 @@ def test_the_preview_lists_no_server_folder(supervisor, monkeypatch, tmp_path):
     (tmp_path / "secret" / "train.csv").write_text("text,label\na,1\n")
     note = task_view.preview_data(task, str(tmp_path / "secret"), {}, {})[1]
     assert "`train.csv` could not be read (Permission denied)" in note and "/root" not in note
+
+
+def test_the_gallery_shows_no_image_from_outside_the_users_uploads(supervisor, monkeypatch, tmp_path):
+    from PIL import Image
+
+    from ui import context, datasource
+
+    host_image = tmp_path / "host" / "private.png"  # an image on the server, outside every upload
+    host_image.parent.mkdir()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(host_image)
+    shared = as_user(Context(supervisor, shared=True), "ann")
+    folder = shared.engine.user_dirs("ann")[0] / "0123456789"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / "mine.png")
+    table = folder / "d.csv"
+    table.write_text(f"image,label\nmine.png,a\n{host_image},b\n")
+    monkeypatch.setattr(context, "_CURRENT", [shared])
+    items, note = datasource.gallery(datasource.source_params(str(table)))
+    assert items == [] and "`d.csv`, column `image`, row 2: `private.png` (an absolute path)" in note
+    table.write_text("image,label\nmine.png,a\nmine.png,b\n")
+    assert len(datasource.gallery(datasource.source_params(str(table)))[0]) == 2

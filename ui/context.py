@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import UserError
-from engine.policy import inside
+from engine.policy import inside, named_path_problems
 from engine.store import Store
 from engine.supervisor import Supervisor, safe_name
 
@@ -122,12 +122,18 @@ class Context:
 
     def readable(self, path: str | Path) -> bool:
         """Whether this user may read local ``path`` (locally: anything; shared: their uploads, allowed folders)."""
-        if not self.shared:
-            return True
-        if not self.user():  # not signed in: no uploads of their own (user_dirs("") is everyone's)
-            return False
-        roots = [*self.engine.user_dirs(self.user()), *self.engine.policy.allowed_roots]
-        return any(inside(path, r) for r in roots)
+        return not self.shared or any(inside(path, r) for r in self.data_roots())
+
+    def data_roots(self) -> list[Path]:
+        """The folders this user's data may come from on a shared instance: their uploads, the allowed folders
+        (none for a visitor who is not signed in: ``user_dirs("")`` is everyone's uploads)."""
+        if not self.user():
+            return []
+        return [*self.engine.user_dirs(self.user()), *self.engine.policy.allowed_roots]
+
+    def named_path_problems(self, source: Any) -> list[str]:
+        """On a shared instance, files named inside the data (image/audio paths) outside :meth:`data_roots`."""
+        return named_path_problems(source, self.data_roots()) if self.shared else []
 
     def browser_secret(self) -> str:
         """A secret kept in the data folder, so a restarted app still reads what browsers remember."""

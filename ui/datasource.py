@@ -236,14 +236,18 @@ def gallery(source: Any, limit: int = 24) -> tuple[list[tuple[Any, str]], str]:
     path = str(source.data_path or "").strip()
     if not path or not data.is_local(path) or not context.readable(path):
         return [], ""
+    outside = context._CURRENT[0].named_path_problems(source) if context._CURRENT else []
+    if outside:  # a shared instance shows no thumbnail of a file outside the user's uploads
+        return [], str(outside[0])
     try:
-        train, _ = data.load_raw(source)
+        train, _ = data.load_raw(source, nrows=data.check_rows())  # a table's first rows; image folders whole
     except UserError:
         return [], ""
     if not any(c in train.columns for c in images.FILE_COLUMNS):
         return [], ""
     folder = Path(path).expanduser()
-    return images.gallery(train, [folder if folder.is_dir() else folder.parent], limit), images.counts_note(train)
+    note = images.counts_note(train) + (" (the first rows of the table)" if len(train) >= data.check_rows() else "")
+    return images.gallery(train, [folder if folder.is_dir() else folder.parent], limit), note
 
 
 # ---- cleanup of old uploads and exports -------------------------------------------------------
