@@ -358,3 +358,23 @@ def test_the_gallery_shows_no_image_from_outside_the_users_uploads(supervisor, m
     assert items == [] and "`d.csv`, column `image`, row 2: `private.png` (an absolute path)" in note
     table.write_text("image,label\nmine.png,a\nmine.png,b\n")
     assert len(datasource.gallery(datasource.source_params(str(table)))[0]) == 2
+
+
+def test_check_on_a_shared_instance_reads_no_file_start_would_refuse(supervisor, tmp_path):
+    from engine.task import get_task
+    from ui import task_view
+
+    host = tmp_path / "host.csv"  # a CSV on the server, outside every upload
+    host.write_text("secret_column,label\nsecret value,1\n")
+    shared = as_user(Context(supervisor, shared=True), "ann")
+    task = get_task("image_classification")
+    _, data_md, problems = task_view.check_report(shared, task, {"base_model": "m", "data_path": str(host)})
+    assert "data_path: on this shared instance a local path must be one of your uploads" in data_md
+    assert "secret" not in data_md and problems, "nothing of the file is read or shown"
+    mine = shared.engine.user_dirs("ann")[0] / "0123456789" / "d.csv"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("image,label\n/etc/hostname,a\n")
+    _, data_md, _ = task_view.check_report(shared, task, {"base_model": "m", "data_path": str(mine)})
+    assert "`d.csv`, column `image`, row 1: `hostname` (an absolute path) is not in your uploads" in data_md
+    _, data_md, _ = task_view.check_report(Context(supervisor), task, {"base_model": "m", "data_path": str(host)})
+    assert "must be one of your uploads" not in data_md, "locally the operator's files are theirs"

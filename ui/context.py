@@ -131,6 +131,21 @@ class Context:
             return []
         return [*self.engine.user_dirs(self.user()), *self.engine.policy.allowed_roots]
 
+    def policy_problems(self, raw: dict[str, Any]) -> list[str]:
+        """On a shared instance, what the policy refuses in a form's values (``engine.policy.problems``: local
+        paths outside the user's uploads, files named inside the data, remote code), before any file is read."""
+        if not self.shared:
+            return []
+        from dataclasses import replace
+        from types import SimpleNamespace
+
+        from engine.policy import problems
+
+        fields = ("data_path", "valid_path", "base_model", "resume_from", "trust_remote_code", "column_mapping")
+        params = SimpleNamespace(**{k: raw.get(k) for k in fields})
+        user_dirs = self.engine.user_dirs(self.user()) if self.user() else []
+        return problems(replace(self.engine.policy, shared=True), params, self.engine.runs_dir, user_dirs)
+
     def named_path_problems(self, source: Any) -> list[str]:
         """On a shared instance, files named inside the data (image/audio paths) outside :meth:`data_roots`."""
         return named_path_problems(source, self.data_roots()) if self.shared else []

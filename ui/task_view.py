@@ -161,6 +161,8 @@ def check(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str]:
 def check_report(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str, list[str]]:
     """:func:`check`'s two Markdown texts, and every problem (to show beside its field)."""
     values = resolve_upload(ctx, values)
+    if refused := ctx.policy_problems(params_data(task, values)):  # shared: no file read that Start would refuse
+        return "", problems_md(refused), refused
     with data.reading_once():  # the checks, the class counts and the summary read each file once
         params, param_problems, data_problems = problems_of(task, values)
         summary = class_balance_md(task, params, data_problems) + data_summary_md(task, params, data_problems)
@@ -184,19 +186,34 @@ def class_balance_md(task: Task, params: Any, data_problems: list[str]) -> str:
     if role is None or params is None or data_problems or not data.is_local(params.data_path):
         return ""
     try:
-        train, valid = data.load_splits(task, params)
-    except (UserError, OSError, ValueError):
+        train, valid = checked_splits(task, params)
+    except (UserError, OSError, ValueError, KeyError):
         return ""
     counts = _class_counts(train, role)
     if counts is None:
         return ""
     vcounts = _class_counts(valid, role, any_values=True) if valid is not None else None
     # no bold here: the page draws a paragraph that is only bold, and the list after it, as problems (red)
-    text = f"\n\nClass counts in the {len(train)} training rows: {_counts_text(counts)}"
-    if vcounts is not None:
-        text += f"\n\nIn the {len(valid)} validation rows: {_counts_text(vcounts)}"
+    text = ""
+    if task.data_summary is None:  # a task's own summary lists its classes already
+        text = f"\n\nClass counts in the {len(train)} training rows checked: {_counts_text(counts)}"
+        if vcounts is not None:
+            text += f"\n\nIn the {len(valid)} validation rows: {_counts_text(vcounts)}"
     notes = balance_notes(counts, vcounts)
     return text + ("\n\n" + "\n".join(f"- ⚠ {note}" for note in notes) if notes else "")
+
+
+def checked_splits(task: Task, params: Any) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The training and validation rows as the worker will split them, of the rows the data check reads
+    (``engine.data.check_rows``: the same read, inside :func:`engine.data.reading_once`)."""
+    train, valid = data.load_raw(params, nrows=data.check_rows())
+    mapping, problems = data.resolve_mapping(task, list(train.columns), params.column_mapping)
+    if problems:
+        raise UserError(problems)
+    train = data.apply_mapping(train, mapping)
+    if valid is not None:
+        return train, data.apply_mapping(valid, mapping)
+    return data.split_train_valid(train, params.valid_fraction, params.seed, task.stratify_role)
 
 
 def _class_counts(df: pd.DataFrame, role: str, any_values: bool = False) -> pd.Series | None:
