@@ -3,6 +3,7 @@ Check's class counts (item 8); stored text shown as written, never as Markdown (
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -158,13 +159,17 @@ def test_check_shows_class_counts_and_notes_on_imbalance_and_missing_classes(tmp
     (tmp_path / "valid.csv").write_text("text,target\ngreat,pos\nawful,neg\n")
     values = {"base_model": "m", "data_path": str(tmp_path / "train.csv"), "valid_path": str(tmp_path / "valid.csv")}
     _, data_md, problems = task_view.check_report(ctx, task, values)
-    assert "Class counts in the 73 training rows: pos 40 · neg 30 · neutral 3" in data_md
+    assert "Class counts in the 73 training rows checked: pos 40 · neg 30 · neutral 3" in data_md
     assert "In the 2 validation rows: pos 1 · neg 1" in data_md
     assert "Imbalanced classes: neutral (3) against 40 for pos" in data_md
     assert "No validation rows for neutral" in data_md
     assert "problem" not in data_md.lower() and not [p for p in problems if "neutral" in p]  # notes, not problems
     html = rendered(data_md)
     assert "<strong>" not in html  # the page draws a paragraph of bold alone, and the list after it, in red
+    params = task_view.problems_of(task, values)[0]
+    own_summary = dataclasses.replace(task, data_summary=lambda task, params: "Classes: pos (40), …")
+    shown = task_view.class_balance_md(own_summary, params, [])  # no second list of counts: only the notes
+    assert "Class counts" not in shown and "Imbalanced classes: neutral (3)" in shown
     notes = task_view.balance_notes(pd.Series({"a": 50, "b": 45}), pd.Series({"a": 5, "b": 5, "c": 1}))
     assert notes == [
         "Validation has c, which the training rows lack: the model cannot learn it (those rows are left out of "
