@@ -378,3 +378,32 @@ def test_check_on_a_shared_instance_reads_no_file_start_would_refuse(supervisor,
     assert "`d.csv`, column `image`, row 1: `hostname` (an absolute path) is not in your uploads" in data_md
     _, data_md, _ = task_view.check_report(Context(supervisor), task, {"base_model": "m", "data_path": str(host)})
     assert "must be one of your uploads" not in data_md, "locally the operator's files are theirs"
+
+
+def test_checks_run_a_few_at_a_time(tmp_path, monkeypatch):
+    import threading
+    from dataclasses import replace
+
+    from engine import data
+    from engine.task import get_task
+
+    running, most = [], []
+
+    def slow_check(train, valid, params):
+        running.append(1)
+        most.append(len(running))
+        time.sleep(0.2)
+        running.pop()
+        return []
+
+    monkeypatch.setattr(data, "_CHECKS", threading.BoundedSemaphore(2))
+    task = replace(get_task("text_classification"), check_data=slow_check)
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\na,1\nb,0\n")
+    params = task.params.model_validate({"base_model": "m", "data_path": str(path)})
+    threads = [threading.Thread(target=data.check_data, args=(task, params)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(most) == 6 and max(most) == 2
