@@ -13,6 +13,7 @@ import pytest
 
 from engine import runfiles as rf
 from engine.predict import predict_dir
+from tests.test_browser import CHROMIUM, page, pick, shot  # noqa: F401 - page is a fixture
 from tests.test_ui_runs import fake_run
 from ui import playground, predictor
 from ui import playground_table as pt
@@ -174,8 +175,8 @@ def test_image_answers_stream_like_the_greedy_answer(tmp_path):
 # --- tabular -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tabular_run(ctx, tmp_path) -> tuple[str, pd.DataFrame]:
+def make_tabular_run(ctx: Context, folder: Path) -> tuple[str, pd.DataFrame]:
+    """A finished tabular run (a linear model, seconds) on 60 rows: x1, colour -> label."""
     from engine.params import validate_params
     from engine.task import get_task
 
@@ -186,7 +187,7 @@ def tabular_run(ctx, tmp_path) -> tuple[str, pd.DataFrame]:
             "label": ["yes" if i % 7 > 3 else "no" for i in range(60)],
         }
     )
-    path = tmp_path / "small.csv"
+    path = folder / "small.csv"
     df.to_csv(path, index=False)
     task = get_task("tabular")
     params = validate_params(
@@ -198,6 +199,11 @@ def tabular_run(ctx, tmp_path) -> tuple[str, pd.DataFrame]:
     row = ctx.supervisor.wait(run_id, timeout=120)
     assert row["status"] == "succeeded", row["error"]
     return run_id, df
+
+
+@pytest.fixture
+def tabular_run(ctx, tmp_path) -> tuple[str, pd.DataFrame]:
+    return make_tabular_run(ctx, tmp_path)
 
 
 def test_table_input_paste_fill_and_upload(ctx, tabular_run, tmp_path, monkeypatch):
@@ -272,3 +278,57 @@ def test_each_hint_names_the_component_its_output_appears_in(ctx, monkeypatch):
         else:
             assert shown == {"output"} and updates[w["predict_row"]]["visible"], kind
             assert "under the Predict button" in hint, kind  # the output box sits right under it
+
+
+# --- in a real browser ---------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install -y chromium)")
+def test_browser_chat_streams_and_tabular_rows_are_filled_and_uploaded(studio, page, chain_model, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    url, ctx = studio
+    llm_run(ctx, chain_model[0], "chat")
+    run_id, df = make_tabular_run(ctx, tmp_path)
+    page.goto(url)
+    expect(page.locator("#llm_sft-check")).to_be_visible()  # the page is up
+    for _ in range(20):  # the page's load event may switch back to the tab this browser was on
+        page.get_by_role("tab", name="Playground").click()
+        page.wait_for_timeout(1000)
+        if page.locator("#play-run input").is_visible():
+            break
+    pick(page, "play-run", "name-chat · llm_sft · chat")
+    expect(page.locator("#play-info")).to_contain_text("into the chat")
+    page.evaluate(SEEN_JS)  # records every text the chat shows while the reply streams in
+    page.locator("#play-msg textarea").fill("hello")
+    page.locator("#play-send").click()
+    reply = "".join(chain_model[1]).strip()
+    expect(page.locator("#play-chat")).to_contain_text(reply)
+    seen = [t for t in page.evaluate("window.__seen") if "hello" in t]
+    assert any(reply not in t and "plu the" in t for t in seen), "a partial reply was shown before the whole one"
+    shot(page, "play-chat-streamed")
+
+    name = ctx.store.get_run(run_id)["name"] or run_id
+    pick(page, "play-run", f"{name} · tabular · {run_id}")
+    page.locator("#play-row-n input").fill("5")
+    page.locator("#play-fill").click()
+    expect(page.locator("#play-table textarea")).to_have_value('{"x1": 4.0, "colour": "blue"}')
+    page.locator("#play-predict").click()
+    expect(page.locator("#play-label")).to_be_visible()  # the class probabilities as bars
+    upload = tmp_path / "new.csv"
+    df.drop(columns="label").to_csv(upload, index=False)
+    page.locator("#play-batch input[type=file]").set_input_files(str(upload))
+    expect(page.locator("#play-batch-info")).to_contain_text("60 predictions for new.csv")
+    expect(page.locator("#play-batch-table")).to_contain_text("proba_yes")
+    expect(page.locator("#play-batch-download")).to_contain_text("predictions-")
+    shot(page, "play-tabular-row-and-file")
+
+
+SEEN_JS = """() => {
+  window.__seen = [];
+  const chat = document.querySelector('#play-chat');
+  new MutationObserver(() => window.__seen.push(chat.innerText)).observe(
+    chat, {subtree: true, childList: true, characterData: true});
+}"""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,8 @@ HINTS = {
     "json": "Enter the input as JSON (the task's predict input) and press Predict; the prediction appears under "
     "the Predict button.",
     "table": "Paste one row as CSV (header line optional) or JSON, or press \u201cFill from data row\u201d, then "
-    "Predict: the prediction appears under the Predict button. Or upload a file: its predictions appear as a "
-    "table under the upload, with a CSV to download.",
+    "Predict: the prediction appears under the Predict button. Or upload a whole file at the bottom: its "
+    "predictions appear as a table under the upload, with a CSV to download.",
     "image": "Upload an image (or take one with the webcam) and press Predict; the prediction appears under the "
     "Predict button (found boxes drawn on the image).",
     "image_text": "Upload an image, type a question (or leave it empty for a caption) and press Predict; the "
@@ -156,6 +155,8 @@ def _layout(ctx: Context) -> dict[str, Any]:
     w["output"] = gr.JSON(label="Prediction", elem_id="play-output", visible=False)
     w["boxes"] = gr.AnnotatedImage(label="Boxes found", elem_id="play-boxes", visible=False)
     w["label"] = gr.Label(label="Classes", num_top_classes=10, elem_id="play-label", visible=False)
+    with gr.Group(visible=False) as w["batch_group"]:  # a whole file at once (table inputs), after the one row's output
+        _batch_layout(w)
     return w
 
 
@@ -188,6 +189,9 @@ def _table_layout(w: dict[str, Any]) -> None:
     with gr.Row():
         w["row_n"] = gr.Number(1, label="Data row", precision=0, minimum=1, elem_id="play-row-n", scale=1)
         w["fill"] = gr.Button("Fill from data row", elem_id="play-fill", scale=0)
+
+
+def _batch_layout(w: dict[str, Any]) -> None:
     w["batch_file"] = gr.File(
         label=f"Or upload a CSV (up to {pt.max_rows():,} rows): one prediction per row",
         file_types=[".csv", ".tsv", ".jsonl", ".parquet"],
@@ -253,6 +257,7 @@ def _shown(w: dict[str, Any]) -> list[Any]:
         w["output"],
         w["boxes"],
         w["label"],
+        w["batch_group"],
         w["batch_info"],
         w["batch_table"],
         w["batch_download"],
@@ -278,6 +283,7 @@ def pick_updates(ctx: Context, w: dict[str, Any], run_id: str, session: str) -> 
         w["output"]: gr.update(visible=kind not in ("chat", *STREAMED), value=None),
         w["boxes"]: gr.update(visible=False, value=None),  # the previous run's results go
         w["label"]: gr.update(visible=False, value=None),
+        w["batch_group"]: gr.update(visible=kind == "table"),
     }
     if kind == "table":
         updates[w["table"]] = gr.update(value="", placeholder=pt.placeholder(pt.model_columns(row["run_dir"])))
@@ -396,11 +402,11 @@ def batch_updates(ctx: Context, run_id: str, path: str | None, session: str) -> 
     except UserError as e:
         raise gr.Error(str(e), duration=None) from None
     name = Path(path).name
-    dest = ctx.exports_dir / f"predictions-{run_id}-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+    dest = ctx.exports_dir / f"predictions-{run_id}.csv"  # one per run: the next upload replaces it
     table = pt.keep_predictions(output, dest)
     return (
         gr.update(visible=True, value=pt.batch_summary(table, name)),
-        gr.update(visible=True, value=table.head(pt.SHOWN_ROWS)),
+        gr.update(visible=True, value=table.head(pt.SHOWN_ROWS).round(4)),  # the CSV keeps every digit
         gr.update(visible=True, value=str(dest)),
     )
 
