@@ -5,6 +5,7 @@ torch/transformers/peft inside its functions."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
@@ -286,7 +287,8 @@ def answer_scores(model: Any, processor: Any, examples: Examples, max_new_tokens
     preds = [generate(model, processor, x["images"], x["chat"][:-1], min(max_new_tokens, longest)) for x in items]
     exact = sum(p.lower() == r.lower() for p, r in zip(preds, refs, strict=True)) / len(refs)
     scores = {k: v for k, v in generation_metrics(preds, refs).items() if k in ("rougeL", "bleu", "chrf")}
-    scores["cider"] = cider(preds, refs)
+    if importlib.util.find_spec("pycocoevalcap"):  # the optional extra `vlm` (a 100 MB wheel: Java tools inside)
+        scores["cider"] = cider(preds, refs)
     return {"exact_match": float(100 * exact), **{k: round(float(v), 4) for k, v in scores.items()}}
 
 
