@@ -112,7 +112,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     import os
 
     from engine.config import dump_config, load_config
-    from engine.data import check_data, disk_problem
+    from engine.data import check_data, check_note, disk_problem
     from engine.models import check_params
     from engine.procs import data_dir_from_env
 
@@ -129,6 +129,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     if memory := memory_check(task, params):
         print(f"# {memory}")
+    if note := check_note(params):
+        print(f"# {note}")
     print(f"# OK: {task.name} config is valid and the data passed the checks.", file=sys.stderr)
     return 0
 

@@ -38,6 +38,8 @@ def test_validate_prints_config_and_reports_problems(tmp_path, tiny_llama):
     assert ok.returncode == 0, ok.stderr
     assert "epochs: 2" in ok.stdout and "task: llm_sft" in ok.stdout
     assert "# **Tokens per example**" in ok.stdout and "median" in ok.stdout
+    sampled = trainpad("validate", str(cfg), data_dir=tmp_path / "d", env={"TRAINPAD_CHECK_ROWS": "20"})
+    assert "# Checked the first 20 of ~80 rows of `chat.jsonl`; the run trains on every row" in sampled.stdout
     bad = trainpad("validate", str(cfg), "epochs=0", "lr=1", data_dir=tmp_path / "d")
     assert bad.returncode == 2
     assert "`epochs` = 0" in bad.stderr and "Unknown parameter `lr`" in bad.stderr and "learning_rate" in bad.stderr
