@@ -254,25 +254,36 @@ def tiny_yolos(tmp_path_factory) -> Path:
     return build_tiny_detector(tmp_path_factory.mktemp("models") / "tiny-yolos", "yolos", queries=3)
 
 
-def test_detection_learns_boxes_end_to_end(supervisor, tiny_yolos, tmp_path):
-    """COCO JSON -> run -> mAP@.5 (pycocotools) -> per-class AP -> predict boxes in the image's pixels.
+@pytest.fixture(scope="module")
+def tiny_deformable(tmp_path_factory) -> Path:
+    from tests.tiny_vision import build_tiny_detector
 
-    A from-scratch DETR-family detector needs far more steps than a test can afford to generalise, so this checks
-    that it *fits* 64 images (validated on the same images): mAP@.5 >= 0.12, where the untrained model scores
-    about 0.04 (measured: 0.03-0.05 over seeds) and a model that found no box scores 0."""
+    return build_tiny_detector(tmp_path_factory.mktemp("models") / "tiny-deformable", "deformable_detr", queries=5)
+
+
+def test_detection_learns_boxes_end_to_end(supervisor, tiny_deformable, tmp_path):
+    """COCO JSON -> run -> mAP@.5 (pycocotools) on *held-out* images -> per-class AP -> predict boxes in the image's
+    pixels.
+
+    A tiny Deformable DETR (multi-scale deformable attention converges far faster than DETR/YOLOS: with the same
+    ~300 steps YOLOS reaches 0.14-0.19 held-out, this one 0.45-0.58 over three training sets) trained from scratch
+    on 64 images, validated on 48 others: mAP@.5 >= 0.3, where the untrained model scores 0.004 and one that
+    finds the objects but puts its boxes at random positions under 0.05."""
     from tests.tiny_vision import detection_rows, write_detection
 
     data = write_detection(tmp_path / "coco", detection_rows(64, most=1), "coco")
+    held_out = write_detection(tmp_path / "held-out", detection_rows(48, seed=99, most=1), "coco")
     p = params(
         OD,
-        tiny_yolos,
+        tiny_deformable,
         data,
-        valid_path=str(data),
+        valid_path=str(held_out),
         image_square_size=64,
         augmentation="none",
-        epochs=75,
-        learning_rate=1e-3,
-        scheduler="constant",
+        epochs=40,
+        batch_size=8,
+        learning_rate=2e-3,
+        scheduler="cosine",
         eval_strategy="no",
     )
     assert check_data(OD, p) == [] and "COCO JSON" in OD.data_summary(OD, p)
@@ -281,7 +292,8 @@ def test_detection_learns_boxes_end_to_end(supervisor, tiny_yolos, tmp_path):
     assert row["status"] == "succeeded", row["error"]
     run_dir = Path(row["run_dir"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["eval_map_50"] >= 0.12 and 0 <= metrics["eval_map"] <= metrics["eval_map_50"], metrics
+    print(f"held-out mAP@.5 {metrics['eval_map_50']:.3f}, mAP@[.5:.95] {metrics['eval_map']:.3f}")
+    assert metrics["eval_map_50"] >= 0.3 and 0 < metrics["eval_map"] <= metrics["eval_map_50"], metrics
     assert set(json.loads((run_dir / "per_class_ap.json").read_text())) == {"circle", "square", "triangle"}
     assert json.loads((run_dir / "model" / "trainpad.json").read_text())["image_square_size"] == 64
 
@@ -429,10 +441,11 @@ def test_autotrain_image_configs_load_and_pass_the_checks(tmp_path):
     assert get_task("object-detection").name == "object_detection"
 
 
-@pytest.mark.parametrize("kind", ["detr", "conditional_detr", "deformable_detr", "rtdetr", "dfine"])
+@pytest.mark.parametrize("kind", ["yolos", "detr", "conditional_detr", "rtdetr", "dfine"])
 def test_detector_families_train_evaluate_and_predict(tmp_path, kind):
-    """DETR (softmax + no-object class), Conditional/Deformable DETR, RT-DETR and D-FINE (sigmoid, top-k) go through the
-    same pipeline: a few steps, COCO metrics from each family's own post-processing, boxes from predict."""
+    """YOLOS and DETR (softmax + no-object class), Conditional DETR, RT-DETR and D-FINE (sigmoid, top-k; Deformable
+    DETR: the end-to-end test) go through the same pipeline: a few steps, COCO metrics from each family's own
+    post-processing, boxes from predict."""
     from engine.task import Job
     from tests.tiny_vision import build_tiny_detector, detection_rows, write_detection
 
