@@ -270,11 +270,17 @@ RESULT_RUNS = {  # run -> (task, {file in the run folder: content}, result views
 
 
 def show_run(pg, run_id: str) -> None:
-    """Show ``run_id`` on the Runs page (typed again if the page's restore of the last watched run overwrote it)."""
+    """Show ``run_id`` on the Runs page (again if the page's load, restoring the last watched run and its tab,
+    overwrote it)."""
     from playwright.sync_api import expect
 
     box = pg.locator("#run-id textarea, #run-id input").first
-    for _ in range(2):
+    for _ in range(3):
+        for _ in range(20):  # the page's load selects its tab once it is done: Runs again until it stays
+            pg.get_by_role("tab", name="Runs").click()
+            pg.wait_for_timeout(250)
+            if box.is_visible():
+                break
         box.fill(run_id)
         box.press("Enter")
         try:
@@ -282,8 +288,6 @@ def show_run(pg, run_id: str) -> None:
             return
         except AssertionError:
             continue
-    box.fill(run_id)
-    box.press("Enter")
     expect(pg.locator("#run-header")).to_contain_text(run_id)
 
 
@@ -303,7 +307,7 @@ def shot_of_run(pg, name: str) -> None:
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install -y chromium)")
-def test_browser_every_tasks_results_view_and_a_hostile_error_shown_as_text(live):
+def test_browser_every_tasks_results_view_and_a_hostile_error_shown_as_text(live, tmp_path):
     from playwright.sync_api import expect
 
     url, sup, pg = live
@@ -317,7 +321,6 @@ def test_browser_every_tasks_results_view_and_a_hostile_error_shown_as_text(live
     insert_run(sup, "hostile-run", "failed", [], step=0, max_steps=8, name=INJECTION, error=error)
     if not pg.url.startswith(url):  # run alone (else the page the test above left is reused)
         pg.goto(url)
-    pg.get_by_role("tab", name="Runs").click()
     views = {f"result-{k}" for k in charts.RESULTS}
     for run_id, (_, _, shown) in RESULT_RUNS.items():
         show_run(pg, run_id)
@@ -338,6 +341,24 @@ def test_browser_every_tasks_results_view_and_a_hostile_error_shown_as_text(live
     expect(pg.locator("#run-header")).to_contain_text(INJECTION)
     assert pg.locator("#run-error img, #run-header img, #run-error strong:text('x')").count() == 0
     shot(pg, "results-hostile-error-as-text")
+
+    # 8. Check on classification data: class counts and notes, as information (not drawn as problems, in red)
+    rows = ["text,target"] + [f"good thing {i},pos" for i in range(40)] + [f"bad {i},neg" for i in range(30)]
+    (tmp_path / "reviews.csv").write_text("\n".join([*rows, "meh,neutral", "so so,neutral"]) + "\n")
+    pg.get_by_role("tab", name="Train").click()
+    pg.get_by_role("tab", name="Text", exact=True).click()
+    pg.get_by_role("tab", name="Text classification", exact=True).click()
+    pg.locator("#text_classification-base_model input").fill("m")
+    pg.locator("#text_classification-data_path textarea, #text_classification-data_path input").first.fill(
+        str(tmp_path / "reviews.csv")
+    )
+    pg.locator("#text_classification-check").click()
+    data_msg = pg.locator("#text_classification-data_msg")
+    expect(data_msg).to_contain_text("Class counts in the")
+    expect(data_msg).to_contain_text("Imbalanced classes: neutral")
+    red = "el => getComputedStyle(el).color"
+    assert all(li.evaluate(red) != "rgb(185, 28, 28)" for li in data_msg.locator("li").all())
+    shot(pg, "check-class-counts")
 
 
 # --- 5. the base model picker ---------------------------------------------------------------------
