@@ -204,6 +204,24 @@ def test_sft_missing_text_column_speaks_the_forms_words_beside_one_dropdown(tmp_
     assert "column_mapping" not in marks["map__text"]["info"] and "dropdown" in marks["map__text"]["info"]
 
 
+def test_config_words_of_a_missing_column_become_the_forms():
+    from engine.errors import Problem
+
+    found = Problem(
+        "No column for `text` (the text). Columns found: body. Map one with column_mapping, e.g. {text: body}.",
+        role="text",
+    )
+    said = task_view.form_words(found)
+    assert (
+        said
+        == "No column for `text` (the text). Columns found: body. Choose the column in the “text” dropdown under Columns."
+    )
+    assert said.role == "text"  # still marked beside its dropdown
+    qa = "No `answers` column. Map yours with column_mapping, e.g. {answers: my_answers}."
+    assert task_view.form_words(qa).endswith("Choose the column in the “answers” dropdown under Columns.")
+    assert task_view.form_words("Learning rate too high.") == "Learning rate too high."
+
+
 def test_check_messages_name_the_uploaded_file(tmp_path, ctx):
     (tmp_path / "empty.csv").write_text("")
     values = {"base_model": "", "data_path": "", "upload": str(tmp_path / "empty.csv")}

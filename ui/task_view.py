@@ -284,7 +284,7 @@ def data_summary_md(task: Task, params: Any, data_problems: list[str]) -> str:
     try:
         return "\n\n" + task.data_summary(task, params)
     except Exception as e:  # a summary is a courtesy; never block Check on it
-        return f"\n\n(No data summary: {type(e).__name__}: {e})"
+        return f"\n\n(No data summary: {type(e).__name__}: {plain_md(str(e))})"
 
 
 # --- which field a problem is about -----------------------------------------------------------
