@@ -125,6 +125,11 @@ def test_chat_streams_stops_at_end_of_turn_and_caps_new_tokens(ctx, chain_model,
     request = playground.chat_request([*history, {"role": "user", "content": "more"}], 64, 0.0, "")
     greedy = playground.trim_reply(predict_dir(run_dir, request))  # not streamed, in this process
     assert greedy == "".join(words).strip(), "generation stops at <|im_start|>, not at the 64-token limit"
+    stream = predictor.predictor_for(ctx, "s1", str(run_dir)).stream({**request, "stream": True})
+    assert next(stream)[0] == "partial"
+    stream.close()  # the browser left mid-reply: the rest of that reply is drained before the next request
+    short = predictor.predictor_for(ctx, "s1", str(run_dir)).ask({**request, "max_new_tokens": 3})
+    assert playground.trim_reply(short) == "".join(words[:3]).strip()
     predictor.release_all()  # a new prediction process, with the new cap
     chats = list(playground.chat_replies(ctx, "chat", history, "more", (64, 0.0, 1.0, ""), "s1"))
     assert chats[-1][-1]["content"] == greedy and len(chats[-1]) == 4
@@ -232,8 +237,10 @@ def test_table_input_paste_fill_and_upload(ctx, tabular_run, tmp_path, monkeypat
     with pytest.raises(gr.Error, match="only 60 rows"):
         playground.fill_row(ctx, run_id, 61)
     session = "table-session"
-    [(output, _)] = playground.predictions(ctx, run_id, "table", ("", "", filled, None, None), session)
+    [(output, _)] = playground.predictions(ctx, run_id, ("", "", filled, None, None), session)
     assert output["prediction"] in ("yes", "no") and playground.label_view(output)["visible"]
+    with pytest.raises(gr.Error, match="Paste a row first"):  # a file path given as "text" is not read
+        list(playground.predictions(ctx, run_id, (str(tmp_path / "small.csv"), "", "", None, None), session))
 
     upload = tmp_path / "new.csv"
     df.drop(columns="label").head(25).to_csv(upload, index=False)

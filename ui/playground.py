@@ -331,18 +331,18 @@ def stream_answer(ctx: Context, run_id: str, inputs: dict[str, Any], session: st
 
 
 def predictions(
-    ctx: Context,
-    run_id: str,
-    kind: str,
-    inputs: tuple[str, str, Any, str | None, str | None],
-    session: str,
+    ctx: Context, run_id: str, inputs: tuple[str, str, Any, str | None, str | None], session: str
 ) -> Iterator[tuple[Any, Any]]:
     """(JSON output, answer text) as the prediction arrives: a streamed kind's answer grows in the answer box,
-    every other kind's output goes to the JSON box at once. ``inputs``: text, JSON, table, image, audio."""
+    every other kind's output goes to the JSON box at once. ``inputs``: text, JSON, table, image, audio. The
+    input kind is the run's task's, never the caller's (a path typed as "text" must not reach a task that reads
+    files)."""
+    row = _run(ctx, run_id)
+    kind = widget_kind(row["task"])
     text, json_text, table, image, audio = inputs
     try:
         if kind == "table" and isinstance(table, str):
-            rows = pt.parse_rows(table, pt.model_columns(_run(ctx, run_id)["run_dir"]))
+            rows = pt.parse_rows(table, pt.model_columns(row["run_dir"]))
             value = rows[0] if len(rows) == 1 else rows  # one row: one prediction (and its class bars)
         else:
             value = make_inputs(kind, text, json_text, table, image, audio)
@@ -359,7 +359,7 @@ def predictions(
 def _wire_predict(ctx: Context, w: dict[str, Any]) -> None:
     def on_predict(
         run_id: str,
-        kind: str,
+        _kind: str,  # kept in the endpoint's inputs; the run's task decides
         text: str,
         json_text: str,
         table: Any,
@@ -367,7 +367,7 @@ def _wire_predict(ctx: Context, w: dict[str, Any]) -> None:
         audio: str | None,
         request: gr.Request,
     ) -> Iterator[tuple[Any, Any]]:
-        yield from predictions(ctx, run_id, kind, (text, json_text, table, image, audio), request.session_hash or "")
+        yield from predictions(ctx, run_id, (text, json_text, table, image, audio), request.session_hash or "")
 
     def on_output(kind: str, image: str | None, output: Any) -> Any:
         return boxes_view(image if kind == "image" else None, output)
@@ -459,7 +459,11 @@ def _wire_chat(ctx: Context, w: dict[str, Any]) -> None:
         if not message.strip():
             yield {w["msg"]: ""}
             return
-        if notice := token_notice(max_new_tokens):
+        try:
+            notice = token_notice(max_new_tokens)
+        except UserError as e:
+            raise gr.Error(str(e)) from None
+        if notice:
             gr.Warning(notice)
         settings = (max_new_tokens, temperature, top_p, system)
         for chat in chat_replies(ctx, run_id, history, message, settings, request.session_hash or ""):
