@@ -1,5 +1,6 @@
 """The Playground: try a finished run's model. The input widget follows ``task.predict_input`` (chat, text,
-JSON or a table); predictions run in this browser session's prediction process (:mod:`ui.predictor`).
+JSON, a table row or file, an image with or without a question, audio); predictions run in this browser
+session's prediction process (:mod:`ui.predictor`), and chat replies and image answers stream in as generated.
 """
 
 from __future__ import annotations
