@@ -485,6 +485,56 @@ def test_lora_on_a_vit_trains_adapters_and_saves_a_plain_model(tmp_path, tiny_vi
     assert saved.config.num_labels == 3
 
 
+def test_the_best_checkpoint_is_kept_for_a_model_saved_with_renamed_weights(tiny_vit, tmp_path, caplog):
+    """transformers 5.24 saves ViT's weights renamed and its Trainer then reloads the best checkpoint with every
+    renamed weight missing (the last weights stay): the vision callback reloads it with from_pretrained, and the
+    Trainer's misleading missing-keys warning stays out of the log. The first evaluation is made the best."""
+    import torch
+    from transformers import AutoModelForImageClassification, Trainer, TrainingArguments
+
+    from engine import vision_utils as vu
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, i):
+            return {"pixel_values": torch.randn(3, 32, 32), "labels": torch.tensor(i % 2)}
+
+    scores = iter(range(0, -100, -1))
+    args = TrainingArguments(
+        str(tmp_path / "out"),
+        num_train_epochs=3,
+        per_device_train_batch_size=8,
+        learning_rate=1e-2,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model="score",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    model = AutoModelForImageClassification.from_pretrained(str(tiny_vit))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=Rows(),
+        eval_dataset=Rows(),
+        compute_metrics=lambda _: {"score": next(scores)},
+        callbacks=[vu.best_weights_callback()],
+    )
+    with caplog.at_level("WARNING", logger="transformers.trainer"):
+        trainer.train()
+    best, last = (tmp_path / "out" / f"checkpoint-{step}" for step in (2, 6))
+    assert trainer.state.best_model_checkpoint == str(best)
+    now = trainer.model.state_dict()
+    for checkpoint, same in ((best, True), (last, False)):
+        saved = AutoModelForImageClassification.from_pretrained(str(checkpoint)).state_dict()
+        assert all(torch.equal(now[k], saved[k]) for k in saved) == same, checkpoint.name
+    assert not [r for r in caplog.records if "missing keys" in r.getMessage()], "the misleading warning is left out"
+
+
 # ---- UI handlers --------------------------------------------------------------------------
 
 
