@@ -119,7 +119,8 @@ def test_samples_callback_only_on_the_main_process_of_an_unsharded_generative_ru
 
 
 @pytest.mark.slow
-def test_sft_run_writes_sample_generations_at_each_evaluation(supervisor, tiny_llama, tmp_path):
+@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "two-processes"])
+def test_sft_run_writes_sample_generations_at_each_evaluation(supervisor, tiny_llama, tmp_path, processes):
     from engine.params import validate_params
     from tests.tiny import chat_rows, write_jsonl
 
@@ -131,10 +132,11 @@ def test_sft_run_writes_sample_generations_at_each_evaluation(supervisor, tiny_l
             "base_model": str(tiny_llama),
             "data_path": str(data),
             "epochs": 2,
-            "batch_size": 8,
+            "batch_size": 8 // processes,
             "max_length": 64,
             "valid_fraction": 0.2,
             "logging_steps": 2,
+            "num_processes": processes,  # two: DDP over gloo; rank 0 alone generates and writes
         },
     )
     row = supervisor.wait(supervisor.submit(sft, params), timeout=300)
