@@ -40,6 +40,7 @@ RULES: tuple[tuple[str, str | None], ...] = (
     ("num_input_tokens_seen", None),
     ("total_flos", None),
     ("num_train_epochs", None),
+    ("world_size", None),  # processes of the run (the start event): not a curve
     ("global_step", None),
     ("*", "other"),  # eval_accuracy, eval_perplexity, …: the validation metrics
 )

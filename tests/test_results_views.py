@@ -249,3 +249,8 @@ def test_a_run_error_or_problem_naming_a_hostile_column_renders_as_text():
     html = rendered(md)
     assert "<img" not in html and "<strong>x" not in html and "<a " not in html and "<em>" not in html
     assert "**x**&lt;img src=x onerror=alert(1)&gt;" in html and "<code>" in html
+
+
+def test_bookkeeping_of_the_start_event_is_not_charted():
+    assert charts.chart_of("world_size") is None and charts.chart_of("eval_wer") == "other"
+    assert charts.group(["world_size", "eval_wer", "loss"])["other"] == ["eval_wer"]
