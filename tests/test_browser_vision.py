@@ -57,6 +57,8 @@ def test_image_zip_gallery_start_succeeds_and_playground_classifies(vision_studi
     assert gallery.locator("img").count() >= 12, "one thumbnail per sampled image"
     captions = set(gallery.get_by_text(re.compile(f"^({'|'.join(SHAPES)})$")).all_inner_texts())
     assert captions == set(SHAPES), captions
+    expect(pg.locator(f"{p}-map-image input")).to_have_value("image")
+    expect(pg.locator(f"{p}-map-target input")).to_have_value("label")  # matched by its alias
     shot(pg, "vision-1-gallery")
 
     pg.locator(f"{p}-epochs input").fill("2")
@@ -70,6 +72,7 @@ def test_image_zip_gallery_start_succeeds_and_playground_classifies(vision_studi
     row = ctx.store.get_run(run_id)
     assert row["status"] == "succeeded" and row["task"] == "image_classification"
     assert row["params"]["base_model"].endswith("tiny-vit") and row["params"]["epochs"] == 2
+    assert row["params"]["column_mapping"] == {"image": "image", "target": "label"}
     expect(pg.locator("#result-confusion")).to_be_visible()  # the run page's confusion matrix
     shot(pg, "vision-2-succeeded")
 
