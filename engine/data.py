@@ -323,13 +323,15 @@ def load_raw(params: Any, nrows: int | None = None) -> tuple[pd.DataFrame, pd.Da
 def _load_hub(params: Any, nrows: int | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     import datasets  # heavy: only in workers / CLI
 
+    from engine.images import hub_table
+
     def split(name: str) -> pd.DataFrame:
         s = f"{name}[:{nrows}]" if nrows else name
         try:
             ds = datasets.load_dataset(params.data_path, params.data_config or None, split=s)
         except Exception as e:
             raise UserError(f"Could not load Hub dataset `{params.data_path}` split `{name}`: {e}") from None
-        return ds.to_pandas()
+        return hub_table(ds)  # class ids (ClassLabel) as class names
 
     return split(params.train_split or "train"), (split(params.valid_split) if params.valid_split else None)
 
