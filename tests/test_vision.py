@@ -131,6 +131,7 @@ def test_class_label_ids_become_class_names(tiny_vit, tmp_path):
     ds.to_parquet(str(tmp_path / "hub" / "data" / "train-00000-of-00001.parquet"))  # a Hub dataset's layout
     hub, _ = __import__("engine.data").data._load_hub(params(IC, tiny_vit, tmp_path / "hub"), None)  # load_dataset
     assert list(hub["label"][:3]) == names and isinstance(hub["image"][0]["bytes"], bytes)
+    assert {caption for _, caption in im.gallery(hub)} == set(names), "the preview's thumbnails say the names"
     datasets.DatasetDict(train=ds, validation=shapes_dataset(6)).save_to_disk(str(tmp_path / "saved"))
     ds.to_parquet(str(tmp_path / "shapes.parquet"))
     for source in (tmp_path / "saved", tmp_path / "shapes.parquet"):
