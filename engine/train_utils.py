@@ -334,7 +334,65 @@ def callbacks(
     ]
     if keeps_best(params, has_eval):
         cbs.append(EarlyStoppingCallback(params.early_stopping_patience, params.early_stopping_threshold))
+        cbs.append(ReloadBestCallback())
     return cbs
+
+
+# The Trainer's own warnings when the best checkpoint's weight names differ from the model's (handled below).
+RELOAD_WARNINGS = (
+    "There were missing keys in the checkpoint model loaded",
+    "There were unexpected keys in the checkpoint model loaded",
+)
+
+
+def _misleading(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(RELOAD_WARNINGS)
+
+
+class ReloadBestCallback(TrainerCallback):
+    """Makes sure the *best* weights are the ones kept at the end of training.
+
+    transformers 5.24 saves many models with their weights renamed (ViT, Swin, BEiT, DINOv2, the DETR family,
+    RT-DETR, D-FINE, LLaVA-style VLMs: ``model.vision_tower…`` in memory, ``vision_tower…`` on disk), but the
+    Trainer's best-model reload reads the file as it is: every renamed weight is reported missing and the *last*
+    weights stay. When the checkpoint's names do not cover the model's, the best checkpoint is reloaded with
+    ``from_pretrained`` (which applies the renaming). Text encoders and decoder LLMs save their own names: the
+    check reads only the checkpoint's header and nothing is reloaded. LoRA adapters are reloaded right by the
+    Trainer itself."""
+
+    def on_train_begin(self, args, state, control, model=None, **kw):  # noqa: ANN001
+        if args.load_best_model_at_end and model is not None and not hasattr(model, "peft_config"):
+            logging.getLogger("transformers.trainer").addFilter(_misleading)
+
+    def on_train_end(self, args, state, control, model=None, **kw):  # noqa: ANN001
+        logging.getLogger("transformers.trainer").removeFilter(_misleading)
+        best = state.best_model_checkpoint
+        if not (args.load_best_model_at_end and best and model is not None) or hasattr(model, "peft_config"):
+            return
+        if not renamed_on_disk(model, Path(best)):
+            return
+        fresh = type(model).from_pretrained(best)
+        model.load_state_dict(fresh.state_dict())
+        del fresh
+        print(f"[trainpad] kept the best model: {Path(best).name} ({args.metric_for_best_model} = "
+              f"{state.best_metric:.4g})", flush=True)  # fmt: skip
+
+
+def renamed_on_disk(model: Any, checkpoint: Path) -> bool:
+    """Whether ``checkpoint``'s safetensors lack some of ``model``'s weights (tied copies aside): read from the
+    files' headers only."""
+    from safetensors import safe_open
+
+    files = sorted(checkpoint.glob("*.safetensors"))
+    if not files:
+        return False  # not a format we can compare: leave the Trainer's reload as it is
+    on_disk: set[str] = set()
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            on_disk.update(f.keys())
+    weights = model.state_dict()
+    stored = {weights[k].data_ptr() for k in on_disk if k in weights}
+    return any(k not in on_disk and weights[k].data_ptr() not in stored for k in weights)
 
 
 # ---- train, evaluate, save ----------------------------------------------------------------

@@ -263,50 +263,6 @@ def dataloader_workers(n_rows: int, cached: bool) -> int:
     return 0 if cached or n_rows < 2000 else min(4, available_cores() // 2)
 
 
-def best_weights_callback() -> Any:
-    """A callback that reloads the best checkpoint with ``from_pretrained`` at the end of training.
-
-    transformers 5.24 saves many vision models with their weights renamed (ViT, Swin, BEiT, DINOv2: ``q_proj``
-    inside, ``attention.query`` on disk; the DETR family, RT-DETR, D-FINE), but the Trainer's best-model reload
-    reads the file as it is: every renamed weight is reported missing and the *last* weights stay.
-    ``from_pretrained`` applies the renaming. (Text encoders and decoder LLMs save their weights under their own
-    names: not affected.) The Trainer's misleading missing/unexpected keys warnings are left out of the log."""
-    import logging
-
-    from transformers import TrainerCallback
-
-    trainer_log = logging.getLogger("transformers.trainer")
-
-    def keep(record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(RELOAD_WARNINGS)
-
-    class ReloadBest(TrainerCallback):
-        def on_train_begin(self, args, state, control, model=None, **kw):  # noqa: ANN001
-            if args.load_best_model_at_end and model is not None and not hasattr(model, "peft_config"):
-                trainer_log.addFilter(keep)
-
-        def on_train_end(self, args, state, control, model=None, **kw):  # noqa: ANN001
-            trainer_log.removeFilter(keep)
-            best = state.best_model_checkpoint
-            if not (args.load_best_model_at_end and best and model is not None) or hasattr(model, "peft_config"):
-                return  # (LoRA adapters are reloaded right by the Trainer itself)
-            fresh = type(model).from_pretrained(best)
-            model.load_state_dict(fresh.state_dict())
-            print(
-                f"[trainpad] kept the best model: {Path(best).name} ({args.metric_for_best_model} = "
-                f"{state.best_metric:.4g})",
-                flush=True,
-            )
-
-    return ReloadBest()
-
-
-RELOAD_WARNINGS = (
-    "There were missing keys in the checkpoint model loaded",
-    "There were unexpected keys in the checkpoint model loaded",
-)
-
-
 def fit(
     job: Any,
     model: Any,
@@ -340,7 +296,7 @@ def fit(
         args=args,
         train_dataset=train_set,
         eval_dataset=valid_set if has_eval else None,
-        callbacks=[*tu.callbacks(job.params, job.run_dir, has_eval), best_weights_callback()],
+        callbacks=tu.callbacks(job.params, job.run_dir, has_eval),
         **trainer_kw,
     )
 

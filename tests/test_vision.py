@@ -490,12 +490,12 @@ def test_lora_on_a_vit_trains_adapters_and_saves_a_plain_model(tmp_path, tiny_vi
 
 def test_the_best_checkpoint_is_kept_for_a_model_saved_with_renamed_weights(tiny_vit, tmp_path, caplog):
     """transformers 5.24 saves ViT's weights renamed and its Trainer then reloads the best checkpoint with every
-    renamed weight missing (the last weights stay): the vision callback reloads it with from_pretrained, and the
+    renamed weight missing (the last weights stay): ReloadBestCallback reloads it with from_pretrained, and the
     Trainer's misleading missing-keys warning stays out of the log. The first evaluation is made the best."""
     import torch
     from transformers import AutoModelForImageClassification, Trainer, TrainingArguments
 
-    from engine import vision_utils as vu
+    from engine import train_utils as tu
 
     class Rows(torch.utils.data.Dataset):
         def __len__(self):
@@ -525,7 +525,7 @@ def test_the_best_checkpoint_is_kept_for_a_model_saved_with_renamed_weights(tiny
         train_dataset=Rows(),
         eval_dataset=Rows(),
         compute_metrics=lambda _: {"score": next(scores)},
-        callbacks=[vu.best_weights_callback()],
+        callbacks=[tu.ReloadBestCallback()],
     )
     with caplog.at_level("WARNING", logger="transformers.trainer"):
         trainer.train()

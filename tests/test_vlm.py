@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -228,3 +229,27 @@ def test_several_images_per_example_collated_with_answer_only_labels(tiny_llava,
     assert int((batch["input_ids"] == image_id).sum()) == 2 * 16 and batch["pixel_values"].shape[0] == 2
     learnt = [processor.tokenizer.decode([int(t)]) for t in batch["labels"][0] if t != -100]
     assert "".join(learnt).startswith("no") and "same" not in "".join(learnt), learnt
+
+
+def test_best_checkpoint_of_a_full_fine_tune_is_reloaded_with_its_renamed_weights(tiny_llava, tiny_llama, tmp_path):
+    """LLaVA's weights are saved renamed (transformers 5.24), so the Trainer's own best-model reload would keep
+    the last weights: the shared callback sees the renaming from the checkpoint's header and reloads it. A Llama
+    saves its own names (tied copies aside): nothing to do."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from engine import train_utils as tu
+
+    model = AutoModelForImageTextToText.from_pretrained(str(tiny_llava))
+    model.save_pretrained(tmp_path / "checkpoint-1")
+    llama = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
+    llama.save_pretrained(tmp_path / "llama")
+    assert tu.renamed_on_disk(model, tmp_path / "checkpoint-1") and not tu.renamed_on_disk(llama, tmp_path / "llama")
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # "training" went on past the best checkpoint
+    args = SimpleNamespace(load_best_model_at_end=True, metric_for_best_model="eval_loss")
+    state = SimpleNamespace(best_model_checkpoint=str(tmp_path / "checkpoint-1"), best_metric=0.5)
+    tu.ReloadBestCallback().on_train_end(args, state, None, model=model)
+    assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())
