@@ -433,7 +433,6 @@ def coco_map(truth: list[dict], found: list[dict], names: list[str]) -> tuple[di
     import contextlib
     import io as _io
 
-    import numpy as np
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -464,7 +463,7 @@ def coco_map(truth: list[dict], found: list[dict], names: list[str]) -> tuple[di
             for c, b, s in zip(f["labels"], f["boxes"], f["scores"], strict=True)
         ]
         if not dets or not anns:
-            return {"map": 0.0, "map_50": 0.0, "map_75": 0.0}, {n: 0.0 for n in names}
+            return {"map": 0.0, "map_50": 0.0, "map_75": 0.0}, {n: {"AP": 0.0, "AP50": 0.0, "AP75": 0.0} for n in names}
         ev = COCOeval(gt, gt.loadRes(dets), "bbox")
         ev.evaluate()
         ev.accumulate()
@@ -473,11 +472,17 @@ def coco_map(truth: list[dict], found: list[dict], names: list[str]) -> tuple[di
     overall = {k: float(v) for k, v in zip(keys, ev.stats[:6], strict=True) if v >= 0 or k in keys[:3]}
     overall.update({k: max(0.0, overall[k]) for k in keys[:3]})  # -1: no box of that kind at all
     precision = ev.eval["precision"][:, :, :, 0, -1]  # IoU x recall x class, all areas, 100 detections
-    per_class = {}
-    for k, name in enumerate(names):
-        p = precision[:, :, k]
-        per_class[name] = float(np.mean(p[p > -1])) if (p > -1).any() else -1.0
+    per_class = {name: _class_ap(precision[:, :, k]) for k, name in enumerate(names)}
     return overall, per_class
+
+
+def _class_ap(p: Any) -> dict[str, float]:
+    """AP over IoU .5:.95, at IoU .5 and at .75 of one class (``p``: IoU x recall); -1 = no box of it to find."""
+
+    def mean(rows: Any) -> float:
+        return float(rows[rows > -1].mean()) if (rows > -1).any() else -1.0
+
+    return {"AP": mean(p), "AP50": mean(p[0]), "AP75": mean(p[5])}
 
 
 def detection_trainer() -> type:
