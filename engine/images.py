@@ -426,8 +426,8 @@ def image_splits(params: Any) -> tuple[pd.DataFrame, pd.DataFrame | None] | None
         valid_dir = as_folder(params.valid_path)
     train = read_image_folder(train_dir or folder)
     print(
-        f"[trainpad] image data `{Path(params.data_path).name}`: {train.attrs.get('format')}, "
-        f"{len(train)} training images",
+        f"[trainpad] data `{Path(params.data_path).name}`: {train.attrs.get('format')}, "
+        f"{len(train)} training examples",  # images, or audio clips: the folder readers are shared
         flush=True,
     )
     return train, (read_image_folder(valid_dir) if valid_dir else None)
