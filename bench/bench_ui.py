@@ -1,5 +1,5 @@
-"""Studio UI benchmark: start time vs a bare Gradio app, UI process RSS with 20 runs, chart latency.
-Prints one JSON line.
+"""Studio UI benchmark: start time vs a bare Gradio app, UI process RSS with 20 runs, chart latency, and
+click-to-update latency in Chromium. Prints one JSON line.
 
 - start: process launch -> first HTTP 200 on ``/``, for a one-Textbox Gradio app and for
   ``python app.py`` (alternating, ``--repeat`` times each; medians).
@@ -8,8 +8,12 @@ Prints one JSON line.
 - chart latency: a tiny SFT run started through ``/start_llm_sft``; ``/poll`` is called once a second
   (as the page's ``gr.Timer`` does); for each loss point, the time from the worker writing it to
   ``events.jsonl`` to ``/poll`` first returning it.
+- clicks (Playwright driving Chromium, ``app.py`` in its own process, 20 runs in the history): the time from
+  a click to the page showing its result — Duplicate (the task form shows the copied run name), Start (the
+  Runs page shows the new run), a row of the runs table (the header shows that run) and Compare (the key
+  metrics table lists both runs); medians of ``--clicks`` clicks each, with the load average.
 
-    .venv/bin/python bench/bench_ui.py [--repeat 3] [--no-latency] [--only-latency]
+    .venv/bin/python bench/bench_ui.py [--repeat 3] [--no-latency] [--only-latency] [--only-clicks] [--clicks 5]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -90,8 +95,8 @@ def start_times(repeat: int, env: dict[str, str], data_dir: Path) -> dict[str, f
     }
 
 
-def fill_history(data_dir: Path, n: int = 20, points: int = 200) -> list[str]:
-    """``n`` finished runs, each with a folder, a log and ``points`` steps of metrics."""
+def fill_history(data_dir: Path, n: int = 20, points: int = 200, params: dict | None = None) -> list[str]:
+    """``n`` finished runs, each with a folder, a log and ``points`` steps of metrics (``params``: more params)."""
     from engine.store import Store
 
     store = Store(data_dir / "trainpad.db")
@@ -109,7 +114,7 @@ def fill_history(data_dir: Path, n: int = 20, points: int = 200) -> list[str]:
                 "task": "llm_sft",
                 "status": "succeeded",
                 "backend": "local",
-                "params": json.dumps({"epochs": 1, "learning_rate": 1e-4 * (i + 1)}),
+                "params": json.dumps({**(params or {}), "epochs": 1, "learning_rate": 1e-4 * (i + 1)}),
                 "base_model": "m",
                 "run_dir": str(run_dir),
                 "key_metric_name": "eval_loss",
@@ -217,21 +222,140 @@ def loss_steps(plot: object) -> list[int]:
     return [int(r[si]) for r in rows if r[ci] == "loss"]
 
 
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--disable-sync"]
+RUN_ID_BOX = "#run-id textarea, #run-id input"
+HEADER_SHOWS = "n => (document.querySelector('#run-header')?.innerText || '').includes(n)"
+VALUE_IS = "([sel, v]) => [...document.querySelectorAll(sel)].some(e => e.value === v)"
+
+
+def timed(pg, click, condition: str, arg: object, timeout: float = 120) -> float:
+    """Seconds from ``click()`` to the JS ``condition(arg)`` holding on the page."""
+    t0 = time.perf_counter()
+    click()
+    try:
+        pg.wait_for_function(condition, arg=arg, polling=20, timeout=timeout * 1000)
+    except Exception:
+        pg.screenshot(path=str(Path(tempfile.gettempdir()) / "bench_ui_timeout.png"), full_page=True)
+        raise
+    print(f"{arg}: {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    return time.perf_counter() - t0
+
+
+def open_runs(pg) -> None:
+    """The Runs page shown (clicked until it stays: the page's load event restores the last page once)."""
+    for _ in range(60):
+        pg.get_by_role("tab", name="Runs", exact=True).click()
+        pg.wait_for_timeout(500)
+        if pg.locator("#runs-refresh").is_visible():
+            pg.wait_for_timeout(1000)
+            if pg.locator("#runs-refresh").is_visible():
+                return
+    raise TimeoutError("the Runs page did not open")
+
+
+def show_run(pg, run_id: str) -> None:
+    box = pg.locator(RUN_ID_BOX).first
+    box.fill(run_id)
+    box.press("Enter")
+    pg.wait_for_function(HEADER_SHOWS, arg=run_id, timeout=120_000)
+
+
+def click_latency(env: dict[str, str], data_dir: Path, clicks: int) -> dict[str, object]:
+    """Click-to-update latencies in Chromium (see the module docstring); medians and maxima in seconds."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.tiny import build_tiny_llama, chat_rows, write_jsonl
+
+    model = build_tiny_llama(data_dir / "models" / "tiny-llama")
+    data = write_jsonl(data_dir / "chat.jsonl", chat_rows(32))
+    params = {"base_model": str(model), "data_path": str(data), "max_length": 64, "batch_size": 2, "max_steps": 2}
+    ids = fill_history(data_dir, params={**params, "eval_strategy": "no", "use_lora": False})
+    port = free_port()
+    proc, _ = launch(app_cmd(port, data_dir), port, env)
+    times: dict[str, list[float]] = {"duplicate": [], "start": [], "select": [], "compare": []}
+    load = [os.getloadavg()[0]]
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+            pg = browser.new_page(viewport={"width": 1400, "height": 1600})
+            pg.goto(f"http://127.0.0.1:{port}/")
+            open_runs(pg)
+            pg.locator("#runs-refresh").click()
+            pg.locator("#runs-table [aria-rowcount='21']").wait_for()
+            for i in range(clicks):
+                times["select"].append(select_row(pg, i + 1))
+            for i in range(clicks):
+                times["duplicate"].append(duplicate(pg, ids[i], f"bench {i} (copy)"))
+                times["start"].append(start(pg, f"bench {i} (copy)"))
+            for i in range(clicks):
+                times["compare"].append(compare(pg, ids[2 * i], ids[2 * i + 1], i == 0))
+            browser.close()
+    finally:
+        stop(proc)
+    load.append(os.getloadavg()[0])
+    out: dict[str, object] = {"click_load_avg_1min": [round(x, 2) for x in load]}
+    for name, xs in times.items():
+        out[f"click_{name}_median_s"] = round(statistics.median(xs), 2)
+        out[f"click_{name}_max_s"] = round(max(xs), 2)
+    return out
+
+
+def select_row(pg, row: int) -> float:
+    """A click on a row of the runs table -> the header names that run."""
+    run_id = pg.locator("#runs-table").get_by_test_id(f"cell-{row}-0").inner_text().strip()
+    cell = pg.locator("#runs-table").get_by_test_id(f"cell-{row}-1")
+    return timed(pg, cell.click, HEADER_SHOWS, run_id)
+
+
+def duplicate(pg, run_id: str, copy_name: str) -> float:
+    """Duplicate on the Runs page -> the task tab shows the copy's name (the last field filled)."""
+    pg.get_by_role("tab", name="Runs", exact=True).click()
+    show_run(pg, run_id)
+    return timed(pg, pg.locator("#run-duplicate").click, VALUE_IS, ["#llm_sft-run_name textarea", copy_name])
+
+
+def start(pg, run_name: str) -> float:
+    """Start in the (duplicated) task form -> the Runs page's header shows the new run."""
+    return timed(pg, pg.locator("#llm_sft-start").click, HEADER_SHOWS, run_name)
+
+
+def compare(pg, a: str, b: str, first: bool) -> float:
+    """Two runs picked, Compare clicked -> the key metrics table lists both."""
+    pg.get_by_role("tab", name="Runs", exact=True).click()
+    if first:
+        pg.locator("#compare").get_by_role("button", name="Compare runs").first.click()
+    box = pg.locator("#compare-runs")
+    for chip in box.locator("button[aria-label^='Remove']").all():
+        chip.click()
+    for run_id in (a, b):
+        box.locator("input").click()
+        box.get_by_role("option", name=re.compile(re.escape(run_id) + "$")).click()
+    names = [f"bench {int(a[-2:])}", f"bench {int(b[-2:])}"]
+    cond = "ns => ns.every(n => [...document.querySelectorAll('#compare-metrics [data-testid^=cell-]')].some(td => td.innerText.trim() === n))"
+    return timed(pg, pg.locator("#compare-go").click, cond, names)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--only-latency", action="store_true")
+    ap.add_argument("--only-clicks", action="store_true")
+    ap.add_argument("--clicks", type=int, default=5)
     args = ap.parse_args()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         result: dict[str, object] = {"bench": "ui", "cpus": os.cpu_count()}
-        if not args.only_latency:
-            result.update(start_times(args.repeat, env, data_dir))
-            result.update(rss_with_history(env, data_dir, fill_history(data_dir)))
-        if not args.no_latency:
-            result.update(chart_latency(env, Path(tmp) / "latency"))
+        if args.only_clicks:
+            result.update(click_latency(env, Path(tmp) / "clicks", args.clicks))
+        else:
+            if not args.only_latency:
+                result.update(start_times(args.repeat, env, data_dir))
+                result.update(rss_with_history(env, data_dir, fill_history(data_dir)))
+            if not args.no_latency:
+                result.update(chart_latency(env, Path(tmp) / "latency"))
+                result.update(click_latency(env, Path(tmp) / "clicks", args.clicks))
     print(json.dumps(result))
 
 

@@ -222,7 +222,6 @@ def wired_tab(ctx: Context, task) -> tuple[gr.Blocks, task_tab.TaskTab, task_tab
             family_tabs=gr.Tabs(),
             timer=gr.Timer(active=False),
             backend=gr.Dropdown(["local"], value="local"),
-            load_request=gr.State(None),
             config=task_tab.build_config_box(),
         )
         with gr.Tabs() as inner, gr.Tab(task.title):

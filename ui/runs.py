@@ -231,19 +231,20 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 # --- wiring -----------------------------------------------------------------------------------
 
 
-def wire(
-    ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, saved_run: Any, load_request: Any, main_tabs: Any
-) -> None:
-    """Timer polling, selection, actions and compare."""
+def wire(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, saved_run: Any, fill: tuple[Any, list]) -> None:
+    """Timer polling, selection, actions and compare. ``fill``: (a request -> the updates that fill its task's
+    tab, the States those updates may set)."""
     refresh = _wire_poll(ctx, c, run_id, timer, saved_run)
     _wire_run_buttons(ctx, c, run_id, timer, refresh)
     _wire_delete(ctx, c, run_id, refresh)
 
-    def on_duplicate(rid: str) -> dict[Any, Any]:
-        """The run's task form, filled with its params."""
-        return {load_request: run_actions.duplicate_request(ctx, rid), main_tabs: gr.Tabs(selected="train")}
+    fill_updates, fill_states = fill
 
-    c["duplicate"].click(guarded(on_duplicate), run_id, [load_request, main_tabs], **QUIET)
+    def on_duplicate(rid: str) -> dict[Any, Any]:
+        """The run's task form, filled with its params (the tab's own fill event shows it)."""
+        return fill_updates(run_actions.duplicate_request(ctx, rid))
+
+    c["duplicate"].click(guarded(on_duplicate), run_id, fill_states, show_progress="hidden", **QUIET)
     _wire_compare(ctx, c)
 
 
@@ -271,9 +272,15 @@ def _wire_poll(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, saved_r
         return evt.row_value[0] if evt.row_value else gr.skip()
 
     c["table"].select(on_select, None, run_id, **QUIET)
-    run_id.change(lambda r: r, run_id, saved_run, **QUIET).then(**refresh)
-    # what belonged to the previous run (its download link, a pending delete question) goes at once
-    run_id.change(switched_updates, None, [c["file"], c["confirm_row"]], **QUIET)
+
+    def on_switch(rid: str, status: str, task: str, x: str) -> dict[Any, Any]:
+        """The run remembered by this browser, its panel, and what belonged to the previous run (its download
+        link, a pending delete question) gone — one event (each event costs the page time)."""
+        file, confirm = switched_updates()
+        return {**on_poll(rid, status, task, x), saved_run: rid, c["file"]: file, c["confirm_row"]: confirm}
+
+    switch_out = [*refresh["outputs"], saved_run, c["file"], c["confirm_row"]]
+    run_id.change(**{**refresh, "fn": on_switch, "outputs": switch_out})
     c["log"].change(None, None, None, js=SCROLL_LOG)
     return refresh
 

@@ -6,6 +6,7 @@ Built from the task registry at start-up; adding a task to ``engine.task.TASK_MO
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,6 @@ def build_demo(ctx: Context) -> gr.Blocks:
         timer = gr.Timer(TIMER_SECONDS, active=False)
         saved_run = gr.BrowserState("", storage_key="trainpad_selected_run", secret=ctx.browser_secret())
         saved_tab = gr.BrowserState("train", storage_key="trainpad_tab")
-        load_request = gr.State(None)
         tabs: list[tuple[task_tab.TaskTab, Any]] = []
         pages: dict[str, Any] = {}
         with gr.Tabs(elem_id="tp-main") as main_tabs:
@@ -87,11 +87,14 @@ def build_demo(ctx: Context) -> gr.Blocks:
             with gr.Tab("Docs", id="docs", elem_id="tab-docs") as pages["docs"]:
                 readme = ROOT / "README.md"
                 gr.Markdown(readme.read_text(encoding="utf-8") if readme.exists() else "See the project README.")
-        shared = task_tab.Shared(run_id, main_tabs, family_tabs, timer, backend, load_request, config_box)
+        shared = task_tab.Shared(run_id, main_tabs, family_tabs, timer, backend, config_box)
         for tab, inner_tabs in tabs:
             task_tab.wire(tab, ctx, shared, inner_tabs)
-        load_config.upload(task_tab.on_load_config, load_config, load_request, api_visibility="private")
-        runs.wire(ctx, runs_page, run_id, timer, saved_run, load_request, main_tabs)
+        task_tabs = [tab for tab, _ in tabs]
+        requests = [tab.fill_request for tab in task_tabs]
+        load_config.upload(partial(task_tab.on_load_config, task_tabs), load_config, requests, api_visibility="private")
+        fill = partial(task_tab.fill_request_update, task_tabs)
+        runs.wire(ctx, runs_page, run_id, timer, saved_run, (fill, requests))
         _wire_pages(ctx, demo, shared, docs, pages, saved_run, saved_tab)
     return demo
 

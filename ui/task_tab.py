@@ -6,6 +6,7 @@ its results into ``{component: update}`` maps, and :func:`wire` connects them to
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ class TaskTab:
     form_msg: Any = None
     tab_id: str = ""
     help: dict[str, str] = field(default_factory=dict)  # input key -> the widget's own help text (``info``)
+    fill_request: Any = None  # a hidden box: a config (loaded, or a run duplicated) to fill this tab with, as JSON
 
     def inputs(self) -> dict[str, Any]:
         """Every value the handlers read, by keyword (``inputs_kwargs``)."""
@@ -88,7 +90,6 @@ class Shared:
     family_tabs: Any
     timer: Any
     backend: Any
-    load_request: Any
     config: ConfigBox
 
 
@@ -119,6 +120,9 @@ def build(task: Task, ctx: Context) -> TaskTab:
         tab.form = forms.build_form(task.params, p, task_view.form_fields(task))
     _run_section(tab)
     tab.help = {k: getattr(c, "info", None) or "" for k, c in tab.markable().items()}
+    # a hidden Textbox, not a State: the browser takes a State's first update (null) for a change, so every
+    # tab's fill would run on the first Duplicate
+    tab.fill_request = gr.Textbox(visible=False, elem_id=f"{p}-fill_request")
     return tab
 
 
@@ -305,10 +309,16 @@ def fill_updates(tab: TaskTab, request: dict[str, Any]) -> dict[Any, Any]:
     return tab.by_component(filled)
 
 
-def on_load_config(file: Any) -> dict[str, Any]:
-    """The shared "Load config" upload: a fill request for the config's task, or the problem as an error toast."""
+def fill_request_update(tabs: list[TaskTab], request: dict[str, Any]) -> dict[Any, Any]:
+    """The request given to its task's tab only, so only that tab's fill runs (one event, not one per tab: each
+    event costs the browser time in proportion to every component it has updated so far)."""
+    return {t.fill_request: json.dumps(request) for t in tabs if t.task.name == request["task"]}
+
+
+def on_load_config(tabs: list[TaskTab], file: Any) -> dict[Any, Any]:
+    """The shared "Load config" upload: its task's tab filled, or the problem as an error toast."""
     try:
-        return task_view.load_request(file)
+        return fill_request_update(tabs, task_view.load_request(file))
     except UserError as e:
         raise gr.Error(str(e), duration=None) from None
 
@@ -399,9 +409,10 @@ def _wire_fill(tab: TaskTab, shared: Shared, task_tabs: Any) -> None:
     fill_out += [*tab.data_fields.values(), *tab.mapping.values(), *tab.form.values()]
     fill_out += [tab.run_name, tab.preview, tab.data_msg, *([tab.gallery] if tab.gallery else [])]
 
-    def on_fill(request: dict[str, Any] | None) -> Any:
-        if not request or request.get("task") != tab.task.name:
+    def on_fill(text: str) -> Any:
+        if not text:
             return gr.skip()
+        request = json.loads(text)
         selected = {
             shared.main_tabs: gr.Tabs(selected="train"),
             shared.family_tabs: gr.Tabs(selected=f"family-{tab.task.family}"),
@@ -409,4 +420,4 @@ def _wire_fill(tab: TaskTab, shared: Shared, task_tabs: Any) -> None:
         }
         return {**selected, **fill_updates(tab, request)}
 
-    shared.load_request.change(on_fill, shared.load_request, fill_out, **QUIET)
+    tab.fill_request.change(on_fill, tab.fill_request, fill_out, show_progress="hidden", **QUIET)
