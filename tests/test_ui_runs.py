@@ -334,3 +334,36 @@ def test_where_a_run_executes_is_shown():
     assert runs_view.where_text({"backend": "ray"}) == "ray"
     assert runs_view.where_text({"backend": "local", "devices": "0,1"}) == "GPU 0,1"
     assert runs_view.where_text({"devices": "cpu"}) == "CPU" and runs_view.where_text({}) == ""
+
+
+@pytest.mark.slow
+def test_compare_runs_through_the_api_takes_run_ids_and_only_the_users_own(data_dir):
+    """``/compare_runs`` with run ids through gradio_client; on a shared studio another user's ids are refused."""
+    from gradio_client import Client
+
+    import app
+    from tests.conftest import free_port
+
+    ctx, demo = app.create(data_dir, shared=True)
+    users = [("ann", "pw-ann"), ("bob", "pw-bob")]
+    port = free_port()
+    app.launch(ctx, demo, port=port, auth=users, prevent_thread_lock=True, quiet=True)
+    try:
+        engine = Context(ctx.engine)  # the whole store, to write rows as the supervisor would
+        fake_run(engine, "a", "succeeded", params={"learning_rate": 0.001}, metrics=points(3), user="ann")
+        fake_run(engine, "b", "succeeded", params={"learning_rate": 0.01}, metrics=points(4), user="ann")
+        fake_run(engine, "c", "succeeded", metrics=points(2), user="bob")
+        url = f"http://127.0.0.1:{port}/"
+        ann, bob = (Client(url, auth=u, verbose=False) for u in users)
+        _plot, metrics, diff = ann.predict(["a", "b"], "step", api_name="/compare_runs")
+        assert [r[0] for r in metrics["data"]] == ["name-a", "name-b"]
+        assert diff["data"] == [["learning_rate", "0.001", "0.01"]]
+        with pytest.raises(Exception, match="No run with id `a`, `b`"):
+            bob.predict(["a", "b"], "step", api_name="/compare_runs")
+        with pytest.raises(Exception, match="No run with id `a`"):
+            bob.predict(["c", "a"], "step", api_name="/compare_runs")
+        with pytest.raises(Exception, match="at least two runs"):
+            ann.predict(["a"], "step", api_name="/compare_runs")
+    finally:
+        demo.close()
+        ctx.engine.shutdown(stop_runs=True)

@@ -139,8 +139,14 @@ def result_updates(found: dict[str, pd.DataFrame]) -> dict[str, Any]:
 def _compare(c: dict[str, Any]) -> None:
     with gr.Accordion("Compare runs", open=False, elem_id="compare"):
         with gr.Row():
+            # custom values: the API (``/compare_runs``) takes run ids; ``compare_ids`` checks each is the user's
             c["cmp_runs"] = gr.Dropdown(
-                choices=[], multiselect=True, label="Runs to compare (two or more)", elem_id="compare-runs", scale=4
+                choices=[],
+                multiselect=True,
+                allow_custom_value=True,
+                label="Runs to compare (two or more)",
+                elem_id="compare-runs",
+                scale=4,
             )
             c["cmp_go"] = gr.Button("Compare", scale=0, elem_id="compare-go")
         c["cmp_plot"] = gr.LinePlot(label="Loss curves", elem_id="compare-plot", **{**PLOT, "height": 300})
@@ -331,16 +337,30 @@ def _wire_delete(ctx: Context, c: dict[str, Any], run_id: Any, refresh: dict[str
     )
 
 
+def compare_ids(ctx: Context, ids: list[str] | None) -> list[str]:
+    """The run ids to compare, each one this user may see (on a shared instance, their own runs); UserError when
+    one is unknown or fewer than two are given."""
+    ids = list(dict.fromkeys(str(i).strip() for i in ids or [] if str(i or "").strip()))
+    unknown = [i for i in ids if ctx.store.get_run(i) is None]
+    if unknown:
+        names = ", ".join(f"`{i}`" for i in unknown)
+        raise UserError(f"No run with id {names}. Pick runs from the list (ids as the runs table shows them).")
+    if len(ids) < 2:
+        raise UserError("Pick at least two runs to compare.")
+    return ids
+
+
 def _wire_compare(ctx: Context, c: dict[str, Any]) -> None:
+    """Compare (also ``/compare_runs`` with a list of run ids); the run list is refreshed when the box opens."""
+
     def on_compare(ids: list[str], x: str) -> dict[Any, Any]:
-        if not ids or len(ids) < 2:
-            raise gr.Error("Pick at least two runs to compare.")
+        ids = compare_ids(ctx, ids)
         curves, diff = runs_view.compare(ctx, ids, x)
         metrics = runs_view.metrics_table(ctx, ids)
         return {c["cmp_plot"]: plot_update(curves, x, "Loss curves"), c["cmp_table"]: diff, c["cmp_metrics"]: metrics}
 
     c["cmp_go"].click(
-        on_compare,
+        guarded(on_compare),
         [c["cmp_runs"], c["x_axis"]],
         [c["cmp_plot"], c["cmp_metrics"], c["cmp_table"]],
         api_name="compare_runs",
