@@ -31,6 +31,7 @@ class TaskTab:
     task: Task
     base_model: Any = None
     upload: Any = None
+    valid_upload: Any = None  # a validation file uploaded: its kept copy becomes ``valid_path``
     data_path: Any = None
     data_fields: dict[str, Any] = field(default_factory=dict)
     preview: Any = None
@@ -147,6 +148,13 @@ def _data_section(task: Task, tab: TaskTab) -> None:
                 for name in DATA_FIELDS:
                     if name in fields:
                         tab.data_fields[name] = forms.make_component(fields[name], name, f"{p}-{name}")
+            if "valid_path" in tab.data_fields:
+                tab.valid_upload = gr.File(
+                    label="…or upload a validation file",
+                    file_types=datasource.UPLOAD_TYPES,
+                    elem_id=f"{p}-valid_upload",
+                    height=90,
+                )
             hub_shown = task_view.hub_fields_shown(fields["data_path"].default)
             for name in HUB_ONLY_FIELDS:
                 if name in tab.data_fields:
@@ -255,6 +263,17 @@ def upload_updates(ctx: Context, tab: TaskTab, values: dict[str, Any]) -> Any:
     return {tab.data_path: path, **preview_updates(tab, {**values, "data_path": path})}
 
 
+def valid_upload_updates(ctx: Context, tab: TaskTab, upload: Any) -> dict[Any, Any]:
+    """An uploaded validation file kept in the user's uploads folder becomes the validation path."""
+    if not upload:
+        return gr.skip()
+    try:
+        path = str(datasource.keep_upload(upload, ctx.uploads_dir))
+    except UserError as e:
+        return {tab.data_msg: problems_md(e.problems)}
+    return {tab.data_fields["valid_path"]: path}
+
+
 def check_updates(ctx: Context, tab: TaskTab, values: dict[str, Any]) -> dict[Any, Any]:
     """Both problem lists, and each problem beside its field."""
     form_md, data_md, problems = task_view.check_report(ctx, tab.task, values)
@@ -353,6 +372,13 @@ def _wire_data(tab: TaskTab, ctx: Context) -> None:
     tab.upload.upload(
         on_upload, None, [tab.data_path, *preview_out], inputs_kwargs={"upload": tab.upload, **data_in}, **QUIET
     )
+    if tab.valid_upload is not None:
+        tab.valid_upload.upload(
+            lambda f: valid_upload_updates(ctx, tab, f),
+            tab.valid_upload,
+            [tab.data_fields["valid_path"], tab.data_msg],
+            **QUIET,
+        )
     hub_only = [tab.data_fields[n] for n in HUB_ONLY_FIELDS if n in tab.data_fields]
     if hub_only:
         tab.data_path.change(
