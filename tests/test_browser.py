@@ -69,6 +69,35 @@ def fill_settled(pg, selector: str, value: str) -> None:
     expect(box).to_have_value(value)
 
 
+def show_run(pg, run_id: str) -> None:
+    """Type a run id in the Runs page's box; its header shows."""
+    from playwright.sync_api import expect
+
+    box = pg.locator("#run-id textarea, #run-id input").first
+    box.fill(run_id)
+    box.press("Enter")
+    expect(pg.locator("#run-header")).to_contain_text(run_id)
+
+
+def fake_run(ctx, run_id: str, status: str, **row) -> Path:
+    """A finished run's row and folder, as the supervisor leaves them (nothing to launch)."""
+    import json
+    import time
+
+    run_dir = ctx.supervisor.runs_dir / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "train.log").write_text("step 1\n")
+    (run_dir / "config.yaml").write_text(f"task: llm_sft\nname: {run_id}\n")
+    base = {"id": run_id, "name": run_id, "task": "llm_sft", "status": status, "backend": "local"}
+    params = json.dumps({"base_model": "m"})
+    now = time.time()
+    ctx.store.insert_run(
+        {**base, "params": params, "base_model": "m", "run_dir": str(run_dir), "started_at": now - 9, "ended_at": now}
+        | row
+    )
+    return run_dir
+
+
 def step_of(pg) -> int:
     m = re.search(r"step (\d+)/", pg.locator("#run-header").inner_text())
     return int(m.group(1)) if m else 0
@@ -119,7 +148,8 @@ def test_upload_map_start_watch_reload_stop(studio, page, tiny_llama, tmp_path):
 
     before = step_of(pg)
     pg.reload()
-    expect(pg.locator("#run-id textarea, #run-id input").first).to_have_value(run_id)
+    run_box = pg.locator("#run-id textarea, #run-id input").first
+    expect(run_box).to_have_value(run_id)
     expect(pg.locator("#run-status")).to_have_text("running")
     pg.wait_for_function(
         f"() => {{ const m = document.querySelector('#run-header')?.innerText.match(/step (\\d+)\\//); "
@@ -128,11 +158,44 @@ def test_upload_map_start_watch_reload_stop(studio, page, tiny_llama, tmp_path):
     )
     shot(pg, "3-reloaded-still-running")
 
+    # issue 17 item 7: Duplicate fills the form at once; the copy, started, shows its place in the queue
+    pg.locator("#run-duplicate").click()
+    expect(pg.locator("#llm_sft-run_name textarea, #llm_sft-run_name input").first).to_have_value(
+        "browser run (copy)", timeout=10_000
+    )
+    expect(pg.locator("#llm_sft-batch_size input")).to_have_value("2")
+    expect(pg.locator("#llm_sft-map-prompt input")).to_have_value("question")
+    shot(pg, "3b-duplicated")
+    pg.locator("#llm_sft-start").click()
+    expect(pg.locator("#run-header")).to_contain_text("browser run (copy)", timeout=10_000)
+    expect(pg.locator("#run-header")).to_contain_text("next in the queue")
+    copy_id = run_box.input_value()
+    assert copy_id != run_id and ctx.store.get_run(copy_id)["params"]["max_steps"] == 4000
+    pg.locator("#run-stop").click()  # a queued run is cancelled
+    expect(pg.locator("#run-status")).to_have_text("stopped")
+
+    show_run(pg, run_id)
     pg.locator("#run-stop").click()
     expect(pg.locator("#run-status")).to_have_text("stopped", timeout=90_000)
     assert ctx.store.get_run(run_id)["status"] == "stopped"
     expect(pg.locator("#run-resume")).to_be_enabled()
     shot(pg, "4-stopped")
+
+    # switching runs: the previous run's error message and download link go; a succeeded run offers no Resume
+    fake_run(ctx, "failed-run", "failed", error="CUDA out of memory")
+    done = fake_run(ctx, "done-run", "succeeded")
+    (done / "model").mkdir()
+    (done / "model" / "config.json").write_text("{}")
+    show_run(pg, "failed-run")
+    expect(pg.locator("#run-error")).to_contain_text("CUDA out of memory")
+    show_run(pg, "done-run")
+    expect(pg.locator("#run-error")).to_be_hidden()
+    expect(pg.locator("#run-resume")).to_be_disabled()
+    pg.locator("#run-download").click()
+    expect(pg.locator("#run-file")).to_contain_text("done-run")
+    show_run(pg, "failed-run")
+    expect(pg.locator("#run-file")).to_be_hidden()
+    expect(pg.locator("#run-header")).to_contain_text("failed-run")
 
 
 def test_bad_upload_is_explained_and_queues_nothing(studio, page, tmp_path):
