@@ -266,7 +266,8 @@ def _wire_poll(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, saved_r
         "inputs": [run_id, *filters, c["x_axis"]],
         "outputs": [c["table"], *[c[k] for k in DETAIL_KEYS], timer],
         "show_progress": "hidden",
-        **QUIET,
+        "queue": False,
+        "api_visibility": "private",
     }
     timer.tick(**{**refresh, "api_visibility": "public"}, api_name="poll")
     c["refresh"].click(**refresh)
@@ -277,15 +278,17 @@ def _wire_poll(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, saved_r
     def on_select(evt: gr.SelectData) -> str:
         return evt.row_value[0] if evt.row_value else gr.skip()
 
-    c["table"].select(on_select, None, run_id, **QUIET)
+    c["table"].select(on_select, None, run_id, show_progress="hidden", queue=False, api_visibility="private")
 
     def on_switch(rid: str, status: str, task: str, x: str) -> dict[Any, Any]:
         """The run remembered by this browser, its panel, and what belonged to the previous run (its download
         link, a pending delete question) gone — one event (each event costs the page time)."""
         file, confirm = switched_updates()
-        return {**on_poll(rid, status, task, x), saved_run: rid, c["file"]: file, c["confirm_row"]: confirm}
+        detail = {c[k]: u for k, u in detail_updates(ctx, rid, x).items()}
+        # the table is left as it is (the timer, Refresh or the action's own refresh updates it)
+        return {**detail, saved_run: rid, c["file"]: file, c["confirm_row"]: confirm}
 
-    switch_out = [*refresh["outputs"], saved_run, c["file"], c["confirm_row"]]
+    switch_out = [*[c[k] for k in DETAIL_KEYS], saved_run, c["file"], c["confirm_row"]]
     run_id.change(**{**refresh, "fn": on_switch, "outputs": switch_out})
     c["log"].change(None, None, None, js=SCROLL_LOG)
     return refresh

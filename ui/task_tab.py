@@ -22,6 +22,7 @@ from ui.context import Context
 from ui.task_view import DATA_FIELDS, HUB_ONLY_FIELDS, MAP_PREFIX, NONE_CHOICE, UNMARKED, problems_md
 
 QUIET = {"api_visibility": "private", "concurrency_limit": None}
+MARKED = "marked__"  # the handlers' input: the keys this page shows marked (None: unknown, every widget is updated)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class TaskTab:
     form_msg: Any = None
     tab_id: str = ""
     help: dict[str, str] = field(default_factory=dict)  # input key -> the widget's own help text (``info``)
+    marked: Any = None  # a State: the keys marked on this page, so a handler updates only the marks that change
     fill_request: Any = None  # a hidden box: a config (loaded, or a run duplicated) to fill this tab with, as JSON
 
     def inputs(self) -> dict[str, Any]:
@@ -123,6 +125,7 @@ def build(task: Task, ctx: Context) -> TaskTab:
     tab.help = {k: getattr(c, "info", None) or "" for k, c in tab.markable().items()}
     # a hidden Textbox, not a State: the browser takes a State's first update (null) for a change, so every
     # tab's fill would run on the first Duplicate
+    tab.marked = gr.State([])
     tab.fill_request = gr.Textbox(visible=False, elem_id=f"{p}-fill_request")
     return tab
 
@@ -227,10 +230,21 @@ def shown(df: pd.DataFrame) -> Any:
 
 
 def mark_updates(tab: TaskTab, values: dict[str, Any], problems: list[str]) -> dict[Any, Any]:
-    """Every markable widget: the problems about it under its label (red), or its own help back."""
+    """Each markable widget: the problems about it under its label (red), or its own help back — only those whose
+    mark changes when the page says which are marked (every update costs the browser time)."""
     targets = task_view.problem_targets(problems, values, tab.markable(), tab.mapping)
-    marks = task_view.marks(tab.markable(), targets, tab.help)
-    return tab.by_component({k: gr.update(**m) for k, m in marks.items()})
+    return remark(tab, values, task_view.marks(tab.markable(), targets, tab.help))
+
+
+def remark(tab: TaskTab, values: dict[str, Any], marks: dict[str, dict]) -> dict[Any, Any]:
+    """The updates of ``marks`` that change the page (all when it is not known what it shows), and what it shows
+    marked afterwards."""
+    before = values.get(MARKED)
+    now = {k for k, m in marks.items() if m["elem_classes"]}
+    changed = {k: m for k, m in marks.items() if before is None or k in now or k in before}
+    kept = set(before or []) - set(marks)
+    out = tab.by_component({k: gr.update(**m) for k, m in changed.items()})
+    return {**out, tab.marked: sorted(now | kept)} if tab.marked is not None else out
 
 
 def preview_updates(tab: TaskTab, values: dict[str, Any]) -> dict[Any, Any]:
@@ -289,7 +303,7 @@ def config_updates(ctx: Context, tab: TaskTab, box: ConfigBox, values: dict[str,
         return {tab.form_msg: problems_md(e.problems), box.box: gr.update(visible=False), **marks}
     label = f"Config (YAML) and command — {tab.task.title}"
     # the parameters are valid now: clear their marks; data marks stay until the next Check
-    cleared = tab.by_component({k: gr.update(**m) for k, m in task_view.marks(tab.form, {}, tab.help).items()})
+    cleared = remark(tab, values, task_view.marks(tab.form, {}, tab.help))
     opened = gr.update(visible=True, open=True, label=label)
     return {tab.form_msg: "", box.box: opened, box.yaml: text, box.command: command, box.file: str(path), **cleared}
 
@@ -401,7 +415,7 @@ def _wire_data(tab: TaskTab, ctx: Context) -> None:
 
 def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
     """Check, Config and Start (each also a public API endpoint, ``/<button>_<task>``)."""
-    marked = list(tab.markable().values())
+    marked = [*tab.markable().values(), tab.marked]
     box, p = shared.config, tab.task.name
 
     def on_check(backend: str, **values: Any) -> dict[Any, Any]:
@@ -423,7 +437,7 @@ def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
             handler,
             [shared.backend],
             outputs,
-            inputs_kwargs=tab.inputs(),
+            inputs_kwargs={**tab.inputs(), MARKED: tab.marked},
             api_name=f"{name}_{p}",
             concurrency_limit=None,
         )
