@@ -239,7 +239,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def wire(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, saved_run: Any, fill: tuple[Any, list]) -> None:
     """Timer polling, selection, actions and compare. ``fill``: (a request -> the updates that fill its task's
-    tab, the States those updates may set)."""
+    tab, the hidden boxes those updates may set)."""
     refresh = _wire_poll(ctx, c, run_id, timer, saved_run)
     _wire_run_buttons(ctx, c, run_id, timer, refresh)
     _wire_delete(ctx, c, run_id, refresh)
