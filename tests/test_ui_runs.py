@@ -337,8 +337,11 @@ def test_where_a_run_executes_is_shown():
 
 
 @pytest.mark.slow
-def test_compare_runs_through_the_api_takes_run_ids_and_only_the_users_own(data_dir):
+def test_compare_runs_through_the_api_takes_run_ids_and_only_the_users_own(data_dir, monkeypatch):
     """``/compare_runs`` with run ids through gradio_client; on a shared studio another user's ids are refused."""
+    from ui import context
+
+    monkeypatch.setattr(context, "_CURRENT", [])  # the shared studio registers itself: not for the next tests
     from gradio_client import Client
 
     import app
