@@ -29,7 +29,8 @@ _ONCE = threading.local()
 
 @contextmanager
 def reading_once() -> Iterator[None]:
-    """Within this block, each file is read once (a task's own checks reuse what the generic checks read)."""
+    """Within this block (the pre-launch check), each file is read once, and only its first :func:`check_rows`
+    rows: a task's own checks and the data summary reuse what the generic checks read."""
     outer = getattr(_ONCE, "cache", None)
     _ONCE.cache = {} if outer is None else outer
     try:
@@ -44,6 +45,7 @@ def read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
     if cache is None:
         return _read_table(path, nrows)
     p = Path(path)
+    nrows = nrows or check_rows()
     key = (str(p.resolve()), nrows, p.stat().st_mtime_ns if p.exists() else 0)
     if key not in cache:
         cache[key] = _read_table(path, nrows)

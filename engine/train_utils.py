@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
 from engine import models
 from engine import runfiles as rf
@@ -358,7 +358,7 @@ class ReloadBestCallback(TrainerCallback):
     weights stay. When the checkpoint's names do not cover the model's, the best checkpoint is reloaded with
     ``from_pretrained`` (which applies the renaming). Text encoders and decoder LLMs save their own names: the
     check reads only the checkpoint's header and nothing is reloaded. LoRA adapters are reloaded right by the
-    Trainer itself."""
+    Trainer itself; models that are not a transformers ``PreTrainedModel`` (sentence-transformers) are left to it."""
 
     def on_train_begin(self, args, state, control, model=None, **kw):  # noqa: ANN001
         if args.load_best_model_at_end and model is not None and not hasattr(model, "peft_config"):
@@ -369,7 +369,7 @@ class ReloadBestCallback(TrainerCallback):
         best = state.best_model_checkpoint
         if not (args.load_best_model_at_end and best and model is not None) or hasattr(model, "peft_config"):
             return
-        if not renamed_on_disk(model, Path(best)):
+        if not isinstance(model, PreTrainedModel) or not renamed_on_disk(model, Path(best)):
             return
         fresh = type(model).from_pretrained(best)
         model.load_state_dict(fresh.state_dict())

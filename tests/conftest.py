@@ -16,6 +16,17 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_studio_left_registered():
+    """A studio registers its context for the path guard (``ui.context.register``): a shared one left behind by a
+    test module would make the next modules' previews and galleries read as a visitor's."""
+    yield
+    import sys
+
+    if context := sys.modules.get("ui.context"):
+        context._CURRENT.clear()
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     from tests.tiny import build_tiny_llama

@@ -328,7 +328,9 @@ def test_kill_9_of_trainpad_run_is_reconciled_by_the_next_command(data_dir, tiny
     env = {**os.environ, "TRAINPAD_DATA_DIR": str(data_dir)}
     run = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(cfg)], cwd=ROOT, env=env)
     store = Store(data_dir / "trainpad.db") if wait_until(lambda: (data_dir / "trainpad.db").exists()) else None
-    row = wait_until(lambda: next(iter(store.runs_with_status("running")), None), timeout=60)
+    # a worker that has started (a row is `running` from its claim, a moment before the worker process exists:
+    # killing the command in between rightly leaves the run `interrupted`)
+    row = wait_until(lambda: next((r for r in store.runs_with_status("running") if r.get("pid")), None), timeout=60)
     run.kill()  # kill -9 of `trainpad run`: its worker goes on, orphaned
     run.wait()
     listing = cli("runs", data_dir=data_dir)
