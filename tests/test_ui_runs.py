@@ -176,8 +176,20 @@ def test_restore_reattaches_to_the_saved_or_the_active_run(ctx):
     assert runs.restore(ctx, "done")[0] == "done"
     assert runs.restore(ctx, "gone")[0] == ""
     fake_run(ctx, "live", "running")
-    rid, timer = runs.restore(ctx, None)
+    rid, timer, table = runs.restore(ctx, None)
     assert rid == "live" and timer.active
+    assert set(table["id"]) == {"done", "live"}
+
+
+def test_runs_table_is_filled_when_the_page_opens_with_nothing_running(ctx):
+    """With no active run the timer never ticks: the page's load event itself fills the table."""
+    from ui import studio
+
+    fake_run(ctx, "old", "succeeded")
+    demo = studio.build_demo(ctx)
+    load = next(f for f in demo.fns.values() if f.name == "on_load")
+    table = next(c for c in load.outputs if getattr(c, "elem_id", None) == "runs-table")
+    assert load.fn("", "")[table]["id"].tolist() == ["old"]
 
 
 def test_system_resources_without_torch():

@@ -217,9 +217,10 @@ def switched_updates() -> tuple[Any, Any]:
     return gr.update(value=None, visible=False), gr.update(visible=False)
 
 
-def restore(ctx: Context, saved: str | None) -> tuple[str, Any]:
-    """On (re)load: the run this browser watched, else the newest active run; poll while anything runs."""
-    return runs_view.restore_run(ctx, saved), gr.Timer(active=runs_view.any_active(ctx))
+def restore(ctx: Context, saved: str | None) -> tuple[str, Any, pd.DataFrame]:
+    """On (re)load: the run this browser watched, else the newest active run; poll while anything runs; the runs
+    table filled (with nothing running the timer never ticks, so it would stay empty until Refresh)."""
+    return runs_view.restore_run(ctx, saved), gr.Timer(active=runs_view.any_active(ctx)), runs_view.runs_table(ctx)
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -95,7 +95,7 @@ def build_demo(ctx: Context) -> gr.Blocks:
         load_config.upload(partial(task_tab.on_load_config, task_tabs), load_config, requests, api_visibility="private")
         fill = partial(task_tab.fill_request_update, task_tabs)
         runs.wire(ctx, runs_page, run_id, timer, saved_run, (fill, requests))
-        _wire_pages(ctx, demo, shared, docs, pages, saved_run, saved_tab)
+        _wire_pages(ctx, demo, shared, docs, pages, (saved_run, saved_tab, runs_page["table"]))
     return demo
 
 
@@ -111,27 +111,28 @@ def _train_page(ctx: Context, tabs: list[tuple[task_tab.TaskTab, Any]]) -> tuple
 
 
 def _wire_pages(
-    ctx: Context,
-    demo: gr.Blocks,
-    shared: task_tab.Shared,
-    docs: Any,
-    pages: dict[str, Any],
-    saved_run: Any,
-    saved_tab: Any,
+    ctx: Context, demo: gr.Blocks, shared: task_tab.Shared, docs: Any, pages: dict[str, Any], restored: tuple
 ) -> None:
-    """Docs button, the page this browser was on, and the run it watched, restored on (re)load."""
+    """Docs button, the page this browser was on, and the run it watched, restored on (re)load; ``restored``:
+    (the saved run, the saved page, the runs table)."""
+    saved_run, saved_tab, table = restored
     docs.click(lambda: gr.Tabs(selected="docs"), None, shared.main_tabs, api_visibility="private", queue=False)
     for page_id, page in pages.items():
         page.select(lambda _p=page_id: _p, None, saved_tab, api_visibility="private", queue=False)
 
     def on_load(saved: str, tab: str) -> dict[Any, Any]:
-        rid, timer = runs.restore(ctx, saved)
-        return {shared.run_id: rid, shared.timer: timer, shared.main_tabs: gr.Tabs(selected=tab or "train")}
+        rid, timer, rows = runs.restore(ctx, saved)
+        return {
+            shared.run_id: rid,
+            shared.timer: timer,
+            shared.main_tabs: gr.Tabs(selected=tab or "train"),
+            table: rows,
+        }
 
     demo.load(
         on_load,
         [saved_run, saved_tab],
-        [shared.run_id, shared.timer, shared.main_tabs],
+        [shared.run_id, shared.timer, shared.main_tabs, table],
         api_visibility="private",
         concurrency_limit=None,
     )
