@@ -54,6 +54,8 @@ def test_asr_upload_check_durations_train_and_transcribe(studio, page, tmp_path)
     msg = pg.locator("#asr-data_msg")
     expect(msg).to_contain_text(re.compile(r"Training audio \(4\d clips"), timeout=60_000)
     expect(msg).to_contain_text(re.compile(r"duration min 0\.\d\d s, median 0\.\d\d s"))
+    red = "el => getComputedStyle(el).color"
+    assert msg.locator("p", has_text="duration min").first.evaluate(red) != "rgb(185, 28, 28)", "information, not red"
     expect(msg).to_contain_text("the model takes up to 1 s; clips are resampled to 16000 Hz")
     expect(pg.locator("#asr-form_msg")).to_contain_text("data passed every check")
     shot(pg, "asr-1-check")

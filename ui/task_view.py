@@ -118,11 +118,11 @@ def _defaults(task: Task) -> dict[str, Any]:
 
 
 def problems_md(problems: list[str], ok: str = "") -> str:
-    """The problems as a Markdown list under a bold count (drawn in red); each one's text escaped (:func:`plain_md`):
+    """The problems as a Markdown list under a small heading with their count (both drawn in red); each one's text escaped (:func:`plain_md`):
     a column name or value from the user's data shows as written and never as Markdown or HTML."""
     if not problems:
         return ok
-    head = "**1 problem**" if len(problems) == 1 else f"**{len(problems)} problems**"
+    head = "#### 1 problem" if len(problems) == 1 else f"#### {len(problems)} problems"  # the heading is what is red
     return head + "\n\n" + "\n".join(f"- {plain_md(form_words(p))}" for p in problems)
 
 
