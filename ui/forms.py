@@ -94,4 +94,5 @@ def wire_show_if(model: type[BaseModel], comps: dict[str, Any]) -> None:
             queue=False,
             api_visibility="private",
             show_progress="hidden",
+            show_progress_on=comps[ctrl],  # see ui.runs.PROGRESS_NOTE
         )

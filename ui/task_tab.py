@@ -440,6 +440,7 @@ def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
             inputs_kwargs={**tab.inputs(), MARKED: tab.marked},
             api_name=f"{name}_{p}",
             concurrency_limit=None,
+            show_progress_on=tab.form_msg,  # the spinner where the answer appears, not on every field (ui.runs)
         )
 
 
@@ -460,4 +461,6 @@ def _wire_fill(tab: TaskTab, shared: Shared, task_tabs: Any) -> None:
         }
         return {**selected, **fill_updates(tab, request)}
 
-    tab.fill_request.change(on_fill, tab.fill_request, fill_out, show_progress="hidden", **QUIET)
+    tab.fill_request.change(
+        on_fill, tab.fill_request, fill_out, show_progress="hidden", show_progress_on=tab.form_msg, **QUIET
+    )
