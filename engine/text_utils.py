@@ -400,7 +400,15 @@ def to_iob(tags: list[str]) -> list[str]:
 
 def seqeval_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict[str, float]:
     """seqeval precision, recall, F1 and accuracy, overall and per entity type (``<TYPE>_f1`` ...)."""
-    from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+    return seqeval_scores(true_tags, pred_tags)[0]
+
+
+def seqeval_scores(
+    true_tags: list[list[str]], pred_tags: list[list[str]]
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """(:func:`seqeval_metrics`, seqeval's report per entity type: {type: {precision, recall, f1, support}}, support =
+    true entities), from one report."""
+    from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 
     if not is_iob(t for row in true_tags for t in row):
         true_tags, pred_tags = [to_iob(r) for r in true_tags], [to_iob(r) for r in pred_tags]
@@ -410,19 +418,8 @@ def seqeval_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> d
         "f1": float(f1_score(true_tags, pred_tags, zero_division=0)),
         "accuracy": float(accuracy_score(true_tags, pred_tags)),
     }
-    for name, scores in entity_scores(true_tags, pred_tags).items():
-        out.update({f"{metric_key(name)}_{k}": v for k, v in scores.items() if k != "support"})
-    return out
-
-
-def entity_scores(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict[str, dict[str, float]]:
-    """seqeval's report per entity type: {type: {precision, recall, f1, support}} (support = true entities)."""
-    from seqeval.metrics import classification_report
-
-    if not is_iob(t for row in true_tags for t in row):
-        true_tags, pred_tags = [to_iob(r) for r in true_tags], [to_iob(r) for r in pred_tags]
     report = classification_report(true_tags, pred_tags, output_dict=True, zero_division=0)
-    return {
+    per_entity = {
         str(name): {
             "precision": float(s["precision"]),
             "recall": float(s["recall"]),
@@ -432,6 +429,9 @@ def entity_scores(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dic
         for name, s in report.items()
         if not name.endswith(" avg") and isinstance(s, dict)
     }
+    for name, scores in per_entity.items():
+        out.update({f"{metric_key(name)}_{k}": v for k, v in scores.items() if k != "support"})
+    return out, per_entity
 
 
 def best_ids(logits: Any, labels: Any) -> Any:
@@ -450,11 +450,6 @@ def tagged(pred: Any, id2label: dict[int, str]) -> tuple[list[list[str]], list[l
         true.append([id2label[int(x)] for x in l_row[keep]])
         guess.append([id2label[int(x)] for x in p_row[keep]])
     return true, guess
-
-
-def tagging_metrics(pred: Any, id2label: dict[int, str]) -> dict[str, float]:
-    """``compute_metrics`` for token tagging: seqeval scores over the tokens that carry a tag (label not -100)."""
-    return seqeval_metrics(*tagged(pred, id2label))
 
 
 def generation_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:

@@ -121,8 +121,9 @@ def train(job: Job) -> dict[str, float]:
 def metrics(pred: Any, id2label: dict[int, str], run_dir: Path) -> dict[str, float]:
     """seqeval scores; each entity type's precision, recall, F1 and support go to the run page's table."""
     true, guess = xu.tagged(pred, id2label)
-    charts.write_per_entity(run_dir, xu.entity_scores(true, guess))
-    return xu.seqeval_metrics(true, guess)
+    scores, per_entity = xu.seqeval_scores(true, guess)
+    charts.write_per_entity(run_dir, per_entity)
+    return scores
 
 
 def predict(model_dir: Path, inputs: Any) -> Any:
