@@ -294,6 +294,14 @@ def stream_generate(model: Any, tokenizer: Any, generate_kwargs: dict[str, Any])
         raise failed[0]
 
 
+def encode_prompt(tok: Any, prompt: str | list[dict[str, Any]]) -> Any:
+    """Token ids (tensors) of a plain prompt, or of a chat formatted with the tokenizer's chat template ready for
+    the assistant's reply (the template brings its own special tokens)."""
+    chat = isinstance(prompt, list)
+    text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True) if chat else prompt
+    return tok(text, return_tensors="pt", add_special_tokens=not chat)
+
+
 def generate(model_dir: str | Path, inputs: Any, max_new_tokens: int = 64, temperature: float = 0.0) -> Any:
     """Reply to a prompt (str) or a chat (list of messages / {"messages": [...]}, with optional max_new_tokens,
     temperature, top_p). Generation stops at the chat template's end of turn. With {"stream": true} the reply
@@ -305,13 +313,7 @@ def generate(model_dir: str | Path, inputs: Any, max_new_tokens: int = 64, tempe
     prompt = inputs
     if isinstance(inputs, dict):
         prompt = inputs.get("messages") or inputs.get("prompt") or inputs.get("text") or ""
-    if isinstance(prompt, list):
-        text = tok.apply_chat_template(
-            parse_messages(prompt, 1, "messages"), tokenize=False, add_generation_prompt=True
-        )
-    else:
-        text = str(prompt)
-    enc = tok(text, return_tensors="pt", add_special_tokens=not isinstance(prompt, list))
+    enc = encode_prompt(tok, parse_messages(prompt, 1, "messages") if isinstance(prompt, list) else str(prompt))
     kwargs = {**enc, **settings, "eos_token_id": end_of_turn_ids(tok), "pad_token_id": tok.pad_token_id}
     if isinstance(inputs, dict) and inputs.get("stream"):
         return stream_generate(model, tok, kwargs)

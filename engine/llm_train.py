@@ -130,10 +130,7 @@ def generate(model: Any, tok: Any, prompts: list[Any], max_new_tokens: int = SAM
     out = []
     try:
         for prompt in prompts:
-            chat = isinstance(prompt, list)
-            text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True) if chat else prompt
-            ids = tok(text, add_special_tokens=not chat, return_tensors="pt")["input_ids"][:, -SAMPLE_PROMPT_TOKENS:]
-            ids = ids.to(device)
+            ids = lm.encode_prompt(tok, prompt)["input_ids"][:, -SAMPLE_PROMPT_TOKENS:].to(device)
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # generation-config notes (sampling settings unused by greedy)
                 found = model.generate(

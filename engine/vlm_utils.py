@@ -262,12 +262,17 @@ def mask_trailing_whitespace(labels: Any, tok: Any) -> None:
             row[i] = -100
 
 
+def prompt_batch(model: Any, processor: Any, pics: list[Any], msgs: list[dict]) -> Any:
+    """The model's inputs for a chat whose last turn is the user's, ready for an answer (on the model's device)."""
+    prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return processor(images=[pics], text=[prompt], return_tensors="pt").to(model.device)
+
+
 def generate(model: Any, processor: Any, pics: list[Any], msgs: list[dict], max_new_tokens: int) -> str:
     """The model's answer to a chat whose last turn is the user's."""
     import torch
 
-    prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    batch = processor(images=[pics], text=[prompt], return_tensors="pt").to(model.device)
+    batch = prompt_batch(model, processor, pics, msgs)
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
     return processor.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)[0].strip()

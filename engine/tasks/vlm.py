@@ -173,8 +173,7 @@ def predict_stream(model: Any, processor: Any, pics: list[Any], msgs: list[dict]
     ``vlm_utils.generate``: the last text equals its answer)."""
     from engine.llm_model import stream_generate
 
-    prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    batch = processor(images=[pics], text=[prompt], return_tensors="pt").to(model.device)
+    batch = vu.prompt_batch(model, processor, pics, msgs)
     shown = None
     for text in stream_generate(model, processor.tokenizer, {**batch, "max_new_tokens": limit, "do_sample": False}):
         if text.strip() != shown:
