@@ -140,7 +140,11 @@ def _read_jsonl(p: Path, nrows: int | None) -> pd.DataFrame:
     try:
         return _jsonl_rows(p, nrows)
     except UnicodeDecodeError as e:
-        raise UserError(f"Data file `{p.name}` is not UTF-8 text (byte {e.start}). Save it as UTF-8 JSON.") from None
+        raise _not_utf8(p, e) from None
+
+
+def _not_utf8(p: Path, e: UnicodeDecodeError) -> UserError:
+    return UserError(f"Data file `{p.name}` is not UTF-8 text (byte {e.start}). Save it as UTF-8 JSON.")
 
 
 def _jsonl_rows(p: Path, nrows: int | None) -> pd.DataFrame:
@@ -172,7 +176,7 @@ def _read_json(p: Path, nrows: int | None) -> pd.DataFrame:
         head = _json_list_head(p, nrows) if nrows and p.stat().st_size > JSON_STREAM_BYTES else None
         data = head if head is not None else json.loads(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
-        raise UserError(f"Data file `{p.name}` is not UTF-8 text (byte {e.start}). Save it as UTF-8 JSON.") from None
+        raise _not_utf8(p, e) from None
     except json.JSONDecodeError as e:
         if e.lineno > 1:  # maybe JSON lines with a .json suffix
             try:

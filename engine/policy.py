@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import audio, images
 from engine.data import EXTENSIONS, names_local_path
 from engine.errors import Problem, UserError
 
@@ -87,11 +88,8 @@ def problems(policy: Policy, params: Any, runs_dir: Path, user_dirs: list[Path])
 
 # ---- paths named inside data files ------------------------------------------------------------
 
-# Columns whose cells the readers open as files (engine.images / engine.audio FILE_COLUMNS, VLM's `images`)
-PATH_COLUMNS = (
-    *("file_name", "image", "file", "filename", "path", "image_path", "filepath", "images"),
-    *("audio", "audio_path", "audio_file"),
-)
+# Columns whose cells the readers open as files (the image and audio readers' own list, and VLM's `images`)
+PATH_COLUMNS = tuple(dict.fromkeys((*images.FILE_COLUMNS, *audio.FILE_COLUMNS, "images")))
 MEDIA_ROLES = ("image", "images", "audio")  # roles whose mapped column holds file paths
 MAX_TABLES = 50  # data tables looked at in a data folder
 CHUNK_ROWS = 50_000
