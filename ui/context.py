@@ -181,6 +181,11 @@ def readable(path: str | Path) -> bool:
     return _CURRENT[0].readable(path) if _CURRENT else True
 
 
+def outside_files(source: Any) -> list[str]:
+    """The app's :meth:`Context.named_path_problems` of ``source`` (none when no app is registered)."""
+    return _CURRENT[0].named_path_problems(source) if _CURRENT else []
+
+
 class UserStore:
     """The run store seen by one user of a shared instance: others' runs do not exist."""
 

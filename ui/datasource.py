@@ -64,7 +64,13 @@ def keep_upload(path: str | Path, uploads_dir: Path) -> Path:
 
 def _safe_stem(src: Path) -> str:
     """The upload's name without odd characters or a length the file system refuses."""
-    return (re.sub(r"[^\w.-]", "_", src.stem).strip("._") or "data")[:80]
+    return safe_file_name(src.stem, 80, "data")
+
+
+def safe_file_name(text: str, limit: int, default: str) -> str:
+    """``text`` as part of a file name: odd characters as ``_``, no leading/trailing dots, at most ``limit``
+    characters (``default`` when nothing is left)."""
+    return (re.sub(r"[^\w.-]", "_", text).strip("._") or default)[:limit]
 
 
 def _digest(path: Path) -> str:
@@ -236,8 +242,9 @@ def gallery(source: Any, limit: int = 24) -> tuple[list[tuple[Any, str]], str]:
     path = str(source.data_path or "").strip()
     if not path or not data.is_local(path) or not context.readable(path):
         return [], ""
-    outside = context._CURRENT[0].named_path_problems(source) if context._CURRENT else []
-    if outside:  # a shared instance shows no thumbnail of a file outside the user's uploads
+    if outside := context.outside_files(
+        source
+    ):  # a shared instance shows no thumbnail of a file outside the user's uploads
         return [], str(outside[0])
     try:
         train, _ = data.load_raw(source, nrows=data.check_rows())  # a table's first rows; image folders whole

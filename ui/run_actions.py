@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import time
 import uuid
@@ -17,6 +16,7 @@ from engine import runfiles as rf
 from engine.errors import UserError
 from engine.store import ACTIVE
 from ui.context import Context
+from ui.datasource import safe_file_name
 
 RESUMABLE = ("stopped", "failed", "interrupted")
 
@@ -62,7 +62,7 @@ def download_zip(ctx: Context, run_id: str) -> Path:
     model = Path(row["run_dir"]) / rf.MODEL_DIR
     if not model.is_dir():
         raise UserError(f"Run `{run_id}` has no model folder to download (status: {row['status']}).")
-    name = re.sub(r"[^\w.-]", "_", str(row.get("name") or run_id)).strip("._")[:60] or "run"
+    name = safe_file_name(str(row.get("name") or run_id), 60, "run")
     path = ctx.exports_dir / f"{name}-{run_id}-model-{folder_state(model)}.zip"
     if path.is_file():
         os.utime(path)  # used now: the cleanup counts its age from here
