@@ -83,9 +83,17 @@ def label_columns(row: dict[str, Any]) -> set[str]:
 
 
 def make_inputs(
-    kind: str, text: str, json_text: str, table: Any, image: str | None = None, audio: str | None = None
+    kind: str,
+    text: str,
+    json_text: str,
+    table: Any,
+    image: str | None = None,
+    audio: str | None = None,
+    columns: list[str] | None = None,
 ) -> Any:
-    """The predict input for the widget kind; UserError for JSON that does not parse or a missing image/clip."""
+    """The predict input for the widget kind; UserError for JSON that does not parse or a missing image/clip. A
+    table row typed as text is read against the model's ``columns``: one row gives one input (and its class
+    bars), several a list."""
     if kind == "text":
         return text
     if kind in ("image", "image_text"):
@@ -99,7 +107,8 @@ def make_inputs(
             raise UserError("Upload or record a clip first.")
         return str(audio)
     if kind == "table" and isinstance(table, str):
-        return pt.parse_rows(table, None)
+        rows = pt.parse_rows(table, columns)
+        return rows[0] if len(rows) == 1 else rows
     if kind == "table":
         df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
         rows = df.replace("", None).dropna(how="all").to_dict(orient="records")
@@ -342,11 +351,8 @@ def predictions(
     kind = widget_kind(row["task"])
     text, json_text, table, image, audio = inputs
     try:
-        if kind == "table" and isinstance(table, str):
-            rows = pt.parse_rows(table, pt.model_columns(row["run_dir"]))
-            value = rows[0] if len(rows) == 1 else rows  # one row: one prediction (and its class bars)
-        else:
-            value = make_inputs(kind, text, json_text, table, image, audio)
+        columns = pt.model_columns(row["run_dir"]) if kind == "table" else None
+        value = make_inputs(kind, text, json_text, table, image, audio, columns)
     except UserError as e:
         raise gr.Error(str(e)) from None
     if kind in STREAMED:

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from engine import data
+from engine import runfiles as rf
 from engine.errors import UserError
 
 MAX_ROWS_ENV = "TRAINPAD_MAX_PREDICT_ROWS"
@@ -32,18 +33,11 @@ class ModelColumns:
 
 def model_columns(run_dir: str | Path) -> ModelColumns | None:
     """The columns a tabular run's model takes (from its ``tabular.json``); None when it has none."""
-    summary = _read_json(Path(run_dir) / "model" / "tabular.json")
+    summary = rf.read_json(Path(run_dir) / "model" / "tabular.json") or {}
     if not summary.get("feature_types"):
         return None
     ignored = [*(summary.get("setup") or {}).get("targets", []), summary.get("id_column")]
     return ModelColumns(list(summary["feature_types"]), [c for c in ignored if c])
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def max_rows() -> int:
