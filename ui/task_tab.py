@@ -123,9 +123,9 @@ def build(task: Task, ctx: Context) -> TaskTab:
         tab.form = forms.build_form(task.params, p, task_view.form_fields(task))
     _run_section(tab)
     tab.help = {k: getattr(c, "info", None) or "" for k, c in tab.markable().items()}
+    tab.marked = gr.State([])
     # a hidden Textbox, not a State: the browser takes a State's first update (null) for a change, so every
     # tab's fill would run on the first Duplicate
-    tab.marked = gr.State([])
     tab.fill_request = gr.Textbox(visible=False, elem_id=f"{p}-fill_request")
     return tab
 

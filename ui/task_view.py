@@ -118,8 +118,9 @@ def _defaults(task: Task) -> dict[str, Any]:
 
 
 def problems_md(problems: list[str], ok: str = "") -> str:
-    """The problems as a Markdown list under a small heading with their count (both drawn in red); each one's text escaped (:func:`plain_md`):
-    a column name or value from the user's data shows as written and never as Markdown or HTML."""
+    """The problems as a Markdown list under a small heading with their count (both drawn in red); each one's
+    text escaped (:func:`plain_md`): a column name or value from the user's data shows as written and never as
+    Markdown or HTML."""
     if not problems:
         return ok
     head = "#### 1 problem" if len(problems) == 1 else f"#### {len(problems)} problems"  # the heading is what is red
@@ -186,14 +187,14 @@ def class_balance_md(task: Task, params: Any, data_problems: list[str]) -> str:
     if role is None or params is None or data_problems or not data.is_local(params.data_path):
         return ""
     try:
-        train, valid = checked_splits(task, params)
+        with data.reading_once():  # the check's rows only (and the same read as the check's, inside one)
+            train, valid = data.load_splits(task, params)  # split as the worker splits them
     except (UserError, OSError, ValueError, KeyError):
         return ""
     counts = _class_counts(train, role)
     if counts is None:
         return ""
     vcounts = _class_counts(valid, role, any_values=True) if valid is not None else None
-    # no bold here: the page draws a paragraph that is only bold, and the list after it, as problems (red)
     text = ""
     if task.data_summary is None:  # a task's own summary lists its classes already
         text = f"\n\nClass counts in the {len(train)} training rows checked: {_counts_text(counts)}"
@@ -201,19 +202,6 @@ def class_balance_md(task: Task, params: Any, data_problems: list[str]) -> str:
             text += f"\n\nIn the {len(valid)} validation rows: {_counts_text(vcounts)}"
     notes = balance_notes(counts, vcounts)
     return text + ("\n\n" + "\n".join(f"- ⚠ {note}" for note in notes) if notes else "")
-
-
-def checked_splits(task: Task, params: Any) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The training and validation rows as the worker will split them, of the rows the data check reads
-    (``engine.data.check_rows``: the same read, inside :func:`engine.data.reading_once`)."""
-    train, valid = data.load_raw(params, nrows=data.check_rows())
-    mapping, problems = data.resolve_mapping(task, list(train.columns), params.column_mapping)
-    if problems:
-        raise UserError(problems)
-    train = data.apply_mapping(train, mapping)
-    if valid is not None:
-        return train, data.apply_mapping(valid, mapping)
-    return data.split_train_valid(train, params.valid_fraction, params.seed, task.stratify_role)
 
 
 def _class_counts(df: pd.DataFrame, role: str, any_values: bool = False) -> pd.Series | None:
