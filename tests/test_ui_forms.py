@@ -12,7 +12,7 @@ from engine.errors import Problem
 from engine.params import field_hints, validate_params
 from engine.task import all_tasks, get_task
 from tests.tiny import chat_rows
-from ui import datasource, form_values, task_tab, task_view
+from ui import datasource, form_values, runs, task_tab, task_view
 from ui.context import Context
 
 TASKS = all_tasks()
@@ -214,19 +214,25 @@ def test_problems_carry_their_field_or_role_as_data(ctx):
 
 
 def wired_tab(ctx: Context, task) -> tuple[gr.Blocks, task_tab.TaskTab, task_tab.Shared]:
-    """One task tab wired as the studio wires it, with stand-ins for the studio's shared components."""
+    """One task tab and the Runs page wired as the studio wires them, with stand-ins for the other shared
+    components; ``shared.show_run`` runs the Runs page's own switch."""
     with gr.Blocks() as demo:
+        run_id, timer = gr.Textbox(render=False), gr.Timer(active=False)
+        with gr.Tabs(), gr.Tab(task.title):
+            tab = task_tab.build(task, ctx)
+        with gr.Tab("Runs"):
+            page = runs.build(ctx, run_id, gr.BrowserState(""))
         shared = task_tab.Shared(
-            run_id=gr.Textbox(),
-            main_tabs=gr.Tabs(),
-            family_tabs=gr.Tabs(),
-            timer=gr.Timer(active=False),
+            run_id=run_id,
+            nav=gr.Textbox(visible=False),
+            timer=timer,
             backend=gr.Dropdown(["local"], value="local"),
             config=task_tab.build_config_box(),
+            show_run=(lambda rid: runs.switch_updates(ctx, page, rid), runs.switch_outputs(page)),
         )
-        with gr.Tabs() as inner, gr.Tab(task.title):
-            tab = task_tab.build(task, ctx)
-        task_tab.wire(tab, ctx, shared, inner)
+        shared.page = page  # for the tests' eyes only
+        task_tab.wire(tab, ctx, shared)
+        runs.wire(ctx, page, run_id, timer, (lambda request: {}, []))
     return demo, tab, shared
 
 
@@ -268,6 +274,15 @@ def test_start_handler_queues_the_run_or_marks_the_fields(tmp_path, data_dir, ti
     assert (params["learning_rate"], params["batch_size"], params["epochs"]) == (1e-3, 2, 3.0)
     assert params["column_mapping"] == {"prompt": "question", "completion": "answer"}
     assert updates[tab.form_msg] == f"✓ Queued run `{run_id}`." and updates[shared.timer].active
+    assert updates[shared.nav].startswith("tab-runs|")  # the browser shows the Runs page (ui.nav)
+    # ... with the new run in its panel, in the same answer; the run id's own change event then does nothing
+    page = shared.page
+    assert "handler run" in updates[page["header"]] and updates[page["shown"]] == run_id
+    assert updates[page["saved_run"]] == run_id and updates[page["file"]]["visible"] is False
+    on_switch = next(f.fn for f in demo.fns.values() if f.fn.__name__ == "on_switch")
+    assert isinstance(on_switch(run_id, run_id, "step"), type(gr.skip()))
+    switched = on_switch("another", run_id, "step")
+    assert switched[page["shown"]] == "another" and "another" in switched[page["header"]]
     assert updates[tab.form["batch_size"]]["elem_classes"] == []  # the marks of the refused try are cleared
 
 

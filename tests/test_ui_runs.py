@@ -7,6 +7,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import gradio as gr
 import pandas as pd
 import pytest
 
@@ -287,9 +288,14 @@ def test_queued_run_shows_its_place_and_the_table_stays_short(ctx, tmp_path):
     assert table[table["id"] == "q1"]["base model"].iloc[0] == "…/org/tiny-llama"
 
 
-def test_switching_runs_hides_the_previous_download_link():
-    file_update, confirm_update = runs.switched_updates()
+def test_switching_runs_hides_the_previous_download_link(ctx):
+    with gr.Blocks():
+        page = runs.build(ctx, gr.Textbox(render=False), gr.BrowserState(""))
+    updates = runs.switch_updates(ctx, page, "r2")
+    file_update, confirm_update = updates[page["file"]], updates[page["confirm_row"]]
     assert file_update["visible"] is False and file_update["value"] is None and confirm_update["visible"] is False
+    assert updates[page["shown"]] == updates[page["saved_run"]] == "r2"
+    assert set(updates) == set(runs.switch_outputs(page))
 
 
 def test_log_tail_reads_as_lines_not_dict_reprs():
@@ -382,3 +388,29 @@ def test_compare_runs_through_the_api_takes_run_ids_and_only_the_users_own(data_
     finally:
         demo.close()
         ctx.engine.shutdown(stop_runs=True)
+
+
+def test_a_tick_sends_only_what_the_page_does_not_show_yet(ctx):
+    ctx.supervisor.shutdown()
+    fake_run(ctx, "r1", "succeeded", metrics=points(4), ended_at=time.time())
+    with gr.Blocks():
+        timer = gr.Timer(active=False)
+        page = runs.build(ctx, gr.Textbox(render=False), gr.BrowserState(""))
+    view = ("r1", "all", "all", "step")
+
+    def sent(updates: dict) -> list:
+        skipped = [comp for comp, u in updates.items() if isinstance(u, dict) and u == gr.skip()]
+        return [comp for comp in updates if comp not in skipped and comp is not page["sent"]]
+
+    first = runs.poll(ctx, page, timer, view, {})
+    assert len(sent(first)) == len(first) - 1 and "name-r1" in first[page["header"]]
+    assert sent(runs.poll(ctx, page, timer, view, first[page["sent"]])) == []  # nothing new: nothing sent
+    with open(ctx.supervisor.runs_dir / "r1" / rf.LOG, "a") as log:
+        log.write("step 3\n")
+    third = runs.poll(ctx, page, timer, view, first[page["sent"]])
+    assert sent(third) == [page["log"]] and "step 3" in third[page["log"]]
+    # a run switch sends the whole panel and records it: the next tick sends only the table and the timer
+    switched = runs.switch_updates(ctx, page, "r1")
+    assert sent(runs.poll(ctx, page, timer, view, switched[page["sent"]])) == [page["table"], timer]
+    # the public /poll (Refresh) sends everything
+    assert len(sent(runs.poll(ctx, page, timer, view))) == len(first) - 1

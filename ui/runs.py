@@ -6,6 +6,8 @@ or a restarted app shows the true state. Handlers return ``{component: update}``
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -37,9 +39,11 @@ TABLE_WIDTHS = ["15%", "11%", "10%", "13%", "8%", "8%", "6%", "9%", "8%", "12%"]
 # --- layout -----------------------------------------------------------------------------------
 
 
-def build(ctx: Context, run_id: Any) -> dict[str, Any]:
-    """Lay out the page (inside a ``gr.Tab``); ``run_id`` is an unrendered Textbox placed here."""
-    c: dict[str, Any] = {}
+def build(ctx: Context, run_id: Any, saved_run: Any) -> dict[str, Any]:
+    """Lay out the page (inside a ``gr.Tab``); ``run_id`` is an unrendered Textbox placed here, ``saved_run`` the
+    browser's memory of the run it watched."""
+    # shown: the run the panel shows; sent: digests of what the page was last sent (see only_changed)
+    c: dict[str, Any] = {"saved_run": saved_run, "shown": gr.State(""), "sent": gr.State({})}
     _table(c)
     with gr.Row():
         run_id.render()
@@ -207,18 +211,50 @@ def _no_run_updates(ctx: Context, run_id: str, x: str) -> dict[str, Any]:
     }
 
 
-def poll(ctx: Context, c: dict[str, Any], timer: Any, rid: str, status: str, task: str, x: str) -> dict[Any, Any]:
-    """The table, the selected run's panel, and whether to keep ticking."""
+def poll(
+    ctx: Context, c: dict[str, Any], timer: Any, view: tuple[str, str, str, str], sent: dict[str, str] | None = None
+) -> dict[Any, Any]:
+    """The table, the selected run's panel (``view``: run id, status and task filters, x axis), and whether to keep
+    ticking; with ``sent`` (what this page was last sent, see :func:`only_changed`) only what changed since."""
+    rid, status, task, x = view
     # Read "anything active?" first: a run that ends while the view is built gets one more tick, so the
     # page never freezes showing `running` for a run that has already stopped.
     active = runs_view.any_active(ctx)
-    detail = {c[k]: u for k, u in detail_updates(ctx, rid, x).items()}
-    return {c["table"]: runs_view.runs_table(ctx, status, task), **detail, timer: gr.Timer(active=active)}
+    updates = {"table": runs_view.runs_table(ctx, status, task), **detail_updates(ctx, rid, x)}
+    updates["timer"] = gr.Timer(active=active)
+    updates, digests = only_changed(updates, sent or {})
+    return {timer if k == "timer" else c[k]: u for k, u in updates.items()} | {c["sent"]: digests}
 
 
-def switched_updates() -> tuple[Any, Any]:
-    """On a run switch: the previous run's download link and delete question hidden."""
-    return gr.update(value=None, visible=False), gr.update(visible=False)
+def digest(update: Any) -> str:
+    """A fingerprint of an update (a ``gr.update`` dict, a component used as an update, or a plain value)."""
+    args = getattr(update, "constructor_args", update)  # a component: what it was built with
+    return hashlib.sha1(pickle.dumps(args)).hexdigest()
+
+
+def only_changed(updates: dict[str, Any], sent: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``updates`` (by key) with those equal to what was last sent skipped, and the digests of all of them.
+
+    Every update costs Gradio 6.31's page a walk of its layout, and a tick's plots are redrawn: a running run's
+    page ticks every second, mostly with what it already shows. A skipped output costs the page nothing."""
+    digests = {k: digest(u) for k, u in updates.items()}
+    return {k: gr.skip() if sent.get(k) == digests[k] else u for k, u in updates.items()}, digests
+
+
+def switch_outputs(c: dict[str, Any]) -> list[Any]:
+    """The components :func:`switch_updates` sets."""
+    return [*[c[k] for k in DETAIL_KEYS], c["saved_run"], c["shown"], c["sent"], c["file"], c["confirm_row"]]
+
+
+def switch_updates(ctx: Context, c: dict[str, Any], rid: str, x: str = "step") -> dict[Any, Any]:
+    """The panel switched to run ``rid``: its view, the run remembered by this browser and as shown, and what
+    belonged to the previous run (its download link, a pending delete question) gone. The table is left as it
+    is (the timer, Refresh or the action's own refresh updates it)."""
+    detail = detail_updates(ctx, rid, x)
+    _, digests = only_changed(detail, {})  # the next tick sends only what changed from these
+    hidden = {c["file"]: gr.update(value=None, visible=False), c["confirm_row"]: gr.update(visible=False)}
+    shown = {c["saved_run"]: rid, c["shown"]: rid, c["sent"]: digests}
+    return {**{c[k]: u for k, u in detail.items()}, **shown, **hidden}
 
 
 def restore(ctx: Context, saved: str | None) -> tuple[str, Any, pd.DataFrame]:
@@ -242,10 +278,10 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 # --- wiring -----------------------------------------------------------------------------------
 
 
-def wire(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, saved_run: Any, fill: tuple[Any, list]) -> None:
+def wire(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, fill: tuple[Any, list]) -> None:
     """Timer polling, selection, actions and compare. ``fill``: (a request -> the updates that fill its task's
     tab, the hidden boxes those updates may set)."""
-    refresh = _wire_poll(ctx, c, run_id, timer, saved_run)
+    refresh = _wire_poll(ctx, c, run_id, timer)
     _wire_run_buttons(ctx, c, run_id, timer, refresh)
     _wire_delete(ctx, c, run_id, refresh)
 
@@ -261,24 +297,29 @@ def wire(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, saved_run: An
     _wire_compare(ctx, c)
 
 
-def _wire_poll(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, saved_run: Any) -> dict[str, Any]:
+def _wire_poll(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any) -> dict[str, Any]:
     """Timer, Refresh, axis, filters and row selection; returns the refresh event's arguments for ``.then``."""
     filters = [c["status_f"], c["task_f"]]
 
     def on_poll(rid: str, status: str, task: str, x: str) -> dict[Any, Any]:
-        return poll(ctx, c, timer, rid, status, task, x)
+        """Everything (Refresh, a new x axis, after an action; the public ``/poll``)."""
+        return poll(ctx, c, timer, (rid, status, task, x))
+
+    def on_tick(rid: str, status: str, task: str, x: str, sent: dict[str, str]) -> dict[Any, Any]:
+        """What changed since the page's last update from a poll or a run switch."""
+        return poll(ctx, c, timer, (rid, status, task, x), sent)
 
     refresh = {
         "fn": on_poll,
         "inputs": [run_id, *filters, c["x_axis"]],
-        "outputs": [c["table"], *[c[k] for k in DETAIL_KEYS], timer],
+        "outputs": [c["table"], *[c[k] for k in DETAIL_KEYS], timer, c["sent"]],
         "show_progress": "hidden",
         "show_progress_on": c["header"],  # see PROGRESS_NOTE
         "queue": False,
         "api_visibility": "private",
     }
-    timer.tick(**{**refresh, "api_visibility": "public"}, api_name="poll")
-    c["refresh"].click(**refresh)
+    timer.tick(**{**refresh, "fn": on_tick, "inputs": [*refresh["inputs"], c["sent"]]})
+    c["refresh"].click(**{**refresh, "api_visibility": "public"}, api_name="poll")
     c["x_axis"].change(**refresh)
     for f in filters:
         f.change(lambda s, t: runs_view.runs_table(ctx, s, t), filters, c["table"], **QUIET)
@@ -288,16 +329,13 @@ def _wire_poll(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, saved_r
 
     c["table"].select(on_select, None, run_id, show_progress="hidden", queue=False, api_visibility="private")
 
-    def on_switch(rid: str, status: str, task: str, x: str) -> dict[Any, Any]:
-        """The run remembered by this browser, its panel, and what belonged to the previous run (its download
-        link, a pending delete question) gone — one event (each event costs the page time)."""
-        file, confirm = switched_updates()
-        detail = {c[k]: u for k, u in detail_updates(ctx, rid, x).items()}
-        # the table is left as it is (the timer, Refresh or the action's own refresh updates it)
-        return {**detail, saved_run: rid, c["file"]: file, c["confirm_row"]: confirm}
+    def on_switch(rid: str, shown: str, x: str) -> dict[Any, Any]:
+        """One event (each event costs the page time); nothing when the panel already shows the run (Start fills
+        it in its own answer, see ``ui.task_tab.start_updates``)."""
+        return gr.skip() if rid == shown else switch_updates(ctx, c, rid, x)
 
-    switch_out = [*[c[k] for k in DETAIL_KEYS], saved_run, c["file"], c["confirm_row"]]
-    run_id.change(**{**refresh, "fn": on_switch, "outputs": switch_out})
+    switched = {"fn": on_switch, "inputs": [run_id, c["shown"], c["x_axis"]], "outputs": switch_outputs(c)}
+    run_id.change(**{**refresh, **switched})
     c["log"].change(None, None, None, js=SCROLL_LOG)
     return refresh
 

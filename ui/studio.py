@@ -15,7 +15,7 @@ import gradio as gr
 from engine import system
 from engine.backends import all_backends
 from engine.task import FAMILIES, Task, all_tasks
-from ui import playground, runs, task_tab
+from ui import nav, playground, runs, task_tab
 from ui.context import Context
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,48 +75,48 @@ def build_demo(ctx: Context) -> gr.Blocks:
         timer = gr.Timer(TIMER_SECONDS, active=False)
         saved_run = gr.BrowserState("", storage_key="trainpad_selected_run", secret=ctx.browser_secret())
         saved_tab = gr.BrowserState("train", storage_key="trainpad_tab")
-        tabs: list[tuple[task_tab.TaskTab, Any]] = []
+        tabs: list[task_tab.TaskTab] = []
         pages: dict[str, Any] = {}
-        with gr.Tabs(elem_id="tp-main") as main_tabs:
+        with gr.Tabs(elem_id="tp-main", overflow_behavior="wrap") as main_tabs:
             with gr.Tab("Train", id="train", elem_id="tab-train") as pages["train"]:
-                family_tabs, config_box, load_config = _train_page(ctx, tabs)
+                config_box, load_config = _train_page(ctx, tabs)
             with gr.Tab("Runs", id="runs", elem_id="tab-runs") as pages["runs"]:
-                runs_page = runs.build(ctx, run_id)
+                runs_page = runs.build(ctx, run_id, saved_run)
             with gr.Tab("Playground", id="playground", elem_id="tab-playground") as pages["playground"]:
                 playground.build_and_wire(ctx, demo, pages["playground"])
             with gr.Tab("Docs", id="docs", elem_id="tab-docs") as pages["docs"]:
                 readme = ROOT / "README.md"
                 gr.Markdown(readme.read_text(encoding="utf-8") if readme.exists() else "See the project README.")
-        shared = task_tab.Shared(run_id, main_tabs, family_tabs, timer, backend, config_box)
-        for tab, inner_tabs in tabs:
-            task_tab.wire(tab, ctx, shared, inner_tabs)
-        task_tabs = [tab for tab, _ in tabs]
+        show_run = (partial(runs.switch_updates, ctx, runs_page), runs.switch_outputs(runs_page))
+        shared = task_tab.Shared(run_id, nav.build(), timer, backend, config_box, show_run)
+        for tab in tabs:
+            task_tab.wire(tab, ctx, shared)
+        task_tabs = tabs
         requests = [tab.fill_request for tab in task_tabs]
         load_config.upload(partial(task_tab.on_load_config, task_tabs), load_config, requests, api_visibility="private")
         fill = partial(task_tab.fill_request_update, task_tabs)
-        runs.wire(ctx, runs_page, run_id, timer, saved_run, (fill, requests))
-        _wire_pages(ctx, demo, shared, docs, pages, (saved_run, saved_tab, runs_page["table"]))
+        runs.wire(ctx, runs_page, run_id, timer, (fill, requests))
+        _wire_pages(ctx, demo, (shared, main_tabs), docs, pages, (saved_run, saved_tab, runs_page["table"]))
     return demo
 
 
-def _train_page(ctx: Context, tabs: list[tuple[task_tab.TaskTab, Any]]) -> tuple[gr.Tabs, task_tab.ConfigBox, Any]:
+def _train_page(ctx: Context, tabs: list[task_tab.TaskTab]) -> tuple[task_tab.ConfigBox, Any]:
     """The Train page: Load config, the family and task tabs (filling ``tabs``), the shared config box."""
     with gr.Row(equal_height=True):
         gr.Markdown("Pick a task, or fill its form from a saved Trainpad or AutoTrain config:", scale=4)
         load_config = gr.UploadButton(
             "Load config", file_types=[".yaml", ".yml"], elem_id="tp-load-config", size="sm", scale=1
         )
-    family_tabs = _task_tabs(ctx, tabs)
-    return family_tabs, task_tab.build_config_box(), load_config
+    _task_tabs(ctx, tabs)
+    return task_tab.build_config_box(), load_config
 
 
-def _wire_pages(
-    ctx: Context, demo: gr.Blocks, shared: task_tab.Shared, docs: Any, pages: dict[str, Any], restored: tuple
-) -> None:
-    """Docs button, the page this browser was on, and the run it watched, restored on (re)load; ``restored``:
-    (the saved run, the saved page, the runs table)."""
+def _wire_pages(ctx: Context, demo: gr.Blocks, shown: tuple, docs: Any, pages: dict[str, Any], restored: tuple) -> None:
+    """Docs button, the page this browser was on, and the run it watched, restored on (re)load; ``shown``:
+    (the shared components, the pages' Tabs); ``restored``: (the saved run, the saved page, the runs table)."""
+    shared, main_tabs = shown
     saved_run, saved_tab, table = restored
-    docs.click(lambda: gr.Tabs(selected="docs"), None, shared.main_tabs, api_visibility="private", queue=False)
+    docs.click(None, None, None, js=f"() => {{ ({nav.SHOW_TABS})('tab-docs'); }}")
     for page_id, page in pages.items():
         page.select(lambda _p=page_id: _p, None, saved_tab, api_visibility="private", queue=False)
 
@@ -125,29 +125,30 @@ def _wire_pages(
         return {
             shared.run_id: rid,
             shared.timer: timer,
-            shared.main_tabs: gr.Tabs(selected=tab or "train"),
+            main_tabs: gr.Tabs(selected=tab or "train"),
             table: rows,
         }
 
     demo.load(
         on_load,
         [saved_run, saved_tab],
-        [shared.run_id, shared.timer, shared.main_tabs, table],
+        [shared.run_id, shared.timer, main_tabs, table],
         api_visibility="private",
         concurrency_limit=None,
     )
 
 
-def _task_tabs(ctx: Context, out: list[tuple[task_tab.TaskTab, Any]]) -> gr.Tabs:
-    """Family tabs holding task tabs; fills ``out`` with (TaskTab, its family's Tabs)."""
-    with gr.Tabs(elem_id="tp-families") as family_tabs:
+def _task_tabs(ctx: Context, out: list[task_tab.TaskTab]) -> None:
+    """Family tabs holding task tabs; fills ``out`` with the TaskTabs. Tabs wrap (no "More tabs" menu): every
+    tab keeps a button :mod:`ui.nav` can click."""
+    with gr.Tabs(elem_id="tp-families", overflow_behavior="wrap"):
         for family, tasks in tasks_by_family().items():
-            with gr.Tab(family, id=f"family-{family}", elem_id=f"family-{family}"):
-                with gr.Tabs() as inner:
+            family_id = task_tab.family_elem_id(family)
+            with gr.Tab(family, id=family_id, elem_id=family_id):
+                with gr.Tabs(overflow_behavior="wrap"):
                     for task in tasks:
-                        with gr.Tab(task.title, id=f"task-{task.name}", elem_id=f"tab-{task.name}"):
-                            out.append((task_tab.build(task, ctx), inner))
-    return family_tabs
+                        with gr.Tab(task.title, id=f"task-{task.name}", elem_id=task_tab.task_elem_id(task)):
+                            out.append(task_tab.build(task, ctx))
 
 
 def launch_kwargs(ctx: Context) -> dict:

@@ -7,6 +7,7 @@ its results into ``{component: update}`` maps, and :func:`wire` connects them to
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from engine import models
 from engine.errors import UserError
 from engine.params import field_hints
 from engine.task import Task
-from ui import datasource, forms, task_view
+from ui import datasource, forms, nav, task_view
 from ui.context import Context
 from ui.task_view import DATA_FIELDS, HUB_ONLY_FIELDS, MAP_PREFIX, NONE_CHOICE, UNMARKED, problems_md
 
@@ -44,7 +45,6 @@ class TaskTab:
     hf_token: Any = None
     buttons: dict[str, Any] = field(default_factory=dict)
     form_msg: Any = None
-    tab_id: str = ""
     help: dict[str, str] = field(default_factory=dict)  # input key -> the widget's own help text (``info``)
     marked: Any = None  # a State: the keys marked on this page, so a handler updates only the marks that change
     fill_request: Any = None  # a hidden box: a config (loaded, or a run duplicated) to fill this tab with, as JSON
@@ -89,20 +89,31 @@ class Shared:
     """Components outside the tab that its events read or write."""
 
     run_id: Any
-    main_tabs: Any
-    family_tabs: Any
+    nav: Any  # ui.nav's box: the tabs to show
     timer: Any
     backend: Any
     config: ConfigBox
+    # the Runs page's panel: (run id -> its updates, the components they set); Start shows its run at once
+    show_run: tuple[Callable[[str], dict[Any, Any]], list[Any]] = (lambda rid: {}, [])
 
 
 # --- layout -----------------------------------------------------------------------------------
 
 
+def family_elem_id(family: str) -> str:
+    """The elem_id of a family's tab (its button: ``<elem_id>-button``, see :mod:`ui.nav`)."""
+    return f"family-{family}"
+
+
+def task_elem_id(task: Task) -> str:
+    """The elem_id of a task's tab."""
+    return f"tab-{task.name}"
+
+
 def build(task: Task, ctx: Context) -> TaskTab:
     """Lay out the tab's widgets (call inside a ``gr.Tab``)."""
     p = task.name
-    tab = TaskTab(task=task, tab_id=f"task-{p}")
+    tab = TaskTab(task=task)
     gr.Markdown(f"### {task.title}\n{task.description}", elem_classes=["tp-task-intro"])
     with gr.Group():
         tab.base_model = gr.Dropdown(
@@ -322,11 +333,13 @@ def start_updates(ctx: Context, tab: TaskTab, shared: Shared, backend: str, valu
     memory = task_view.memory_md(tab.task, queued).strip()
     if "will not fit" in memory:
         gr.Warning(memory.replace("**", ""))
+    run_view, _ = shared.show_run
     return {
         tab.form_msg: f"✓ Queued run `{run_id}`.",
         tab.data_msg: "",
+        **run_view(run_id),  # the Runs page shows the run in this answer, not in a second event (ui.runs)
         shared.run_id: run_id,
-        shared.main_tabs: gr.Tabs(selected="runs"),
+        shared.nav: nav.show("tab-runs"),
         shared.timer: gr.Timer(active=True),
         **mark_updates(tab, values, []),
     }
@@ -359,11 +372,11 @@ def on_load_config(tabs: list[TaskTab], file: Any) -> dict[Any, Any]:
 # --- wiring -----------------------------------------------------------------------------------
 
 
-def wire(tab: TaskTab, ctx: Context, shared: Shared, task_tabs: Any) -> None:
+def wire(tab: TaskTab, ctx: Context, shared: Shared) -> None:
     """Connect the tab's upload, preview, buttons and config filling to the handlers."""
     _wire_data(tab, ctx)
     _wire_buttons(tab, ctx, shared)
-    _wire_fill(tab, shared, task_tabs)
+    _wire_fill(tab, shared)
     tab.base_model.focus(lambda: model_choices_update(ctx, tab.task), None, tab.base_model, **QUIET)
 
 
@@ -417,6 +430,7 @@ def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
     """Check, Config and Start (each also a public API endpoint, ``/<button>_<task>``)."""
     marked = [*tab.markable().values(), tab.marked]
     box, p = shared.config, tab.task.name
+    _, start_view = shared.show_run
 
     def on_check(backend: str, **values: Any) -> dict[Any, Any]:
         return check_updates(ctx, tab, values)
@@ -430,7 +444,11 @@ def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
     events = [
         ("check", on_check, [tab.form_msg, tab.data_msg, *marked]),
         ("config", on_config, [tab.form_msg, box.box, box.yaml, box.command, box.file, *marked]),
-        ("start", on_start, [tab.form_msg, tab.data_msg, shared.run_id, shared.main_tabs, shared.timer, *marked]),
+        (
+            "start",
+            on_start,
+            [tab.form_msg, tab.data_msg, shared.run_id, shared.nav, shared.timer, *start_view, *marked],
+        ),
     ]
     for name, handler, outputs in events:
         tab.buttons[name].click(
@@ -444,9 +462,9 @@ def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
         )
 
 
-def _wire_fill(tab: TaskTab, shared: Shared, task_tabs: Any) -> None:
+def _wire_fill(tab: TaskTab, shared: Shared) -> None:
     """A config loaded (or a run duplicated) for this task fills the tab and shows it."""
-    fill_out = [shared.main_tabs, shared.family_tabs, task_tabs, tab.base_model, tab.data_path]
+    fill_out = [shared.nav, tab.base_model, tab.data_path]
     fill_out += [*tab.data_fields.values(), *tab.mapping.values(), *tab.form.values()]
     fill_out += [tab.run_name, tab.preview, tab.data_msg, *([tab.gallery] if tab.gallery else [])]
 
@@ -454,12 +472,8 @@ def _wire_fill(tab: TaskTab, shared: Shared, task_tabs: Any) -> None:
         if not text:
             return gr.skip()
         request = json.loads(text)
-        selected = {
-            shared.main_tabs: gr.Tabs(selected="train"),
-            shared.family_tabs: gr.Tabs(selected=f"family-{tab.task.family}"),
-            task_tabs: gr.Tabs(selected=tab.tab_id),
-        }
-        return {**selected, **fill_updates(tab, request)}
+        shown = nav.show("tab-train", family_elem_id(tab.task.family), task_elem_id(tab.task))
+        return {shared.nav: shown, **fill_updates(tab, request)}
 
     tab.fill_request.change(
         on_fill, tab.fill_request, fill_out, show_progress="hidden", show_progress_on=tab.form_msg, **QUIET
