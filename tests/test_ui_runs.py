@@ -414,3 +414,22 @@ def test_a_tick_sends_only_what_the_page_does_not_show_yet(ctx):
     assert sent(runs.poll(ctx, page, timer, view, switched[page["sent"]])) == [page["table"], timer]
     # the public /poll (Refresh) sends everything
     assert len(sent(runs.poll(ctx, page, timer, view))) == len(first) - 1
+
+
+def test_no_event_shows_progress_on_a_container_or_a_table(ctx):
+    """Gradio 6.31's page re-sets the loading status of every progress target of every past event on each
+    status message, copying the target's state (a container's: all of its children): see runs.PROGRESS_NOTE."""
+    from gradio.blocks import BlockContext
+
+    from ui import studio
+
+    demo = studio.build_demo(ctx)
+    heavy = (BlockContext, gr.Dataframe, gr.LinePlot, gr.BarPlot, gr.ScatterPlot, gr.Gallery)
+    found = [
+        (fn.name, type(target).__name__, getattr(target, "elem_id", None))
+        for fn in demo.fns.values()
+        if fn.fn is not None
+        for target in (fn.outputs if fn.show_progress_on is None else fn.show_progress_on)
+        if isinstance(target, heavy) and not isinstance(target, gr.HTML)  # an HTML block holds no children here
+    ]
+    assert found == [], found

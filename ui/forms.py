@@ -17,6 +17,7 @@ from pydantic.fields import FieldInfo
 
 from engine.params import field_hints
 from ui.form_values import choices_of, condition_holds, help_text, initial_visibility, kind_of, label_of, to_ui
+from ui.progress import NO_PROGRESS
 
 # --- building ---------------------------------------------------------------------------------
 
@@ -93,6 +94,5 @@ def wire_show_if(model: type[BaseModel], comps: dict[str, Any]) -> None:
             [comps[n] for n in targets],
             queue=False,
             api_visibility="private",
-            show_progress="hidden",
-            show_progress_on=comps[ctrl],  # see ui.runs.PROGRESS_NOTE
+            **NO_PROGRESS,
         )

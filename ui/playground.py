@@ -21,6 +21,7 @@ from engine.task import get_task
 from ui import playground_table as pt
 from ui.context import Context
 from ui.predictor import predictor_for, release
+from ui.progress import NO_PROGRESS
 
 KINDS = ["chat", "text", "json", "table", "image", "image_text", "audio"]
 SHOWS = {"image_text": ("image", "text")}  # kinds that show several input groups
@@ -305,9 +306,12 @@ def _wire_pick(ctx: Context, w: dict[str, Any], playground_tab: Any) -> None:
         return pick_updates(ctx, w, run_id, request.session_hash or "")
 
     outputs = [w["info"], w["kind"], *_shown(w), w["table"]]
-    w["run"].change(on_pick, w["run"], outputs, api_visibility="private", concurrency_limit=None)
+    # the spinner on the run's description only: see ui.progress (the outputs hold containers)
+    w["run"].change(
+        on_pick, w["run"], outputs, api_visibility="private", concurrency_limit=None, show_progress_on=w["info"]
+    )
     for trigger in (w["refresh"].click, playground_tab.select):
-        trigger(lambda: gr.update(choices=succeeded_runs(ctx)), None, w["run"], api_visibility="private")
+        trigger(lambda: gr.update(choices=succeeded_runs(ctx)), None, w["run"], api_visibility="private", **NO_PROGRESS)
 
 
 def _run(ctx: Context, run_id: str) -> dict[str, Any]:
@@ -430,6 +434,7 @@ def _wire_table(ctx: Context, w: dict[str, Any]) -> None:
         [w["batch_info"], w["batch_table"], w["batch_download"]],
         api_visibility="private",
         concurrency_limit=2,
+        show_progress_on=w["batch_info"],  # not the table (see ui.progress)
     )
 
 

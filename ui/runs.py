@@ -20,6 +20,7 @@ from engine.store import STATUSES
 from engine.task import all_tasks
 from ui import run_actions, runs_view
 from ui.context import Context
+from ui.progress import NO_PROGRESS
 from ui.runs_view import ALL, TABLE_COLUMNS
 
 BUTTONS = ["stop", "resume", "duplicate", "download", "merge", "delete"]
@@ -27,11 +28,7 @@ BUTTONS = ["stop", "resume", "duplicate", "download", "merge", "delete"]
 DETAIL_KEYS = ["header", "error", *charts.CHARTS, "log", "metrics", "config", *BUTTONS, *charts.RESULTS]
 PLOT = {"x": "step", "y": "value", "color": "series", "height": 290}
 SCROLL_LOG = "() => { const t = document.querySelector('#run-log textarea'); if (t) t.scrollTop = t.scrollHeight; }"
-QUIET = {"api_visibility": "private", "concurrency_limit": None}
-# PROGRESS_NOTE: events with many outputs name one ``show_progress_on`` component. Gradio 6.31's page keeps a
-# loading status for every progress target of every event run so far (by default, all its outputs) and on each
-# status message of any event re-sets all of them, each found by a walk of the whole layout: a few targets
-# instead of hundreds make every later click cheaper.
+QUIET = {"api_visibility": "private", "concurrency_limit": None, **NO_PROGRESS}
 # id, name, task, base model, status, progress, started, duration, metric: all readable at 1400 px
 TABLE_WIDTHS = ["15%", "11%", "10%", "13%", "8%", "8%", "6%", "9%", "8%", "12%"]
 
@@ -291,9 +288,7 @@ def wire(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, fill: tuple[A
         """The run's task form, filled with its params (the tab's own fill event shows it)."""
         return fill_updates(run_actions.duplicate_request(ctx, rid))
 
-    c["duplicate"].click(
-        guarded(on_duplicate), run_id, fill_states, show_progress="hidden", show_progress_on=c["duplicate"], **QUIET
-    )
+    c["duplicate"].click(guarded(on_duplicate), run_id, fill_states, **QUIET)
     _wire_compare(ctx, c)
 
 
@@ -313,8 +308,7 @@ def _wire_poll(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any) -> dict
         "fn": on_poll,
         "inputs": [run_id, *filters, c["x_axis"]],
         "outputs": [c["table"], *[c[k] for k in DETAIL_KEYS], timer, c["sent"]],
-        "show_progress": "hidden",
-        "show_progress_on": c["header"],  # see PROGRESS_NOTE
+        **NO_PROGRESS,
         "queue": False,
         "api_visibility": "private",
     }
@@ -327,7 +321,7 @@ def _wire_poll(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any) -> dict
     def on_select(evt: gr.SelectData) -> str:
         return evt.row_value[0] if evt.row_value else gr.skip()
 
-    c["table"].select(on_select, None, run_id, show_progress="hidden", queue=False, api_visibility="private")
+    c["table"].select(on_select, None, run_id, queue=False, **QUIET)
 
     def on_switch(rid: str, shown: str, x: str) -> dict[Any, Any]:
         """One event (each event costs the page time); nothing when the panel already shows the run (Start fills
@@ -379,11 +373,11 @@ def _wire_delete(ctx: Context, c: dict[str, Any], run_id: Any, refresh: dict[str
         return {run_id: "", confirm_row: gr.update(visible=False), c["file"]: gr.update(visible=False)}
 
     c["delete"].click(on_ask, run_id, [confirm_row, c["confirm_text"]], **QUIET)
-    c["cancel"].click(lambda: gr.update(visible=False), None, confirm_row, api_visibility="private")
+    hide = {"fn": lambda: gr.update(visible=False), "inputs": None, "outputs": confirm_row}
+    c["cancel"].click(**hide, **QUIET)
     outputs = [run_id, confirm_row, c["file"]]
-    c["confirm"].click(guarded(on_delete), run_id, outputs, api_name="delete_run", concurrency_limit=None).then(
-        **refresh
-    )
+    delete = {"api_name": "delete_run", "concurrency_limit": None, "show_progress_on": c["confirm"]}
+    c["confirm"].click(guarded(on_delete), run_id, outputs, **delete).then(**refresh)
 
 
 def compare_ids(ctx: Context, ids: list[str] | None) -> list[str]:
@@ -414,5 +408,6 @@ def _wire_compare(ctx: Context, c: dict[str, Any]) -> None:
         [c["cmp_plot"], c["cmp_metrics"], c["cmp_table"]],
         api_name="compare_runs",
         concurrency_limit=None,
+        show_progress_on=c["cmp_go"],  # not the tables (ui.progress)
     )
     c["cmp_runs"].focus(lambda: gr.update(choices=runs_view.run_choices(ctx)), None, c["cmp_runs"], **QUIET)

@@ -17,6 +17,7 @@ from engine.backends import all_backends
 from engine.task import FAMILIES, Task, all_tasks
 from ui import nav, playground, runs, task_tab
 from ui.context import Context
+from ui.progress import NO_PROGRESS
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
@@ -93,7 +94,10 @@ def build_demo(ctx: Context) -> gr.Blocks:
             task_tab.wire(tab, ctx, shared)
         task_tabs = tabs
         requests = [tab.fill_request for tab in task_tabs]
-        load_config.upload(partial(task_tab.on_load_config, task_tabs), load_config, requests, api_visibility="private")
+        on_load_config = partial(task_tab.on_load_config, task_tabs)
+        load_config.upload(
+            on_load_config, load_config, requests, api_visibility="private", show_progress_on=load_config
+        )
         fill = partial(task_tab.fill_request_update, task_tabs)
         runs.wire(ctx, runs_page, run_id, timer, (fill, requests))
         _wire_pages(ctx, demo, (shared, main_tabs), docs, pages, (saved_run, saved_tab, runs_page["table"]))
@@ -118,7 +122,7 @@ def _wire_pages(ctx: Context, demo: gr.Blocks, shown: tuple, docs: Any, pages: d
     saved_run, saved_tab, table = restored
     docs.click(None, None, None, js=f"() => {{ ({nav.SHOW_TABS})('tab-docs'); }}")
     for page_id, page in pages.items():
-        page.select(lambda _p=page_id: _p, None, saved_tab, api_visibility="private", queue=False)
+        page.select(lambda _p=page_id: _p, None, saved_tab, api_visibility="private", queue=False, **NO_PROGRESS)
 
     def on_load(saved: str, tab: str) -> dict[Any, Any]:
         rid, timer, rows = runs.restore(ctx, saved)
@@ -135,6 +139,7 @@ def _wire_pages(ctx: Context, demo: gr.Blocks, shown: tuple, docs: Any, pages: d
         [shared.run_id, shared.timer, main_tabs, table],
         api_visibility="private",
         concurrency_limit=None,
+        **NO_PROGRESS,  # never on its outputs: the pages' Tabs among them (see ui.progress)
     )
 
 

@@ -20,9 +20,10 @@ from engine.params import field_hints
 from engine.task import Task
 from ui import datasource, forms, nav, task_view
 from ui.context import Context
+from ui.progress import NO_PROGRESS
 from ui.task_view import DATA_FIELDS, HUB_ONLY_FIELDS, MAP_PREFIX, NONE_CHOICE, UNMARKED, problems_md
 
-QUIET = {"api_visibility": "private", "concurrency_limit": None}
+QUIET = {"api_visibility": "private", "concurrency_limit": None}  # with a progress target, or **NO_PROGRESS
 MARKED = "marked__"  # the handlers' input: the keys this page shows marked (None: unknown, every widget is updated)
 
 
@@ -377,7 +378,7 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared) -> None:
     _wire_data(tab, ctx)
     _wire_buttons(tab, ctx, shared)
     _wire_fill(tab, shared)
-    tab.base_model.focus(lambda: model_choices_update(ctx, tab.task), None, tab.base_model, **QUIET)
+    tab.base_model.focus(lambda: model_choices_update(ctx, tab.task), None, tab.base_model, **NO_PROGRESS, **QUIET)
 
 
 def model_choices_update(ctx: Context, task: Task) -> Any:
@@ -396,8 +397,14 @@ def _wire_data(tab: TaskTab, ctx: Context) -> None:
     def on_preview(**values: Any) -> dict[Any, Any]:
         return preview_updates(tab, values)
 
+    progress = {"show_progress_on": tab.data_msg}  # not the preview table (see ui.progress)
     tab.upload.upload(
-        on_upload, None, [tab.data_path, *preview_out], inputs_kwargs={"upload": tab.upload, **data_in}, **QUIET
+        on_upload,
+        None,
+        [tab.data_path, *preview_out],
+        inputs_kwargs={"upload": tab.upload, **data_in},
+        **progress,
+        **QUIET,
     )
     if tab.valid_upload is not None:
         tab.valid_upload.upload(
@@ -423,6 +430,7 @@ def _wire_data(tab: TaskTab, ctx: Context) -> None:
         inputs_kwargs={"data_path": tab.data_path, **data_in},
         api_name=f"preview_{tab.task.name}",
         concurrency_limit=None,
+        **progress,
     )
 
 
@@ -458,7 +466,7 @@ def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
             inputs_kwargs={**tab.inputs(), MARKED: tab.marked},
             api_name=f"{name}_{p}",
             concurrency_limit=None,
-            show_progress_on=tab.form_msg,  # the spinner where the answer appears, not on every field (ui.runs)
+            show_progress_on=tab.form_msg,  # the spinner where the answer appears, not on every field (ui.progress)
         )
 
 
@@ -475,6 +483,4 @@ def _wire_fill(tab: TaskTab, shared: Shared) -> None:
         shown = nav.show("tab-train", family_elem_id(tab.task.family), task_elem_id(tab.task))
         return {shared.nav: shown, **fill_updates(tab, request)}
 
-    tab.fill_request.change(
-        on_fill, tab.fill_request, fill_out, show_progress="hidden", show_progress_on=tab.form_msg, **QUIET
-    )
+    tab.fill_request.change(on_fill, tab.fill_request, fill_out, **NO_PROGRESS, **QUIET)
