@@ -78,9 +78,10 @@ def build_demo(ctx: Context) -> gr.Blocks:
         saved_tab = gr.BrowserState("train", storage_key="trainpad_tab")
         tabs: list[task_tab.TaskTab] = []
         pages: dict[str, Any] = {}
-        with gr.Tabs(elem_id="tp-main", overflow_behavior="wrap") as main_tabs:
-            with gr.Tab("Train", id="train", elem_id="tab-train") as pages["train"]:
-                config_box, load_config = _train_page(ctx, tabs)
+        # The Train page comes last in the layout and first on screen (assets/style.css orders its button
+        # first): Gradio 6.31's page finds a component by walking the layout from the top, and the Train page
+        # holds ~1,550 of its ~1,700 components; the Runs page's updates (every tick, Start, a row) then walk ~60.
+        with gr.Tabs(elem_id="tp-main", overflow_behavior="wrap", selected="train") as main_tabs:
             with gr.Tab("Runs", id="runs", elem_id="tab-runs") as pages["runs"]:
                 runs_page = runs.build(ctx, run_id, saved_run)
             with gr.Tab("Playground", id="playground", elem_id="tab-playground") as pages["playground"]:
@@ -88,6 +89,8 @@ def build_demo(ctx: Context) -> gr.Blocks:
             with gr.Tab("Docs", id="docs", elem_id="tab-docs") as pages["docs"]:
                 readme = ROOT / "README.md"
                 gr.Markdown(readme.read_text(encoding="utf-8") if readme.exists() else "See the project README.")
+            with gr.Tab("Train", id="train", elem_id="tab-train") as pages["train"]:
+                config_box, load_config = _train_page(ctx, tabs)
         show_run = (partial(runs.switch_updates, ctx, runs_page), runs.switch_outputs(runs_page))
         shared = task_tab.Shared(run_id, nav.build(), timer, backend, config_box, show_run)
         for tab in tabs:
