@@ -113,6 +113,12 @@ def test_upload_map_start_watch_reload_stop(studio, page, tiny_llama, tmp_path):
     pg = page
     pg.goto(url)
     expect(pg.get_by_role("tab", name="LLM fine-tuning (SFT)")).to_be_visible()
+    # the Train page opens first and its tab reads first, though it is built last (ui/studio.py)
+    tab_x = {t: pg.get_by_role("tab", name=t, exact=True).bounding_box()["x"] for t in ("Train", "Runs", "Docs")}
+    assert tab_x["Train"] < tab_x["Runs"] < tab_x["Docs"]
+    pg.locator("#tp-docs").click()  # the header's Docs button shows the Docs page (ui.nav)
+    expect(pg.get_by_text("Trainpad is a no-code training studio")).to_be_visible()
+    pg.get_by_role("tab", name="Train", exact=True).click()
 
     base = pg.locator("#llm_sft-base_model input")
     base.fill(str(tiny_llama))
@@ -163,11 +169,15 @@ def test_upload_map_start_watch_reload_stop(studio, page, tiny_llama, tmp_path):
     expect(pg.locator("#llm_sft-run_name textarea, #llm_sft-run_name input").first).to_have_value(
         "browser run (copy)", timeout=10_000
     )
+    expect(pg.locator("#llm_sft-start")).to_be_visible()  # the Train page and the task's tab are shown (ui.nav)
+    expect(pg.locator("#runs-refresh")).to_be_hidden()
     expect(pg.locator("#llm_sft-batch_size input")).to_have_value("2")
     expect(pg.locator("#llm_sft-map-prompt input")).to_have_value("question")
     shot(pg, "3b-duplicated")
     pg.locator("#llm_sft-start").click()
     expect(pg.locator("#run-header")).to_contain_text("browser run (copy)", timeout=10_000)
+    expect(pg.locator("#run-header")).to_be_visible()  # on the Runs page, shown by Start's own answer
+    expect(pg.locator("#llm_sft-start")).to_be_hidden()
     expect(pg.locator("#run-header")).to_contain_text("next in the queue")
     copy_id = run_box.input_value()
     assert copy_id != run_id and ctx.store.get_run(copy_id)["params"]["max_steps"] == 4000
