@@ -211,6 +211,8 @@ def chart_latency(env: dict[str, str], data_dir: Path) -> dict[str, float]:
 
 def loss_steps(plot: object) -> list[int]:
     """Steps of the `loss` series in a LinePlot value returned by gradio_client."""
+    from engine import charts
+
     value = plot.get("value", plot) if isinstance(plot, dict) else {}
     if not isinstance(value, dict):
         print("unexpected plot payload:", str(plot)[:300], file=sys.stderr)
@@ -219,7 +221,7 @@ def loss_steps(plot: object) -> list[int]:
     if "step" not in columns or "series" not in columns:
         return []
     si, ci = columns.index("step"), columns.index("series")
-    return [int(r[si]) for r in rows if r[ci] == "loss"]
+    return [int(r[si]) for r in rows if r[ci] == charts.label("loss")]  # the series as the page names it
 
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--disable-sync"]
