@@ -81,7 +81,7 @@ def build_demo(ctx: Context) -> gr.Blocks:
         # The Train page comes last in the layout and first on screen (assets/style.css orders its button
         # first): Gradio 6.31's page finds a component by walking the layout from the top, and the Train page
         # holds ~1,550 of its ~1,700 components; the Runs page's updates (every tick, Start, a row) then walk ~60.
-        with gr.Tabs(elem_id="tp-main", overflow_behavior="wrap", selected="train") as main_tabs:
+        with gr.Tabs(elem_id="tp-main", overflow_behavior="wrap", selected="train"):
             with gr.Tab("Runs", id="runs", elem_id="tab-runs") as pages["runs"]:
                 runs_page = runs.build(ctx, run_id, saved_run)
             with gr.Tab("Playground", id="playground", elem_id="tab-playground") as pages["playground"]:
@@ -95,15 +95,14 @@ def build_demo(ctx: Context) -> gr.Blocks:
         shared = task_tab.Shared(run_id, nav.build(), timer, backend, config_box, show_run)
         for tab in tabs:
             task_tab.wire(tab, ctx, shared)
-        task_tabs = tabs
-        requests = [tab.fill_request for tab in task_tabs]
-        on_load_config = partial(task_tab.on_load_config, task_tabs)
+        requests = [tab.fill_request for tab in tabs]
+        on_load_config = partial(task_tab.on_load_config, tabs)
         load_config.upload(
             on_load_config, load_config, requests, api_visibility="private", show_progress_on=load_config
         )
-        fill = partial(task_tab.fill_request_update, task_tabs)
+        fill = partial(task_tab.fill_request_update, tabs)
         runs.wire(ctx, runs_page, run_id, timer, (fill, requests))
-        _wire_pages(ctx, demo, (shared, main_tabs), docs, pages, (saved_run, saved_tab, runs_page["table"]))
+        _wire_pages(ctx, demo, shared, docs, pages, (saved_run, saved_tab, runs_page["table"]))
     return demo
 
 
@@ -118,10 +117,11 @@ def _train_page(ctx: Context, tabs: list[task_tab.TaskTab]) -> tuple[task_tab.Co
     return task_tab.build_config_box(), load_config
 
 
-def _wire_pages(ctx: Context, demo: gr.Blocks, shown: tuple, docs: Any, pages: dict[str, Any], restored: tuple) -> None:
-    """Docs button, the page this browser was on, and the run it watched, restored on (re)load; ``shown``:
-    (the shared components, the pages' Tabs); ``restored``: (the saved run, the saved page, the runs table)."""
-    shared, main_tabs = shown
+def _wire_pages(
+    ctx: Context, demo: gr.Blocks, shared: task_tab.Shared, docs: Any, pages: dict[str, Any], restored: tuple
+) -> None:
+    """Docs button, the page this browser was on, and the run it watched, restored on (re)load; ``restored``:
+    (the saved run, the saved page, the runs table). Pages are shown through :mod:`ui.nav`."""
     saved_run, saved_tab, table = restored
     docs.click(None, None, None, js=f"() => {{ ({nav.SHOW_TABS})('tab-docs'); }}")
     for page_id, page in pages.items():
@@ -132,17 +132,17 @@ def _wire_pages(ctx: Context, demo: gr.Blocks, shown: tuple, docs: Any, pages: d
         return {
             shared.run_id: rid,
             shared.timer: timer,
-            main_tabs: gr.Tabs(selected=tab or "train"),
+            shared.nav: nav.show(f"tab-{tab if tab in pages else 'train'}"),
             table: rows,
         }
 
     demo.load(
         on_load,
         [saved_run, saved_tab],
-        [shared.run_id, shared.timer, main_tabs, table],
+        [shared.run_id, shared.timer, shared.nav, table],
         api_visibility="private",
         concurrency_limit=None,
-        **NO_PROGRESS,  # never on its outputs: the pages' Tabs among them (see ui.progress)
+        **NO_PROGRESS,
     )
 
 
