@@ -433,3 +433,10 @@ def test_no_event_shows_progress_on_a_container_or_a_table(ctx):
         if isinstance(target, heavy) and not isinstance(target, gr.HTML)  # an HTML block holds no children here
     ]
     assert found == [], found
+
+
+def test_an_update_that_cannot_be_fingerprinted_is_always_sent():
+    updates = {"header": "same", "odd": gr.update(value=lambda: 1)}  # a lambda does not pickle
+    first, sent = runs.only_changed(updates, {})
+    again, _ = runs.only_changed(updates, sent)
+    assert again["header"] == gr.skip() and again["odd"] is updates["odd"]

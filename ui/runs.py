@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -224,9 +225,13 @@ def poll(
 
 
 def digest(update: Any) -> str:
-    """A fingerprint of an update (a ``gr.update`` dict, a component used as an update, or a plain value)."""
+    """A fingerprint of an update (a ``gr.update`` dict, a component used as an update, or a plain value); one
+    that matches nothing when the update cannot be pickled (it is then always sent)."""
     args = getattr(update, "constructor_args", update)  # a component: what it was built with
-    return hashlib.sha1(pickle.dumps(args)).hexdigest()
+    try:
+        return hashlib.sha1(pickle.dumps(args)).hexdigest()
+    except Exception:  # whatever pickle refuses: the update is simply sent
+        return f"unpicklable {time.time_ns()}"
 
 
 def only_changed(updates: dict[str, Any], sent: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
