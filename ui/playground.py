@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 
-from engine import data
 from engine.errors import UserError
 from engine.predict import capped_new_tokens, max_new_tokens_cap
 from engine.task import get_task
@@ -60,18 +58,6 @@ def widget_kind(task_name: str) -> str:
     return kind if kind in KINDS else "json"
 
 
-def table_template(row: dict[str, Any]) -> pd.DataFrame:
-    """An empty row with the run's input columns (its data's columns minus the label ones)."""
-    params = row.get("params") or {}
-    try:
-        columns = data.sniff_columns(params.get("data_path", "")) if data.is_local(params.get("data_path", "")) else []
-    except UserError:
-        columns = []
-    drop = label_columns(row)
-    columns = [c for c in columns if c not in drop] or ["feature"]
-    return pd.DataFrame([[""] * len(columns)], columns=columns)
-
-
 def label_columns(row: dict[str, Any]) -> set[str]:
     """The run's data columns that hold what the model predicts (label roles, mapped), and its id column."""
     task, params = get_task(row["task"]), row.get("params") or {}
@@ -107,13 +93,9 @@ def make_inputs(
         if not audio:
             raise UserError("Upload or record a clip first.")
         return str(audio)
-    if kind == "table" and isinstance(table, str):
+    if kind == "table":
         rows = pt.parse_rows(table, columns)
         return rows[0] if len(rows) == 1 else rows
-    if kind == "table":
-        df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
-        rows = df.replace("", None).dropna(how="all").to_dict(orient="records")
-        return [{k: None if pd.isna(v) else v for k, v in r.items()} for r in rows]
     try:
         return json.loads(json_text or "null")
     except json.JSONDecodeError as e:
