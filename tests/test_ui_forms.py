@@ -358,3 +358,18 @@ def test_check_shows_the_memory_verdict(ctx, tiny_llama, tmp_path):
     data.write_text("".join(json.dumps({"text": f"hello {i}"}) + "\n" for i in range(8)))
     _, data_md = task_view.check(ctx, task, {"base_model": str(tiny_llama), "data_path": str(data)})
     assert "**Memory**" in data_md and "fits (est." in data_md
+
+
+def test_a_fill_that_fails_says_so_beside_the_data(ctx, monkeypatch):
+    """The fill runs off the queue, where a raised error would show nothing."""
+    task = get_task("llm_sft")
+    demo, tab, shared = wired_tab(ctx, task)
+    on_fill = next(f.fn for f in demo.fns.values() if f.fn.__name__ == "on_fill")
+
+    def broken(*_):
+        raise KeyError("params")
+
+    monkeypatch.setattr(task_tab, "fill_updates", broken)
+    updates = on_fill(json.dumps({"task": "llm_sft", "params": {}}))
+    assert "Could not fill the form: KeyError" in updates[tab.data_msg]
+    assert updates[shared.nav].startswith("tab-train,family-LLM,tab-llm_sft|")

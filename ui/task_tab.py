@@ -479,8 +479,11 @@ def _wire_fill(tab: TaskTab, shared: Shared) -> None:
     def on_fill(text: str) -> Any:
         if not text:
             return gr.skip()
-        request = json.loads(text)
-        shown = nav.show("tab-train", family_elem_id(tab.task.family), task_elem_id(tab.task))
-        return {shared.nav: shown, **fill_updates(tab, request)}
+        shown = {shared.nav: nav.show("tab-train", family_elem_id(tab.task.family), task_elem_id(tab.task))}
+        try:
+            return {**shown, **fill_updates(tab, json.loads(text))}
+        except Exception as e:  # off the queue, a raised error would show nothing: say it beside the data
+            return {**shown, tab.data_msg: problems_md([f"Could not fill the form: {type(e).__name__}: {e}"])}
 
-    tab.fill_request.change(on_fill, tab.fill_request, fill_out, **NO_PROGRESS, **QUIET)
+    # off the queue (one request, no status messages); Duplicate and Load config, which may refuse, stay on it
+    tab.fill_request.change(on_fill, tab.fill_request, fill_out, queue=False, **NO_PROGRESS, **QUIET)
