@@ -150,6 +150,9 @@ def test_upload_map_start_watch_reload_stop(studio, page, tiny_llama, tmp_path):
         timeout=90_000,
     )
     expect(pg.locator("#chart-loss canvas, #chart-loss svg").first).to_be_visible()
+    # the log tail reads as lines, not the trainer's dict reprs (issue 17 item 9), on its real output
+    expect(pg.locator("#run-log textarea")).to_have_value(re.compile(r"epoch \d+\.\d\d · loss \d"))
+    expect(pg.locator("#run-log textarea")).not_to_have_value(re.compile(r"\{'loss'"))
     shot(pg, "2-running")
 
     before = step_of(pg)

@@ -302,6 +302,16 @@ def test_log_tail_reads_as_lines_not_dict_reprs():
     assert runs_view.readable_log(raw) == (
         "[trainpad] training on cpu\nepoch 2.00 · loss 5.871 · lr 2.00e-04\nepoch 2.00 · validation loss 5.7\n"
     )
+    # transformers 5.24 as it really prints (values as strings), copied from a run's train.log
+    real = (
+        "{'loss': '5.996', 'grad_norm': '1.081', 'learning_rate': '0.0002', 'epoch': '0.1667', "
+        "'num_input_tokens_seen': 128, 'train_runtime': '0.0185', 'train_tokens_per_second': '6919'}\n"
+        "{'eval_loss': '5.923', 'eval_runtime': '0.0046', 'eval_samples_per_second': '433.1', "
+        "'eval_steps_per_second': '216.5', 'epoch': '1', 'num_input_tokens_seen': 754}\n"
+    )
+    assert runs_view.readable_log(real) == (
+        "epoch 0.17 · loss 5.996 · lr 2.00e-04 · tokens/s 6919\nepoch 1.00 · validation loss 5.923\n"
+    )
 
 
 def test_results_show_what_the_task_wrote_and_nothing_empty(ctx):

@@ -226,13 +226,20 @@ def note_html(run_id: str) -> str:
 
 
 WARNING_LINE = re.compile(r"\b\w*Warning: ")
-NUMBER_NAMES = {"learning_rate": "lr", "loss": "loss", "eval_loss": "validation loss", "train_loss": "train loss"}
+NUMBER_NAMES = {
+    "learning_rate": "lr",
+    "loss": "loss",
+    "eval_loss": "validation loss",
+    "train_loss": "train loss",
+    "train_tokens_per_second": "tokens/s",  # the one speed shown (other *_per_second and *_runtime are not)
+}
 HIDDEN_KEYS = {"grad_norm", "total_flos", "num_input_tokens_seen", "epoch"}
 
 
 def readable_log(text: str) -> str:
-    """The log tail for people: the trainer's dict lines as `epoch 1.20 · loss 2.31 · lr 2.0e-04`, Python warnings
-    (FutureWarning noise and their source line) left out. The raw log stays in ``train.log``."""
+    """The log tail for people: the trainer's dict lines (transformers 5 prints their values as strings) as
+    `epoch 1.20 · loss 2.31 · lr 2.0e-04 · tokens/s 6919`, Python warnings (FutureWarning noise and their source
+    line) left out. The raw log stays in ``train.log``."""
     out, skip_source = [], False
     for line in text.splitlines():
         if skip_source and line.startswith((" ", "\t")):
@@ -255,13 +262,26 @@ def _metrics_line(line: str) -> str:
         return line
     if not isinstance(logs, dict):
         return line
-    parts = [f"epoch {logs['epoch']:.2f}"] if isinstance(logs.get("epoch"), (int, float)) else []
-    for key, value in logs.items():
-        if key in HIDDEN_KEYS or not isinstance(value, (int, float)) or key.endswith(("_per_second", "_runtime")):
+    numbers = {k: n for k, n in ((k, _number(v)) for k, v in logs.items()) if n is not None}
+    parts = [f"epoch {numbers['epoch']:.2f}"] if "epoch" in numbers else []
+    for key, value in numbers.items():
+        if key in HIDDEN_KEYS or (key.endswith(("_per_second", "_runtime")) and key not in NUMBER_NAMES):
             continue
         name = NUMBER_NAMES.get(key) or charts.label(key)
         parts.append(f"{name} {value:.2e}" if abs(value) < 1e-3 and value else f"{name} {value:.4g}")
     return " · ".join(parts) or line
+
+
+def _number(value: Any) -> float | None:
+    """A logged value as a number: transformers 5 prints them as strings (``'loss': '5.996'``)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        return float(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def error_md(row: dict[str, Any], error: str | None) -> str:
