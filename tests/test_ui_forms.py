@@ -213,9 +213,9 @@ def test_problems_carry_their_field_or_role_as_data(ctx):
     }
 
 
-def wired_tab(ctx: Context, task) -> tuple[gr.Blocks, task_tab.TaskTab, task_tab.Shared]:
-    """One task tab and the Runs page wired as the studio wires them, with stand-ins for the other shared
-    components; ``shared.show_run`` runs the Runs page's own switch."""
+def wired_tab(ctx: Context, task) -> tuple[gr.Blocks, task_tab.TaskTab, task_tab.Shared, dict]:
+    """One task tab and the Runs page (its components, last) wired as the studio wires them, with stand-ins for
+    the other shared components; ``shared.show_run`` runs the Runs page's own switch."""
     with gr.Blocks() as demo:
         run_id, timer = gr.Textbox(render=False), gr.Timer(active=False)
         with gr.Tabs(), gr.Tab(task.title):
@@ -230,10 +230,9 @@ def wired_tab(ctx: Context, task) -> tuple[gr.Blocks, task_tab.TaskTab, task_tab
             config=task_tab.build_config_box(),
             show_run=(lambda rid: runs.switch_updates(ctx, page, rid), runs.switch_outputs(page)),
         )
-        shared.page = page  # for the tests' eyes only
         task_tab.wire(tab, ctx, shared)
         runs.wire(ctx, page, run_id, timer, (lambda request: {}, []))
-    return demo, tab, shared
+    return demo, tab, shared, page
 
 
 def handler(demo: gr.Blocks, api_name: str):
@@ -245,7 +244,7 @@ def test_start_handler_queues_the_run_or_marks_the_fields(tmp_path, data_dir, ti
 
     ctx = Context(Supervisor(data_dir))  # not started: a queued run stays queued
     task = get_task("llm_sft")
-    demo, tab, shared = wired_tab(ctx, task)
+    demo, tab, shared, page = wired_tab(ctx, task)
     on_start = handler(demo, "start_llm_sft")
     values = {
         **default_values(task, tab),
@@ -276,7 +275,6 @@ def test_start_handler_queues_the_run_or_marks_the_fields(tmp_path, data_dir, ti
     assert updates[tab.form_msg] == f"✓ Queued run `{run_id}`." and updates[shared.timer].active
     assert updates[shared.nav].startswith("tab-runs|")  # the browser shows the Runs page (ui.nav)
     # ... with the new run in its panel, in the same answer; the run id's own change event then does nothing
-    page = shared.page
     assert "handler run" in updates[page["header"]] and updates[page["shown"]] == run_id
     assert updates[page["saved_run"]] == run_id and updates[page["file"]]["visible"] is False
     on_switch = next(f.fn for f in demo.fns.values() if f.fn.__name__ == "on_switch")
@@ -363,7 +361,7 @@ def test_check_shows_the_memory_verdict(ctx, tiny_llama, tmp_path):
 def test_a_fill_that_fails_says_so_beside_the_data(ctx, monkeypatch):
     """The fill runs off the queue, where a raised error would show nothing."""
     task = get_task("llm_sft")
-    demo, tab, shared = wired_tab(ctx, task)
+    demo, tab, shared, _ = wired_tab(ctx, task)
     on_fill = next(f.fn for f in demo.fns.values() if f.fn.__name__ == "on_fill")
 
     def broken(*_):

@@ -242,9 +242,8 @@ def gallery(source: Any, limit: int = 24) -> tuple[list[tuple[Any, str]], str]:
     path = str(source.data_path or "").strip()
     if not path or not data.is_local(path) or not context.readable(path):
         return [], ""
-    if outside := context.outside_files(
-        source
-    ):  # a shared instance shows no thumbnail of a file outside the user's uploads
+    outside = context.outside_files(source)
+    if outside:  # a shared instance shows no thumbnail of a file outside the user's uploads
         return [], str(outside[0])
     try:
         train, _ = data.load_raw(source, nrows=data.check_rows())  # a table's first rows; image folders whole

@@ -29,7 +29,7 @@ BUTTONS = ["stop", "resume", "duplicate", "download", "merge", "delete"]
 DETAIL_KEYS = ["header", "error", *charts.CHARTS, "log", "metrics", "config", *BUTTONS, *charts.RESULTS]
 PLOT = {"x": "step", "y": "value", "color": "series", "height": 290}
 SCROLL_LOG = "() => { const t = document.querySelector('#run-log textarea'); if (t) t.scrollTop = t.scrollHeight; }"
-QUIET = {"api_visibility": "private", "concurrency_limit": None, **NO_PROGRESS}
+QUIET = {"api_visibility": "private", "concurrency_limit": None}  # as ui.task_tab.QUIET
 # id, name, task, base model, status, progress, started, duration, metric: all readable at 1400 px
 TABLE_WIDTHS = ["15%", "11%", "10%", "13%", "8%", "8%", "6%", "9%", "8%", "12%"]
 
@@ -293,7 +293,7 @@ def wire(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, fill: tuple[A
         """The run's task form, filled with its params (the tab's own fill event shows it)."""
         return fill_updates(run_actions.duplicate_request(ctx, rid))
 
-    c["duplicate"].click(guarded(on_duplicate), run_id, fill_states, **QUIET)
+    c["duplicate"].click(guarded(on_duplicate), run_id, fill_states, **NO_PROGRESS, **QUIET)
     _wire_compare(ctx, c)
 
 
@@ -321,12 +321,12 @@ def _wire_poll(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any) -> dict
     c["refresh"].click(**{**refresh, "api_visibility": "public"}, api_name="poll")
     c["x_axis"].change(**refresh)
     for f in filters:
-        f.change(lambda s, t: runs_view.runs_table(ctx, s, t), filters, c["table"], **QUIET)
+        f.change(lambda s, t: runs_view.runs_table(ctx, s, t), filters, c["table"], **NO_PROGRESS, **QUIET)
 
     def on_select(evt: gr.SelectData) -> str:
         return evt.row_value[0] if evt.row_value else gr.skip()
 
-    c["table"].select(on_select, None, run_id, queue=False, **QUIET)
+    c["table"].select(on_select, None, run_id, queue=False, **NO_PROGRESS, **QUIET)
 
     def on_switch(rid: str, shown: str, x: str) -> dict[Any, Any]:
         """One event (each event costs the page time); nothing when the panel already shows the run (Start fills
@@ -377,9 +377,9 @@ def _wire_delete(ctx: Context, c: dict[str, Any], run_id: Any, refresh: dict[str
         gr.Info(f"Deleted run {rid}")
         return {run_id: "", confirm_row: gr.update(visible=False), c["file"]: gr.update(visible=False)}
 
-    c["delete"].click(on_ask, run_id, [confirm_row, c["confirm_text"]], **QUIET)
+    c["delete"].click(on_ask, run_id, [confirm_row, c["confirm_text"]], **NO_PROGRESS, **QUIET)
     hide = {"fn": lambda: gr.update(visible=False), "inputs": None, "outputs": confirm_row}
-    c["cancel"].click(**hide, **QUIET)
+    c["cancel"].click(**hide, **NO_PROGRESS, **QUIET)
     outputs = [run_id, confirm_row, c["file"]]
     delete = {"api_name": "delete_run", "concurrency_limit": None, "show_progress_on": c["confirm"]}
     c["confirm"].click(guarded(on_delete), run_id, outputs, **delete).then(**refresh)
@@ -415,4 +415,5 @@ def _wire_compare(ctx: Context, c: dict[str, Any]) -> None:
         concurrency_limit=None,
         show_progress_on=c["cmp_go"],  # not the tables (ui.progress)
     )
-    c["cmp_runs"].focus(lambda: gr.update(choices=runs_view.run_choices(ctx)), None, c["cmp_runs"], **QUIET)
+    choices = {"fn": lambda: gr.update(choices=runs_view.run_choices(ctx)), "inputs": None, "outputs": c["cmp_runs"]}
+    c["cmp_runs"].focus(**choices, **NO_PROGRESS, **QUIET)

@@ -95,7 +95,7 @@ class Shared:
     backend: Any
     config: ConfigBox
     # the Runs page's panel: (run id -> its updates, the components they set); Start shows its run at once
-    show_run: tuple[Callable[[str], dict[Any, Any]], list[Any]] = (lambda rid: {}, [])
+    show_run: tuple[Callable[[str], dict[Any, Any]], list[Any]]
 
 
 # --- layout -----------------------------------------------------------------------------------
