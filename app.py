@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine import settings
+
 ON_SPACES = os.environ.get("SYSTEM") == "spaces"
 ON_COLAB = "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ  # a notebook needs a public link
 
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--auth",
-        default=env("TRAINPAD_AUTH"),
+        default=settings.text("TRAINPAD_AUTH") or None,
         help="password login: user:pass, or a file of user:pass lines ($TRAINPAD_AUTH)",
     )
     p.add_argument(
@@ -66,23 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--concurrency",
         type=int,
-        default=int(env("TRAINPAD_CONCURRENCY") or 1),
+        default=settings.integer("TRAINPAD_CONCURRENCY"),
         help="runs trained at the same time; more wait in the queue (default 1; $TRAINPAD_CONCURRENCY)",
     )
     p.add_argument(
         "--max-file-size",
-        default=env("TRAINPAD_MAX_UPLOAD") or "2gb",
+        default=settings.text("TRAINPAD_MAX_UPLOAD"),
         help="largest upload (default 2gb)",
     )
     p.add_argument(
         "--admin",
-        default=env("TRAINPAD_ADMINS") or (env("SPACE_AUTHOR_NAME") or ""),
+        default=settings.text("TRAINPAD_ADMINS") or (env("SPACE_AUTHOR_NAME") or ""),
         help="on a shared instance, users who see every run, comma-separated ($TRAINPAD_ADMINS; on a Space: its owner)",
     )
     p.add_argument(
         "--allow-remote-code",
         action="store_true",
-        default=env("TRAINPAD_ALLOW_REMOTE_CODE") == "1",
+        default=settings.flag("TRAINPAD_ALLOW_REMOTE_CODE"),
         help="let runs turn trust_remote_code on (a model's own Python code runs on this machine)",
     )
     p.add_argument(
@@ -152,8 +154,8 @@ def create(
     uploads and exports cleanup (None: the defaults, ``ui.datasource.cleanup_limits``)."""
     from dataclasses import replace
 
-    from engine.policy import Policy
-    from engine.supervisor import Supervisor
+    from engine.run.policy import Policy
+    from engine.run.supervisor import Supervisor
     from ui.context import Context, register
     from ui.datasource import start_cleanup
     from ui.studio import build_demo
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         launch(ctx, demo, args.host, args.port, args.share, auth, args.max_file_size)
     finally:
-        ctx.supervisor.shutdown()
+        ctx.engine.shutdown()
     return 0
 
 

@@ -54,7 +54,7 @@ def bench_asr(work: Path, epochs: int) -> dict:
     import pandas as pd
     from transformers import AutoProcessor
 
-    from engine import asr_train as at
+    from engine.audio import train as at
     from tests.tiny_audio import WORDS, build_tiny_whisper, spoken_words
 
     words = WORDS[:12]

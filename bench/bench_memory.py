@@ -144,8 +144,9 @@ def _settle() -> int:
 
 def measure_one(task_name: str, overrides: dict[str, Any], model: Path, data: Path, work: Path) -> dict[str, Any]:
     """Train a few steps of the task on ``model``; the estimate and the peak above the settled baseline."""
-    from engine import memory, worker
     from engine.params import validate_params
+    from engine.preflight import memory
+    from engine.run import worker
     from engine.task import get_task
 
     task = get_task(task_name)
@@ -180,8 +181,6 @@ def child(indices: list[int], work: Path) -> None:
     import torch  # noqa: F401  (imported before the baseline: it is part of it)
     import transformers  # noqa: F401
 
-    from engine import llm_train, train_utils  # noqa: F401
-
     data = write_data(work)
     needed = {SETTINGS[i][1] for i in indices} | {"tiny-llama", "tiny-bert"}
     models = {name: build_model(*MODELS[name], out=work / name) for name in sorted(needed)}
@@ -198,7 +197,7 @@ def child(indices: list[int], work: Path) -> None:
 
 def measure(indices: list[int], timeout: float = 600) -> list[dict[str, Any]]:
     """Run the settings in one fresh child process with the worker's environment; one dict per setting."""
-    from engine.procs import worker_env
+    from engine.run.procs import worker_env
 
     env = worker_env()
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])

@@ -97,7 +97,7 @@ def start_times(repeat: int, env: dict[str, str], data_dir: Path) -> dict[str, f
 
 def fill_history(data_dir: Path, n: int = 20, points: int = 200, params: dict | None = None) -> list[str]:
     """``n`` finished runs, each with a folder, a log and ``points`` steps of metrics (``params``: more params)."""
-    from engine.store import Store
+    from engine.run.store import Store
 
     store = Store(data_dir / "trainpad.db")
     ids = []
@@ -211,7 +211,7 @@ def chart_latency(env: dict[str, str], data_dir: Path) -> dict[str, float]:
 
 def loss_steps(plot: object) -> list[int]:
     """Steps of the `loss` series in a LinePlot value returned by gradio_client."""
-    from engine import charts
+    from engine.train import charts
 
     value = plot.get("value", plot) if isinstance(plot, dict) else {}
     if not isinstance(value, dict):

@@ -44,8 +44,8 @@ def _floor_main(args: argparse.Namespace) -> None:
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from engine import images as im
-    from engine import vision_utils as vu
+    from engine.data import images as im
+    from engine.vision import detection as vdet
 
     t0 = time.time()
     df = im.read_image_folder(Path(args.data))
@@ -67,7 +67,7 @@ def _floor_main(args: argparse.Namespace) -> None:
         logging_steps=50,
         eval_strategy="epoch" if valid else "no",
     )
-    collate = stack_collate if classify else vu.detection_collate
+    collate = stack_collate if classify else vdet.detection_collate
     trainer = Trainer(model=model, args=targs, train_dataset=train, eval_dataset=valid, data_collator=collate)
     result = trainer.train()
     metrics = trainer.evaluate() if valid else {}
@@ -85,8 +85,8 @@ def _floor_classification(df, model_path: str) -> tuple:  # noqa: ANN001
     import torch
     from transformers import AutoModelForImageClassification
 
-    from engine import images as im
-    from engine import vision_utils as vu
+    from engine.data import images as im
+    from engine.vision import encoders as vu
 
     spec = vu.pixel_spec(vu.load_processor(model_path))
     names = sorted(set(df["label"]))
@@ -115,13 +115,14 @@ def _floor_detection(df, model_path: str) -> tuple:  # noqa: ANN001
 
 def detection_set(df, model_path: str | Path) -> object:  # noqa: ANN001
     """The detection table as Trainpad's evaluation dataset (64x64 letterboxed, no augmentation)."""
-    from engine import vision_utils as vu
+    from engine.vision import detection as vdet
+    from engine.vision import encoders as vu
 
     names = ["circle", "square", "triangle"]
     params = argparse.Namespace(image_square_size=64, augmentation="none", seed=0, data_path="", valid_path="")
     boxes = [o["bbox"] for o in df["objects"]]
     classes = [[names.index(c) for c in o["category"]] for o in df["objects"]]
-    return vu.DetectionSet(list(df["image"]), boxes, classes, vu.load_processor(model_path), params, False)
+    return vdet.DetectionSet(list(df["image"]), boxes, classes, vu.load_processor(model_path), params, False)
 
 
 def stack_collate(rows: list[dict]) -> dict:
@@ -189,19 +190,20 @@ def map_step_time(work: Path, run: dict, model: Path, data: Path) -> dict:
 
     import torch
 
-    from engine import images as im
-    from engine import vision_utils as vu
+    from engine.data import images as im
+    from engine.vision import detection as vdet
+    from engine.vision import encoders as vu
 
     df = im.read_image_folder(data).head(40)
     proc, names = vu.load_processor(model), ["circle", "square", "triangle"]
     ds = detection_set(df, model)
-    batch = vu.detection_collate([ds[i] for i in range(len(ds))])
+    batch = vdet.detection_collate([ds[i] for i in range(len(ds))])
     net = __import__("transformers").AutoModelForObjectDetection.from_pretrained(str(model)).eval()
     with torch.no_grad():
         out = net(pixel_values=batch["pixel_values"])
     pred = SimpleNamespace(predictions=[(out.logits.numpy(), out.pred_boxes.numpy())], label_ids=[batch["labels"]])
     t0 = time.time()
-    vu.coco_map(*vu.detections(pred, proc, 64), names)
+    vdet.coco_map(*vdet.detections(pred, proc, 64), names)
     seconds = time.time() - t0
     epoch = run["metrics"]["train_runtime"] / 3
     return {"map_s": round(seconds, 3), "epoch_s": round(epoch, 2), "share_of_epoch": round(seconds / epoch, 3)}

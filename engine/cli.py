@@ -13,7 +13,7 @@ from engine.errors import UserError
 
 
 def _supervisor(args: argparse.Namespace, **kw: Any) -> Any:
-    from engine.supervisor import Supervisor
+    from engine.run.supervisor import Supervisor
 
     return Supervisor(args.data_dir, **kw)
 
@@ -112,9 +112,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     import os
 
     from engine.config import dump_config, load_config
-    from engine.data import check_data, check_note, disk_problem
-    from engine.models import check_params
-    from engine.procs import data_dir_from_env
+    from engine.data.splits import check_data, check_note
+    from engine.data.tables import disk_problem
+    from engine.preflight.models import check_params
+    from engine.run.procs import data_dir_from_env
 
     task, params = load_config(args.config, args.overrides)
     data_dir = data_dir_from_env(args.data_dir)
@@ -125,7 +126,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(dump_config(task, params), end="")
     if task.data_summary is not None:
         print("\n".join(f"# {line}" for line in task.data_summary(task, params).splitlines()))
-    from engine.memory import memory_check
+    from engine.preflight.memory import memory_check
 
     if memory := memory_check(task, params):
         print(f"# {memory}")
@@ -171,7 +172,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from engine.predict import predict_run
+    from engine.run.predict import predict_run
 
     inputs: Any = args.input
     try:
@@ -184,22 +185,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from engine.merge import merge_in_subprocess
-    from engine.predict import run_dir_of
+    from engine.run.merge import merge_in_subprocess
+    from engine.run.predict import run_dir_of
 
     print(f"merged model: {merge_in_subprocess(run_dir_of(args.run_id, args.data_dir))}")
     return 0
 
 
-def cmd_app(args: argparse.Namespace) -> int:
-    import app
-
+def app_command(args: argparse.Namespace) -> list[str]:
+    """``python -m app`` with the command's flags: the studio runs as its own program (the engine never imports
+    the app)."""
     data_dir = ["--data-dir", str(args.data_dir)] if args.data_dir and "--data-dir" not in args.app_args else []
-    return app.main([*data_dir, *args.app_args])
+    return [sys.executable, "-m", "app", *data_dir, *args.app_args]
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    import subprocess
+
+    return subprocess.call(app_command(args))
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from engine.autotrain import command_to_yaml
+    from engine.config import command_to_yaml
 
     text = command_to_yaml(args.command)
     if args.output:

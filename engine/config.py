@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from engine import autotrain
-from engine.autotrain import is_autotrain
+from engine.compat import autotrain
+from engine.compat.autotrain import is_autotrain
 from engine.errors import UserError
 from engine.params import public_dict, validate_params
 from engine.task import Task, get_task
@@ -185,3 +185,17 @@ def dump_config(task: Task, params: BaseModel, name: str = "", backend: str = "l
         doc["backend"] = backend
     doc["params"] = public_dict(params)
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+def command_to_yaml(command: str) -> str:
+    """The Trainpad YAML for an AutoTrain command line (validated; notes as `#` comments at the top)."""
+    doc, found = autotrain.convert(autotrain.parse_command(command), env=True)
+    task, params = from_dict({k: v for k, v in doc.items() if k != "backend" or v in ("local", "hf-jobs")})
+    out: dict[str, Any] = {"task": task.name}
+    if doc.get("name"):
+        out["name"] = doc["name"]
+    if doc.get("backend") not in (None, "local"):
+        out["backend"] = doc["backend"]
+    out["params"] = public_dict(params)
+    header = "".join(f"# {line}\n" for line in [f"from: {autotrain.masked(command)}", *found])
+    return header + yaml.safe_dump(out, sort_keys=False, allow_unicode=True)

@@ -112,10 +112,12 @@ def write_json(path: str | Path, data: dict[str, Any]) -> None:
 
 
 def read_json(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object from a file; None when the file is missing, unreadable, not JSON or not an object."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
+    return doc if isinstance(doc, dict) else None
 
 
 def log_tail(run_dir: str | Path, max_bytes: int = 16_000) -> str:
@@ -181,3 +183,9 @@ def disk_full_message(run_dir: str | Path, log_text: str = "") -> str:
         "The run could not write its files. Free some space (delete old runs or checkpoints), or use another "
         "data folder (--data-dir / TRAINPAD_DATA_DIR), then start it again."
     )
+
+
+def print_summary(task: str, n_train: int, n_valid: int, **facts: Any) -> None:
+    """One line in train.log saying what is about to be trained."""
+    extra = "; ".join(f"{k}={v}" for k, v in facts.items())
+    print(f"[trainpad] {task}: {n_train} training rows, {n_valid} validation rows; {extra}", flush=True)

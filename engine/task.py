@@ -16,8 +16,6 @@ from pydantic import BaseModel
 
 from engine.errors import UserError
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-
 # Explicit registry, in display order. Add a task by adding its module name here.
 TASK_MODULES = [
     "llm_sft",
@@ -77,6 +75,10 @@ class Task:
     columns: list[Column]
     train: Callable[[Job], dict[str, Any]]
     predict: Callable[[Path, Any], Any]
+    # The kind of base model it fine-tunes (a key of engine.preflight.models.FITS; None: it takes no base model),
+    # checked before launch, and the Hub pipeline tag whose models the base model box suggests (None: no search).
+    model_kind: str | None = "text"
+    hub_pipeline: str | None = None
     key_metric: str = "eval_loss"
     suggested_models: list[str] = field(default_factory=list)  # the base model picker's first choices, small first
     greater_is_better: bool = False
@@ -94,16 +96,12 @@ class Task:
     from_autotrain: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
     library: str = "transformers"  # the model card's library_name
     uses_torch: bool = True  # the worker seeds torch's generators before `train` (new heads start the same)
-    # The worker loads the data with `engine.data.load_splits` and passes it in the Job; a task that reads its
+    # The worker loads the data with `engine.data.splits.load_splits` and passes it in the Job; a task that reads its
     # files itself (tabular: raw columns, its own split) sets this False and gets `Job.train = None`.
     loads_data: bool = True
     # How a training example weighs on memory, for the pre-launch memory check (engine/memory.py):
     # sequences_per_example (2 for chosen/rejected pairs), reference_model (a frozen copy, DPO), lm_logits.
     memory_profile: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def example_config(self) -> Path:
-        return ASSETS / "examples" / f"{self.name}.yaml"
 
 
 _REGISTRY: dict[str, Task] = {}

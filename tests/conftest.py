@@ -43,7 +43,7 @@ def data_dir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def supervisor(data_dir):
-    from engine.supervisor import Supervisor
+    from engine.run.supervisor import Supervisor
 
     sup = Supervisor(data_dir, poll_interval=0.2, grace_period=20).start()
     yield sup
@@ -69,4 +69,4 @@ def studio(data_dir):
     app.launch(ctx, demo, port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/", ctx
     demo.close()
-    ctx.supervisor.shutdown(stop_runs=True)
+    ctx.engine.shutdown(stop_runs=True)

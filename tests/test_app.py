@@ -27,7 +27,7 @@ PROBE = """
 import json, sys
 import app
 ctx, demo = app.create(sys.argv[1])
-ctx.supervisor.shutdown()
+ctx.engine.shutdown()
 heavy = json.loads(sys.argv[2])
 print(json.dumps({"heavy": [m for m in heavy if m in sys.modules], "blocks": len(demo.blocks)}))
 """
@@ -79,9 +79,9 @@ def test_trainpad_app_passes_its_flags_to_the_studio(monkeypatch):
     from engine import cli
 
     seen = {}
-    monkeypatch.setattr(app, "main", lambda argv: seen.setdefault("argv", argv) and 0)
+    monkeypatch.setattr("subprocess.call", lambda argv: seen.setdefault("argv", argv) and 0)
     cli.main(["--data-dir", "d", "app", "--port", "9000", "--share"])
-    assert seen["argv"] == ["--data-dir", "d", "--port", "9000", "--share"]
+    assert seen["argv"] == [sys.executable, "-m", "app", "--data-dir", "d", "--port", "9000", "--share"]
 
 
 def test_view_modules_do_not_import_gradio():

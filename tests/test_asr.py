@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import audio
+from engine.data import audio
 from engine.params import validate_params
-from engine.predict import predict_dir
+from engine.run.predict import predict_dir
 from engine.task import get_task
 from tests.tiny import metric_values, refused, write_csv
 from tests.tiny_audio import WORDS, build_tiny_wav2vec2, build_tiny_whisper, have_espeak, speak, spoken_words
@@ -113,7 +113,7 @@ def audio_dataset(corpus: Path, n: int):
 @pytest.mark.slow
 @needs_espeak
 def test_datasets_audio_feature_saved_or_from_the_hub(supervisor, corpus, tiny_whisper, tmp_path):
-    from engine.data import _load_hub
+    from engine.data.splits import _load_hub
 
     ds = audio_dataset(corpus, 48)
     ds.save_to_disk(str(tmp_path / "saved"))
@@ -190,7 +190,7 @@ def test_decode_formats_and_resample(tmp_path):
 
 
 def test_zip_of_clips_read_as_table(tmp_path):
-    from engine.data import load_raw
+    from engine.data.splits import load_raw
 
     folder = tmp_path / "set"
     folder.mkdir()
@@ -204,7 +204,7 @@ def test_zip_of_clips_read_as_table(tmp_path):
 
 
 def test_whisper_language_and_task_tokens_from_the_form(tiny_whisper):
-    from engine.asr_train import load_processor
+    from engine.audio.train import load_processor
 
     params = asr_params(tiny_whisper, tiny_whisper, language="english", whisper_task="transcribe")
     tok = load_processor(params, "seq2seq", ["red"]).tokenizer

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import autotrain as at
+from engine.compat import autotrain as at
 from engine.config import from_dict
 from engine.errors import UserError
 from engine.task import all_tasks
@@ -564,7 +564,7 @@ def tiny_llm(tmp_path_factory):
 
 def _trainpad_trainer(doc: dict, frame, tmp_path, monkeypatch):
     """The Trainpad task and its real trainer for an AutoTrain config, captured where training would start."""
-    from engine import llm_train
+    from engine.llm import train as llm_train
     from engine.task import Job
 
     task, params = from_dict(doc)
@@ -762,10 +762,10 @@ def _breast_cancer_splits(folder: Path, seed: int = 42) -> tuple[Path, Path, obj
 @pytest.mark.slow
 @pytest.mark.parametrize("rows", ["train", "score"])
 def test_tabular_validation_rows_join_the_cross_validation_and_the_card_says_so(tmp_path, rows):
+    from engine.run.worker import model_card
     from engine.runfiles import MODEL_DIR
     from engine.tabular.bundle import predict as predict_bundle
     from engine.task import Job
-    from engine.worker import model_card
 
     folder, _, unseen = _breast_cancer_splits(tmp_path)
     doc = {

@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import backends
 from engine import runfiles as rf
-from engine import supervisor as supervisor_module
-from engine.backends import hf_jobs, remote_run
 from engine.errors import UserError
 from engine.params import validate_params
-from engine.procs import ENGINE_ROOT
-from engine.supervisor import Supervisor
+from engine.run import backends
+from engine.run import supervisor as supervisor_module
+from engine.run.backends import hf_jobs, remote_run
+from engine.run.procs import ENGINE_ROOT
+from engine.run.supervisor import Supervisor
 from engine.task import get_task
 from tests.fake_hub import FakeHub, reply
 from tests.fakes import dead_process
@@ -129,7 +129,7 @@ def test_hf_jobs_refuse_what_a_job_cannot_do(tmp_path, monkeypatch):
 
 
 def test_ray_settings(monkeypatch):
-    from engine.backends import ray as ray_backend
+    from engine.run.backends import ray as ray_backend
 
     monkeypatch.delenv("TRAINPAD_RAY_SHARED_STORAGE", raising=False)
     for address, shared in [("http://127.0.0.1:8265", True), ("localhost:8265", True), ("http://ray-head:8265", False)]:
@@ -145,7 +145,7 @@ def test_ray_settings(monkeypatch):
 
 
 def test_job_command_follows_the_runs_processes(tmp_path):
-    assert remote_run.job_command({}, tmp_path)[-3:] == ["-m", "engine.worker", str(tmp_path)]
+    assert remote_run.job_command({}, tmp_path)[-3:] == ["-m", "engine.run.worker", str(tmp_path)]
     command = remote_run.job_command({"num_processes": 2, "distributed": "fsdp"}, tmp_path)
     assert command[command.index("--num_processes") + 1] == "2" and "--use_fsdp" in command
 

@@ -84,7 +84,7 @@ def fake_run(ctx, run_id: str, status: str, **row) -> Path:
     import json
     import time
 
-    run_dir = ctx.supervisor.runs_dir / run_id
+    run_dir = ctx.engine.runs_dir / run_id
     run_dir.mkdir(parents=True)
     (run_dir / "train.log").write_text("step 1\n")
     (run_dir / "config.yaml").write_text(f"task: llm_sft\nname: {run_id}\n")
@@ -227,7 +227,7 @@ def test_bad_upload_is_explained_and_queues_nothing(studio, page, tmp_path):
     expect(pg.get_by_text(re.compile("Not started"))).to_be_visible()
     shot(pg, "5-bad-upload")
     assert ctx.store.list_runs() == []
-    assert list(ctx.supervisor.runs_dir.iterdir()) == []
+    assert list(ctx.engine.runs_dir.iterdir()) == []
 
 
 def test_problems_marked_beside_fields_and_load_config_fills_a_form(studio, page, tmp_path):

@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 from engine.config import apply_overrides, dump_config, from_dict, load_config
-from engine.data import check_data, load_splits, read_table
+from engine.data.splits import check_data, load_splits
+from engine.data.tables import read_table
 from engine.errors import UserError
 from engine.params import validate_params
-from engine.store import Store
+from engine.run.store import Store
 from engine.task import Column, all_tasks, get_task
 
 SFT = get_task("llm_sft")
@@ -213,7 +214,7 @@ def test_folder_with_train_and_validation_files(tmp_path):
 def test_split_is_stratified_and_seeded(tmp_path):
     import pandas as pd
 
-    from engine.data import split_train_valid
+    from engine.data.splits import split_train_valid
 
     df = pd.DataFrame({"text": [f"t{i}" for i in range(100)], "target": ["a"] * 80 + ["b"] * 20})
     train, valid = split_train_valid(df, 0.2, seed=1, stratify="target")
@@ -326,7 +327,7 @@ def test_autotrain_qa_and_sentence_transformers_columns_map_to_roles():
 
 
 def test_common_column_names_match_roles_without_a_mapping(tmp_path):
-    from engine.data import resolve_mapping
+    from engine.data.splits import resolve_mapping
 
     task = get_task("text_classification")
     mapping, problems = resolve_mapping(task, ["Sentence", "label"], {})

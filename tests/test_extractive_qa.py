@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine import qa_utils as qa
 from engine.errors import UserError
 from engine.params import validate_params
-from engine.predict import predict_dir
+from engine.run.predict import predict_dir
 from engine.task import get_task
+from engine.text import qa
 from tests.tiny import COLORS, NAMES, metric_values, tiny_bert_for, write_csv
 
 QA = get_task("extractive_qa")
@@ -156,7 +156,7 @@ def test_answer_not_in_context_refused_with_row_and_column(supervisor, tiny_bert
 
 
 def test_plain_answer_columns_checked(tiny_bert, tmp_path):
-    from engine.data import check_data
+    from engine.data.splits import check_data
 
     rows = [{"context": "bob likes red.", "question": "what does bob like?", "answer_text": "red", "answer_start": 10}]
     rows.append(
@@ -171,7 +171,7 @@ def test_plain_answer_columns_checked(tiny_bert, tmp_path):
 
 
 def test_missing_answer_columns_refused(tiny_bert, tmp_path):
-    from engine.data import check_data
+    from engine.data.splits import check_data
 
     rows = [{"context": r["context"], "question": r["question"], "answer_text": "red"} for r in qa_rows(5)]
     problems = check_data(QA, qa_params(tiny_bert, write_csv(tmp_path / "d.csv", rows)))

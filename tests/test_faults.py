@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from engine import runfiles as rf
-from engine.supervisor import Supervisor
+from engine.run.supervisor import Supervisor
 from engine.task import get_task
 from tests.test_sft import sft_params
 from tests.tiny import chat_rows, write_jsonl

@@ -18,16 +18,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine import procs
 from engine import runfiles as rf
 from engine.cli import parse_args
 from engine.config import load_config
-from engine.data import read_table
+from engine.data.tables import read_table
 from engine.errors import UserError
-from engine.store import Store
-from engine.supervisor import Supervisor
+from engine.run import procs
+from engine.run.store import Store
+from engine.run.supervisor import Supervisor
+from engine.run.worker import error_message
 from engine.task import get_task
-from engine.worker import error_message
 from tests.fakes import IGNORES_SIGTERM, fake_run, fake_worker
 from tests.tiny import chat_rows, write_jsonl
 
@@ -306,7 +306,8 @@ def test_a_binary_file_named_csv_is_named_as_such(tmp_path):
 
 
 def test_the_worker_reads_the_data_once(tiny_llama, tmp_path, monkeypatch):
-    from engine import data, worker
+    from engine.data import tables as data
+    from engine.run import worker
 
     reads = []
     real = data.read_table
@@ -478,7 +479,8 @@ def test_a_model_loading_error_keeps_its_explanation(tmp_path):
 
 
 def test_check_reads_each_file_once_even_with_a_task_check(tmp_path, monkeypatch):
-    from engine import data
+    from engine.data import splits
+    from engine.data import tables as data
 
     (tmp_path / "t.csv").write_text("a,b,target\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
     reads = []
@@ -486,12 +488,12 @@ def test_check_reads_each_file_once_even_with_a_task_check(tmp_path, monkeypatch
     monkeypatch.setattr(data, "_read_table", lambda p, nrows=None: reads.append(p) or real(p, nrows))
     tab = get_task("tabular")
     params = tab.params.model_validate({"data_path": str(tmp_path / "t.csv"), "target_columns": "target"})
-    assert data.check_data(tab, params) == []
+    assert splits.check_data(tab, params) == []
     assert len(reads) == 1, reads
 
 
 def test_resume_with_a_typed_token_keeps_it_in_memory_only(data_dir, tmp_path):
-    from engine import supervisor as supervisor_module
+    from engine.run import supervisor as supervisor_module
 
     sup = Supervisor(data_dir, manage_all=False)
     run_id = fake_run(sup, tmp_path, status="stopped", owner=sup.me)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import llm_data as ld
-from engine import llm_model as lm
 from engine.errors import UserError
+from engine.llm import data as ld
+from engine.llm import model as lm
 from engine.params import validate_params
 from engine.task import get_task
 from tests.tiny import write_jsonl
@@ -205,7 +205,7 @@ def test_data_report_imports_no_heavy_library(tiny_llama, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", preference_rows(6, "chat"))
     code = (
         "import sys, json; from engine.task import get_task; from engine.params import validate_params; "
-        "from engine import llm_data as ld; t = get_task('llm_dpo'); "
+        "from engine.llm import data as ld; t = get_task('llm_dpo'); "
         f"p = validate_params(t.params, {{'base_model': {str(tiny_llama)!r}, 'data_path': {str(data)!r}}}); "
         "r = ld.data_report(t, p); "
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets', 'peft') if m in sys.modules]; "
@@ -243,7 +243,7 @@ def test_quantized_run_fails_with_clear_message_on_cpu(supervisor, tiny_llama, t
 
 
 def test_merge_refuses_a_run_without_adapter(tmp_path):
-    from engine.merge import merge_in_subprocess
+    from engine.run.merge import merge_in_subprocess
 
     (tmp_path / "model").mkdir()
     with pytest.raises(UserError, match="no LoRA adapter to merge"):

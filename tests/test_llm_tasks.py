@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.params import validate_params
-from engine.predict import predict_dir
+from engine.run.predict import predict_dir
 from engine.task import get_task
 from tests.tiny import text_rows, write_jsonl
 from tests.tiny_llm import build_tiny_qwen2, preference_rows
@@ -81,7 +81,7 @@ def test_dpo(supervisor, tiny_llama, tiny_qwen2, tmp_path, arch, capsys):
     assert logged(supervisor, row, "eval_rewards/margins")[-1] > 0
     assert logged(supervisor, row, "tokens_per_second")[-1] > 0
     assert isinstance(predict_dir(run_dir, QUESTION), str)
-    if lora:  # merge as a separate action: `trainpad merge RUN_ID` runs engine.merge in a worker process
+    if lora:  # merge as a separate action: `trainpad merge RUN_ID` runs engine.run.merge in a worker process
         from engine.cli import main as cli
 
         assert (run_dir / "model" / "adapter_config.json").exists()

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine import memory
-from engine.system import Gpu
+from engine.preflight import memory
+from engine.preflight.system import Gpu
 from engine.task import get_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,7 +206,7 @@ def test_memory_check_uses_the_runs_gpus():
 def test_memory_check_imports_no_torch(tmp_path):
     folder = model_folder(tmp_path, LLAMA)
     code = (
-        "import sys; from engine import memory; from engine.task import get_task; t = get_task('llm_sft'); "
+        "import sys; from engine.preflight import memory; from engine.task import get_task; t = get_task('llm_sft'); "
         f"print(memory.memory_check(t, t.params(base_model={str(folder)!r}))); "
         "print([m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules])"
     )

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import procs
 from engine import runfiles as rf
 from engine.params import validate_params
-from engine.supervisor import Supervisor
+from engine.run import procs
+from engine.run.supervisor import Supervisor
 from engine.task import get_task
 from tests.fakes import fake_run
 from tests.tiny import tiny_bert_for, write_csv

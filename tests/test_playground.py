@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from engine import runfiles as rf
-from engine.predict import predict_dir
+from engine.run.predict import predict_dir
 from tests.test_browser import CHROMIUM, page, pick, shot  # noqa: F401 - page is a fixture
 from tests.test_ui_runs import fake_run
 from ui import playground, predictor
@@ -73,7 +73,7 @@ def word_chain_llava(out_dir: Path, image: Path, question: str) -> str:
     """The tiny LLaVA made to answer ``question`` about ``image`` with a fixed chain of words; the answer."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from engine import images
+    from engine.data import images
     from tests.tiny_vlm import build_tiny_llava
 
     build_tiny_llava(out_dir)
@@ -137,7 +137,7 @@ def test_chat_streams_stops_at_end_of_turn_and_caps_new_tokens(ctx, chain_model,
 
 def test_sampling_settings_pass_top_p_and_refuse_bad_values(monkeypatch):
     from engine.errors import UserError
-    from engine.llm_model import sampling_settings
+    from engine.llm.model import sampling_settings
 
     request = playground.chat_request([{"role": "user", "content": "hi"}], 5000, 0.7, "", top_p=0.9)
     assert request["top_p"] == 0.9 and request["max_new_tokens"] == 1024  # the default cap
@@ -154,7 +154,7 @@ def test_sampling_settings_pass_top_p_and_refuse_bad_values(monkeypatch):
 
 
 def test_top_p_and_the_end_of_turn_tokens_reach_generate(chain_model, monkeypatch):
-    from engine import llm_model as lm
+    from engine.llm import model as lm
 
     model, tok = lm.load_for_inference(chain_model[0])  # the same (cached) model generate() uses
     seen = {}
@@ -201,7 +201,7 @@ def make_tabular_run(ctx: Context, folder: Path) -> tuple[str, pd.DataFrame]:
          "target_columns": "label", "feature_importance": False},
     )  # fmt: skip
     run_id = ctx.supervisor.submit(task, params)
-    row = ctx.supervisor.wait(run_id, timeout=120)
+    row = ctx.engine.wait(run_id, timeout=120)
     assert row["status"] == "succeeded", row["error"]
     return run_id, df
 

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import charts
-from engine import llm_data as ld
+from engine.llm import data as ld
 from engine.task import get_task
+from engine.train import charts
 from ui import runs_view, task_view
 from ui.context import Context
 
@@ -99,7 +99,7 @@ def test_sample_prompts_of_each_data_form():
 
 
 def test_samples_callback_only_on_the_main_process_of_an_unsharded_generative_run(monkeypatch, tmp_path):
-    from engine import llm_train as lt
+    from engine.llm import train as lt
 
     valid = pd.DataFrame({"prompt": ["q"], "completion": ["a"]})
     job = SimpleNamespace(valid=valid, run_dir=tmp_path)

@@ -12,7 +12,7 @@ import pytest
 
 from engine.errors import UserError
 from engine.params import validate_params
-from engine.predict import predict_dir
+from engine.run.predict import predict_dir
 from engine.task import get_task
 from tests.tiny import NAMES, metric_values, tiny_bert_for, write_csv
 
@@ -157,7 +157,7 @@ def test_blank_cells_and_bad_scores_named(supervisor, tiny_bert, tmp_path):
 
 
 def test_unseen_validation_label_refused(tiny_bert, tmp_path):
-    from engine.data import check_data
+    from engine.data.splits import check_data
 
     train = write_csv(tmp_path / "t.csv", st_rows("pair_class", 12))
     valid_rows = st_rows("pair_class", 4, seed=1)

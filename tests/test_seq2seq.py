@@ -11,7 +11,7 @@ import pytest
 
 from engine.errors import UserError
 from engine.params import validate_params
-from engine.predict import predict_dir
+from engine.run.predict import predict_dir
 from engine.task import get_task
 from tests.tiny import COLORS, NAMES, build_tiny_t5, metric_values, write_csv
 
@@ -49,7 +49,7 @@ def s2s_params(model: Path, data: Path, **kw):
 
 @pytest.mark.slow
 def test_seq2seq_end_to_end(supervisor, tiny_t5, tmp_path):
-    from engine.text_utils import generation_metrics
+    from engine.train.metrics import generation_metrics
 
     rows = colour_rows(300)
     run_id = supervisor.submit(S2S, s2s_params(tiny_t5, write_csv(tmp_path / "train.csv", rows)))
@@ -132,7 +132,7 @@ def test_missing_values_named_by_row_and_column(supervisor, tiny_t5, tmp_path):
 
 
 def test_generation_metrics_scale():
-    from engine.text_utils import generation_metrics
+    from engine.train.metrics import generation_metrics
 
     perfect = generation_metrics(["the cat sat on the mat"], ["the cat sat on the mat"])
     assert perfect["rouge1"] == pytest.approx(100) and perfect["rougeLsum"] == pytest.approx(100)

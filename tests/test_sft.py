@@ -9,7 +9,7 @@ import pytest
 
 from engine.errors import UserError
 from engine.params import validate_params
-from engine.predict import predict_dir
+from engine.run.predict import predict_dir
 from engine.task import get_task
 from tests.tiny import chat_rows, text_rows, write_jsonl
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine import procs
 from engine.errors import UserError
-from engine.policy import Policy
-from engine.supervisor import Supervisor
+from engine.run import procs
+from engine.run.policy import Policy
+from engine.run.supervisor import Supervisor
 from engine.task import get_task
 from tests.tiny import chat_rows, write_jsonl
 
@@ -154,7 +154,7 @@ def test_push_to_hub_without_a_token_fails_plainly(supervisor, tiny_llama, tmp_p
 def test_a_huge_cell_is_measured_quickly(tiny_llama, tmp_path):
     import time as _time
 
-    from engine.llm_data import token_lengths
+    from engine.llm.data import token_lengths
 
     t0 = _time.time()
     lengths = token_lengths(["hello world " * 2_000_000, "hi"], tiny_llama, add_special_tokens=False)

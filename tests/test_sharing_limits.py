@@ -71,16 +71,16 @@ def test_exports_stay_per_user_on_a_shared_instance(supervisor):
 
 CHECK_SCRIPT = """
 import sys, time
-from engine import data
+from engine.data import splits
 from engine.task import get_task
 task = get_task("text_classification")
 params = task.params.model_validate({"base_model": "m", "data_path": sys.argv[1]})
 t0 = time.time()
-problems = data.check_data(task, params)
+problems = splits.check_data(task, params)
 # VmHWM: this program's peak (ru_maxrss would carry the forking test process's size across exec)
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
 print(time.time() - t0, peak / 1024, len(problems))
-print(data.check_note(params))
+print(splits.check_note(params))
 """
 
 
@@ -97,7 +97,7 @@ def check_in_a_process(path: Path) -> tuple[float, float, int, str]:
 
 
 def test_a_huge_file_is_checked_in_seconds_and_megabytes_and_trained_whole(tmp_path):
-    from engine import data
+    from engine.data import splits
     from engine.task import get_task
 
     rows = tmp_path / "million.csv"
@@ -118,14 +118,15 @@ def test_a_huge_file_is_checked_in_seconds_and_megabytes_and_trained_whole(tmp_p
 
     task = get_task("text_classification")
     params = task.params.model_validate({"base_model": "m", "data_path": str(rows), "valid_fraction": 0.0})
-    train, _ = data.load_splits(task, params)  # what the worker trains on
+    train, _ = splits.load_splits(task, params)  # what the worker trains on
     assert len(train) == 1_000_000
 
 
 def test_only_the_head_of_a_big_json_list_or_parquet_file_is_read(tmp_path, monkeypatch):
     import pandas as pd
 
-    from engine import data
+    from engine.data import splits
+    from engine.data import tables as data
 
     monkeypatch.setattr(data, "JSON_STREAM_BYTES", 1000)
     rows = [{"text": f"t{i}", "label": i % 2} for i in range(5000)]
@@ -138,14 +139,14 @@ def test_only_the_head_of_a_big_json_list_or_parquet_file_is_read(tmp_path, monk
         data.read_table(tmp_path / "broken.json")
     pd.DataFrame(rows).to_parquet(tmp_path / "t.parquet")
     assert len(data.read_table(tmp_path / "t.parquet", nrows=30)) == 30
-    assert data.row_estimate(tmp_path / "t.parquet") == 5000 and data.row_estimate(tmp_path / "list.json") is None
+    assert splits.row_estimate(tmp_path / "t.parquet") == 5000 and splits.row_estimate(tmp_path / "list.json") is None
 
 
 @pytest.mark.parametrize(
     "suffix, body", [(".json", '[{"text": "caf\xe9", "label": 1}]'), (".jsonl", '{"text": "caf\xe9"}\n')]
 )
 def test_non_utf8_json_data_is_refused_plainly(tmp_path, suffix, body):
-    from engine import data
+    from engine.data import tables as data
 
     path = tmp_path / f"latin{suffix}"
     path.write_bytes(body.encode("latin-1"))
@@ -189,8 +190,8 @@ def submit_problems(sup, params, user: str = "ann") -> str:
 def test_paths_named_in_data_files_stay_in_the_users_uploads(data_dir, tmp_path):
     import pandas as pd
 
-    from engine.policy import Policy
-    from engine.supervisor import Supervisor
+    from engine.run.policy import Policy
+    from engine.run.supervisor import Supervisor
 
     sup = Supervisor(data_dir, manage_all=False, policy=Policy(shared=True))
     uploads = sup.user_dirs("ann")[0]
@@ -311,7 +312,7 @@ def test_cleanup_runs_at_start_with_the_operators_limits(supervisor, monkeypatch
 
 
 def test_the_preview_lists_no_server_folder(supervisor, monkeypatch, tmp_path):
-    from engine import data
+    from engine.data import splits
     from engine.task import get_task
     from ui import context, task_view
 
@@ -334,7 +335,7 @@ def test_the_preview_lists_no_server_folder(supervisor, monkeypatch, tmp_path):
     def denied(*a, **kw):
         raise PermissionError(13, "Permission denied", "/root/secret/train.csv")
 
-    monkeypatch.setattr(data, "load_raw", denied)
+    monkeypatch.setattr(splits, "load_raw", denied)
     (tmp_path / "secret").mkdir()
     (tmp_path / "secret" / "train.csv").write_text("text,label\na,1\n")
     note = task_view.preview_data(task, str(tmp_path / "secret"), {}, {})[1]
@@ -386,7 +387,7 @@ def test_checks_run_a_few_at_a_time(tmp_path, monkeypatch):
     import threading
     from dataclasses import replace
 
-    from engine import data
+    from engine.data import splits
     from engine.task import get_task
 
     running, most = [], []
@@ -398,12 +399,12 @@ def test_checks_run_a_few_at_a_time(tmp_path, monkeypatch):
         running.pop()
         return []
 
-    monkeypatch.setattr(data, "_CHECKS", threading.BoundedSemaphore(2))
+    monkeypatch.setattr(splits, "_CHECKS", threading.BoundedSemaphore(2))
     task = replace(get_task("text_classification"), check_data=slow_check)
     path = tmp_path / "d.csv"
     path.write_text("text,label\na,1\nb,0\n")
     params = task.params.model_validate({"base_model": "m", "data_path": str(path)})
-    threads = [threading.Thread(target=data.check_data, args=(task, params)) for _ in range(6)]
+    threads = [threading.Thread(target=splits.check_data, args=(task, params)) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:

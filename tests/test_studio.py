@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import charts, models
 from engine import runfiles as rf
+from engine.preflight import models
 from engine.task import get_task
+from engine.train import charts
 from tests.test_browser import shot
 from ui import task_view
 from ui.context import Context
@@ -78,7 +79,7 @@ def test_events_keep_train_loss_apart_report_interval_throughput_and_pace(tmp_pa
     from types import SimpleNamespace
 
     from engine import runfiles as rf
-    from engine import train_utils
+    from engine.train import trainer as train_utils
 
     clock = [1000.0]
     monkeypatch.setattr(train_utils.time, "time", lambda: clock[0])
@@ -380,7 +381,7 @@ def test_model_picker_offers_suggested_then_local_folders_and_skips_the_hub_offl
     assert values[: len(sft.suggested_models)] == sft.suggested_models
     assert str(ctx.models_dir / "my-llama") in values
     assert ("my-llama · local folder", str(ctx.models_dir / "my-llama")) in update["choices"]
-    assert models.pipeline_tag("llm_sft") == "text-generation" and models.pipeline_tag("tabular") is None
+    assert sft.hub_pipeline == "text-generation" and get_task("tabular").hub_pipeline is None
 
 
 # --- 8. forms --------------------------------------------------------------------------------------
@@ -396,7 +397,7 @@ def test_hub_only_fields_apply_to_a_hub_id_or_a_folder(tmp_path):
 
 
 def test_report_to_a_tracker_that_is_installed_or_says_how_to_install_it(tmp_path, monkeypatch):
-    from engine import train_utils
+    from engine.train import trainer as train_utils
 
     params = get_task("text_classification").params.model_construct(report_to="wandb")
     monkeypatch.setattr(models, "tracker_installed", lambda name: False)
@@ -451,7 +452,7 @@ def test_hub_probe_is_bounded_and_remembered(monkeypatch):
 
 
 def test_write_confusion_feeds_the_run_pages_matrix_and_per_class_scores(tmp_path):
-    from engine import charts
+    from engine.train import charts
     from ui import runs_view
 
     charts.write_confusion(tmp_path, [0, 0, 1, 1, 2], [0, 1, 1, 1, 2], ["neg", "pos", "neutral"])

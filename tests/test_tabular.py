@@ -11,7 +11,7 @@ import pytest
 
 from engine.errors import UserError
 from engine.params import validate_params
-from engine.predict import predict_dir
+from engine.run.predict import predict_dir
 from engine.tabular import bundle, columns, families, metrics, search, targets
 from engine.task import Job, get_task
 
@@ -171,7 +171,7 @@ def test_bad_input_is_refused_before_queueing(supervisor, tmp_path, case, expect
 
 
 def test_mixed_column_is_accepted_when_overridden(tmp_path):
-    from engine.data import check_data
+    from engine.data.splits import check_data
 
     df = customers(40)
     df["spend"] = df["spend"].astype(object)
@@ -183,7 +183,7 @@ def test_mixed_column_is_accepted_when_overridden(tmp_path):
 
 
 def test_validation_file_lacking_a_feature_is_refused_at_check_and_at_train(supervisor, tmp_path):
-    from engine.data import check_data
+    from engine.data.splits import check_data
 
     df = customers(60)
     train_csv, valid_csv = tmp_path / "train.csv", tmp_path / "valid.csv"
@@ -343,7 +343,7 @@ def test_mixed_types_string_labels_unseen_categories(supervisor, tmp_path):
     assert all(sum(r["probabilities"].values()) == pytest.approx(1.0) for r in out)
     table = predict_dir(run_dir, str(path))
     assert pd.read_csv(table["output_csv"]).columns[0] == "customer_id"
-    from engine.predict import predict_in_subprocess  # the playground's path: JSON in, JSON out
+    from engine.run.predict import predict_in_subprocess
 
     assert predict_in_subprocess(run_dir, rows[1])["prediction"] == "churn"
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from engine.params import validate_params
-from engine.predict import predict_dir
+from engine.run.predict import predict_dir
 from engine.task import get_task
 from engine.tasks import text_classification as tc
 from tests.tiny import metric_values, refused, tiny_bert_for, write_csv
@@ -142,7 +142,7 @@ def test_same_seed_same_run_and_seed_changes_it(supervisor, tiny_bert, tmp_path)
 
 
 def test_labels_of_any_type_become_stable_strings():
-    from engine import text_utils as xu
+    from engine.data import cells as xu
 
     assert [xu.label_name(v) for v in (1, 1.0, "1", " 1 ", True, False, "pos")] == [
         "1", "1", "1", "1", "True", "False", "pos",
@@ -162,11 +162,11 @@ def test_multi_label_forms(tmp_path):
 
 
 def test_binary_metrics_include_auc():
-    from engine import text_utils as xu
+    from engine.train import metrics as metrics_lib
 
-    m = xu.classification_metrics([0, 1, 1, 0], [[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [3.0, 0.0]])
+    m = metrics_lib.classification_metrics([0, 1, 1, 0], [[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [3.0, 0.0]])
     assert m["accuracy"] == 0.75 and m["auc"] == 1.0 and 0 < m["f1_macro"] < 1
-    ml = xu.multilabel_metrics([[1, 0], [1, 1]], [[5.0, -5.0], [5.0, -5.0]])
+    ml = metrics_lib.multilabel_metrics([[1, 0], [1, 1]], [[5.0, -5.0], [5.0, -5.0]])
     assert ml["subset_accuracy"] == 0.5 and ml["f1_micro"] == pytest.approx(0.8)
 
 
@@ -211,7 +211,7 @@ def test_single_class_and_scores_refused(supervisor, tmp_path):
 
 def test_equal_numbers_are_one_class(supervisor, tmp_path):
     """`1`, `1.0` and `"1.0"` are one class, whatever the file type made of them; `"01"` stays a code (text)."""
-    from engine import text_utils as xu
+    from engine.data import cells as xu
 
     assert [xu.label_name(v) for v in ("1.0", "1.00", "+1", "1e0", 1.0, "0.50", 0.5, "-0")] == [
         "1", "1", "1", "1", "1", "0.5", "0.5", "0",

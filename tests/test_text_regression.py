@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from engine.params import validate_params
-from engine.predict import predict_dir
+from engine.run.predict import predict_dir
 from engine.task import get_task
 from engine.tasks import text_regression as tr
 from tests.tiny import metric_values, refused, tiny_bert_for, write_csv
@@ -128,8 +128,8 @@ def test_missing_target_and_wrong_columns(supervisor, tmp_path):
 def test_best_model_metric_follows_the_task_and_the_data(tmp_path):
     """The best checkpoint is picked on the task's key metric (R² here), on eval_loss when there is one
     validation row (R² is undefined), and there is none to pick without evaluation."""
-    from engine import train_utils as tu
     from engine.task import Job
+    from engine.train import trainer as tu
 
     p = params(tmp_path, tmp_path / "x.csv", early_stopping_patience=2)
     job = Job(task=TR, params=p, run_dir=tmp_path, train=None)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.params import validate_params
-from engine.predict import predict_dir
+from engine.run.predict import predict_dir
 from engine.task import get_task
 from engine.tasks import token_classification as tk
 from tests.tiny import metric_values, refused, tiny_bert_for, write_csv
@@ -107,7 +107,7 @@ def test_tags_go_on_first_sub_word(tmp_path):
 
 
 def test_seqeval_metrics_overall_and_per_entity():
-    from engine import text_utils as xu
+    from engine.text import encoders as xu
 
     true = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-LOC"]]
     pred = [["B-PER", "I-PER", "O", "O"], ["O", "B-LOC"]]

@@ -27,7 +27,7 @@ def ctx(supervisor) -> Context:
 def hub_ids_exist(monkeypatch):
     """These tests use made-up Hub ids (`m`, `some/model`): treat every Hub id as there (tests/test_studio.py
     checks the base-model problems themselves)."""
-    from engine import models
+    from engine.preflight import models
 
     monkeypatch.setattr(models, "_hub_problems", lambda repo_id, kind, token: [])
 
@@ -240,7 +240,7 @@ def handler(demo: gr.Blocks, api_name: str):
 
 
 def test_start_handler_queues_the_run_or_marks_the_fields(tmp_path, data_dir, tiny_llama):
-    from engine.supervisor import Supervisor
+    from engine.run.supervisor import Supervisor
 
     ctx = Context(Supervisor(data_dir))  # not started: a queued run stays queued
     task = get_task("llm_sft")
@@ -258,7 +258,7 @@ def test_start_handler_queues_the_run_or_marks_the_fields(tmp_path, data_dir, ti
     }
     with pytest.warns(UserWarning, match="Not started: 2 problem"):  # gr.Warning outside a request
         updates = on_start("local", **values)
-    assert ctx.store.list_runs() == [] and list(ctx.supervisor.runs_dir.iterdir()) == []
+    assert ctx.store.list_runs() == [] and list(ctx.engine.runs_dir.iterdir()) == []
     assert shared.run_id not in updates and "2 problems" in updates[tab.form_msg]
     for name in ("learning_rate", "batch_size"):
         assert updates[tab.form[name]]["elem_classes"] == ["tp-invalid"], name
@@ -304,7 +304,7 @@ def test_start_with_problems_queues_nothing(tmp_path, ctx):
     with pytest.raises(Exception, match="SFT needs"):
         task_view.start(ctx, task, {"base_model": "m", "data_path": str(tmp_path / "bad.csv")})
     assert ctx.store.list_runs() == []
-    assert list(ctx.supervisor.runs_dir.iterdir()) == []
+    assert list(ctx.engine.runs_dir.iterdir()) == []
 
 
 def test_config_round_trip_fills_the_same_values(tmp_path, ctx):

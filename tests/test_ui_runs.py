@@ -11,8 +11,10 @@ import gradio as gr
 import pandas as pd
 import pytest
 
-from engine import backends, charts, procs, system
 from engine import runfiles as rf
+from engine.preflight import system
+from engine.run import backends, procs
+from engine.train import charts
 from ui import run_actions, runs, runs_view
 from ui.context import Context
 
@@ -24,7 +26,7 @@ def ctx(supervisor) -> Context:
 
 def fake_run(ctx: Context, run_id: str, status: str, params: dict | None = None, metrics: list | None = None, **row):
     """A run row plus its folder, as the supervisor and worker would leave them."""
-    run_dir = ctx.supervisor.runs_dir / run_id
+    run_dir = ctx.engine.runs_dir / run_id
     run_dir.mkdir(parents=True)
     params = {"base_model": "m", "epochs": 1.0, "learning_rate": 0.001, **(params or {})}
     (run_dir / rf.CONFIG).write_text(f"task: llm_sft\nname: {run_id}\nparams:\n  epochs: {params['epochs']}\n")
@@ -154,7 +156,7 @@ def test_merge_is_offered_only_for_an_unmerged_adapter(ctx):
     (run_dir / "adapter").mkdir()
     (run_dir / "adapter" / "adapter_config.json").write_text("{}")
     assert runs_view.run_view(ctx, "r1")["can"]["merge"]
-    (run_dir / "merged").mkdir()  # what engine.merge writes
+    (run_dir / "merged").mkdir()  # what engine.run.merge writes
     assert not runs_view.run_view(ctx, "r1")["can"]["merge"]
     (run_dir / "merged").rmdir()
     (run_dir / rf.MODEL_DIR).mkdir()
@@ -272,7 +274,7 @@ def test_resume_is_offered_only_where_training_is_left(ctx):
 
 
 def test_queued_run_shows_its_place_and_the_table_stays_short(ctx, tmp_path):
-    ctx.supervisor.shutdown()  # the fake queued runs must stay queued
+    ctx.engine.shutdown()  # the fake queued runs must stay queued
     fake_run(ctx, "q1", "queued", started_at=None, base_model=str(tmp_path / "models" / "org" / "tiny-llama"))
     fake_run(ctx, "q2", "queued", started_at=None)
     header = runs_view.run_view(ctx, "q2")["header"]
@@ -394,7 +396,7 @@ def test_compare_runs_through_the_api_takes_run_ids_and_only_the_users_own(data_
 
 
 def test_a_tick_sends_only_what_the_page_does_not_show_yet(ctx):
-    ctx.supervisor.shutdown()
+    ctx.engine.shutdown()
     fake_run(ctx, "r1", "succeeded", metrics=points(4), ended_at=time.time())
     with gr.Blocks():
         timer = gr.Timer(active=False)
@@ -408,7 +410,7 @@ def test_a_tick_sends_only_what_the_page_does_not_show_yet(ctx):
     first = runs.poll(ctx, page, timer, view, {})
     assert len(sent(first)) == len(first) - 1 and "name-r1" in first[page["header"]]
     assert sent(runs.poll(ctx, page, timer, view, first[page["sent"]])) == []  # nothing new: nothing sent
-    with open(ctx.supervisor.runs_dir / "r1" / rf.LOG, "a") as log:
+    with open(ctx.engine.runs_dir / "r1" / rf.LOG, "a") as log:
         log.write("step 3\n")
     third = runs.poll(ctx, page, timer, view, first[page["sent"]])
     assert sent(third) == [page["log"]] and "step 3" in third[page["log"]]

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import images as im
-from engine.data import check_data
+from engine.data import archives
+from engine.data import images as im
+from engine.data.splits import check_data
 from engine.errors import UserError
 from engine.params import validate_params
-from engine.predict import predict_dir
+from engine.run.predict import predict_dir
 from engine.task import get_task
 from tests.tiny import metric_values, refused, write_csv
 from tests.tiny_vision import build_tiny_vit, class_folders, shape_image
@@ -119,17 +120,19 @@ def shapes_dataset(n: int, labels: list[int] | None = None):
 
 def test_class_label_ids_become_class_names(tiny_vit, tmp_path):
     """A `datasets` image set keeps its class names in a ClassLabel feature and ids (0, 1, 2) in the column: saved
-    with save_to_disk or to_parquet (and loaded from the Hub: engine.images.hub_table), the label maps, config.json
+    with save_to_disk or to_parquet (and loaded from the Hub: engine.data.images.hub_table), the label maps, config.json
     and predictions use the names."""
     import datasets
 
-    from engine.data import load_splits
+    from engine.data.splits import load_splits
     from engine.task import Job
 
     names = ["round", "boxy", "pointy"]
     ds = shapes_dataset(24)
     ds.to_parquet(str(tmp_path / "hub" / "data" / "train-00000-of-00001.parquet"))  # a Hub dataset's layout
-    hub, _ = __import__("engine.data").data._load_hub(params(IC, tiny_vit, tmp_path / "hub"), None)  # load_dataset
+    hub, _ = __import__("engine.data.splits").data.splits._load_hub(
+        params(IC, tiny_vit, tmp_path / "hub"), None
+    )  # load_dataset
     assert list(hub["label"][:3]) == names and isinstance(hub["image"][0]["bytes"], bytes)
     assert {caption for _, caption in im.gallery(hub)} == set(names), "the preview's thumbnails say the names"
     datasets.DatasetDict(train=ds, validation=shapes_dataset(6)).save_to_disk(str(tmp_path / "saved"))
@@ -161,7 +164,7 @@ def test_class_label_categories_of_a_detection_set_become_names(tmp_path):
     gives boxes with category names."""
     import datasets
 
-    from engine.data import load_splits
+    from engine.data.splits import load_splits
     from tests.tiny_vision import detection_rows
 
     rows = detection_rows(4, seed=2)
@@ -355,40 +358,40 @@ def test_zip_members_outside_the_archive_are_refused_before_writing(tmp_path):
             zf.writestr("ok/1.png", b"x")
             zf.writestr(zipfile.ZipInfo(bad), b"x")
         with pytest.raises(UserError, match="outside the archive"):
-            im.extract_zip(path)
-        assert not (tmp_path / "evil.png").exists() and not im.extracted_folder(path).exists()
+            archives.extract_zip(path)
+        assert not (tmp_path / "evil.png").exists() and not archives.extracted_folder(path).exists()
 
 
 def test_zip_bombs_and_member_counts_are_refused_with_the_numbers(tmp_path):
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("a/zeros.png", b"\0" * (30 * 2**20))
-    member, archive = im.zip_problems(bomb)
+    member, archive = archives.zip_problems(bomb)
     assert "member `a/zeros.png` expands" in member and "limit 100x" in member and str(30 * 2**20) in member
     assert "zip bombs" in archive
     with pytest.raises(UserError, match="zeros.png"):
-        im.extract_zip(bomb)
-    assert not im.extracted_folder(bomb).exists()
+        archives.extract_zip(bomb)
+    assert not archives.extracted_folder(bomb).exists()
     many = tmp_path / "many.zip"
     with zipfile.ZipFile(many, "w") as zf:
         for i in range(12):
             zf.writestr(f"c/{i}.png", b"x")
-    assert "12 members, more than the limit of 10" in im.zip_problems(many, max_members=10)[0]
-    assert "2 members" not in " ".join(im.zip_problems(many))
+    assert "12 members, more than the limit of 10" in archives.zip_problems(many, max_members=10)[0]
+    assert "2 members" not in " ".join(archives.zip_problems(many))
     with pytest.raises(UserError, match="more than the limit"):
-        im.extract_zip(many, max_members=10)
+        archives.extract_zip(many, max_members=10)
     (tmp_path / "not.zip").write_bytes(b"hello")
-    assert "not a readable ZIP" in im.zip_problems(tmp_path / "not.zip")[0]
+    assert "not a readable ZIP" in archives.zip_problems(tmp_path / "not.zip")[0]
 
 
 def test_zip_is_extracted_once_and_a_lying_header_is_caught(tmp_path):
     folder = class_folders(tmp_path / "shapes", 2)
     path = zip_folder(folder, tmp_path / "shapes.zip")
-    first = im.extract_zip(path)
+    first = archives.extract_zip(path)
     assert sorted(p.name for p in im.list_images(first)) == sorted(p.name for p in im.list_images(folder))
     marker = first / "marker"
     marker.write_text("kept")
-    assert im.extract_zip(path) == first and marker.exists(), "the same archive is not extracted twice"
+    assert archives.extract_zip(path) == first and marker.exists(), "the same archive is not extracted twice"
 
     class Lying:  # a member that writes more than its header declares
         filename, file_size = "x.png", 3
@@ -403,7 +406,7 @@ def test_zip_is_extracted_once_and_a_lying_header_is_caught(tmp_path):
             return info.data
 
     with pytest.raises(UserError, match="more data than its header"):
-        im._extract_member(FakeZip(), Lying(), tmp_path / "out")
+        archives._extract_member(FakeZip(), Lying(), tmp_path / "out")
 
 
 # ---- AutoTrain configs --------------------------------------------------------------------
@@ -457,7 +460,7 @@ def test_detector_families_train_evaluate_and_predict(tmp_path, kind):
     model = build_tiny_detector(tmp_path / kind, kind)
     data = write_detection(tmp_path / "yolo", detection_rows(12, seed=2), "yolo")
     p = params(OD, model, data, image_square_size=64, max_steps=3, batch_size=4, valid_fraction=0.25)
-    train, valid = __import__("engine.data").data.load_splits(OD, p)
+    train, valid = __import__("engine.data.splits").data.splits.load_splits(OD, p)
     (tmp_path / "run").mkdir()
     metrics = OD.train(Job(task=OD, params=p, run_dir=tmp_path / "run", train=train, valid=valid))
     assert 0 <= metrics["eval_map_50"] <= 1 and metrics["global_step"] == 3, metrics
@@ -476,7 +479,7 @@ def test_lora_on_a_vit_trains_adapters_and_saves_a_plain_model(tmp_path, tiny_vi
 
     data = class_folders(tmp_path / "shapes", 6)
     p = params(IC, tiny_vit, data, use_lora=True, epochs=2, valid_fraction=0.2)
-    train, valid = __import__("engine.data").data.load_splits(IC, p)
+    train, valid = __import__("engine.data.splits").data.splits.load_splits(IC, p)
     (tmp_path / "run").mkdir()
     metrics = IC.train(Job(task=IC, params=p, run_dir=tmp_path / "run", train=train, valid=valid))
     assert "eval_accuracy" in metrics, "evaluated, with the best adapters kept"
@@ -497,7 +500,7 @@ def test_the_best_checkpoint_is_kept_for_a_model_saved_with_renamed_weights(tiny
     import torch
     from transformers import AutoModelForImageClassification, Trainer, TrainingArguments
 
-    from engine import train_utils as tu
+    from engine.train import trainer as tu
 
     class Rows(torch.utils.data.Dataset):
         def __len__(self):
@@ -596,7 +599,7 @@ def test_image_sets_work_in_dataloader_worker_processes(tmp_path):
     tensors as in-process loading."""
     import torch
 
-    from engine import vision_utils as vu
+    from engine.vision import encoders as vu
     from tests.tiny_vision import image_processor
 
     folder = class_folders(tmp_path / "shapes", 4)

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine import vlm_utils as vu
 from engine.params import validate_params
-from engine.predict import predict_dir
+from engine.run.predict import predict_dir
 from engine.task import get_task
+from engine.vision import vlm as vu
 from tests.tiny import metric_values, refused, write_csv, write_jsonl
 from tests.tiny_vlm import COLOURS, SHAPES, build_tiny_llava, shape_rows
 
@@ -105,7 +105,7 @@ def test_captioning_scored_with_cider(supervisor, tiny_llava, tmp_path):
 def test_datasets_image_feature_saved_or_from_the_hub(tiny_llava, tmp_path):
     from datasets import Dataset, Image
 
-    from engine.data import _load_hub, load_splits
+    from engine.data.splits import _load_hub, load_splits
 
     rows = shape_rows(tmp_path / "png", 6)
     images = [{"bytes": (tmp_path / "png" / r["file_name"]).read_bytes(), "path": r["file_name"]} for r in rows]
@@ -238,7 +238,7 @@ def test_best_checkpoint_of_a_full_fine_tune_is_reloaded_with_its_renamed_weight
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    from engine import train_utils as tu
+    from engine.train import trainer as tu
 
     model = AutoModelForImageTextToText.from_pretrained(str(tiny_llava))
     model.save_pretrained(tmp_path / "checkpoint-1")

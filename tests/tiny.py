@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from engine.llm_data import CHATML
+from engine.llm.data import CHATML
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 COLORS = ["red", "green", "blue", "yellow", "black", "white"]

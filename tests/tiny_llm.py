@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from engine.llm_data import CHATML
+from engine.llm.data import CHATML
 from tests.tiny import build_tokenizer, causal_lm_config
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import UserError
-from engine.policy import inside, named_path_problems
-from engine.store import Store
-from engine.supervisor import Supervisor, safe_name
+from engine.run.policy import inside, named_path_problems
+from engine.run.store import Store
+from engine.run.supervisor import Supervisor, safe_name
 
 
 def current_request() -> Any:
@@ -132,14 +132,14 @@ class Context:
         return [*self.engine.user_dirs(self.user()), *self.engine.policy.allowed_roots]
 
     def policy_problems(self, raw: dict[str, Any]) -> list[str]:
-        """On a shared instance, what the policy refuses in a form's values (``engine.policy.problems``: local
+        """On a shared instance, what the policy refuses in a form's values (``engine.run.policy.problems``: local
         paths outside the user's uploads, files named inside the data, remote code), before any file is read."""
         if not self.shared:
             return []
         from dataclasses import replace
         from types import SimpleNamespace
 
-        from engine.policy import problems
+        from engine.run.policy import problems
 
         fields = ("data_path", "valid_path", "base_model", "resume_from", "trust_remote_code", "column_mapping")
         params = SimpleNamespace(**{k: raw.get(k) for k in fields})
@@ -187,13 +187,11 @@ def outside_files(source: Any) -> list[str]:
 
 
 class UserStore:
-    """The run store seen by one user of a shared instance: others' runs do not exist."""
+    """The run store seen by one user of a shared instance: others' runs do not exist. Deny by default: only the
+    methods below exist (a test checks that the UI calls no other)."""
 
     def __init__(self, ctx: Context):
         self._ctx, self._store = ctx, ctx.engine.store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         row = self._store.get_run(run_id)
@@ -216,13 +214,27 @@ class UserStore:
 
 
 class LocalSupervisor:
-    """The supervisor of a local studio: the engine's, and deleting a run also deletes its model zips."""
+    """The supervisor of a local studio: the engine's, and deleting a run also deletes its model zips. Only the
+    methods below exist, as in :class:`UserSupervisor`."""
 
     def __init__(self, ctx: Context):
         self._ctx, self._sup = ctx, ctx.engine
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sup, name)
+    @property
+    def store(self) -> Store:
+        return self._sup.store
+
+    def submit(self, task: Any, params: Any, **kw: Any) -> str:
+        return self._sup.submit(task, params, **kw)
+
+    def stop(self, run_id: str) -> None:
+        self._sup.stop(run_id)
+
+    def resume(self, run_id: str, secrets: dict[str, str] | None = None) -> str:
+        return self._sup.resume(run_id, secrets=secrets)
+
+    def queue_position(self, run_id: str) -> tuple[int, int]:
+        return self._sup.queue_position(run_id)
 
     def delete(self, run_id: str) -> None:
         self._sup.delete(run_id)
@@ -230,13 +242,20 @@ class LocalSupervisor:
 
 
 class UserSupervisor:
-    """The supervisor used by one user of a shared instance: runs are theirs, their token is theirs."""
+    """The supervisor used by one user of a shared instance: runs are theirs, their token is theirs. Deny by
+    default: only the methods below exist (a test checks that the UI calls no other)."""
 
     def __init__(self, ctx: Context):
         self._ctx, self._sup = ctx, ctx.engine
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sup, name)
+    def queue_position(self, run_id: str) -> tuple[int, int]:
+        """(runs training, the user's own runs queued ahead of ``run_id``): others' queued runs are not counted."""
+        running, _ = self._sup.queue_position(self._own(run_id))
+        if self._ctx.is_admin():
+            return self._sup.queue_position(run_id)
+        mine = [r["id"] for r in self.store.runs_with_status("queued")]
+        ahead = mine.index(run_id) if run_id in mine else 0
+        return min(running, 1), ahead
 
     @property
     def store(self) -> Store:

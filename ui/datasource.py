@@ -19,9 +19,12 @@ from typing import Any
 
 import pandas as pd
 
-from engine import data, images
+from engine import settings
+from engine.data import archives, images, splits
+from engine.data import tables as data
+from engine.data.cells import is_missing
 from engine.errors import UserError
-from engine.policy import inside
+from engine.run.policy import inside
 from engine.task import Task
 from ui import context
 
@@ -88,7 +91,7 @@ def _unzip(src: Path, dest: Path) -> Path:
     except zipfile.BadZipFile:
         raise UserError(f"`{src.name}` is not a readable ZIP file. Zip the data folder again and upload it.") from None
     with archive:
-        problems = images.zip_problems(src, **zip_limits())  # `../`, absolute/link members, bombs, too many members
+        problems = archives.zip_problems(src, **zip_limits())  # `../`, absolute/link members, bombs, too many members
         if problems:
             raise UserError(problems)
         names = [n for n in archive.namelist() if not n.startswith("__MACOSX/")]
@@ -123,8 +126,8 @@ def zip_limits() -> dict[str, Any]:
     """The operator's ZIP limits ($TRAINPAD_ZIP_MAX_MEMBERS, $TRAINPAD_ZIP_MAX_GB); stricter defaults on a shared
     instance, whose disk every visitor shares."""
     shared = bool(context._CURRENT and context._CURRENT[0].shared)
-    members = int(os.environ.get("TRAINPAD_ZIP_MAX_MEMBERS") or (50_000 if shared else images.ZIP_MAX_MEMBERS))
-    gigabytes = float(os.environ.get("TRAINPAD_ZIP_MAX_GB") or (10 if shared else images.ZIP_MAX_BYTES / 2**30))
+    members = settings.integer("TRAINPAD_ZIP_MAX_MEMBERS", 50_000 if shared else archives.ZIP_MAX_MEMBERS)
+    gigabytes = settings.number("TRAINPAD_ZIP_MAX_GB", 10 if shared else archives.ZIP_MAX_BYTES / 2**30)
     return {"max_members": members, "max_bytes": int(gigabytes * 2**30)}
 
 
@@ -135,7 +138,7 @@ def source_params(
     valid_split: str = "",
     data_config: str = "",
 ) -> Any:
-    """The data-location fields ``engine.data`` reads, without a full params object."""
+    """The data-location fields ``engine.data.tables`` reads, without a full params object."""
     return SimpleNamespace(
         data_path=data_path,
         valid_path=valid_path,
@@ -185,7 +188,7 @@ def _preview(source: Any) -> tuple[pd.DataFrame, str]:
         return media_listing(
             folder
         ), f"Folder `{folder.name}`: files and the sub-folder each one is in (usually its label)."
-    train, valid = data.load_raw(source, nrows=PREVIEW_ROWS)
+    train, valid = splits.load_raw(source, nrows=PREVIEW_ROWS)
     note = f"First {len(train)} rows of `{Path(path).name}`" + (
         " (a validation file was found too)." if valid is not None else "."
     )
@@ -213,9 +216,9 @@ def media_listing(folder: Path, limit: int = PREVIEW_ROWS) -> pd.DataFrame:
 
 def match_columns(task: Task, columns: list[str], current: dict[str, str] | None = None) -> dict[str, str]:
     """Role -> column: keep a current choice that still exists, else the column named like the role or one of its
-    aliases (the worker's own matching, :func:`engine.data.resolve_mapping`)."""
+    aliases (the worker's own matching, :func:`engine.data.splits.resolve_mapping`)."""
     keep = {role: c for role, c in (current or {}).items() if c and c in columns}
-    found, _ = data.resolve_mapping(task, columns, keep)
+    found, _ = splits.resolve_mapping(task, columns, keep)
     return {col.role: found.get(col.role, "") for col in task.columns}
 
 
@@ -223,17 +226,10 @@ def display_frame(df: pd.DataFrame, max_chars: int = 200) -> pd.DataFrame:
     """Cells as short text, so lists and long strings show in the preview table."""
 
     def short(v: Any) -> str:
-        text = v if isinstance(v, str) else ("" if _is_missing(v) else str(v))
+        text = v if isinstance(v, str) else ("" if is_missing(v) else str(v))
         return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
 
     return df.apply(lambda col: col.map(short)) if len(df.columns) else df
-
-
-def _is_missing(v: Any) -> bool:
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
 
 
 def gallery(source: Any, limit: int = 24) -> tuple[list[tuple[Any, str]], str]:
@@ -246,7 +242,7 @@ def gallery(source: Any, limit: int = 24) -> tuple[list[tuple[Any, str]], str]:
     if outside:  # a shared instance shows no thumbnail of a file outside the user's uploads
         return [], str(outside[0])
     try:
-        train, _ = data.load_raw(source, nrows=data.check_rows())  # a table's first rows; image folders whole
+        train, _ = splits.load_raw(source, nrows=data.check_rows())  # a table's first rows; image folders whole
     except UserError:
         return [], ""
     if not any(c in train.columns for c in images.FILE_COLUMNS):
@@ -262,8 +258,8 @@ def gallery(source: Any, limit: int = 24) -> tuple[list[tuple[Any, str]], str]:
 def cleanup_limits(shared: bool) -> tuple[float, float]:
     """(max age in hours, max total GB) of uploads + exports: $TRAINPAD_CLEAN_HOURS, $TRAINPAD_CLEAN_GB (0: no
     limit). A shared instance's disk is small and every visitor's: 48 hours and 10 GB; locally 30 days and 50 GB."""
-    hours = float(os.environ.get("TRAINPAD_CLEAN_HOURS") or (48 if shared else 720))
-    gigabytes = float(os.environ.get("TRAINPAD_CLEAN_GB") or (10 if shared else 50))
+    hours = settings.number("TRAINPAD_CLEAN_HOURS", 48 if shared else 720)
+    gigabytes = settings.number("TRAINPAD_CLEAN_GB", 10 if shared else 50)
     return hours, gigabytes
 
 

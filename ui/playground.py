@@ -14,8 +14,8 @@ from typing import Any
 import gradio as gr
 
 from engine.errors import UserError
-from engine.predict import capped_new_tokens, max_new_tokens_cap
 from engine.task import get_task
+from engine.train.generation import capped_new_tokens, max_new_tokens_cap
 from ui import playground_table as pt
 from ui.context import Context
 from ui.predictor import predictor_for, release
@@ -221,7 +221,7 @@ def trim_reply(text: str) -> str:
 def chat_request(
     turns: list[dict[str, str]], max_new_tokens: float, temperature: float, system: str, top_p: float = 1.0
 ) -> dict[str, Any]:
-    """The predict input of a chat turn with its generation settings (``engine.llm_model.generate``); max new
+    """The predict input of a chat turn with its generation settings (``engine.llm.model.generate``); max new
     tokens within the instance's cap (``token_notice`` says when it was lowered)."""
     messages = ([{"role": "system", "content": system.strip()}] if system and system.strip() else []) + turns
     limit, _ = capped_new_tokens(max_new_tokens)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from engine import data
 from engine import runfiles as rf
+from engine import settings
+from engine.data import tables as data
 from engine.errors import UserError
 
 MAX_ROWS_ENV = "TRAINPAD_MAX_PREDICT_ROWS"
-DEFAULT_MAX_ROWS = 10_000
 SHOWN_ROWS = 200  # predictions shown on the page; the download has them all
 
 
@@ -42,8 +41,7 @@ def model_columns(run_dir: str | Path) -> ModelColumns | None:
 
 def max_rows() -> int:
     """The most rows one uploaded file may have (``TRAINPAD_MAX_PREDICT_ROWS``, default 10,000)."""
-    raw = os.environ.get(MAX_ROWS_ENV, "").strip()
-    return max(1, int(raw)) if raw.isdigit() else DEFAULT_MAX_ROWS
+    return max(1, settings.integer(MAX_ROWS_ENV))
 
 
 def placeholder(columns: ModelColumns | None) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.predict import _jsonable, predict_dir
+from engine.run.predict import _jsonable, predict_dir
 
 MARK = "@@trainpad "
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import queue
 import subprocess
 import sys
@@ -16,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from engine import settings
 from engine.errors import UserError
-from engine.predict import MAX_NEW_TOKENS_ENV, max_new_tokens_cap
-from engine.procs import ENGINE_ROOT, worker_env
+from engine.run.procs import ENGINE_ROOT, worker_env
+from engine.train.generation import MAX_NEW_TOKENS_ENV, max_new_tokens_cap
 from ui.context import Context
 from ui.predict_worker import MARK
 
@@ -115,8 +115,8 @@ class Predictor:
 
 _SESSIONS: dict[str, Predictor] = {}  # insertion order = least recently used first
 _SESSIONS_LOCK = threading.Lock()
-MAX_PROCESSES = int(os.environ.get("TRAINPAD_MAX_PLAYGROUND") or 3)  # models held at once, all sessions together
-IDLE_SECONDS = float(os.environ.get("TRAINPAD_PLAYGROUND_IDLE_S") or 600)  # an unused one is released after this
+MAX_PROCESSES = settings.integer("TRAINPAD_MAX_PLAYGROUND")  # models held at once, all sessions together
+IDLE_SECONDS = settings.number("TRAINPAD_PLAYGROUND_IDLE_S")  # an unused one is released after this
 
 
 def predictor_for(ctx: Context, session: str, run_dir: str) -> Predictor:

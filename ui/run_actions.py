@@ -11,10 +11,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from engine import merge as merge_mod
 from engine import runfiles as rf
 from engine.errors import UserError
-from engine.store import ACTIVE
+from engine.run import merge as merge_mod
+from engine.run.store import ACTIVE
 from ui.context import Context
 from ui.datasource import safe_file_name
 
@@ -49,7 +49,7 @@ def has_adapter(run_dir: Path) -> bool:
 
 
 def is_merged(run_dir: Path) -> bool:
-    """A standalone model exists: ``merged/`` (engine.merge) or a full model in ``model/``."""
+    """A standalone model exists: ``merged/`` (engine.run.merge) or a full model in ``model/``."""
     model = run_dir / rf.MODEL_DIR
     full_model = (model / "config.json").exists() and not (model / "adapter_config.json").exists()
     return (run_dir / merge_mod.MERGED_DIR).is_dir() or full_model

@@ -15,10 +15,10 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from engine import charts
 from engine.errors import UserError
-from engine.store import STATUSES
+from engine.run.store import STATUSES
 from engine.task import all_tasks
+from engine.train import charts
 from ui import run_actions, runs_view
 from ui.context import Context
 from ui.progress import NO_PROGRESS
@@ -103,7 +103,7 @@ def _buttons(c: dict[str, Any]) -> None:
 
 
 def _charts(c: dict[str, Any]) -> None:
-    """One LinePlot per chart of ``engine.charts.CHARTS``, two to a row."""
+    """One LinePlot per chart of ``engine.train.charts.CHARTS``, two to a row."""
     items = list(charts.CHARTS.items())
     for i in range(0, len(items), 2):
         with gr.Row():
@@ -112,7 +112,7 @@ def _charts(c: dict[str, Any]) -> None:
 
 
 def _results(c: dict[str, Any]) -> None:
-    """The run's result views (``engine.charts.RESULTS``), each hidden until the run has written its data."""
+    """The run's result views (``engine.train.charts.RESULTS``), each hidden until the run has written its data."""
     labels = charts.RESULTS
     with gr.Row():
         c["confusion"] = gr.Dataframe(label=labels["confusion"], visible=False, elem_id="result-confusion")
@@ -164,7 +164,7 @@ def _compare(c: dict[str, Any]) -> None:
 
 
 def plot_update(df: pd.DataFrame, x: str, title: str | None = None, hide_empty: bool = False) -> Any:
-    """A LinePlot update with fixed colours per series and a title naming them (``engine.charts.legend``); no
+    """A LinePlot update with fixed colours per series and a title naming them (``engine.train.charts.legend``); no
     data is sent as None (Gradio 6.31 stops drawing lines for good after it has been given an empty DataFrame);
     ``hide_empty``: a chart with nothing to draw is hidden rather than shown as an empty panel."""
     series = list(dict.fromkeys(df["series"])) if not df.empty else []

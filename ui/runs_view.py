@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from engine import charts
 from engine import runfiles as rf
-from engine.store import ACTIVE
+from engine.run.store import ACTIVE
+from engine.train import charts
 from ui.context import Context
 from ui.run_actions import actions_allowed
 
@@ -150,7 +150,7 @@ def run_points(ctx: Context, run_id: str, names: list[str], depth: int = 5) -> l
 
 
 def chart_groups(ctx: Context, run_id: str) -> dict[str, list[str]]:
-    """Metric names for each chart of ``engine.charts.CHARTS`` (a resumed run's parent's included)."""
+    """Metric names for each chart of ``engine.train.charts.CHARTS`` (a resumed run's parent's included)."""
     names: set[str] = set()
     for _ in range(6):
         if not run_id:
@@ -313,11 +313,11 @@ def run_view(ctx: Context, run_id: str, x: str = "step") -> dict[str, Any] | Non
     }
 
 
-# --- result views (engine.charts.RESULT_FILES) -------------------------------------------------
+# --- result views (engine.train.charts.RESULT_FILES) -------------------------------------------------
 
 
 def results(run_dir: Path) -> dict[str, pd.DataFrame]:
-    """Each result view of ``engine.charts.RESULTS`` the run's files give, as a table (views without data are
+    """Each result view of ``engine.train.charts.RESULTS`` the run's files give, as a table (views without data are
     left out, so the page shows no empty panel)."""
     out: dict[str, pd.DataFrame] = {}
     for path, view in charts.RESULT_FILES:
@@ -403,7 +403,7 @@ SAMPLES_TAIL = 256_000  # bytes read from the end of the samples file
 
 
 def _samples(file: Path) -> dict[str, pd.DataFrame]:
-    """The generations of the latest evaluation step (``engine.charts.append_samples``)."""
+    """The generations of the latest evaluation step (``engine.train.charts.append_samples``)."""
     with open(file, "rb") as f:  # the file grows at every evaluation: its end holds the latest step
         f.seek(max(0, file.stat().st_size - SAMPLES_TAIL))
         lines = f.read().decode("utf-8", errors="replace").splitlines()

@@ -12,8 +12,9 @@ from typing import Any
 
 import gradio as gr
 
-from engine import system
-from engine.backends import all_backends
+from engine import settings
+from engine.preflight import system
+from engine.run.backends import all_backends
 from engine.task import FAMILIES, Task, all_tasks
 from ui import nav, playground, runs, task_tab
 from ui.context import Context
@@ -58,7 +59,7 @@ def header(ctx: Context) -> tuple[gr.Dropdown, gr.Button]:
 def oauth_enabled() -> bool:
     """On a Space with ``hf_oauth: true`` (the platform sets OAUTH_CLIENT_ID), or asked for (TRAINPAD_OAUTH=1).
     Never otherwise: a LoginButton needs the network and a token at start-up outside a Space."""
-    return bool(os.environ.get("OAUTH_CLIENT_ID")) or os.environ.get("TRAINPAD_OAUTH") == "1"
+    return bool(os.environ.get("OAUTH_CLIENT_ID")) or settings.flag("TRAINPAD_OAUTH")
 
 
 def build_demo(ctx: Context) -> gr.Blocks:

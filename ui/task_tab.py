@@ -14,9 +14,9 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from engine import models
 from engine.errors import UserError
 from engine.params import field_hints
+from engine.preflight import models
 from engine.task import Task
 from ui import datasource, forms, nav, task_view
 from ui.context import Context

@@ -13,9 +13,11 @@ from typing import Any
 import pandas as pd
 
 from engine import config as cfg
-from engine import data, models
+from engine.data import splits
+from engine.data import tables as data
 from engine.errors import Problem, UserError
 from engine.params import validate_params
+from engine.preflight import models
 from engine.task import Task
 from ui import datasource, form_values
 from ui.context import Context
@@ -101,14 +103,14 @@ def problems_of(task: Task, values: dict[str, Any]) -> tuple[Any, list[str], lis
         param_problems += models.tracker_problems(params)
     try:
         probe = params or task.params.model_construct(**{**_defaults(task), **raw})
-        data_problems = data.check_data(task, probe)
+        data_problems = splits.check_data(task, probe)
     except Exception as e:  # an invalid form can trip a task's checks; say so plainly
         data_problems = [f"The data could not be checked until the parameters above are fixed ({e})."]
     return params, param_problems, data_problems
 
 
 def model_problems(task: Task, raw: dict[str, Any], values: dict[str, Any]) -> list[str]:
-    """The base model settled before launch (``engine.models``): folder, model class, Hub reachable."""
+    """The base model settled before launch (``engine.preflight.models``): folder, model class, Hub reachable."""
     token = str(values.get("hf_token") or "").strip() or None
     return models.base_model_problems(task, raw.get("base_model", ""), token)
 
@@ -168,7 +170,7 @@ def check_report(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str,
         params, param_problems, data_problems = problems_of(task, values)
         summary = class_balance_md(task, params, data_problems) + data_summary_md(task, params, data_problems)
     ok = "✓ Parameters are valid and the data passed every check." if not (param_problems or data_problems) else ""
-    note = data.check_note(params) if params is not None else ""  # "Checked the first N of ~M rows …"
+    note = splits.check_note(params) if params is not None else ""  # "Checked the first N of ~M rows …"
     data_md = problems_md(data_problems) + (f"\n\n{note}" if note else "") + summary + memory_md(task, params)
     return problems_md(param_problems, ok), data_md, param_problems + data_problems
 
@@ -188,7 +190,7 @@ def class_balance_md(task: Task, params: Any, data_problems: list[str]) -> str:
         return ""
     try:
         with data.reading_once():  # the check's rows only (and the same read as the check's, inside one)
-            train, valid = data.load_splits(task, params)  # split as the worker splits them
+            train, valid = splits.load_splits(task, params)  # split as the worker splits them
     except (UserError, OSError, ValueError, KeyError):
         return ""
     counts = _class_counts(train, role)
@@ -256,10 +258,10 @@ def _names(names: list[str]) -> str:
 
 
 def memory_md(task: Task, params: Any) -> str:
-    """The memory verdict for these settings on this machine's device(s) (engine.memory; no torch)."""
+    """The memory verdict for these settings on this machine's device(s) (engine.preflight.memory; no torch)."""
     if params is None:
         return ""
-    from engine.memory import memory_check
+    from engine.preflight.memory import memory_check
 
     line = memory_check(task, params)
     return f"\n\n{line}" if line else ""

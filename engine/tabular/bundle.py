@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from engine import data
+from engine.data import tables as data
 from engine.errors import UserError
 from engine.tabular.families import predict_scores
 from engine.tabular.metrics import apply_temperature, to_loss

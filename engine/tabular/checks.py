@@ -7,7 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from engine import data
+from engine.data import cells, splits
+from engine.data import tables as data
 from engine.errors import UserError
 from engine.tabular.columns import clean_cells, infer_kind, mixed_cells, numeric_share
 from engine.tabular.targets import detect_problem, is_binary
@@ -18,7 +19,7 @@ MIN_ROWS = 10
 def load_checked(params: Any) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The raw train and validation tables (every column, not only the mapped roles); a :class:`UserError`
     listing every problem when they cannot be trained on."""
-    raw, raw_valid = data.load_raw(params)  # refuses a file whose header repeats a column name
+    raw, raw_valid = splits.load_raw(params)  # refuses a file whose header repeats a column name
     problems = table_problems(raw, raw_valid, params)
     if problems:
         raise UserError(problems)
@@ -60,7 +61,7 @@ def table_problems(df: pd.DataFrame, valid: pd.DataFrame | None, params: Any) ->
         dup = df.index[df[id_col].duplicated(keep=False)].tolist()
         if dup:
             problems.append(
-                f"Id column `{id_col}` is not unique: {len(dup)} rows share an id, rows {data.row_numbers(dup)}. "
+                f"Id column `{id_col}` is not unique: {len(dup)} rows share an id, rows {cells.row_numbers(dup)}. "
                 "Make the ids unique, or map no id column."
             )
     problems += _feature_problems(df, features, params)
@@ -123,7 +124,7 @@ def _feature_problems(df: pd.DataFrame, features: list[str], params: Any) -> lis
         if len(bad):
             examples = ", ".join(repr(v) for v in bad.unique()[:3])
             problems.append(
-                f"Column `{col}` mixes numbers and text: {examples} in row(s) {data.row_numbers(bad.index.tolist())}. "
+                f"Column `{col}` mixes numbers and text: {examples} in row(s) {cells.row_numbers(bad.index.tolist())}. "
                 f"Fix or empty those cells, or set feature_types {{{col}: categorical}} to treat it as categories."
             )
     return problems
@@ -160,7 +161,7 @@ def _target_column_problem(s: pd.Series, t: str, problem: str, n_targets: int) -
         _, bad = numeric_share(s)
         if len(bad):
             return (
-                f"Target column `{t}` must hold numbers for regression, but row(s) {data.row_numbers(bad.index.tolist())} "
+                f"Target column `{t}` must hold numbers for regression, but row(s) {cells.row_numbers(bad.index.tolist())} "
                 f"hold {', '.join(repr(v) for v in bad.unique()[:3])}. Fix those cells, or set problem_type to a classification."
             )
         if cells.nunique() < 2:

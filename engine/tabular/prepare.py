@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine import data
+from engine.data import cells as data
+from engine.data import splits
 from engine.errors import UserError
 from engine.tabular import log
 from engine.tabular.checks import load_checked, resolve_roles
@@ -99,7 +100,7 @@ def split_rows(
         return df.reset_index(drop=True), raw_valid.reset_index(drop=True)
     problem = detect_problem(df[targets], params.problem_type)
     strat = targets[0] if problem in ("binary", "multiclass") else None
-    return data.split_train_valid(df, params.valid_fraction, params.seed, strat)
+    return splits.split_train_valid(df, params.valid_fraction, params.seed, strat)
 
 
 def drop_rare_classes(df: pd.DataFrame, target: str, notices: list[str]) -> pd.DataFrame:

@@ -3,13 +3,13 @@ metric to optimise, and the targets encoded as numbers."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from engine.data.cells import is_missing
 from engine.tabular.columns import (
     FALSE_WORDS,
     MISSING_TOKENS,
@@ -137,10 +137,11 @@ def encode_targets(y: pd.DataFrame, setup: Setup) -> tuple[np.ndarray, np.ndarra
         values = np.column_stack([to_bool(y[c]).to_numpy() for c in y.columns])
         return np.nan_to_num(values).astype(int), ~np.isnan(values).any(axis=1)
     index = {c: i for i, c in enumerate(setup.classes)}
-    keys = [label_key(v) if not _is_missing(v) else None for v in y.iloc[:, 0]]
+    keys = [label_key(v) if not _no_target(v) else None for v in y.iloc[:, 0]]
     codes = np.array([index.get(k, -1) if k is not None else -1 for k in keys])
     return codes, codes >= 0
 
 
-def _is_missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip().lower() in MISSING_TOKENS
+def _no_target(v: Any) -> bool:
+    """A missing cell, or a placeholder for one ("NA", "null"…)."""
+    return is_missing(v) or str(v).strip().lower() in MISSING_TOKENS

@@ -13,8 +13,8 @@ import functools
 from pathlib import Path
 from typing import Any, Literal
 
-from engine import asr_utils as au
 from engine import runfiles
+from engine.audio import checks as au
 from engine.params import TrainerParams, field
 from engine.task import Column, Job, Task
 
@@ -75,12 +75,13 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
 
 def data_summary(task: Task, params: Params) -> str:
     """Duration statistics of the training (and validation) clips, as Markdown."""
-    from engine import data
+    from engine.data import splits
+    from engine.data import tables as data
 
     if not params.data_path or not data.is_local(params.data_path):
         return "- Hub dataset: clip durations are checked when the run loads it."
-    train, valid = data.load_raw(params)
-    mapping, problems = data.resolve_mapping(task, list(train.columns), params.column_mapping)
+    train, valid = splits.load_raw(params)
+    mapping, problems = splits.resolve_mapping(task, list(train.columns), params.column_mapping)
     if problems:
         return ""
     rate, longest = au.limits(params)
@@ -88,12 +89,12 @@ def data_summary(task: Task, params: Params) -> str:
     for split, df, base in zip(("Training", "Validation"), (train, valid), au.base_folders(params), strict=True):
         if df is None:
             continue
-        clips, _ = au.probe_clips(au.with_paths(data.apply_mapping(df, mapping), base))
+        clips, _ = au.probe_clips(au.with_paths(splits.apply_mapping(df, mapping), base))
         if clips:
             lines.append(
                 au.format_durations(au.duration_stats([c.duration for c in clips.values()]), split, rate, longest)
             )
-    kind = au.model_kind(params.base_model)
+    kind = au.speech_kind(params.base_model)
     lines.append(
         f"- Model kind: {({'seq2seq': 'Whisper-style seq2seq', 'ctc': 'CTC'}).get(kind or '', 'unknown here')}."
     )
@@ -113,10 +114,10 @@ def save(model_dir: Path, trainer: Any, processor: Any, params: Params, kind: st
 def train(job: Job) -> dict[str, float]:
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer
 
-    from engine import asr_train as at
-    from engine import data
-    from engine import train_utils as tu
+    from engine.audio import train as at
+    from engine.data import tables as data
     from engine.errors import UserError
+    from engine.train import trainer as tu
 
     params = job.params
     if not data.is_local(params.data_path) and (problems := check_data(job.train, job.valid, params)):
@@ -164,7 +165,7 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     """Transcribe an audio path (str), several (list), or {"audio": path | {array, sampling_rate}}."""
     from transformers import AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
 
-    from engine import asr_train as at
+    from engine.audio import train as at
 
     settings = runfiles.read_side_file(model_dir)
     kind = settings.get("kind", "seq2seq")
@@ -179,6 +180,8 @@ def predict(model_dir: Path, inputs: Any) -> Any:
 
 TASK = Task(
     name="asr",
+    model_kind="speech",
+    hub_pipeline="automatic-speech-recognition",
     title="Speech recognition",
     family="Audio",
     description="Transcribe speech: fine-tune Whisper or a Wav2Vec2-style CTC model on audio clips and their "

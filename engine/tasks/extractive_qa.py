@@ -12,11 +12,11 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from engine import qa_utils as qa
 from engine import runfiles
 from engine.errors import UserError
 from engine.params import TrainerParams, field
 from engine.task import Column, Job, Task
+from engine.text import qa
 
 
 class Params(TrainerParams):
@@ -83,7 +83,7 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
 
 def save(model_dir: Path, trainer: Any, params: Params) -> None:
     """The model, its tokenizer and the settings ``predict`` needs (lengths, stride, unanswerable handling)."""
-    from engine.train_utils import save_trainer_model
+    from engine.train.trainer import save_trainer_model
 
     save_trainer_model(trainer, model_dir)
     runfiles.write_side_file(model_dir, {"task": "extractive_qa", **settings(params)})
@@ -96,7 +96,7 @@ def settings(params: Params) -> dict[str, Any]:
 def train(job: Job) -> dict[str, float]:
     from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, Trainer
 
-    from engine import train_utils as tu
+    from engine.train import trainer as tu
 
     params, mapping = job.params, job.params.column_mapping
     problems = check_data(job.train, job.valid, params)  # Hub datasets are not checked before queueing
@@ -144,6 +144,8 @@ def predict(model_dir: Path, inputs: Any) -> Any:
 
 TASK = Task(
     name="extractive_qa",
+    model_kind="text",
+    hub_pipeline="question-answering",
     title="Extractive question answering",
     family="Text",
     description="Find the answer to a question as a span of its context (SQuAD style, with or without "

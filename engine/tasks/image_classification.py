@@ -7,11 +7,13 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from engine import charts
-from engine import text_utils as xu
-from engine import vision_utils as vu
+from engine import runfiles
+from engine.data import cells as xu
 from engine.errors import UserError
 from engine.task import Column, Job, Task
+from engine.train import charts
+from engine.train import metrics as metrics_lib
+from engine.vision import encoders as vu
 
 
 class Params(vu.VisionParams):
@@ -35,7 +37,7 @@ def labels_of(values: Any) -> tuple[list[str], list[str]]:
     empty = [i for i, x in enumerate(labels) if not x]
     problems = []
     if empty:
-        from engine.data import row_numbers
+        from engine.data.cells import row_numbers
 
         problems.append(f"{len(empty)} image(s) have no label (row(s) {row_numbers(empty)}). Label or remove them.")
     return labels, problems
@@ -69,7 +71,7 @@ def metrics(pred: Any, id2label: dict[int, str], run_dir: Path) -> dict[str, flo
     from sklearn.metrics import top_k_accuracy_score
 
     labels, logits = np.asarray(pred.label_ids), np.asarray(pred.predictions)
-    out = xu.classification_metrics(labels, logits)
+    out = metrics_lib.classification_metrics(labels, logits)
     ids = list(range(len(id2label)))
     if len(ids) > 5:
         out["top5_accuracy"] = float(top_k_accuracy_score(labels, logits, k=5, labels=ids))
@@ -101,7 +103,7 @@ def train(job: Job) -> dict[str, float]:
         images = [job.valid["image"].iloc[i] for i in keep]
         valid_set = vu.ImageSet(images, [label2id[vlabels[i]] for i in keep], processor, params, train=False)
     spec = vu.pixel_spec(processor)
-    xu.print_summary(
+    runfiles.print_summary(
         "image classification",
         len(train_set),
         len(valid_set or []),
@@ -137,6 +139,8 @@ def predict(model_dir: Path, inputs: Any, top_k: int = 5) -> Any:
 
 TASK = Task(
     name="image_classification",
+    model_kind="vision",
+    hub_pipeline="image-classification",
     title="Image classification",
     family="Vision",
     description="Sort images into classes: products, defects, plants, animals, documents... Bring a folder or ZIP "

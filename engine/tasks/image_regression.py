@@ -7,13 +7,14 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from engine import charts
-from engine import text_utils as xu
-from engine import vision_utils as vu
-from engine.data import row_numbers
+from engine import runfiles
+from engine.data.cells import row_numbers
 from engine.errors import UserError
 from engine.params import field
 from engine.task import Column, Job, Task
+from engine.train import charts
+from engine.train import metrics as xu
+from engine.vision import encoders as vu
 
 
 class Params(vu.VisionParams):
@@ -93,7 +94,7 @@ def train(job: Job) -> dict[str, float]:
     )
     train_set = image_set(job.train, processor, params, train=True)
     valid_set = image_set(job.valid, processor, params, train=False) if job.valid is not None else None
-    xu.print_summary("image regression", len(train_set), len(valid_set or []), augmentation=params.augmentation)
+    runfiles.print_summary("image regression", len(train_set), len(valid_set or []), augmentation=params.augmentation)
     compute = functools.partial(metrics, run_dir=job.run_dir)
     return vu.fit(job, model, processor, train_set, valid_set, data_collator=vu.collate, compute_metrics=compute)
 
@@ -113,6 +114,8 @@ def predict(model_dir: Path, inputs: Any) -> Any:
 
 TASK = Task(
     name="image_regression",
+    model_kind="vision",
+    hub_pipeline="image-classification",
     title="Image regression",
     family="Vision",
     description="Predict a number from an image: a quality or aesthetic score, an age, a count, a price... Bring "

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from engine import llm_data as ld
-from engine import llm_model as lm
+from engine.llm import data as ld
+from engine.llm import model as lm
 from engine.params import field
 from engine.task import Job, Task
 
@@ -55,7 +55,7 @@ class Params(ld.PreferenceParams):
 def train(job: Job) -> dict[str, float]:
     from trl import DPOConfig
 
-    from engine import llm_train as lt
+    from engine.llm import train as lt
 
     p = job.params
     trainer = lt.preference_trainer(
@@ -72,6 +72,8 @@ def train(job: Job) -> dict[str, float]:
 
 TASK = Task(
     name="llm_dpo",
+    model_kind="causal",
+    hub_pipeline="text-generation",
     title="LLM preference tuning (DPO)",
     family="LLM",
     description="Teach a chat model which of two answers is better (Direct Preference Optimization): "

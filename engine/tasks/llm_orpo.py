@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import llm_data as ld
-from engine import llm_model as lm
+from engine.llm import data as ld
+from engine.llm import model as lm
 from engine.params import field
 from engine.task import Job, Task
 
@@ -26,7 +26,7 @@ class Params(ld.PreferenceParams):
 
 
 def train(job: Job) -> dict[str, float]:
-    from engine import llm_train as lt
+    from engine.llm import train as lt
 
     trainer = lt.preference_trainer(
         job, lt.TruncatingORPOTrainer, lt.ORPOConfig, beta=job.params.beta, remove_unused_columns=False
@@ -43,6 +43,8 @@ def _tokens_per_pair(dataset: Any) -> float:
 
 TASK = Task(
     name="llm_orpo",
+    model_kind="causal",
+    hub_pipeline="text-generation",
     title="LLM preference tuning (ORPO)",
     family="LLM",
     description="Fine-tune and preference-tune in one step (Odds Ratio Preference Optimization, no reference "

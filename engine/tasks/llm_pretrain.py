@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import llm_data as ld
-from engine import llm_model as lm
 from engine.errors import UserError
+from engine.llm import data as ld
+from engine.llm import model as lm
 from engine.params import field
 from engine.task import Column, Job, Task
 
@@ -48,7 +48,7 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
         if blank and len(blank) == len(df):
             problems.append(f"{name} data: every row of `text` is blank. Map the column holding your text to `text`.")
         elif blank:
-            from engine.data import row_numbers
+            from engine.data.cells import row_numbers
 
             problems.append(f"{name} data: `text` is blank in row(s) {row_numbers(blank)}. Fill or remove those rows.")
     return problems
@@ -87,8 +87,8 @@ def _blocks_dataset(df: Any, tok: Any, block: int, split: str) -> Any:
 def train(job: Job) -> dict[str, float]:
     from transformers import Trainer, default_data_collator
 
-    from engine import llm_train as lt
-    from engine import train_utils as tu
+    from engine.llm import train as lt
+    from engine.train import trainer as tu
 
     params = job.params
     tok = lm.load_tokenizer(params)
@@ -113,6 +113,8 @@ def train(job: Job) -> dict[str, float]:
 
 TASK = Task(
     name="llm_pretrain",
+    model_kind="causal",
+    hub_pipeline="text-generation",
     title="LLM continued pretraining",
     family="LLM",
     description="Keep training a language model on your own raw text (domain adaptation), packed into "

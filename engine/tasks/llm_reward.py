@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine import llm_data as ld
-from engine import llm_model as lm
+from engine.llm import data as ld
+from engine.llm import model as lm
 from engine.params import field
 from engine.task import Job, Task
 
@@ -38,8 +38,8 @@ def train(job: Job) -> dict[str, float]:
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
-    from engine import llm_train as lt
-    from engine import train_utils as tu
+    from engine.llm import train as lt
+    from engine.train import trainer as tu
 
     params = job.params
     train_ds, valid_ds = lt.preference_datasets(job.train, job.valid, params)
@@ -111,6 +111,8 @@ def _as_text(inputs: Any, tok: Any) -> tuple[str, bool]:
 
 TASK = Task(
     name="llm_reward",
+    model_kind="text",
+    hub_pipeline="text-generation",
     title="LLM reward model",
     family="LLM",
     description="Train a reward model that scores answers: rows of (prompt,) chosen and rejected answers. "

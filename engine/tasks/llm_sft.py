@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from engine import llm_data as ld
-from engine import llm_model as lm
 from engine.errors import Problem
+from engine.llm import data as ld
+from engine.llm import model as lm
 from engine.params import field
 from engine.task import Column, Job, Task
 
@@ -96,8 +96,8 @@ def build_trainer(job: Job) -> Any:
     """The run's SFT trainer: datasets in trl's form, tokenizer, model, LoRA and arguments."""
     from trl import SFTConfig
 
-    from engine import llm_train as lt
-    from engine import train_utils as tu
+    from engine.llm import train as lt
+    from engine.train import trainer as tu
 
     params = job.params
     train_ds = to_dataset(job.train, params)
@@ -152,13 +152,15 @@ def from_autotrain(config: dict[str, Any], params: dict[str, Any]) -> dict[str, 
 
 
 def train(job: Job) -> dict[str, float]:
-    from engine import llm_train as lt
+    from engine.llm import train as lt
 
     return lt.fit(build_trainer(job), job, perplexity=True)
 
 
 TASK = Task(
     name="llm_sft",
+    model_kind="causal",
+    hub_pipeline="text-generation",
     title="LLM fine-tuning (SFT)",
     family="LLM",
     description="Teach a causal language model from examples: plain text, chats, or prompt/completion pairs.",

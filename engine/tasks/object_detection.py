@@ -8,12 +8,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from engine import images as im
-from engine import text_utils as xu
-from engine import vision_utils as vu
+from engine import runfiles
+from engine.data import cells as xu
+from engine.data import images as im
 from engine.errors import UserError
 from engine.params import field
 from engine.task import Column, Job, Task
+from engine.vision import detection as vdet
+from engine.vision import encoders as vu
 
 
 class Params(vu.VisionParams):
@@ -120,14 +122,14 @@ def dataset(df: Any, label2id: dict[str, int], processor: Any, params: Params, t
     keep = [i for i, (_, cats) in enumerate(rows) if all(c in label2id for c in cats)]
     boxes = [rows[i][0] for i in keep]
     classes = [[label2id[c] for c in rows[i][1]] for i in keep]
-    return vu.DetectionSet([df["image"].iloc[i] for i in keep], boxes, classes, processor, params, train=train)
+    return vdet.DetectionSet([df["image"].iloc[i] for i in keep], boxes, classes, processor, params, train=train)
 
 
 def metrics(pred: Any, processor: Any, names: list[str], size: int, run_dir: Path) -> dict[str, float]:
     """COCO mAP@[.5:.95], mAP@.5, mAP@.75 (pycocotools); AP per class goes to ``per_class_ap.json``."""
     from engine import runfiles as rf
 
-    overall, per_class = vu.coco_map(*vu.detections(pred, processor, size), names)
+    overall, per_class = vdet.coco_map(*vdet.detections(pred, processor, size), names)
     rf.write_json(run_dir / "per_class_ap.json", per_class)
     return overall
 
@@ -151,7 +153,7 @@ def train(job: Job) -> dict[str, float]:
     )
     train_set = dataset(job.train, label2id, processor, params, train=True)
     valid_set = dataset(job.valid, label2id, processor, params, train=False) if job.valid is not None else None
-    xu.print_summary(
+    runfiles.print_summary(
         "object detection",
         len(train_set),
         len(valid_set or []),
@@ -169,8 +171,8 @@ def train(job: Job) -> dict[str, float]:
         processor,
         train_set,
         valid_set,
-        trainer_cls=vu.detection_trainer(),
-        data_collator=vu.detection_collate,
+        trainer_cls=vdet.detection_trainer(),
+        data_collator=vdet.detection_collate,
         compute_metrics=compute,
         args={"eval_do_concat_batches": False},
         side={"image_square_size": params.image_square_size},
@@ -192,10 +194,10 @@ def predict(model_dir: Path, inputs: Any, threshold: float = 0.5) -> Any:
     images, single = vu.as_images(inputs)
     model, processor = vu.load_for_predict(model_dir, "AutoModelForObjectDetection")
     size = int(rf.read_side_file(model_dir).get("image_square_size", 600))
-    spec = vu.square_spec(processor, size)
+    spec = vdet.square_spec(processor, size)
     out = []
     for img in images:
-        square, scale = vu.letterbox(img, size, vu.pad_colour(spec))
+        square, scale = vdet.letterbox(img, size, vdet.pad_colour(spec))
         pixels = torch.from_numpy(vu.to_pixels(square, spec))[None].to(model.device)
         with torch.no_grad():
             raw = model(pixel_values=pixels)
@@ -214,6 +216,8 @@ def predict(model_dir: Path, inputs: Any, threshold: float = 0.5) -> Any:
 
 TASK = Task(
     name="object_detection",
+    model_kind="vision",
+    hub_pipeline="object-detection",
     title="Object detection",
     family="Vision",
     description="Find and box objects in images: products on shelves, defects, vehicles, people... Bring COCO JSON, "

@@ -17,13 +17,15 @@ import functools
 from pathlib import Path
 from typing import Any, Literal
 
-from engine import qa_utils as qa
 from engine import runfiles
-from engine import text_utils as xu
-from engine.data import row_numbers
+from engine.data import cells as xu
+from engine.data.cells import row_numbers
 from engine.errors import UserError
 from engine.params import TrainerParams, field
 from engine.task import Column, Job, Task
+from engine.text import qa
+
+TARGETS = ("label", "score")
 
 # mode -> (its columns, in the order the loss reads them; the loss, for the log line)
 MODES: dict[str, tuple[list[str], str]] = {
@@ -33,7 +35,6 @@ MODES: dict[str, tuple[list[str], str]] = {
     "triplet": (["anchor", "positive", "negative"], "MultipleNegativesRankingLoss"),
     "qa": (["query", "answer"], "MultipleNegativesRankingLoss"),
 }
-TARGETS = ("label", "score")
 
 
 class Params(TrainerParams):
@@ -127,8 +128,8 @@ def train(job: Job) -> dict[str, float]:
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
 
-    from engine import st_utils as st
-    from engine import train_utils as tu
+    from engine.text import sentence as st
+    from engine.train import trainer as tu
 
     params, roles, loss_name = job.params, *MODES[job.params.mode]
     problems = check_data(job.train, job.valid, params)  # Hub datasets are not checked before queueing
@@ -179,7 +180,7 @@ def predict(model_dir: Path, inputs: Any) -> dict[str, Any]:
       similarity to the first line / the query;
     - a list of texts, or {"sentences": [...]}: their embeddings and the similarity matrix.
     """
-    from engine import st_utils as st
+    from engine.text import sentence as st
 
     return st.embed(model_dir, inputs)
 
@@ -201,6 +202,8 @@ def from_autotrain(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any
 
 TASK = Task(
     name="sentence_transformers",
+    model_kind="text",
+    hub_pipeline="sentence-similarity",
     title="Sentence embeddings",
     family="Text",
     description="Train a sentence-transformers embedding model for search, clustering and similarity, from pairs, "

@@ -1,7 +1,7 @@
 """Sequence-to-sequence (summarisation, translation, rewriting) with encoder-decoder models.
 
 Trained with ``Seq2SeqTrainer``; evaluation generates text and scores it with ROUGE-1/2/L/Lsum,
-BLEU, chrF and the mean generated length (:func:`engine.text_utils.generated_text_metrics`). Optional LoRA (peft),
+BLEU, chrF and the mean generated length (:func:`engine.text.encoders.generated_text_metrics`). Optional LoRA (peft),
 merged into the base model at the end so the saved model loads with ``AutoModelForSeq2SeqLM``.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from engine import runfiles
-from engine import text_utils as xu
 from engine.params import LoraParams, field
 from engine.task import Column, Job, Task
+from engine.text import encoders as xu
 
 
 class Params(LoraParams):
@@ -42,7 +42,7 @@ COLUMNS = [
 
 def check_data(train: Any, valid: Any, params: Params) -> list[str]:
     """Blank inputs or targets (also in the validation data), named by row and column."""
-    from engine.qa_utils import blank_cells_in_splits
+    from engine.text.qa import blank_cells_in_splits
 
     return blank_cells_in_splits(train, valid, ["text", "target"], params.column_mapping)
 
@@ -64,7 +64,7 @@ def encode(df: Any, tok: Any, params: Params) -> list[dict[str, list[int]]]:
 def load_model(params: Params) -> Any:
     from transformers import AutoModelForSeq2SeqLM
 
-    from engine.llm_model import lora_config
+    from engine.llm.model import lora_config
 
     model = AutoModelForSeq2SeqLM.from_pretrained(params.base_model, trust_remote_code=params.trust_remote_code)
     config = lora_config(params, task_type="SEQ_2_SEQ_LM")
@@ -90,7 +90,7 @@ def save(model_dir: Path, trainer: Any, params: Params) -> None:
 def train(job: Job) -> dict[str, float]:
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-    from engine import train_utils as tu
+    from engine.train import trainer as tu
 
     params = job.params
     tok = AutoTokenizer.from_pretrained(params.base_model, trust_remote_code=params.trust_remote_code)
@@ -160,6 +160,8 @@ def predict(model_dir: Path, inputs: Any) -> Any:
 
 TASK = Task(
     name="seq2seq",
+    model_kind="seq2seq",
+    hub_pipeline="text2text-generation",
     title="Sequence to sequence",
     family="Text",
     description="Turn one text into another: summarisation, translation, rewriting. Scored with ROUGE, BLEU and chrF.",

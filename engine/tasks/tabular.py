@@ -196,6 +196,8 @@ def predict(model_dir: Path, inputs: Any) -> Any:
 
 TASK = Task(
     name="tabular",
+    model_kind=None,
+    hub_pipeline=None,
     title="Tabular (classification & regression)",
     family="Tabular",
     description="Predict one or more columns of a table: binary, multi-class or multi-label classes, or numbers. "

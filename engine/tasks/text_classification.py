@@ -6,11 +6,14 @@ import functools
 from pathlib import Path
 from typing import Any, Literal
 
-from engine import charts
-from engine import text_utils as xu
+from engine import runfiles
+from engine.data import cells
 from engine.errors import UserError
 from engine.params import field
 from engine.task import Column, Job, Task
+from engine.text import encoders as xu
+from engine.train import charts
+from engine.train import metrics as metrics_lib
 
 
 class Params(xu.EncoderParams):
@@ -48,24 +51,26 @@ COLUMNS = [
 def is_multi_label(values: Any, params: Params) -> bool:
     if params.multi_label != "auto":
         return params.multi_label == "yes"
-    return bool(params.label_separator) or any(xu.is_list_cell(v) for v in values)
+    return bool(params.label_separator) or any(cells.is_list_cell(v) for v in values)
 
 
 def row_labels(value: Any, row: int, multi: bool, params: Params) -> list[str]:
     """The label(s) of one row as strings; UserError naming the row when there are none."""
     if not multi:
-        if xu.is_missing(value):
+        if cells.is_missing(value):
             raise UserError(f"Row {row}, column `target`: no label. Fill it or remove the row.")
-        if xu.is_list_cell(value):
+        if cells.is_list_cell(value):
             raise UserError(
                 f"Row {row}, column `target`: a list of labels, but multi_label is `no`. "
                 "Set multi_label to yes (or auto), or give one label per row."
             )
-        return [xu.label_name(value)]
+        return [cells.label_name(value)]
     if isinstance(value, str) and params.label_separator and not value.strip().startswith("["):
-        labels = [xu.label_name(x) for x in value.split(params.label_separator) if x.strip()]
+        labels = [cells.label_name(x) for x in value.split(params.label_separator) if x.strip()]
     else:
-        labels = [xu.label_name(x) for x in xu.parse_list(value, row, "target", split=False) if not xu.is_missing(x)]
+        labels = [
+            cells.label_name(x) for x in cells.parse_list(value, row, "target", split=False) if not cells.is_missing(x)
+        ]
     if not labels:
         raise UserError(f"Row {row}, column `target`: no label. Fill it or remove the row.")
     return labels
@@ -73,7 +78,7 @@ def row_labels(value: Any, row: int, multi: bool, params: Params) -> list[str]:
 
 def all_labels(values: Any, multi: bool, params: Params) -> tuple[list[list[str]], list[str]]:
     """Labels of every row, and the problems found (row numbers are 1-based)."""
-    return xu.parse_rows(values, functools.partial(row_labels, multi=multi, params=params), [])
+    return cells.parse_rows(values, functools.partial(row_labels, multi=multi, params=params), [])
 
 
 def check_data(train: Any, valid: Any, params: Params) -> list[str]:
@@ -85,14 +90,14 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
     names = {x for row in labels for x in row}
     if len(names) < 2 and not multi:
         return [f"Column `target` holds a single class ({', '.join(names)}). Classification needs at least two."]
-    if not multi and len(names) > max(50, len(labels) // 2) and all(xu.is_number(n) for n in names):
+    if not multi and len(names) > max(50, len(labels) // 2) and all(cells.is_number(n) for n in names):
         problems.append(
             f"Column `target` has {len(names)} different numbers for {len(labels)} rows: "
             "it looks like a score. Use the text_regression task for numeric targets."
         )
     if valid is not None:
         vlabels, vproblems = all_labels(valid["target"], multi, params)
-        problems += [f"Validation data: {p}" for p in vproblems[:10]] + xu.unseen_problem(names, vlabels)
+        problems += [f"Validation data: {p}" for p in vproblems[:10]] + cells.unseen_problem(names, vlabels)
     return problems
 
 
@@ -110,7 +115,7 @@ def encode(df: Any, tok: Any, label2id: dict[str, int], multi: bool, params: Par
 def drop_unseen(valid_df: Any, label2id: dict[str, int], multi: bool, params: Params) -> Any:
     """Validation rows whose labels the model knows (a random split can leave a rare label only there)."""
     labels, _ = all_labels(valid_df["target"], multi, params)
-    where = xu.warn_unseen(label2id, labels, "label", "left out of evaluation")
+    where = cells.warn_unseen(label2id, labels, "label", "left out of evaluation")
     return valid_df.drop(index=valid_df.index[where]).reset_index(drop=True) if where else valid_df
 
 
@@ -122,7 +127,7 @@ def train(job: Job) -> dict[str, float]:
     labels, problems = all_labels(job.train["target"], multi, params)
     if problems:
         raise UserError(problems[:10])
-    id2label, label2id = xu.label_maps(x for row in labels for x in row)
+    id2label, label2id = cells.label_maps(x for row in labels for x in row)
     tok = xu.load_tokenizer(params)
     model = xu.load_model(
         params,
@@ -138,7 +143,7 @@ def train(job: Job) -> dict[str, float]:
     valid_rows = None
     if job.valid is not None:
         valid_rows = encode(drop_unseen(job.valid, label2id, multi, params), tok, label2id, multi, params)
-    xu.print_summary(
+    runfiles.print_summary(
         "text classification",
         len(train_rows),
         len(valid_rows or []),
@@ -151,7 +156,7 @@ def train(job: Job) -> dict[str, float]:
     def compute(pred: Any) -> dict[str, float]:  # the scores, and the confusion matrix for the run page
         import numpy as np
 
-        out = xu.classifier_metrics(pred, multi=multi, threshold=params.threshold)
+        out = metrics_lib.classifier_metrics(pred, multi=multi, threshold=params.threshold)
         if not multi:
             charts.write_confusion(job.run_dir, pred.label_ids, np.asarray(pred.predictions).argmax(-1), names)
         return out
@@ -182,6 +187,8 @@ def predict(model_dir: Path, inputs: Any) -> Any:
 
 TASK = Task(
     name="text_classification",
+    model_kind="text",
+    hub_pipeline="text-classification",
     title="Text classification",
     family="Text",
     description="Sort texts into classes (binary, multi-class or multi-label): sentiment, topics, intents, spam...",

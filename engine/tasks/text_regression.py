@@ -6,11 +6,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from engine import charts
-from engine import text_utils as xu
-from engine.data import row_numbers
+from engine import runfiles
+from engine.data import cells
+from engine.data.cells import row_numbers
 from engine.errors import UserError
 from engine.task import Column, Job, Task
+from engine.text import encoders as xu
+from engine.train import charts
+from engine.train import metrics as metrics_lib
 
 
 class Params(xu.EncoderParams):
@@ -30,11 +33,11 @@ COLUMNS = [
 
 def row_target(value: Any, row: int) -> list[float]:
     """The target(s) of one row as floats; UserError naming the row and the value otherwise."""
-    listed = xu.is_list_cell(value) or (isinstance(value, str) and value.strip().startswith("["))
-    values = xu.parse_list(value, row, "target", split=False) if listed else [value]
+    listed = cells.is_list_cell(value) or (isinstance(value, str) and value.strip().startswith("["))
+    values = cells.parse_list(value, row, "target", split=False) if listed else [value]
     out = []
     for v in values:
-        if xu.is_missing(v):
+        if cells.is_missing(v):
             raise UserError(f"Row {row}, column `target`: no value. Fill it or remove the row.")
         try:
             number = float(v.strip() if isinstance(v, str) else v)
@@ -51,7 +54,7 @@ def row_target(value: Any, row: int) -> list[float]:
 
 def all_targets(values: Any) -> tuple[list[list[float]], list[str]]:
     """Targets of every row, and the problems found (bad values, rows with a different number of targets)."""
-    rows, problems = xu.parse_rows(values, row_target, [])
+    rows, problems = cells.parse_rows(values, row_target, [])
     sizes = [len(r) for r in rows if r]
     if sizes and not problems:
         common = max(set(sizes), key=sizes.count)
@@ -105,7 +108,7 @@ def train(job: Job) -> dict[str, float]:
         id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)},
     )
-    xu.print_summary(
+    runfiles.print_summary(
         "text regression", len(train_rows), len(valid_rows or []), targets=n_targets, max_length=params.max_length
     )
     collator = DataCollatorWithPadding(tok)
@@ -122,7 +125,7 @@ def train(job: Job) -> dict[str, float]:
 
 def metrics(pred: Any) -> dict[str, float]:
     """``compute_metrics``: MSE, RMSE, MAE, and R² with more than one row."""
-    return xu.regression_metrics(pred.label_ids, pred.predictions)
+    return metrics_lib.regression_metrics(pred.label_ids, pred.predictions)
 
 
 def predict(model_dir: Path, inputs: Any) -> Any:
@@ -139,6 +142,8 @@ def predict(model_dir: Path, inputs: Any) -> Any:
 
 TASK = Task(
     name="text_regression",
+    model_kind="text",
+    hub_pipeline="text-classification",
     title="Text regression",
     family="Text",
     description="Predict a number from a text: a rating, a readability score, a price, a sentiment strength...",

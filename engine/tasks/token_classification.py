@@ -6,10 +6,12 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from engine import charts
-from engine import text_utils as xu
+from engine import runfiles
+from engine.data import cells
 from engine.errors import UserError
 from engine.task import Column, Job, Task
+from engine.text import encoders as xu
+from engine.train import charts
 
 
 class Params(xu.EncoderParams):
@@ -34,8 +36,8 @@ COLUMNS = [
 
 def parse_row(tokens: Any, tags: Any, row: int) -> tuple[list[str], list[str]]:
     """The words and tags of one row; UserError naming the row when they are empty or of different lengths."""
-    words = [str(w) for w in xu.parse_list(tokens, row, "tokens")]
-    labels = [xu.label_name(t) for t in xu.parse_list(tags, row, "tags")]
+    words = [str(w) for w in cells.parse_list(tokens, row, "tokens")]
+    labels = [cells.label_name(t) for t in cells.parse_list(tags, row, "tags")]
     if not words:
         raise UserError(f"Row {row}, column `tokens`: no words. Fill it or remove the row.")
     if len(words) != len(labels):
@@ -49,7 +51,7 @@ def parse_row(tokens: Any, tags: Any, row: int) -> tuple[list[str], list[str]]:
 def parse_rows(df: Any) -> tuple[list[tuple[list[str], list[str]]], list[str]]:
     """Every row's (words, tags), and the problems found."""
     pairs = zip(df["tokens"], df["tags"], strict=True)
-    return xu.parse_rows(pairs, lambda pair, row: parse_row(*pair, row), ([], []))
+    return cells.parse_rows(pairs, lambda pair, row: parse_row(*pair, row), ([], []))
 
 
 def check_data(train: Any, valid: Any, params: Params) -> list[str]:
@@ -60,7 +62,7 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
         vrows, vfound = parse_rows(valid)
         problems += [f"Validation data: {p}" for p in vfound[:10]]
         if not problems:
-            problems = xu.unseen_problem({t for _, tags in rows for t in tags}, (tags for _, tags in vrows), "tag")
+            problems = cells.unseen_problem({t for _, tags in rows for t in tags}, (tags for _, tags in vrows), "tag")
     return problems
 
 
@@ -95,15 +97,15 @@ def train(job: Job) -> dict[str, float]:
     vrows, vproblems = parse_rows(job.valid) if job.valid is not None else ([], [])
     if problems or vproblems:
         raise UserError((problems + vproblems)[:10])
-    id2label, label2id = xu.label_maps(t for _, tags in rows for t in tags)
+    id2label, label2id = cells.label_maps(t for _, tags in rows for t in tags)
     tok = load_word_tokenizer(params)
     model = xu.load_model(
         params, AutoModelForTokenClassification, tok, num_labels=len(id2label), id2label=id2label, label2id=label2id
     )
-    xu.warn_unseen(label2id, (tags for _, tags in vrows), "tag", "have words left out of evaluation")
+    cells.warn_unseen(label2id, (tags for _, tags in vrows), "tag", "have words left out of evaluation")
     train_rows = encode(rows, tok, label2id, params.max_length)
     valid_rows = encode(vrows, tok, label2id, params.max_length) if vrows else None
-    xu.print_summary(
+    runfiles.print_summary(
         "token classification", len(train_rows), len(valid_rows or []), tags=len(id2label), max_length=params.max_length
     )
     return xu.fit(
@@ -148,6 +150,8 @@ def entity(found: dict[str, Any]) -> dict[str, Any]:
 
 TASK = Task(
     name="token_classification",
+    model_kind="text",
+    hub_pipeline="token-classification",
     title="Token classification",
     family="Text",
     description="Tag each word of a sentence: named entities (people, places...), part-of-speech, keywords...",

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from engine import runfiles
-from engine import vlm_utils as vu
 from engine.params import LoraParams, field
 from engine.task import Column, Job, Task
+from engine.vision import vlm as vu
 
 
 class Params(LoraParams):
@@ -82,15 +82,16 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
 
 
 def data_summary(task: Task, params: Params) -> str:
-    from engine import data
+    from engine.data import splits
+    from engine.data import tables as data
 
     if not params.data_path or not data.is_local(params.data_path):
         return "- Hub dataset: images and token lengths are checked when the run loads it."
-    train, _ = data.load_raw(params)
-    mapping, problems = data.resolve_mapping(task, list(train.columns), params.column_mapping)
+    train, _ = splits.load_raw(params)
+    mapping, problems = splits.resolve_mapping(task, list(train.columns), params.column_mapping)
     if problems:
         return ""
-    df = data.apply_mapping(train, mapping)
+    df = splits.apply_mapping(train, mapping)
     kind = "chats" if "messages" in df else "question answering" if "question" in df else "captioning"
     return f"- {len(df)} training examples ({kind}).\n" + vu.length_report(df, params)
 
@@ -113,9 +114,9 @@ def save(model_dir: Path, trainer: Any, processor: Any, params: Params) -> None:
 def train(job: Job) -> dict[str, float]:
     from transformers import AutoProcessor, Trainer
 
-    from engine import data
-    from engine import train_utils as tu
+    from engine.data import tables as data
     from engine.errors import UserError
+    from engine.train import trainer as tu
 
     params = job.params
     if not data.is_local(params.data_path) and (problems := check_data(job.train, job.valid, params)):
@@ -150,8 +151,8 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     """Answer {"image": path | [paths], "question": text} (no question: the caption prompt), or
     {"image": ..., "messages": [...]} ending with the user's turn. Optional max_new_tokens (within the
     instance's cap); with {"stream": true} the answer comes as an iterator of the text so far."""
-    from engine import images
-    from engine.predict import capped_new_tokens
+    from engine.data import images
+    from engine.train.generation import capped_new_tokens
 
     settings = runfiles.read_side_file(model_dir)
     options = inputs if isinstance(inputs, dict) else {"image": inputs}
@@ -171,7 +172,7 @@ def predict(model_dir: Path, inputs: Any) -> Any:
 def predict_stream(model: Any, processor: Any, pics: list[Any], msgs: list[dict], limit: int) -> Iterator[str]:
     """The answer to a chat whose last turn is the user's, as the text so far each time it grows (greedy, like
     ``vlm_utils.generate``: the last text equals its answer)."""
-    from engine.llm_model import stream_generate
+    from engine.llm.model import stream_generate
 
     batch = vu.prompt_batch(model, processor, pics, msgs)
     shown = None
@@ -191,6 +192,8 @@ def _load_for_inference(model_dir: str) -> tuple[Any, Any]:
 
 TASK = Task(
     name="vlm",
+    model_kind="vlm",
+    hub_pipeline="image-text-to-text",
     title="Vision-language (captioning, VQA)",
     family="Vision",
     description="Fine-tune an image-text-to-text model to caption images or answer questions about them.",

@@ -1,0 +1,1 @@
+"""Other tools' formats: AutoTrain Advanced configs and command lines (autotrain)."""

@@ -1,0 +1,1 @@
+"""Reading data: tables and sources (tables), a run's mapped and split data and its checks (splits), archives, images and detection formats, audio clips, and shared cell and label helpers (cells). Imports only core modules."""

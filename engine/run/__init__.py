@@ -1,0 +1,1 @@
+"""Running runs: the SQLite store, the supervisor (the only store writer), processes, the worker, predictions in a subprocess, adapter merges, the path policy of shared instances, and remote backends."""

@@ -1,0 +1,1 @@
+"""Shared training pieces for every family: Trainer arguments and callbacks (trainer), metrics shared by several tasks (metrics), chart names and result files (charts), generation limits (generation)."""
