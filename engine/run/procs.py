@@ -17,7 +17,7 @@ import psutil
 from engine import settings
 from engine.errors import UserError
 
-ENGINE_ROOT = Path(__file__).resolve().parent.parent
+ENGINE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding engine/ (cwd and PYTHONPATH of workers)
 DEFAULT_DATA_DIR = "trainpad_data"
 
 
