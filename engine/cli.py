@@ -217,6 +217,47 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_space(args: argparse.Namespace) -> int:
+    """``trainpad space create|update NAME``: the studio as a Hugging Face Space (the token from HF_TOKEN or the
+    saved login, never from the command line)."""
+    from engine.ship import space
+
+    if args.action == "update":
+        done = space.update_space(args.name, args.org)
+    elif args.dry_run:
+        print(space.dry_run(args.name, args.out, args.hardware, args.storage))
+        return 0
+    else:
+        variables, secrets = space.named_values(args.var, args.secret)
+        request = space.SpaceRequest(
+            args.name, args.org, args.private, args.hardware, args.storage, args.admins, variables, secrets
+        )
+        done = space.create_space(request)
+    for note in done.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(done.url)
+    return 0
+
+
+def _space_parser(sub: Any) -> None:
+    sp = sub.add_parser("space", help="publish the studio as a Hugging Face Space (create, update)")
+    actions = sp.add_subparsers(dest="action", required=True)
+    c = actions.add_parser("create", help="create a Space running this studio and upload it (token: $HF_TOKEN)")
+    u = actions.add_parser("update", help="push this version of the studio to an existing Space")
+    for q in (c, u):
+        q.add_argument("name", help="the Space's name (or ORG/NAME)")
+        q.add_argument("--org", default="", help="create it under this organisation (default: the token's user)")
+        q.set_defaults(fn=cmd_space)
+    c.add_argument("--private", action="store_true", help="a private Space")
+    c.add_argument("--hardware", default="", help="e.g. cpu-basic, t4-small, a10g-small (default: the Hub's)")
+    c.add_argument("--storage", default="none", help="bucket: a storage bucket at /data keeps runs (default none)")
+    c.add_argument("--admins", default="", help="users who see every run, comma-separated (default: you)")
+    c.add_argument("--var", action="append", default=[], help="NAME=VALUE: a Space variable (repeat)")
+    c.add_argument("--secret", action="append", default=[], help="NAME: a Space secret, its value from $NAME")
+    c.add_argument("--dry-run", action="store_true", help="only write the Space's folder and print its path")
+    c.add_argument("--out", default=".", help="where --dry-run writes the folder (default: here)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="trainpad", description="Trainpad: train and fine-tune models without writing code."
@@ -266,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("app", help="start the studio UI (see `trainpad app --help`)", prefix_chars="+", add_help=False)
     a.add_argument("app_args", nargs=argparse.REMAINDER)
     a.set_defaults(fn=cmd_app)
+    _space_parser(sub)
     return p
 
 
