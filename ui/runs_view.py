@@ -420,6 +420,27 @@ def _samples(file: Path) -> dict[str, pd.DataFrame]:
     return {"samples": pd.DataFrame(rows, columns=["step", "prompt", "generated", "reference"])}
 
 
+def _rollouts(file: Path) -> dict[str, pd.DataFrame]:
+    """The rollouts of the latest logging step (``engine.train.charts.append_rollouts``): each completion with one
+    column per reward function."""
+    with open(file, "rb") as f:  # the file grows at every log: its end holds the latest step
+        f.seek(max(0, file.stat().st_size - SAMPLES_TAIL))
+        lines = f.read().decode("utf-8", errors="replace").splitlines()
+    found = [d for d in map(_json_line, lines) if isinstance(d, dict) and "completion" in d]
+    if not found:
+        return {}
+    last = max(int(d.get("step") or 0) for d in found)
+    latest = [d for d in found if int(d.get("step") or 0) == last]
+    names = list(dict.fromkeys(n for d in latest for n in (d.get("rewards") or {})))
+    rows = [
+        [last, _cut(str(d.get("prompt") or "")), _cut(str(d.get("completion") or ""))]
+        + [(d.get("rewards") or {}).get(n) for n in names]
+        + [d.get("advantage")]
+        for d in latest
+    ]
+    return {"rollouts": pd.DataFrame(rows, columns=["step", "prompt", "completion", *names, "advantage"])}
+
+
 def _json_line(line: str) -> Any:
     try:
         return json.loads(line)
@@ -439,6 +460,7 @@ READERS = {
     "per_entity": _per_entity,
     "per_class_ap": _per_class_ap,
     "samples": _samples,
+    "rollouts": _rollouts,
 }
 
 

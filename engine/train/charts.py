@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 from engine import runfiles as rf
 
@@ -17,6 +18,10 @@ CHARTS = {
     "lr": "Learning rate",
     "throughput": "Throughput",
     "other": "Other metrics (validation, …)",
+    "reward": "Reward (total and per reward function, mean)",
+    "reward_std": "Reward spread (standard deviation)",
+    "completion": "Completion length (tokens)",
+    "policy": "Policy: KL to the reference, clipped and truncated shares",
 }
 TRAIN_LOSS = "loss"  # the per-step training loss
 STEP_TIME = "step_time"  # measured seconds per step (``EventsCallback``): the ETA's pace
@@ -42,6 +47,23 @@ RULES: tuple[tuple[str, str | None], ...] = (
     ("num_train_epochs", None),
     ("world_size", None),  # processes of the run (the start event): not a curve
     ("global_step", None),
+    # online RL (GRPO, RLOO; KTO's kl): rewards per function, completions, how far the policy moved
+    ("reward", "reward"),
+    ("eval_reward", "reward"),
+    ("rewards/*/mean", "reward"),
+    ("eval_rewards/*/mean", "reward"),
+    ("reward_std", "reward_std"),
+    ("eval_reward_std", "reward_std"),
+    ("rewards/*/std", "reward_std"),
+    ("eval_rewards/*/std", "reward_std"),
+    ("completions/mean_length", "completion"),
+    ("completions/mean_terminated_length", "completion"),
+    ("completions/clipped_ratio", "policy"),
+    ("completions/*", None),
+    ("eval_completions/*", None),
+    ("kl", "policy"),
+    ("clip_ratio/region_mean", "policy"),
+    ("clip_ratio/*", None),
     ("*", "other"),  # eval_accuracy, eval_perplexity, …: the validation metrics
 )
 
@@ -72,6 +94,13 @@ LABELS = {
     "learning_rate": "learning rate",
     "tokens_per_second": "tokens/s",
     "samples_per_second": "samples/s",
+    "reward": "total reward",
+    "reward_std": "total reward",
+    "kl": "KL",
+    "clip_ratio/region_mean": "clipped share",
+    "completions/clipped_ratio": "truncated share",
+    "completions/mean_length": "mean length",
+    "completions/mean_terminated_length": "mean length of finished ones",
 }
 # Colours given by the series' place in its chart, sent with every update: a series that appears mid-run
 # (validation loss) gets its colour at once; the chart title names each colour, so no legend is needed.
@@ -93,6 +122,8 @@ def label(name: str) -> str:
     """The series name a person reads: `eval_loss` -> `validation loss`, `eval_f1` -> `validation f1`."""
     if name in LABELS:
         return LABELS[name]
+    if name.startswith(("rewards/", "eval_rewards/")) and name.endswith(("/mean", "/std")):  # a reward function's
+        return label(name.rsplit("/", 1)[0].replace("rewards/", "", 1) + "_reward")
     return ("validation " + name[len("eval_") :] if name.startswith("eval_") else name).replace("_", " ")
 
 
@@ -118,9 +149,10 @@ RESULTS = {
     "per_entity": "Per entity type: precision, recall, F1 (validation, seqeval)",
     "per_class_ap": "Average precision per class (validation; AP = COCO AP@[.5:.95])",
     "samples": "Sample generations at the latest evaluation (greedy, validation prompts)",
+    "rollouts": "Rollouts at the latest logging step (sampled prompts, each completion and its rewards)",
 }
 # result views shown as one plain table each, laid out alike by the UI: a new one needs no UI change
-TABLE_VIEWS = ("per_entity", "per_class_ap", "samples")
+TABLE_VIEWS = ("per_entity", "per_class_ap", "samples", "rollouts")
 # (file path in the run folder, result view): a task gets a view by writing the file, no UI change.
 RESULT_FILES: tuple[tuple[str, str], ...] = (
     ("confusion_matrix.json", "confusion"),  # {"labels": [...], "matrix": [[...]]}; per_class is derived from it
@@ -130,8 +162,10 @@ RESULT_FILES: tuple[tuple[str, str], ...] = (
     ("per_entity.json", "per_entity"),  # {entity: {"precision", "recall", "f1", "support"}}
     ("per_class_ap.json", "per_class_ap"),  # {class: AP} or {class: {"AP": .., "AP50": ..}}; -1: not in validation
     ("samples.jsonl", "samples"),  # one line per generation: {"step", "prompt", "generated", "reference"}
+    ("rollouts.jsonl", "rollouts"),  # one line per completion: {"step", "prompt", "completion", "rewards": {..}}
 )
 SAMPLES_FILE = "samples.jsonl"
+ROLLOUTS_FILE = "rollouts.jsonl"
 
 
 def _replace(path: Path, text: str) -> None:
@@ -178,4 +212,14 @@ def append_samples(run_dir: str | Path, step: int, samples: Iterable[dict[str, s
         return
     lines = "".join(json.dumps({"step": int(step), **s}, ensure_ascii=False) + "\n" for s in samples)
     with open(Path(run_dir) / SAMPLES_FILE, "a", encoding="utf-8") as f:
+        f.write(lines)
+
+
+def append_rollouts(run_dir: str | Path, step: int, rollouts: Iterable[dict[str, Any]]) -> None:
+    """Add one logging step's rollouts ({prompt, completion, rewards: {function: score}, advantage}) to the
+    ``rollouts`` view's file, one JSON line each with its step; the run page shows those of the latest step."""
+    if not rf.is_main_process():
+        return
+    lines = "".join(json.dumps({"step": int(step), **r}, ensure_ascii=False) + "\n" for r in rollouts)
+    with open(Path(run_dir) / ROLLOUTS_FILE, "a", encoding="utf-8") as f:
         f.write(lines)
