@@ -18,7 +18,7 @@ from engine.data import audio, images
 from engine.data.tables import EXTENSIONS, names_local_path
 from engine.errors import Problem, UserError
 
-PATH_FIELDS = ("data_path", "valid_path", "base_model")
+PATH_FIELDS = ("data_path", "valid_path", "base_model", "reward_file", "reward_model", "judge_model", "teacher_model")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,14 @@ def problems(policy: Policy, params: Any, runs_dir: Path, user_dirs: list[Path])
                 "The operator can allow it (--allow-remote-code or TRAINPAD_ALLOW_REMOTE_CODE=1"
                 + ("; never on by default on a shared instance)." if policy.shared else ")."),
                 field="trust_remote_code",
+            )
+        )
+    if "python" in (getattr(params, "reward_functions", None) or ()) and policy.shared and not policy.allow_remote_code:
+        found.append(
+            Problem(
+                "The python reward runs your reward_file's code on the server: this shared instance refuses it. The "
+                "operator can allow it (--allow-remote-code or TRAINPAD_ALLOW_REMOTE_CODE=1); or use the presets.",
+                field="reward_functions",
             )
         )
     resume = str(getattr(params, "resume_from", "") or "")
