@@ -434,9 +434,13 @@ def estimate(task: Any, params: Any, devices: list[Any] | None = None, arch: Arc
         weights = int((base - embed) * QUANT_BYTES[quant] + embed * 4)  # k-bit prep keeps embeddings in fp32
     else:
         weights = base * weight_bytes
-    if profile.get("reference_model") and not lora:
+    if _has(profile.get("reference_model"), params) and not lora:
         weights *= 2
         notes.append("a frozen reference copy of the model")
+    if profile.get("teacher_model"):  # distillation: the teacher's weights, from its own config when found
+        teacher = _teacher_params(str(_p(params, profile["teacher_model"], "")), base)
+        weights += teacher * weight_bytes
+        notes.append("the teacher model")
     adapters = lora_params(arch, params) if lora else 0
     trainable = adapters if lora else base
     state_bytes = 4 if (lora or weight_bytes == 4) else 2
@@ -466,10 +470,24 @@ def estimate(task: Any, params: Any, devices: list[Any] | None = None, arch: Arc
     )
 
 
+def _has(flag: Any, params: Any) -> bool:
+    """A profile flag: True/False, or the name of a param that turns it on when above 0 (GRPO's beta)."""
+    return bool(_p(params, flag, 0)) if isinstance(flag, str) else bool(flag)
+
+
+def _teacher_params(model: str, student: int) -> int:
+    """The teacher's parameter count from its config (a run id or a model not found: the student's)."""
+    cfg, files, _ = find_model_files(model) if model else (None, [], "")
+    arch = architecture(cfg, files) if cfg else None
+    return arch.params if arch is not None else student
+
+
 def _activation_bytes(arch: Arch, params: Any, profile: dict[str, Any], lora: bool, gpu: bool, half: bool) -> int:
     """Saved activations of one micro-batch at the start of backward: layers (or their checkpoints) + logits."""
     batch = int(_p(params, "batch_size", 8)) * int(profile.get("sequences_per_example", 1))
     seq = int(_p(params, "block_size", 0) or _p(params, "max_length", 512))
+    if profile.get("length_fields"):  # online RL: a prompt and its sampled completion
+        seq = sum(int(_p(params, name, 0)) for name in profile["length_fields"])
     dtype = 2 if half else 4
     if arch.kind == "vision":
         seq = arch.image_tokens
@@ -485,7 +503,12 @@ def _activation_bytes(arch: Arch, params: Any, profile: dict[str, Any], lora: bo
         out_tokens = batch * int(_p(params, "max_target_length", seq)) if arch.kind == "seq2seq" else tokens
         # logits, log-softmax and its gradient in fp32 (+ the compute-dtype logits and their fp32 copy on GPU)
         logits = out_tokens * arch.vocab * (3 * 4 + (2 + 4 if half else 0))
-    return int(layers + logits + tokens * arch.hidden * dtype)  # + the embedding output
+    train = int(layers + logits + tokens * arch.hidden * dtype)  # + the embedding output
+    if not profile.get("generations"):
+        return train
+    # online RL samples a whole generation batch (batch x grad_accum sequences) at once: its key/value cache
+    sampled = tokens * int(_p(params, "grad_accum", 1)) // int(profile.get("sequences_per_example", 1))
+    return max(train, sampled * arch.layers * 2 * arch.hidden * dtype)
 
 
 # ---- the verdict --------------------------------------------------------------------------
