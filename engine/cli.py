@@ -192,6 +192,62 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a finished run's model (a job in its own process); print the file, or a JSON object with --json."""
+    from engine.ship.export import check_request
+
+    sup = _supervisor(args, manage_all=False)
+    run = sup.store.get_run(args.run_id) or {}
+    check_request(run.get("task") or "", args.format, args.quant)
+    job_id = sup.submit_job("export", args.run_id, {"format": args.format, "quant": args.quant, "int8": args.int8})
+    try:
+        job = sup.wait_job(job_id, timeout=args.timeout)
+    except (KeyboardInterrupt, TimeoutError):
+        sup.stop_job(job_id)
+        raise UserError(f"export {job_id} stopped before it finished (its log: {job_id}/job.log)") from None
+    finally:
+        sup.jobs.shutdown()
+    if job["status"] != "succeeded":
+        raise UserError(job.get("error") or f"export {job['status']}")
+    result = job["result"]
+    print(json.dumps(result, indent=2) if args.json else result["path"])
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a finished run on an OpenAI-compatible endpoint until Ctrl-C."""
+    sup = _supervisor(args, manage_all=False)
+    port = args.port or _free_port()
+    job_args = {"port": port, "engine": "llama.cpp" if args.gguf else args.engine, "gguf": args.gguf}
+    job_id = sup.submit_job("serve", args.run_id, job_args)
+    try:
+        job = sup.wait_job(job_id, timeout=args.timeout, until=_ready)
+        if job["status"] != "running":
+            raise UserError(job.get("error") or f"the server {job['status']}")
+        from engine.ship.serve import describe
+
+        print(describe(sup.store.get_job(job_id)), flush=True)
+        print("serving; Ctrl-C stops the server", flush=True)
+        sup.wait_job(job_id, timeout=10**9)
+    except KeyboardInterrupt:
+        print("\nstopping the server", flush=True)
+    finally:
+        sup.jobs.shutdown()
+    return 0
+
+
+def _ready(job: dict[str, Any]) -> bool:
+    from engine.run.jobs import RESULT
+
+    return (Path(job["job_dir"]) / RESULT).exists()
+
+
+def _free_port() -> int:
+    from engine.run.procs import free_port
+
+    return free_port()
+
+
 def app_command(args: argparse.Namespace) -> list[str]:
     """``python -m app`` with the command's flags: the studio runs as its own program (the engine never imports
     the app)."""
@@ -303,6 +359,21 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("merge", help="merge a finished LoRA run's adapter into its base model (writes RUN/merged/)")
     m.add_argument("run_id")
     m.set_defaults(fn=cmd_merge)
+    ex = sub.add_parser("export", help="export a finished run's model: GGUF (llama.cpp, Ollama) or ONNX (encoders)")
+    ex.add_argument("run_id")
+    ex.add_argument("--format", required=True, choices=["gguf", "onnx"])
+    ex.add_argument("--quant", default="", help="GGUF: f16 (default), q8_0 or q4_k_m")
+    ex.add_argument("--int8", action="store_true", help="ONNX: also write a dynamic int8 model")
+    ex.add_argument("--json", action="store_true", help="print a JSON object (path, format, bytes, sha256...)")
+    ex.add_argument("--timeout", type=float, default=3600.0)
+    ex.set_defaults(fn=cmd_export)
+    sv = sub.add_parser("serve", help="serve a finished run on an OpenAI-compatible endpoint (Ctrl-C stops it)")
+    sv.add_argument("run_id")
+    sv.add_argument("--port", type=int, default=0, help="default: a free port")
+    sv.add_argument("--engine", default="transformers", choices=["transformers", "llama.cpp", "vllm"])
+    sv.add_argument("--gguf", default="", help="serve this GGUF export with llama.cpp's server")
+    sv.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server to answer")
+    sv.set_defaults(fn=cmd_serve)
     # prefix_chars="+": every flag after `app` (--port, --help...) goes to app.main untouched
     a = sub.add_parser("app", help="start the studio UI (see `trainpad app --help`)", prefix_chars="+", add_help=False)
     a.add_argument("app_args", nargs=argparse.REMAINDER)

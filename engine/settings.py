@@ -61,6 +61,9 @@ _ALL = [
     Setting("TRAINPAD_HF_POLL_S", "float", 5.0, "seconds between looks at an HF Job"),
     # set by Trainpad for its own processes
     Setting("TRAINPAD_RUN_ID", "text", "", "(set by Trainpad) the run a worker belongs to"),
+    # exports and served endpoints
+    Setting("TRAINPAD_LLAMA_CPP_DIR", "text", "", "llama.cpp's GGUF converter folder (else the unpacked one)"),
+    Setting("TRAINPAD_SERVE_HOST", "text", "127.0.0.1", "address served endpoints bind to (loopback unless set)"),
     Setting("TRAINPAD_RUN_DIR", "text", "", "(set by Trainpad) a remote job's run folder"),
     Setting("TRAINPAD_CONFIG_YAML", "text", "", "(set by Trainpad) a remote job's config"),
 ]

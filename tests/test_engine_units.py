@@ -241,13 +241,13 @@ def test_formats_read_the_same_table(tmp_path):
 
 def test_store_schema_version_and_parameterized_queries(tmp_path):
     store = Store(tmp_path / "t.db")
-    assert store.schema_version == 5
+    assert store.schema_version == 6
     store.insert_run({"id": "r1", "name": "x'; DROP TABLE runs; --", "task": "llm_sft", "params": "{}"})
     store.add_metrics("r1", [{"step": 1, "epoch": 0.1, "name": "loss", "value": 2.0}])
     assert store.get_run("r1")["name"].startswith("x';")
     assert store.list_runs(status="queued")[0]["id"] == "r1"
     assert store.metrics("r1")[0]["value"] == 2.0
-    assert Store(tmp_path / "t.db").schema_version == 5  # reopening migrates nothing twice
+    assert Store(tmp_path / "t.db").schema_version == 6  # reopening migrates nothing twice
 
 
 def test_number_columns_report_rows_that_are_not_numbers(tmp_path):

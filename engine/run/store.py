@@ -93,7 +93,38 @@ def _migrate_5(db: sqlite_utils.Database) -> None:
     db["runs"].create_index(["user"], if_not_exists=True)
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5}
+# Added by migration 6: jobs after training (exports, served endpoints; evaluations later), each linked to its run.
+JOB_COLUMNS = {
+    "id": str,
+    "kind": str,
+    "run_id": str,
+    "user": str,
+    "status": str,
+    "args": str,
+    "job_dir": str,
+    "pid": int,
+    "pid_started": float,
+    "owner_pid": int,
+    "owner_started": float,
+    "created_at": float,
+    "started_at": float,
+    "ended_at": float,
+    "exit_code": int,
+    "error": str,
+    "result": str,
+    "stop_requested": int,
+    "kill_at": float,
+    "seq": int,
+}
+
+
+def _migrate_6(db: sqlite_utils.Database) -> None:
+    db["jobs"].create(JOB_COLUMNS, pk="id", not_null={"kind", "status"}, if_not_exists=True)
+    db["jobs"].create_index(["run_id"], if_not_exists=True)
+    db["jobs"].create_index(["status"], if_not_exists=True)
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6}
 
 
 class Store:
@@ -269,6 +300,52 @@ class Store:
         return [
             r["name"] for r in self._query("SELECT DISTINCT name FROM metrics WHERE run_id = ? ORDER BY name", [run_id])
         ]
+
+    # --- jobs (exports, endpoints; written by the supervisor only) -----------------------------
+
+    def insert_job(self, row: dict[str, Any]) -> None:
+        def insert(db: sqlite_utils.Database) -> None:
+            seq = db.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            db["jobs"].insert({"created_at": time.time(), "status": "queued", "stop_requested": 0, "seq": seq, **row})
+
+        self._write(insert)
+
+    def update_job_if(self, job_id: str, when: str, fields: dict[str, Any]) -> bool:
+        """Update the job only while its status is ``when``; False when it had already moved on."""
+        unknown = set(fields) - set(JOB_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown job columns {sorted(unknown)}")
+        sets = ", ".join(f"[{k}] = ?" for k in fields)  # names checked above; values are parameters
+        sql = f"UPDATE jobs SET {sets} WHERE id = ? AND status = ?"
+        return self._write(lambda db: db.conn.execute(sql, [*fields.values(), job_id, when]).rowcount == 1)
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        self._write(lambda db: db["jobs"].update(job_id, fields))
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM jobs WHERE id = ?", [job_id])
+        return _decode_job(rows[0]) if rows else None
+
+    def list_jobs(self, run_id: str | None = None, kind: str | None = None, *statuses: str) -> list[dict[str, Any]]:
+        """Jobs in the order they were queued; only ``run_id``'s / ``kind``'s / with ``statuses`` when given."""
+        sql, args = "SELECT * FROM jobs WHERE 1=1", []
+        if run_id is not None:
+            sql, args = sql + " AND run_id = ?", [*args, run_id]
+        if kind is not None:
+            sql, args = sql + " AND kind = ?", [*args, kind]
+        if statuses:
+            sql, args = sql + f" AND status IN ({','.join('?' for _ in statuses)})", [*args, *statuses]
+        return [_decode_job(r) for r in self._query(sql + " ORDER BY seq", args)]
+
+    def delete_jobs(self, run_id: str) -> None:
+        self._write(lambda db: db.conn.execute("DELETE FROM jobs WHERE run_id = ?", [run_id]))
+
+
+def _decode_job(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for key in ("args", "result"):
+        row[key] = json.loads(row[key]) if row.get(key) else {}
+    return row
 
 
 def _retry_locked(fn: Any, attempts: int = 50) -> Any:

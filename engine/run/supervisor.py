@@ -34,6 +34,7 @@ from engine.preflight import system
 from engine.preflight.models import check_params
 from engine.run import procs
 from engine.run.backends import Backend, get_backend, operations
+from engine.run.jobs import Jobs
 from engine.run.policy import Policy
 from engine.run.policy import problems as policy_problems
 from engine.run.procs import ENGINE_ROOT, data_dir_from_env
@@ -79,6 +80,7 @@ class Supervisor:
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
+        self.jobs = Jobs(self.store, self.me, grace_period, manage_all)  # exports, endpoints (engine.run.jobs)
         self.refresh()
 
     @property
@@ -107,6 +109,7 @@ class Supervisor:
             while self._procs and time.time() < deadline:
                 self.tick()
                 time.sleep(0.2)
+        self.jobs.shutdown()  # servers stop with the process that started them
         self._halt.set()
         if self._thread:
             self._thread.join(timeout=10)
@@ -225,8 +228,31 @@ class Supervisor:
         shutil.rmtree(row["run_dir"], ignore_errors=True)
         self.store.delete_run(run_id)
 
+        for job in self.store.list_jobs(run_id, None, *ACTIVE):
+            self.jobs.stop(job["id"])
+        self.store.delete_jobs(run_id)
     def wait(self, run_id: str, timeout: float = 600, drive: bool = False) -> dict[str, Any]:
         """Block until the run ends (``drive``: tick in this thread instead of the background one)."""
+    def submit_job(self, kind: str, run_id: str, args: dict[str, Any], user: str = "") -> str:
+        """Queue a job (an export, a served endpoint) on a finished run; see ``engine.run.jobs``."""
+        return self.jobs.submit(kind, self._row(run_id), args, user)
+
+    def stop_job(self, job_id: str) -> None:
+        with self._lock:
+            self.jobs.stop(job_id)
+
+    def wait_job(self, job_id: str, timeout: float = 600, until: Any = None) -> dict[str, Any]:
+        """Tick in this thread until the job ends (or ``until(job)`` holds); TimeoutError past ``timeout``."""
+        deadline = time.time() + max(0.0, timeout)
+        while True:
+            self.tick()
+            job = self.store.get_job(job_id)
+            if job is None or job["status"] not in ACTIVE or (until is not None and until(job)):
+                return job
+            if time.time() >= deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s")
+            time.sleep(0.2)
+
         deadline = time.time() + max(0.0, timeout)
         while True:
             if drive:
@@ -257,6 +283,7 @@ class Supervisor:
             self._launch_queued()
 
     def refresh(self) -> None:
+            self.jobs.tick()
         """Make the store true to the processes (cheap; every command that reads the store calls it): ingest
         events, record ended workers (ours, and orphans whose owner is gone), escalate overdue stops, fail runs
         whose folder was removed, and settle queued runs whose owner is gone and that need its token."""
