@@ -16,7 +16,7 @@ from engine import settings
 from engine.preflight import system
 from engine.run.backends import all_backends
 from engine.task import FAMILIES, Task, all_tasks
-from ui import nav, playground, runs, task_tab
+from ui import nav, playground, publish, runs, task_tab
 from ui.context import Context
 from ui.progress import NO_PROGRESS
 
@@ -67,6 +67,7 @@ def build_demo(ctx: Context) -> gr.Blocks:
     # Gradio's own cache of uploads and outputs: files older than a day are removed every hour.
     with gr.Blocks(title="Trainpad", fill_width=True, delete_cache=(3600, 86400)) as demo:
         backend, docs = header(ctx)
+        publish.build_space_note(ctx)  # on a Space: what is kept when it sleeps
         run_id = gr.Textbox(
             label="Selected run",
             elem_id="run-id",
@@ -88,8 +89,8 @@ def build_demo(ctx: Context) -> gr.Blocks:
             with gr.Tab("Playground", id="playground", elem_id="tab-playground") as pages["playground"]:
                 playground.build_and_wire(ctx, demo, pages["playground"])
             with gr.Tab("Docs", id="docs", elem_id="tab-docs") as pages["docs"]:
-                readme = ROOT / "README.md"
-                gr.Markdown(readme.read_text(encoding="utf-8") if readme.exists() else "See the project README.")
+                publish.wire_docs(ctx)  # Publish as a Space (a local studio only)
+                gr.Markdown(publish.readme_text(ROOT / "README.md"))
             with gr.Tab("Train", id="train", elem_id="tab-train") as pages["train"]:
                 config_box, load_config = _train_page(ctx, tabs)
         show_run = (partial(runs.switch_updates, ctx, runs_page), runs.switch_outputs(runs_page))

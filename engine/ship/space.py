@@ -205,17 +205,10 @@ def update_space(name: str, org: str = "", token: str | None = None) -> Publishe
 
 def named_values(pairs: list[str], secret_names: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     """(variables, secrets) from ``--var NAME=VALUE`` and ``--secret NAME`` (its value from this environment, so
-    that it is never typed on a command line nor written to a file)."""
-    bad = [p for p in pairs if "=" not in p]
-    missing = [n for n in secret_names if not os.environ.get(n)]
-    problems = [f"--var {p!r}: write NAME=VALUE" for p in bad]
-    problems += [
-        f"--secret {n}: set {n} in this shell's environment first (its value goes to the Space)" for n in missing
-    ]
-    if problems:
-        raise UserError(problems)
-    variables = dict(p.split("=", 1) for p in pairs)
-    return variables, {n: os.environ[n] for n in secret_names}
+    that it is never typed on a command line nor written to a file; an unset one is refused by the request's check)."""
+    if bad := [f"--var {p!r}: write NAME=VALUE" for p in pairs if "=" not in p]:
+        raise UserError(bad)
+    return dict(p.split("=", 1) for p in pairs), {n: os.environ.get(n, "") for n in secret_names}
 
 
 def _check_request(request: SpaceRequest) -> None:
@@ -226,6 +219,9 @@ def _check_request(request: SpaceRequest) -> None:
         problems += [
             f"{kind} {k!r}: not a valid variable name (letters, digits, _)" for k in values if not ENV_NAME.match(k)
         ]
+    problems += [
+        f"--secret {k}: set {k} in this shell's environment first" for k, v in request.secrets.items() if not v
+    ]
     if request.hardware:
         from huggingface_hub import SpaceHardware
 
@@ -348,7 +344,9 @@ def _hub_error(error: Exception, repo_id: str, step: str) -> UserError:
         return UserError("The Hub asks for payment for this hardware (HTTP 402): add billing, or leave out --hardware.")
     if code is not None:
         return UserError(f"The Hub refused to {step} {repo_id or 'the Space'} ({_reason(error)}).")
-    if isinstance(error, OSError) or any(w in type(error).__name__ for w in ("Connect", "Timeout", "Network")):
+    if isinstance(error, OSError) or any(
+        w in type(error).__name__ for w in ("Connect", "Timeout", "Network", "Offline")
+    ):
         endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
         return UserError(f"Could not reach the Hugging Face Hub at {endpoint} ({_reason(error)}): check the network.")
     raise error
