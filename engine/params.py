@@ -104,6 +104,12 @@ class CommonParams(BaseModel):
         True, "Create the Hub repository as private.", advanced=True, show_if={"push_to_hub": True}, group="hub"
     )
     resume_from: str = field("", "Checkpoint folder to resume from (set by Resume).", advanced=True)
+    hf_flavor: str = field(
+        "",
+        "Hugging Face Jobs hardware when the run goes to `hf-jobs` (e.g. a10g-small, a100-large); empty: "
+        "$TRAINPAD_HF_FLAVOR, else a10g-small. Other backends ignore it.",
+        advanced=True,
+    )
 
 
 class TrainerParams(CommonParams):

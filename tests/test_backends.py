@@ -4,6 +4,8 @@ supervisor, the backend, the job and back into the run folder and the store."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import io
 import json
 import os
 import shutil
@@ -14,20 +16,24 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from huggingface_hub import JobHardwareInfo
 
 from engine import runfiles as rf
 from engine.errors import UserError
 from engine.params import validate_params
 from engine.run import backends
 from engine.run import supervisor as supervisor_module
-from engine.run.backends import hf_jobs, remote_run
+from engine.run.backends import hf_flavors, hf_jobs, hf_ship, job_bootstrap, remote_run
 from engine.run.procs import ENGINE_ROOT
 from engine.run.supervisor import Supervisor
 from engine.task import get_task
@@ -242,6 +248,29 @@ def test_ray_stop_stops_the_job(on_ray, supervisor, tmp_path):
 # --- a fake of Hugging Face's Jobs routes, on the shared fake Hub ---------------------------------------------
 
 
+def _hardware(name: str, pretty: str, ram: str, per_minute: float, gpu: tuple[str, str, str] | None = None) -> dict:
+    """One flavor as ``GET /api/jobs/hardware`` lists it (huggingface_hub's ``JobHardwareInfo`` fields)."""
+    accelerator = None
+    if gpu:
+        model, quantity, vram = gpu
+        accelerator = {"type": "gpu", "model": model, "quantity": quantity, "vram": vram, "manufacturer": "Nvidia"}
+    return {
+        "name": name, "prettyName": pretty, "cpu": "4 vCPU", "ram": ram, "ephemeralStorage": "100 GB",
+        "accelerator": accelerator, "unitCostMicroUSD": int(per_minute * 1e6), "unitCostUSD": per_minute,
+        "unitLabel": "minute",
+    }  # fmt: skip
+
+
+HARDWARE = [
+    _hardware("cpu-basic", "CPU Basic", "16 GB", 0.000167),
+    _hardware("t4-small", "Nvidia T4 - small", "15 GB", 0.006667, ("T4", "1", "16 GB")),
+    _hardware("a10g-small", "Nvidia A10G - small", "15 GB", 0.016667, ("A10G", "1", "24 GB")),
+    _hardware("l4x4", "4x Nvidia L4", "186 GB", 0.063333, ("L4", "4", "96 GB")),
+    _hardware("a100-large", "Nvidia A100 - large", "142 GB", 0.041667, ("A100", "1", "80 GB")),
+    _hardware("h200", "Nvidia H200", "256 GB", 0.083333, ("H200", "1", "141 GB")),
+]
+
+
 class FakeJobs:
     """Jobs run as local subprocesses, served by ``tests.fake_hub.FakeHub`` (which also takes the uploads)."""
 
@@ -256,8 +285,13 @@ class FakeJobs:
         return self.hub.files(repo)
 
     def route(self, handler, method: str, parts: list[str], body: bytes) -> bool:
+        if method == "GET" and len(parts) >= 4 and parts[2] == "resolve":  # {ns}/{repo}/resolve/{rev}/{path}
+            return self.resolve(handler, f"{parts[0]}/{parts[1]}", "/".join(parts[4:]))
         if parts[:2] != ["api", "jobs"] or len(parts) < 3:
             return False
+        if method == "GET" and parts[2:] == ["hardware"]:
+            reply(handler, 200, HARDWARE)
+            return True
         if method == "POST" and len(parts) == 3:
             submitted = json.loads(body)
             self.requests.append(("POST", handler.path, submitted))
@@ -275,12 +309,29 @@ class FakeJobs:
             reply(handler, 200, self.info(job))
         return True
 
+    def resolve(self, handler, repo: str, path: str) -> bool:
+        data = self.files(repo).get(urllib.parse.unquote(path))
+        if data is None:
+            reply(handler, 404, {"error": "Entry not found"})
+            return True
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+        return True
+
     def start_job(self, ns: str, body: dict) -> dict:
+        """Run the job's command here: ``python``/``python3`` is this Python; an image with Trainpad (the command
+        ``python -m ...``) runs in the checkout, the public image (the install first) in an empty folder. pip may
+        not reach an index: the job's pinned dependencies are this environment's own."""
         job_id = f"job{len(self.jobs) + 1:04d}"
-        command = [sys.executable if body["command"][0] == "python" else body["command"][0], *body["command"][1:]]
+        name = body["command"][0]
+        command = [sys.executable if name in ("python", "python3") else name, *body["command"][1:]]
         env = {**os.environ, "HF_ENDPOINT": self.url, "HF_HUB_OFFLINE": "0", **body["environment"], **body["secrets"]}
+        env["PIP_NO_INDEX"] = "1"
+        cwd = ENGINE_ROOT if name == "python" else tempfile.mkdtemp(prefix="fake-job-")
         proc = subprocess.Popen(
-            command, cwd=ENGINE_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
         )
         job = {"id": job_id, "ns": ns, "stage": "RUNNING", "lines": [], "proc": proc, "body": body}
         self.jobs[job_id] = job
@@ -351,10 +402,15 @@ def _now() -> str:
 
 
 @pytest.fixture
-def hub(monkeypatch):
+def hub(monkeypatch, tmp_path):
     import huggingface_hub.constants
 
     fake = FakeJobs()
+    monkeypatch.setattr(hf_ship, "TARGET", str(tmp_path / "job-install"))  # where a job installs the shipped wheel
+    monkeypatch.setattr(hf_ship, "_SHIPPED", {})
+    monkeypatch.setattr(hf_flavors, "_LAST", {})
+    monkeypatch.delenv("TRAINPAD_HF_IMAGE", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", fake.url)
     monkeypatch.setenv("TRAINPAD_HF_POLL_S", "0.2")
     monkeypatch.delenv("TRAINPAD_HF_NAMESPACE", raising=False)
@@ -369,28 +425,138 @@ def hf_params(tmp_path: Path, **kw):
 
 
 @pytest.mark.slow
-def test_hf_job_trains_pushes_and_is_followed_into_the_run(hub, supervisor, tmp_path):
-    run_id = supervisor.submit(TASK, hf_params(tmp_path), secrets={"HF_TOKEN": TOKEN}, backend="hf-jobs")
-    row = supervisor.wait(run_id, timeout=120)
+def test_hf_job_installs_the_shipped_trainpad_trains_pushes_and_is_followed_into_the_run(hub, supervisor, tmp_path):
+    params = hf_params(tmp_path, hf_flavor="a100-large")  # the form's Run section
+    run_id = supervisor.submit(TASK, params, secrets={"HF_TOKEN": TOKEN}, backend="hf-jobs")
+    row = supervisor.wait(run_id, timeout=180)
     run_dir = Path(row["run_dir"])
     assert row["status"] == "succeeded", (row["error"], (run_dir / rf.LOG).read_text()[-2000:])
     (method, path, body), job = hub.requests[0], hub.jobs["job0001"]
     assert (method, path) == ("POST", "/api/jobs/tester") and row["remote_job_id"] == "tester/job0001"
-    assert body["flavor"] == "a10g-small" and body["secrets"] == {"HF_TOKEN": TOKEN}
+    assert body["flavor"] == "a100-large" and body["secrets"] == {"HF_TOKEN": TOKEN}
     assert body["labels"]["trainpad_run"] == run_id and body["timeoutSeconds"] == 6 * 3600
-    assert body["dockerImage"] == hf_jobs.DEFAULT_IMAGE and body["command"] == hf_jobs.COMMAND
-    assert TOKEN not in json.dumps(body["environment"])
+    # no TRAINPAD_HF_IMAGE: PyTorch's public image, and a command that installs the shipped Trainpad first
+    assert body["dockerImage"] == hf_jobs.DEFAULT_IMAGE == "pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime"
+    python, flag, source, url, sha256, target = body["command"]
+    assert (python, flag, source) == ("python3", "-c", hf_ship.BOOTSTRAP.read_text()) and target == hf_ship.TARGET
+    wheel = hf_ship.build_wheel()
+    assert url == f"{hub.url}/tester/trainpad-jobs/resolve/main/wheels/{urllib.parse.quote(wheel.name)}"
+    assert hub.files("tester/trainpad-jobs") == {f"wheels/{wheel.name}": wheel.data} and sha256 == wheel.sha256
+    assert hub.hub.repos["tester/trainpad-jobs"]["private"]
+    assert TOKEN not in json.dumps(body["environment"]) and TOKEN not in json.dumps(body["command"])
     assert body["environment"][remote_run.CONFIG_ENV] == (run_dir / rf.CONFIG).read_text()
-    # the model went to the Hub from the job; events, results and log came back through the job's log
+    lines = [line for _, line in job["lines"]]
+    installed = next(i for i, line in enumerate(lines) if line.startswith("[trainpad] Trainpad ") and " in " in line)
+    assert lines.index("[trainpad] installing Trainpad on the job…") < installed
+    assert lines[installed + 1] == f"[trainpad] engine from {target}/engine"  # the worker runs the installed copy
+    assert wheel.version in lines[installed]
+    # the model went to the Hub from the job; events (the install's phases first), results and log came back
     assert {"model.joblib", "README.md"} <= set(hub.files("tester/tiny-table"))
     metrics = json.loads((run_dir / rf.METRICS).read_text())
     assert row["key_metric"] == pytest.approx(metrics["eval_loss"])
-    job_events = [line for _, line in job["lines"] if line.startswith(remote_run.EVENT)]
+    job_events = [line for line in lines if line.startswith(remote_run.EVENT)]
     events, _ = rf.read_events(run_dir)
-    assert len(events) == len(job_events) >= 3 and supervisor.store.metrics(run_id, ["best_score"])
+    assert len(events) == len(job_events) >= 5 and supervisor.store.metrics(run_id, ["best_score"])
+    assert [e["type"] for e in events[:2]] == ["phase", "phase"]
+    assert events[0]["message"] == "installing Trainpad on the job…"
     log = (run_dir / rf.LOG).read_text()
-    assert "[trainpad] pushed to" in log and remote_run.EVENT not in log
+    assert "[trainpad] pushed to" in log and remote_run.EVENT not in log and "installed on the job in" in log
     assert not any(TOKEN in p.read_text(errors="ignore") for p in run_dir.rglob("*") if p.is_file())
+
+
+def test_hf_job_in_its_own_image_or_a_spaces_runs_trainpad_as_it_is(hub, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = {"task": "tabular", "params": hf_params(tmp_path).model_dump()}
+    (run_dir / rf.CONFIG).write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("TRAINPAD_HF_IMAGE", "me/trainpad:dev")
+    monkeypatch.setenv("SPACE_ID", "me/trainpad")
+    assert hf_jobs.submit("r1", run_dir, {"HF_TOKEN": TOKEN}) == "tester/job0001"  # the setting wins
+    monkeypatch.delenv("TRAINPAD_HF_IMAGE")
+    hf_jobs.submit("r2", run_dir, {"HF_TOKEN": TOKEN})  # on a Space: the Space's own image
+    first, second = (body for _, _, body in hub.requests)
+    assert first["dockerImage"] == "me/trainpad:dev" and second["spaceId"] == "me/trainpad"
+    assert first["command"] == second["command"] == hf_jobs.COMMAND
+    assert "tester/trainpad-jobs" not in hub.hub.repos  # nothing shipped: the image has Trainpad
+    assert first["flavor"] == "a10g-small"  # no hf_flavor, no TRAINPAD_HF_FLAVOR
+
+
+def test_the_shipped_archive_holds_the_engine_and_nothing_else(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    root = tmp_path / "checkout"  # a checkout with a data folder, uploads and caches beside (and inside) the engine
+    for rel in ["engine/__init__.py", "engine/run/worker.py", "engine/run/__pycache__/worker.cpython-311.pyc",
+                "engine/notes.txt", "engine/.env", "trainpad_data/runs/r1/config.yaml", "uploads/data.csv",
+                "ui/studio.py", "tests/test_x.py"]:  # fmt: skip
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(f"HF_TOKEN={TOKEN}\n" if rel.endswith((".env", ".yaml")) else "x = 1\n")
+    wheel = hf_ship.build_wheel(root)
+    info = f"trainpad-{wheel.version}.dist-info"
+    assert wheel.files == ("engine/__init__.py", "engine/run/worker.py", f"{info}/METADATA", f"{info}/WHEEL",
+                           f"{info}/RECORD")  # fmt: skip
+    assert TOKEN.encode() not in wheel.data and hf_ship.build_wheel(root) == wheel  # deterministic
+    with zipfile.ZipFile(io.BytesIO(wheel.data)) as zf:
+        assert all(TOKEN not in zf.read(name).decode() for name in zf.namelist())
+        requires = [line.split(": ", 1)[1] for line in zf.read(f"{info}/METADATA").decode().splitlines()
+                    if line.startswith("Requires-Dist")]  # fmt: skip
+    # the real engine: only its Python files, at the versions installed here; torch is the image's
+    real = hf_ship.build_wheel()
+    assert {f for f in real.files if not f.startswith("engine/")} == {
+        f"trainpad-{real.version}.dist-info/{n}" for n in ("METADATA", "WHEEL", "RECORD")
+    }
+    assert all(f.endswith(".py") for f in real.files if f.startswith("engine/")) and len(real.data) < 2_000_000
+    assert "torch" in requires and not any(r.startswith("gradio") for r in requires)
+    assert f"transformers=={importlib.metadata.version('transformers')}" in requires
+    assert real.version.startswith(hf_ship.base_version() + "+g") and real.name.endswith("-py3-none-any.whl")
+    # the image carries the torch this Trainpad pins, and the bootstrap speaks remote_run's log protocol
+    assert importlib.metadata.version("torch").split("+")[0] == hf_jobs.IMAGE_TORCH
+    assert (job_bootstrap.EVENT, job_bootstrap.FILE) == (remote_run.EVENT, remote_run.FILE)
+
+
+def test_a_bad_download_fails_the_install_saying_so(tmp_path, capsys):
+    code = job_bootstrap.main([f"http://127.0.0.1:{free_port()}/x/trainpad-1-py3-none-any.whl", "0" * 64,
+                               str(tmp_path / "t")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == job_bootstrap.INSTALL_FAILED and "could not download Trainpad" in out
+    _, events, files = remote_run.split_log(out.splitlines())
+    assert files[rf.ERROR]["type"] == "InstallError" and "could not download Trainpad" in files[rf.ERROR]["message"]
+    assert json.loads(events[0])["message"] == "installing Trainpad on the job…"
+
+
+def test_flavors_come_from_the_hub_with_prices_else_a_built_in_list(hub, monkeypatch):
+    listed, note = hf_flavors.fetch(hub.url, TOKEN)
+    assert note == "" and [f.name for f in listed] == [h["name"] for h in HARDWARE]
+    by_name = {f.name: f for f in listed}
+    assert by_name["a10g-small"].label() == "a10g-small · 1× A10G 24 GB · $1.00/h"
+    assert by_name["l4x4"].memory_text() == "4× 24 GB" and by_name["cpu-basic"].label().startswith("cpu-basic · CPU")
+    assert "a100-large" in hf_jobs.flavors()
+    monkeypatch.setattr(hf_flavors, "_LAST", {})
+    listed, note = hf_flavors.fetch(f"http://127.0.0.1:{free_port()}")  # nothing answers there
+    assert listed == hf_flavors.BUILT_IN and "could not be fetched" in note and "built-in list" in note
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    listed, note = hf_flavors.fetch(hub.url, TOKEN)
+    assert listed == hf_flavors.BUILT_IN and "HF_HUB_OFFLINE" in note
+    assert {f.name for f in hf_flavors.BUILT_IN} <= set(hf_jobs.flavors())
+
+
+def test_memory_check_names_a_flavor_that_fits(tmp_path):
+    model = tmp_path / "llama-1b"  # only its config: the estimate reads no weights
+    model.mkdir()
+    config = {"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 22, "num_attention_heads": 32,
+              "num_key_value_heads": 4, "intermediate_size": 5632, "vocab_size": 32000}  # fmt: skip
+    (model / "config.json").write_text(json.dumps(config))
+    sft = get_task("llm_sft")
+    flavors = [hf_flavors.from_hub(JobHardwareInfo(**h)) for h in HARDWARE]
+    big = validate_params(sft.params, {"base_model": str(model), "data_path": "d.csv", "batch_size": 16})
+    line = hf_flavors.memory_line(sft, big, "a10g-small", flavors)
+    assert "will not fit on `a10g-small` (24 GB)" in line and "fits on `a100-large` (80 GB, $2.50/h)" in line
+    small = validate_params(sft.params, {"base_model": str(model), "data_path": "d.csv", "batch_size": 4})
+    fits = hf_flavors.memory_line(sft, small, "a10g-small", flavors)
+    assert fits.startswith("✅ **Memory** on Hugging Face Jobs `a10g-small` (24 GB): fits")
+    assert "fits on `a10g-small`" in hf_flavors.memory_line(sft, small, "t4-small", flavors)  # the cheapest that fits
+    huge = validate_params(sft.params, {"base_model": str(model), "data_path": "d.csv", "batch_size": 512})
+    assert "no flavor fits — try batch size" in hf_flavors.memory_line(sft, huge, "h200", flavors)
 
 
 @pytest.mark.slow
@@ -444,3 +610,34 @@ def test_ray_without_shared_storage_ships_the_engine_and_pushes_the_model(
     events, _ = rf.read_events(run_dir)
     assert len(events) >= 3 and supervisor.store.metrics(run_id, ["best_score"])
     assert remote_run.EVENT not in (run_dir / rf.LOG).read_text()
+
+
+def test_the_form_offers_the_flavors_when_hf_jobs_is_picked_and_the_run_carries_the_choice(
+    hub, supervisor, tmp_path, monkeypatch
+):
+    import gradio as gr
+
+    from ui import runs_view, task_tab, task_view
+    from ui.context import Context
+
+    ctx = Context(supervisor)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # the studio's own token, if any, asks for the list
+    with gr.Blocks():
+        tabs = [task_tab.build(TASK, ctx), task_tab.build(get_task("llm_sft"), ctx)]
+    flavor = tabs[0].run_fields["hf_flavor"]
+    assert flavor.visible is False and "hf_flavor" not in tabs[0].form  # in the Run section, not the parameters
+    shown = task_tab.flavor_updates(tabs, "hf-jobs")
+    assert len(shown) == 2 and all(u["visible"] for u in shown.values())
+    assert ("a100-large · 1× A100 80 GB · $2.50/h", "a100-large") in shown[flavor]["choices"]
+    assert shown[flavor]["choices"][0] == ("default: a10g-small", "")
+    assert not any(u["visible"] for u in task_tab.flavor_updates(tabs, "local").values())
+    values = {"data_path": "someone/table", "hf_flavor": "a100-large", "model": "linear"}
+    params = validate_params(TASK.params, task_view.params_data(TASK, values))
+    assert hf_jobs.flavor(params.model_dump()) == "a100-large"
+    # the run's header says what the job does before its first step
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    rf.write_event(run_dir, {"type": "phase", "message": "installing Trainpad on the job…"})
+    row = {"status": "running", "step": 0, "run_dir": str(run_dir)}
+    assert runs_view.phase_text(row) == "installing Trainpad on the job…"
+    assert runs_view.phase_text({**row, "step": 3}) == "" and runs_view.phase_text({**row, "status": "queued"}) == ""

@@ -42,7 +42,7 @@ def default_values(task, tab: task_tab.TaskTab) -> dict:
 def test_form_builds_for_every_task_and_defaults_round_trip(task, ctx):
     with gr.Blocks():
         tab = task_tab.build(task, ctx)
-    shown = set(tab.form) | set(tab.data_fields) | {"base_model", "data_path"}
+    shown = set(tab.form) | set(tab.data_fields) | set(tab.run_fields) | {"base_model", "data_path"}
     expected = set(task.params.model_fields) - {"column_mapping"}
     assert shown == expected, f"fields without a widget: {expected - shown}"
     assert set(tab.mapping) == {c.role for c in task.columns}

@@ -205,12 +205,22 @@ def queue_text(ctx: Context, row: dict[str, Any]) -> str:
     return "next in the queue, starts when the running run ends" if running else "starting…"
 
 
+def phase_text(row: dict[str, Any]) -> str:
+    """What a running run does before its first step, from its last ``phase`` event (a Hugging Face Job's
+    "installing Trainpad on the job…"); '' once it steps, or when it reported none."""
+    if row["status"] != "running" or row.get("step") or not row.get("run_dir"):
+        return ""
+    events, _ = rf.read_events(row["run_dir"])
+    phases = [e for e in events if isinstance(e, dict) and e.get("type") == "phase" and e.get("message")]
+    return html.escape(str(phases[-1]["message"])) if phases else ""
+
+
 def header_html(ctx: Context, row: dict[str, Any]) -> str:
     """Status badge, name, progress bar with ETA (or place in the queue), timings."""
     status = row["status"]
     step, total = row.get("step") or 0, row.get("max_steps") or 0
     pct = min(100, 100 * step / total) if total else (100 if status == "succeeded" else 0)
-    shown = " · ".join(filter(None, [queue_text(ctx, row), *facts(row, eta_seconds(ctx, row))]))
+    shown = " · ".join(filter(None, [queue_text(ctx, row), phase_text(row), *facts(row, eta_seconds(ctx, row))]))
     return (
         f'<div class="tp-run-head"><span class="tp-badge tp-{status}" id="run-status">{status}</span> '
         f"<b>{html.escape(row.get('name') or row['id'])}</b> · {html.escape(row['task'])} · <code>{row['id']}</code>"

@@ -97,6 +97,7 @@ def build_demo(ctx: Context) -> gr.Blocks:
         shared = task_tab.Shared(run_id, nav.build(), timer, backend, config_box, show_run)
         for tab in tabs:
             task_tab.wire(tab, ctx, shared)
+        task_tab.wire_flavors(tabs, backend)  # Hugging Face Jobs hardware, in each form when hf-jobs is picked
         requests = [tab.fill_request for tab in tabs]
         on_load_config = partial(task_tab.on_load_config, tabs)
         load_config.upload(

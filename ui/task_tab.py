@@ -49,6 +49,7 @@ class TaskTab:
     help: dict[str, str] = field(default_factory=dict)  # input key -> the widget's own help text (``info``)
     marked: Any = None  # a State: the keys marked on this page, so a handler updates only the marks that change
     fill_request: Any = None  # a hidden box: a config (loaded, or a run duplicated) to fill this tab with, as JSON
+    run_fields: dict[str, Any] = field(default_factory=dict)  # params beside the backend (hf_flavor), by name
 
     def inputs(self) -> dict[str, Any]:
         """Every value the handlers read, by keyword (``inputs_kwargs``)."""
@@ -62,6 +63,7 @@ class TaskTab:
         named.update(self.data_fields)
         named.update({MAP_PREFIX + role: comp for role, comp in self.mapping.items()})
         named.update(self.form)
+        named.update(self.run_fields)
         return named
 
     def markable(self) -> dict[str, Any]:
@@ -217,6 +219,17 @@ def _run_section(tab: TaskTab) -> None:
             scale=2,
             info="Passed to the run's process only; never saved.",
         )
+        if "hf_flavor" in tab.task.params.model_fields:  # shown when "Run on" is Hugging Face Jobs (wire_flavors)
+            tab.run_fields["hf_flavor"] = gr.Dropdown(
+                choices=[("default", "")],
+                value="",
+                allow_custom_value=True,
+                label="Hugging Face Jobs hardware",
+                info=tab.task.params.model_fields["hf_flavor"].description,
+                elem_id=f"{p}-hf_flavor",
+                visible=False,
+                scale=2,
+            )
     with gr.Row():
         tab.buttons["check"] = gr.Button("Check", elem_id=f"{p}-check")
         tab.buttons["config"] = gr.Button("Config", elem_id=f"{p}-config")
@@ -300,9 +313,9 @@ def valid_upload_updates(ctx: Context, tab: TaskTab, upload: Any) -> dict[Any, A
     return {tab.data_fields["valid_path"]: path}
 
 
-def check_updates(ctx: Context, tab: TaskTab, values: dict[str, Any]) -> dict[Any, Any]:
-    """Both problem lists, and each problem beside its field."""
-    form_md, data_md, problems = task_view.check_report(ctx, tab.task, values)
+def check_updates(ctx: Context, tab: TaskTab, values: dict[str, Any], backend: str = "local") -> dict[Any, Any]:
+    """Both problem lists, and each problem beside its field (the memory verdict for where the run goes)."""
+    form_md, data_md, problems = task_view.check_report(ctx, tab.task, values, backend)
     return {tab.form_msg: form_md, tab.data_msg: data_md, **mark_updates(tab, values, problems)}
 
 
@@ -331,7 +344,7 @@ def start_updates(ctx: Context, tab: TaskTab, shared: Shared, backend: str, valu
         return {**messages, **mark_updates(tab, values, problems)}
     gr.Info(f"Queued run {run_id}")
     queued = tab.task.params.model_validate((ctx.store.get_run(run_id) or {}).get("params") or {})
-    memory = task_view.memory_md(tab.task, queued).strip()
+    memory = task_view.memory_md(tab.task, queued, backend).strip()
     if "will not fit" in memory:
         gr.Warning(memory.replace("**", ""))
     run_view, _ = shared.show_run
@@ -371,6 +384,25 @@ def on_load_config(tabs: list[TaskTab], file: Any) -> dict[Any, Any]:
 
 
 # --- wiring -----------------------------------------------------------------------------------
+
+
+def flavor_updates(tabs: list[TaskTab], backend: str) -> dict[Any, Any]:
+    """Every tab's Hugging Face Jobs hardware: shown, with the Hub's flavors and prices, when "Run on" is hf-jobs;
+    hidden otherwise. Asks the Hub (a few seconds at most) only when hf-jobs is picked."""
+    flavors = [t.run_fields["hf_flavor"] for t in tabs if "hf_flavor" in t.run_fields]
+    if backend != "hf-jobs":
+        return {f: gr.update(visible=False) for f in flavors}
+    choices, note = task_view.flavor_choices()
+    if note:
+        gr.Warning(note)
+    return {f: gr.update(visible=True, choices=choices) for f in flavors}
+
+
+def wire_flavors(tabs: list[TaskTab], backend: Any) -> None:
+    """The "Run on" selector shows or hides the flavor choice of every task form."""
+    flavors = [t.run_fields["hf_flavor"] for t in tabs if "hf_flavor" in t.run_fields]
+    if flavors:
+        backend.change(lambda b: flavor_updates(tabs, b), backend, flavors, **NO_PROGRESS, **QUIET)
 
 
 def wire(tab: TaskTab, ctx: Context, shared: Shared) -> None:
@@ -441,7 +473,7 @@ def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
     _, start_view = shared.show_run
 
     def on_check(backend: str, **values: Any) -> dict[Any, Any]:
-        return check_updates(ctx, tab, values)
+        return check_updates(ctx, tab, values, backend)
 
     def on_config(backend: str, **values: Any) -> dict[Any, Any]:
         return config_updates(ctx, tab, box, values)
@@ -473,7 +505,7 @@ def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
 def _wire_fill(tab: TaskTab, shared: Shared) -> None:
     """A config loaded (or a run duplicated) for this task fills the tab and shows it."""
     fill_out = [shared.nav, tab.base_model, tab.data_path]
-    fill_out += [*tab.data_fields.values(), *tab.mapping.values(), *tab.form.values()]
+    fill_out += [*tab.data_fields.values(), *tab.mapping.values(), *tab.form.values(), *tab.run_fields.values()]
     fill_out += [tab.run_name, tab.preview, tab.data_msg, *([tab.gallery] if tab.gallery else [])]
 
     def on_fill(text: str) -> Any:

@@ -27,12 +27,13 @@ SPECIAL_FIELDS = {"base_model", "data_path", "column_mapping", *DATA_FIELDS}
 MAP_PREFIX = "map__"
 RESERVED = {"upload", "run_name", "hf_token", "backend"}
 UNMARKED = ("upload", "run_name", "hf_token")  # inputs no problem is shown beside
+RUN_FIELDS = ("hf_flavor",)  # params shown in the form's Run section (with the backend), not among the others
 NONE_CHOICE = ("(not used)", "")
 
 
 def form_fields(task: Task) -> list[str]:
     """The params fields the generic form shows (everything but model, data and mapping)."""
-    names = [n for n in task.params.model_fields if n not in SPECIAL_FIELDS]
+    names = [n for n in task.params.model_fields if n not in SPECIAL_FIELDS and n not in RUN_FIELDS]
     clash = RESERVED & set(names) | {n for n in names if n.startswith(MAP_PREFIX)}
     if clash:
         raise ValueError(
@@ -161,8 +162,11 @@ def check(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str]:
     return form_md, data_md
 
 
-def check_report(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, str, list[str]]:
-    """:func:`check`'s two Markdown texts, and every problem (to show beside its field)."""
+def check_report(
+    ctx: Context, task: Task, values: dict[str, Any], backend: str = "local"
+) -> tuple[str, str, list[str]]:
+    """:func:`check`'s two Markdown texts, and every problem (to show beside its field); the memory verdict is
+    for where the run goes (``backend``)."""
     values = resolve_upload(ctx, values)
     if refused := ctx.policy_problems(params_data(task, values)):  # shared: no file read that Start would refuse
         return "", problems_md(refused), refused
@@ -171,7 +175,8 @@ def check_report(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str,
         summary = class_balance_md(task, params, data_problems) + data_summary_md(task, params, data_problems)
     ok = "✓ Parameters are valid and the data passed every check." if not (param_problems or data_problems) else ""
     note = splits.check_note(params) if params is not None else ""  # "Checked the first N of ~M rows …"
-    data_md = problems_md(data_problems) + (f"\n\n{note}" if note else "") + summary + memory_md(task, params)
+    data_md = problems_md(data_problems) + (f"\n\n{note}" if note else "") + summary
+    data_md += memory_md(task, params, backend)
     return problems_md(param_problems, ok), data_md, param_problems + data_problems
 
 
@@ -257,17 +262,33 @@ def _names(names: list[str]) -> str:
     return shown + (f" and {len(names) - SHOWN_CLASSES} more" if len(names) > SHOWN_CLASSES else "")
 
 
-def memory_md(task: Task, params: Any) -> str:
-    """The memory verdict for these settings on this machine's device(s) (engine.preflight.memory; no torch)."""
+def memory_md(task: Task, params: Any, backend: str = "local") -> str:
+    """The memory verdict for these settings on this machine's device(s), or on the Hugging Face Jobs flavor the
+    run asks for (engine.preflight.memory; no torch)."""
     if params is None:
         return ""
     from engine.preflight.memory import memory_check
 
-    line = memory_check(task, params)
+    if backend == "hf-jobs":
+        from engine.run.backends import hf_flavors, hf_jobs
+
+        line = hf_flavors.memory_line(task, params, hf_jobs.flavor(params.model_dump()))
+    else:
+        line = memory_check(task, params)
     return f"\n\n{line}" if line else ""
 
 
 def data_summary_md(task: Task, params: Any, data_problems: list[str]) -> str:
+def flavor_choices(endpoint: str | None = None) -> tuple[list[tuple[str, str]], str]:
+    """The Hugging Face Jobs flavors as (label with GPU memory and price, name), the default first, and a note
+    when the Hub's list could not be fetched (the built-in list, without prices, is given then)."""
+    from engine.run.backends import hf_flavors, hf_jobs
+
+    listed, note = hf_flavors.fetch(endpoint or hf_jobs.endpoint())
+    default = hf_jobs.flavor({})
+    return [(f"default: {default}", ""), *[(f.label(), f.name) for f in listed]], note
+
+
     """The task's pre-launch summary (e.g. token statistics and one formatted example), once the data is fine."""
     if task.data_summary is None or params is None or data_problems:
         return ""

@@ -2,11 +2,13 @@
 
 Settings (environment):
 
-- ``TRAINPAD_HF_IMAGE``: a Docker image with Trainpad installed. Default: on a Space, that Space's own image
-  (``hf.co/spaces/$SPACE_ID``: a duplicated Trainpad Space has everything); elsewhere ``DEFAULT_IMAGE``, the
-  image built from this version of Trainpad.
+- ``TRAINPAD_HF_IMAGE``: a Docker image with Trainpad installed; the job runs it as it is. Default: on a Space,
+  that Space's own image (``hf.co/spaces/$SPACE_ID``: a duplicated Trainpad Space has everything); elsewhere
+  :data:`DEFAULT_IMAGE`, PyTorch's public CUDA image, where the job first installs the Trainpad this studio runs
+  (``hf_ship``: this engine as a wheel in the user's private repo ``<namespace>/trainpad-jobs``, its dependencies
+  pinned to the versions installed here), shown as the run's phase "installing Trainpad on the job…".
 - ``TRAINPAD_HF_FLAVOR``: the hardware (``a10g-small`` by default; ``cpu-basic`` ... ``h200x8``); a run's
-  ``hf_flavor`` parameter, when its task has one, wins.
+  ``hf_flavor`` parameter (the form's choice) wins.
 - ``TRAINPAD_HF_NAMESPACE``: the user or organization billed (default: the token's user).
 - ``TRAINPAD_HF_TIMEOUT``: the job's time limit (default ``6h``; Hugging Face's own default is 30 minutes).
 - ``TRAINPAD_HF_POLL_S``: seconds between two looks at the job's stage (default 5).
@@ -33,9 +35,14 @@ import yaml
 from engine import runfiles as rf
 from engine import settings
 from engine.errors import UserError
-from engine.run.backends import remote_run
+from engine.run.backends import hf_flavors, hf_ship, remote_run
 
-DEFAULT_IMAGE = "trainpad/trainpad:0.1.0"
+# The image of a job started from a local studio (the one place it is named): PyTorch's own runtime image on Docker
+# Hub, maintained by the PyTorch team, carrying the torch this Trainpad pins with CUDA 12.6 (the widest range of
+# drivers; Blackwell GPUs need CUDA 12.8+) on Ubuntu's Python. Trainpad is installed in it when the job starts.
+DEFAULT_IMAGE = "pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime"
+IMAGE_PYTHON, IMAGE_TORCH, IMAGE_CUDA = "3.12", "2.13.0", "12.6"
+NO_KERNELS = ("rtx-pro-6000",)  # Blackwell (sm_120): no kernels in a CUDA 12.6 build of torch
 DEFAULT_FLAVOR = "a10g-small"
 COMMAND = ["python", "-m", "engine.run.backends.remote_run"]
 STAGES = {"COMPLETED": "succeeded", "ERROR": "failed", "CANCELED": "stopped", "DELETED": "stopped"}
@@ -70,7 +77,12 @@ def problems(params: dict[str, Any], secrets: dict[str, str]) -> list[str]:
     found += local_path_problems(params)
     name = flavor(params)
     if name not in flavors():
-        found.append(f"Hugging Face Jobs have no flavor `{name}`. Valid: {', '.join(flavors())}.")
+        found.append(f"Hugging Face Jobs have no flavor `{name}` (hf_flavor). Valid: {', '.join(flavors())}.")
+    elif image() == DEFAULT_IMAGE and name.startswith(NO_KERNELS):
+        found.append(
+            f"`{name}` has Blackwell GPUs, which the default image's torch (CUDA {IMAGE_CUDA}) cannot use: pick "
+            "another hf_flavor, or set TRAINPAD_HF_IMAGE to an image with CUDA 12.8 or later and Trainpad installed."
+        )
     return found
 
 
@@ -97,6 +109,10 @@ def submit(run_id: str, run_dir: Path, secrets: dict[str, str]) -> str:
         raise UserError(found)
     api = _api(secrets)
     ns = settings.text("TRAINPAD_HF_NAMESPACE") or _call(lambda: api.whoami()["name"])
+    chosen, command = image(), COMMAND
+    if chosen == DEFAULT_IMAGE:  # a public image: the job installs the Trainpad shipped with it first
+        wheel, url = hf_ship.ship(api, ns, endpoint())
+        command = hf_ship.job_command(url, wheel.sha256)
     env = {
         remote_run.CONFIG_ENV: (run_dir / rf.CONFIG).read_text(encoding="utf-8"),
         "PYTHONUNBUFFERED": "1",
@@ -104,8 +120,8 @@ def submit(run_id: str, run_dir: Path, secrets: dict[str, str]) -> str:
     }
     job = _call(
         lambda: api.run_job(
-            image=image(),
-            command=COMMAND,
+            image=chosen,
+            command=command,
             env=env,
             secrets={"HF_TOKEN": secrets["HF_TOKEN"]},
             flavor=flavor(params),
@@ -149,6 +165,7 @@ def cancel(job_id: str, secrets: dict[str, str]) -> None:
 
 
 def image() -> str:
+    """The job's image: $TRAINPAD_HF_IMAGE, else this Space's own image, else :data:`DEFAULT_IMAGE`."""
     if settings.is_set("TRAINPAD_HF_IMAGE"):
         return settings.text("TRAINPAD_HF_IMAGE")
     if os.environ.get("SPACE_ID"):
@@ -157,17 +174,20 @@ def image() -> str:
 
 
 def flavor(params: dict[str, Any]) -> str:
+    """The run's hardware: its ``hf_flavor``, else $TRAINPAD_HF_FLAVOR, else :data:`DEFAULT_FLAVOR`."""
     return str(params.get("hf_flavor") or settings.text("TRAINPAD_HF_FLAVOR") or DEFAULT_FLAVOR)
 
 
 def flavors() -> list[str]:
+    """Every flavor name known here (huggingface_hub's, and the Hub's last list), without asking the Hub."""
     from huggingface_hub import JobHardware
 
-    return [f.value for f in JobHardware]
+    names = [f.value for f in JobHardware]
+    return names + [f.name for f in hf_flavors.known() if f.name not in names]
 
 
 def job_url(ns: str, jid: str) -> str:
-    return f"{_endpoint()}/jobs/{ns}/{jid}"
+    return f"{endpoint()}/jobs/{ns}/{jid}"
 
 
 # --- following the log --------------------------------------------------------------------------------------
@@ -230,10 +250,11 @@ def _stage(api: Any, ns: str, jid: str) -> tuple[str, str | None]:
 def _api(secrets: dict[str, str]) -> Any:
     from huggingface_hub import HfApi
 
-    return HfApi(endpoint=_endpoint(), token=secrets["HF_TOKEN"])
+    return HfApi(endpoint=endpoint(), token=secrets["HF_TOKEN"])
 
 
-def _endpoint() -> str:
+def endpoint() -> str:
+    """The Hub's address ($HF_ENDPOINT, else huggingface_hub's default)."""
     from huggingface_hub import constants
 
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
