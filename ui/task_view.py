@@ -26,8 +26,8 @@ DATA_FIELDS = ["valid_path", "train_split", "valid_split", "data_config", "valid
 SPECIAL_FIELDS = {"base_model", "data_path", "column_mapping", *DATA_FIELDS}
 MAP_PREFIX = "map__"
 RESERVED = {"upload", "run_name", "hf_token", "backend"}
-UNMARKED = ("upload", "run_name", "hf_token")  # inputs no problem is shown beside
 RUN_FIELDS = ("hf_flavor",)  # params shown in the form's Run section (with the backend), not among the others
+UNMARKED = ("upload", "run_name", "hf_token")  # inputs no problem is shown beside
 NONE_CHOICE = ("(not used)", "")
 
 
@@ -278,7 +278,6 @@ def memory_md(task: Task, params: Any, backend: str = "local") -> str:
     return f"\n\n{line}" if line else ""
 
 
-def data_summary_md(task: Task, params: Any, data_problems: list[str]) -> str:
 def flavor_choices(endpoint: str | None = None) -> tuple[list[tuple[str, str]], str]:
     """The Hugging Face Jobs flavors as (label with GPU memory and price, name), the default first, and a note
     when the Hub's list could not be fetched (the built-in list, without prices, is given then)."""
@@ -289,6 +288,7 @@ def flavor_choices(endpoint: str | None = None) -> tuple[list[tuple[str, str]], 
     return [(f"default: {default}", ""), *[(f.label(), f.name) for f in listed]], note
 
 
+def data_summary_md(task: Task, params: Any, data_problems: list[str]) -> str:
     """The task's pre-launch summary (e.g. token statistics and one formatted example), once the data is fine."""
     if task.data_summary is None or params is None or data_problems:
         return ""
