@@ -296,3 +296,19 @@ def test_the_built_folder_starts_as_a_space_and_refuses_visitors_not_signed_in(t
         _end(proc)
         provider.shutdown()
         provider.server_close()
+
+
+def test_the_publish_panel_is_in_a_local_studio_only(monkeypatch):
+    import gradio as gr
+
+    from ui import publish
+
+    def panel(shared: bool) -> list[str]:
+        with gr.Blocks() as demo:
+            publish.wire_docs(SimpleNamespace(shared=shared, is_admin=lambda: True))
+        return [b.elem_id for b in demo.blocks.values() if (getattr(b, "elem_id", None) or "").startswith("tp-publish")]
+
+    monkeypatch.delenv("SYSTEM", raising=False)
+    assert "tp-publish-create" in panel(shared=False) and panel(shared=True) == []
+    monkeypatch.setenv("SYSTEM", "spaces")
+    assert panel(shared=False) == []
