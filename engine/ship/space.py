@@ -181,7 +181,12 @@ def create_space(request: SpaceRequest, token: str | None = None) -> Published:
         except Exception as e:
             raise _hub_error(e, repo_id, "create") from None
         notes = _storage(api, repo_id, request.storage)
-        _commit(api, repo_id, folder, [], "Trainpad Space (trainpad space create)")
+        try:
+            _commit(api, repo_id, folder, [], "Trainpad Space (trainpad space create)")
+        except UserError as e:
+            raise UserError(
+                f"{e} The Space {repo_id} was created empty: `trainpad space update {repo_id}` uploads it."
+            ) from None
     return Published(repo_id, _space_url(api, repo_id), notes)
 
 
