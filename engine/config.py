@@ -176,6 +176,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[T
     return from_dict(read_yaml(path), overrides, Path(path).resolve().parent, env=True)
 
 
+def load_run_config(path: str | Path) -> tuple[Task, BaseModel]:
+    """A run's config as its supervisor wrote it: final values, checked before launch. Nothing is expanded or
+    re-based here (a ``${VAR}`` is plain text), so the worker opens exactly what was checked."""
+    return from_dict(read_yaml(path))
+
+
 def dump_config(task: Task, params: BaseModel, name: str = "", backend: str = "local") -> str:
     """The YAML text of a validated config (no secrets), loadable by ``load_config``."""
     doc: dict[str, Any] = {"task": task.name}

@@ -143,6 +143,7 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+GUARD = "guard.json"  # a shared instance's rules for this run, checked again by the worker (see engine.run.policy)
 SIDE_FILE = "trainpad.json"  # settings a task's predict needs, saved next to the model (lengths, prefixes...)
 
 

@@ -33,6 +33,8 @@ _ALL = [
     Setting("TRAINPAD_MAX_PREDICT_ROWS", "int", 10_000, "most rows of a file predicted in the Playground"),
     Setting("TRAINPAD_MAX_PLAYGROUND", "int", 3, "Playground models held in memory at once, all users together"),
     Setting("TRAINPAD_PLAYGROUND_IDLE_S", "float", 600.0, "seconds before an unused Playground model is released"),
+    Setting("TRAINPAD_PLAYGROUND_PER_USER", "int", 1, "Playground models one user of a shared instance holds"),
+    Setting("TRAINPAD_USER_UPLOAD_GB", "float", 5.0, "uploads one user of a shared instance may keep (0: no cap)"),
     # the studio and shared instances
     Setting("TRAINPAD_AUTH", "text", "", "password login: user:pass, or a file of user:pass lines (secret)"),
     Setting("TRAINPAD_OAUTH", "flag", False, "sign in with Hugging Face (set on a Space with hf_oauth)"),
@@ -59,11 +61,11 @@ _ALL = [
     Setting("TRAINPAD_HF_NAMESPACE", "text", "", "the user or organisation HF Jobs run under (default: the token's)"),
     Setting("TRAINPAD_HF_TIMEOUT", "text", "6h", "longest an HF Job may run"),
     Setting("TRAINPAD_HF_POLL_S", "float", 5.0, "seconds between looks at an HF Job"),
-    # set by Trainpad for its own processes
-    Setting("TRAINPAD_RUN_ID", "text", "", "(set by Trainpad) the run a worker belongs to"),
     # exports and served endpoints
     Setting("TRAINPAD_LLAMA_CPP_DIR", "text", "", "llama.cpp's GGUF converter folder (else the unpacked one)"),
     Setting("TRAINPAD_SERVE_HOST", "text", "127.0.0.1", "address served endpoints bind to (loopback unless set)"),
+    # set by Trainpad for its own processes
+    Setting("TRAINPAD_RUN_ID", "text", "", "(set by Trainpad) the run a worker belongs to"),
     Setting("TRAINPAD_RUN_DIR", "text", "", "(set by Trainpad) a remote job's run folder"),
     Setting("TRAINPAD_CONFIG_YAML", "text", "", "(set by Trainpad) a remote job's config"),
 ]

@@ -67,7 +67,7 @@ def test_stop_ends_every_rank_with_one_checkpoint_and_resume_continues(superviso
     supervisor.stop(run_id)
     row = supervisor.wait(run_id, timeout=120)
     assert row["status"] == "stopped", row["error"]
-    assert procs.group_members(row["pgid"], row["run_dir"]) == [], "a rank is still alive"
+    assert procs.run_processes(row["run_dir"]) == [], "a rank is still alive"
     ckpt = rf.last_checkpoint(row["run_dir"])
     assert ckpt is not None and int(ckpt.name.split("-")[1]) >= 3
     new_id = supervisor.resume(run_id)
@@ -94,3 +94,34 @@ def test_the_queue_gives_each_run_its_own_gpus(data_dir, tmp_path, monkeypatch):
     assert sup.devices_for({"gpus": "0"}, {"0"}) is None and sup.devices_for({"gpus": "1"}, {"0"}) == "1"
     assert sup.devices_for({"num_processes": 0}, set()) == "0,1,2,3", "0 = every GPU"
     assert named
+
+
+@pytest.mark.slow
+def test_stop_kills_ranks_that_cannot_handle_sigterm_whatever_their_process_group(data_dir, tiny_bert, tmp_path):
+    """Both ranks SIGSTOPped (as ranks hung in a collective would be): Stop reaches them past the grace period,
+    and the run is `stopped` only once no process of it is left."""
+    import os
+    import signal
+
+    from engine.run.supervisor import Supervisor
+
+    sup = Supervisor(data_dir, poll_interval=0.2, grace_period=3).start()
+    try:
+        data = write_csv(tmp_path / "train.csv", rows(128))
+        run_id = sup.submit(TC, params(tiny_bert, data, max_steps=5000, num_processes=2))
+        deadline = time.time() + 240
+        while (sup.store.get_run(run_id).get("step") or 0) < 2 and time.time() < deadline:
+            time.sleep(0.3)
+        row = sup.store.get_run(run_id)
+        ranks = [p for p in procs.run_processes(row["run_dir"]) if p.pid != row["pid"]]
+        assert len(ranks) >= 2, "the launcher and two ranks"
+        for p in ranks:
+            p.send_signal(signal.SIGSTOP)
+        sup.stop(run_id)
+        row = sup.wait(run_id, timeout=60)
+        assert row["status"] == "stopped", row["error"]
+        assert procs.run_processes(row["run_dir"]) == [], "a rank is still alive"
+        assert all(not p.is_running() or p.status() == "zombie" for p in ranks)
+        assert os.getpgid(os.getpid())  # the test process itself is untouched
+    finally:
+        sup.shutdown(stop_runs=True)

@@ -9,10 +9,14 @@ from that user's uploads and the folders the operator allowed. The user comes fr
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from engine import settings
 from engine.errors import UserError
 from engine.run.policy import inside, named_path_problems
 from engine.run.store import Store
@@ -102,6 +106,24 @@ class Context:
         """Where this user's uploads are kept (one folder per user on a shared instance)."""
         return self.engine.user_dirs(self.user() if self.shared else "")[0]
 
+    def served(self, path: Path) -> str:
+        """``path`` (one of this user's exports) as a file the page may download: a link to it in a folder of
+        Gradio's own cache with a random name. Gradio serves no data folder itself (no ``allowed_paths``), so no
+        user reaches another's exports by guessing a name."""
+        folder = gradio_cache() / "trainpad-exports" / secrets.token_hex(16)
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / path.name
+        try:
+            os.link(path, dest)
+        except OSError:  # another disk
+            shutil.copyfile(path, dest)
+        return str(dest)
+
+    @property
+    def upload_quota(self) -> int:
+        """Bytes of uploads one user may keep on a shared instance (0: no cap; none locally)."""
+        return int(settings.number("TRAINPAD_USER_UPLOAD_GB") * 2**30) if self.shared else 0
+
     @property
     def exports_dir(self) -> Path:
         """Files offered for download (configs, model zips): the only data folder Gradio may serve."""
@@ -168,6 +190,11 @@ class Context:
         return [str(p) for p in sorted(set(found), key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
+def gradio_cache() -> Path:
+    """Gradio's upload/cache folder (as gradio.utils.get_upload_folder says, without importing Gradio)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
 _CURRENT: list[Context] = []
 
 
@@ -212,6 +239,9 @@ class UserStore:
     def metric_names(self, run_id: str) -> list[str]:
         return self._store.metric_names(run_id) if self.get_run(run_id) else []
 
+    def list_jobs(self, run_id: str) -> list[dict[str, Any]]:
+        return self._store.list_jobs(run_id) if self.get_run(run_id) else []
+
 
 class LocalSupervisor:
     """The supervisor of a local studio: the engine's, and deleting a run also deletes its model zips. Only the
@@ -239,6 +269,12 @@ class LocalSupervisor:
     def delete(self, run_id: str) -> None:
         self._sup.delete(run_id)
         self._ctx.remove_exports(run_id)
+
+    def submit_job(self, kind: str, run_id: str, args: dict[str, Any]) -> str:
+        return self._sup.submit_job(kind, run_id, args)
+
+    def stop_job(self, job_id: str) -> None:
+        self._sup.stop_job(job_id)
 
 
 class UserSupervisor:
@@ -282,6 +318,19 @@ class UserSupervisor:
 
     def resume(self, run_id: str, secrets: dict[str, str] | None = None) -> str:
         return self._sup.resume(self._own(run_id), secrets=secrets or _oauth_secrets())
+
+    def submit_job(self, kind: str, run_id: str, args: dict[str, Any]) -> str:
+        """An export of one of the user's runs; an endpoint only on the user's own run (not even an admin's)."""
+        row = self._sup.store.get_run(self._own(run_id)) or {}
+        if kind == "serve" and (row.get("user") or "") != self._ctx.user():
+            raise UserError("Only the user who trained this run can start an endpoint for it.")
+        return self._sup.submit_job(kind, run_id, args, user=self._ctx.user())
+
+    def stop_job(self, job_id: str) -> None:
+        job = self._sup.store.get_job(job_id)
+        if job is None or not self._ctx.owns(self._sup.store.get_run(job["run_id"])):
+            raise UserError(f"No job with id `{job_id}`.")
+        self._sup.stop_job(job_id)
 
 
 def _oauth_secrets() -> dict[str, str] | None:

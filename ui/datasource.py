@@ -47,12 +47,15 @@ MEDIA_SUFFIXES = {
 PREVIEW_ROWS = 20
 
 
-def keep_upload(path: str | Path, uploads_dir: Path) -> Path:
+def keep_upload(path: str | Path, uploads_dir: Path, quota_bytes: int = 0) -> Path:
     """Copy an uploaded file into ``uploads_dir/<content digest>/`` under the user's own file name (so every
     message names the file the user knows); a ZIP is unpacked to a folder there. Copied to a temporary name
-    first, so a failed copy or a refused ZIP leaves nothing behind."""
+    first, so a failed copy or a refused ZIP leaves nothing behind. ``quota_bytes`` (a shared instance's
+    per-user cap; 0 = none) bounds what ``uploads_dir`` may hold with it."""
     src = Path(path)
     folder = uploads_dir / _digest(src)
+    if quota_bytes and not folder.exists():
+        _check_quota(src, uploads_dir, quota_bytes)
     folder.mkdir(parents=True, exist_ok=True)
     os.utime(folder)  # used now: the cleanup counts an upload's age from its last use
     if src.suffix.lower() == ".zip":
@@ -63,6 +66,20 @@ def keep_upload(path: str | Path, uploads_dir: Path) -> Path:
         shutil.copyfile(src, tmp)
         tmp.replace(dest)
     return dest
+
+
+def _check_quota(src: Path, uploads_dir: Path, quota_bytes: int) -> None:
+    incoming = src.stat().st_size
+    if src.suffix.lower() == ".zip":
+        with zipfile.ZipFile(src) as zf:
+            incoming += sum(i.file_size for i in zf.infolist())
+    held = _size(uploads_dir) if uploads_dir.is_dir() else 0
+    if held + incoming > quota_bytes:
+        raise UserError(
+            f"Your uploads would take {(held + incoming) / 2**30:.2f} GB; this instance keeps at most "
+            f"{quota_bytes / 2**30:.2f} GB per user (TRAINPAD_USER_UPLOAD_GB). Upload less, or wait for old uploads "
+            "to be cleaned."
+        )
 
 
 def _safe_stem(src: Path) -> str:
@@ -279,6 +296,9 @@ def clean_old_files(ctx: Any, hours: float, gigabytes: float, now: float | None 
     run_ids = [r["id"] for r in ctx.engine.store.list_runs(limit=1_000_000)]
     orphans = [f for f in exports if "-model-" in f.name and not any(f"-{r}-model-" in f.name for r in run_ids)]
     items += [(f, 0.0 if f in orphans else f.stat().st_mtime, f.stat().st_size) for f in exports]
+    served = context.gradio_cache() / "trainpad-exports"  # the download links of exports (ctx.served)
+    if served.is_dir():
+        items += [(d, d.stat().st_mtime, 0) for d in served.iterdir()]  # age only: links to the exports
     gradio_tmp = os.environ.get("GRADIO_TEMP_DIR")
     if gradio_tmp and Path(gradio_tmp).is_dir():
         items += [(f, f.stat().st_mtime, 0) for f in Path(gradio_tmp).rglob("*") if f.is_file()]  # age only
@@ -292,9 +312,14 @@ def clean_old_files(ctx: Any, hours: float, gigabytes: float, now: float | None 
 
 
 def _over_limits(items: list[tuple[Path, float, int]], before: float | None, max_bytes: int | None) -> list[Path]:
-    """Items last used before ``before``, then the oldest of the rest while their total is over ``max_bytes``."""
+    """Items last used before ``before``, then, while the total is over ``max_bytes``, the oldest items of whoever
+    holds the most (one user filling the disk loses their own files first, not another user's idle ones)."""
     old = [p for p, used, _ in items if before is not None and used < before]
-    kept = sorted((i for i in items if i[0] not in old), key=lambda i: i[1])
+    held: dict[str, int] = {}
+    for p, _, size in items:
+        if p not in old:
+            held[_holder(p)] = held.get(_holder(p), 0) + size
+    kept = sorted((i for i in items if i[0] not in old), key=lambda i: (-held[_holder(i[0])], i[1]))
     total = sum(size for _, _, size in kept)
     for path, _, size in kept:
         if max_bytes is None or total <= max_bytes:
@@ -302,6 +327,15 @@ def _over_limits(items: list[tuple[Path, float, int]], before: float | None, max
         old.append(path)
         total -= size
     return old
+
+
+def _holder(path: Path) -> str:
+    """Whose file this is: the user folder under uploads/ or exports/ (shared instances); "" otherwise."""
+    parts = path.parts
+    for i, part in enumerate(parts[:-1]):
+        if part in ("uploads", "exports") and i + 2 < len(parts) and not _DIGEST.fullmatch(parts[i + 1]):
+            return parts[i + 1]
+    return ""
 
 
 def _upload_folders(uploads: Path) -> list[Path]:

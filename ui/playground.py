@@ -400,7 +400,7 @@ def batch_updates(ctx: Context, run_id: str, path: str | None, session: str) -> 
     return (
         gr.update(visible=True, value=pt.batch_summary(table, name)),
         gr.update(visible=True, value=table.head(pt.SHOWN_ROWS).round(4)),  # the CSV keeps every digit
-        gr.update(visible=True, value=str(dest)),
+        gr.update(visible=True, value=ctx.served(dest)),
     )
 
 

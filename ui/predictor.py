@@ -117,6 +117,9 @@ _SESSIONS: dict[str, Predictor] = {}  # insertion order = least recently used fi
 _SESSIONS_LOCK = threading.Lock()
 MAX_PROCESSES = settings.integer("TRAINPAD_MAX_PLAYGROUND")  # models held at once, all sessions together
 IDLE_SECONDS = settings.number("TRAINPAD_PLAYGROUND_IDLE_S")  # an unused one is released after this
+PER_USER = settings.integer("TRAINPAD_PLAYGROUND_PER_USER")  # models one user of a shared instance holds at once
+SHARE_IDLE_S = 60.0  # another user's model is released for you only after this long unused
+_OWNERS: dict[str, str] = {}  # session -> user (shared instances)
 
 
 def predictor_for(ctx: Context, session: str, run_dir: str) -> Predictor:
@@ -130,11 +133,33 @@ def predictor_for(ctx: Context, session: str, run_dir: str) -> Predictor:
             return current
         if current is not None:
             current.close()
-        while len(_SESSIONS) >= MAX_PROCESSES:
-            _SESSIONS.pop(next(iter(_SESSIONS))).close()
+        user = ctx.user() if ctx.shared else ""
+        _make_room(user, PER_USER if ctx.shared else MAX_PROCESSES)
         _SESSIONS[session] = Predictor(run_dir, ctx.data_dir / "logs" / "playground.log")
+        _OWNERS[session] = user
         _start_reaper()
         return _SESSIONS[session]
+
+
+def _make_room(user: str, per_user: int) -> None:
+    """Release this user's least recently used models beyond their share; when every slot is taken, another
+    user's model only once it has been idle for ``SHARE_IDLE_S`` (a busy Playground says so instead)."""
+    mine = [s for s in _SESSIONS if _OWNERS.get(s, "") == user]
+    while len(mine) >= per_user:
+        _close(mine.pop(0))
+    while len(_SESSIONS) >= MAX_PROCESSES:
+        oldest = next(iter(_SESSIONS))
+        if _OWNERS.get(oldest, "") != user and time.time() - _SESSIONS[oldest].used < SHARE_IDLE_S:
+            raise UserError(
+                f"The Playground is busy: {len(_SESSIONS)} models are loaded for other users (the most this instance "
+                "holds at once). Try again in a minute."
+            )
+        _close(oldest)
+
+
+def _close(session: str) -> None:
+    _OWNERS.pop(session, None)
+    _SESSIONS.pop(session).close()
 
 
 def reap_idle(now: float | None = None) -> int:

@@ -354,7 +354,7 @@ def _wire_run_buttons(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, 
         return {run_id: new_id, timer: gr.Timer(active=True)}
 
     def on_download(rid: str) -> Any:
-        return gr.update(value=str(run_actions.download_zip(ctx, rid)), visible=True)
+        return gr.update(value=ctx.served(run_actions.download_zip(ctx, rid)), visible=True)
 
     c["stop"].click(guarded(on_stop), run_id, timer, api_name="stop_run", concurrency_limit=None).then(**refresh)
     c["resume"].click(

@@ -167,7 +167,6 @@ def launch_kwargs(ctx: Context) -> dict:
     return {
         "theme": gr.themes.Soft(primary_hue="indigo"),
         "css": CSS_PATH.read_text(encoding="utf-8") if CSS_PATH.exists() else None,
-        "allowed_paths": [str(ctx.data_dir / "exports")],
         "footer_links": ["api", "settings"],
         "run_history": False,
         "favicon_path": str(LOGO_PATH) if LOGO_PATH.exists() else None,

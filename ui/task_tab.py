@@ -296,7 +296,7 @@ def upload_updates(ctx: Context, tab: TaskTab, values: dict[str, Any]) -> Any:
     if not values.get("upload"):
         return gr.skip()
     try:
-        path = str(datasource.keep_upload(values["upload"], ctx.uploads_dir))
+        path = str(datasource.keep_upload(values["upload"], ctx.uploads_dir, ctx.upload_quota))
     except UserError as e:
         return tab.by_component({"preview": shown(pd.DataFrame()), "data_msg": problems_md(e.problems)})
     return {tab.data_path: path, **preview_updates(tab, {**values, "data_path": path})}
@@ -307,7 +307,7 @@ def valid_upload_updates(ctx: Context, tab: TaskTab, upload: Any) -> dict[Any, A
     if not upload:
         return gr.skip()
     try:
-        path = str(datasource.keep_upload(upload, ctx.uploads_dir))
+        path = str(datasource.keep_upload(upload, ctx.uploads_dir, ctx.upload_quota))
     except UserError as e:
         return {tab.data_msg: problems_md(e.problems)}
     return {tab.data_fields["valid_path"]: path}
@@ -330,7 +330,7 @@ def config_updates(ctx: Context, tab: TaskTab, box: ConfigBox, values: dict[str,
     # the parameters are valid now: clear their marks; data marks stay until the next Check
     cleared = remark(tab, values, task_view.marks(tab.form, {}, tab.help))
     opened = gr.update(visible=True, open=True, label=label)
-    return {tab.form_msg: "", box.box: opened, box.yaml: text, box.command: command, box.file: str(path), **cleared}
+    return {tab.form_msg: "", box.box: opened, box.yaml: text, box.command: command, box.file: ctx.served(path), **cleared}
 
 
 def start_updates(ctx: Context, tab: TaskTab, shared: Shared, backend: str, values: dict[str, Any]) -> dict[Any, Any]:

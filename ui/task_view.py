@@ -6,6 +6,7 @@ preview. No Gradio here: ``ui.task_tab`` lays out the widgets and turns these re
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def resolve_upload(ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
     upload = values.get("upload")
     if upload and not str(values.get("data_path") or "").strip():
         path = upload if isinstance(upload, str) else getattr(upload, "name", None) or upload.get("path")
-        values = {**values, "data_path": str(datasource.keep_upload(path, ctx.uploads_dir))}
+        values = {**values, "data_path": str(datasource.keep_upload(path, ctx.uploads_dir, ctx.upload_quota))}
     return values
 
 
@@ -367,7 +368,7 @@ def make_config(ctx: Context, task: Task, values: dict[str, Any]) -> tuple[str, 
     values = resolve_upload(ctx, values)
     params = validate_params(task.params, params_data(task, values))
     text = cfg.dump_config(task, params, str(values.get("run_name") or ""))
-    path = ctx.exports_dir / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+    path = ctx.exports_dir / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}.yaml"
     path.write_text(text, encoding="utf-8")
     command = f"trainpad --data-dir {ctx.data_dir} run {path}"
     return text, command, path
@@ -377,7 +378,10 @@ def try_start(
     ctx: Context, task: Task, values: dict[str, Any], backend: str = "local"
 ) -> tuple[str, list[str], list[str]]:
     """Check once and queue: (run id, or '' when refused; parameter problems; data problems).
-    ``values`` has its upload resolved already (:func:`resolve_upload`)."""
+    ``values`` has its upload resolved already (:func:`resolve_upload`). On a shared instance the path policy
+    comes first, as in Check: no file is read that the policy refuses."""
+    if refused := ctx.policy_problems(params_data(task, values)):
+        return "", [], refused
     params, param_problems, data_problems = problems_of(task, values)
     if param_problems or data_problems:
         return "", param_problems, data_problems

@@ -297,10 +297,13 @@ def resolve_files(params: Any) -> tuple[Path, Path | None]:
     valid = Path(params.valid_path).expanduser() if params.valid_path else None
     if src.is_dir():
         train = _pick(src, (params.train_split or "train",) + TRAIN_NAMES)
-        if train is None:
-            files = [f.name for f in src.iterdir()]
+        if train is None:  # the data files it holds are named, never the rest of the folder
+            files = sorted(f.name for f in src.iterdir() if f.suffix.lower() in EXTENSIONS)[:10]
+            found = f"its data files: {', '.join(files)}" if files else "it holds no data file"
+            wanted = params.train_split or "train"
             raise UserError(
-                f"Data folder `{src}` has no training file (looked for train.csv/.jsonl/...; found {files})."
+                f"Data folder `{src.name}` has no training file (looked for {wanted}.csv/.jsonl/...; {found}). "
+                "Name the training file train.csv (or set train_split to its name)."
             )
         if valid is None:
             names = (params.valid_split,) + VALID_NAMES if params.valid_split else VALID_NAMES

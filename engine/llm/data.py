@@ -454,6 +454,20 @@ def _example_texts(df: Any, row: int, render: Any) -> list[str]:
 
 
 def formatted_examples(df: Any, params: Any, limit: int | None = None) -> tuple[list[str], list[str], str, bool]:
+    """:func:`rendered_examples`, in a child process with time and memory limits when the data holds chats: the
+    chat template is the user's (typed, or their model's), and Check runs in the app."""
+    from engine.preflight import bounded
+
+    if not ({"messages"} <= set(df.columns) or {"chosen", "rejected"} <= set(df.columns)):
+        return rendered_examples(df, params, limit)
+    head = df.head(limit) if limit else df
+    texts, problems, note, chats = bounded.call(
+        "engine.llm.data:rendered_examples", head, params, limit, what="The chat template"
+    )
+    return texts, problems, note, chats
+
+
+def rendered_examples(df: Any, params: Any, limit: int | None = None) -> tuple[list[str], list[str], str, bool]:
     """(texts, render problems by row, template note, whether chats were rendered) for a mapped table.
 
     Rows with structural problems (empty, malformed messages) are skipped here: the task's own checks

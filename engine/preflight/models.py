@@ -9,6 +9,7 @@ when the Hub is online, with a short timeout, and the answer is remembered for a
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -126,7 +127,71 @@ def _folder_problems(folder: Path, name: str, kind: str) -> list[str]:
                 "`config.json` and the weights (a saved model, or a run's `model/` folder)."
             )
         ]
-    return _fit_problems(config, name, kind)
+    return _config_problems(config, folder, name, kind) or _fit_problems(config, name, kind)
+
+
+# Files a task of each kind loads from the model folder besides config.json and the weights (any one of each
+# group): what makes a folder loadable, beyond a config. Speech tasks build a missing feature extractor and CTC
+# vocabulary themselves.
+NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "vision": (("preprocessor_config.json", "processor_config.json"), "an image processor (preprocessor_config.json)"),
+    "vlm": (("processor_config.json", "preprocessor_config.json"), "a processor (processor_config.json)"),
+}
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "tokenizer.model",
+)
+for _kind in ("causal", "seq2seq", "text", "vlm"):
+    NEEDS.setdefault(_kind, (TOKENIZER_FILES, "a tokenizer (tokenizer.json or tokenizer_config.json)"))
+
+
+def _config_problems(config: dict[str, Any], folder: Path, name: str, kind: str) -> list[str]:
+    """A config.json that names no model type transformers knows (and no code of its own), or a folder without
+    the processor/tokenizer files the task loads."""
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or not model_type.strip():
+        return [
+            _problem(
+                f"Folder `{name}` has a `config.json` that is not a model's (it names no `model_type`). Pick the "
+                "folder of a saved model (a run's `model/` folder, or a model downloaded from the Hub)."
+            )
+        ]
+    known = known_model_types()
+    if known is not None and model_type not in known and not config.get("auto_map"):
+        return [
+            _problem(
+                f"Folder `{name}`: `config.json` names model_type `{model_type[:60]}`, which this version of "
+                "transformers does not know. Pick a model of a supported architecture, or upgrade transformers."
+            )
+        ]
+    files, what = NEEDS.get(kind, ((), ""))
+    needed = (TOKENIZER_FILES,) if kind == "vlm" else ()
+    for group, words in [(files, what), *((g, NEEDS["text"][1]) for g in needed)]:
+        if group and not any((folder / f).is_file() for f in group):
+            return [_problem(f"Folder `{name}` has no {words}: the task loads it with the model. Save it there too.")]
+    return []
+
+
+@functools.cache
+def known_model_types() -> frozenset[str] | None:
+    """The model types the installed transformers knows, read from its source files (nothing is imported: the UI
+    never imports transformers); None when they cannot be read."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or not spec.origin:
+        return None
+    auto = Path(spec.origin).parent / "models" / "auto"
+    names = {p.name for p in (Path(spec.origin).parent / "models").iterdir() if p.is_dir()}
+    text = "".join(
+        f.read_text(encoding="utf-8") for f in auto.glob("*.py") if "mapping" in f.name or "config" in f.name
+    )
+    quoted = set(re.findall(r'"([\w.-]+)"', text))
+    return frozenset(quoted | names | {n.replace("_", "-") for n in names}) or None
 
 
 def _fit_problems(config: dict[str, Any], name: str, kind: str) -> list[str]:

@@ -108,10 +108,10 @@ def named_path_problems(params: Any, roots: list[Path]) -> list[str]:
     resolve outside ``roots``: relative paths are read against the data file's folder, as the readers do. Only the
     path columns are read, in chunks; the messages name the file, column and row, never a server folder."""
     real_roots = [os.path.realpath(r) for r in roots]
-    mapped = {c for r, c in (getattr(params, "column_mapping", None) or {}).items() if r in MEDIA_ROLES and c}
+    mapped = {c.lower() for r, c in (getattr(params, "column_mapping", None) or {}).items() if r in MEDIA_ROLES and c}
     found: list[str] = []
     for table, bases in _data_tables(params):
-        for col, row, name in _outside(_path_cells(table, set(PATH_COLUMNS) | mapped), bases, real_roots):
+        for col, row, name in _outside(_path_cells(table, {*PATH_COLUMNS, *MEDIA_ROLES} | mapped), bases, real_roots):
             how = "an absolute path" if os.path.isabs(os.path.expanduser(name.strip())) else "a path leaving the folder"
             found.append(
                 Problem(
@@ -195,8 +195,9 @@ def _names(value: Any) -> list[str]:
 
 
 def _path_cells(table: Path, wanted: set[str]) -> Iterator[tuple[str, int, Any]]:
-    """(column, row number from 1, cell) of the path columns of ``table``, read in chunks (unreadable: nothing;
-    the data check reports it)."""
+    """(column, row number from 1, cell) of the path columns of ``table`` (``wanted``: lower-case names; a column
+    matches whatever its case, as the column mapping does), read in chunks (unreadable: nothing; the data check
+    reports it)."""
     kind = EXTENSIONS[table.suffix.lower()]
     try:
         if kind in ("csv", "tsv"):
@@ -212,7 +213,7 @@ def _path_cells(table: Path, wanted: set[str]) -> Iterator[tuple[str, int, Any]]
 def _csv_cells(table: Path, sep: str, wanted: set[str]) -> Iterator[tuple[str, int, Any]]:
     import pandas as pd
 
-    columns = [c for c in pd.read_csv(table, sep=sep, nrows=0).columns if c in wanted]
+    columns = [c for c in pd.read_csv(table, sep=sep, nrows=0).columns if str(c).lower() in wanted]
     if not columns:
         return
     for chunk in pd.read_csv(table, sep=sep, usecols=columns, dtype=str, chunksize=CHUNK_ROWS):
@@ -226,7 +227,7 @@ def _parquet_cells(table: Path, wanted: set[str]) -> Iterator[tuple[str, int, An
     import pyarrow.parquet as pq
 
     f = pq.ParquetFile(table)
-    columns = [c for c in f.schema_arrow.names if c in wanted]
+    columns = [c for c in f.schema_arrow.names if c.lower() in wanted]
     row = 0
     for batch in f.iter_batches(batch_size=CHUNK_ROWS, columns=columns) if columns else ():
         data = batch.to_pydict()
@@ -244,14 +245,14 @@ def _json_cells(table: Path, wanted: set[str]) -> Iterator[tuple[str, int, Any]]
         lines = f.read(1).strip() == "{" and table.suffix.lower() == ".jsonl"
     if not lines:
         df = read_table(table)
-        for col in [c for c in df.columns if c in wanted]:
+        for col in [c for c in df.columns if str(c).lower() in wanted]:
             for i, v in df[col].items():
                 yield col, int(i) + 1, v
         return
     with table.open(encoding="utf-8") as f:
         for row, line in enumerate((ln for ln in f if ln.strip()), start=1):
             obj = json.loads(line)
-            for col in wanted & obj.keys() if isinstance(obj, dict) else ():
+            for col in [k for k in obj if str(k).lower() in wanted] if isinstance(obj, dict) else ():
                 yield col, row, obj[col]
 
 
@@ -271,3 +272,43 @@ def _is_checkpoint_of_a_run(path: Path, runs_dir: Path) -> bool:
     except (ValueError, OSError):
         return False
     return len(rel.parts) == 3 and rel.parts[1] == "checkpoints" and path.is_dir()
+
+
+# ---- the worker's own check (the last line of defence) ------------------------------------------
+
+
+def guard_problems(guard: dict[str, Any], params: Any) -> list[str]:
+    """A shared run's final values checked again by its worker before it opens anything: the same rules as at
+    submission (``guard`` is what the supervisor wrote to ``guard.json``), and ``resume_from`` unchanged."""
+    roots = [Path(r) for r in guard.get("roots") or []]
+    policy = Policy(shared=True, allow_remote_code=bool(guard.get("allow_remote_code")))
+    found = problems(policy, params, Path(guard.get("runs_dir") or "/nonexistent"), roots)
+    resume = str(getattr(params, "resume_from", "") or "")
+    if resume and str(Path(resume).expanduser().resolve()) != guard.get("resume_from"):
+        found.append(Problem("resume_from is not the checkpoint this run was checked with; resume from the Runs page."))
+    return found
+
+
+def frame_path_problems(guard: dict[str, Any], params: Any, frames: list[Any]) -> list[str]:
+    """Files named in the loaded data's media columns (whatever the source: local tables, folders, Hub datasets)
+    that lie outside the user's folders, in the words of :func:`named_path_problems`."""
+    real_roots = [os.path.realpath(r) for r in guard.get("roots") or []]
+    sources = [Path(str(v)).expanduser() for v in (params.data_path, getattr(params, "valid_path", "")) if v]
+    bases = [os.path.realpath(p if p.is_dir() else p.parent) for p in sources if p.exists()] or [os.getcwd()]
+    found: list[str] = []
+    for df in frames:
+        if df is None:
+            continue
+        cols = [c for c in df.columns if str(c).lower() in MEDIA_ROLES or str(c).lower() in PATH_COLUMNS]
+        cells = ((c, int(i) + 1, v) for c in cols for i, v in df[c].items())
+        for col, row, name in _outside(cells, bases, real_roots):
+            found.append(
+                Problem(
+                    f"Column `{col}`, row {row}: `{Path(name).name[:80]}` is not in your uploads. On this shared "
+                    "instance the data may name only files uploaded with it.",
+                    field="data_path",
+                )
+            )
+            if len(found) >= 5:
+                return found
+    return found

@@ -190,40 +190,44 @@ def live_process(pid: int | None, started: float | None) -> psutil.Process | Non
         return None
 
 
-def group_members(pgid: int, run_dir: str) -> list[psutil.Process]:
-    """Live processes of group ``pgid`` whose command line names ``run_dir`` (the worker's children, e.g.
-    accelerate's; a process that merely reuses the number is not one of them)."""
+def run_processes(run_dir: str | Path | None) -> list[psutil.Process]:
+    """Every live process of a run, whatever its process group: the worker, accelerate's launcher and each rank
+    all carry the run folder in their command line (``-m engine.run.worker RUN_DIR``); ranks that torchrun put
+    in process groups of their own, or that outlived a killed launcher, are found too."""
+    if not run_dir:
+        return []
+    wanted = str(run_dir).rstrip("/")
     found = []
     for proc in psutil.process_iter(["pid", "status", "cmdline"]):
         try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE or os.getpgid(proc.pid) != pgid:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
                 continue
-            if any(run_dir in arg for arg in proc.info["cmdline"] or []):
+            if any(str(arg).rstrip("/") == wanted for arg in proc.info["cmdline"] or []):
                 found.append(proc)
-        except (ProcessLookupError, PermissionError, psutil.Error):
+        except (psutil.Error, OSError):
             continue
     return found
 
 
 def signal_run(row: dict[str, Any], sig: int) -> bool:
-    """Send ``sig`` to a run's process group, only if it is still that run's (pid + start time checked; once
-    the leader is gone, only processes of the group that name the run's folder). True when one was signalled."""
+    """Send ``sig`` to every process of a run: its process group while its leader is still that run's (pid +
+    start time checked), and every process naming the run's folder (:func:`run_processes`: ranks in groups of
+    their own, leftovers of a dead leader). True when one was signalled."""
+    sent = False
     pgid = row.get("pgid") or row.get("pid")
-    if not pgid:
-        return False
-    if is_alive(row.get("pid"), row.get("pid_started")):
+    if pgid and is_alive(row.get("pid"), row.get("pid_started")):
         try:
             os.killpg(pgid, sig)
-            return True
+            sent = True
         except (ProcessLookupError, PermissionError):
-            return False
-    members = group_members(pgid, str(row.get("run_dir") or "\0"))
-    for proc in members:
+            pass
+    for proc in run_processes(row.get("run_dir")):
         try:
             proc.send_signal(sig)
+            sent = True
         except psutil.Error:
             pass
-    return bool(members)
+    return sent
 
 
 def signal_name(code: int) -> str:

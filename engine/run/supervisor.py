@@ -28,7 +28,7 @@ from engine import settings
 from engine.config import dump_config
 from engine.data.splits import check_data
 from engine.data.tables import absolute_paths, disk_problem
-from engine.errors import UserError
+from engine.errors import Problem, UserError
 from engine.params import public_dict
 from engine.preflight import system
 from engine.preflight.models import check_params
@@ -144,7 +144,7 @@ class Supervisor:
         params = absolute_paths(params)
         problems = disk_problem(self.data_dir) + self._backend_problems(backend, params, secrets or {})
         problems += policy_problems(self.policy, params, self.runs_dir, self.user_dirs(user))
-        problems += self._quota_problems(user)
+        problems += self._resume_problems(params, user) + self._quota_problems(user) + _name_problems(name)
         if check and not problems:  # the base model first: a missing or wrong model is settled before launch
             problems = check_params(task, params, (secrets or {}).get("HF_TOKEN")) + check_data(task, params)
         if problems:
@@ -154,6 +154,8 @@ class Supervisor:
         run_dir.mkdir(parents=True)
         name = name or f"{task.name}-{run_id[-6:]}"
         (run_dir / rf.CONFIG).write_text(dump_config(task, params, name, backend), encoding="utf-8")
+        if self.policy.shared:  # what the worker checks again before it opens anything (the last line of defence)
+            rf.write_json(run_dir / rf.GUARD, self._guard(params, user))
         if secrets:
             _SECRETS[run_id] = dict(secrets)
         self.store.insert_run(
@@ -226,13 +228,11 @@ class Supervisor:
         if row["status"] in ACTIVE:
             raise UserError(f"Run `{run_id}` is {row['status']}; stop it before deleting.")
         shutil.rmtree(row["run_dir"], ignore_errors=True)
-        self.store.delete_run(run_id)
-
         for job in self.store.list_jobs(run_id, None, *ACTIVE):
             self.jobs.stop(job["id"])
         self.store.delete_jobs(run_id)
-    def wait(self, run_id: str, timeout: float = 600, drive: bool = False) -> dict[str, Any]:
-        """Block until the run ends (``drive``: tick in this thread instead of the background one)."""
+        self.store.delete_run(run_id)
+
     def submit_job(self, kind: str, run_id: str, args: dict[str, Any], user: str = "") -> str:
         """Queue a job (an export, a served endpoint) on a finished run; see ``engine.run.jobs``."""
         return self.jobs.submit(kind, self._row(run_id), args, user)
@@ -253,6 +253,8 @@ class Supervisor:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s")
             time.sleep(0.2)
 
+    def wait(self, run_id: str, timeout: float = 600, drive: bool = False) -> dict[str, Any]:
+        """Block until the run ends (``drive``: tick in this thread instead of the background one)."""
         deadline = time.time() + max(0.0, timeout)
         while True:
             if drive:
@@ -281,9 +283,9 @@ class Supervisor:
         with self._lock:
             self.refresh()
             self._launch_queued()
+            self.jobs.tick()
 
     def refresh(self) -> None:
-            self.jobs.tick()
         """Make the store true to the processes (cheap; every command that reads the store calls it): ingest
         events, record ended workers (ours, and orphans whose owner is gone), escalate overdue stops, fail runs
         whose folder was removed, and settle queued runs whose owner is gone and that need its token."""
@@ -309,14 +311,28 @@ class Supervisor:
         if child is not None:
             code = child.poll()
             if code is not None:
-                self._finish(self._ingest(row), code)
+                self._end_when_no_process_is_left(row, code)
                 return
         elif procs.live_process(row.get("pid"), row.get("pid_started")) is None:
             if self._owner_alive(row) and (not row.get("pid") or not self._is_me(row)):
                 return  # being launched, or the process that started it reaps it and records its exit code
-            self._finish(self._ingest(row), None)
+            self._end_when_no_process_is_left(row, None)
             return
         if row.get("stop_requested") and row.get("kill_at") and time.time() > row["kill_at"]:
+            procs.signal_run(row, signal.SIGKILL)
+
+    def _end_when_no_process_is_left(self, row: dict[str, Any], code: int | None) -> None:
+        """The leader has ended: record the run once none of its processes is left (a rank in a process group of
+        its own, or one that outlived a killed launcher, holds memory and devices). Leftovers get SIGTERM, then
+        SIGKILL after the grace period."""
+        left = procs.run_processes(row["run_dir"])
+        if not left:
+            self._finish(self._ingest(row), code)
+            return
+        if not row.get("kill_at"):
+            self.store.update_run(row["id"], kill_at=time.time() + self.grace_period)
+            procs.signal_run(row, signal.SIGTERM)
+        elif time.time() > row["kill_at"]:
             procs.signal_run(row, signal.SIGKILL)
 
     def _startable_queue(self) -> list[dict[str, Any]]:
@@ -434,6 +450,42 @@ class Supervisor:
         uploads = self.data_dir / "uploads"
         return [uploads / safe_name(user) if user else uploads, self.data_dir / "models"]
 
+    def _resume_problems(self, params: BaseModel, user: str) -> list[str]:
+        """On a shared instance, ``resume_from`` must be a checkpoint of one of the user's own runs."""
+        resume = str(getattr(params, "resume_from", "") or "")
+        if not (resume and self.policy.shared):
+            return []
+        owner = self._run_of_path(resume)
+        if owner is not None and (owner.get("user") or "") == user:
+            return []
+        return [
+            Problem(
+                "resume_from must be a checkpoint of one of your own runs (Resume fills it in).", field="resume_from"
+            )
+        ]
+
+    def _run_of_path(self, path: str) -> dict[str, Any] | None:
+        """The run whose folder holds ``path`` (links resolved), if any."""
+        try:
+            rel = Path(path).expanduser().resolve().relative_to(self.runs_dir.resolve())
+        except (ValueError, OSError):
+            return None
+        row = self.store.get_run(rel.parts[0]) if rel.parts else None
+        return row if row and Path(row["run_dir"]).resolve() == self.runs_dir.resolve() / rel.parts[0] else None
+
+    def _guard(self, params: BaseModel, user: str) -> dict[str, Any]:
+        """The shared-instance rules a run's worker checks again on the values it opens (``guard.json``)."""
+        return {
+            "shared": True,
+            "user": user,
+            "roots": [str(p) for p in [*self.user_dirs(user), *self.policy.allowed_roots]],
+            "runs_dir": str(self.runs_dir),
+            "allow_remote_code": self.policy.allow_remote_code,
+            "resume_from": str(Path(getattr(params, "resume_from", "") or "").expanduser().resolve())
+            if getattr(params, "resume_from", "")
+            else "",
+        }
+
     def _quota_problems(self, user: str) -> list[str]:
         cap = self.policy.max_queued_per_user
         if not cap:
@@ -535,6 +587,15 @@ class Supervisor:
     def _may_adopt(self, row: dict[str, Any]) -> bool:
         """The app starts queued runs whose owner has ended, unless they need that owner's token."""
         return self.manage_all and not self._owner_alive(row) and not row.get("needs_token")
+
+
+MAX_NAME = 200  # characters of a run's name
+
+
+def _name_problems(name: str) -> list[str]:
+    if len(name) <= MAX_NAME:
+        return []
+    return [Problem(f"The run name is {len(name):,} characters long; use at most {MAX_NAME}.", field="run_name")]
 
 
 def safe_name(user: str) -> str:

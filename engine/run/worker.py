@@ -124,14 +124,21 @@ def make_job(task: Any, params: Any, run_dir: Path) -> Any:
 
 def run(run_dir: Path) -> int:
     """Run the task in ``run_dir``; write metrics/card/outcome or error; return the exit code."""
-    from engine.config import load_config
+    from engine.config import load_run_config
+    from engine.run.policy import frame_path_problems, guard_problems
 
     t0 = time.time()
-    task, params = load_config(run_dir / rf.CONFIG)
+    task, params = load_run_config(run_dir / rf.CONFIG)
+    guard = rf.read_json(run_dir / rf.GUARD)
+    if guard and (found := guard_problems(guard, params)):
+        raise UserError(found)
     name = (yaml.safe_load((run_dir / rf.CONFIG).read_text()) or {}).get("name") or run_dir.name
     print(f"[trainpad] run {run_dir.name}: task {task.name}, base model {params.base_model or '-'}", flush=True)
     seed_everything(params.seed, task.uses_torch)
-    metrics = task.train(make_job(task, params, run_dir)) or {}
+    job = make_job(task, params, run_dir)
+    if guard and (found := frame_path_problems(guard, params, [job.train, job.valid])):
+        raise UserError(found)
+    metrics = task.train(job) or {}
     if rf.stop_requested():
         if rf.is_main_process():
             rf.write_json(run_dir / rf.OUTCOME, {"status": "stopped", "exit_code": STOPPED_EXIT, "metrics": metrics})
