@@ -316,3 +316,23 @@ def test_a_queued_export_waits_for_its_slot_and_stop_cancels_it(data_dir, tmp_pa
     assert done["status"] == "failed" and "no model/ folder" not in done["error"]
     assert "ONNX" in done["error"] or "config" in done["error"], done["error"]  # an empty model folder: no model
     assert Path(done["job_dir"], "job.log").read_text()
+
+
+def test_the_export_panel_lists_formats_and_shows_jobs(data_dir, tmp_path, monkeypatch):
+    from engine.run.supervisor import Supervisor
+    from ui import run_exports
+    from ui.context import Context
+
+    (tmp_path / "m").mkdir()
+    run_id = finished_run(data_dir, "llm_sft", tmp_path / "m")
+    ctx = Context(Supervisor(data_dir))
+    monkeypatch.setattr(tools, "missing", lambda fmt: "GGUF export needs llama_cpp: `pip install x`")
+    choices = run_exports.export_choices(ctx, run_id)
+    assert [label for label, _ in choices][0].startswith("GGUF f16 — unavailable: GGUF export needs llama_cpp")
+    assert all(value == "" for _, value in choices)  # nothing unavailable can be started
+    monkeypatch.setattr(tools, "missing", lambda fmt: "")
+    assert [v for _, v in run_exports.export_choices(ctx, run_id)] == ["gguf:f16", "gguf:q8_0", "gguf:q4_k_m"]
+    job_id = run_exports.start_export(ctx, run_id, "gguf:q8_0")
+    assert f"**export** `{job_id}` — queued" in run_exports.jobs_markdown(ctx, run_id)
+    run_exports.stop_job(ctx, job_id)
+    assert "— stopped" in run_exports.jobs_markdown(ctx, run_id)
