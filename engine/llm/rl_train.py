@@ -88,8 +88,10 @@ class RolloutsMixin:
     batch (``_logs``: prompts, completions, each reward's scores, advantages)."""
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        run_dir = getattr(self, "rollouts_dir", None)
-        if run_dir is not None and self.model.training and rf.is_main_process() and self._logs["prompt"]:
+        run_dir, step = getattr(self, "rollouts_dir", None), self.state.global_step
+        fresh = step != getattr(self, "rollouts_step", None)  # the end-of-training summary logs the step again
+        if run_dir is not None and fresh and self.model.training and rf.is_main_process() and self._logs["prompt"]:
+            self.rollouts_step = step
             try:
                 charts.append_rollouts(run_dir, self.state.global_step, rollout_rows(self._logs))
             except Exception as e:  # noqa: BLE001 - a view, never a reason to fail training
