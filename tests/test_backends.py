@@ -131,7 +131,13 @@ def test_hf_jobs_refuse_what_a_job_cannot_do(tmp_path, monkeypatch):
     assert "no flavor `a10g-tiny`" in found and "h200x8" in found
     ok = {"data_path": "someone/dataset", "push_to_hub": True, "hub_repo_id": "me/model"}
     monkeypatch.delenv("TRAINPAD_HF_FLAVOR")
+    monkeypatch.delenv("TRAINPAD_HF_IMAGE", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
     assert hf_jobs.problems(ok, {"HF_TOKEN": TOKEN}) == []
+    blackwell = hf_jobs.problems({**ok, "hf_flavor": "rtx-pro-6000"}, {"HF_TOKEN": TOKEN})
+    assert len(blackwell) == 1 and "CUDA 12.6" in blackwell[0] and "TRAINPAD_HF_IMAGE" in blackwell[0]
+    monkeypatch.setenv("TRAINPAD_HF_IMAGE", "me/trainpad:cuda13")  # an image of one's own may have the kernels
+    assert hf_jobs.problems({**ok, "hf_flavor": "rtx-pro-6000"}, {"HF_TOKEN": TOKEN}) == []
 
 
 def test_ray_settings(monkeypatch):
