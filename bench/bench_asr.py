@@ -54,7 +54,7 @@ def bench_asr(work: Path, epochs: int) -> dict:
     import pandas as pd
     from transformers import AutoProcessor
 
-    from engine.audio import train as at
+    from engine.audio import train as asr
     from tests.tiny_audio import WORDS, build_tiny_whisper, spoken_words
 
     words = WORDS[:12]
@@ -67,10 +67,10 @@ def bench_asr(work: Path, epochs: int) -> dict:
     )
     model_dir = build_tiny_whisper(work / "whisper", words, seconds=1)
     processor = AutoProcessor.from_pretrained(str(model_dir))
-    clips = at.Clips(df, processor, 8)
-    collate = at.collator(processor, processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>"))
+    clips = asr.Clips(df, processor, 8)
+    collate = asr.collator(processor, processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>"))
     t0 = time.time()
-    fresh = at.Clips(df, processor, 8)  # its own cache: the on-the-fly run starts with nothing computed
+    fresh = asr.Clips(df, processor, 8)  # its own cache: the on-the-fly run starts with nothing computed
     precomputed = [fresh[i] for i in range(len(fresh))]
     featurise_s = time.time() - t0
     times = {}

@@ -86,13 +86,13 @@ def _floor_classification(df, model_path: str) -> tuple:  # noqa: ANN001
     from transformers import AutoModelForImageClassification
 
     from engine.data import images as im
-    from engine.vision import encoders as vu
+    from engine.vision import encoders as ve
 
-    spec = vu.pixel_spec(vu.load_processor(model_path))
+    spec = ve.pixel_spec(ve.load_processor(model_path))
     names = sorted(set(df["label"]))
     rows = [
         {
-            "pixel_values": torch.from_numpy(vu.to_pixels(im.open_image(p).resize((spec.width, spec.height)), spec)),
+            "pixel_values": torch.from_numpy(ve.to_pixels(im.open_image(p).resize((spec.width, spec.height)), spec)),
             "labels": names.index(y),
         }
         for p, y in zip(df["image"], df["label"], strict=True)
@@ -116,13 +116,13 @@ def _floor_detection(df, model_path: str) -> tuple:  # noqa: ANN001
 def detection_set(df, model_path: str | Path) -> object:  # noqa: ANN001
     """The detection table as Trainpad's evaluation dataset (64x64 letterboxed, no augmentation)."""
     from engine.vision import detection as vdet
-    from engine.vision import encoders as vu
+    from engine.vision import encoders as ve
 
     names = ["circle", "square", "triangle"]
     params = argparse.Namespace(image_square_size=64, augmentation="none", seed=0, data_path="", valid_path="")
     boxes = [o["bbox"] for o in df["objects"]]
     classes = [[names.index(c) for c in o["category"]] for o in df["objects"]]
-    return vdet.DetectionSet(list(df["image"]), boxes, classes, vu.load_processor(model_path), params, False)
+    return vdet.DetectionSet(list(df["image"]), boxes, classes, ve.load_processor(model_path), params, False)
 
 
 def stack_collate(rows: list[dict]) -> dict:
@@ -192,10 +192,10 @@ def map_step_time(work: Path, run: dict, model: Path, data: Path) -> dict:
 
     from engine.data import images as im
     from engine.vision import detection as vdet
-    from engine.vision import encoders as vu
+    from engine.vision import encoders as ve
 
     df = im.read_image_folder(data).head(40)
-    proc, names = vu.load_processor(model), ["circle", "square", "triangle"]
+    proc, names = ve.load_processor(model), ["circle", "square", "triangle"]
     ds = detection_set(df, model)
     batch = vdet.detection_collate([ds[i] for i in range(len(ds))])
     net = __import__("transformers").AutoModelForObjectDetection.from_pretrained(str(model)).eval()

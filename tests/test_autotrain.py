@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.compat import autotrain as at
+from engine.compat import autotrain
 from engine.config import from_dict
 from engine.errors import UserError
 from engine.task import all_tasks
@@ -75,37 +75,37 @@ def _load(name: str) -> dict:
 
 @pytest.mark.parametrize("cls", sorted(AUTOTRAIN_FIELDS))
 def test_every_key_of_every_autotrain_params_class_has_a_rule_and_its_default(cls):
-    assert set(at.RULES[cls]) == set(AUTOTRAIN_FIELDS[cls])
-    assert set(at.DEFAULTS[cls]) == set(AUTOTRAIN_FIELDS[cls])
-    for key, rule in at.RULES[cls].items():
+    assert set(autotrain.RULES[cls]) == set(AUTOTRAIN_FIELDS[cls])
+    assert set(autotrain.DEFAULTS[cls]) == set(AUTOTRAIN_FIELDS[cls])
+    for key, rule in autotrain.RULES[cls].items():
         assert rule.action in ("map", "column", "hook", "special", "ignore", "refuse"), key
         assert rule.action not in ("ignore", "refuse") or rule.note, f"{cls}.{key} needs its note/reason"
-        assert rule.action != "special" or rule.target in at.SPECIAL, key
+        assert rule.action != "special" or rule.target in autotrain.SPECIAL, key
 
 
 def _trainpad_tasks(cls: str) -> set[str]:
-    names = {a.task for a in at.TASKS.values() if a.params == cls and a.task}
-    return (set(at.TRAINERS.values()) if cls == "LLM" else names) & REGISTERED
+    names = {a.task for a in autotrain.TASKS.values() if a.params == cls and a.task}
+    return (set(autotrain.TRAINERS.values()) if cls == "LLM" else names) & REGISTERED
 
 
 @pytest.mark.parametrize("cls", sorted(AUTOTRAIN_FIELDS))
 def test_mapped_keys_land_on_params_the_trainpad_task_has(cls):
     for name in _trainpad_tasks(cls):
         fields = next(t for t in all_tasks() if t.name == name).params.model_fields
-        for key, rule in at.RULES[cls].items():
+        for key, rule in autotrain.RULES[cls].items():
             if rule.action == "map" and (not rule.only or name in rule.only):
                 assert rule.target in fields, f"{cls}.{key} -> {rule.target}: {name} has no such param"
 
 
 def test_every_autotrain_task_alias_resolves_or_says_not_available():
-    for alias, entry in at.TASKS.items():
-        trainer = entry.trainer or at.DEFAULTS[entry.params].get("trainer")
+    for alias, entry in autotrain.TASKS.items():
+        trainer = entry.trainer or autotrain.DEFAULTS[entry.params].get("trainer")
         try:
-            task = at._resolve(entry, alias, trainer, {})
+            task = autotrain._resolve(entry, alias, trainer, {})
         except UserError as e:
             assert "is not available in this version" in str(e) and entry.task not in REGISTERED, alias
             continue
-        expected = at.TRAINERS[trainer] if entry.params == "LLM" else entry.task
+        expected = autotrain.TRAINERS[trainer] if entry.params == "LLM" else entry.task
         assert task.name == expected, alias
 
 
@@ -360,14 +360,14 @@ def test_corpus_config_validates_with_the_right_meaning(name):
 
 
 def _class_of(doc: dict) -> str:
-    return at.TASKS[doc["task"]].params
+    return autotrain.TASKS[doc["task"]].params
 
 
 def test_the_corpus_uses_every_key_of_every_autotrain_params_class():
     used: dict[str, set[str]] = {cls: set() for cls in AUTOTRAIN_FIELDS}
     for path in CORPUS.glob("*.yml"):
         doc = yaml.safe_load(path.read_text())
-        used[_class_of(doc)] |= set(at.flatten(doc))
+        used[_class_of(doc)] |= set(autotrain.flatten(doc))
     missing = {cls: sorted(set(AUTOTRAIN_FIELDS[cls]) - keys) for cls, keys in used.items()}
     assert {cls: keys for cls, keys in missing.items() if keys} == {}
 
@@ -377,20 +377,22 @@ def test_ignored_keys_are_printed_when_a_config_loads(capsys):
     err = capsys.readouterr().err
     for key in ("unsloth", "distributed_backend", "token"):
         assert f"[AutoTrain config] `{key}:" in err
-    notes = at.notes(_load("llm-sft.yml"))
+    notes = autotrain.notes(_load("llm-sft.yml"))
     assert from_dict(_load("llm-sft.yml"))[1].report_to == "tensorboard"  # AutoTrain's `log` tracker
     assert any("block_size 128 and model_max_length 512: sequences of 128 tokens" in n for n in notes)
     assert any(
         n.startswith("`max_prompt_length: 64` ignored: AutoTrain does not use it for its `sft` trainer") for n in notes
     )
-    assert any("model_ref` ignored: with peft" in n for n in at.notes(_load("llm-dpo.yml")))
-    assert any("`prompt_text_column: question` ignored" in n for n in at.notes(_load("llm-reward.yml")))
-    assert any("`dpo_beta: 0.5` ignored" in n for n in at.notes(_load("llm-orpo.yml")))
-    tab = at.notes(_load("tabular.yml"))
+    assert any("model_ref` ignored: with peft" in n for n in autotrain.notes(_load("llm-dpo.yml")))
+    assert any("`prompt_text_column: question` ignored" in n for n in autotrain.notes(_load("llm-reward.yml")))
+    assert any("`dpo_beta: 0.5` ignored" in n for n in autotrain.notes(_load("llm-orpo.yml")))
+    tab = autotrain.notes(_load("tabular.yml"))
     assert sum("ignored: Trainpad prepares columns per model family" in n for n in tab) == 3
-    assert any("hist_gradient_boosting` family stands in" in n for n in at.notes(_load("tabular-regression.yml")))
+    assert any(
+        "hist_gradient_boosting` family stands in" in n for n in autotrain.notes(_load("tabular-regression.yml"))
+    )
     if "vlm" in REGISTERED:
-        vqa = at.notes(_load("vlm-vqa.yml"))
+        vqa = autotrain.notes(_load("vlm-vqa.yml"))
         assert any(
             n.startswith("`quantization: int4` ignored: Trainpad's vlm trains LoRA on the unquantized") for n in vqa
         )
@@ -412,11 +414,13 @@ def test_keys_that_would_change_the_job_are_refused_with_the_reason():
 
 
 def test_block_size_and_model_max_length_keep_their_autotrain_meanings():
-    assert at.block_length({"block_size": 128, "model_max_length": 512}, None) == 128
-    assert at.block_length({"block_size": -1, "model_max_length": 512}, None) == 512  # capped by the tokenizer limit
-    assert at.block_length({"block_size": -1, "model_max_length": 4096}, None) == 1024  # AutoTrain's default cap
-    assert at.block_length({"block_size": 2048, "model_max_length": 4096}, 1024) == 1024  # gpt2's own limit
-    assert at.block_length({"block_size": 2048, "model_max_length": 512}, 131072) == 512
+    assert autotrain.block_length({"block_size": 128, "model_max_length": 512}, None) == 128
+    assert (
+        autotrain.block_length({"block_size": -1, "model_max_length": 512}, None) == 512
+    )  # capped by the tokenizer limit
+    assert autotrain.block_length({"block_size": -1, "model_max_length": 4096}, None) == 1024  # AutoTrain's default cap
+    assert autotrain.block_length({"block_size": 2048, "model_max_length": 4096}, 1024) == 1024  # gpt2's own limit
+    assert autotrain.block_length({"block_size": 2048, "model_max_length": 512}, 131072) == 512
 
 
 def test_chat_template_none_or_null_means_plain_text_and_hosted_backends_run_on_hf_jobs():
@@ -426,9 +430,9 @@ def test_chat_template_none_or_null_means_plain_text_and_hosted_backends_run_on_
         _, params = from_dict(doc)
         assert params.column_mapping == {"text": "text"}
     doc = {**_load("llm-sft.yml"), "backend": "spaces-a10g-largex4"}
-    converted, notes = at.convert(doc)
+    converted, notes = autotrain.convert(doc)
     assert converted["backend"] == "hf-jobs" and any("TRAINPAD_HF_FLAVOR=a10g-largex4" in n for n in notes)
-    assert at.convert(_load("llm-sft.yml"))[0]["backend"] == "local"  # local-ui
+    assert autotrain.convert(_load("llm-sft.yml"))[0]["backend"] == "local"  # local-ui
 
 
 def test_unset_hub_token_variable_is_never_read_but_an_unset_username_is_named(monkeypatch):
@@ -436,7 +440,7 @@ def test_unset_hub_token_variable_is_never_read_but_an_unset_username_is_named(m
     assert params.hub_repo_id == "alice/text-clf"
     _, params = from_dict(_load("text_classification.yml"))  # the app: the environment is never read
     assert params.hub_repo_id == "text-clf"
-    assert any("is not read from the environment here" in n for n in at.notes(_load("text_classification.yml")))
+    assert any("is not read from the environment here" in n for n in autotrain.notes(_load("text_classification.yml")))
     monkeypatch.delenv("HF_USERNAME")
     with pytest.raises(UserError, match="HF_USERNAME is not set"):
         from_dict(_load("text_classification.yml"), env=True)
@@ -711,7 +715,7 @@ LLM_COMMAND = (
 
 
 def test_an_autotrain_command_line_maps_like_its_yaml():
-    doc = at.parse_command(LLM_COMMAND)
+    doc = autotrain.parse_command(LLM_COMMAND)
     assert doc["task"] == "llm" and doc["base_model"] == "HuggingFaceTB/SmolLM2-135M"
     assert doc["params"]["peft"] is True and doc["params"]["lr"] == 2e-4 and doc["params"]["block_size"] == 1024
     task, params = from_dict(doc)
@@ -720,13 +724,13 @@ def test_an_autotrain_command_line_maps_like_its_yaml():
     assert params.column_mapping == {"chosen": "chosen", "rejected": "rejected", "prompt": "prompt"}
     assert (params.epochs, params.batch_size, params.grad_accum, params.quantization) == (3, 2, 4, "none")
     _, tab = from_dict(
-        at.parse_command(
+        autotrain.parse_command(
             "autotrain tabular --train --model xgboost --data-path d --task regression --target-columns price --num-trials 5"
         )
     )
     assert (tab.problem_type, tab.num_trials, tab.column_mapping) == ("regression", 5, {"target": "price"})
     with pytest.raises(UserError, match="Not an AutoTrain training command"):
-        at.parse_command("autotrain app --port 7860")
+        autotrain.parse_command("autotrain app --port 7860")
 
 
 def test_trainpad_import_writes_a_config_that_loads_and_never_the_token(tmp_path, capsys):

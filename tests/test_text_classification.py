@@ -142,12 +142,12 @@ def test_same_seed_same_run_and_seed_changes_it(supervisor, tiny_bert, tmp_path)
 
 
 def test_labels_of_any_type_become_stable_strings():
-    from engine.data import cells as xu
+    from engine.data import cells
 
-    assert [xu.label_name(v) for v in (1, 1.0, "1", " 1 ", True, False, "pos")] == [
+    assert [cells.label_name(v) for v in (1, 1.0, "1", " 1 ", True, False, "pos")] == [
         "1", "1", "1", "1", "True", "False", "pos",
     ]  # fmt: skip
-    id2label, label2id = xu.label_maps(["10", "2", "b", "A", "2"])
+    id2label, label2id = cells.label_maps(["10", "2", "b", "A", "2"])
     assert id2label == {0: "2", 1: "10", 2: "A", 3: "b"} and label2id["b"] == 3
 
 
@@ -211,12 +211,12 @@ def test_single_class_and_scores_refused(supervisor, tmp_path):
 
 def test_equal_numbers_are_one_class(supervisor, tmp_path):
     """`1`, `1.0` and `"1.0"` are one class, whatever the file type made of them; `"01"` stays a code (text)."""
-    from engine.data import cells as xu
+    from engine.data import cells
 
-    assert [xu.label_name(v) for v in ("1.0", "1.00", "+1", "1e0", 1.0, "0.50", 0.5, "-0")] == [
+    assert [cells.label_name(v) for v in ("1.0", "1.00", "+1", "1e0", 1.0, "0.50", 0.5, "-0")] == [
         "1", "1", "1", "1", "1", "0.5", "0.5", "0",
     ]  # fmt: skip
-    assert [xu.label_name(v) for v in ("01", "007", "nan", "12345678901234567890")] == [
+    assert [cells.label_name(v) for v in ("01", "007", "nan", "12345678901234567890")] == [
         "01", "007", "nan", "12345678901234567890",
     ]  # fmt: skip
     p = params(tmp_path, tmp_path / "x.csv")

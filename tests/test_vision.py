@@ -599,17 +599,17 @@ def test_image_sets_work_in_dataloader_worker_processes(tmp_path):
     tensors as in-process loading."""
     import torch
 
-    from engine.vision import encoders as vu
+    from engine.vision import encoders as ve
     from tests.tiny_vision import image_processor
 
     folder = class_folders(tmp_path / "shapes", 4)
     df = im.read_image_folder(folder)
     p = params(IC, tmp_path, folder, augmentation="none")
-    ds = vu.ImageSet(list(df["image"]), [0] * len(df), image_processor(), p, train=True)
+    ds = ve.ImageSet(list(df["image"]), [0] * len(df), image_processor(), p, train=True)
     ds.cache = None  # as for a set over CACHE_BYTES
-    batches = list(torch.utils.data.DataLoader(ds, batch_size=6, num_workers=2, collate_fn=vu.collate))
-    assert torch.equal(batches[0]["pixel_values"], vu.collate([ds[i] for i in range(6)])["pixel_values"])
-    assert vu.dataloader_workers(5000, cached=False) >= 0 and vu.dataloader_workers(5000, cached=True) == 0
+    batches = list(torch.utils.data.DataLoader(ds, batch_size=6, num_workers=2, collate_fn=ve.collate))
+    assert torch.equal(batches[0]["pixel_values"], ve.collate([ds[i] for i in range(6)])["pixel_values"])
+    assert ve.dataloader_workers(5000, cached=False) >= 0 and ve.dataloader_workers(5000, cached=True) == 0
 
 
 def test_images_are_decoded_once_across_checks_until_the_file_changes(tmp_path, monkeypatch):

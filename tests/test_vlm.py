@@ -12,7 +12,7 @@ import pytest
 from engine.params import validate_params
 from engine.run.predict import predict_dir
 from engine.task import get_task
-from engine.vision import vlm as vu
+from engine.vision import vlm
 from tests.tiny import metric_values, refused, write_csv, write_jsonl
 from tests.tiny_vlm import COLOURS, SHAPES, build_tiny_llava, shape_rows
 
@@ -98,8 +98,8 @@ def test_captioning_scored_with_cider(supervisor, tiny_llava, tmp_path):
     held_out = captions(tmp_path / "test", 24, seed=9)
     refs = [r["caption"] for r in held_out]
     said = [predict_dir(Path(row["run_dir"]), str(tmp_path / "test" / r["file_name"])) for r in held_out]
-    trained, wrong = vu.cider(said, refs), vu.cider([mismatched(c) for c in refs], refs)
-    assert 0 <= wrong < 1 < trained <= vu.cider(refs, refs), (trained, wrong, said)
+    trained, wrong = vlm.cider(said, refs), vlm.cider([mismatched(c) for c in refs], refs)
+    assert 0 <= wrong < 1 < trained <= vlm.cider(refs, refs), (trained, wrong, said)
 
 
 def test_datasets_image_feature_saved_or_from_the_hub(tiny_llava, tmp_path):
@@ -118,8 +118,8 @@ def test_datasets_image_feature_saved_or_from_the_hub(tiny_llava, tmp_path):
     assert VLM.check_data(train, None, saved) == [] and "6 training examples" in VLM.data_summary(VLM, saved)
     hub, _ = _load_hub(vlm_params(tiny_llava, tmp_path / "hub"), None)  # load_dataset, as for a Hub id
     assert VLM.check_data(hub, None, saved) == []
-    example = vu.Examples(hub, saved)[0]
-    assert example["images"][0].size == (32, 32) and vu.answer(example["chat"]) == rows[0]["answer"]
+    example = vlm.Examples(hub, saved)[0]
+    assert example["images"][0].size == (32, 32) and vlm.answer(example["chat"]) == rows[0]["answer"]
 
 
 def test_bad_images_and_chats_refused_before_queueing(supervisor, tiny_llava, tmp_path):
@@ -161,14 +161,14 @@ def test_too_long_with_image_tokens_refused(supervisor, tiny_llava, tmp_path):
 
 
 def test_captions_and_chats_become_chats():
-    caption = vu.chat({"image": "a.png", "answer": "a red square"}, 1, "Describe the image.")
+    caption = vlm.chat({"image": "a.png", "answer": "a red square"}, 1, "Describe the image.")
     assert caption[0]["content"] == [{"type": "image"}, {"type": "text", "text": "Describe the image."}]
-    assert vu.answer(caption) == "a red square"
-    mixed = vu.chat({"image": "a.png", "question": float("nan"), "answer": "a cat"}, 1, "Describe the image.")
+    assert vlm.answer(caption) == "a red square"
+    mixed = vlm.chat({"image": "a.png", "question": float("nan"), "answer": "a cat"}, 1, "Describe the image.")
     assert mixed[0]["content"][-1]["text"] == "Describe the image."
     msgs = json.dumps([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
-    assert vu.answer(vu.chat({"image": "a.png", "messages": msgs}, 0, "")) == "hello"
-    assert vu.image_list('["a.png", "b.png"]') == ["a.png", "b.png"]
+    assert vlm.answer(vlm.chat({"image": "a.png", "messages": msgs}, 0, "")) == "hello"
+    assert vlm.image_list('["a.png", "b.png"]') == ["a.png", "b.png"]
     assert get_task("vlm:vqa") is VLM and get_task("vlm:captioning") is VLM
 
 
@@ -222,9 +222,9 @@ def test_several_images_per_example_collated_with_answer_only_labels(tiny_llava,
         {"image": [json.dumps([str(tmp_path / r["file_name"]) for r in rows])], "messages": [json.dumps(msgs)]}
     )
     params = vlm_params(tiny_llava, tmp_path)
-    assert vu.check_split(df, params, "Training", []) == []
+    assert vlm.check_split(df, params, "Training", []) == []
     processor = AutoProcessor.from_pretrained(str(tiny_llava))
-    batch = vu.collator(processor, 64, answers_only=True)([vu.Examples(df, params)[0]])
+    batch = vlm.collator(processor, 64, answers_only=True)([vlm.Examples(df, params)[0]])
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     assert int((batch["input_ids"] == image_id).sum()) == 2 * 16 and batch["pixel_values"].shape[0] == 2
     learnt = [processor.tokenizer.decode([int(t)]) for t in batch["labels"][0] if t != -100]

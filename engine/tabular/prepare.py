@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.data import cells as data
-from engine.data import splits
+from engine.data import cells, splits
 from engine.errors import UserError
 from engine.tabular import log
 from engine.tabular.checks import load_checked, resolve_roles
@@ -91,7 +90,7 @@ def split_rows(
     for t in targets[1:]:
         unlabeled |= missing_mask(raw[t])
     if unlabeled.any():
-        rows = data.row_numbers(raw.index[unlabeled].tolist())
+        rows = cells.row_numbers(raw.index[unlabeled].tolist())
         log(f"{int(unlabeled.sum())} row(s) have no target value and are left out: rows {rows}.", notices)
     df = raw[~unlabeled]
     if params.max_rows and params.max_rows < len(df):

@@ -114,7 +114,7 @@ def save(model_dir: Path, trainer: Any, processor: Any, params: Params, kind: st
 def train(job: Job) -> dict[str, float]:
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer
 
-    from engine.audio import train as at
+    from engine.audio import train as asr
     from engine.data import tables as data
     from engine.errors import UserError
     from engine.train import trainer as tu
@@ -122,16 +122,16 @@ def train(job: Job) -> dict[str, float]:
     params = job.params
     if not data.is_local(params.data_path) and (problems := check_data(job.train, job.valid, params)):
         raise UserError(problems)  # Hub datasets are not checked before queueing
-    kind = at.kind_of(params)
+    kind = asr.kind_of(params)
     train_base, valid_base = au.base_folders(params)
     train_df = au.with_paths(job.train, train_base)
     valid_df = (
         au.with_paths(job.valid, valid_base if params.valid_path else train_base) if job.valid is not None else None
     )
-    processor = at.load_processor(params, kind, [str(t) for t in train_df["transcription"]])
-    model = at.load_model(params, kind, processor)
-    train_ds = at.Clips(train_df, processor, params.max_label_length)
-    valid_ds = at.Clips(valid_df, processor, params.max_label_length) if valid_df is not None else []
+    processor = asr.load_processor(params, kind, [str(t) for t in train_df["transcription"]])
+    model = asr.load_model(params, kind, processor)
+    train_ds = asr.Clips(train_df, processor, params.max_label_length)
+    valid_ds = asr.Clips(valid_df, processor, params.max_label_length) if valid_df is not None else []
     print(f"[trainpad] {kind} model; {len(train_ds)} training clips, {len(valid_ds)} validation clips", flush=True)
     seq2seq = kind == "seq2seq"
     args = tu.training_arguments(
@@ -140,7 +140,7 @@ def train(job: Job) -> dict[str, float]:
         len(valid_ds),
         Seq2SeqTrainingArguments,
         predict_with_generate=seq2seq,
-        generation_max_length=at.generation_limit(model, params.max_label_length) if seq2seq else None,
+        generation_max_length=asr.generation_limit(model, params.max_label_length) if seq2seq else None,
         remove_unused_columns=False,
     )
     start = getattr(model.config, "decoder_start_token_id", None) if seq2seq else None
@@ -149,9 +149,9 @@ def train(job: Job) -> dict[str, float]:
         args=args,
         train_dataset=train_ds,
         eval_dataset=valid_ds or None,
-        data_collator=at.collator(processor, start),
-        compute_metrics=at.metrics_fn(processor, kind),
-        preprocess_logits_for_metrics=None if seq2seq else at.argmax_logits,
+        data_collator=asr.collator(processor, start),
+        compute_metrics=asr.metrics_fn(processor, kind),
+        preprocess_logits_for_metrics=None if seq2seq else asr.argmax_logits,
         callbacks=tu.callbacks(params, job.run_dir, bool(valid_ds)),
     )
     saver = functools.partial(save, trainer=trainer, processor=processor, params=params, kind=kind)
@@ -165,7 +165,7 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     """Transcribe an audio path (str), several (list), or {"audio": path | {array, sampling_rate}}."""
     from transformers import AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
 
-    from engine.audio import train as at
+    from engine.audio import train as asr
 
     settings = runfiles.read_side_file(model_dir)
     kind = settings.get("kind", "seq2seq")
@@ -174,7 +174,7 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     processor = AutoProcessor.from_pretrained(str(model_dir))
     model_cls = AutoModelForSpeechSeq2Seq if kind == "seq2seq" else AutoModelForCTC
     model = model_cls.from_pretrained(str(model_dir)).eval()
-    texts = at.transcribe(model, processor, kind, [clips] if single else clips, settings.get("max_label_length", 128))
+    texts = asr.transcribe(model, processor, kind, [clips] if single else clips, settings.get("max_label_length", 128))
     return texts[0] if single else texts
 
 

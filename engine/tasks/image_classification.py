@@ -8,20 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from engine import runfiles
-from engine.data import cells as xu
+from engine.data import cells
 from engine.errors import UserError
 from engine.task import Column, Job, Task
 from engine.train import charts
 from engine.train import metrics as metrics_lib
-from engine.vision import encoders as vu
+from engine.vision import encoders as ve
 
 
-class Params(vu.VisionParams):
+class Params(ve.VisionParams):
     """Classification uses the shared image options as they are."""
 
 
 COLUMNS = [
-    vu.IMAGE_COLUMN,
+    ve.IMAGE_COLUMN,
     Column(
         "target",
         "the class of the image (class sub-folders give it from the folder name)",
@@ -33,7 +33,7 @@ COLUMNS = [
 
 def labels_of(values: Any) -> tuple[list[str], list[str]]:
     """Each row's label as a string, and the rows without one (problems, 1-based)."""
-    labels = [xu.label_name(v) if not xu.is_missing(v) else "" for v in values]
+    labels = [cells.label_name(v) if not cells.is_missing(v) else "" for v in values]
     empty = [i for i, x in enumerate(labels) if not x]
     problems = []
     if empty:
@@ -52,12 +52,12 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
             f"The training images hold a single class ({', '.join(names) or 'none'}). Classification needs at "
             "least two: one sub-folder (or label) per class."
         )
-    problems += vu.check_split(train, params, "Training")[0]
+    problems += ve.check_split(train, params, "Training")[0]
     if valid is not None:
         vlabels, vproblems = labels_of(valid["target"])
         problems += [f"Validation data: {p}" for p in vproblems]
-        problems += xu.unseen_problem(names, [[x] for x in vlabels if x])
-        problems += vu.check_split(valid, params, "Validation")[0]
+        problems += cells.unseen_problem(names, [[x] for x in vlabels if x])
+        problems += ve.check_split(valid, params, "Validation")[0]
     return problems
 
 
@@ -86,23 +86,23 @@ def train(job: Job) -> dict[str, float]:
     labels, problems = labels_of(job.train["target"])
     if problems:
         raise UserError(problems)
-    id2label, label2id = xu.label_maps(labels)
-    processor = vu.load_processor(params.base_model, params.trust_remote_code)
-    model = vu.load_model(
+    id2label, label2id = cells.label_maps(labels)
+    processor = ve.load_processor(params.base_model, params.trust_remote_code)
+    model = ve.load_model(
         params, AutoModelForImageClassification, num_labels=len(id2label), id2label=id2label, label2id=label2id
     )
-    train_set = vu.ImageSet(list(job.train["image"]), [label2id[x] for x in labels], processor, params, train=True)
+    train_set = ve.ImageSet(list(job.train["image"]), [label2id[x] for x in labels], processor, params, train=True)
     valid_set = None
     if job.valid is not None:
         vlabels, _ = labels_of(job.valid["target"])
         keep = [
             i
             for i in range(len(vlabels))
-            if i not in xu.warn_unseen(label2id, [[x] for x in vlabels], "label", "left out of evaluation")
+            if i not in cells.warn_unseen(label2id, [[x] for x in vlabels], "label", "left out of evaluation")
         ]
         images = [job.valid["image"].iloc[i] for i in keep]
-        valid_set = vu.ImageSet(images, [label2id[vlabels[i]] for i in keep], processor, params, train=False)
-    spec = vu.pixel_spec(processor)
+        valid_set = ve.ImageSet(images, [label2id[vlabels[i]] for i in keep], processor, params, train=False)
+    spec = ve.pixel_spec(processor)
     runfiles.print_summary(
         "image classification",
         len(train_set),
@@ -112,7 +112,7 @@ def train(job: Job) -> dict[str, float]:
         augmentation=params.augmentation,
     )
     compute = functools.partial(metrics, id2label=id2label, run_dir=job.run_dir)
-    return vu.fit(job, model, processor, train_set, valid_set, data_collator=vu.collate, compute_metrics=compute)
+    return ve.fit(job, model, processor, train_set, valid_set, data_collator=ve.collate, compute_metrics=compute)
 
 
 # ---- playground ---------------------------------------------------------------------------
@@ -122,8 +122,8 @@ def predict(model_dir: Path, inputs: Any, top_k: int = 5) -> Any:
     """``{"label": best, "scores": {label: probability}}`` (the ``top_k`` best) per image."""
     import torch
 
-    images, single = vu.as_images(inputs)
-    model, processor = vu.load_for_predict(model_dir, "AutoModelForImageClassification")
+    images, single = ve.as_images(inputs)
+    model, processor = ve.load_for_predict(model_dir, "AutoModelForImageClassification")
     batch = processor(images=images, return_tensors="pt").to(model.device)
     with torch.no_grad():
         probs = model(**batch).logits.softmax(-1).cpu()
@@ -160,7 +160,7 @@ TASK = Task(
     "or MobileViT; a classification head is added for your classes.",
     stratify_role="target",
     check_data=check_data,
-    data_summary=vu.data_summary,
+    data_summary=ve.data_summary,
     predict_input="image",
     autotrain_names=["image-classification"],
 )

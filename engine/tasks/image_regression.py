@@ -13,11 +13,11 @@ from engine.errors import UserError
 from engine.params import field
 from engine.task import Column, Job, Task
 from engine.train import charts
-from engine.train import metrics as xu
-from engine.vision import encoders as vu
+from engine.train import metrics as metrics_lib
+from engine.vision import encoders as ve
 
 
-class Params(vu.VisionParams):
+class Params(ve.VisionParams):
     """The shared image options; colour changes are off by default (colour may be what the score is about)."""
 
     augmentation: Literal["crop_flip_color", "crop_flip", "flip", "none"] = field(
@@ -28,7 +28,7 @@ class Params(vu.VisionParams):
 
 
 COLUMNS = [
-    vu.IMAGE_COLUMN,
+    ve.IMAGE_COLUMN,
     Column("target", "the number to predict for the image", kind="number", aliases=("score", "value", "label")),
 ]
 
@@ -54,10 +54,10 @@ def targets_of(values: Any) -> tuple[list[float], list[str]]:
 def check_data(train: Any, valid: Any, params: Params) -> list[str]:
     """Every target is a number and every image decodes, in both splits."""
     problems = [f"Training data: {p}" for p in targets_of(train["target"])[1]]
-    problems += vu.check_split(train, params, "Training")[0]
+    problems += ve.check_split(train, params, "Training")[0]
     if valid is not None:
         problems += [f"Validation data: {p}" for p in targets_of(valid["target"])[1]]
-        problems += vu.check_split(valid, params, "Validation")[0]
+        problems += ve.check_split(valid, params, "Validation")[0]
     return problems
 
 
@@ -69,22 +69,22 @@ def metrics(pred: Any, run_dir: Path) -> dict[str, float]:
 
     true, predicted = np.asarray(pred.label_ids).reshape(-1), np.asarray(pred.predictions).reshape(-1)
     charts.write_predictions(run_dir, true, predicted)
-    return xu.regression_metrics(pred.label_ids, pred.predictions)
+    return metrics_lib.regression_metrics(pred.label_ids, pred.predictions)
 
 
 def image_set(df: Any, processor: Any, params: Params, train: bool) -> Any:
     targets, problems = targets_of(df["target"])
     if problems:
         raise UserError(problems)
-    return vu.ImageSet(list(df["image"]), targets, processor, params, train=train)
+    return ve.ImageSet(list(df["image"]), targets, processor, params, train=train)
 
 
 def train(job: Job) -> dict[str, float]:
     from transformers import AutoModelForImageClassification
 
     params = job.params
-    processor = vu.load_processor(params.base_model, params.trust_remote_code)
-    model = vu.load_model(
+    processor = ve.load_processor(params.base_model, params.trust_remote_code)
+    model = ve.load_model(
         params,
         AutoModelForImageClassification,
         num_labels=1,
@@ -96,15 +96,15 @@ def train(job: Job) -> dict[str, float]:
     valid_set = image_set(job.valid, processor, params, train=False) if job.valid is not None else None
     runfiles.print_summary("image regression", len(train_set), len(valid_set or []), augmentation=params.augmentation)
     compute = functools.partial(metrics, run_dir=job.run_dir)
-    return vu.fit(job, model, processor, train_set, valid_set, data_collator=vu.collate, compute_metrics=compute)
+    return ve.fit(job, model, processor, train_set, valid_set, data_collator=ve.collate, compute_metrics=compute)
 
 
 def predict(model_dir: Path, inputs: Any) -> Any:
     """The predicted number per image (``{"score": x}``)."""
     import torch
 
-    images, single = vu.as_images(inputs)
-    model, processor = vu.load_for_predict(model_dir, "AutoModelForImageClassification")
+    images, single = ve.as_images(inputs)
+    model, processor = ve.load_for_predict(model_dir, "AutoModelForImageClassification")
     batch = processor(images=images, return_tensors="pt").to(model.device)
     with torch.no_grad():
         values = model(**batch).logits[:, 0].cpu().tolist()
@@ -134,7 +134,7 @@ TASK = Task(
     model_note="An image model (AutoModelForImageClassification with problem_type=regression), e.g. ViT, ConvNeXt, "
     "Swin or ResNet; a one-output regression head is added.",
     check_data=check_data,
-    data_summary=vu.data_summary,
+    data_summary=ve.data_summary,
     predict_input="image",
     autotrain_names=["image-regression", "image-scoring", "image_scoring"],
 )

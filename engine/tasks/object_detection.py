@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine import runfiles
-from engine.data import cells as xu
+from engine.data import cells
 from engine.data import images as im
 from engine.errors import UserError
 from engine.params import field
 from engine.task import Column, Job, Task
 from engine.vision import detection as vdet
-from engine.vision import encoders as vu
+from engine.vision import encoders as ve
 
 
-class Params(vu.VisionParams):
+class Params(ve.VisionParams):
     """The shared image options, a square input size and box-aware augmentation."""
 
     base_model: str = field(
@@ -36,7 +36,7 @@ class Params(vu.VisionParams):
 
 
 COLUMNS = [
-    vu.IMAGE_COLUMN,
+    ve.IMAGE_COLUMN,
     Column(
         "objects",
         'the boxes of the image: {"bbox": [[x, y, w, h], ...], "category": [...]} (pixels); COCO, YOLO and VOC '
@@ -62,7 +62,7 @@ def parse_objects(value: Any, row: int) -> tuple[list[list[float]], list[str]]:
     if not isinstance(value, dict) or "bbox" not in value:
         raise UserError(f'Row {row}, column `objects`: expected {{"bbox": [[x, y, w, h], ...], "category": [...]}}.')
     boxes = [list(map(float, b)) for b in _as_list(value["bbox"])]
-    cats = [xu.label_name(c) for c in _as_list(value.get("category", value.get("categories", [])))]
+    cats = [cells.label_name(c) for c in _as_list(value.get("category", value.get("categories", [])))]
     if len(boxes) != len(cats) or any(len(b) != 4 for b in boxes):
         raise UserError(
             f"Row {row}, column `objects`: {len(boxes)} boxes but {len(cats)} categories, or a box "
@@ -93,8 +93,8 @@ def box_problems(name: str, boxes: list, cats: list, size: tuple[int, int], know
 
 def check_split(df: Any, params: Params, split: str, known: set | None = None) -> tuple[list[str], set]:
     """Objects parse, images decode, boxes fit their image; returns the problems and the categories seen."""
-    rows, problems = xu.parse_rows(df["objects"], parse_objects, ([], []))
-    decode, sizes = vu.check_split(df, params, split)
+    rows, problems = cells.parse_rows(df["objects"], parse_objects, ([], []))
+    decode, sizes = ve.check_split(df, params, split)
     problems = [f"{split} data: {p}" for p in problems[:10]] + decode
     cats = {c for _, cs in rows for c in cs}
     for i, size in sizes.items():
@@ -116,7 +116,7 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
 
 
 def dataset(df: Any, label2id: dict[str, int], processor: Any, params: Params, train: bool) -> Any:
-    rows, problems = xu.parse_rows(df["objects"], parse_objects, ([], []))
+    rows, problems = cells.parse_rows(df["objects"], parse_objects, ([], []))
     if problems:
         raise UserError(problems[:10])
     keep = [i for i, (_, cats) in enumerate(rows) if all(c in label2id for c in cats)]
@@ -138,12 +138,12 @@ def train(job: Job) -> dict[str, float]:
     from transformers import AutoModelForObjectDetection
 
     params = job.params
-    rows, problems = xu.parse_rows(job.train["objects"], parse_objects, ([], []))
+    rows, problems = cells.parse_rows(job.train["objects"], parse_objects, ([], []))
     if problems:
         raise UserError(problems[:10])
-    id2label, label2id = xu.label_maps(c for _, cats in rows for c in cats)
-    processor = vu.load_processor(params.base_model, params.trust_remote_code)
-    model = vu.load_model(
+    id2label, label2id = cells.label_maps(c for _, cats in rows for c in cats)
+    processor = ve.load_processor(params.base_model, params.trust_remote_code)
+    model = ve.load_model(
         params,
         AutoModelForObjectDetection,
         heads=("class_labels_classifier", "bbox_predictor"),
@@ -165,7 +165,7 @@ def train(job: Job) -> dict[str, float]:
     compute = functools.partial(
         metrics, processor=processor, names=names, size=params.image_square_size, run_dir=job.run_dir
     )
-    return vu.fit(
+    return ve.fit(
         job,
         model,
         processor,
@@ -191,14 +191,14 @@ def predict(model_dir: Path, inputs: Any, threshold: float = 0.5) -> Any:
 
     if isinstance(inputs, dict) and "threshold" in inputs:
         threshold = float(inputs["threshold"])
-    images, single = vu.as_images(inputs)
-    model, processor = vu.load_for_predict(model_dir, "AutoModelForObjectDetection")
+    images, single = ve.as_images(inputs)
+    model, processor = ve.load_for_predict(model_dir, "AutoModelForObjectDetection")
     size = int(rf.read_side_file(model_dir).get("image_square_size", 600))
     spec = vdet.square_spec(processor, size)
     out = []
     for img in images:
         square, scale = vdet.letterbox(img, size, vdet.pad_colour(spec))
-        pixels = torch.from_numpy(vu.to_pixels(square, spec))[None].to(model.device)
+        pixels = torch.from_numpy(ve.to_pixels(square, spec))[None].to(model.device)
         with torch.no_grad():
             raw = model(pixel_values=pixels)
         r = processor.post_process_object_detection(raw, threshold=threshold, target_sizes=[(size, size)])[0]
@@ -232,7 +232,7 @@ TASK = Task(
     model_note="A DETR-family detector (AutoModelForObjectDetection): DETR, Conditional/Deformable DETR, YOLOS, "
     "RT-DETR/RT-DETRv2 or D-FINE; the class head is replaced for your categories.",
     check_data=check_data,
-    data_summary=vu.data_summary,
+    data_summary=ve.data_summary,
     predict_input="image",
     autotrain_names=["object-detection"],
 )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine import runfiles
-from engine.data import cells as xu
+from engine.data import cells
 from engine.data.cells import row_numbers
 from engine.errors import UserError
 from engine.params import TrainerParams, field
@@ -105,14 +105,14 @@ def _score_problems(df: Any, split: str, mapping: dict[str, str]) -> list[str]:
 
 def _label_problems(train: Any, valid: Any, mapping: dict[str, str]) -> list[str]:
     col = qa.column_name(mapping, "label")
-    labels = {xu.label_name(v) for v in train["label"]}
+    labels = {cells.label_name(v) for v in train["label"]}
     if len(labels) < 2:
         return [
             f"Training data, column `{col}`: only one label ({next(iter(labels))!r}); pair_class needs at least two."
         ]
     if valid is None:
         return []
-    unseen = valid.index[~valid["label"].map(xu.label_name).isin(labels)].tolist()
+    unseen = valid.index[~valid["label"].map(cells.label_name).isin(labels)].tolist()
     if not unseen:
         return []
     return [
@@ -135,7 +135,7 @@ def train(job: Job) -> dict[str, float]:
     problems = check_data(job.train, job.valid, params)  # Hub datasets are not checked before queueing
     if problems:
         raise UserError(problems)
-    labels = sorted({xu.label_name(v) for v in job.train["label"]}) if "label" in roles else []
+    labels = sorted({cells.label_name(v) for v in job.train["label"]}) if "label" in roles else []
     label_ids = {name: i for i, name in enumerate(labels)}
     valid = job.valid if job.valid is not None and len(job.valid) else None
     model = st.load_model(params)

@@ -18,7 +18,7 @@ from typing import Any
 from engine import runfiles
 from engine.params import LoraParams, field
 from engine.task import Column, Job, Task
-from engine.vision import vlm as vu
+from engine.vision import vlm
 
 
 class Params(LoraParams):
@@ -75,9 +75,9 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
             "VLM data needs an `answer` (or `caption`) column, with an optional `question`, or a `messages` "
             "column. Map yours with column_mapping, e.g. {answer: my_caption}."
         ]
-    problems = vu.check_split(train, params, "Training", vu.bases(params))
+    problems = vlm.check_split(train, params, "Training", vlm.bases(params))
     if valid is not None:
-        problems += vu.check_split(valid, params, "Validation", vu.bases(params))
+        problems += vlm.check_split(valid, params, "Validation", vlm.bases(params))
     return problems
 
 
@@ -93,7 +93,7 @@ def data_summary(task: Task, params: Params) -> str:
         return ""
     df = splits.apply_mapping(train, mapping)
     kind = "chats" if "messages" in df else "question answering" if "question" in df else "captioning"
-    return f"- {len(df)} training examples ({kind}).\n" + vu.length_report(df, params)
+    return f"- {len(df)} training examples ({kind}).\n" + vlm.length_report(df, params)
 
 
 # ---- training -----------------------------------------------------------------------------
@@ -122,22 +122,22 @@ def train(job: Job) -> dict[str, float]:
     if not data.is_local(params.data_path) and (problems := check_data(job.train, job.valid, params)):
         raise UserError(problems)  # Hub datasets are not checked before queueing
     processor = AutoProcessor.from_pretrained(params.base_model, trust_remote_code=params.trust_remote_code)
-    model = vu.load_model(params)
-    train_ds = vu.Examples(job.train, params)
-    valid_ds = vu.Examples(job.valid, params) if job.valid is not None else []
+    model = vlm.load_model(params)
+    train_ds = vlm.Examples(job.train, params)
+    valid_ds = vlm.Examples(job.valid, params) if job.valid is not None else []
     print(
         f"[trainpad] {len(train_ds)} training examples, {len(valid_ds)} validation examples; "
         f"LoRA={'on' if params.use_lora else 'off'}",
         flush=True,
     )
     args = tu.training_arguments(job, len(train_ds), len(valid_ds), remove_unused_columns=False)
-    trainer_cls = vu.answering_trainer(processor, valid_ds, params.max_new_tokens) if valid_ds else Trainer
+    trainer_cls = vlm.answering_trainer(processor, valid_ds, params.max_new_tokens) if valid_ds else Trainer
     trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=train_ds,
         eval_dataset=valid_ds or None,
-        data_collator=vu.collator(processor, params.max_length, params.answers_only),
+        data_collator=vlm.collator(processor, params.max_length, params.answers_only),
         callbacks=tu.callbacks(params, job.run_dir, bool(valid_ds)),
     )
     saver = functools.partial(save, trainer=trainer, processor=processor, params=params)
@@ -156,9 +156,9 @@ def predict(model_dir: Path, inputs: Any) -> Any:
 
     settings = runfiles.read_side_file(model_dir)
     options = inputs if isinstance(inputs, dict) else {"image": inputs}
-    pics = [images.open_image(v) for v in vu.image_list(options.get("image"))]
+    pics = [images.open_image(v) for v in vlm.image_list(options.get("image"))]
     if options.get("messages"):
-        msgs = [{"role": m["role"], "content": vu._parts(m["content"])} for m in options["messages"]]
+        msgs = [{"role": m["role"], "content": vlm._parts(m["content"])} for m in options["messages"]]
     else:
         question = options.get("question") or settings.get("caption_prompt", "Describe the image.")
         msgs = [{"role": "user", "content": [{"type": "image"} for _ in pics] + [{"type": "text", "text": question}]}]
@@ -166,7 +166,7 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     limit, _ = capped_new_tokens(options.get("max_new_tokens", settings.get("max_new_tokens", 64)))
     if options.get("stream"):
         return predict_stream(model, processor, pics, msgs, limit)
-    return vu.generate(model, processor, pics, msgs, limit)
+    return vlm.generate(model, processor, pics, msgs, limit)
 
 
 def predict_stream(model: Any, processor: Any, pics: list[Any], msgs: list[dict], limit: int) -> Iterator[str]:
@@ -174,7 +174,7 @@ def predict_stream(model: Any, processor: Any, pics: list[Any], msgs: list[dict]
     ``vlm_utils.generate``: the last text equals its answer)."""
     from engine.llm.model import stream_generate
 
-    batch = vu.prompt_batch(model, processor, pics, msgs)
+    batch = vlm.prompt_batch(model, processor, pics, msgs)
     shown = None
     for text in stream_generate(model, processor.tokenizer, {**batch, "max_new_tokens": limit, "do_sample": False}):
         if text.strip() != shown:
