@@ -647,3 +647,36 @@ def test_the_form_offers_the_flavors_when_hf_jobs_is_picked_and_the_run_carries_
     row = {"status": "running", "step": 0, "run_dir": str(run_dir)}
     assert runs_view.phase_text(row) == "installing Trainpad on the job…"
     assert runs_view.phase_text({**row, "step": 3}) == "" and runs_view.phase_text({**row, "status": "queued"}) == ""
+
+
+def test_the_job_downloads_with_its_token_which_never_leaves_the_hub_on_a_redirect(tmp_path):
+    """The Hub answers a large file with a redirect to its storage's signed URL, which must not get the token."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: dict[str, str | None] = {}
+
+    class Serve(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            seen[self.path] = self.headers.get("Authorization")
+            if self.path == "/hub/wheel.whl":  # the Hub, on 127.0.0.1, sends the client to "localhost" (another host)
+                self.send_response(302)
+                self.send_header("Location", f"http://localhost:{self.server.server_address[1]}/storage/wheel.whl")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"wheel")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Serve)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        job_bootstrap.download(f"http://127.0.0.1:{server.server_address[1]}/hub/wheel.whl", TOKEN, tmp_path / "w")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (tmp_path / "w").read_bytes() == b"wheel"
+    assert seen == {"/hub/wheel.whl": f"Bearer {TOKEN}", "/storage/wheel.whl": None}
