@@ -349,3 +349,27 @@ def test_a_queued_run_is_claimed_once(tmp_path):
     assert store.claim("r1") is True
     assert store.claim("r1") is False  # a second supervisor on the same folder does not start it again
     assert store.get_run("r1")["status"] == "running"
+
+
+def test_a_long_run_logs_its_loss_every_few_seconds_with_automatic_logging(tmp_path):
+    """With logging_steps 0 (about 25 points per run), a 2,000-step run would first log after 80 steps: the
+    events callback asks for a log once LOG_EVERY_S has passed, so a live chart has a curve from the start."""
+    import time
+    from types import SimpleNamespace
+
+    from engine.train.trainer import EventsCallback
+
+    cb = EventsCallback(tmp_path, log_every_s=0.05)
+    state = SimpleNamespace(global_step=1, max_steps=2000, epoch=0.0)
+    control = SimpleNamespace(should_log=False, should_save=False, should_training_stop=False)
+    cb.on_step_end(None, state, control)
+    assert control.should_log is False, "not yet"
+    time.sleep(0.1)
+    state.global_step = 2
+    cb.on_step_end(None, state, control)
+    assert control.should_log is True
+    fixed = EventsCallback(tmp_path)  # logging_steps set by the user: their schedule only
+    control.should_log = False
+    time.sleep(0.1)
+    fixed.on_step_end(None, state, control)
+    assert control.should_log is False

@@ -216,6 +216,7 @@ def set_threads(cpu_threads: int | None, model: Any = None) -> int:
 
 
 PACE_EVERY_S = 2.0  # how often the step and pace are reported between logs
+LOG_EVERY_S = 15.0  # with automatic logging_steps, the loss is logged at least this often: a live curve at once
 
 
 class EventsCallback(TrainerCallback):
@@ -228,8 +229,10 @@ class EventsCallback(TrainerCallback):
         tokens_per_sample: float | None = None,
         perplexity: bool = False,
         cpu_threads: int | None = None,
+        log_every_s: float | None = None,
     ):
         self.run_dir = Path(run_dir)
+        self.log_every_s = log_every_s
         self.perplexity = perplexity
         self.tokens_per_sample = tokens_per_sample
         self.cpu_threads = cpu_threads
@@ -268,6 +271,8 @@ class EventsCallback(TrainerCallback):
             )
         else:
             self.report_pace(state)
+        if self.log_every_s and time.time() - self.last[0] > self.log_every_s and state.global_step > self.last[1]:
+            control.should_log = True  # a long run's first log would otherwise come after minutes
         if stop_everywhere():
             log.warning("Stop requested: saving a checkpoint at step %d and ending training.", state.global_step)
             control.should_save = True
@@ -330,7 +335,13 @@ def callbacks(
 ) -> list[TrainerCallback]:
     """Events/Stop/threads callback (with ``eval_perplexity`` for language-modelling losses) and early stopping."""
     cbs: list[TrainerCallback] = [
-        EventsCallback(run_dir, tokens_per_sample, perplexity, getattr(params, "cpu_threads", None))
+        EventsCallback(
+            run_dir,
+            tokens_per_sample,
+            perplexity,
+            getattr(params, "cpu_threads", None),
+            log_every_s=None if getattr(params, "logging_steps", 0) else LOG_EVERY_S,
+        )
     ]
     if keeps_best(params, has_eval):
         cbs.append(EarlyStoppingCallback(params.early_stopping_patience, params.early_stopping_threshold))
