@@ -54,7 +54,7 @@ def main() -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / rf.CONFIG).write_text(text, encoding="utf-8")
     params = (yaml.safe_load(text) or {}).get("params") or {}
-    print(f"[trainpad] engine from {Path(__file__).resolve().parents[2]}", flush=True)
+    print(f"[trainpad] engine from {Path(__file__).resolve().parents[3]}", flush=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop(CONFIG_ENV, None)
     worker = subprocess.Popen(job_command(params, run_dir), env=env, start_new_session=True)
