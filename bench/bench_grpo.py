@@ -103,7 +103,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = build_tiny_llama(Path(tmp) / "tiny-llama")
-        runs = {side: [measure(side, model, args.steps) for _ in range(args.repeat)] for side in ("trl", "trainpad")}
+        runs: dict[str, list[dict]] = {"trl": [], "trainpad": []}
+        for _ in range(args.repeat):  # alternated, so that a change in the machine's load hits both sides
+            for side in runs:
+                runs[side].append(measure(side, model, args.steps))
     speed = {side: statistics.median(r["steps_per_s"] for r in rs) for side, rs in runs.items()}
     print(json.dumps({
         "bench": "grpo", "steps": args.steps, "repeat": args.repeat, **SETTINGS,
