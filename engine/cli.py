@@ -146,13 +146,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for r in rows:
         metric = f"{r['key_metric']:.4g}" if r.get("key_metric") is not None else "-"
         step = f"{r.get('step') or 0}/{r.get('max_steps') or '?'}"
-        print(f"{r['id']:<24} {r['task']:<22} {r['status']:<11} {step:>9} {metric:>12}  {r['name']}")
+        sweep = f"  (sweep {r['sweep_id']})" if r.get("sweep_id") else ""
+        print(f"{r['id']:<24} {r['task']:<22} {r['status']:<11} {step:>9} {metric:>12}  {r['name']}{sweep}")
     return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
     """Stop a run, and see it through: SIGKILL after the grace period if the worker does not end."""
     sup = _supervisor(args, manage_all=False, grace_period=args.grace)
+    if args.run_id.startswith("sweep-"):  # a sweep: its queued trials cancelled, its running ones stopped
+        sup.stop_sweep(args.run_id)
+        print(f"sweep {args.run_id} {sup.store.get_sweep(args.run_id)['status']} (no new trial starts)")
+        return 0
     sup.stop(args.run_id)
     print(f"stop requested for {args.run_id}", flush=True)
     try:
@@ -340,6 +345,89 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("overrides", nargs="*")
     v.set_defaults(fn=cmd_validate)
     ls = sub.add_parser("runs", help="list runs")
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Queue a sweep, follow it to its end (Ctrl-C stops it), print the best trial (or a JSON object)."""
+    from engine.config import config_backend, load_config
+    from engine.run.sweep import SweepRequest, parse_param, summary
+
+    task, params = load_config(args.config, args.overrides)
+    dims = [parse_param(p) for p in args.param]
+    request = SweepRequest(dims, args.strategy, args.trials, args.parallel, args.budget, args.pruner, args.name)
+    sup = _supervisor(args, manage_all=False, grace_period=args.grace)
+    backend = args.backend or config_backend(args.config)
+    sweep_id = sup.submit_sweep(task, params, request, secrets=_token_env(), backend=backend)
+    print(f"sweep {sweep_id} queued ({sup.store.get_sweep(sweep_id)['trials']} trials)", file=sys.stderr, flush=True)
+    _follow_sweep(sup, sweep_id)
+    result = summary(sup.store, sweep_id)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        _print_sweep(result)
+    return 0 if result["status"] == "succeeded" else (143 if result["status"] == "stopped" else 1)
+
+
+def _follow_sweep(sup: Any, sweep_id: str) -> None:
+    """Tick until the sweep ends, saying each trial's end on stderr; Ctrl-C (or SIGTERM) stops the sweep once."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    said: dict[str, str] = {}
+    stopping = False
+    while True:
+        try:
+            sup.tick()
+            for row in sup.store.sweep_runs(sweep_id):
+                if said.get(row["id"]) != row["status"]:
+                    said[row["id"]] = row["status"]
+                    metric = f" {row['key_metric_name']}={row['key_metric']:.4g}" if row.get("key_metric") else ""
+                    print(f"  {row['name']}: {row['status']} {row.get('trial')}{metric}", file=sys.stderr, flush=True)
+            if sup.store.get_sweep(sweep_id)["status"] != "running":
+                return
+            time.sleep(0.2)
+        except KeyboardInterrupt:
+            if stopping:
+                print(f"\nsweep {sweep_id} is still stopping; `trainpad runs` shows its trials.", file=sys.stderr)
+                return
+            stopping = True
+            print("\nstopping the sweep (running trials save a checkpoint)...", file=sys.stderr, flush=True)
+            sup.stop_sweep(sweep_id)
+
+
+def _print_sweep(result: dict[str, Any]) -> None:
+    print(f"sweep {result['sweep_id']} {result['status']}: {len(result['trials'])} trials")
+    for t in result["trials"]:
+        metric = f"{t['metric']:.4g}" if t["metric"] is not None else "-"
+        print(f"  {t['run_id']:<24} {t['status']:<10} {result['key_metric']}={metric:<10} {t['params']}")
+    if result["best_run_id"]:
+        best = f"{result['key_metric']}={result['best_metric']:.4g}"
+        print(f"best: {result['best_run_id']} {best} {result['best_params']}")
+    elif result["error"]:
+        print(f"error: {result['error']}", file=sys.stderr)
+
+
+def _sweep_parser(sub: Any) -> None:
+    sw = sub.add_parser("sweep", help="search a config's settings: each trial a run (prints the best trial)")
+    sw.add_argument("config")
+    sw.add_argument("overrides", nargs="*", help="key=value overrides of the base config's params")
+    sw.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        required=True,
+        help="NAME=SPEC, repeatable: a,b,c (choices), low:high (uniform), log:low:high (log-uniform)",
+    )
+    sw.add_argument("--trials", type=int, default=0, help="trials to run (a grid: default its size)")
+    sw.add_argument("--strategy", default="random", choices=["grid", "random", "tpe"])
+    sw.add_argument("--parallel", type=int, default=1, help="trials queued at once (the queue's limit still holds)")
+    sw.add_argument("--budget", type=float, default=0.0, help="seconds after which no new trial starts (0: none)")
+    sw.add_argument("--pruner", default="none", choices=["none", "median"], help="stop trials behind at an evaluation")
+    sw.add_argument("--name", default="")
+    sw.add_argument("--backend", default="", help="where trials run: local (default) or ray")
+    sw.add_argument("--grace", type=float, default=30.0, help="seconds to wait after Stop before killing")
+    sw.add_argument("--json", action="store_true", help="print a JSON object (sweep_id, best_run_id, trials...)")
+    sw.set_defaults(fn=cmd_sweep)
+
+
     ls.add_argument("--status")
     ls.add_argument("--task")
     ls.add_argument("--json", action="store_true")
@@ -404,3 +492,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+    _sweep_parser(sub)

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlite_utils
 
-STATUSES = ("queued", "running", "succeeded", "failed", "stopped", "interrupted")
+STATUSES = ("queued", "running", "succeeded", "failed", "stopped", "interrupted", "pruned")
 ACTIVE = ("queued", "running")
 
 RUN_COLUMNS = {
@@ -124,7 +124,48 @@ def _migrate_6(db: sqlite_utils.Database) -> None:
     db["jobs"].create_index(["status"], if_not_exists=True)
 
 
+# Added by migration 7: sweeps (engine.run.sweep), and each trial run's sweep, its searched values and a prune mark.
+RUN_COLUMNS_7 = {"sweep_id": str, "trial": str, "prune_requested": int}
+SWEEP_COLUMNS = {
+    "id": str,
+    "name": str,
+    "task": str,
+    "user": str,
+    "status": str,
+    "backend": str,
+    "strategy": str,
+    "pruner": str,
+    "space": str,
+    "base": str,
+    "trials": int,
+    "parallel": int,
+    "budget_s": float,
+    "submitted": int,
+    "key_metric_name": str,
+    "greater_is_better": int,
+    "best_run_id": str,
+    "error": str,
+    "owner_pid": int,
+    "owner_started": float,
+    "needs_token": int,
+    "stop_requested": int,
+    "created_at": float,
+    "ended_at": float,
+    "seq": int,
+}
+
+
+def _migrate_7(db: sqlite_utils.Database) -> None:
+    existing = set(db["runs"].columns_dict)
+    for name, kind in RUN_COLUMNS_7.items():
+        if name not in existing:
+            db["runs"].add_column(name, kind)
+    db["runs"].create_index(["sweep_id"], if_not_exists=True)
+    db["sweeps"].create(SWEEP_COLUMNS, pk="id", not_null={"task", "status"}, if_not_exists=True)
+
+
 MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6}
+MIGRATIONS[7] = _migrate_7
 
 
 class Store:
@@ -200,6 +241,7 @@ class Store:
     def update_if(self, run_id: str, when: str, fields: dict[str, Any]) -> bool:
         """Update the run only while its status is ``when``; False when it had already moved on."""
         unknown = set(fields) - set(RUN_COLUMNS) - set(RUN_COLUMNS_3) - set(RUN_COLUMNS_4) - set(RUN_COLUMNS_5)
+        unknown -= set(RUN_COLUMNS_7)
         if unknown:
             raise ValueError(f"unknown run columns {sorted(unknown)}")
         sets = ", ".join(f"[{k}] = ?" for k in fields)  # names checked above; values are parameters
@@ -340,6 +382,55 @@ class Store:
     def delete_jobs(self, run_id: str) -> None:
         self._write(lambda db: db.conn.execute("DELETE FROM jobs WHERE run_id = ?", [run_id]))
 
+    # --- sweeps (engine.run.sweep; written by the supervisor only) -----------------------------
+
+    def insert_sweep(self, row: dict[str, Any]) -> None:
+        def insert(db: sqlite_utils.Database) -> None:
+            seq = db.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sweeps").fetchone()[0]
+            defaults = {"created_at": time.time(), "status": "running", "submitted": 0, "stop_requested": 0}
+            db["sweeps"].insert({**defaults, "seq": seq, **row})
+
+        self._write(insert)
+
+    def update_sweep(self, sweep_id: str, **fields: Any) -> None:
+        self._write(lambda db: db["sweeps"].update(sweep_id, fields))
+
+    def update_sweep_if(self, sweep_id: str, column: str, when: Any, fields: dict[str, Any]) -> bool:
+        """Update the sweep only while ``column`` is ``when`` (its status, or how many trials it submitted)."""
+        unknown = ({column} | set(fields)) - set(SWEEP_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown sweep columns {sorted(unknown)}")
+        sets = ", ".join(f"[{k}] = ?" for k in fields)  # names checked above; values are parameters
+        sql = f"UPDATE sweeps SET {sets} WHERE id = ? AND [{column}] = ?"
+        return self._write(lambda db: db.conn.execute(sql, [*fields.values(), sweep_id, when]).rowcount == 1)
+
+    def delete_sweep(self, sweep_id: str) -> None:
+        self._write(lambda db: db.conn.execute("DELETE FROM sweeps WHERE id = ?", [sweep_id]))
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM sweeps WHERE id = ?", [sweep_id])
+        return _decode_sweep(rows[0]) if rows else None
+
+    def list_sweeps(self, *statuses: str, user: str | None = None) -> list[dict[str, Any]]:
+        """Sweeps, newest first; only those with ``statuses`` / of ``user`` when given."""
+        sql, args = "SELECT * FROM sweeps WHERE 1=1", []
+        if statuses:
+            sql, args = sql + f" AND status IN ({','.join('?' for _ in statuses)})", [*args, *statuses]
+        if user is not None:
+            sql, args = sql + " AND COALESCE(user, '') = ?", [*args, user]
+        return [_decode_sweep(r) for r in self._query(sql + " ORDER BY seq DESC", args)]
+
+    def sweep_runs(self, sweep_id: str) -> list[dict[str, Any]]:
+        """A sweep's trial runs, in the order they were queued."""
+        return [_decode(r) for r in self._query("SELECT * FROM runs WHERE sweep_id = ? ORDER BY seq", [sweep_id])]
+
+
+def _decode_sweep(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for key in ("space", "base"):
+        row[key] = json.loads(row[key]) if row.get(key) else ({} if key == "base" else [])
+    return row
+
 
 def _decode_job(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
@@ -364,4 +455,6 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
     if row.get("params"):
         row["params"] = json.loads(row["params"])
+    if row.get("trial"):  # a sweep trial's searched values
+        row["trial"] = json.loads(row["trial"])
     return row

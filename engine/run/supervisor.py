@@ -39,6 +39,7 @@ from engine.run.policy import Policy
 from engine.run.policy import problems as policy_problems
 from engine.run.procs import ENGINE_ROOT, data_dir_from_env
 from engine.run.store import ACTIVE, Store
+from engine.run.sweep import SweepRequest, Sweeps
 from engine.task import Task, get_task
 
 SKIP_METRIC_KEYS = {"type", "step", "epoch", "time", "max_steps", "message"}
@@ -81,6 +82,7 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
         self.jobs = Jobs(self.store, self.me, grace_period, manage_all)  # exports, endpoints (engine.run.jobs)
+        self.sweeps = Sweeps(self)  # grouped trial runs (engine.run.sweep)
         self.refresh()
 
     @property
@@ -134,6 +136,7 @@ class Supervisor:
         check: bool = True,
         backend: str = "local",
         user: str = "",
+        extra: dict[str, Any] | None = None,
     ) -> str:
         """Check data, write ``runs/<id>/config.yaml`` and queue the run. Raises UserError, creating nothing.
 
@@ -175,6 +178,7 @@ class Supervisor:
                 "needs_token": int(bool(secrets)),
                 "user": user,
                 "events_offset": 0,
+                **(extra or {}),  # a sweep trial's sweep_id and searched values
             }
         )
         return run_id
@@ -237,6 +241,24 @@ class Supervisor:
         """Queue a job (an export, a served endpoint) on a finished run; see ``engine.run.jobs``."""
         return self.jobs.submit(kind, self._row(run_id), args, user)
 
+    def submit_sweep(
+        self,
+        task: Task | str,
+        params: BaseModel,
+        request: SweepRequest,
+        secrets: dict[str, str] | None = None,
+        backend: str = "local",
+        user: str = "",
+    ) -> str:
+        """Queue a sweep (its first trials at once); see ``engine.run.sweep``. Raises UserError, queueing nothing."""
+        with self._lock:
+            return self.sweeps.create(task, params, request, secrets, backend, user)
+
+    def stop_sweep(self, sweep_id: str) -> None:
+        """Cancel a sweep's queued trials, stop its running ones; it starts no new trial."""
+        with self._lock:
+            self.sweeps.stop(sweep_id)
+
     def stop_job(self, job_id: str) -> None:
         with self._lock:
             self.jobs.stop(job_id)
@@ -282,6 +304,7 @@ class Supervisor:
         """Bring every running run's row up to date, then start queued runs while slots are free."""
         with self._lock:
             self.refresh()
+            self.sweeps.tick()
             self._launch_queued()
             self.jobs.tick()
 
@@ -541,6 +564,8 @@ class Supervisor:
         if code is None and isinstance(outcome.get("exit_code"), int):
             code = outcome["exit_code"]
         fields: dict[str, Any] = {"status": _status(row, outcome, code), "exit_code": code, "ended_at": time.time()}
+        if fields["status"] == "stopped" and row.get("prune_requested"):
+            fields["status"] = "pruned"  # a sweep stopped it for being behind (engine.run.sweep)
         if fields["status"] == "failed":
             fields["error"] = _failure_message(code, rf.read_json(run_dir / rf.ERROR), run_dir)
         elif fields["status"] == "interrupted":
