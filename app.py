@@ -184,8 +184,15 @@ def launch(
     **kw: Any,
 ) -> Any:
     """Launch ``demo`` with the studio's theme and settings."""
+    import inspect
+
     from ui.studio import launch_kwargs
 
+    # Gradio asks the new server for its page once, with a 3 s timeout, and exits when that times out: a studio of
+    # ~2,000 components on a busy 2-core machine can take longer. The check only guards machines whose localhost is
+    # unreachable (Colab), where the studio asks for a public link anyway.
+    if "_frontend" in inspect.signature(demo.launch).parameters:
+        kw.setdefault("_frontend", False)
     return demo.launch(
         server_name=host,
         server_port=port,
