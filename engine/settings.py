@@ -41,6 +41,7 @@ _ALL = [
     Setting("TRAINPAD_ADMINS", "text", "", "users of a shared instance who see every run, comma-separated"),
     Setting("TRAINPAD_MAX_UPLOAD", "text", "2gb", "largest upload"),
     Setting("TRAINPAD_ALLOW_REMOTE_CODE", "flag", False, "let runs turn trust_remote_code on"),
+    Setting("TRAINPAD_ALLOW_ENDPOINTS", "flag", False, "a shared instance's users may name http(s) endpoints (judge)"),
     Setting("TRAINPAD_HOST_TOKEN", "flag", False, "a shared instance lends the host's HF_TOKEN to visitors' runs"),
     Setting("TRAINPAD_ALLOWED_ROOTS", "text", "", "folders (':'-separated) a shared instance's users may read"),
     Setting("TRAINPAD_MAX_QUEUED", "int", 3, "runs one user of a shared instance may have waiting (0: no cap)"),
@@ -64,6 +65,10 @@ _ALL = [
     # exports and served endpoints
     Setting("TRAINPAD_LLAMA_CPP_DIR", "text", "", "llama.cpp's GGUF converter folder (else the unpacked one)"),
     Setting("TRAINPAD_SERVE_HOST", "text", "127.0.0.1", "address served endpoints bind to (loopback unless set)"),
+    # evaluations
+    Setting("TRAINPAD_JUDGE_URL", "text", "", "an OpenAI-compatible endpoint that judges answers (…/v1)"),
+    Setting("TRAINPAD_JUDGE_KEY", "text", "", "the judge endpoint's API key (secret; never stored)"),
+    Setting("TRAINPAD_JUDGE_MODEL", "text", "", "the model name the judge endpoint is asked for"),
     # set by Trainpad for its own processes
     Setting("TRAINPAD_RUN_ID", "text", "", "(set by Trainpad) the run a worker belongs to"),
     Setting("TRAINPAD_RUN_DIR", "text", "", "(set by Trainpad) a remote job's run folder"),

@@ -315,3 +315,31 @@ def test_workers_get_no_host_secret(monkeypatch):
     env = worker_env()
     assert "hf_host_secret_token" not in env.values() and "aws-host-secret" not in env.values()
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == "aws-host-secret"
+
+
+def test_a_model_named_by_run_id_must_be_the_users_own_run(data_dir, tiny_llama):
+    """A reward model, a judge or a teacher may be named by run id: on a shared instance, only one of the user's
+    own runs (else bob would train with ann's model); the worker checks it again."""
+    from engine.run.policy import guard_problems
+
+    grpo = get_task("llm_grpo")
+    sup = Supervisor(data_dir, manage_all=False, policy=Policy(shared=True))
+    models = sup.data_dir / "models" / "tiny"
+    shutil.copytree(tiny_llama, models)
+    data = write_jsonl(mk(sup.user_dirs("ann")[0] / "x" / "p.jsonl"), [{"prompt": "2+2?", "answer": "4"}] * 8)
+    ann_run = sup.submit(SFT, SFT.params(base_model=str(models), data_path=str(data)), user="ann", check=False)
+    bob_data = write_jsonl(mk(sup.user_dirs("bob")[0] / "y" / "p.jsonl"), [{"prompt": "2+2?", "answer": "4"}] * 8)
+    values = {"base_model": str(models), "data_path": str(bob_data), "reward_functions": ["reward_model"]}
+    with pytest.raises(UserError, match=f"reward_model: `{ann_run}` is not one of your runs"):
+        sup.submit(grpo, grpo.params(**values, reward_model=ann_run), user="bob", check=False)
+    guard = {"roots": [str(p) for p in sup.user_dirs("bob")], "runs_dir": str(sup.runs_dir), "runs": []}
+    assert "not one of your runs" in " ".join(guard_problems(guard, grpo.params(**values, reward_model=ann_run)))
+
+
+def test_a_shared_instance_calls_no_endpoint_a_visitor_names(data_dir, tiny_llama):
+    grpo = get_task("llm_grpo")
+    sup = Supervisor(data_dir, manage_all=False, policy=Policy(shared=True))
+    data = write_jsonl(mk(sup.user_dirs("bob")[0] / "y" / "p.jsonl"), [{"prompt": "2+2?", "answer": "4"}] * 8)
+    values = {"base_model": "org/model", "data_path": str(data), "reward_functions": ["judge"]}
+    with pytest.raises(UserError, match="does not call endpoints its users name"):
+        sup.submit(grpo, grpo.params(**values, judge_model="http://169.254.169.254/v1"), user="bob", check=False)

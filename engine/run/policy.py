@@ -18,6 +18,7 @@ from engine.data import audio, images
 from engine.data.tables import EXTENSIONS, names_local_path
 from engine.errors import Problem, UserError
 
+ENDPOINT_FIELDS = ("judge_model",)  # fields that may hold an http(s) endpoint
 PATH_FIELDS = ("data_path", "valid_path", "base_model", "reward_file", "reward_model", "judge_model", "teacher_model")
 
 
@@ -28,6 +29,7 @@ class Policy:
     host_token: bool | None = None  # the host's HF token may serve runs that bring none (None: only when not shared)
     allowed_roots: tuple[Path, ...] = field(default_factory=tuple)  # folders visitors may name, beyond uploads
     max_queued_per_user: int = 0  # 0 = no cap
+    allow_endpoints: bool = False  # a shared instance's users may name http(s) endpoints (an LLM judge) for runs
 
     @property
     def uses_host_token(self) -> bool:
@@ -44,6 +46,7 @@ class Policy:
             host_token=True if settings.flag("TRAINPAD_HOST_TOKEN") else None,
             allowed_roots=roots,
             max_queued_per_user=settings.integer("TRAINPAD_MAX_QUEUED", 3 if shared else 0),
+            allow_endpoints=settings.flag("TRAINPAD_ALLOW_ENDPOINTS"),
         )
 
 
@@ -77,6 +80,16 @@ def problems(policy: Policy, params: Any, runs_dir: Path, user_dirs: list[Path])
                 field="resume_from",
             )
         )
+    if policy.shared and not policy.allow_endpoints:  # the server would call any address a visitor names
+        for name in ENDPOINT_FIELDS:
+            if str(getattr(params, name, "") or "").strip().lower().startswith(("http://", "https://")):
+                found.append(
+                    Problem(
+                        f"{name}: this shared instance does not call endpoints its users name (the operator can allow "
+                        "it with TRAINPAD_ALLOW_ENDPOINTS=1); use a model folder of your uploads or one of your runs.",
+                        field=name,
+                    )
+                )
     if policy.shared:
         roots = [*user_dirs, *policy.allowed_roots]
         for name in PATH_FIELDS:
@@ -281,8 +294,17 @@ def guard_problems(guard: dict[str, Any], params: Any) -> list[str]:
     """A shared run's final values checked again by its worker before it opens anything: the same rules as at
     submission (``guard`` is what the supervisor wrote to ``guard.json``), and ``resume_from`` unchanged."""
     roots = [Path(r) for r in guard.get("roots") or []]
-    policy = Policy(shared=True, allow_remote_code=bool(guard.get("allow_remote_code")))
-    found = problems(policy, params, Path(guard.get("runs_dir") or "/nonexistent"), roots)
+    policy = Policy(
+        shared=True,
+        allow_remote_code=bool(guard.get("allow_remote_code")),
+        allow_endpoints=bool(guard.get("allow_endpoints")),
+    )
+    runs_dir = Path(guard.get("runs_dir") or "/nonexistent")
+    found = problems(policy, params, runs_dir, roots)
+    for name in ("reward_model", "judge_model", "teacher_model"):  # a model named by run id: the user's own only
+        value = str(getattr(params, name, "") or "").strip()
+        if value and "/" not in value and (runs_dir / value).is_dir() and value not in (guard.get("runs") or []):
+            found.append(Problem(f"{name}: `{value}` is not one of your runs.", field=name))
     resume = str(getattr(params, "resume_from", "") or "")
     if resume and str(Path(resume).expanduser().resolve()) != guard.get("resume_from"):
         found.append(Problem("resume_from is not the checkpoint this run was checked with; resume from the Runs page."))

@@ -474,18 +474,25 @@ class Supervisor:
         return [uploads / safe_name(user) if user else uploads, self.data_dir / "models"]
 
     def _resume_problems(self, params: BaseModel, user: str) -> list[str]:
-        """On a shared instance, ``resume_from`` must be a checkpoint of one of the user's own runs."""
+        """On a shared instance, ``resume_from`` must be a checkpoint of one of the user's own runs, and a model
+        named by run id (a reward model, a judge, a teacher) one of the user's own runs too."""
+        if not self.policy.shared:
+            return []
+        found = []
         resume = str(getattr(params, "resume_from", "") or "")
-        if not (resume and self.policy.shared):
-            return []
-        owner = self._run_of_path(resume)
-        if owner is not None and (owner.get("user") or "") == user:
-            return []
-        return [
-            Problem(
-                "resume_from must be a checkpoint of one of your own runs (Resume fills it in).", field="resume_from"
+        owner = self._run_of_path(resume) if resume else None
+        if resume and (owner is None or (owner.get("user") or "") != user):
+            found.append(
+                Problem(
+                    "resume_from must be a checkpoint of one of your own runs (Resume fills it in).",
+                    field="resume_from",
+                )
             )
-        ]
+        for name, run_id in _run_references(params, self.runs_dir).items():
+            row = self.store.get_run(run_id)
+            if row is None or (row.get("user") or "") != user:
+                found.append(Problem(f"{name}: `{run_id}` is not one of your runs.", field=name))
+        return found
 
     def _run_of_path(self, path: str) -> dict[str, Any] | None:
         """The run whose folder holds ``path`` (links resolved), if any."""
@@ -504,6 +511,8 @@ class Supervisor:
             "roots": [str(p) for p in [*self.user_dirs(user), *self.policy.allowed_roots]],
             "runs_dir": str(self.runs_dir),
             "allow_remote_code": self.policy.allow_remote_code,
+            "allow_endpoints": self.policy.allow_endpoints,
+            "runs": sorted(_run_references(params, self.runs_dir).values()),  # runs it may name (checked above)
             "resume_from": str(Path(getattr(params, "resume_from", "") or "").expanduser().resolve())
             if getattr(params, "resume_from", "")
             else "",
@@ -612,6 +621,19 @@ class Supervisor:
     def _may_adopt(self, row: dict[str, Any]) -> bool:
         """The app starts queued runs whose owner has ended, unless they need that owner's token."""
         return self.manage_all and not self._owner_alive(row) and not row.get("needs_token")
+
+
+MODEL_REFERENCES = ("reward_model", "judge_model", "teacher_model")  # fields that may name a run by its id
+
+
+def _run_references(params: BaseModel, runs_dir: Path) -> dict[str, str]:
+    """{field: run id} for the fields that name a run of this data folder by its id."""
+    out = {}
+    for name in MODEL_REFERENCES:
+        value = str(getattr(params, name, "") or "").strip()
+        if value and "/" not in value and value not in (".", "..") and (runs_dir / value).is_dir():
+            out[name] = value
+    return out
 
 
 MAX_NAME = 200  # characters of a run's name
