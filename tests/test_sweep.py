@@ -4,6 +4,7 @@ the key metric, pruning through Stop (checkpoint kept), Stop of a sweep, the CLI
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,12 @@ from engine.params import validate_params
 from engine.run import sweep as sw
 from engine.run.supervisor import Supervisor
 from engine.task import get_task
+from tests import test_backends
 from tests.test_text_classification import topic_rows
 from tests.tiny import tiny_bert_for, write_csv
 
 TC = get_task("text_classification")
+ray_head, on_ray = test_backends.ray_head, test_backends.on_ray  # the session's local Ray head (its fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +93,9 @@ def test_grid_queues_exactly_its_grid_grouped_and_stop_cancels_every_queued_tria
     runs = sup.store.sweep_runs(sweep_id)
     grid = [{"learning_rate": lr, "batch_size": b} for lr in (1e-3, 3e-3) for b in (8, 16)]
     assert [r["trial"] for r in runs] == grid
-    assert [(r["params"]["learning_rate"], r["params"]["batch_size"]) for r in runs] == [tuple(g.values()) for g in grid]
+    assert [(r["params"]["learning_rate"], r["params"]["batch_size"]) for r in runs] == [
+        tuple(g.values()) for g in grid
+    ]
     assert all(r["status"] == "queued" and r["sweep_id"] == sweep_id for r in runs)
 
     sup.stop_sweep(sweep_id)
@@ -142,9 +147,9 @@ def test_presets_fit_the_form_and_show_their_cost(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_random_sweep_from_the_cli_gives_grouped_runs_and_the_best(data_dir, tiny_bert, tmp_path, capsys):
-    data = write_csv(tmp_path / "train.csv", topic_rows(160, seed=1))
+    data = write_csv(tmp_path / "train.csv", topic_rows(120, seed=1))
     config = tmp_path / "tc.yaml"
-    config.write_text(dump_config(TC, params(tiny_bert, data, epochs=2)), encoding="utf-8")
+    config.write_text(dump_config(TC, params(tiny_bert, data)), encoding="utf-8")
     argv = ["--data-dir", str(data_dir), "sweep", str(config), "--trials", "4", "--parallel", "2", "--json"]
     code = main([*argv, "--param", "learning_rate=log:1e-5:1e-2", "--strategy", "random"])
     out = json.loads(capsys.readouterr().out)
@@ -205,4 +210,115 @@ def test_sweep_trials_on_a_local_ray_head_run_and_are_grouped(on_ray, supervisor
     assert sweep["status"] == "succeeded" and sweep["best_run_id"] in {r["id"] for r in runs}
 
 
-from tests.test_backends import on_ray, ray_head  # noqa: E402,F401  (the session's local Ray head)
+# --- the studio ---------------------------------------------------------------------------------------------------
+
+
+def finished_sweep(store, tmp_path: Path) -> tuple[str, str]:
+    """A sweep of two succeeded text-classification trials written straight into the store: (sweep id, best run)."""
+    base = params("some/bert", tmp_path / "reviews.csv").model_dump(mode="json")
+    store.insert_sweep(
+        {
+            "id": "sweep-test",
+            "name": "lr sweep",
+            "task": TC.name,
+            "strategy": "random",
+            "space": json.dumps([sw.parse_param("learning_rate=log:1e-4:1e-2").to_json()]),
+            "base": json.dumps(base),
+            "trials": 2,
+            "parallel": 1,
+            "key_metric_name": TC.key_metric,
+            "greater_is_better": int(TC.greater_is_better),
+            "status": "succeeded",
+            "submitted": 2,
+        }
+    )
+    for i, (lr, epochs, f1) in enumerate([(1e-4, 2, 0.41), (3e-3, 4, 0.93)]):
+        store.insert_run(
+            {
+                "id": f"run-{i}",
+                "name": f"lr sweep #{i + 1}",
+                "task": TC.name,
+                "status": "succeeded",
+                "params": json.dumps({**base, "learning_rate": lr, "epochs": epochs}),
+                "run_dir": str(tmp_path / f"run-{i}"),
+                "key_metric_name": TC.key_metric,
+                "key_metric": f1,
+                "sweep_id": "sweep-test",
+                "trial": json.dumps({"learning_rate": lr, "epochs": epochs}),
+            }
+        )
+    return "sweep-test", "run-1"
+
+
+def test_the_sweep_view_sorts_marks_plots_and_ranks(data_dir, tmp_path):
+    from ui import sweep_view
+
+    sup = Supervisor(data_dir)
+    sweep_id, best = finished_sweep(sup.store, tmp_path)
+    result = sw.summary(sup.store, sweep_id)
+    assert result["best_run_id"] == best and result["best_params"] == {"learning_rate": 3e-3, "epochs": 4}
+    table = sweep_view.trials_table(result)
+    assert list(table["run"]) == ["run-1", "run-0"] and list(table[""]) == ["★", ""]
+    assert list(sweep_view.points(result, "learning_rate")[TC.key_metric]) == [0.41, 0.93]
+    assert sweep_view.importance(result).empty  # fewer than 3 finished trials: no ranking
+    many = {
+        **result,
+        "trials": [{"params": {"lr": x, "opt": o}, "metric": x} for x, o in [(1, "a"), (2, "a"), (3, "b")]],
+    }
+    ranked = sweep_view.importance(many)
+    assert list(ranked["field"]) == ["lr", "opt"] and ranked["importance"].iloc[0] == 1.0
+    assert "★" not in sweep_view.header_md(result) and best in sweep_view.header_md(result)
+    base = params("m", "d.csv")
+    assert sweep_view.default_spec(TC, base, "learning_rate") == "log:0.0003:0.03"
+    assert sweep_view.default_spec(TC, base, "scheduler").startswith("linear,cosine")
+    assert sweep_view.default_spec(TC, base, "batch_size") == "8,16,32"
+    text = sweep_view.space_text(TC, base, ["learning_rate", "epochs"], "learning_rate=1e-3,2e-3")
+    assert text.splitlines()[0] == "learning_rate=1e-3,2e-3" and text.splitlines()[1].startswith("epochs=")
+    sw.check_space(TC, base, sweep_view.parse_space(text), "random", 4)  # the defaults are inside the bounds
+
+
+def test_view_module_does_not_import_gradio():
+    import subprocess
+    import sys
+
+    code = "import sys, ui.sweep_view; print('gradio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_sweep_button_preset_and_use_best_fill_the_form(studio, tmp_path):
+    import shutil
+
+    pytest.importorskip("playwright")
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_browser import ARGS, CHROMIUM, shot
+
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.skip("needs Chromium (apt-get install -y chromium)")
+    url, ctx = studio
+    finished_sweep(ctx.engine.store, tmp_path)
+    expect.set_options(timeout=60_000)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1600})
+        pg.goto(url)
+        pg.get_by_role("tab", name="Text", exact=True).click()
+        pg.get_by_role("tab", name=TC.title, exact=True).click()
+        pg.locator("#text_classification-sweep").click()  # the Sweep button beside Start: the preset
+        expect(pg.locator("#text_classification-sweep-space textarea")).to_have_value(re.compile(r"learning_rate=log:"))
+        expect(pg.locator("#text_classification-sweep-cost")).to_contain_text("8 trials")
+        shot(pg, "sweep-1-preset")
+        pg.get_by_role("tab", name="Sweeps", exact=True).click()
+        expect(pg.locator("#sweep-header")).to_contain_text("run-1")
+        expect(pg.locator("#sweep-trials")).to_contain_text("★")
+        shot(pg, "sweep-2-view")
+        pg.locator("#sweep-use-best").click()  # the winner's settings in its task form (the Duplicate path)
+        expect(pg.locator("#text_classification-epochs input")).to_have_value("4", timeout=90_000)
+        expect(
+            pg.locator("#text_classification-run_name textarea, #text_classification-run_name input").first
+        ).to_have_value("lr sweep best")
+        shot(pg, "sweep-3-use-best")
+        browser.close()

@@ -242,6 +242,16 @@ class UserStore:
     def list_jobs(self, run_id: str) -> list[dict[str, Any]]:
         return self._store.list_jobs(run_id) if self.get_run(run_id) else []
 
+    def get_sweep(self, sweep_id: str) -> dict[str, Any] | None:
+        row = self._store.get_sweep(sweep_id)
+        return row if self._ctx.owns(row) else None
+
+    def list_sweeps(self) -> list[dict[str, Any]]:
+        return [s for s in self._store.list_sweeps() if self._ctx.owns(s)]
+
+    def sweep_runs(self, sweep_id: str) -> list[dict[str, Any]]:
+        return self._store.sweep_runs(sweep_id) if self.get_sweep(sweep_id) else []
+
 
 class LocalSupervisor:
     """The supervisor of a local studio: the engine's, and deleting a run also deletes its model zips. Only the
@@ -275,6 +285,12 @@ class LocalSupervisor:
 
     def stop_job(self, job_id: str) -> None:
         self._sup.stop_job(job_id)
+
+    def submit_sweep(self, task: Any, params: Any, request: Any, **kw: Any) -> str:
+        return self._sup.submit_sweep(task, params, request, **kw)
+
+    def stop_sweep(self, sweep_id: str) -> None:
+        self._sup.stop_sweep(sweep_id)
 
 
 class UserSupervisor:
@@ -331,6 +347,19 @@ class UserSupervisor:
         if job is None or not self._ctx.owns(self._sup.store.get_run(job["run_id"])):
             raise UserError(f"No job with id `{job_id}`.")
         self._sup.stop_job(job_id)
+
+    def submit_sweep(self, task: Any, params: Any, request: Any, **kw: Any) -> str:
+        """A sweep of the signed-in user: its trials are their runs (their queue cap, their token)."""
+        user = self._ctx.user()
+        if not user:
+            raise UserError("Sign in first: on this shared instance every run belongs to a signed-in user.")
+        secrets_ = kw.pop("secrets", None) or _oauth_secrets()
+        return self._sup.submit_sweep(task, params, request, secrets=secrets_, user=user, **kw)
+
+    def stop_sweep(self, sweep_id: str) -> None:
+        if not self._ctx.owns(self._sup.store.get_sweep(sweep_id)):
+            raise UserError(f"No sweep with id `{sweep_id}`.")
+        self._sup.stop_sweep(sweep_id)
 
 
 def _oauth_secrets() -> dict[str, str] | None:

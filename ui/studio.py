@@ -16,7 +16,7 @@ from engine import settings
 from engine.preflight import system
 from engine.run.backends import all_backends
 from engine.task import FAMILIES, Task, all_tasks
-from ui import nav, playground, publish, runs, task_tab
+from ui import nav, playground, publish, runs, sweeps, task_tab
 from ui.context import Context
 from ui.progress import NO_PROGRESS
 
@@ -86,6 +86,8 @@ def build_demo(ctx: Context) -> gr.Blocks:
         with gr.Tabs(elem_id="tp-main", overflow_behavior="wrap", selected="train"):
             with gr.Tab("Runs", id="runs", elem_id="tab-runs") as pages["runs"]:
                 runs_page = runs.build(ctx, run_id, saved_run)
+            with gr.Tab("Sweeps", id="sweeps", elem_id="tab-sweeps") as pages["sweeps"]:
+                sweeps_page = sweeps.build_page(ctx)
             with gr.Tab("Playground", id="playground", elem_id="tab-playground") as pages["playground"]:
                 playground.build_and_wire(ctx, demo, pages["playground"])
             with gr.Tab("Docs", id="docs", elem_id="tab-docs") as pages["docs"]:
@@ -105,6 +107,9 @@ def build_demo(ctx: Context) -> gr.Blocks:
         )
         fill = partial(task_tab.fill_request_update, tabs)
         runs.wire(ctx, runs_page, run_id, timer, (fill, requests))
+        for tab in tabs:  # the Sweep panel of each form, and the Sweeps page (Use best fills a form like Duplicate)
+            sweeps.wire_panel(tab, ctx, backend, sweeps_page, shared.nav)
+        sweeps.wire_page(ctx, sweeps_page, pages["sweeps"], (fill, requests))
         _wire_pages(ctx, demo, shared, docs, pages, (saved_run, saved_tab, runs_page["table"]))
     return demo
 
@@ -159,7 +164,9 @@ def _task_tabs(ctx: Context, out: list[task_tab.TaskTab]) -> None:
                 with gr.Tabs(overflow_behavior="wrap"):
                     for task in tasks:
                         with gr.Tab(task.title, id=f"task-{task.name}", elem_id=task_tab.task_elem_id(task)):
-                            out.append(task_tab.build(task, ctx))
+                            tab = task_tab.build(task, ctx)
+                            tab.sweep = sweeps.build_panel(tab)
+                            out.append(tab)
 
 
 def launch_kwargs(ctx: Context) -> dict:

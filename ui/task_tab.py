@@ -50,6 +50,7 @@ class TaskTab:
     marked: Any = None  # a State: the keys marked on this page, so a handler updates only the marks that change
     fill_request: Any = None  # a hidden box: a config (loaded, or a run duplicated) to fill this tab with, as JSON
     run_fields: dict[str, Any] = field(default_factory=dict)  # params beside the backend (hf_flavor), by name
+    sweep: Any = None  # the Sweep panel (ui.sweeps), opened by the Sweep button beside Start
 
     def inputs(self) -> dict[str, Any]:
         """Every value the handlers read, by keyword (``inputs_kwargs``)."""
@@ -234,6 +235,7 @@ def _run_section(tab: TaskTab) -> None:
         tab.buttons["check"] = gr.Button("Check", elem_id=f"{p}-check")
         tab.buttons["config"] = gr.Button("Config", elem_id=f"{p}-config")
         tab.buttons["start"] = gr.Button("Start", variant="primary", elem_id=f"{p}-start")
+        tab.buttons["sweep"] = gr.Button("Sweep", elem_id=f"{p}-sweep")  # wired by ui.sweeps
     tab.form_msg = gr.Markdown(elem_id=f"{p}-form_msg", elem_classes=["tp-problems"])
 
 
