@@ -454,7 +454,7 @@ def test_hf_job_installs_the_shipped_trainpad_trains_pushes_and_is_followed_into
     lines = [line for _, line in job["lines"]]
     installed = next(i for i, line in enumerate(lines) if line.startswith("[trainpad] Trainpad ") and " in " in line)
     assert lines.index("[trainpad] installing Trainpad on the job…") < installed
-    assert lines[installed + 1] == f"[trainpad] engine from {target}/engine"  # the worker runs the installed copy
+    assert lines[installed + 1] == f"[trainpad] engine from {target}"  # the worker runs the installed copy
     assert wheel.version in lines[installed]
     # the model went to the Hub from the job; events (the install's phases first), results and log came back
     assert {"model.joblib", "README.md"} <= set(hub.files("tester/tiny-table"))
