@@ -197,6 +197,32 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a run's model or a base model on a test file (an ``eval`` job); print the metrics, or one JSON
+    object with --json."""
+    from engine.eval.submit import EvalRequest, submit_eval
+
+    mapping = dict(m.split("=", 1) for m in args.map if "=" in m)
+    request = EvalRequest(args.model, args.data, args.task, mapping, args.batch_size, args.max_new_tokens)
+    sup = _supervisor(args, manage_all=False)
+    job_id = submit_eval(sup, request)
+    try:
+        job = sup.wait_job(job_id, timeout=args.timeout)
+    except (KeyboardInterrupt, TimeoutError):
+        sup.stop_job(job_id)
+        raise UserError(f"evaluation {job_id} stopped before it finished (its log: {job_id}/job.log)") from None
+    if job["status"] != "succeeded":
+        raise UserError(job.get("error") or f"evaluation {job['status']}")
+    result = {k: v for k, v in job["result"].items() if k != "evaluation"} | {"evaluation_id": job_id}
+    if args.json:
+        print(json.dumps(result, default=str))
+        return 0
+    print(f"{result['n_examples']} examples; predictions (worst first): {result['predictions_path']}")
+    for name, value in result["metrics"].items():
+        print(f"{name:<24} {value:.4g}" if isinstance(value, float) else f"{name:<24} {value}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a finished run's model (a job in its own process); print the file, or a JSON object with --json."""
     from engine.ship.export import check_request
@@ -319,32 +345,6 @@ def _space_parser(sub: Any) -> None:
     c.add_argument("--out", default=".", help="where --dry-run writes the folder (default: here)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="trainpad", description="Trainpad: train and fine-tune models without writing code."
-    )
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        help="data folder (runs, SQLite, models); default $TRAINPAD_DATA_DIR or ./trainpad_data",
-    )
-    sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run a config in the foreground")
-    r.add_argument("config")
-    r.add_argument("overrides", nargs="*", help="key=value overrides of params")
-    r.add_argument("--name", default="")
-    r.add_argument("--grace", type=float, default=30.0, help="seconds to wait after Stop before killing")
-    r.add_argument("--backend", default="", help="where to run: local (default), or a remote backend (see the UI)")
-    r.set_defaults(fn=cmd_run)
-    im = sub.add_parser("import", help='an AutoTrain command line ("autotrain llm --train ...") as a Trainpad config')
-    im.add_argument("command", help="the whole AutoTrain command, in quotes")
-    im.add_argument("-o", "--output", default="", help="write the YAML to this file (default: print it)")
-    im.set_defaults(fn=cmd_import)
-    v = sub.add_parser("validate", help="validate a config and check its data")
-    v.add_argument("config")
-    v.add_argument("overrides", nargs="*")
-    v.set_defaults(fn=cmd_validate)
-    ls = sub.add_parser("runs", help="list runs")
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Queue a sweep, follow it to its end (Ctrl-C stops it), print the best trial (or a JSON object)."""
     from engine.config import config_backend, load_config
@@ -428,6 +428,32 @@ def _sweep_parser(sub: Any) -> None:
     sw.set_defaults(fn=cmd_sweep)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="trainpad", description="Trainpad: train and fine-tune models without writing code."
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="data folder (runs, SQLite, models); default $TRAINPAD_DATA_DIR or ./trainpad_data",
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a config in the foreground")
+    r.add_argument("config")
+    r.add_argument("overrides", nargs="*", help="key=value overrides of params")
+    r.add_argument("--name", default="")
+    r.add_argument("--grace", type=float, default=30.0, help="seconds to wait after Stop before killing")
+    r.add_argument("--backend", default="", help="where to run: local (default), or a remote backend (see the UI)")
+    r.set_defaults(fn=cmd_run)
+    im = sub.add_parser("import", help='an AutoTrain command line ("autotrain llm --train ...") as a Trainpad config')
+    im.add_argument("command", help="the whole AutoTrain command, in quotes")
+    im.add_argument("-o", "--output", default="", help="write the YAML to this file (default: print it)")
+    im.set_defaults(fn=cmd_import)
+    v = sub.add_parser("validate", help="validate a config and check its data")
+    v.add_argument("config")
+    v.add_argument("overrides", nargs="*")
+    v.set_defaults(fn=cmd_validate)
+    ls = sub.add_parser("runs", help="list runs")
     ls.add_argument("--status")
     ls.add_argument("--task")
     ls.add_argument("--json", action="store_true")
@@ -462,11 +488,22 @@ def _sweep_parser(sub: Any) -> None:
     sv.add_argument("--gguf", default="", help="serve this GGUF export with llama.cpp's server")
     sv.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server to answer")
     sv.set_defaults(fn=cmd_serve)
+    ev = sub.add_parser("eval", help="evaluate a run's model or a base model folder on a test file")
+    ev.add_argument("model", help="a run id, or a model folder (then --task is needed)")
+    ev.add_argument("--data", default="valid", help="a test file (CSV/JSONL/...); default: the run's validation split")
+    ev.add_argument("--task", default="", help="the task of a base model (e.g. llm_sft, text_classification)")
+    ev.add_argument("--map", action="append", default=[], help="ROLE=COLUMN of the test file (repeat)")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--max-new-tokens", type=int, default=0, help="LLM answers: default the longest reference + 16")
+    ev.add_argument("--json", action="store_true", help="print one JSON object (metrics, n_examples, predictions_path)")
+    ev.add_argument("--timeout", type=float, default=3600.0)
+    ev.set_defaults(fn=cmd_eval)
     # prefix_chars="+": every flag after `app` (--port, --help...) goes to app.main untouched
     a = sub.add_parser("app", help="start the studio UI (see `trainpad app --help`)", prefix_chars="+", add_help=False)
     a.add_argument("app_args", nargs=argparse.REMAINDER)
     a.set_defaults(fn=cmd_app)
     _space_parser(sub)
+    _sweep_parser(sub)
     return p
 
 
@@ -492,4 +529,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-    _sweep_parser(sub)

@@ -106,6 +106,11 @@ class Task:
     # How a training example weighs on memory, for the pre-launch memory check (engine/memory.py):
     # sequences_per_example (2 for chosen/rejected pairs), reference_model (a frozen copy, DPO), lm_logits.
     memory_profile: dict[str, Any] = field(default_factory=dict)
+    # Evaluation on a test set (an `eval` job, engine/eval): (model_dir, test DataFrame with columns renamed to the
+    # roles, options) -> {"metrics": {...}, "rows": per-example dicts, worst first, "key_metric": name,
+    # "greater_is_better": bool}. Options: batch_size, max_new_tokens, progress(fraction, message). None: no
+    # evaluation for this task yet.
+    evaluate: Callable[[Path, Any, dict[str, Any]], dict[str, Any]] | None = None
 
 
 _REGISTRY: dict[str, Task] = {}

@@ -16,7 +16,7 @@ ENGINE = ROOT / "engine"
 # Top to bottom: a module may import modules of its own layer (without a cycle) and of the layers below it.
 LAYERS = [
     ("entry", ["engine.cli", "engine.worker"]),
-    ("run", ["engine.run", "engine.ship"]),
+    ("run", ["engine.run", "engine.ship", "engine.eval"]),
     ("config", ["engine.config", "engine.compat"]),
     ("tasks", ["engine.tasks"]),
     ("families", ["engine.llm", "engine.text", "engine.vision", "engine.audio", "engine.tabular"]),

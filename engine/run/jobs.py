@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import runfiles as rf
+from engine import settings
 from engine.errors import UserError
 from engine.run import procs
 from engine.run.store import Store
@@ -37,11 +38,20 @@ class JobKind:
     module: str
     slots: int | None = 1
     lives: bool = False
+    env: tuple[str, ...] = ()  # environment variables passed through to its process (e.g. a judge endpoint's key)
+    records_evaluation: bool = False  # its result.json's "evaluation" becomes a row of the evaluations table
 
 
 KINDS: dict[str, JobKind] = {
     "export": JobKind("export", "engine.ship.export", slots=1),
     "serve": JobKind("serve", "engine.ship.serve", slots=None, lives=True),
+    "eval": JobKind(
+        "eval",
+        "engine.eval.job",
+        slots=1,
+        env=("TRAINPAD_JUDGE_URL", "TRAINPAD_JUDGE_KEY", "TRAINPAD_JUDGE_MODEL"),
+        records_evaluation=True,
+    ),
 }
 
 
@@ -78,11 +88,18 @@ class Jobs:
         spec = job_kind(kind)
         if run["status"] != "succeeded":
             raise UserError(f"Run `{run['id']}` is {run['status']}; only a succeeded run has a model to {kind}.")
+        return self._queue(spec, Path(run["run_dir"]) / "jobs", run["id"], {"run_dir": run["run_dir"], **args}, user)
+
+    def submit_unlinked(self, kind: str, home: Path, args: dict[str, Any], user: str = "") -> str:
+        """Queue a job that belongs to no run (an evaluation of a base model), its folder under ``home``."""
+        return self._queue(job_kind(kind), home, "", args, user)
+
+    def _queue(self, spec: JobKind, home: Path, run_id: str, args: dict[str, Any], user: str) -> str:
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        job_dir = Path(run["run_dir"]) / "jobs" / job_id
+        job_dir = home / job_id
         job_dir.mkdir(parents=True)
-        rf.write_json(job_dir / JOB_FILE, {"kind": spec.name, "run_id": run["id"], "run_dir": run["run_dir"], **args})
-        row = {"id": job_id, "kind": spec.name, "run_id": run["id"], "user": user, "job_dir": str(job_dir)}
+        rf.write_json(job_dir / JOB_FILE, {"kind": spec.name, "run_id": run_id, **args})
+        row = {"id": job_id, "kind": spec.name, "run_id": run_id, "user": user, "job_dir": str(job_dir)}
         row |= {"args": json.dumps(args), "owner_pid": self.me[0], "owner_started": self.me[1]}
         self.store.insert_job(row)
         return job_id
@@ -145,7 +162,7 @@ class Jobs:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     cwd=str(procs.ENGINE_ROOT),
-                    env=procs.worker_env(),
+                    env=procs.worker_env({k: settings.text(k) for k in spec.env if settings.is_set(k)}),
                     start_new_session=True,
                 )
         except OSError as e:
@@ -191,7 +208,12 @@ class Jobs:
             )
         if result is not None:
             fields["result"] = json.dumps(result)
-        self.store.update_job_if(job["id"], "running", fields)
+        evaluation = (result or {}).get("evaluation") if job_kind(job["kind"]).records_evaluation else None
+        if fields["status"] == "succeeded" and evaluation:
+            row = {**evaluation, "id": job["id"], "job_id": job["id"], "user": job.get("user") or ""}
+            self.store.finish_job_with_evaluation(job["id"], fields, row | {"run_id": job.get("run_id") or ""})
+        else:
+            self.store.update_job_if(job["id"], "running", fields)
         self._procs.pop(job["id"], None)
 
     def _is_me(self, job: dict[str, Any]) -> bool:

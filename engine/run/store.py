@@ -167,6 +167,37 @@ def _migrate_7(db: sqlite_utils.Database) -> None:
 MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6}
 MIGRATIONS[7] = _migrate_7
 
+# Added by migration 8: evaluations (engine.eval): a model (a run, or a base model's path) on test data (its hash),
+# with its metrics, per-example predictions file and settings. Written by the supervisor when an eval job succeeds.
+EVALUATION_COLUMNS = {
+    "id": str,
+    "job_id": str,
+    "user": str,
+    "run_id": str,
+    "model": str,
+    "task": str,
+    "data": str,
+    "data_hash": str,
+    "n_examples": int,
+    "metrics": str,
+    "key_metric_name": str,
+    "key_metric": float,
+    "greater_is_better": int,
+    "predictions_path": str,
+    "settings": str,
+    "created_at": float,
+    "seq": int,
+}
+
+
+def _migrate_8(db: sqlite_utils.Database) -> None:
+    db["evaluations"].create(EVALUATION_COLUMNS, pk="id", not_null={"model", "task"}, if_not_exists=True)
+    db["evaluations"].create_index(["run_id"], if_not_exists=True)
+    db["evaluations"].create_index(["data_hash"], if_not_exists=True)
+
+
+MIGRATIONS[8] = _migrate_8
+
 
 class Store:
     """Runs and their per-step metrics in ``<data_dir>/trainpad.db``."""
@@ -382,6 +413,47 @@ class Store:
     def delete_jobs(self, run_id: str) -> None:
         self._write(lambda db: db.conn.execute("DELETE FROM jobs WHERE run_id = ?", [run_id]))
 
+    # --- evaluations (engine.eval; written by the supervisor only) ----------------------------
+
+    def finish_job_with_evaluation(self, job_id: str, fields: dict[str, Any], evaluation: dict[str, Any]) -> bool:
+        """End a running job and record its evaluation in one transaction (both or neither); False when the job had
+        already moved on."""
+        unknown = (set(fields) - set(JOB_COLUMNS)) | (set(evaluation) - set(EVALUATION_COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown job or evaluation columns {sorted(unknown)}")
+        sets = ", ".join(f"[{k}] = ?" for k in fields)  # names checked above; values are parameters
+
+        def write(db: sqlite_utils.Database) -> bool:
+            cur = db.conn.execute(
+                f"UPDATE jobs SET {sets} WHERE id = ? AND status = 'running'", [*fields.values(), job_id]
+            )
+            if cur.rowcount != 1:
+                return False
+            seq = db.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM evaluations").fetchone()[0]
+            db["evaluations"].insert({"created_at": time.time(), "seq": seq, **evaluation})
+            return True
+
+        return self._write(write)
+
+    def list_evaluations(
+        self, run_id: str | None = None, data_hash: str | None = None, user: str | None = None, task: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Evaluations, newest first; only those of ``run_id`` / on ``data_hash`` / by ``user`` / of ``task``."""
+        sql, args = "SELECT * FROM evaluations WHERE 1=1", []
+        for column, value in (("run_id", run_id), ("data_hash", data_hash), ("task", task)):
+            if value is not None:
+                sql, args = sql + f" AND {column} = ?", [*args, value]  # column names are the literals above
+        if user is not None:
+            sql, args = sql + " AND COALESCE(user, '') = ?", [*args, user]
+        return [_decode_evaluation(r) for r in self._query(sql + " ORDER BY seq DESC", args)]
+
+    def get_evaluation(self, evaluation_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM evaluations WHERE id = ?", [evaluation_id])
+        return _decode_evaluation(rows[0]) if rows else None
+
+    def delete_evaluations(self, run_id: str) -> None:
+        self._write(lambda db: db.conn.execute("DELETE FROM evaluations WHERE run_id = ?", [run_id]))
+
     # --- sweeps (engine.run.sweep; written by the supervisor only) -----------------------------
 
     def insert_sweep(self, row: dict[str, Any]) -> None:
@@ -429,6 +501,13 @@ def _decode_sweep(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
     for key in ("space", "base"):
         row[key] = json.loads(row[key]) if row.get(key) else ({} if key == "base" else [])
+    return row
+
+
+def _decode_evaluation(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for key in ("metrics", "settings"):
+        row[key] = json.loads(row[key]) if row.get(key) else {}
     return row
 
 

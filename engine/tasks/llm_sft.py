@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from engine.errors import Problem
 from engine.llm import data as ld
+from engine.llm import evaluate as le
 from engine.llm import model as lm
 from engine.params import field
 from engine.task import Column, Job, Task
@@ -182,4 +183,5 @@ TASK = Task(
     data_summary=ld.data_summary,
     autotrain_names=["llm-sft", "llm:sft"],
     from_autotrain=from_autotrain,
+    evaluate=le.evaluate_generation,
 )

@@ -1,0 +1,120 @@
+"""An evaluation job: ``python -m engine.eval.job JOB_DIR``, in its own process (engine.run.jobs).
+
+Reads ``job.json`` ({"task", "model", "model_dir", "data" (a file or ``valid``), "column_mapping", "params",
+"batch_size", "max_new_tokens"}), loads the test data with the task's roles, runs the task's ``evaluate`` and
+writes ``predictions.jsonl`` (per-example rows, worst first) then ``result.json`` ({"metrics", "n_examples",
+"predictions_path", "evaluation": the row the supervisor records}). Nothing is recorded unless it all succeeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine import runfiles as rf
+from engine.data.splits import apply_mapping, load_splits, resolve_mapping
+from engine.data.tables import read_table
+from engine.errors import UserError
+from engine.params import validate_params
+from engine.run import jobs
+from engine.task import Task, get_task
+
+PREDICTIONS = "predictions.jsonl"
+
+
+def say(job_dir: Path, fraction: float, message: str) -> None:
+    rf.write_json(job_dir / jobs.PROGRESS, {"fraction": round(fraction, 4), "message": message, "time": time.time()})
+    print(f"[trainpad] {message}", flush=True)
+
+
+def test_data(task: Task, spec: dict[str, Any]) -> tuple[Any, str]:
+    """The test rows with columns renamed to the task's roles, and their hash."""
+    if spec["data"] == "valid":
+        params = validate_params(task.params, spec.get("params") or {})
+        _, valid = load_splits(task, params)
+        if valid is None or valid.empty:
+            raise UserError(
+                f"Run `{spec['model']}` kept no validation split (valid_fraction was 0): give a test file (--data)."
+            )
+        return valid, hashlib.sha256(valid.to_json(orient="records").encode()).hexdigest()
+    df = read_table(spec["data"])
+    if df.empty:
+        raise UserError(f"Test file `{Path(spec['data']).name}` has no rows: there is nothing to evaluate.")
+    if not task.loads_data:
+        return df, spec["data_hash"]
+    mapping, problems = resolve_mapping(task, list(df.columns), spec.get("column_mapping") or {})
+    if problems:
+        raise UserError([f"Test file `{Path(spec['data']).name}`: {p}" for p in problems])
+    return apply_mapping(df, mapping).reset_index(drop=True), spec["data_hash"]
+
+
+def run_eval(job_dir: Path) -> dict[str, Any]:
+    spec = rf.read_json(job_dir / jobs.JOB_FILE) or {}
+    task = get_task(spec["task"])
+    df, data_hash = test_data(task, spec)
+    say(job_dir, 0.0, f"evaluating {spec['model']} on {len(df)} rows")
+    started = time.time()
+    options = {"batch_size": spec.get("batch_size"), "max_new_tokens": spec.get("max_new_tokens")}
+    options |= {"progress": lambda f, m: say(job_dir, f, m), "params": spec.get("params") or {}}
+    out = task.evaluate(Path(spec["model_dir"]), df, options)
+    seconds = round(time.time() - started, 3)
+    predictions = write_rows(job_dir / PREDICTIONS, out["rows"])
+    metrics = {k: v for k, v in out["metrics"].items() if v is not None}
+    settings = {**(out.get("settings") or {}), "seconds": seconds, "batch_size": options["batch_size"]}
+    key = out["key_metric"]
+    evaluation = {"model": spec["model"], "task": task.name, "data": spec["data"], "data_hash": data_hash}
+    evaluation |= {"n_examples": len(df), "metrics": json.dumps(metrics), "key_metric_name": key}
+    evaluation |= {"key_metric": metrics.get(key), "greater_is_better": int(bool(out["greater_is_better"]))}
+    evaluation |= {"predictions_path": str(predictions), "settings": json.dumps(settings, default=str)}
+    return {
+        "metrics": metrics,
+        "n_examples": len(df),
+        "predictions_path": str(predictions),
+        "key_metric": key,
+        "settings": settings,
+        "evaluation": evaluation,
+    }
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Per-example rows as JSON lines, written whole or not at all."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_rows(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """The first ``limit`` per-example rows of a predictions file (worst first)."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if limit is not None and len(out) >= limit:
+                break
+            out.append(json.loads(line))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    job_dir = Path((argv or sys.argv[1:])[0]).resolve()
+    try:
+        result = run_eval(job_dir)
+    except Exception as e:  # noqa: BLE001 - reported through error.json, in plain words when it is the user's
+        message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+        rf.write_json(job_dir / jobs.ERROR, {"message": message})
+        print(f"[trainpad] evaluation failed: {message}", flush=True)
+        return 1
+    rf.write_json(job_dir / jobs.RESULT, result)
+    say(job_dir, 1.0, f"done: {result['key_metric']}={result['metrics'].get(result['key_metric'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Queue an evaluation: resolve what is evaluated (a run id, or a model folder with its task) and on which data (a
+test file, or the run's validation split), check what can be checked without loading the model, then queue an
+``eval`` job. Used by ``trainpad eval`` and the studio."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine import runfiles as rf
+from engine.data.splits import resolve_mapping
+from engine.data.tables import read_table
+from engine.errors import UserError
+from engine.task import Task, get_task
+
+VALID_SPLIT = "valid"  # --data valid: the run's own validation split
+
+
+@dataclass
+class EvalRequest:
+    """What to evaluate: ``model`` is a run id or a model folder (then ``task`` is needed); ``data`` a test file or
+    ``valid``; ``column_mapping`` maps roles to the file's columns (a run's own mapping by default)."""
+
+    model: str
+    data: str = VALID_SPLIT
+    task: str = ""
+    column_mapping: dict[str, str] = field(default_factory=dict)
+    batch_size: int = 16
+    max_new_tokens: int = 0  # 0: the longest reference answer plus a margin
+
+
+def resolve(sup: Any, request: EvalRequest) -> tuple[dict[str, Any] | None, Task, dict[str, Any]]:
+    """(the run row or None for a base model, the task, the job's arguments); UserError in plain words."""
+    run = sup.store.get_run(request.model)
+    if run is not None:
+        if run["status"] != "succeeded":
+            raise UserError(f"Run `{run['id']}` is {run['status']}; only a succeeded run has a model to evaluate.")
+        config = yaml.safe_load((Path(run["run_dir"]) / rf.CONFIG).read_text()) or {}
+        task = get_task(request.task or config["task"])
+        params = config.get("params") or {}
+        model_dir, label = Path(run["run_dir"]) / rf.MODEL_DIR, run["id"]
+    else:
+        model_dir, label, params = Path(request.model).expanduser(), str(request.model), {}
+        if not model_dir.is_dir():
+            raise UserError(
+                f"`{request.model}` is neither a run id nor a model folder. `trainpad runs` lists the runs; a base "
+                "model is evaluated from its local folder (with --task)."
+            )
+        if not request.task:
+            raise UserError(f"Evaluating the base model `{request.model}` needs its task: add --task TASK.")
+        task = get_task(request.task)
+        model_dir = model_dir.resolve()
+    if task.evaluate is None:
+        raise UserError(f"Evaluation is not available for {task.title} yet.")
+    mapping = request.column_mapping or dict(params.get("column_mapping") or {})
+    data = _check_data(task, request.data, mapping, run)
+    args = {"task": task.name, "model": label, "model_dir": str(model_dir), "params": params}
+    args |= data | {"column_mapping": mapping, "batch_size": request.batch_size}
+    args |= {"max_new_tokens": request.max_new_tokens}
+    return run, task, args
+
+
+def _check_data(task: Task, data: str, mapping: dict[str, str], run: dict[str, Any] | None) -> dict[str, Any]:
+    """The test data's path and hash, after the checks that need no model: it exists, has rows, has the roles."""
+    if data in ("", VALID_SPLIT):
+        if run is None:
+            raise UserError("A base model has no validation split: give a test file with --data TEST_FILE.")
+        return {"data": VALID_SPLIT, "data_hash": ""}  # the job splits the run's data again and hashes it
+    path = Path(data).expanduser()
+    if not path.is_file():
+        raise UserError(f"Test file `{data}` not found.")
+    df = read_table(path)
+    if df.empty:
+        raise UserError(f"Test file `{data}` has no rows: there is nothing to evaluate.")
+    if task.loads_data:
+        found, problems = resolve_mapping(task, list(df.columns), mapping)
+        if problems:
+            raise UserError([f"Test file `{path.name}`: {p}" for p in problems])
+    return {"data": str(path.resolve()), "data_hash": file_hash(path)}
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def submit_eval(sup: Any, request: EvalRequest, user: str = "") -> str:
+    """Queue the evaluation as an ``eval`` job; returns the job id."""
+    run, _, args = resolve(sup, request)
+    if run is not None:
+        return sup.jobs.submit("eval", run, args, user)
+    return sup.jobs.submit_unlinked("eval", sup.data_dir / "evals", args, user)
