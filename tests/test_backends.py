@@ -618,6 +618,7 @@ def test_ray_without_shared_storage_ships_the_engine_and_pushes_the_model(
     assert remote_run.EVENT not in (run_dir / rf.LOG).read_text()
 
 
+@pytest.mark.slow
 def test_the_form_offers_the_flavors_when_hf_jobs_is_picked_and_the_run_carries_the_choice(
     hub, supervisor, tmp_path, monkeypatch
 ):
