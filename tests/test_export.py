@@ -143,8 +143,10 @@ def test_gguf_round_trip_gives_the_hf_models_greedy_tokens(sft_runs, which, caps
     assert q8["bytes"] < f16["bytes"]
     same_f16 = same_q8 = total = 0
     for prompt in PROMPTS:
-        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
-        ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        ids = tok(text, add_special_tokens=False)["input_ids"]  # as the Playground encodes a chat
         want = hf_greedy(model_dir, ids, 12)
         got16, got8 = llama_cpp_greedy(f16["path"], ids, 12), llama_cpp_greedy(q8["path"], ids, 12)
         assert got16 == want, (prompt, tok.decode(want), tok.decode(got16))
