@@ -133,6 +133,7 @@ def test_chart_rules_place_metrics_by_name():
         "lr": [],
         "throughput": ["tokens_per_second"],  # one series: tokens/s wins over samples/s
         "other": ["eval_accuracy", "eval_f1"],
+        **{chart: [] for chart in ("reward", "reward_std", "completion", "policy")},  # RL runs' charts
     }
     assert charts.group(["samples_per_second"])["throughput"] == ["samples_per_second"]
     assert list(charts.group([])) == list(charts.CHARTS) == [k for k in runs.DETAIL_KEYS if k in charts.CHARTS]

@@ -127,15 +127,15 @@ def _folder_problems(folder: Path, name: str, kind: str) -> list[str]:
                 "`config.json` and the weights (a saved model, or a run's `model/` folder)."
             )
         ]
-    return _config_problems(config, folder, name, kind) or _fit_problems(config, name, kind)
+    return _config_problems(config, name) or _fit_problems(config, name, kind) or _file_problems(folder, name, kind)
 
 
 # Files a task of each kind loads from the model folder besides config.json and the weights (any one of each
 # group): what makes a folder loadable, beyond a config. Speech tasks build a missing feature extractor and CTC
 # vocabulary themselves.
 NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
-    "vision": (("preprocessor_config.json", "processor_config.json"), "an image processor (preprocessor_config.json)"),
-    "vlm": (("processor_config.json", "preprocessor_config.json"), "a processor (processor_config.json)"),
+    "vision": (("preprocessor_config.json", "processor_config.json"), "image processor (preprocessor_config.json)"),
+    "vlm": (("processor_config.json", "preprocessor_config.json"), "processor (processor_config.json)"),
 }
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -146,12 +146,11 @@ TOKENIZER_FILES = (
     "tokenizer.model",
 )
 for _kind in ("causal", "seq2seq", "text", "vlm"):
-    NEEDS.setdefault(_kind, (TOKENIZER_FILES, "a tokenizer (tokenizer.json or tokenizer_config.json)"))
+    NEEDS.setdefault(_kind, (TOKENIZER_FILES, "tokenizer (tokenizer.json or tokenizer_config.json)"))
 
 
-def _config_problems(config: dict[str, Any], folder: Path, name: str, kind: str) -> list[str]:
-    """A config.json that names no model type transformers knows (and no code of its own), or a folder without
-    the processor/tokenizer files the task loads."""
+def _config_problems(config: dict[str, Any], name: str) -> list[str]:
+    """A config.json that names no model type transformers knows (and no code of its own)."""
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or not model_type.strip():
         return [
@@ -168,6 +167,11 @@ def _config_problems(config: dict[str, Any], folder: Path, name: str, kind: str)
                 "transformers does not know. Pick a model of a supported architecture, or upgrade transformers."
             )
         ]
+    return []
+
+
+def _file_problems(folder: Path, name: str, kind: str) -> list[str]:
+    """A model folder without the processor/tokenizer files the task loads with the model."""
     files, what = NEEDS.get(kind, ((), ""))
     needed = (TOKENIZER_FILES,) if kind == "vlm" else ()
     for group, words in [(files, what), *((g, NEEDS["text"][1]) for g in needed)]:
