@@ -158,6 +158,21 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     return decoded[0] if single else decoded
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """ROUGE, BLEU, chrF and exact match of the generated targets; the rows with the lowest chrF first."""
+    from engine.train import evaluation
+
+    texts, refs = df["text"].astype(str).tolist(), df["target"].astype(str).tolist()
+    asked = {"max_new_tokens": options["max_new_tokens"]} if options.get("max_new_tokens") else {}
+    preds = evaluation.batched(
+        texts,
+        lambda b: predict(model_dir, {"text": b, **asked}),
+        options.get("batch_size") or 16,
+        options.get("progress"),
+    )
+    return evaluation.generated_text(refs, preds, texts)
+
+
 TASK = Task(
     name="seq2seq",
     model_kind="seq2seq",
@@ -169,6 +184,7 @@ TASK = Task(
     columns=COLUMNS,
     train=train,
     predict=predict,
+    evaluate=evaluate,
     key_metric="eval_rougeL",
     suggested_models=[
         "google/flan-t5-small",

@@ -8,6 +8,7 @@ pieces live in the ``engine/tabular`` package (imported inside functions: it imp
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -194,6 +195,34 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     return predict_bundle(model_dir, inputs)
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Classification report and confusion matrix, or R²/RMSE, on a test table holding the target column."""
+    import joblib
+
+    from engine.tabular.bundle import BUNDLE, predict_rows
+    from engine.tabular.targets import Setup
+    from engine.train import evaluation
+
+    bundle = joblib.load(Path(model_dir) / BUNDLE)
+    setup = Setup(**bundle["setup"])
+    if setup.problem == "multilabel" or len(setup.targets) > 1:
+        raise UserError("Evaluating several target columns at once is not available yet; evaluate one target.")
+    target = setup.targets[0]
+    if target not in df.columns:
+        raise UserError(
+            f"The test table has no `{target}` column (the target). Columns found: {', '.join(df.columns)}."
+        )
+    df = df[df[target].notna()].reset_index(drop=True)
+    inputs = [json.dumps(r, default=str) for r in df.drop(columns=[target]).to_dict("records")]
+    found = predict_rows(bundle, df.drop(columns=[target]))
+    if setup.problem == "regression":
+        return evaluation.regression(df[target].astype(float).tolist(), [r["prediction"] for r in found], inputs)
+    refs = [str(v) for v in df[target]]
+    evaluation.unseen_labels_error({str(c) for c in setup.classes}, refs, "class")
+    scores = [{str(k): v for k, v in (r.get("probabilities") or {}).items()} for r in found]
+    return evaluation.classification(refs, [str(r["prediction"]) for r in found], scores, inputs)
+
+
 TASK = Task(
     name="tabular",
     model_kind=None,
@@ -206,6 +235,7 @@ TASK = Task(
     columns=COLUMNS,
     train=train,
     predict=predict,
+    evaluate=evaluate,
     key_metric="eval_loss",
     greater_is_better=False,
     model_note="No pretrained model: the model family is chosen with `model` (auto searches several). "

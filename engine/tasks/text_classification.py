@@ -185,6 +185,30 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     return out[0] if single else out
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy, F1, per-class report and confusion matrix on a test set; test labels must be the model's."""
+    from engine.train import evaluation
+
+    config = runfiles.read_json(Path(model_dir) / "config.json") or {}
+    known = {str(v) for v in (config.get("id2label") or {}).values()}
+    multi = config.get("problem_type") == "multi_label_classification"
+    params = Params.model_construct(**(options.get("params") or {}))
+    labels, problems = all_labels(df["target"], multi, params)
+    if problems:
+        raise UserError([f"Test data: {p}" for p in problems[:10]])
+    evaluation.unseen_labels_error(known, [x for row in labels for x in row] if multi else [r[0] for r in labels])
+    texts = df["text"].astype(str).tolist()
+    out = evaluation.batched(
+        texts, lambda b: predict(model_dir, b), options.get("batch_size") or 32, options.get("progress")
+    )
+    if not multi:
+        return evaluation.classification(
+            [r[0] for r in labels], [o["label"] for o in out], [o["scores"] for o in out], texts
+        )
+    refs, preds = ["|".join(sorted(r)) for r in labels], ["|".join(sorted(o["labels"])) for o in out]
+    return evaluation.classification(refs, preds, [{p: 1.0} for p in preds], texts)
+
+
 TASK = Task(
     name="text_classification",
     model_kind="text",
@@ -209,6 +233,7 @@ TASK = Task(
     stratify_role="target",
     check_data=check_data,
     predict_input="text",
+    evaluate=evaluate,
     autotrain_names=[
         "text-classification",
         "text_multi_class_classification",

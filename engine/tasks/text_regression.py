@@ -140,6 +140,21 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     return out[0] if single else out
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """MSE, RMSE, MAE and R² on a test set; the rows with the largest errors first."""
+    from engine.train import evaluation
+
+    texts = df["text"].astype(str).tolist()
+    try:
+        refs = [float(v) if not isinstance(v, list) else [float(x) for x in v] for v in df["target"]]
+    except (TypeError, ValueError):
+        raise UserError("Test data: column `target` must hold numbers (the score to predict).") from None
+    out = evaluation.batched(
+        texts, lambda b: predict(model_dir, b), options.get("batch_size") or 32, options.get("progress")
+    )
+    return evaluation.regression(refs, out, texts)
+
+
 TASK = Task(
     name="text_regression",
     model_kind="text",
@@ -151,6 +166,7 @@ TASK = Task(
     columns=COLUMNS,
     train=train,
     predict=predict,
+    evaluate=evaluate,
     key_metric="eval_r2",
     suggested_models=[
         "prajjwal1/bert-tiny",
