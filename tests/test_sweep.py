@@ -118,6 +118,22 @@ def test_parallel_and_the_users_queue_cap_bound_the_queued_trials(data_dir, tiny
     sup.stop_sweep(sweep_id)
 
 
+def test_past_its_budget_a_sweep_starts_no_new_trial_and_ends(data_dir, tiny_bert, tmp_path):
+    data = write_csv(tmp_path / "train.csv", topic_rows(60, seed=1))
+    sup = Supervisor(data_dir)  # no thread: trials stay queued until cancelled here
+    request = sw.SweepRequest(space("learning_rate=log:1e-4:1e-2"), "random", 3, parallel=1, budget_s=0.01)
+    sweep_id = sup.submit_sweep(TC, params(tiny_bert, data), request)
+    (first,) = sup.store.sweep_runs(sweep_id)  # the first trial is queued at once, even with a tiny budget
+    sup.stop(first["id"])  # it ends (cancelled): the budget is spent, so no second trial
+    sup.tick()
+    sweep = sup.store.get_sweep(sweep_id)
+    assert (
+        len(sup.store.sweep_runs(sweep_id)) == 1
+        and sweep["status"] == "failed"
+        and "No trial succeeded" in sweep["error"]
+    )
+
+
 def test_median_pruner_judges_at_the_same_evaluation():
     sweep = {"pruner": "median", "greater_is_better": 1}
     assert sw.should_prune(sweep, [0.3], [[0.8, 0.9]])

@@ -434,7 +434,8 @@ class Sweeps:
     def _more_due(self, sweep: dict[str, Any]) -> bool:
         if sweep.get("stop_requested") or sweep["submitted"] >= sweep["trials"]:
             return False
-        return not (sweep.get("budget_s") and time.time() - sweep["created_at"] > sweep["budget_s"])
+        spent = sweep.get("budget_s") and time.time() - sweep["created_at"] > sweep["budget_s"]
+        return not spent or not sweep["submitted"]  # the budget never leaves a sweep without a trial
 
     def _fill(self, sweep: dict[str, Any], runs: list[dict[str, Any]], check: bool = False) -> list[dict[str, Any]]:
         """Queue trials while fewer than ``parallel`` are active, more are due and the user's queue cap has room."""
