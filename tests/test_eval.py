@@ -115,3 +115,125 @@ def test_bad_test_data_is_refused_plainly_and_nothing_is_recorded(sft_run, tiny_
     assert len(store.list_evaluations()) == before
     failed = [j for j in store.list_jobs(run_id, "eval") if j["status"] == "failed"]
     assert failed and not (Path(failed[-1]["job_dir"]) / "result.json").exists()
+
+
+# --- LLM-as-judge against a fake OpenAI-compatible server ------------------------------------
+
+
+class FakeJudge:
+    """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 that prefers the answer equal to the reference;
+    ``mode`` junk: replies without a verdict; notjson: a page that is not a chat completion."""
+
+    def __init__(self, mode: str = "fair"):
+        import re
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.mode, self.requests = mode, []
+        judge = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][0]["content"]
+                judge.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "prompt": prompt})
+                if judge.mode == "notjson":
+                    return self._send(b"<html>gateway</html>")
+                ref = re.search(r"A reference answer is: '(.*?)'\. ", prompt)
+                a = re.search(r"Assistant A's Answer\]\n(.*?)\n\[The End", prompt, re.S)
+                b = re.search(r"Assistant B's Answer\]\n(.*?)\n\[The End", prompt, re.S)
+                want = ref.group(1).strip() if ref else ""
+                verdict = "A" if a.group(1).strip() == want else "B" if b.group(1).strip() == want else "C"
+                text = "Both are fine." if judge.mode == "junk" else f"Assistant {verdict} matches. [[{verdict}]]"
+                self._send(json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode())
+
+            def _send(self, data: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def fake_judge(monkeypatch):
+    judge = FakeJudge()
+    monkeypatch.setenv("TRAINPAD_JUDGE_URL", judge.url)
+    monkeypatch.setenv("TRAINPAD_JUDGE_KEY", "sekrit-judge-key")
+    monkeypatch.setenv("TRAINPAD_JUDGE_MODEL", "fake-judge")
+    yield judge
+    judge.close()
+
+
+@pytest.mark.slow
+def test_pairwise_judge_asks_both_orders_and_keeps_reasons(sft_run, tiny_llama, fake_judge, capsys):
+    data_dir, run_id, test = sft_run
+    args = [run_id, "--data", str(test), "--judge", "pairwise", "--against", str(tiny_llama)]
+    result = eval_json(data_dir, *args, capsys=capsys)
+    m = result["metrics"]
+    assert result["key_metric"] == "win_rate" and m["win_rate"] >= 0.5 and m["loss_rate"] == 0
+    assert m["win_rate"] + m["loss_rate"] + m["tie_rate"] == pytest.approx(1.0)
+    assert len(fake_judge.requests) == 2 * 16, "each pair judged in both orders"
+    assert {r["path"] for r in fake_judge.requests} == {"/v1/chat/completions"}
+    assert {r["auth"] for r in fake_judge.requests} == {"Bearer sekrit-judge-key"}
+    rows = [json.loads(line) for line in Path(result["predictions_path"]).read_text().splitlines()]
+    won = next(r for r in rows if r["verdict"] == "A")
+    assert won["verdict_a_first"] == "A" and won["verdict_b_first"] == "A" and won["consistent"] == 1.0
+    assert "[[A]]" in won["reason_a_first"] and "[[B]]" in won["reason_b_first"], "B first: the tuned answer is B"
+    assert {"answer_a", "answer_b", "prompt", "reference"} <= set(won)
+    assert result["settings"]["judge_source"] == "endpoint" and result["settings"]["against"] == str(tiny_llama)
+    stored = (data_dir / "trainpad.db").read_bytes() + (
+        Path(result["predictions_path"]).parent / "job.json"
+    ).read_bytes()
+    assert b"sekrit-judge-key" not in stored and fake_judge.url.encode() not in stored
+
+
+@pytest.mark.parametrize("mode", ["junk", "notjson", "down"])
+def test_a_judge_that_is_down_or_answers_junk_is_said_plainly(tiny_llama, tmp_path, monkeypatch, mode):
+    from engine import runfiles as rf
+    from engine.errors import UserError
+    from engine.eval.job import run_eval
+    from tests.conftest import free_port
+
+    judge = FakeJudge("fair" if mode == "down" else mode)
+    url = f"http://127.0.0.1:{free_port()}/v1" if mode == "down" else judge.url
+    monkeypatch.setenv("TRAINPAD_JUDGE_URL", url)
+    data = write_jsonl(tmp_path / "test.jsonl", colour_rows(2, seed=3))
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    spec = {"task": "llm_sft", "model": "a", "model_dir": str(tiny_llama), "data": str(data), "data_hash": "x"}
+    spec |= {"judge": "pairwise", "against": "b", "against_dir": str(tiny_llama), "max_new_tokens": 2}
+    rf.write_json(job_dir / "job.json", spec)
+    expected = {
+        "junk": "The judge gave no verdict ([[A]], [[B]] or [[C]]) for test row 1; it answered: 'Both are fine.'",
+        "notjson": "returned something that is not an OpenAI chat completion: b'<html>gateway</html>'",
+        "down": "The judge endpoint (TRAINPAD_JUDGE_URL) cannot be reached",
+    }[mode]
+    try:
+        with pytest.raises(UserError) as err:
+            run_eval(job_dir)
+    finally:
+        judge.close()
+    assert expected in str(err.value)
+    assert not (job_dir / "predictions.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_judge_requests_are_checked_before_queueing(sft_run, tiny_llama, monkeypatch, capsys):
+    data_dir, run_id, test = sft_run
+    monkeypatch.delenv("TRAINPAD_JUDGE_URL", raising=False)
+    err = eval_error(data_dir, run_id, "--data", str(test), "--judge", "single", capsys=capsys)
+    assert "No judge: give --judge-model a local model folder, or set TRAINPAD_JUDGE_URL" in err
+    monkeypatch.setenv("TRAINPAD_JUDGE_URL", "http://127.0.0.1:9/v1")
+    err = eval_error(data_dir, run_id, "--data", str(test), "--judge", "pairwise", capsys=capsys)
+    assert "needs the other model: --against" in err

@@ -61,7 +61,12 @@ def run_eval(job_dir: Path) -> dict[str, Any]:
     started = time.time()
     options = {"batch_size": spec.get("batch_size"), "max_new_tokens": spec.get("max_new_tokens")}
     options |= {"progress": lambda f, m: say(job_dir, f, m), "params": spec.get("params") or {}}
-    out = task.evaluate(Path(spec["model_dir"]), df, options)
+    if spec.get("judge"):
+        from engine.eval.judge import judged_evaluation
+
+        out = judged_evaluation(spec, df, options)
+    else:
+        out = task.evaluate(Path(spec["model_dir"]), df, options)
     seconds = round(time.time() - started, 3)
     predictions = write_rows(job_dir / PREDICTIONS, out["rows"])
     metrics = {k: v for k, v in out["metrics"].items() if v is not None}

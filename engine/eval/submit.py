@@ -31,6 +31,9 @@ class EvalRequest:
     column_mapping: dict[str, str] = field(default_factory=dict)
     batch_size: int = 16
     max_new_tokens: int = 0  # 0: the longest reference answer plus a margin
+    judge: str = ""  # pairwise | single: an LLM judge instead of the task's metrics
+    against: str = ""  # pairwise: the other model (a run id or a model folder)
+    judge_model: str = ""  # a local judge folder, or the endpoint's model name (default TRAINPAD_JUDGE_MODEL)
 
 
 def resolve(sup: Any, request: EvalRequest) -> tuple[dict[str, Any] | None, Task, dict[str, Any]]:
@@ -56,12 +59,42 @@ def resolve(sup: Any, request: EvalRequest) -> tuple[dict[str, Any] | None, Task
         model_dir = model_dir.resolve()
     if task.evaluate is None:
         raise UserError(f"Evaluation is not available for {task.title} yet.")
+    judged = _judge_args(sup, task, request) if request.judge else {}
     mapping = request.column_mapping or dict(params.get("column_mapping") or {})
     data = _check_data(task, request.data, mapping, run)
     args = {"task": task.name, "model": label, "model_dir": str(model_dir), "params": params}
     args |= data | {"column_mapping": mapping, "batch_size": request.batch_size}
-    args |= {"max_new_tokens": request.max_new_tokens}
+    args |= {"max_new_tokens": request.max_new_tokens} | judged
     return run, task, args
+
+
+def _judge_args(sup: Any, task: Task, request: EvalRequest) -> dict[str, Any]:
+    """The judge's part of the job (checked now: the mode, an LLM task, a judge to ask, the other model)."""
+    from engine.eval.judge import MODES, judge_source
+
+    if request.judge not in MODES:
+        raise UserError(f"--judge must be one of {', '.join(MODES)}; got `{request.judge}`.")
+    if task.model_kind != "causal":
+        raise UserError(f"An LLM judge grades generated answers; {task.title} models do not generate them.")
+    judge_source(request.judge_model)
+    args = {"judge": request.judge, "judge_model": request.judge_model}
+    if request.judge == "single":
+        return args
+    if not request.against:
+        raise UserError("A pairwise judgement needs the other model: --against RUN_ID_OR_MODEL_FOLDER.")
+    return args | {"against": request.against, "against_dir": str(model_folder(sup, request.against))}
+
+
+def model_folder(sup: Any, model: str) -> Path:
+    """The model folder of a succeeded run's id, or a model folder itself."""
+    run = sup.store.get_run(model)
+    if run is not None:
+        if run["status"] != "succeeded":
+            raise UserError(f"Run `{model}` is {run['status']}; only a succeeded run has a model.")
+        return Path(run["run_dir"]) / rf.MODEL_DIR
+    if not Path(model).expanduser().is_dir():
+        raise UserError(f"`{model}` is neither a run id nor a model folder.")
+    return Path(model).expanduser().resolve()
 
 
 def _check_data(task: Task, data: str, mapping: dict[str, str], run: dict[str, Any] | None) -> dict[str, Any]:
