@@ -205,6 +205,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     mapping = dict(m.split("=", 1) for m in args.map if "=" in m)
     request = EvalRequest(args.model, args.data, args.task, mapping, args.batch_size, args.max_new_tokens)
     request.judge, request.against, request.judge_model = args.judge, args.against, args.judge_model
+    request.benchmark = args.benchmark
     sup = _supervisor(args, manage_all=False)
     job_id = submit_eval(sup, request)
     try:
@@ -500,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--judge", default="", choices=["", "pairwise", "single"], help="an LLM judge grades the answers")
     ev.add_argument("--against", default="", help="pairwise: the other model (run id or folder), B to this A")
     ev.add_argument("--judge-model", default="", help="a local judge folder, or the endpoint's model name")
+    ev.add_argument("--benchmark", default="", help="lm-eval tasks: names, task YAML files or prompt/completion JSONL")
     ev.add_argument("--timeout", type=float, default=3600.0)
     ev.set_defaults(fn=cmd_eval)
     # prefix_chars="+": every flag after `app` (--port, --help...) goes to app.main untouched

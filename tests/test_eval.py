@@ -3,6 +3,7 @@ history, and bad input said plainly with nothing recorded."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 from pathlib import Path
@@ -237,3 +238,21 @@ def test_judge_requests_are_checked_before_queueing(sft_run, tiny_llama, monkeyp
     monkeypatch.setenv("TRAINPAD_JUDGE_URL", "http://127.0.0.1:9/v1")
     err = eval_error(data_dir, run_id, "--data", str(test), "--judge", "pairwise", capsys=capsys)
     assert "needs the other model: --against" in err
+
+
+# --- lm-eval benchmarks, offline ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval is not installed (.[eval])")
+def test_lm_eval_local_file_task_runs_offline(sft_run, capsys):
+    data_dir, run_id, test = sft_run
+    tuned = eval_json(data_dir, run_id, "--benchmark", str(test), capsys=capsys)
+    assert tuned["key_metric"] == "trainpad_local_0/exact_match" and tuned["n_examples"] == 16
+    assert tuned["metrics"]["trainpad_local_0/exact_match"] >= 0.5  # the same answers as the own evaluation's
+    rows = [json.loads(line) for line in Path(tuned["predictions_path"]).read_text().splitlines()]
+    assert len(rows) == 16 and {"task", "reference", "prediction", "exact_match"} <= set(rows[0])
+
+    err = eval_error(data_dir, run_id, "--benchmark", "hellaswag", "--timeout", "600", capsys=capsys)
+    assert "The data of benchmark hellaswag cannot be fetched" in err and "local-file task" in err
+    assert all(e["data"] != "hellaswag" for e in Store(data_dir / "trainpad.db").list_evaluations())

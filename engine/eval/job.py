@@ -56,34 +56,42 @@ def test_data(task: Task, spec: dict[str, Any]) -> tuple[Any, str]:
 def run_eval(job_dir: Path) -> dict[str, Any]:
     spec = rf.read_json(job_dir / jobs.JOB_FILE) or {}
     task = get_task(spec["task"])
-    df, data_hash = test_data(task, spec)
-    say(job_dir, 0.0, f"evaluating {spec['model']} on {len(df)} rows")
+    df, data_hash = (None, spec["data_hash"]) if spec.get("benchmark") else test_data(task, spec)
+    say(job_dir, 0.0, f"evaluating {spec['model']} on {spec['data'] if df is None else f'{len(df)} rows'}")
     started = time.time()
     options = {"batch_size": spec.get("batch_size"), "max_new_tokens": spec.get("max_new_tokens")}
     options |= {"progress": lambda f, m: say(job_dir, f, m), "params": spec.get("params") or {}}
-    if spec.get("judge"):
-        from engine.eval.judge import judged_evaluation
-
-        out = judged_evaluation(spec, df, options)
-    else:
-        out = task.evaluate(Path(spec["model_dir"]), df, options)
+    out = _evaluate(task, spec, df, options, job_dir)
     seconds = round(time.time() - started, 3)
     predictions = write_rows(job_dir / PREDICTIONS, out["rows"])
     metrics = {k: v for k, v in out["metrics"].items() if v is not None}
     settings = {**(out.get("settings") or {}), "seconds": seconds, "batch_size": options["batch_size"]}
-    key = out["key_metric"]
+    key, n = out["key_metric"], len(df) if df is not None else len(out["rows"])
     evaluation = {"model": spec["model"], "task": task.name, "data": spec["data"], "data_hash": data_hash}
-    evaluation |= {"n_examples": len(df), "metrics": json.dumps(metrics), "key_metric_name": key}
+    evaluation |= {"n_examples": n, "metrics": json.dumps(metrics), "key_metric_name": key}
     evaluation |= {"key_metric": metrics.get(key), "greater_is_better": int(bool(out["greater_is_better"]))}
     evaluation |= {"predictions_path": str(predictions), "settings": json.dumps(settings, default=str)}
     return {
         "metrics": metrics,
-        "n_examples": len(df),
+        "n_examples": n,
         "predictions_path": str(predictions),
         "key_metric": key,
         "settings": settings,
         "evaluation": evaluation,
     }
+
+
+def _evaluate(task: Task, spec: dict[str, Any], df: Any, options: dict[str, Any], job_dir: Path) -> dict[str, Any]:
+    """The task's own metrics, an LLM judge's verdicts, or an lm-eval benchmark's scores."""
+    if spec.get("benchmark"):
+        from engine.eval.benchmark import run_benchmark
+
+        return run_benchmark(spec, job_dir / "lm_eval_tasks", options)
+    if spec.get("judge"):
+        from engine.eval.judge import judged_evaluation
+
+        return judged_evaluation(spec, df, options)
+    return task.evaluate(Path(spec["model_dir"]), df, options)
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -34,6 +34,7 @@ class EvalRequest:
     judge: str = ""  # pairwise | single: an LLM judge instead of the task's metrics
     against: str = ""  # pairwise: the other model (a run id or a model folder)
     judge_model: str = ""  # a local judge folder, or the endpoint's model name (default TRAINPAD_JUDGE_MODEL)
+    benchmark: str = ""  # lm-eval task names, task YAML files or prompt/completion JSONL files, comma-separated
 
 
 def resolve(sup: Any, request: EvalRequest) -> tuple[dict[str, Any] | None, Task, dict[str, Any]]:
@@ -53,15 +54,15 @@ def resolve(sup: Any, request: EvalRequest) -> tuple[dict[str, Any] | None, Task
                 f"`{request.model}` is neither a run id nor a model folder. `trainpad runs` lists the runs; a base "
                 "model is evaluated from its local folder (with --task)."
             )
-        if not request.task:
+        if not request.task and not request.benchmark:
             raise UserError(f"Evaluating the base model `{request.model}` needs its task: add --task TASK.")
-        task = get_task(request.task)
+        task = get_task(request.task or "llm_sft")
         model_dir = model_dir.resolve()
     if task.evaluate is None:
         raise UserError(f"Evaluation is not available for {task.title} yet.")
     judged = _judge_args(sup, task, request) if request.judge else {}
     mapping = request.column_mapping or dict(params.get("column_mapping") or {})
-    data = _check_data(task, request.data, mapping, run)
+    data = _benchmark(task, request.benchmark) if request.benchmark else _check_data(task, request.data, mapping, run)
     args = {"task": task.name, "model": label, "model_dir": str(model_dir), "params": params}
     args |= data | {"column_mapping": mapping, "batch_size": request.batch_size}
     args |= {"max_new_tokens": request.max_new_tokens} | judged
@@ -114,6 +115,25 @@ def _check_data(task: Task, data: str, mapping: dict[str, str], run: dict[str, A
         if problems:
             raise UserError([f"Test file `{path.name}`: {p}" for p in problems])
     return {"data": str(path.resolve()), "data_hash": file_hash(path)}
+
+
+def _benchmark(task: Task, benchmark: str) -> dict[str, Any]:
+    """The job's benchmark arguments; lm-eval must be installed and the model a causal LM."""
+    from engine.eval.benchmark import missing
+
+    if task.model_kind != "causal":
+        raise UserError(f"lm-eval benchmarks evaluate language models; {task.title} models are not.")
+    if why := missing():
+        raise UserError(why)
+    files = [
+        Path(p.strip()).expanduser() for p in benchmark.split(",") if p.strip().endswith((".jsonl", ".yaml", ".yml"))
+    ]
+    digest = hashlib.sha256(benchmark.encode())
+    for path in files:
+        if not path.is_file():
+            raise UserError(f"Benchmark file `{path}` not found.")
+        digest.update(file_hash(path).encode())
+    return {"data": benchmark, "data_hash": digest.hexdigest(), "benchmark": benchmark}
 
 
 def file_hash(path: Path) -> str:
