@@ -252,6 +252,13 @@ class UserStore:
     def sweep_runs(self, sweep_id: str) -> list[dict[str, Any]]:
         return self._store.sweep_runs(sweep_id) if self.get_sweep(sweep_id) else []
 
+    def list_evaluations(self, run_id: str | None = None, data_hash: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self._store.list_evaluations(run_id, data_hash) if self._ctx.owns(e)]
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        job = self._store.get_job(job_id)
+        return job if self._ctx.owns(job) else None
+
 
 class LocalSupervisor:
     """The supervisor of a local studio: the engine's, and deleting a run also deletes its model zips. Only the
@@ -291,6 +298,14 @@ class LocalSupervisor:
 
     def stop_sweep(self, sweep_id: str) -> None:
         self._sup.stop_sweep(sweep_id)
+
+    def submit_eval(self, request: Any) -> str:
+        from engine.eval.submit import submit_eval
+
+        return submit_eval(self._sup, request)
+
+    def stop_eval(self, job_id: str) -> None:
+        self._sup.stop_job(job_id)
 
 
 class UserSupervisor:
@@ -360,6 +375,30 @@ class UserSupervisor:
         if not self._ctx.owns(self._sup.store.get_sweep(sweep_id)):
             raise UserError(f"No sweep with id `{sweep_id}`.")
         self._sup.stop_sweep(sweep_id)
+
+    def submit_eval(self, request: Any) -> str:
+        """An evaluation by the signed-in user of their own run, or of a model folder and a test file they may
+        read (their uploads, the allowed folders)."""
+        from engine.eval.submit import submit_eval
+
+        user = self._ctx.user()
+        if not user:
+            raise UserError("Sign in first: on this shared instance every evaluation belongs to a signed-in user.")
+        for name in (request.model, request.against):
+            if name and self._sup.store.get_run(name) is None and not self._ctx.readable(name):
+                raise UserError(f"`{name}` is not one of your runs nor a folder you may read.")
+            if name and self._sup.store.get_run(name) is not None:
+                self._own(name)
+        for path in (request.data, *request.benchmark.split(","), request.judge_model):
+            if path and Path(path).suffix and not self._ctx.readable(path):
+                raise UserError(f"`{Path(path).name}` is not among your uploads or the allowed folders.")
+        return submit_eval(self._sup, request, user)
+
+    def stop_eval(self, job_id: str) -> None:
+        job = self._sup.store.get_job(job_id)
+        if job is None or job["kind"] != "eval" or not self._ctx.owns(job):
+            raise UserError(f"No evaluation with id `{job_id}`.")
+        self._sup.stop_job(job_id)
 
 
 def _oauth_secrets() -> dict[str, str] | None:

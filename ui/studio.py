@@ -16,7 +16,7 @@ from engine import settings
 from engine.preflight import system
 from engine.run.backends import all_backends
 from engine.task import FAMILIES, Task, all_tasks
-from ui import nav, playground, publish, runs, sweeps, task_tab
+from ui import evals, nav, playground, publish, runs, side_by_side, sweeps, task_tab
 from ui.context import Context
 from ui.progress import NO_PROGRESS
 
@@ -90,6 +90,9 @@ def build_demo(ctx: Context) -> gr.Blocks:
                 sweeps_page = sweeps.build_page(ctx)
             with gr.Tab("Playground", id="playground", elem_id="tab-playground") as pages["playground"]:
                 playground.build_and_wire(ctx, demo, pages["playground"])
+                side_by_side.build(ctx)  # two models, one input; votes saved as preference rows
+            with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate") as pages["evaluate"]:
+                evals.build(ctx)
             with gr.Tab("Docs", id="docs", elem_id="tab-docs") as pages["docs"]:
                 publish.wire_docs(ctx)  # Publish as a Space (a local studio only)
                 gr.Markdown(publish.readme_text(ROOT / "README.md"))
