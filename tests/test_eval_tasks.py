@@ -146,3 +146,15 @@ def test_seq2seq_rouge_bleu_chrf_lowest_chrf_first(tmp_path):
     rows = read_rows(result["predictions_path"])
     assert len(rows) == 3 and [r["chrf"] for r in rows] == sorted(r["chrf"] for r in rows)
     assert {"input", "reference", "prediction"} <= set(rows[0])
+
+
+def test_llm_pretrain_held_out_text_perplexity(tiny_llama, tmp_path):
+    from tests.tiny import text_rows, write_jsonl
+
+    data = write_jsonl(tmp_path / "held_out.jsonl", text_rows(6, seed=5))
+    result = evaluate(tmp_path, "llm_pretrain", tiny_llama, data)
+    assert result["key_metric"] == "perplexity" and 1 < result["metrics"]["perplexity"] < 1000
+    rows = read_rows(result["predictions_path"])
+    assert len(rows) == 6 and all(r["loss"] > 0 for r in rows) and "prediction" not in rows[0]
+    losses = [r["loss"] for r in rows]
+    assert losses == sorted(losses, reverse=True), "the worst-predicted text first"

@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.errors import UserError
 from engine.llm import data as ld
+from engine.llm import evaluate as le
 from engine.llm import model as lm
 from engine.params import field
 from engine.task import Column, Job, Task
@@ -123,6 +124,7 @@ TASK = Task(
     columns=COLUMNS,
     train=train,
     predict=lm.generate,
+    evaluate=le.evaluate_generation,  # held-out text: perplexity
     key_metric="eval_perplexity",
     suggested_models=[
         "HuggingFaceTB/SmolLM2-135M",
