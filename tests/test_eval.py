@@ -253,6 +253,13 @@ def test_lm_eval_local_file_task_runs_offline(sft_run, capsys):
     rows = [json.loads(line) for line in Path(tuned["predictions_path"]).read_text().splitlines()]
     assert len(rows) == 16 and {"task", "reference", "prediction", "exact_match"} <= set(rows[0])
 
-    err = eval_error(data_dir, run_id, "--benchmark", "hellaswag", "--timeout", "600", capsys=capsys)
-    assert "The data of benchmark hellaswag cannot be fetched" in err and "local-file task" in err
-    assert all(e["data"] != "hellaswag" for e in Store(data_dir / "trainpad.db").list_evaluations())
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval is not installed (.[eval])")
+def test_a_hub_benchmark_offline_says_its_data_cannot_be_fetched(tiny_llama, tmp_path):
+    from engine.errors import UserError
+    from engine.eval.benchmark import run_benchmark
+
+    with pytest.raises(UserError) as err:
+        run_benchmark({"benchmark": "hellaswag", "model_dir": str(tiny_llama)}, tmp_path, {"batch_size": 2})
+    assert "The data of benchmark hellaswag cannot be fetched" in str(err.value) and "local-file task" in str(err.value)
