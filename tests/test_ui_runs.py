@@ -446,3 +446,27 @@ def test_an_update_that_cannot_be_fingerprinted_is_always_sent():
     first, sent = runs.only_changed(updates, {})
     again, _ = runs.only_changed(updates, sent)
     assert again["header"] == gr.skip() and again["odd"] is updates["odd"]
+
+
+def test_a_chart_whose_series_change_is_rebuilt_by_the_next_event():
+    """Gradio 6.31's LinePlot keeps the series (colour domain) it had when it last rebuilt: a validation loss that
+    appears mid-run was drawn in the training loss's colour, or not at all, until the page was reloaded. Every
+    update that changes a chart's series is followed by one that flips its y title between two look-alikes."""
+    import pandas as pd
+
+    from ui import runs
+
+    one = pd.DataFrame({"step": [1, 2], "value": [1.0, 0.9], "series": ["training loss"] * 2})
+    two = pd.concat([one, pd.DataFrame({"step": [2], "value": [0.8], "series": ["validation loss"]})])
+    c = {k: k for k in [*runs.charts.CHARTS, "sent"]}
+    sent: dict[str, str] = {}
+    titles = []
+    for df in (one, one, two):
+        updates = {"loss": runs.plot_update(df, "step", "Loss", hide_empty=True)}
+        _, digests = runs.only_changed(updates, sent)
+        out = runs.redraw_updates(c, runs.mark_redraws(updates, digests, sent))
+        sent = out["sent"]
+        titles.append(out["loss"].get("y_title"))
+    assert titles[0] in runs.Y_TITLES and titles[1] is None, "rebuilt when its series appear, not when they stay"
+    assert titles[2] in runs.Y_TITLES and titles[2] != titles[0], "a new series: the other look-alike"
+    assert runs.PLOT["y_axis_format"] == ".3~g"

@@ -27,7 +27,18 @@ from ui.runs_view import ALL, TABLE_COLUMNS
 BUTTONS = ["stop", "resume", "duplicate", "download", "merge", "delete"]
 # the detail panel's outputs, in the order the public ``/poll`` endpoint returns them (after the table)
 DETAIL_KEYS = ["header", "error", *charts.CHARTS, "log", "metrics", "config", *BUTTONS, *charts.RESULTS]
-PLOT = {"x": "step", "y": "value", "color": "series", "height": 290}
+PLOT = {
+    "x": "step",
+    "y": "value",
+    "color": "series",
+    "height": 290,
+    "y_axis_format": ".3~g",
+}  # 19,136.3 not 19,136.286579
+# Gradio 6.31's LinePlot takes a chart's series (its colour domain) from the data it had when it last rebuilt its
+# chart, and a new value alone does not rebuild it: a series that appears later is drawn in the first one's colour
+# or not at all, and a run switch keeps the previous run's series. A y-title change in a *later* event rebuilds
+# it with the data it has then: ``redraw_updates`` sends one after every update that changed a chart's series.
+Y_TITLES = ("value", "value\u200b")  # the same on screen
 SCROLL_LOG = "() => { const t = document.querySelector('#run-log textarea'); if (t) t.scrollTop = t.scrollHeight; }"
 QUIET = {"api_visibility": "private", "concurrency_limit": None}  # as ui.task_tab.QUIET
 # id, name, task, base model, status, progress, started, duration, metric: all readable at 1400 px
@@ -172,7 +183,9 @@ def plot_update(df: pd.DataFrame, x: str, title: str | None = None, hide_empty: 
     extra = {"label": charts.legend(title, series)} if title else {}
     if hide_empty:
         extra["visible"] = not df.empty
-    return gr.LinePlot(value=None if df.empty else df, x=x, color_map=colour_map or None, **extra)
+    plot = gr.LinePlot(value=None if df.empty else df, x=x, color_map=colour_map or None, **extra)
+    plot.trainpad_series = "|".join(series)  # for mark_redraws
+    return plot
 
 
 def detail_updates(ctx: Context, run_id: str, x: str) -> dict[str, Any]:
@@ -220,8 +233,49 @@ def poll(
     active = runs_view.any_active(ctx)
     updates = {"table": runs_view.runs_table(ctx, status, task), **detail_updates(ctx, rid, x)}
     updates["timer"] = gr.Timer(active=active)
-    updates, digests = only_changed(updates, sent or {})
-    return {timer if k == "timer" else c[k]: u for k, u in updates.items()} | {c["sent"]: digests}
+    sent_updates, digests = only_changed(updates, sent or {})
+    digests = mark_redraws(updates, digests, sent or {})
+    return {timer if k == "timer" else c[k]: u for k, u in sent_updates.items()} | {c["sent"]: digests}
+
+
+REDRAW = "__redraw__"  # in a page's ``sent``: charts whose series changed in the last update, to rebuild next
+
+
+def mark_redraws(updates: dict[str, Any], digests: dict[str, str], before: dict[str, str]) -> dict[str, str]:
+    """``digests`` with each chart's series remembered, and the charts whose series changed (from what the page
+    showed, ``before``) listed under ``REDRAW`` for :func:`redraw_updates`."""
+    changed = []
+    digests.update({k: v for k, v in before.items() if k.startswith("title:")})  # which look-alike each chart shows
+    for key in charts.CHARTS:
+        series = getattr(updates.get(key), "trainpad_series", None)
+        if series is None:
+            continue
+        digests[f"series:{key}"] = series
+        if series and series != before.get(f"series:{key}"):
+            changed.append(key)
+    digests[REDRAW] = ",".join(changed)
+    return digests
+
+
+def redraw_updates(c: dict[str, Any], sent: dict[str, str] | None) -> dict[Any, Any]:
+    """The charts listed under ``REDRAW`` rebuilt (their y title flipped between two look-alikes); nothing else."""
+    sent = dict(sent or {})
+    keys = [k for k in sent.pop(REDRAW, "").split(",") if k]
+    flip = {k: Y_TITLES[int(sent.get(f"title:{k}", "0") == "0")] for k in keys}
+    sent.update({f"title:{k}": str(Y_TITLES.index(v)) for k, v in flip.items()})
+    return {**{c[k]: gr.update(y_title=flip[k]) if k in flip else gr.skip() for k in charts.CHARTS}, c["sent"]: sent}
+
+
+def redraw_event(c: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of the event that follows every chart update (``.then(**redraw_event(c))``)."""
+    return {
+        "fn": lambda sent: redraw_updates(c, sent),
+        "inputs": [c["sent"]],
+        "outputs": [*[c[k] for k in charts.CHARTS], c["sent"]],
+        **NO_PROGRESS,
+        **QUIET,
+        "queue": False,
+    }
 
 
 def digest(update: Any) -> str:
@@ -254,6 +308,7 @@ def switch_updates(ctx: Context, c: dict[str, Any], rid: str, x: str = "step") -
     is (the timer, Refresh or the action's own refresh updates it)."""
     detail = detail_updates(ctx, rid, x)
     _, digests = only_changed(detail, {})  # the next tick sends only what changed from these
+    digests = mark_redraws(detail, digests, {})  # a switch rebuilds every chart it fills
     hidden = {c["file"]: gr.update(value=None, visible=False), c["confirm_row"]: gr.update(visible=False)}
     shown = {c["saved_run"]: rid, c["shown"]: rid, c["sent"]: digests}
     return {**{c[k]: u for k, u in detail.items()}, **shown, **hidden}
@@ -317,9 +372,10 @@ def _wire_poll(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any) -> dict
         "queue": False,
         "api_visibility": "private",
     }
-    timer.tick(**{**refresh, "fn": on_tick, "inputs": [*refresh["inputs"], c["sent"]]})
-    c["refresh"].click(**{**refresh, "api_visibility": "public"}, api_name="poll")
-    c["x_axis"].change(**refresh)
+    redraw = redraw_event(c)
+    timer.tick(**{**refresh, "fn": on_tick, "inputs": [*refresh["inputs"], c["sent"]]}).then(**redraw)
+    c["refresh"].click(**{**refresh, "api_visibility": "public"}, api_name="poll").then(**redraw)
+    c["x_axis"].change(**refresh).then(**redraw)
     for f in filters:
         f.change(lambda s, t: runs_view.runs_table(ctx, s, t), filters, c["table"], **NO_PROGRESS, **QUIET)
 
@@ -334,7 +390,7 @@ def _wire_poll(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any) -> dict
         return gr.skip() if rid == shown else switch_updates(ctx, c, rid, x)
 
     switched = {"fn": on_switch, "inputs": [run_id, c["shown"], c["x_axis"]], "outputs": switch_outputs(c)}
-    run_id.change(**{**refresh, **switched})
+    run_id.change(**{**refresh, **switched}).then(**redraw)
     c["log"].change(None, None, None, js=SCROLL_LOG)
     return refresh
 
@@ -356,13 +412,15 @@ def _wire_run_buttons(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, 
     def on_download(rid: str) -> Any:
         return gr.update(value=ctx.served(run_actions.download_zip(ctx, rid)), visible=True)
 
-    c["stop"].click(guarded(on_stop), run_id, timer, api_name="stop_run", concurrency_limit=None).then(**refresh)
+    c["stop"].click(guarded(on_stop), run_id, timer, api_name="stop_run", concurrency_limit=None).then(**refresh).then(
+        **redraw_event(c)
+    )
     c["resume"].click(
         guarded(on_resume), [run_id, c["resume_token"]], [run_id, timer], api_name="resume_run", concurrency_limit=None
     )
     c["download"].click(guarded(on_download), run_id, c["file"], api_name="download_run", concurrency_limit=None)
     merge = guarded(lambda rid: gr.Info(run_actions.merge(ctx, rid)))
-    c["merge"].click(merge, run_id, None, api_visibility="private").then(**refresh)
+    c["merge"].click(merge, run_id, None, api_visibility="private").then(**refresh).then(**redraw_event(c))
 
 
 def _wire_delete(ctx: Context, c: dict[str, Any], run_id: Any, refresh: dict[str, Any]) -> None:
@@ -382,7 +440,7 @@ def _wire_delete(ctx: Context, c: dict[str, Any], run_id: Any, refresh: dict[str
     c["cancel"].click(**hide, **NO_PROGRESS, **QUIET)
     outputs = [run_id, confirm_row, c["file"]]
     delete = {"api_name": "delete_run", "concurrency_limit": None, "show_progress_on": c["confirm"]}
-    c["confirm"].click(guarded(on_delete), run_id, outputs, **delete).then(**refresh)
+    c["confirm"].click(guarded(on_delete), run_id, outputs, **delete).then(**refresh).then(**redraw_event(c))
 
 
 def compare_ids(ctx: Context, ids: list[str] | None) -> list[str]:
