@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from engine.cli import main as cli
+from engine.errors import UserError
 from engine.run.store import Store
 from engine.ship import tools
 
@@ -338,3 +339,23 @@ def test_the_export_panel_lists_formats_and_shows_jobs(data_dir, tmp_path, monke
     assert f"**export** `{job_id}` — queued" in run_exports.jobs_markdown(ctx, run_id)
     run_exports.stop_job(ctx, job_id)
     assert "— stopped" in run_exports.jobs_markdown(ctx, run_id)
+
+
+def test_the_runs_page_exports_and_offers_the_newest_file(data_dir, tmp_path, monkeypatch):
+    """The Export panel on the Runs page: the newest finished export's file is offered through a served link."""
+    from engine.run.supervisor import Supervisor
+    from ui import run_exports
+    from ui.context import Context
+
+    (tmp_path / "m").mkdir()
+    run_id = finished_run(data_dir, "llm_sft", tmp_path / "m")
+    ctx = Context(Supervisor(data_dir))
+    with pytest.raises(UserError, match="no finished export yet"):
+        run_exports.newest_export(ctx, run_id)
+    job_id = run_exports.start_export(ctx, run_id, "gguf:q8_0")
+    made = tmp_path / "model-q8_0.gguf"
+    made.write_bytes(b"GGUF")
+    ctx.engine.store.update_job(job_id, status="succeeded", result=json.dumps({"path": str(made)}))
+    assert run_exports.newest_export(ctx, run_id) == made
+    link = Path(ctx.served(made))
+    assert link.read_bytes() == b"GGUF" and len(link.parent.name) == 32

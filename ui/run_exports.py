@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from engine.errors import UserError
 from engine.run.jobs import log_tail, progress
 from engine.run.procs import free_port
 from engine.ship.export import formats_for
@@ -36,6 +37,17 @@ def start_export(ctx: Context, run_id: str, choice: str, int8: bool = False) -> 
 def start_endpoint(ctx: Context, run_id: str, gguf: str = "") -> str:
     engine = "llama.cpp" if gguf else "transformers"
     return ctx.supervisor.submit_job("serve", run_id, {"port": free_port(), "engine": engine, "gguf": gguf})
+
+
+def newest_export(ctx: Context, run_id: str) -> Path:
+    """The file of the run's newest finished export; a UserError when there is none."""
+    for job in reversed(ctx.store.list_jobs(run_id)):  # newest first
+        path = (
+            (job.get("result") or {}).get("path") if job["kind"] == "export" and job["status"] == "succeeded" else None
+        )
+        if path and Path(path).is_file():
+            return Path(path)
+    raise UserError(f"Run `{run_id}` has no finished export yet: pick a format and press Export.")
 
 
 def stop_job(ctx: Context, job_id: str) -> None:

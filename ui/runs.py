@@ -19,7 +19,7 @@ from engine.errors import UserError
 from engine.run.store import STATUSES
 from engine.task import all_tasks
 from engine.train import charts
-from ui import run_actions, runs_view
+from ui import run_actions, run_exports, runs_view
 from ui.context import Context
 from ui.progress import NO_PROGRESS
 from ui.runs_view import ALL, TABLE_COLUMNS
@@ -106,6 +106,7 @@ def _buttons(c: dict[str, Any]) -> None:
             placeholder="hf_… — only for runs that used a token (private model, push to Hub); never saved",
             elem_id="run-resume-token",
         )
+    _build_exports(c)
     with gr.Row(visible=False) as c["confirm_row"]:
         c["confirm_text"] = gr.Markdown()
         c["confirm"] = gr.Button("Yes, delete", variant="stop", elem_id="run-delete-confirm", scale=0)
@@ -350,6 +351,7 @@ def wire(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, fill: tuple[A
 
     c["duplicate"].click(guarded(on_duplicate), run_id, fill_states, **NO_PROGRESS, **QUIET)
     _wire_compare(ctx, c)
+    _wire_exports(ctx, c, run_id)
 
 
 def _wire_poll(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any) -> dict[str, Any]:
@@ -454,6 +456,58 @@ def compare_ids(ctx: Context, ids: list[str] | None) -> list[str]:
     if len(ids) < 2:
         raise UserError("Pick at least two runs to compare.")
     return ids
+
+
+def _build_exports(c: dict[str, Any]) -> None:
+    """Export (GGUF, ONNX) and serve a finished run: each a job in its own process (``ui.run_exports``)."""
+    with gr.Accordion("Export and serve", open=False, elem_id="run-exports"):
+        with gr.Row():
+            c["exp_format"] = gr.Dropdown([], label="Format", elem_id="run-export-format", scale=3)
+            c["exp_int8"] = gr.Checkbox(label="int8 (ONNX)", value=False, scale=1)
+            c["exp_go"] = gr.Button("Export", elem_id="run-export", scale=1)
+            c["exp_serve"] = gr.Button("Serve (OpenAI-compatible)", elem_id="run-serve", scale=1)
+        with gr.Row():
+            c["exp_job"] = gr.Textbox(label="Job id", max_lines=1, scale=3, elem_id="run-export-job")
+            c["exp_stop"] = gr.Button("Stop job", scale=1)
+            c["exp_get"] = gr.Button("Download the newest export", scale=1, elem_id="run-export-download")
+            c["exp_refresh"] = gr.Button("Refresh", scale=1)
+        c["exp_jobs"] = gr.Markdown(elem_id="run-export-jobs")
+        c["exp_file"] = gr.File(label="Export", visible=False, interactive=False)
+
+
+def _wire_exports(ctx: Context, c: dict[str, Any], run_id: Any) -> None:
+    def shown(rid: str) -> tuple[Any, str]:
+        choices = run_exports.export_choices(ctx, rid) if rid else []
+        return gr.update(choices=choices, value=next((v for _, v in choices if v), None)), (
+            run_exports.jobs_markdown(ctx, rid) if rid else ""
+        )
+
+    listed = [c["exp_format"], c["exp_jobs"]]
+    c["exp_refresh"].click(guarded(shown), run_id, listed, **NO_PROGRESS, **QUIET)
+    c["exp_go"].click(
+        guarded(lambda rid, f, q: (run_exports.start_export(ctx, rid, f, q), run_exports.jobs_markdown(ctx, rid))),
+        [run_id, c["exp_format"], c["exp_int8"]],
+        [c["exp_job"], c["exp_jobs"]],
+        api_name="export_run",
+    )
+    c["exp_serve"].click(
+        guarded(lambda rid: (run_exports.start_endpoint(ctx, rid), run_exports.jobs_markdown(ctx, rid))),
+        run_id,
+        [c["exp_job"], c["exp_jobs"]],
+        api_name="serve_run",
+    )
+    c["exp_stop"].click(
+        guarded(lambda rid, job: (run_exports.stop_job(ctx, job), run_exports.jobs_markdown(ctx, rid))[1]),
+        [run_id, c["exp_job"]],
+        c["exp_jobs"],
+        api_name="stop_job",
+    )
+    c["exp_get"].click(
+        guarded(lambda rid: gr.update(value=ctx.served(run_exports.newest_export(ctx, rid)), visible=True)),
+        run_id,
+        c["exp_file"],
+        api_name="download_export",
+    )
 
 
 def _wire_compare(ctx: Context, c: dict[str, Any]) -> None:
