@@ -27,9 +27,7 @@ from engine.task import Task, get_task
 PREDICTIONS = "predictions.jsonl"
 
 
-def say(job_dir: Path, fraction: float, message: str) -> None:
-    rf.write_json(job_dir / jobs.PROGRESS, {"fraction": round(fraction, 4), "message": message, "time": time.time()})
-    print(f"[trainpad] {message}", flush=True)
+say = jobs.say
 
 
 def test_data(task: Task, spec: dict[str, Any]) -> tuple[Any, str]:
@@ -116,17 +114,9 @@ def read_rows(path: str | Path, limit: int | None = None) -> list[dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    job_dir = Path((argv or sys.argv[1:])[0]).resolve()
-    try:
-        result = run_eval(job_dir)
-    except Exception as e:  # noqa: BLE001 - reported through error.json, in plain words when it is the user's
-        message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
-        rf.write_json(job_dir / jobs.ERROR, {"message": message})
-        print(f"[trainpad] evaluation failed: {message}", flush=True)
-        return 1
-    rf.write_json(job_dir / jobs.RESULT, result)
-    say(job_dir, 1.0, f"done: {result['key_metric']}={result['metrics'].get(result['key_metric'])}")
-    return 0
+    return jobs.job_main(
+        argv, run_eval, "evaluation", lambda r: f"done: {r['key_metric']}={r['metrics'].get(r['key_metric'])}"
+    )
 
 
 if __name__ == "__main__":

@@ -55,6 +55,28 @@ KINDS: dict[str, JobKind] = {
 }
 
 
+def say(job_dir: Path, fraction: float, message: str) -> None:
+    """In a job's process: the progress its page shows, and a log line."""
+    rf.write_json(job_dir / PROGRESS, {"fraction": round(fraction, 4), "message": message, "time": time.time()})
+    print(f"[trainpad] {message}", flush=True)
+
+
+def job_main(argv: list[str] | None, work: Any, what: str, done: Any) -> int:
+    """A job module's ``main``: ``work(job_dir)``'s result to result.json with ``done(result)`` as the last progress
+    line, or the failure in plain words to error.json (exit code 1)."""
+    job_dir = Path((argv or sys.argv[1:])[0]).resolve()
+    try:
+        result = work(job_dir)
+    except Exception as e:  # noqa: BLE001 - reported through error.json, in plain words when it is the user's
+        message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+        rf.write_json(job_dir / ERROR, {"message": message})
+        print(f"[trainpad] {what} failed: {message}", flush=True)
+        return 1
+    rf.write_json(job_dir / RESULT, result)
+    say(job_dir, 1.0, done(result))
+    return 0
+
+
 def job_kind(name: str) -> JobKind:
     if name not in KINDS:
         raise UserError(f"Unknown job kind `{name}`; one of: {', '.join(KINDS)}.")

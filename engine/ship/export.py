@@ -118,23 +118,11 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def say(job_dir: Path, fraction: float, message: str) -> None:
-    rf.write_json(job_dir / jobs.PROGRESS, {"fraction": fraction, "message": message, "time": time.time()})
-    print(f"[trainpad] {message}", flush=True)
+say = jobs.say
 
 
 def main(argv: list[str] | None = None) -> int:
-    job_dir = Path((argv or sys.argv[1:])[0]).resolve()
-    try:
-        result = run_export(job_dir)
-    except Exception as e:  # noqa: BLE001 - reported through error.json, in plain words when it is the user's
-        message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
-        rf.write_json(job_dir / jobs.ERROR, {"message": message})
-        print(f"[trainpad] export failed: {message}", flush=True)
-        return 1
-    rf.write_json(job_dir / jobs.RESULT, result)
-    say(job_dir, 1.0, f"done: {result['path']} ({result['bytes']:,} bytes)")
-    return 0
+    return jobs.job_main(argv, run_export, "export", lambda r: f"done: {r['path']} ({r['bytes']:,} bytes)")
 
 
 if __name__ == "__main__":
