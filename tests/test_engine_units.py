@@ -13,7 +13,7 @@ from engine.data.splits import check_data, load_splits
 from engine.data.tables import read_table
 from engine.errors import UserError
 from engine.params import validate_params
-from engine.run.store import Store
+from engine.run.store import MIGRATIONS, Store
 from engine.task import Column, all_tasks, get_task
 
 SFT = get_task("llm_sft")
@@ -241,13 +241,13 @@ def test_formats_read_the_same_table(tmp_path):
 
 def test_store_schema_version_and_parameterized_queries(tmp_path):
     store = Store(tmp_path / "t.db")
-    assert store.schema_version == 6
+    assert store.schema_version == max(MIGRATIONS) == 8
     store.insert_run({"id": "r1", "name": "x'; DROP TABLE runs; --", "task": "llm_sft", "params": "{}"})
     store.add_metrics("r1", [{"step": 1, "epoch": 0.1, "name": "loss", "value": 2.0}])
     assert store.get_run("r1")["name"].startswith("x';")
     assert store.list_runs(status="queued")[0]["id"] == "r1"
     assert store.metrics("r1")[0]["value"] == 2.0
-    assert Store(tmp_path / "t.db").schema_version == 6  # reopening migrates nothing twice
+    assert Store(tmp_path / "t.db").schema_version == 8  # reopening migrates nothing twice
 
 
 def test_number_columns_report_rows_that_are_not_numbers(tmp_path):

@@ -287,7 +287,7 @@ def clean_old_files(ctx: Any, hours: float, gigabytes: float, now: float | None 
     """Remove uploads (one folder per upload) and exports (configs, model zips) last used more than ``hours`` ago,
     then the oldest ones while they take more than ``gigabytes``; model zips of deleted runs go at once, and so
     do files in $GRADIO_TEMP_DIR older than ``hours`` when the operator set one. An upload named by a queued or
-    running run is never removed. Returns what was removed: ``{"items": n, "bytes": b}``."""
+    running run is never removed. Returns what was removed: ``{"items": n, "bytes": b, "paths": [...]}``."""
     now = time.time() if now is None else now
     in_use = _active_paths(ctx.engine.store)
     items = [(p, _last_used(p), _size(p)) for p in _upload_folders(ctx.data_dir / "uploads")]
@@ -308,7 +308,7 @@ def clean_old_files(ctx: Any, hours: float, gigabytes: float, now: float | None 
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-    return {"items": len(doomed), "bytes": sum(size for p, _, size in items if p in doomed)}
+    return {"items": len(doomed), "bytes": sum(size for p, _, size in items if p in doomed), "paths": doomed}
 
 
 def _over_limits(items: list[tuple[Path, float, int]], before: float | None, max_bytes: int | None) -> list[Path]:

@@ -16,9 +16,10 @@ from engine.errors import UserError
 from engine.eval.submit import EvalRequest
 from engine.task import all_tasks
 from ui.context import Context
+from ui.progress import NO_PROGRESS
 
 BEST = "★"
-QUIET = {"api_visibility": "private", "concurrency_limit": None}
+QUIET = {"api_visibility": "private", "concurrency_limit": None, **NO_PROGRESS}  # no spinner on tables and plots
 
 
 def model_choices(ctx: Context) -> list[tuple[str, str]]:

@@ -133,8 +133,9 @@ def predictor_for(ctx: Context, session: str, run_dir: str) -> Predictor:
             return current
         if current is not None:
             current.close()
-        user = ctx.user() if ctx.shared else ""
-        _make_room(user, PER_USER if ctx.shared else MAX_PROCESSES)
+        shared = getattr(ctx, "shared", False)
+        user = ctx.user() if shared else ""
+        _make_room(user, PER_USER if shared else MAX_PROCESSES)
         _SESSIONS[session] = Predictor(run_dir, ctx.data_dir / "logs" / "playground.log")
         _OWNERS[session] = user
         _start_reaper()
