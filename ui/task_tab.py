@@ -332,7 +332,14 @@ def config_updates(ctx: Context, tab: TaskTab, box: ConfigBox, values: dict[str,
     # the parameters are valid now: clear their marks; data marks stay until the next Check
     cleared = remark(tab, values, task_view.marks(tab.form, {}, tab.help))
     opened = gr.update(visible=True, open=True, label=label)
-    return {tab.form_msg: "", box.box: opened, box.yaml: text, box.command: command, box.file: ctx.served(path), **cleared}
+    return {
+        tab.form_msg: "",
+        box.box: opened,
+        box.yaml: text,
+        box.command: command,
+        box.file: ctx.served(path),
+        **cleared,
+    }
 
 
 def start_updates(ctx: Context, tab: TaskTab, shared: Shared, backend: str, values: dict[str, Any]) -> dict[Any, Any]:
