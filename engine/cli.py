@@ -243,6 +243,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     if job["status"] != "succeeded":
         raise UserError(job.get("error") or f"export {job['status']}")
     result = job["result"]
+    if args.push_to:  # uploaded from here, with this process's token: the job never holds it
+        import os
+
+        from engine.ship.export import push
+
+        result["pushed_to"] = push(result, args.push_to, os.environ.get("HF_TOKEN", ""), private=not args.public)
     print(json.dumps(result, indent=2) if args.json else result["path"])
     return 0
 
@@ -481,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--quant", default="", help="GGUF: f16 (default), q8_0 or q4_k_m")
     ex.add_argument("--int8", action="store_true", help="ONNX: also write a dynamic int8 model")
     ex.add_argument("--json", action="store_true", help="print a JSON object (path, format, bytes, sha256...)")
+    ex.add_argument("--push-to", default="", metavar="REPO_ID", help="then upload it to this Hub repo ($HF_TOKEN)")
+    ex.add_argument("--public", action="store_true", help="with --push-to: a public repo (default: private)")
     ex.add_argument("--timeout", type=float, default=3600.0)
     ex.set_defaults(fn=cmd_export)
     sv = sub.add_parser("serve", help="serve a finished run on an OpenAI-compatible endpoint (Ctrl-C stops it)")

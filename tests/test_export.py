@@ -359,3 +359,34 @@ def test_the_runs_page_exports_and_offers_the_newest_file(data_dir, tmp_path, mo
     assert run_exports.newest_export(ctx, run_id) == made
     link = Path(ctx.served(made))
     assert link.read_bytes() == b"GGUF" and len(link.parent.name) == 32
+
+
+def test_an_export_is_pushed_to_a_model_repo_with_a_card_and_no_token(tmp_path, monkeypatch):
+    """`trainpad export … --push-to REPO`: the export's folder (file, Modelfile) and a card saying it is GGUF go to
+    a private model repo, uploaded by the process that holds the token."""
+    import huggingface_hub.constants
+
+    from engine.ship.export import push
+    from tests.fake_hub import TOKEN, FakeHub
+
+    hub = FakeHub()
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    try:
+        folder = tmp_path / "exports" / "gguf-q8_0"
+        folder.mkdir(parents=True)
+        gguf_file = folder / "run-q8_0.gguf"
+        gguf_file.write_bytes(b"GGUF\x03fake")
+        (folder / "Modelfile").write_text("FROM ./run-q8_0.gguf\n")
+        result = {"path": str(gguf_file), "format": "gguf", "quant": "q8_0", "sha256": "ab" * 32}
+        with pytest.raises(UserError, match="write token"):
+            push(result, "team/tiny-gguf", "")
+        assert push(result, "team/tiny-gguf", TOKEN) == "team/tiny-gguf"
+        repo = hub.repos["team/tiny-gguf"]
+        assert repo["private"] is True and {"run-q8_0.gguf", "Modelfile", "README.md"} <= set(repo["files"])
+        card = repo["files"]["README.md"].decode()
+        assert "library_name: gguf" in card and "q8_0" in card
+        assert all(TOKEN.encode() not in body for body in repo["files"].values())
+    finally:
+        hub.close()

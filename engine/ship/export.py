@@ -9,6 +9,7 @@ files to ``RUN_DIR/exports/<format>-<quant>/`` and reports through the job's fil
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -71,6 +72,38 @@ def run_export(job_dir: Path) -> dict[str, Any]:
     result |= {"seconds": round(time.time() - started, 2), "run_id": spec.get("run_id")}
     result["files"] = [{"path": str(p), "bytes": p.stat().st_size} for p in sorted(out_dir.iterdir()) if p.is_file()]
     return result
+
+
+def push(result: dict[str, Any], repo_id: str, token: str, private: bool = True) -> str:
+    """Upload an export's folder (the file, and for GGUF its Modelfile) to a model repository with a card whose
+    metadata says what it holds (``library_name: gguf`` / ``onnx``, tags), as the Hub lists such repositories.
+    Runs in the process that holds the token (the CLI), never in the job; returns the repository id."""
+    from huggingface_hub import HfApi
+
+    if not token:
+        raise UserError("Pushing an export needs a Hugging Face write token: set HF_TOKEN (or `hf auth login`).")
+    folder = Path(result["path"]).parent
+    fmt = result.get("format") or ("gguf" if folder.name.startswith("gguf") else "onnx")
+    meta = {"library_name": fmt, "tags": ["trainpad", fmt, *([result["quant"]] if result.get("quant") else [])]}
+    card = "\n".join(
+        [
+            "---",
+            yaml.safe_dump(meta, sort_keys=False).strip(),
+            "---",
+            "",
+            f"# {Path(result['path']).name}",
+            "",
+            f"{fmt.upper()} export of a Trainpad run ({result.get('quant') or 'full precision'}); "
+            f"sha256 `{result.get('sha256', '')}`.",
+            *(["", f"Ollama: `{result['ollama']}`"] if result.get("ollama") else []),
+            "",
+        ]
+    )
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    api = HfApi(token=token, endpoint=os.environ.get("HF_ENDPOINT") or None)  # as set now, not at import
+    repo = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    api.upload_folder(folder_path=str(folder), repo_id=repo, commit_message=f"Trainpad {fmt} export")
+    return repo
 
 
 def standalone_model(run_dir: Path, job_dir: Path) -> Path:
