@@ -181,3 +181,12 @@ def test_every_task_states_the_model_kind_it_accepts():
         assert task.model_kind is None or task.model_kind in FITS, task.name
     kinds = {t.name: t.model_kind for t in all_tasks()}
     assert kinds["asr"] == "speech" and kinds["tabular"] is None and kinds["llm_sft"] == "causal"
+
+
+def test_runs_queued_by_older_versions_still_start_through_the_old_worker_module():
+    """Their command is ``python -m engine.worker RUN_DIR``: the shim runs engine.run.worker's main."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "engine.worker"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "usage: python -m engine.run.worker RUN_DIR" in out.stderr
