@@ -48,10 +48,25 @@ def preference_datasets(train: Any, valid: Any, params: Any) -> tuple[Dataset, D
 
 
 def preference_trainer(job: Job, trainer_cls: type, config_cls: type, **config: Any) -> Any:
-    """A DPO/ORPO-style trainer on the job's preference pairs: the causal LM (with LoRA when asked), the prompt
-    and answer length limits, and ``config`` on top of the shared training arguments."""
+    """A DPO/ORPO-style trainer on the job's preference pairs, with the prompt and answer length limits."""
     params = job.params
-    train_ds, valid_ds = preference_datasets(job.train, job.valid, params)
+    limits = {"max_prompt_length": params.max_prompt_length, "max_completion_length": params.max_completion_length}
+    datasets = preference_datasets(job.train, job.valid, params)
+    return causal_trainer(job, trainer_cls, config_cls, datasets, limits, **config)
+
+
+def causal_trainer(
+    job: Job,
+    trainer_cls: type,
+    config_cls: type,
+    datasets: tuple[Any, Any],
+    trainer_kw: dict | None = None,
+    **config: Any,
+) -> Any:
+    """A trl trainer on (train, validation or None) datasets: the causal LM (with LoRA when asked), its tokenizer,
+    and ``config`` on top of the shared training arguments (``max_length``, no dataset worker processes)."""
+    params = job.params
+    train_ds, valid_ds = datasets
     args = tu.training_arguments(
         job, len(train_ds), n_rows(valid_ds), config_cls, max_length=params.max_length, dataset_num_proc=None, **config
     )
@@ -62,8 +77,7 @@ def preference_trainer(job: Job, trainer_cls: type, config_cls: type, **config: 
         eval_dataset=valid_ds,
         processing_class=lm.load_tokenizer(params),
         peft_config=lm.lora_config(params),
-        max_prompt_length=params.max_prompt_length,
-        max_completion_length=params.max_completion_length,
+        **(trainer_kw or {}),
     )
 
 

@@ -120,7 +120,6 @@ def train(job: Job) -> dict[str, float]:
     from trl import KTOConfig, KTOTrainer
 
     from engine.llm import train as lt
-    from engine.train import trainer as tu
 
     params = job.params
     train_ds = Dataset.from_list(kto_rows(job.train))
@@ -128,25 +127,15 @@ def train(job: Job) -> dict[str, float]:
     ups = sum(train_ds["label"])
     print(f"[trainpad] {len(train_ds)} rated rows ({ups} up, {len(train_ds) - ups} down), "
           f"{lt.n_rows(valid_ds)} validation rows; LoRA={'on' if params.use_lora else 'off'}", flush=True)  # fmt: skip
-    args = tu.training_arguments(
+    trainer = lt.causal_trainer(
         job,
-        len(train_ds),
-        lt.n_rows(valid_ds),
+        KTOTrainer,
         KTOConfig,
-        max_length=params.max_length,
+        (train_ds, valid_ds),
         beta=params.beta,
         desirable_weight=params.desirable_weight,
         undesirable_weight=params.undesirable_weight,
         loss_type=params.loss_type,
-        dataset_num_proc=None,
-    )
-    trainer = KTOTrainer(
-        model=lm.load_causal_lm(params),
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=valid_ds,
-        processing_class=lm.load_tokenizer(params),
-        peft_config=lm.lora_config(params),
     )
     return lt.fit(trainer, job)
 
