@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from engine.errors import UserError
+from engine.run.backends.hf_ship import project_dependencies
 
 ROOT = Path(__file__).resolve().parents[2]
 CARD_SOURCE = ROOT / "spaces" / "README.md"
@@ -102,19 +103,10 @@ def requirements_text() -> str:
     """The project's dependencies for the Space's Python; Gradio pinned to the card's sdk_version, with the extra
     that Hugging Face sign-in needs."""
     lines = [REQUIREMENTS_HEADER]
-    for dep in _project_dependencies():
+    for dep in project_dependencies():
         name = re.split(r"[<>=!~\[ ;]", dep, maxsplit=1)[0].lower()
         lines.append(f"gradio[oauth]=={gradio_version()}" if name == "gradio" else dep)
     return "\n".join(lines) + "\n"
-
-
-def _project_dependencies() -> list[str]:
-    pyproject = ROOT / "pyproject.toml"
-    if pyproject.is_file() and sys.version_info >= (3, 11):
-        import tomllib
-
-        return list(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"])
-    return [r for r in metadata.requires("trainpad") or [] if "extra ==" not in r]
 
 
 def app_files(root: Path = ROOT) -> list[Path]:
