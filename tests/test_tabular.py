@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from engine.errors import UserError
 from engine.params import validate_params
 from engine.run.predict import predict_dir
-from engine.tabular import bundle, columns, families, metrics, search, targets
+from engine.tabular import bundle, columns, evaluate, families, metrics, search, targets
 from engine.task import Job, get_task
 
 TASK = get_task("tabular")
@@ -271,6 +272,7 @@ def run(supervisor, timeout: float = 180, **kw) -> tuple[dict, dict, Path]:
 @pytest.mark.slow
 def test_breast_cancer_auto_ensemble(supervisor, tmp_path):
     path = sklearn_csv("breast_cancer", tmp_path)
+    raw = pd.read_csv(path)
     row, m, run_dir = run(supervisor, data_path=str(path), time_limit=20, valid_fraction=0.2)
     assert m["problem_type"] == "binary" and m["eval_rows"] == 114
     assert m["eval_accuracy"] > 0.93 and m["eval_logloss"] < 0.2 and m["eval_roc_auc"] > 0.97
@@ -279,13 +281,21 @@ def test_breast_cancer_auto_ensemble(supervisor, tmp_path):
     model_dir = run_dir / "model"
     for name in ("model.joblib", "leaderboard.csv", "leaderboard.json", "feature_importance.csv", "README.md"):
         assert (model_dir / name).exists(), name
-    assert sum(v > 0 for v in m["feature_importance"].values()) >= 3
+    importance = list(m["feature_importance"].values())  # the columns that fit in the time left (>= 1 s)
+    assert importance and importance[0] > 0 and importance == sorted(importance, reverse=True)
+    full = evaluate.permutation_importance(
+        joblib.load(model_dir / "model.joblib"),
+        raw.drop(columns="target"),
+        raw["target"].to_numpy(),
+        seed=0,
+        budget_s=600,
+    )
+    assert len(full) == 30 and sum(v > 0 for v in full.values()) >= 3  # every column, given the time
     trials = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     trials = [e for e in trials if e["type"] == "trial"]
     assert [e["step"] for e in trials] == list(range(1, len(trials) + 1))
     assert all(e["best_score"] <= e["score"] + 1e-12 for e in trials)  # logloss: best so far is the lowest
     assert len(supervisor.store.metrics(row["id"], ["best_score"])) == len(trials)
-    raw = pd.read_csv(path)
     out = predict_dir(run_dir, raw.drop(columns="target").iloc[0].to_dict())
     assert out["prediction"] in (0, 1) and sum(out["probabilities"].values()) == pytest.approx(1.0)
     table = predict_dir(run_dir, str(path))

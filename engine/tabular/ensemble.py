@@ -27,7 +27,7 @@ def final_members(search: Search, d: Prepared, params: Any, started: float) -> t
     members, cv_score = choose_members(search, d.y, d.setup, params.ensemble)
     restored = any(not c.models for _, c in members)
     if restored or (params.refit_full and not stop_requested()):
-        deadline = math.inf if restored else started + params.time_limit * 0.95
+        deadline = math.inf if restored else started + params.time_limit * 0.88
         members = refit(members, d, params.seed, deadline)
     return members, cv_score
 
