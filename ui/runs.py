@@ -19,7 +19,7 @@ from engine.errors import UserError
 from engine.run.store import STATUSES
 from engine.task import all_tasks
 from engine.train import charts
-from ui import run_actions, run_exports, runs_view
+from ui import evals, run_actions, run_exports, runs_view
 from ui.context import Context
 from ui.progress import NO_PROGRESS
 from ui.runs_view import ALL, TABLE_COLUMNS
@@ -62,6 +62,7 @@ def build(ctx: Context, run_id: Any, saved_run: Any) -> dict[str, Any]:
     _buttons(c)
     _charts(c)
     _results(c)
+    _evaluations(c)
     c["log"] = gr.Textbox(
         label="Log (tail)", lines=14, max_lines=14, interactive=False, elem_id="run-log", autoscroll=True
     )
@@ -145,6 +146,42 @@ def _results(c: dict[str, Any]) -> None:
     )
     for key in charts.TABLE_VIEWS:  # every other view is a plain table
         c[key] = gr.Dataframe(label=labels[key], visible=False, elem_id=f"result-{key}", wrap=True)
+
+
+def _evaluations(c: dict[str, Any]) -> None:
+    """The run's evaluations (``engine.eval``), newest first, with the worst rows of the one clicked, and "Evaluate
+    this run" (it opens the Evaluate page with the run picked). Filled when a run is shown and by Refresh, never by
+    the timer's tick."""
+    with gr.Accordion("Evaluations", open=True, elem_id="run-evals-box"):
+        with gr.Row(equal_height=True):
+            c["evals_note"] = gr.Markdown(elem_id="run-evals-note")
+            c["evaluate"] = gr.Button("Evaluate this run", elem_id="run-evaluate", scale=0, interactive=False)
+        c["evals"] = gr.Dataframe(
+            label="This run's evaluations (newest first; click one)",
+            interactive=False,
+            visible=False,
+            wrap=True,
+            elem_id="run-evals",
+        )
+        c["eval_worst"] = gr.Dataframe(
+            label="Worst predictions first", interactive=False, visible=False, max_height=320, elem_id="run-eval-worst"
+        )
+
+
+def evaluation_updates(ctx: Context, c: dict[str, Any], rid: str) -> dict[Any, Any]:
+    """The evaluations panel for run ``rid`` (its table hidden when it has none; the worst rows of another run's
+    evaluation gone)."""
+    row = ctx.store.get_run(rid) if rid else None
+    table = runs_view.evaluations_table(ctx, rid) if row else pd.DataFrame(columns=runs_view.EVAL_COLUMNS)
+    return {
+        c["evals_note"]: runs_view.evaluations_note(row, len(table)),
+        c["evaluate"]: gr.update(interactive=bool(row and row["status"] == "succeeded")),
+        c["evals"]: gr.update(value=table, visible=not table.empty),
+        c["eval_worst"]: gr.update(value=None, visible=False),
+    }
+
+
+EVAL_KEYS = ["evals_note", "evaluate", "evals", "eval_worst"]
 
 
 def result_updates(found: dict[str, pd.DataFrame]) -> dict[str, Any]:
@@ -300,7 +337,8 @@ def only_changed(updates: dict[str, Any], sent: dict[str, str]) -> tuple[dict[st
 
 def switch_outputs(c: dict[str, Any]) -> list[Any]:
     """The components :func:`switch_updates` sets."""
-    return [*[c[k] for k in DETAIL_KEYS], c["saved_run"], c["shown"], c["sent"], c["file"], c["confirm_row"]]
+    shown = [c["saved_run"], c["shown"], c["sent"], c["file"], c["confirm_row"]]
+    return [*[c[k] for k in DETAIL_KEYS], *shown, *[c[k] for k in EVAL_KEYS]]
 
 
 def switch_updates(ctx: Context, c: dict[str, Any], rid: str, x: str = "step") -> dict[Any, Any]:
@@ -312,7 +350,7 @@ def switch_updates(ctx: Context, c: dict[str, Any], rid: str, x: str = "step") -
     digests = mark_redraws(detail, digests, {})  # a switch rebuilds every chart it fills
     hidden = {c["file"]: gr.update(value=None, visible=False), c["confirm_row"]: gr.update(visible=False)}
     shown = {c["saved_run"]: rid, c["shown"]: rid, c["sent"]: digests}
-    return {**{c[k]: u for k, u in detail.items()}, **shown, **hidden}
+    return {**{c[k]: u for k, u in detail.items()}, **shown, **hidden, **evaluation_updates(ctx, c, rid)}
 
 
 def restore(ctx: Context, saved: str | None) -> tuple[str, Any, pd.DataFrame]:
@@ -352,6 +390,7 @@ def wire(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any, fill: tuple[A
     c["duplicate"].click(guarded(on_duplicate), run_id, fill_states, **NO_PROGRESS, **QUIET)
     _wire_compare(ctx, c)
     _wire_exports(ctx, c, run_id)
+    _wire_evaluations(ctx, c, run_id)
 
 
 def _wire_poll(ctx: Context, c: dict[str, Any], run_id: Any, timer: Any) -> dict[str, Any]:
@@ -529,3 +568,40 @@ def _wire_compare(ctx: Context, c: dict[str, Any]) -> None:
     )
     choices = {"fn": lambda: gr.update(choices=runs_view.run_choices(ctx)), "inputs": None, "outputs": c["cmp_runs"]}
     c["cmp_runs"].focus(**choices, **NO_PROGRESS, **QUIET)
+
+
+def _wire_evaluations(ctx: Context, c: dict[str, Any], run_id: Any) -> None:
+    """Refresh re-reads the run's evaluations; a click on one shows its worst rows; "Evaluate this run" hands the
+    run to the Evaluate page (its model box, found by ``elem_id``) and shows that page."""
+    outputs = [c[k] for k in EVAL_KEYS]
+    c["refresh"].click(lambda rid: evaluation_updates(ctx, c, rid), run_id, outputs, **NO_PROGRESS, **QUIET)
+
+    def on_pick(evt: gr.SelectData) -> Any:
+        rid = str(evt.row_value[0]) if evt.row_value else ""
+        return gr.update(value=evals.worst_rows(ctx, rid), visible=bool(rid)) if rid else gr.skip()
+
+    c["evals"].select(on_pick, None, c["eval_worst"], **NO_PROGRESS, **QUIET)
+    model_box = find_component(EVAL_MODEL_ID)
+    if model_box is None:  # a page without the Evaluate page (a test's partial layout)
+        return
+
+    def on_evaluate(rid: str) -> Any:
+        row = run_actions.get_row(ctx, rid)
+        if row["status"] != "succeeded":
+            raise UserError(f"Run `{rid}` is {row['status']}: only a finished run can be evaluated.")
+        return gr.update(choices=evals.model_choices(ctx), value=row["id"])
+
+    show_page = "() => { document.getElementById('tab-evaluate-button')?.click(); }"
+    c["evaluate"].click(guarded(on_evaluate), run_id, model_box, **NO_PROGRESS, **QUIET).success(
+        None, None, None, js=show_page
+    )
+
+
+EVAL_MODEL_ID = "eval-model"  # ui.evals's model box
+
+
+def find_component(elem_id: str) -> Any:
+    """The component of the Blocks being built with this ``elem_id`` (None when there is none)."""
+    root = gr.context.Context.root_block
+    blocks = getattr(root, "blocks", {}) if root is not None else {}
+    return next((b for b in blocks.values() if getattr(b, "elem_id", None) == elem_id), None)

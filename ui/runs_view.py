@@ -536,3 +536,46 @@ def _short(value: Any) -> str:
     else:
         text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
     return text if len(text) <= 80 else text[:79] + "…"
+
+
+# --- evaluations (engine.eval: the ``evaluations`` table) -------------------------------------------------
+
+EVAL_COLUMNS = ["evaluation", "data", "examples", "key metric", "metrics", "when"]
+
+
+def evaluations_table(ctx: Context, run_id: str) -> pd.DataFrame:
+    """The run's evaluations, newest first: test data file, size, key metric, every number, and when."""
+    rows = ctx.store.list_evaluations(run_id=run_id) if run_id else []
+    return pd.DataFrame(
+        [
+            [
+                e["id"],
+                Path(str(e.get("data") or "")).name,
+                e.get("n_examples"),
+                f"{e.get('key_metric_name') or 'metric'} = {_number_text(e.get('key_metric'))}",
+                ", ".join(f"{k}={_number_text(v)}" for k, v in (e.get("metrics") or {}).items() if _is_number(v)),
+                fmt_time(e.get("created_at")),
+            ]
+            for e in rows
+        ],
+        columns=EVAL_COLUMNS,
+    )
+
+
+def evaluations_note(row: dict[str, Any] | None, count: int) -> str:
+    """What the evaluations panel says above its table."""
+    if row is None:
+        return ""
+    if row["status"] != "succeeded":
+        return f"Evaluations need a finished model: this run is {row['status']}."
+    if not count:
+        return "No evaluations yet: **Evaluate this run** opens the Evaluate page with it picked."
+    return f"{count} evaluation{'s' if count > 1 else ''}, newest first: click one for its worst predictions."
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number_text(value: Any) -> str:
+    return f"{value:.4g}" if _is_number(value) else ("" if value is None else str(value))

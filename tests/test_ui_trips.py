@@ -1,0 +1,73 @@
+"""Handler-level tests of the Runs page, Playground and Evaluate trips (issues 24 and 25): a run's evaluations on
+the Runs page with "Evaluate this run", side by side's Playground slots, stale Playground answers, empty results in
+words, plain-text chat runs, and the charts' readability."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import pytest
+
+from engine.run.store import Store
+
+
+def record(store: Store, eval_id: str, run_id: str, metrics: dict, data: str = "/data/test.jsonl") -> None:
+    """An evaluation row as the supervisor records it when an eval job succeeds."""
+    store.insert_job({"id": eval_id, "kind": "eval", "run_id": run_id, "user": "", "job_dir": "/nowhere"})
+    assert store.update_job_if(eval_id, "queued", {"status": "running"})
+    row = {"id": eval_id, "job_id": eval_id, "user": "", "run_id": run_id, "model": run_id, "task": "llm_sft"}
+    row |= {"data": data, "data_hash": "h1", "n_examples": 16, "metrics": json.dumps(metrics)}
+    row |= {"key_metric_name": "exact_match", "key_metric": metrics["exact_match"], "greater_is_better": 1}
+    row |= {"predictions_path": "/nowhere/predictions.jsonl", "settings": "{}"}
+    assert store.finish_job_with_evaluation(eval_id, {"status": "succeeded", "ended_at": time.time()}, row)
+
+
+@pytest.fixture
+def studio_ctx(data_dir):
+    import app
+
+    context, demo = app.create(data_dir)
+    yield context, demo
+    context.engine.shutdown()
+
+
+def test_runs_page_shows_a_runs_evaluations_newest_first(studio_ctx):
+    from ui import runs, runs_view
+
+    ctx, _ = studio_ctx
+    store = ctx.engine.store
+    store.insert_run({"id": "r1", "name": "tuned", "task": "llm_sft", "status": "succeeded", "run_dir": "/x"})
+    store.insert_run({"id": "r2", "name": "other", "task": "llm_sft", "status": "running", "run_dir": "/y"})
+    record(store, "e1", "r1", {"exact_match": 0.25, "chrf": 30.0}, data="/data/old.jsonl")
+    record(store, "e2", "r1", {"exact_match": 0.75, "chrf": 80.5}, data="/data/test.jsonl")
+    record(store, "e3", "r2", {"exact_match": 0.1})
+    table = runs_view.evaluations_table(ctx, "r1")
+    assert list(table["evaluation"]) == ["e2", "e1"], "newest first, only this run's"
+    assert table.iloc[0]["data"] == "test.jsonl" and table.iloc[0]["key metric"] == "exact_match = 0.75"
+    assert "chrf=80.5" in table.iloc[0]["metrics"] and table.iloc[0]["when"]
+    c = {k: k for k in runs.EVAL_KEYS}
+    shown = runs.evaluation_updates(ctx, c, "r1")
+    assert shown["evals"]["visible"] and list(shown["evals"]["value"]["evaluation"]) == ["e2", "e1"]
+    assert shown["evaluate"]["interactive"] and "2 evaluations" in shown["evals_note"]
+    assert shown["eval_worst"]["visible"] is False
+    running = runs.evaluation_updates(ctx, c, "r2")
+    assert not running["evaluate"]["interactive"] and "this run is running" in running["evals_note"]
+    assert "No evaluations yet" in runs_view.evaluations_note({"status": "succeeded"}, 0)
+
+
+def test_evaluate_this_run_hands_the_run_to_the_evaluate_page(studio_ctx):
+    """The button's event sets the Evaluate page's model box to the run, then shows that page (in the browser)."""
+    ctx, demo = studio_ctx
+    ids = {b._id: getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    found = [
+        d
+        for d in demo.fns.values()
+        if any(ids.get(getattr(t[0], "_id", t[0])) == "run-evaluate" for t in d.targets)
+        or any(ids.get(getattr(t, "_id", t)) == "run-evaluate" for t in d.targets)
+    ]
+    assert found, "Evaluate this run is wired"
+    outputs = {ids.get(getattr(o, "_id", o)) for d in found for o in d.outputs}
+    assert "eval-model" in outputs
+    assert any("tab-evaluate-button" in (d.js or "") for d in demo.fns.values())
