@@ -211,3 +211,51 @@ def _report(
 
 def _shown(prompt: Any) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in prompt) if isinstance(prompt, list) else str(prompt)
+
+
+# ---- test rows of the tasks whose data is not in SFT form (KTO, GRPO, RLOO, distillation) ------------------------
+
+
+def reference_frame(prompts: list[Any], references: list[str]) -> Any:
+    """SFT-form test rows, as :func:`evaluate_generation` reads them, from prompts (text or chats) and reference
+    answers: ``messages`` (the reference as the last assistant turn) when any prompt is a chat, else ``prompt`` and
+    ``completion``."""
+    import pandas as pd
+
+    if not any(isinstance(p, list) for p in prompts):
+        return pd.DataFrame({"prompt": [str(p) for p in prompts], "completion": references})
+    chats = [p if isinstance(p, list) else [{"role": "user", "content": str(p)}] for p in prompts]
+    turns = [[*c, {"role": "assistant", "content": r}] for c, r in zip(chats, references, strict=True)]
+    return pd.DataFrame({"messages": turns})
+
+
+def prompt_references(df: Any, how: str) -> tuple[list[Any], list[str]]:
+    """(prompts, reference answers) of prompt-only test rows: the `answer` column when a row has one, else a chat
+    prompt's final assistant turn (then cut from the prompt). ``how`` says how the task's data gives a reference;
+    a UserError naming the rows that have none."""
+    from engine.llm.data import as_chat_or_text
+
+    answers = df["answer"].tolist() if "answer" in df.columns else [None] * len(df)
+    prompts, refs, missing = [], [], []
+    for i, (value, answer) in enumerate(zip(df["prompt"].tolist(), answers, strict=True)):
+        prompt = as_chat_or_text(value, i + 1, "prompt")
+        given = answer is not None and not (isinstance(answer, float) and answer != answer) and str(answer).strip()
+        if isinstance(prompt, list) and prompt[-1]["role"] == "assistant" and len(prompt) > 1:
+            prompt, answer, given = prompt[:-1], answer if given else prompt[-1]["content"], True
+        if not given:
+            missing.append(i + 1)
+        prompts.append(prompt)
+        refs.append(str(answer))
+    if missing:
+        rows = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise UserError(
+            f"Evaluating needs a reference answer for every test prompt; {len(missing)} row(s) have none "
+            f"(row(s) {rows}). {how}"
+        )
+    return prompts, refs
+
+
+def evaluate_prompts(model_dir: Path, df: Any, options: dict[str, Any], how: str) -> dict[str, Any]:
+    """:func:`evaluate_generation` on prompt-only test rows whose references come from :func:`prompt_references`."""
+    prompts, refs = prompt_references(df, how)
+    return evaluate_generation(model_dir, reference_frame(prompts, refs), options)

@@ -142,6 +142,18 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     return best if isinstance(inputs, list) else best[0]
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Exact match and token F1 (SQuAD style, 0-100) of the answer spans; rows with the lowest F1 first."""
+    from engine.text import evaluation as te
+
+    if blanks := qa.blank_cells(df, ["context", "question"], "Test"):
+        raise UserError(blanks)
+    golds = te.gold_answers(df)
+    questions, contexts = [str(q).strip() for q in df["question"]], [str(c) for c in df["context"]]
+    batch, progress = options.get("batch_size") or 16, options.get("progress")
+    return te.qa_report(questions, golds, te.predict_answers(model_dir, questions, contexts, batch, progress))
+
+
 TASK = Task(
     name="extractive_qa",
     model_kind="text",
@@ -154,6 +166,7 @@ TASK = Task(
     columns=COLUMNS,
     train=train,
     predict=predict,
+    evaluate=evaluate,
     key_metric="eval_f1",
     suggested_models=[
         "distilbert/distilbert-base-uncased",

@@ -113,6 +113,20 @@ def train(job: Job) -> dict[str, float]:
     return lt.fit(trainer, job)
 
 
+EVAL_HOW = (
+    "Distillation test data has only prompts: give chat prompts that end with the reference assistant turn, e.g. "
+    '[{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}].'
+)
+
+
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Exact / normalized match, ROUGE-L, chrF and perplexity of the greedy answers to the test prompts, against
+    each chat prompt's final assistant turn (the test data has no answer column)."""
+    from engine.llm import evaluate as le
+
+    return le.evaluate_prompts(model_dir, df, options, EVAL_HOW)
+
+
 TASK = Task(
     name="llm_distill",
     model_kind="causal",
@@ -128,6 +142,7 @@ TASK = Task(
     memory_profile={"length_fields": ("max_length", "max_completion_length"), "teacher_model": "teacher_model"},
     train=train,
     predict=lm.generate,
+    evaluate=evaluate,
     key_metric="eval_loss",
     greater_is_better=False,
     suggested_models=["HuggingFaceTB/SmolLM2-135M-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"],

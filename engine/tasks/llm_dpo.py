@@ -6,7 +6,8 @@ second copy in memory); with full fine-tuning, a frozen copy loaded from ``base_
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from engine.llm import data as ld
 from engine.llm import model as lm
@@ -70,6 +71,14 @@ def train(job: Job) -> dict[str, float]:
     return lt.fit(trainer, job)
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Preference accuracy on prompt / chosen / rejected test rows: the model's log-probability of the chosen answer
+    (summed over its tokens) above the rejected one's; the mean margin; the smallest margins first."""
+    from engine.llm import preference_eval
+
+    return preference_eval.evaluate_policy(model_dir, df, options)
+
+
 TASK = Task(
     name="llm_dpo",
     model_kind="causal",
@@ -86,6 +95,7 @@ TASK = Task(
     },  # chosen + rejected per example (memory check)
     train=train,
     predict=lm.generate,
+    evaluate=evaluate,
     key_metric="eval_rewards/accuracies",
     suggested_models=[
         "HuggingFaceTB/SmolLM2-135M-Instruct",

@@ -5,6 +5,7 @@ up or down, the shape most product feedback comes in. No pairs needed; the refer
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import Problem, UserError
@@ -140,6 +141,24 @@ def train(job: Job) -> dict[str, float]:
     return lt.fit(trainer, job)
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Exact / normalized match, ROUGE-L, chrF and perplexity of the greedy answers to the prompts of the thumbs-up
+    rows, against their completions (a thumbs-down completion is no reference; those rows are left out)."""
+    from engine.llm import evaluate as le
+
+    rows = kto_rows(df)
+    liked = [r for r in rows if r["label"]]
+    if not liked:
+        raise UserError(
+            f"None of the {len(rows)} test rows is rated thumbs up: KTO models are evaluated against the completions "
+            "rated up (the reference answers). Add thumbs-up rows, or check the label column's mapping."
+        )
+    answers = [r["completion"][-1]["content"] if isinstance(r["completion"], list) else r["completion"] for r in liked]
+    out = le.evaluate_generation(model_dir, le.reference_frame([r["prompt"] for r in liked], answers), options)
+    out["metrics"] |= {"n_rated_up": len(liked), "n_rated_down_left_out": len(rows) - len(liked)}
+    return out
+
+
 TASK = Task(
     name="llm_kto",
     model_kind="causal",
@@ -156,6 +175,7 @@ TASK = Task(
     memory_profile={"sequences_per_example": 2, "reference_model": True},  # the example and a KL example
     train=train,
     predict=lm.generate,
+    evaluate=evaluate,
     key_metric="eval_rewards/margins",
     greater_is_better=True,
     suggested_models=[

@@ -6,6 +6,7 @@ chats with the tokenizer's chat template (the one chosen in ``chat_template``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from engine.llm import data as ld
@@ -41,6 +42,14 @@ def _tokens_per_pair(dataset: Any) -> float:
     return sum(len(c) + len(r) for c, r in zip(chosen, rejected, strict=True)) / max(1, n)
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Preference accuracy on prompt / chosen / rejected test rows: the model's log-probability of the chosen answer
+    (summed over its tokens) above the rejected one's; the mean margin; the smallest margins first."""
+    from engine.llm import preference_eval
+
+    return preference_eval.evaluate_policy(model_dir, df, options)
+
+
 TASK = Task(
     name="llm_orpo",
     model_kind="causal",
@@ -54,6 +63,7 @@ TASK = Task(
     memory_profile={"sequences_per_example": 2},  # chosen + rejected per example (memory check)
     train=train,
     predict=lm.generate,
+    evaluate=evaluate,
     key_metric="eval_rewards/accuracies",
     suggested_models=[
         "HuggingFaceTB/SmolLM2-135M-Instruct",

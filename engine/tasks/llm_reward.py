@@ -109,6 +109,21 @@ def _as_text(inputs: Any, tok: Any) -> tuple[str, bool]:
     return str(inputs) + (tok.eos_token or ""), False
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy of reward(chosen) > reward(rejected) on prompt / chosen / rejected test rows, and the mean margin;
+    the smallest margins first."""
+    from engine.llm import preference_eval
+
+    return preference_eval.evaluate_reward(model_dir, df, options, _scored_text)
+
+
+def _scored_text(prompt: Any, answer: Any, tok: Any) -> tuple[str, bool]:
+    """An answer with its prompt as ``predict`` scores it: a chat rendered with the template, or prompt + answer."""
+    if isinstance(answer, list):
+        return _as_text([*(prompt or []), *answer], tok)
+    return _as_text(str(prompt or "") + answer, tok)
+
+
 TASK = Task(
     name="llm_reward",
     model_kind="text",
@@ -122,6 +137,7 @@ TASK = Task(
     memory_profile={"sequences_per_example": 2, "lm_logits": False},  # chosen + rejected per example (memory check)
     train=train,
     predict=predict,
+    evaluate=evaluate,
     key_metric="eval_accuracy",
     suggested_models=["HuggingFaceTB/SmolLM2-135M-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"],  # small first (CPU)
     greater_is_better=True,

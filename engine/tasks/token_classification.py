@@ -148,6 +148,24 @@ def entity(found: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Entity precision/recall/F1 (seqeval, micro), per entity type, token accuracy; rows with wrong entities first.
+    Test tags must be tags the model knows."""
+    from engine.text import evaluation as te
+    from engine.train import evaluation
+
+    rows, problems = parse_rows(df)
+    if problems:
+        raise UserError([f"Test data: {p}" for p in problems[:10]])
+    config = runfiles.read_json(Path(model_dir) / "config.json") or {}
+    known = {str(v) for v in (config.get("id2label") or {}).values()}
+    evaluation.unseen_labels_error(known, [t for _, tags in rows for t in tags], "tag")
+    max_length = (options.get("params") or {}).get("max_length") or 512
+    words = [w for w, _ in rows]
+    pred = te.predict_word_tags(model_dir, words, options.get("batch_size") or 32, max_length, options.get("progress"))
+    return te.tagging_report(words, [t for _, t in rows], pred)
+
+
 TASK = Task(
     name="token_classification",
     model_kind="text",
@@ -159,6 +177,7 @@ TASK = Task(
     columns=COLUMNS,
     train=train,
     predict=predict,
+    evaluate=evaluate,
     key_metric="eval_f1",
     suggested_models=[
         "distilbert/distilbert-base-cased",
