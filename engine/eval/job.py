@@ -39,8 +39,8 @@ def test_data(task: Task, spec: dict[str, Any]) -> tuple[Any, str]:
             raise UserError(
                 f"Run `{spec['model']}` kept no validation split (valid_fraction was 0): give a test file (--data)."
             )
-        return valid, hashlib.sha256(valid.to_json(orient="records").encode()).hexdigest()
-    df = read_table(spec["data"])
+        return valid, hashlib.sha256(valid.to_json(orient="records", default_handler=str).encode()).hexdigest()
+    df = read_test_file(spec["data"])
     if df.empty:
         raise UserError(f"Test file `{Path(spec['data']).name}` has no rows: there is nothing to evaluate.")
     if not task.loads_data:
@@ -51,6 +51,31 @@ def test_data(task: Task, spec: dict[str, Any]) -> tuple[Any, str]:
     return apply_mapping(df, mapping).reset_index(drop=True), spec["data_hash"]
 
 
+def read_test_file(path: str | Path) -> Any:
+    """A test file as a table: a CSV/JSON/JSONL/Parquet file, or a folder or ZIP of images or audio clips read as
+    training data is (class sub-folders, metadata.jsonl/csv, COCO/YOLO/VOC; file paths made absolute)."""
+    from engine.data.archives import as_folder
+    from engine.data.audio import is_audio_source, read_clip_table
+    from engine.data.images import is_image_source, read_image_folder
+
+    p = Path(path).expanduser()
+    if is_audio_source(p):
+        return read_clip_table(as_folder(p))
+    if is_image_source(p) or p.is_dir():
+        return read_image_folder(as_folder(p))
+    return read_table(p)
+
+
+def file_bases(task: Task, spec: dict[str, Any]) -> list[Path]:
+    """Folders that relative image/audio paths in the test rows are read from: the test file's folder (as a
+    training file's), or for the validation split the run's data folders."""
+    if spec["data"] != "valid":
+        return [Path(spec["data"]).expanduser().resolve().parent]
+    from engine.data.images import data_bases
+
+    return data_bases(validate_params(task.params, spec.get("params") or {}))
+
+
 def run_eval(job_dir: Path) -> dict[str, Any]:
     spec = rf.read_json(job_dir / jobs.JOB_FILE) or {}
     task = get_task(spec["task"])
@@ -59,6 +84,7 @@ def run_eval(job_dir: Path) -> dict[str, Any]:
     started = time.time()
     options = {"batch_size": spec.get("batch_size"), "max_new_tokens": spec.get("max_new_tokens")}
     options |= {"progress": lambda f, m: say(job_dir, f, m), "params": spec.get("params") or {}}
+    options |= {"bases": [] if spec.get("benchmark") else file_bases(task, spec)}
     out = _evaluate(task, spec, df, options, job_dir)
     seconds = round(time.time() - started, 3)
     predictions = write_rows(job_dir / PREDICTIONS, out["rows"])

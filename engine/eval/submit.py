@@ -13,8 +13,8 @@ import yaml
 
 from engine import runfiles as rf
 from engine.data.splits import resolve_mapping
-from engine.data.tables import read_table
 from engine.errors import UserError
+from engine.eval.job import read_test_file
 from engine.task import Task, get_task
 
 VALID_SPLIT = "valid"  # --data valid: the run's own validation split
@@ -105,16 +105,16 @@ def _check_data(task: Task, data: str, mapping: dict[str, str], run: dict[str, A
             raise UserError("A base model has no validation split: give a test file with --data TEST_FILE.")
         return {"data": VALID_SPLIT, "data_hash": ""}  # the job splits the run's data again and hashes it
     path = Path(data).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"Test file `{data}` not found.")
-    df = read_table(path)
+    df = read_test_file(path)  # a table, or a folder/ZIP of images or clips
     if df.empty:
         raise UserError(f"Test file `{data}` has no rows: there is nothing to evaluate.")
     if task.loads_data:
         found, problems = resolve_mapping(task, list(df.columns), mapping)
         if problems:
             raise UserError([f"Test file `{path.name}`: {p}" for p in problems])
-    return {"data": str(path.resolve()), "data_hash": file_hash(path)}
+    return {"data": str(path.resolve()), "data_hash": file_hash(path) if path.is_file() else folder_hash(path)}
 
 
 def _benchmark(task: Task, benchmark: str) -> dict[str, Any]:
@@ -141,6 +141,14 @@ def file_hash(path: Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_hash(folder: Path) -> str:
+    """A hash of a test folder: every file's relative path and content."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + file_hash(path).encode())
     return digest.hexdigest()
 
 

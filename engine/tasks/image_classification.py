@@ -137,6 +137,25 @@ def predict(model_dir: Path, inputs: Any, top_k: int = 5) -> Any:
     return out[0] if single else out
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy, F1, per-class report and confusion matrix on a test set of images; test labels must be the model's;
+    wrong predictions first (most confident at the top)."""
+    from engine.train import evaluation
+    from engine.vision import evaluation as vev
+
+    labels, problems = labels_of(df["target"])
+    if problems:
+        raise UserError([f"Test data: {p}" for p in problems])
+    config = runfiles.read_json(Path(model_dir) / "config.json") or {}
+    evaluation.unseen_labels_error({str(v) for v in (config.get("id2label") or {}).values()}, labels)
+    images = vev.test_images(list(df["image"]), options)
+    out = evaluation.batched(
+        images, lambda batch: predict(model_dir, batch), options.get("batch_size") or 16, options.get("progress")
+    )
+    names = vev.shown_names(list(df["image"]))
+    return evaluation.classification(labels, [o["label"] for o in out], [o["scores"] for o in out], names)
+
+
 TASK = Task(
     name="image_classification",
     model_kind="vision",
@@ -149,6 +168,7 @@ TASK = Task(
     columns=COLUMNS,
     train=train,
     predict=predict,
+    evaluate=evaluate,
     key_metric="eval_f1_macro",
     suggested_models=[
         "microsoft/resnet-18",

@@ -112,6 +112,21 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     return out[0] if single else out
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """MSE, RMSE, MAE and R² on a test set of images; the images with the largest errors first."""
+    from engine.train import evaluation
+    from engine.vision import evaluation as vev
+
+    targets, problems = targets_of(df["target"])
+    if problems:
+        raise UserError([f"Test data: {p}" for p in problems])
+    images = vev.test_images(list(df["image"]), options)
+    out = evaluation.batched(
+        images, lambda batch: predict(model_dir, batch), options.get("batch_size") or 16, options.get("progress")
+    )
+    return evaluation.regression(targets, [o["score"] for o in out], vev.shown_names(list(df["image"])))
+
+
 TASK = Task(
     name="image_regression",
     model_kind="vision",
@@ -124,6 +139,7 @@ TASK = Task(
     columns=COLUMNS,
     train=train,
     predict=predict,
+    evaluate=evaluate,
     key_metric="eval_r2",
     suggested_models=[
         "microsoft/resnet-18",

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import field_validator
+
 from engine import runfiles
 from engine.data import cells
 from engine.data import images as im
@@ -27,12 +29,23 @@ class Params(ve.VisionParams):
         "model folder.",
     )
     image_square_size: int = field(
-        600, "Images are scaled so their longer side is this, then padded to a square.", ge=32, le=2048
+        0,
+        "Images are scaled so their longer side is this, then padded to a square. 0: the model's own input size, "
+        "from its image processor (preprocessor_config.json), e.g. 800 for DETR, 640 for RT-DETR.",
+        ge=0,
+        le=2048,
     )
     augmentation: Literal["flip_color", "flip", "none"] = field(
         "flip_color", "Random changes to training images each epoch (boxes follow the flips)."
     )
     weight_decay: float = field(1e-4, "Weight decay (L2) applied by the optimizer.", ge=0.0, le=1.0, advanced=True)
+
+    @field_validator("image_square_size")
+    @classmethod
+    def _square_size(cls, value: int) -> int:
+        if 0 < value < 32:
+            raise ValueError(f"image_square_size {value} is too small: use 0 (the model's own size) or 32 to 2048")
+        return value
 
 
 COLUMNS = [
@@ -115,14 +128,15 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
 # ---- training -----------------------------------------------------------------------------
 
 
-def dataset(df: Any, label2id: dict[str, int], processor: Any, params: Params, train: bool) -> Any:
+def dataset(df: Any, label2id: dict[str, int], processor: Any, params: Params, train: bool, size: int) -> Any:
     rows, problems = cells.parse_rows(df["objects"], parse_objects, ([], []))
     if problems:
         raise UserError(problems[:10])
     keep = [i for i, (_, cats) in enumerate(rows) if all(c in label2id for c in cats)]
     boxes = [rows[i][0] for i in keep]
     classes = [[label2id[c] for c in rows[i][1]] for i in keep]
-    return vdet.DetectionSet([df["image"].iloc[i] for i in keep], boxes, classes, processor, params, train=train)
+    images = [df["image"].iloc[i] for i in keep]
+    return vdet.DetectionSet(images, boxes, classes, processor, params, train=train, size=size)
 
 
 def metrics(pred: Any, processor: Any, names: list[str], size: int, run_dir: Path) -> dict[str, float]:
@@ -151,20 +165,19 @@ def train(job: Job) -> dict[str, float]:
         id2label=id2label,
         label2id=label2id,
     )
-    train_set = dataset(job.train, label2id, processor, params, train=True)
-    valid_set = dataset(job.valid, label2id, processor, params, train=False) if job.valid is not None else None
+    size = vdet.square_size(processor, params.image_square_size)
+    train_set = dataset(job.train, label2id, processor, params, train=True, size=size)
+    valid_set = dataset(job.valid, label2id, processor, params, False, size) if job.valid is not None else None
     runfiles.print_summary(
         "object detection",
         len(train_set),
         len(valid_set or []),
         classes=len(id2label),
         boxes=sum(len(c) for c in train_set.classes),
-        size=params.image_square_size,
+        size=f"{size}x{size}" + ("" if params.image_square_size else " (the model's image processor)"),
     )
     names = [id2label[i] for i in range(len(id2label))]
-    compute = functools.partial(
-        metrics, processor=processor, names=names, size=params.image_square_size, run_dir=job.run_dir
-    )
+    compute = functools.partial(metrics, processor=processor, names=names, size=size, run_dir=job.run_dir)
     return ve.fit(
         job,
         model,
@@ -175,7 +188,7 @@ def train(job: Job) -> dict[str, float]:
         data_collator=vdet.detection_collate,
         compute_metrics=compute,
         args={"eval_do_concat_batches": False},
-        side={"image_square_size": params.image_square_size},
+        side={"image_square_size": size},
     )
 
 
@@ -193,7 +206,7 @@ def predict(model_dir: Path, inputs: Any, threshold: float = 0.5) -> Any:
         threshold = float(inputs["threshold"])
     images, single = ve.as_images(inputs)
     model, processor = ve.load_for_predict(model_dir, "AutoModelForObjectDetection")
-    size = int(rf.read_side_file(model_dir).get("image_square_size", 600))
+    size = vdet.square_size(processor, int(rf.read_side_file(model_dir).get("image_square_size") or 0))
     spec = vdet.square_spec(processor, size)
     out = []
     for img in images:
@@ -214,6 +227,40 @@ def predict(model_dir: Path, inputs: Any, threshold: float = 0.5) -> Any:
     return out[0] if single else out
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """COCO mAP@[.5:.95], mAP@.5/.75 and AP per class on a test set (boxes [x, y, w, h] in pixels, categories the
+    model's); precision/recall of the boxes scoring ``threshold`` (0.5) or more; images with the most missed or
+    false boxes first."""
+    from engine.train import evaluation
+    from engine.vision import evaluation as vev
+
+    rows, problems = cells.parse_rows(df["objects"], parse_objects, ([], []))
+    if problems:
+        raise UserError([f"Test data: {p}" for p in problems[:10]])
+    id2label = (runfiles.read_json(Path(model_dir) / "config.json") or {}).get("id2label") or {}
+    names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    evaluation.unseen_labels_error(set(names), [c for _, cats in rows for c in cats], "category")
+    index = {n: i for i, n in enumerate(names)}
+    images = vev.test_images(list(df["image"]), options)
+    found = evaluation.batched(
+        images,
+        lambda batch: predict(model_dir, {"image": batch, "threshold": 0.0}),
+        options.get("batch_size") or 8,
+        options.get("progress"),
+    )
+    truth = [{"labels": [index[c] for c in cats], "boxes": boxes} for boxes, cats in rows]
+    detections = [
+        {
+            "labels": [index[o["label"]] for o in f["objects"]],
+            "scores": [o["score"] for o in f["objects"]],
+            "boxes": [vev.xyxy_to_xywh(o["box"]) for o in f["objects"]],
+        }
+        for f in found
+    ]
+    threshold = float(options.get("threshold") or 0.5)
+    return vev.detection_report(truth, detections, names, vev.shown_names(list(df["image"])), threshold)
+
+
 TASK = Task(
     name="object_detection",
     model_kind="vision",
@@ -226,6 +273,7 @@ TASK = Task(
     columns=COLUMNS,
     train=train,
     predict=predict,
+    evaluate=evaluate,
     key_metric="eval_map",
     suggested_models=["hustvl/yolos-tiny", "PekingU/rtdetr_r18vd", "facebook/detr-resnet-50"],  # small first (CPU)
     greater_is_better=True,

@@ -20,6 +20,15 @@ def letterbox(img: Any, size: int, fill: tuple[int, ...]) -> tuple[Any, float]:
     return canvas, scale
 
 
+def square_size(processor: Any, wanted: int = 0) -> int:
+    """The side of the letterboxed square input: ``wanted`` when the user set it, else the model's own size from its
+    image processor (``preprocessor_config.json``: height/width, else shortest_edge; the larger side of the two)."""
+    if wanted:
+        return int(wanted)
+    spec = pixel_spec(processor)
+    return max(spec.height, spec.width)
+
+
 def square_spec(processor: Any, size: int) -> PixelSpec:
     """The processor's normalisation with a ``size`` x ``size`` input."""
     spec = pixel_spec(processor)
@@ -35,15 +44,24 @@ class DetectionSet:
     """A map-style dataset of ``{"pixel_values", "labels": {"class_labels", "boxes"}}`` (boxes: centre x/y, width,
     height as fractions of the square image, as DETR-family models take them). Images are decoded and
     letterboxed once (kept in memory while under :data:`CACHE_BYTES`); training rows get box-aware flips and
-    colour changes each epoch."""
+    colour changes each epoch. ``size``: the square's side (default: :func:`square_size` of the processor and
+    ``params.image_square_size``)."""
 
     def __init__(
-        self, images: list[Any], boxes: list[list], classes: list[list[int]], processor: Any, params: Any, train: bool
+        self,
+        images: list[Any],
+        boxes: list[list],
+        classes: list[list[int]],
+        processor: Any,
+        params: Any,
+        train: bool,
+        size: int = 0,
     ):
         import random
 
         self.images, self.boxes, self.classes, self.train = images, boxes, classes, train
-        self.size, self.kind, self.bases = params.image_square_size, params.augmentation, bases(params)
+        self.size = size or square_size(processor, params.image_square_size)
+        self.kind, self.bases = params.augmentation, bases(params)
         self.spec = square_spec(processor, self.size)
         self.rng = random.Random(params.seed)
         fits = self.size * self.size * 3 * len(images) <= CACHE_BYTES
