@@ -303,3 +303,23 @@ def test_every_task_named_here_is_offered_for_evaluation():
     names += ["llm_kto", "llm_grpo", "llm_rloo", "llm_distill"]
     assert all(get_task(n).evaluate is not None for n in names)
     assert set(names) <= set(evaluable_tasks())
+
+
+@pytest.mark.slow
+def test_trainpad_eval_runs_a_new_task_as_a_job(tagger, tmp_path, capsys):
+    """`trainpad eval MODEL --task ... --data ... --json`: the eval job in its own process, a mapped column, the
+    evaluation recorded with the task's key metric."""
+    import json
+
+    from engine.cli import main as cli
+    from engine.run.store import Store
+
+    data = write_jsonl(tmp_path / "ner.jsonl", [{"words": w, "tags": t} for w, t in NER])
+    capsys.readouterr()
+    args = ["--data-dir", str(tmp_path / "data"), "eval", str(tagger), "--task", "token_classification"]
+    assert cli([*args, "--data", str(data), "--map", "tokens=words", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n_examples"] == 4 and 0 <= result["metrics"]["f1"] <= 1 and "per_entity" in result["metrics"]
+    (recorded,) = Store(tmp_path / "data" / "trainpad.db").list_evaluations()
+    assert recorded["task"] == "token_classification" and recorded["key_metric_name"] == "f1"
+    assert recorded["key_metric"] == result["metrics"]["f1"]
