@@ -191,7 +191,8 @@ EVAL_ORDER = ("pair_score", "triplet", "pair", "qa", "pair_class")  # which mode
 
 
 def eval_mode(df: Any, trained: str | None) -> str:
-    """The mode whose columns the test data has: the model's own mode first, else the first that fits."""
+    """The mode whose columns the test data has: the model's own mode first, else the first that fits (pair_class
+    data cannot be scored: its classifier is not saved)."""
     have = set(df.columns)
     fits = [m for m in ((trained,) if trained in MODES else ()) + EVAL_ORDER if set(MODES[m][0]) <= have]
     if not fits:
@@ -200,13 +201,14 @@ def eval_mode(df: Any, trained: str | None) -> str:
             f"The test data's columns ({', '.join(map(str, df.columns)) or 'none'}) fit no evaluation: it needs "
             f"{wanted}. Map yours with --map ROLE=COLUMN."
         )
-    if fits[0] == "pair_class":
+    usable = [m for m in fits if m != "pair_class"]
+    if not usable:
         raise UserError(
             "pair_class test data (premise, hypothesis, label) cannot be scored: the classifier trained beside the "
             "embeddings is not saved with the model. Evaluate on scored pairs (sentence1, sentence2, score), "
             "triplets (anchor, positive, negative) or pairs (anchor, positive)."
         )
-    return fits[0]
+    return usable[0]
 
 
 def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
