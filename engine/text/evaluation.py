@@ -97,18 +97,22 @@ def tagging_report(words: list[list[str]], true: list[list[str]], pred: list[lis
 
 def _tagged_row(i: int, words: list[str], true: list[str], pred: list[str]) -> dict[str, Any]:
     gold, found = entities(true), entities(pred)
-    shown = lambda ents: "; ".join(f"{t}: {' '.join(words[s : e + 1])}" for t, s, e in sorted(ents, key=lambda x: x[1]))  # noqa: E731
     return {
         "row": i + 1,
         "input": " ".join(words),
-        "reference": shown(gold),
-        "prediction": shown(found),
+        "reference": _entities_shown(gold, words),
+        "prediction": _entities_shown(found, words),
         "wrong_entities": len(gold ^ found),
         "correct": float(gold == found),
         "token_accuracy": sum(a == b for a, b in zip(true, pred, strict=True)) / max(1, len(true)),
         "reference_tags": " ".join(true),
         "predicted_tags": " ".join(pred),
     }
+
+
+def _entities_shown(ents: set[tuple[str, int, int]], words: list[str]) -> str:
+    """``PER: alice; LOC: new york`` in sentence order."""
+    return "; ".join(f"{t}: {' '.join(words[s : e + 1])}" for t, s, e in sorted(ents, key=lambda x: (x[1], x[0])))
 
 
 # ---- extractive question answering --------------------------------------------------------
