@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 
-import pandas as pd
 import pytest
 
 from engine.run.store import Store
@@ -71,3 +70,39 @@ def test_evaluate_this_run_hands_the_run_to_the_evaluate_page(studio_ctx):
     outputs = {ids.get(getattr(o, "_id", o)) for d in found for o in d.outputs}
     assert "eval-model" in outputs
     assert any("tab-evaluate-button" in (d.js or "") for d in demo.fns.values())
+
+
+def test_side_by_side_holds_two_models_for_one_user_of_a_shared_instance(data_dir, monkeypatch):
+    """With TRAINPAD_PLAYGROUND_PER_USER's default (1), the second side's model used to evict the first side's
+    while it answered; a pair now holds two slots (the user's single Playground model goes first)."""
+    from engine.errors import UserError
+    from engine.run.policy import Policy
+    from engine.run.supervisor import Supervisor
+    from ui import predictor
+    from ui import side_by_side as sbs
+    from ui.context import Context
+
+    class Fake:
+        def __init__(self, run_dir, log):
+            self.run_dir, self.used, self.closed = str(run_dir), time.time(), False
+            self.proc = type("P", (), {"poll": lambda s: None})()
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(predictor, "Predictor", Fake)
+    monkeypatch.setattr(predictor, "MAX_PROCESSES", 3)
+    monkeypatch.setattr(predictor, "PER_USER", 1)
+    monkeypatch.setattr(predictor, "_SESSIONS", {})
+    monkeypatch.setattr(predictor, "_OWNERS", {})
+    ctx = Context(Supervisor(data_dir, manage_all=False, policy=Policy(shared=True)), shared=True)
+    ctx.user = lambda: "ann"  # type: ignore[method-assign]
+    single = predictor.predictor_for(ctx, "s", "/runs/a")
+    side_a, side_b = (predictor.predictor_for(ctx, s, f"/runs/{s}", needs=sbs.SLOTS) for s in sbs.pair_sessions("s"))
+    assert not side_a.closed and not side_b.closed, "both sides answer at once"
+    assert single.closed, "the user's single Playground model made room"
+    assert predictor.predictor_for(ctx, "s", "/runs/a") and side_a.closed and side_b.closed, "back to one model"
+    monkeypatch.setattr(predictor, "MAX_PROCESSES", 1)
+    with pytest.raises(UserError, match="TRAINPAD_MAX_PLAYGROUND"):
+        sbs.check_slots()
+    assert "off here" in sbs.slots_note()

@@ -122,9 +122,11 @@ SHARE_IDLE_S = 60.0  # another user's model is released for you only after this 
 _OWNERS: dict[str, str] = {}  # session -> user (shared instances)
 
 
-def predictor_for(ctx: Context, session: str, run_dir: str) -> Predictor:
+def predictor_for(ctx: Context, session: str, run_dir: str, needs: int = 1) -> Predictor:
     """This session's predictor for ``run_dir`` (a previous one for another run is released). At most
-    ``MAX_PROCESSES`` live at once: the least recently used is released to make room."""
+    ``MAX_PROCESSES`` live at once: the least recently used is released to make room. ``needs``: how many models
+    the asking page holds at once (side by side: 2), so a user of a shared instance keeps that many whatever
+    ``PER_USER`` says (their other Playground model is released first)."""
     with _SESSIONS_LOCK:
         current = _SESSIONS.pop(session, None)
         if current is not None and current.run_dir == str(run_dir) and current.proc.poll() is None:
@@ -135,7 +137,7 @@ def predictor_for(ctx: Context, session: str, run_dir: str) -> Predictor:
             current.close()
         shared = getattr(ctx, "shared", False)
         user = ctx.user() if shared else ""
-        _make_room(user, PER_USER if shared else MAX_PROCESSES)
+        _make_room(user, max(PER_USER, needs) if shared else MAX_PROCESSES)
         _SESSIONS[session] = Predictor(run_dir, ctx.data_dir / "logs" / "playground.log")
         _OWNERS[session] = user
         _start_reaper()

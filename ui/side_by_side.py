@@ -16,6 +16,7 @@ import gradio as gr
 from engine.errors import UserError
 from engine.eval import preferences as prefs
 from engine.task import get_task
+from ui import predictor
 from ui.context import Context
 from ui.predictor import predictor_for
 
@@ -66,11 +67,12 @@ def both_answers(ctx: Context, session: str, model_a: str, model_b: str, text: s
     if not (text or "").strip():
         raise UserError("Type something for both models to answer.")
     home_a, home_b, task = homes(ctx, model_a, model_b)
+    check_slots()
     inputs = request_for(task, text)
     updates: queue.Queue[tuple[int, str, Any]] = queue.Queue()
     for side, home in enumerate((home_a, home_b)):
         threading.Thread(
-            target=_answer, args=(ctx, f"{session}:sbs{side}", home, inputs, side, updates), daemon=True
+            target=_answer, args=(ctx, pair_sessions(session)[side], home, inputs, side, updates), daemon=True
         ).start()
     answers: list[Any] = ["", ""]
     done = 0
@@ -86,10 +88,39 @@ def both_answers(ctx: Context, session: str, model_a: str, model_b: str, text: s
 
 def _answer(ctx: Context, session: str, home: str, inputs: Any, side: int, out: queue.Queue) -> None:
     try:
-        for kind, value in predictor_for(ctx, session, home).stream(inputs):
+        for kind, value in predictor_for(ctx, session, home, needs=SLOTS).stream(inputs):
             out.put((side, kind, value))
     except Exception as e:  # noqa: BLE001 - shown in that model's column
         out.put((side, "error", str(e)))
+
+
+SLOTS = 2  # Playground models side by side holds at once
+
+
+def check_slots() -> None:
+    """UserError when this instance holds fewer Playground models at once than side by side needs."""
+    if predictor.MAX_PROCESSES < SLOTS:
+        raise UserError(
+            f"Side by side loads two models at once, and this instance holds {predictor.MAX_PROCESSES} Playground "
+            "model at a time (TRAINPAD_MAX_PLAYGROUND). Set it to 2 or more to compare models."
+        )
+
+
+def slots_note() -> str:
+    """What the panel says about the memory side by side takes."""
+    if predictor.MAX_PROCESSES < SLOTS:
+        return (
+            f"Side by side is off here: it loads two models at once, and this instance holds {predictor.MAX_PROCESSES}."
+        )
+    return (
+        f"Both models are loaded at once: side by side takes {SLOTS} of this instance's {predictor.MAX_PROCESSES} "
+        "Playground slots while you compare (on a shared instance your model above is released first)."
+    )
+
+
+def pair_sessions(session: str) -> list[str]:
+    """The prediction sessions of a browser session's side by side (released with it)."""
+    return [f"{session}:sbs{side}" for side in range(SLOTS)]
 
 
 def shown(answer: Any) -> tuple[str, dict[str, float] | None]:
@@ -120,6 +151,7 @@ def export(ctx: Context, form: str) -> str:
 def build(ctx: Context) -> dict[str, Any]:
     c: dict[str, Any] = {}
     with gr.Accordion("Side by side: two models, one input", open=False, elem_id="sbs"):
+        gr.Markdown(slots_note(), elem_id="sbs-note")
         with gr.Row():
             c["a"] = gr.Dropdown([], label="Model A", allow_custom_value=True, elem_id="sbs-a")
             c["b"] = gr.Dropdown([], label="Model B", allow_custom_value=True, elem_id="sbs-b")

