@@ -83,6 +83,7 @@ def shape_table(folder: Path, out: Path, labels: list[str] | None = None) -> Pat
     return write_csv(out, rows)
 
 
+@pytest.mark.slow
 def test_image_classification_on_a_class_folder_zip_and_a_table_of_relative_paths(
     tiny_vit_classifier, shapes_folder, tmp_path
 ):
@@ -169,6 +170,7 @@ def boxes_folder(tmp_path_factory) -> Path:
     return write_detection(tmp_path_factory.mktemp("data") / "boxes", detection_rows(4, seed=3), "coco")
 
 
+@pytest.mark.slow
 def test_detection_map_per_class_ap_and_images_with_most_errors_first(tiny_detr, boxes_folder, tmp_path):
     result = evaluate(tmp_path, "object_detection", tiny_detr, boxes_folder)
     m = result["metrics"]
@@ -180,6 +182,7 @@ def test_detection_map_per_class_ap_and_images_with_most_errors_first(tiny_detr,
     assert all(r["missed"] + r["matched"] == r["reference"].count("[") for r in rows)
 
 
+@pytest.mark.slow
 def test_detection_scores_one_when_the_gold_boxes_are_its_own(tiny_detr, boxes_folder, tmp_path):
     """Gold = every box the model finds above a score: those are its best-ranked detections, all exact: mAP 1."""
     from engine.tasks.object_detection import predict
@@ -222,6 +225,7 @@ def test_detection_test_data_problems_are_named(tiny_detr, boxes_folder, tmp_pat
     assert "'star'" in problems(err)
 
 
+@pytest.mark.slow
 def test_detection_image_size_comes_from_the_model_processor_when_unset(tiny_detr, boxes_folder, tmp_path, capsys):
     """#24 item 5: the tiny DETR's processor says 64, so an unset image_square_size trains at 64 (not 600)."""
     from engine.data.splits import load_splits
@@ -247,3 +251,137 @@ def test_detection_image_size_comes_from_the_model_processor_when_unset(tiny_det
     task.train(Job(task, params, run_dir, train, None))
     assert "size=64x64 (the model's image processor)" in capsys.readouterr().out
     assert json.loads((run_dir / "model" / "trainpad.json").read_text())["image_square_size"] == 64
+
+
+# ---- speech recognition -------------------------------------------------------------------------
+
+
+def speaks_ascii(model, tok) -> None:
+    """An untrained model's output logits zeroed for every token that decodes to nothing readable (specials,
+    whitespace, partial UTF-8 bytes, control characters), so its greedy output is visible text: the "own
+    predictions" tests need transcripts and answers that are not empty."""
+    import torch
+
+    def readable(i: int) -> bool:
+        text = tok.decode([i], skip_special_tokens=True)
+        return bool(text.strip()) and text.isprintable() and text.isascii()
+
+    mute = [i for i in range(len(tok)) if i != tok.eos_token_id and not readable(i)]
+    with torch.no_grad():
+        model.get_output_embeddings().weight[mute] = 0
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory) -> Path:
+    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    from tests.tiny_audio import WORDS, build_tiny_whisper
+
+    out = build_tiny_whisper(tmp_path_factory.mktemp("models") / "whisper", WORDS, seconds=1)
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(str(out))
+    speaks_ascii(model, AutoProcessor.from_pretrained(str(out)).tokenizer)
+    model.save_pretrained(str(out))
+    rf.write_side_file(out, {"task": "asr", "kind": "seq2seq", "max_label_length": 8})  # as a run saves it
+    return out
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory) -> Path:
+    """A folder of four half-second tones with a metadata.csv naming them (a clip folder, as training data is)."""
+    import numpy as np
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("data") / "tones"
+    folder.mkdir()
+    t = np.arange(8000) / 16000
+    for i in range(4):
+        sf.write(folder / f"{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t), 16000)
+    write_csv(folder / "metadata.csv", [{"file_name": f"{i}.wav", "transcription": w} for i, w in enumerate(WORDS4)])
+    return folder
+
+
+WORDS4 = ["red", "green blue", "one two three", "yes"]
+
+
+@pytest.mark.slow
+def test_asr_wer_cer_worst_first_and_a_perfect_score_on_its_own_transcripts(tiny_whisper, tones, tmp_path):
+    from engine.tasks.asr import predict
+
+    result = evaluate(tmp_path, "asr", tiny_whisper, tones)  # the clip folder itself
+    m = result["metrics"]
+    assert result["key_metric"] == "wer" and result["n_examples"] == 4
+    assert m["wer"] >= 0 and m["cer"] >= 0 and 0 <= m["exact_match"] <= 1
+    rows = read_rows(result["predictions_path"])
+    assert {"input", "reference", "prediction", "wer", "cer"} <= set(rows[0]) and len(rows) == 4
+    assert [r["wer"] for r in rows] == sorted((r["wer"] for r in rows), reverse=True), "worst WER first"
+
+    own = predict(tiny_whisper, [str(tones / f"{i}.wav") for i in range(4)])
+    table = write_csv(tones.parent / "own.csv", [{"audio": f"tones/{i}.wav", "text": t} for i, t in enumerate(own)])
+    perfect = evaluate(tmp_path, "asr", tiny_whisper, table)["metrics"]  # paths relative to the test file
+    assert perfect["wer"] == 0.0 and perfect["cer"] == 0.0 and perfect["exact_match"] == 1.0
+
+
+def test_asr_test_data_problems_are_named(tiny_whisper, tones, tmp_path):
+    missing = write_csv(
+        tones.parent / "missing.csv", [{"audio": "tones/0.wav", "text": "a"}, {"audio": "tones/9.wav", "text": "b"}]
+    )
+    with pytest.raises(UserError) as err:
+        evaluate(tmp_path, "asr", tiny_whisper, missing)
+    assert "row 2" in problems(err) and "9.wav" in problems(err)
+    no_text = write_csv(tones.parent / "no_text.csv", [{"audio": "tones/0.wav"}])
+    with pytest.raises(UserError) as err:
+        evaluate(tmp_path, "asr", tiny_whisper, no_text)
+    assert "No column for `transcription`" in problems(err)
+
+
+# ---- vision-language ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory) -> Path:
+    """A tiny LLaVA that answers with visible text (see :func:`speaks_ascii`)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from tests.tiny_vlm import build_tiny_llava
+
+    out = build_tiny_llava(tmp_path_factory.mktemp("models") / "llava")
+    model = AutoModelForImageTextToText.from_pretrained(str(out))
+    speaks_ascii(model, AutoProcessor.from_pretrained(str(out)).tokenizer)
+    model.save_pretrained(str(out))
+    rf.write_side_file(out, {"task": "vlm", "caption_prompt": "Describe the image.", "max_new_tokens": 6})
+    return out
+
+
+@pytest.mark.slow
+def test_vlm_generation_metrics_worst_first_and_exact_on_its_own_answers(tiny_llava, tmp_path):
+    from engine.tasks.vlm import predict
+    from tests.tiny_vlm import shape_rows
+
+    rows = [r | {"file_name": f"imgs/{r['file_name']}"} for r in shape_rows(tmp_path / "imgs", 3)]
+    result = evaluate(tmp_path, "vlm", tiny_llava, write_csv(tmp_path / "test.csv", rows), max_new_tokens=4)
+    m = result["metrics"]
+    assert result["key_metric"] == "rougeL" and result["n_examples"] == 3
+    assert 0 <= m["exact_match"] <= 1 and 0 <= m["rougeL"] <= 100 and 0 <= m["chrf"] <= 100
+    table = read_rows(result["predictions_path"])
+    assert [r["chrf"] for r in table] == sorted(r["chrf"] for r in table), "lowest chrF first"
+    assert "what colour is the" in table[0]["input"] and table[0]["input"].startswith("imgs/")
+
+    own = [predict(tiny_llava, {"image": str(tmp_path / r["file_name"]), "question": r["question"]}) for r in rows]
+    assert all(own), "the fixture's model answers something"
+    perfect = [r | {"answer": a} for r, a in zip(rows, own, strict=True)]
+    m = evaluate(tmp_path, "vlm", tiny_llava, write_csv(tmp_path / "own.csv", perfect))["metrics"]
+    assert m["exact_match"] == 1.0 and m["chrf"] == pytest.approx(100.0)
+
+
+def test_vlm_test_data_problems_are_named(tiny_llava, tmp_path):
+    from tests.tiny_vlm import shape_rows
+
+    rows = [r | {"file_name": f"imgs/{r['file_name']}"} for r in shape_rows(tmp_path / "imgs", 2)]
+    no_answer = write_csv(tmp_path / "no_answer.csv", [{k: r[k] for k in ("file_name", "question")} for r in rows])
+    with pytest.raises(UserError) as err:
+        evaluate(tmp_path, "vlm", tiny_llava, no_answer)
+    assert "needs an `answer`" in problems(err)
+    gone = write_csv(tmp_path / "gone.csv", [*rows, {**rows[0], "file_name": "imgs/gone.png"}])
+    with pytest.raises(UserError) as err:
+        evaluate(tmp_path, "vlm", tiny_llava, gone)
+    assert "row 3: Image `imgs/gone.png` does not exist" in problems(err)

@@ -178,6 +178,13 @@ def predict(model_dir: Path, inputs: Any) -> Any:
     return texts[0] if single else texts
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """WER and CER of the model's transcripts of the test clips; the clips with the worst WER first."""
+    from engine.audio.evaluation import evaluate_speech
+
+    return evaluate_speech(model_dir, df, options)
+
+
 TASK = Task(
     name="asr",
     model_kind="speech",
@@ -190,6 +197,7 @@ TASK = Task(
     columns=COLUMNS,
     train=train,
     predict=predict,
+    evaluate=evaluate,
     key_metric="eval_wer",
     suggested_models=["openai/whisper-tiny", "openai/whisper-base", "facebook/wav2vec2-base-960h"],  # small first (CPU)
     greater_is_better=False,

@@ -190,6 +190,42 @@ def _load_for_inference(model_dir: str) -> tuple[Any, Any]:
     return AutoModelForImageTextToText.from_pretrained(model_dir).eval(), AutoProcessor.from_pretrained(model_dir)
 
 
+def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Exact match, ROUGE-1/2/L, BLEU and chrF of the model's greedy answers to the test rows (captions, questions or
+    chats ending with the answer); the rows with the lowest chrF first."""
+    from engine.data import images
+    from engine.errors import UserError
+    from engine.train import evaluation
+    from engine.vision import evaluation as vev
+
+    if "answer" not in df.columns and "messages" not in df.columns:
+        raise UserError(
+            "The test data needs an `answer` (or `caption`) column, with an optional `question`, or a `messages` "
+            f"column ending with the answer. Columns found: {', '.join(df.columns)}."
+        )
+    settings = runfiles.read_side_file(model_dir)
+    msgs, problems = vlm.chats(df, settings.get("caption_prompt", Params.model_fields["caption_prompt"].default))
+    if problems:
+        raise UserError([f"Test data: {p}" for p in problems])
+    cells = [vlm.image_list(v) for v in df["image"]]
+    flat = iter(vev.test_images([v for row in cells for v in row], options))
+    pics = [[next(flat) for _ in row] for row in cells]
+    model, processor = _load_for_inference(str(model_dir))
+    refs = [vlm.answer(m).strip() for m in msgs]
+    longest = max(len(processor.tokenizer(r).input_ids) for r in refs) + 8
+    limit = int(options.get("max_new_tokens") or min(settings.get("max_new_tokens", 64), longest))
+
+    def answers(rows: list[int]) -> list[str]:
+        return [
+            vlm.generate(model, processor, [images.open_image(p) for p in pics[i]], msgs[i][:-1], limit) for i in rows
+        ]
+
+    preds = evaluation.batched(list(range(len(msgs))), answers, options.get("batch_size") or 8, options.get("progress"))
+    inputs = [f"{', '.join(vev.shown_names(row))}: {vlm.answer(m[:-1])}" for row, m in zip(cells, msgs, strict=True)]
+    out = evaluation.generated_text(refs, preds, inputs)
+    return out | {"settings": {"max_new_tokens": limit, "do_sample": False}}
+
+
 TASK = Task(
     name="vlm",
     model_kind="vlm",
@@ -201,6 +237,7 @@ TASK = Task(
     columns=COLUMNS,
     train=train,
     predict=predict,
+    evaluate=evaluate,
     key_metric="eval_loss",
     greater_is_better=False,
     model_note="An image-text-to-text model (AutoModelForImageTextToText), e.g. HuggingFaceTB/SmolVLM-256M-Instruct, "
