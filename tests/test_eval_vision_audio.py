@@ -49,6 +49,29 @@ def test_the_image_speech_and_vlm_tasks_offer_evaluation():
     assert {"image_classification", "image_regression", "object_detection", "asr", "vlm"} <= evaluable
 
 
+def test_a_shared_instance_visitor_names_only_files_uploaded_with_the_test_data(tmp_path):
+    """Paths inside a visitor's test table stay in its folder, and a folder is refused (a ZIP upload instead), before
+    anything is queued; locally (no user) the same data is accepted."""
+    from engine.eval.submit import submit_eval
+
+    model = tmp_path / "model"
+    model.mkdir()
+    sneaky = write_csv(
+        tmp_path / "t.csv", [{"image": "ok.png", "label": "a"}, {"image": "/etc/secret.png", "label": "b"}]
+    )
+    request = EvalRequest(model=str(model), task="image_classification", data=str(sneaky))
+    with pytest.raises(UserError) as err:
+        submit_eval(NO_RUNS, request, user="ann")
+    assert "row 2: `secret.png` is not a file uploaded with the test file" in problems(err)
+    assert resolve(NO_RUNS, request)[2]["data"] == str(sneaky)  # locally: fine
+    vlm = write_csv(tmp_path / "v.csv", [{"image": '["a.png", "../../b.png"]', "answer": "x"}])
+    with pytest.raises(UserError, match="b.png"):
+        submit_eval(NO_RUNS, EvalRequest(model=str(model), task="vlm", data=str(vlm)), user="ann")
+    folder = class_folders(tmp_path / "shapes", n=1)
+    with pytest.raises(UserError, match="is a folder"):
+        submit_eval(NO_RUNS, EvalRequest(model=str(model), task="image_classification", data=str(folder)), user="ann")
+
+
 # ---- image classification and regression ----------------------------------------------------
 
 

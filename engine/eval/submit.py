@@ -5,6 +5,7 @@ test file, or the run's validation split), check what can be checked without loa
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,9 +153,53 @@ def folder_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def shared_data_problems(task: Task, args: dict[str, Any]) -> list[str]:
+    """On a shared instance (a signed-in ``user``), test data names only files uploaded with it: no folder (a ZIP
+    upload instead), and image/audio cells of a test table relative paths that stay in the table's folder."""
+    from engine.data.images import stays_inside
+    from engine.run.policy import MEDIA_ROLES
+
+    path = Path(args["data"])
+    if args["data"] == VALID_SPLIT or args.get("benchmark"):
+        return []
+    if path.is_dir():
+        return [
+            f"Test data `{path.name}` is a folder: on this shared instance upload the test images or clips as a ZIP."
+        ]
+    if path.suffix.lower() == ".zip" or not task.loads_data:
+        return []
+    df = read_test_file(path)
+    found, _ = resolve_mapping(task, list(df.columns), args.get("column_mapping") or {})
+    return [
+        f"`{path.name}`, column `{col}`, row {i + 1}: `{Path(str(v)).name[:80]}` is not a file uploaded with the "
+        "test file. On this shared instance image and audio paths must be relative to the test file's folder "
+        "(upload a ZIP of the table and its files)."
+        for role, col in found.items()
+        if role in MEDIA_ROLES
+        for i, cell in enumerate(df[col])
+        for v in _named_files(cell)
+        if not stays_inside(v)
+    ][:5]
+
+
+def _named_files(cell: Any) -> list[str]:
+    """The file paths a test-table cell names: a path, or a list (or JSON list) of them (VLM rows)."""
+    if isinstance(cell, str) and cell.strip().startswith("["):
+        try:
+            cell = json.loads(cell)
+        except ValueError:
+            pass
+    if hasattr(cell, "tolist"):
+        cell = cell.tolist()
+    values = cell if isinstance(cell, list) else [cell]
+    return [v.strip() for v in values if isinstance(v, str) and v.strip()]
+
+
 def submit_eval(sup: Any, request: EvalRequest, user: str = "") -> str:
     """Queue the evaluation as an ``eval`` job; returns the job id."""
-    run, _, args = resolve(sup, request)
+    run, task, args = resolve(sup, request)
+    if user and (problems := shared_data_problems(task, args)):
+        raise UserError(problems)
     if run is not None:
         return sup.jobs.submit("eval", run, args, user)
     return sup.jobs.submit_unlinked("eval", sup.data_dir / "evals", args, user)
