@@ -122,6 +122,7 @@ def test_image_classification_on_a_class_folder_zip_and_a_table_of_relative_path
     rows = read_rows(result["predictions_path"])
     assert [r["correct"] for r in rows] == sorted(r["correct"] for r in rows), "wrong predictions first"
     assert m["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / 9)
+    assert {r["input"] for r in rows} == {f"{s}/{i}.png" for s in SHAPES for i in range(3)}, "named inside the ZIP"
 
     # gold = the model's own predictions: a perfect score, read from a table of paths relative to it
     files = sorted(shapes_folder.rglob("*.png"))

@@ -78,8 +78,9 @@ def evaluate_speech(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[s
     """The ASR task's ``evaluate``: transcribe every test clip and score the transcripts against the references."""
     from engine.audio.train import transcribe
     from engine.train import evaluation
+    from engine.train.evaluation import shown_path
 
-    named = [str(v) if isinstance(v, str) else "an audio cell" for v in df["audio"]]
+    named = [shown_path(v, options.get("bases") or []) for v in df["audio"]]
     df = test_clips(df, options)
     model, processor, kind = load_speech_model(model_dir)
     limit = options.get("max_new_tokens") or runfiles.read_side_file(model_dir).get("max_label_length", 128)

@@ -70,7 +70,12 @@ def file_bases(task: Task, spec: dict[str, Any]) -> list[Path]:
     """Folders that relative image/audio paths in the test rows are read from: the test file's folder (as a
     training file's), or for the validation split the run's data folders."""
     if spec["data"] != "valid":
-        return [Path(spec["data"]).expanduser().resolve().parent]
+        path = Path(spec["data"]).expanduser().resolve()
+        if path.is_dir() or path.suffix.lower() == ".zip":  # read with absolute paths; named relative to it
+            from engine.data.archives import as_folder
+
+            return [as_folder(path)]
+        return [path.parent]
     from engine.data.images import data_bases
 
     return data_bases(validate_params(task.params, spec.get("params") or {}))

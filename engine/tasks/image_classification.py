@@ -152,7 +152,7 @@ def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any
     out = evaluation.batched(
         images, lambda batch: predict(model_dir, batch), options.get("batch_size") or 16, options.get("progress")
     )
-    names = vev.shown_names(list(df["image"]))
+    names = vev.shown_names(list(df["image"]), options)
     return evaluation.classification(labels, [o["label"] for o in out], [o["scores"] for o in out], names)
 
 

@@ -124,7 +124,7 @@ def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any
     out = evaluation.batched(
         images, lambda batch: predict(model_dir, batch), options.get("batch_size") or 16, options.get("progress")
     )
-    return evaluation.regression(targets, [o["score"] for o in out], vev.shown_names(list(df["image"])))
+    return evaluation.regression(targets, [o["score"] for o in out], vev.shown_names(list(df["image"]), options))
 
 
 TASK = Task(

@@ -258,7 +258,7 @@ def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any
         for f in found
     ]
     threshold = float(options.get("threshold") or 0.5)
-    return vev.detection_report(truth, detections, names, vev.shown_names(list(df["image"])), threshold)
+    return vev.detection_report(truth, detections, names, vev.shown_names(list(df["image"]), options), threshold)
 
 
 TASK = Task(

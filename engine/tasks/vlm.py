@@ -221,7 +221,9 @@ def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any
         ]
 
     preds = evaluation.batched(list(range(len(msgs))), answers, options.get("batch_size") or 8, options.get("progress"))
-    inputs = [f"{', '.join(vev.shown_names(row))}: {vlm.answer(m[:-1])}" for row, m in zip(cells, msgs, strict=True)]
+    inputs = [
+        f"{', '.join(vev.shown_names(row, options))}: {vlm.answer(m[:-1])}" for row, m in zip(cells, msgs, strict=True)
+    ]
     out = evaluation.generated_text(refs, preds, inputs)
     return out | {"settings": {"max_new_tokens": limit, "do_sample": False}}
 

@@ -97,3 +97,21 @@ def generated_text(refs: list[str], preds: list[str], inputs: list[Any]) -> dict
 def _shown(value: Any, limit: int = 2000) -> str:
     text = value if isinstance(value, str) else str(value)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def shown_path(value: Any, bases: list[Any]) -> str:
+    """How a test row's image or audio file is named in the predictions table: relative to the test data's folder
+    when it lies inside it (a folder or ZIP's files are read with absolute paths), else as the test file gives it;
+    a cell that is not a path (bytes, a Hub image) by its kind."""
+    from pathlib import Path
+
+    if isinstance(value, dict):
+        value = value.get("path") or "an image or clip given as bytes"
+    if not isinstance(value, (str, Path)):
+        return f"a {type(value).__name__} cell"
+    for base in bases:
+        try:
+            return str(Path(value).relative_to(Path(base)))
+        except ValueError:
+            continue
+    return str(value)

@@ -30,9 +30,12 @@ def test_images(values: list[Any], options: dict[str, Any]) -> list[Any]:
     return [im.resolve(v, bases) for v in values]
 
 
-def shown_names(values: list[Any]) -> list[str]:
-    """How each test image is named in the predictions table: its path as the test file gives it."""
-    return [im.image_name(v) for v in values]
+def shown_names(values: list[Any], options: dict[str, Any]) -> list[str]:
+    """How each test image is named in the predictions table: its path as the test file gives it, or relative to
+    the test folder or ZIP."""
+    from engine.train.evaluation import shown_path
+
+    return [shown_path(v, options.get("bases") or []) for v in values]
 
 
 # ---- detection ----------------------------------------------------------------------------
