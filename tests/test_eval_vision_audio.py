@@ -132,6 +132,17 @@ def test_image_classification_on_a_class_folder_zip_and_a_table_of_relative_path
     assert perfect["accuracy"] == 1.0 and perfect["f1_macro"] == 1.0
 
 
+def test_image_classification_on_a_runs_validation_split(tiny_vit_classifier, shapes_folder, tmp_path):
+    """``--data valid``: the run's own data split again (class folders: absolute paths), shown relative to it."""
+    params = {"base_model": str(tiny_vit_classifier), "data_path": str(shapes_folder), "valid_fraction": 0.34}
+    spec = {"task": "image_classification", "model": "run-1", "model_dir": str(tiny_vit_classifier), "data": "valid"}
+    rf.write_json(tmp_path / "job.json", spec | {"data_hash": "", "params": params, "batch_size": 4})
+    result = run_eval(tmp_path)
+    rows = read_rows(result["predictions_path"])
+    assert result["n_examples"] == 3 and len(rows) == 3 and result["evaluation"]["data_hash"]
+    assert all(not r["input"].startswith("/") and r["input"].endswith(".png") for r in rows)
+
+
 def test_image_test_data_problems_are_named(tiny_vit_classifier, shapes_folder, tmp_path):
     table = shape_table(shapes_folder, shapes_folder.parent / "t.csv")
     rows = (shapes_folder.parent / "t.csv").read_text().splitlines()
