@@ -66,13 +66,21 @@ def settled(pg, selectors: list[str], quiet_ms: int = 2000) -> None:
 
 
 def choose(pg, elem_id: str, run_id: str) -> None:
-    """Type a run id into a Dropdown of models (its choices are filled when it gets the focus)."""
+    """Pick the run ``run_id`` in a Dropdown of runs (its choices may arrive after it opens): type the id, click the
+    option that names it."""
     from playwright.sync_api import expect
 
     box = pg.locator(f"#{elem_id} input")
-    box.fill(run_id)
-    box.press("Enter")
-    box.blur()
+    option = pg.locator(f"#{elem_id}").get_by_role("option", name=re.compile(rf"· {re.escape(run_id)}$"))
+    for _ in range(10):
+        box.click()
+        box.fill(run_id)
+        pg.wait_for_timeout(300)
+        if option.count():
+            break
+        box.blur()
+        pg.wait_for_timeout(700)
+    option.first.click()
     expect(box).to_have_value(re.compile(re.escape(run_id)))
 
 
@@ -134,3 +142,28 @@ def test_side_by_side_two_models_answer_and_a_vote_is_saved(studio, page, tmp_pa
     assert (votes[0]["model_a"], votes[0]["model_b"]) == ("run-a", "run-b")
     assert prefs.as_dpo(votes) == [{"prompt": "what is 2 plus 3?", "chosen": answer_b, "rejected": answer_a}]
     shot(pg, "side_by_side_voted")
+
+
+def test_playground_forgets_an_error_and_the_answer_when_another_run_is_picked(studio, page):  # noqa: F811
+    """Issue 24 item 3: a red "Error" and the previous answer stayed on the Playground after picking another run."""
+    from playwright.sync_api import expect
+
+    url, ctx = studio
+    for run_id in ("broken", "other"):
+        run_dir = model_run(ctx, run_id, Path(__file__).parent, task="text_classification")
+        shutil.rmtree(run_dir / "model")  # its prediction fails: no model/ folder
+    pg = page
+    pg.goto(url)
+    open_page(pg, "playground", "#play-run")
+    choose(pg, "play-run", "broken")
+    expect(pg.locator("#play-text")).to_be_visible()
+    pg.locator("#play-text textarea").fill("a great film")
+    pg.locator("#play-predict").click()
+    output = pg.locator("#play-output")
+    expect(output).to_contain_text("Error")  # the failed prediction marks its output
+    shot(pg, "playground_error")
+    choose(pg, "play-run", "other")
+    expect(pg.locator("#play-info")).to_contain_text("other")
+    pg.wait_for_timeout(1500)
+    expect(output).not_to_contain_text("Error")
+    shot(pg, "playground_error_cleared")

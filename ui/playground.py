@@ -265,7 +265,7 @@ def pick_updates(ctx: Context, w: dict[str, Any], run_id: str, session: str) -> 
     row = ctx.store.get_run(run_id) if run_id else None
     hidden = {g: gr.update(visible=False) for g in _shown(w)}
     if row is None:
-        return {w["info"]: "Pick a run that succeeded.", w["kind"]: "json", **hidden}
+        return {w["info"]: "Pick a run that succeeded.", w["kind"]: "json", w["chat"]: [], **hidden}
     kind = widget_kind(row["task"])
     predictor_for(ctx, session, row["run_dir"])  # imports load in the background
     updates = {
@@ -278,6 +278,7 @@ def pick_updates(ctx: Context, w: dict[str, Any], run_id: str, session: str) -> 
         w["output"]: gr.update(visible=kind not in ("chat", *STREAMED), value=None),
         w["boxes"]: gr.update(visible=False, value=None),  # the previous run's results go
         w["label"]: gr.update(visible=False, value=None),
+        w["chat"]: [],  # the previous run's conversation goes
         w["batch_group"]: gr.update(visible=kind == "table"),
     }
     if kind == "table":
@@ -289,10 +290,12 @@ def _wire_pick(ctx: Context, w: dict[str, Any], playground_tab: Any) -> None:
     def on_pick(run_id: str, request: gr.Request) -> dict[Any, Any]:
         return pick_updates(ctx, w, run_id, request.session_hash or "")
 
-    outputs = [w["info"], w["kind"], *_shown(w), w["table"]]
-    # the spinner on the run's description only: see ui.progress (the outputs hold containers)
+    outputs = [w["info"], w["kind"], *_shown(w), w["table"], w["chat"]]
+    # the spinner on the run's description and the answers only (see ui.progress: the outputs hold containers):
+    # an answer's status is its last event's, so a failed prediction's red "Error" goes with the run it came from
+    answers = [w["info"], w["output"], w["answer"], w["chat"]]
     w["run"].change(
-        on_pick, w["run"], outputs, api_visibility="private", concurrency_limit=None, show_progress_on=w["info"]
+        on_pick, w["run"], outputs, api_visibility="private", concurrency_limit=None, show_progress_on=answers
     )
     for trigger in (w["refresh"].click, playground_tab.select):
         trigger(lambda: gr.update(choices=succeeded_runs(ctx)), None, w["run"], api_visibility="private", **NO_PROGRESS)
