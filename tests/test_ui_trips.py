@@ -106,3 +106,43 @@ def test_side_by_side_holds_two_models_for_one_user_of_a_shared_instance(data_di
     with pytest.raises(UserError, match="TRAINPAD_MAX_PLAYGROUND"):
         sbs.check_slots()
     assert "off here" in sbs.slots_note()
+
+
+def test_empty_results_are_said_in_words():
+    """Issue 24 item 4: an empty transcript showed as `{…}`, a detection with nothing found as `objects: []`."""
+    from ui import playground
+
+    words = playground.result_words("audio", "")
+    assert words["visible"] and "No speech recognised" in words["value"]
+    assert playground.result_words("audio", "hello there")["visible"] is False
+    found = playground.with_threshold("object_detection", {"objects": [], "size": [64, 64]})
+    assert found["score_threshold"] == 0.5, "object detection's predict keeps boxes scoring 0.5 or more"
+    assert playground.result_words("image", found)["value"] == "**0 boxes found** above score 0.5."
+    one = {"objects": [{"label": "cat", "score": 0.9, "box": [0, 0, 5, 5]}], "score_threshold": 0.3}
+    assert playground.result_words("image", one)["value"] == "**1 box found** above score 0.3."
+    assert playground.with_threshold("image_classification", {"label": "cat"}) == {"label": "cat"}
+    assert playground.result_words("text", {"label": "cat", "scores": {"cat": 1.0}})["visible"] is False
+
+
+def test_an_empty_transcript_hides_the_json_box(data_dir, monkeypatch):
+    from ui import playground
+
+    class Ctx:
+        class store:  # noqa: N801 - a stand-in for the run store
+            get_run = staticmethod(lambda rid: {"id": rid, "task": "asr", "run_dir": "/nowhere"})
+
+    monkeypatch.setattr(playground, "ask", lambda *a: "")
+    (output, _), *_ = list(playground.predictions(Ctx(), "r1", ("", "", None, None, "/clip.wav"), "s"))
+    assert output["visible"] is False and output["value"] == '""'
+    monkeypatch.setattr(playground, "ask", lambda *a: "hi there")
+    (output, _), *_ = list(playground.predictions(Ctx(), "r1", ("", "", None, None, "/clip.wav"), "s"))
+    assert output["visible"] and output["value"] == '"hi there"'
+
+
+def test_only_detection_mentions_boxes_in_the_playground():
+    """Issue 24 item 7: image classification's Playground said "boxes drawn"."""
+    from ui import playground
+
+    assert "box" not in playground.hint("image_classification").lower()
+    assert "box" not in playground.hint("image_regression").lower()
+    assert "boxes are drawn" in playground.hint("object_detection")

@@ -5,6 +5,7 @@ session's prediction process (:mod:`ui.predictor`), and chat replies and image a
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Iterator
@@ -37,11 +38,19 @@ HINTS = {
     "Predict: the prediction appears under the Predict button. Or upload a whole file at the bottom: its "
     "predictions appear as a table under the upload, with a CSV to download.",
     "image": "Upload an image (or take one with the webcam) and press Predict; the prediction appears under the "
-    "Predict button (found boxes drawn on the image).",
+    "Predict button.",
     "image_text": "Upload an image, type a question (or leave it empty for a caption) and press Predict; the "
     "answer is written into the Answer box under the button as it is generated.",
     "audio": "Upload or record a clip and press Predict; the transcript appears under the Predict button.",
 }
+BOXES_NOTE = " Found boxes are drawn on the image."
+BOX_PIPELINES = {"object-detection"}  # tasks whose outputs are boxes (drawn on the image)
+
+
+def hint(task_name: str) -> str:
+    """How to use the picked run's input widget (a detection model's answer is drawn on the image)."""
+    kind = widget_kind(task_name)
+    return HINTS[kind] + (BOXES_NOTE if get_task(task_name).hub_pipeline in BOX_PIPELINES else "")
 
 
 # --- plain helpers ----------------------------------------------------------------------------
@@ -147,6 +156,7 @@ def _layout(ctx: Context) -> dict[str, Any]:
     with gr.Row(visible=False) as w["predict_row"]:
         w["predict"] = gr.Button("Predict", variant="primary", elem_id="play-predict")
     w["answer"] = gr.Textbox(label="Answer", lines=3, interactive=False, elem_id="play-answer", visible=False)
+    w["summary"] = gr.Markdown(visible=False, elem_id="play-summary")  # an empty result in words (result_words)
     w["output"] = gr.JSON(label="Prediction", elem_id="play-output", visible=False)
     w["boxes"] = gr.AnnotatedImage(label="Boxes found", elem_id="play-boxes", visible=False)
     w["label"] = gr.Label(label="Classes", num_top_classes=10, elem_id="play-label", visible=False)
@@ -243,6 +253,33 @@ def boxes_view(image: str | None, output: Any) -> Any:
     return gr.update(visible=True, value=(image, boxes))
 
 
+def score_threshold(task_name: str) -> float | None:
+    """The score a found object needs to be reported: the default ``threshold`` of the task's ``predict``."""
+    found = inspect.signature(get_task(task_name).predict).parameters.get("threshold")
+    default = found.default if found is not None else None
+    return float(default) if isinstance(default, (int, float)) else None
+
+
+def with_threshold(task_name: str, output: Any) -> Any:
+    """A detection output with the score threshold its boxes passed (``score_threshold``), so the page can say it."""
+    if not isinstance(output, dict) or "objects" not in output or "score_threshold" in output:
+        return output
+    threshold = score_threshold(task_name)
+    return output if threshold is None else {**output, "score_threshold": threshold}
+
+
+def result_words(kind: str, output: Any) -> Any:
+    """Plain words for what a prediction found (an update of the summary line): "No speech recognised" for an
+    empty transcript, "0 boxes found above score 0.5" for a detection; hidden for anything else."""
+    if kind == "audio" and isinstance(output, str | None) and not (output or "").strip():
+        return gr.update(value="**No speech recognised** in this clip: the transcript is empty.", visible=True)
+    if isinstance(output, dict) and isinstance(output.get("objects"), list):
+        n, threshold = len(output["objects"]), output.get("score_threshold")
+        above = f" above score {threshold:g}" if isinstance(threshold, (int, float)) else ""
+        return gr.update(value=f"**{n} box{'es' if n != 1 else ''} found**{above}.", visible=True)
+    return gr.update(value="", visible=False)
+
+
 def _shown(w: dict[str, Any]) -> list[Any]:
     """What picking a run shows or hides."""
     return [
@@ -252,6 +289,7 @@ def _shown(w: dict[str, Any]) -> list[Any]:
         w["output"],
         w["boxes"],
         w["label"],
+        w["summary"],
         w["batch_group"],
         w["batch_info"],
         w["batch_table"],
@@ -270,7 +308,7 @@ def pick_updates(ctx: Context, w: dict[str, Any], run_id: str, session: str) -> 
     predictor_for(ctx, session, row["run_dir"])  # imports load in the background
     updates = {
         **hidden,
-        w["info"]: f"**{get_task(row['task']).title}** · run `{run_id}` · {HINTS[kind]}",
+        w["info"]: f"**{get_task(row['task']).title}** · run `{run_id}` · {hint(row['task'])}",
         w["kind"]: kind,
         **{g: gr.update(visible=name in SHOWS.get(kind, (kind,))) for name, g in w["groups"].items()},
         w["predict_row"]: gr.update(visible=kind != "chat"),
@@ -350,8 +388,11 @@ def predictions(
         for answer in stream_answer(ctx, run_id, value, session):
             yield gr.update(), answer
         return
-    output = ask(ctx, run_id, value, session)  # gr.JSON parses a str as JSON text: a transcript goes quoted
-    yield (json.dumps(output) if isinstance(output, str) else output), gr.update()
+    output = with_threshold(row["task"], ask(ctx, run_id, value, session))
+    if isinstance(output, str):  # gr.JSON parses a str as JSON text: a transcript goes quoted; an empty one is
+        yield gr.update(value=json.dumps(output), visible=bool(output.strip())), gr.update()  # said in words
+        return  # (every other output is shown as it is: the box is visible since the run was picked)
+    yield output, gr.update()
 
 
 def _wire_predict(ctx: Context, w: dict[str, Any]) -> None:
@@ -375,6 +416,7 @@ def _wire_predict(ctx: Context, w: dict[str, Any]) -> None:
     predicted = w["predict"].click(on_predict, inputs, outputs, api_name="predict", concurrency_limit=4)
     predicted.then(on_output, [w["kind"], w["image"], w["output"]], w["boxes"], api_visibility="private")
     predicted.then(label_view, w["output"], w["label"], api_visibility="private")
+    predicted.then(result_words, [w["kind"], w["output"]], w["summary"], api_visibility="private", **NO_PROGRESS)
 
 
 def fill_row(ctx: Context, run_id: str, number: Any) -> str:
