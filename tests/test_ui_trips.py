@@ -146,3 +146,39 @@ def test_only_detection_mentions_boxes_in_the_playground():
     assert "box" not in playground.hint("image_classification").lower()
     assert "box" not in playground.hint("image_regression").lower()
     assert "boxes are drawn" in playground.hint("object_detection")
+
+
+def test_a_chat_model_trained_on_plain_text_gets_its_own_format(studio_ctx, monkeypatch):
+    """Issue 24 item 5: a model trained on plain "User:/Assistant:" text answered starting with "Assistant:" (the
+    Playground wrapped the message in the tokenizer's chat template, which the run never learned)."""
+    import gradio as gr
+
+    from ui import playground
+
+    ctx, _ = studio_ctx
+    store = ctx.engine.store
+    plain = {"column_mapping": {"text": "body"}}
+    store.insert_run({"id": "plain", "task": "llm_sft", "status": "succeeded", "params": json.dumps(plain)})
+    chats = {"column_mapping": {"prompt": "q", "completion": "a"}}
+    store.insert_run({"id": "chat", "task": "llm_sft", "status": "succeeded", "params": json.dumps(chats)})
+    asked = []
+
+    def fake_stream(ctx, run_id, request, session):
+        asked.append(request)
+        yield "Assistant: Paris is the capital.\nUser: and Spain?"
+
+    monkeypatch.setattr(playground, "stream_answer", fake_stream)
+    settings = (32, 0.0, 1.0, "be brief")
+    history = [{"role": "user", "content": "User: hi"}, {"role": "assistant", "content": "Hello"}]
+    *_, last = playground.chat_replies(ctx, "plain", history, "User: capital of France?\nAssistant:", settings, "s")
+    assert (
+        asked[-1]["prompt"] == "User: hi\nHello\nUser: capital of France?\nAssistant:" and "messages" not in asked[-1]
+    )
+    assert last[-1] == {"role": "assistant", "content": "Paris is the capital."}
+    *_, last = playground.chat_replies(ctx, "chat", [], "capital of France?", settings, "s")
+    assert asked[-1]["messages"][0] == {"role": "system", "content": "be brief"}, "a chat run keeps its template"
+    monkeypatch.setattr(playground, "predictor_for", lambda *a: None)
+    with gr.Blocks():
+        w = playground._layout(ctx)
+    assert "trained on plain text" in playground.pick_updates(ctx, w, "plain", "s")[w["info"]]
+    assert "plain text" not in playground.pick_updates(ctx, w, "chat", "s")[w["info"]]

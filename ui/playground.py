@@ -230,6 +230,35 @@ def trim_reply(text: str) -> str:
     return (text[: match.start()] if match else text).strip()
 
 
+CHAT_ROLES = {"messages", "prompt"}  # a run that mapped one of these learned chats (the chat template)
+PLAIN_TEXT_NOTE = (
+    "\n\n**This run was trained on plain text, not chats**, so your message is sent as you type it (no chat "
+    "template) and the model continues it. Write it the way the training text is written, e.g. "
+    "`User: hi` and a new line with `Assistant:`."
+)
+SPEAKER = re.compile(r"^\s*assistant\s*:\s*", re.I)
+
+
+def plain_text_run(row: dict[str, Any]) -> bool:
+    """Whether a chat model's run was trained on plain text (its ``text`` column mapped, no chat column): its
+    chat replies then come from the text as typed, not from the tokenizer's chat template it never learned."""
+    mapping = (row.get("params") or {}).get("column_mapping") or {}
+    return "text" in mapping and not CHAT_ROLES & set(mapping)
+
+
+def plain_request(turns: list[dict[str, str]], max_new_tokens: float, temperature: float, top_p: float) -> dict:
+    """The predict input of a plain-text model's chat turn: the conversation's text, one turn a line."""
+    prompt = "\n".join(t["content"] for t in turns if t["role"] != "system")
+    limit, _ = capped_new_tokens(max_new_tokens)
+    return {"prompt": prompt, "max_new_tokens": limit, "temperature": float(temperature), "top_p": float(top_p)}
+
+
+def plain_reply(text: str) -> str:
+    """A plain-text model's continuation as a reply: the "Assistant:" label it learned to write first left out,
+    cut where it starts the next turn."""
+    return trim_reply(SPEAKER.sub("", text))
+
+
 def chat_request(
     turns: list[dict[str, str]], max_new_tokens: float, temperature: float, system: str, top_p: float = 1.0
 ) -> dict[str, Any]:
@@ -308,7 +337,8 @@ def pick_updates(ctx: Context, w: dict[str, Any], run_id: str, session: str) -> 
     predictor_for(ctx, session, row["run_dir"])  # imports load in the background
     updates = {
         **hidden,
-        w["info"]: f"**{get_task(row['task']).title}** · run `{run_id}` · {hint(row['task'])}",
+        w["info"]: f"**{get_task(row['task']).title}** · run `{run_id}` · {hint(row['task'])}"
+        + (PLAIN_TEXT_NOTE if kind == "chat" and plain_text_run(row) else ""),
         w["kind"]: kind,
         **{g: gr.update(visible=name in SHOWS.get(kind, (kind,))) for name, g in w["groups"].items()},
         w["predict_row"]: gr.update(visible=kind != "chat"),
@@ -476,14 +506,18 @@ def chat_replies(
     session: str,
 ) -> Iterator[list[dict[str, str]]]:
     """The chat with the user's message, then with the assistant's reply as it grows (cut at its end of turn).
-    ``settings``: max new tokens, temperature, top-p, system prompt."""
+    ``settings``: max new tokens, temperature, top-p, system prompt. A run trained on plain text gets the
+    conversation as text, in the format the user types (``plain_text_run``)."""
     max_new_tokens, temperature, top_p, system = settings
     turns = [{"role": m["role"], "content": _text(m["content"])} for m in history or []]
     turns.append({"role": "user", "content": message})
     yield turns
-    request = chat_request(turns, max_new_tokens, temperature, system, top_p)
+    if plain_text_run(_run(ctx, run_id)):
+        request, reply = plain_request(turns, max_new_tokens, temperature, top_p), plain_reply
+    else:
+        request, reply = chat_request(turns, max_new_tokens, temperature, system, top_p), trim_reply
     for text in stream_answer(ctx, run_id, request, session):
-        yield [*turns, {"role": "assistant", "content": trim_reply(text)}]
+        yield [*turns, {"role": "assistant", "content": reply(text)}]
 
 
 def _wire_chat(ctx: Context, w: dict[str, Any]) -> None:
