@@ -182,3 +182,88 @@ def test_a_chat_model_trained_on_plain_text_gets_its_own_format(studio_ctx, monk
         w = playground._layout(ctx)
     assert "trained on plain text" in playground.pick_updates(ctx, w, "plain", "s")[w["info"]]
     assert "plain text" not in playground.pick_updates(ctx, w, "chat", "s")[w["info"]]
+
+
+# --- charts and result views (issue 24 items 2 and 7) ----------------------------------------------------------
+
+
+@pytest.fixture
+def run_ctx(supervisor):
+    from ui.context import Context
+
+    return Context(supervisor)
+
+
+def test_feature_importance_is_the_top_15_as_horizontal_bars_in_order(run_ctx, tmp_path):
+    import pandas as pd
+
+    from engine.train import charts
+    from ui import runs, runs_view
+
+    run_dir = tmp_path / "run"
+    (run_dir / "model").mkdir(parents=True)
+    names = [f"column_with_a_long_name_{i:02d}" for i in range(30)]
+    pd.DataFrame({"feature": names, "importance": [i / 30 for i in range(30)]}).to_csv(
+        run_dir / "model" / "feature_importance.csv", index=False
+    )
+    table = runs_view.results(run_dir)["importance"]
+    assert len(table) == charts.IMPORTANCE_TOP == 15
+    shown = [f.strip(runs_view.RANK_MARK) for f in table["feature"]]
+    assert shown == names[::-1][:15], "the most important first, names as they are"
+    assert sorted(table["feature"]) == list(table["feature"]), "the plot's alphabetical order is the rank order"
+    import gradio as gr
+
+    parts: dict = {}
+    with gr.Blocks():
+        runs._results(parts)
+    bars = parts["importance"]
+    assert (bars.x, bars.y) == ("importance", "feature"), "horizontal bars: names on the y axis"
+
+
+def test_charts_draw_lines_only_and_say_single_values_in_words(run_ctx):
+    """Issue 24 item 2: one-point charts were a lonely dot with axis labels like 19,136.286579; item 7: the final
+    evaluation at the last step drew a vertical line."""
+    from tests.test_ui_runs import fake_run
+    from ui import runs, runs_view
+
+    t0 = time.time() - 60
+    metrics = [
+        {"step": 1, "epoch": 0.1, "name": "loss", "value": 3.0, "time": t0 + 1},
+        {"step": 1, "epoch": 0.1, "name": "learning_rate", "value": 2e-4, "time": t0 + 1},
+        {"step": 1, "epoch": 0.1, "name": "tokens_per_second", "value": 19136.286579, "time": t0 + 1},
+        {"step": 5, "epoch": 0.5, "name": "loss", "value": 2.0, "time": t0 + 5},
+        {"step": 5, "epoch": 0.5, "name": "eval_loss", "value": 2.2, "time": t0 + 5},
+        {"step": 10, "epoch": 1.0, "name": "eval_loss", "value": 1.9, "time": t0 + 9},
+        {"step": 10, "epoch": 1.0, "name": "eval_loss", "value": 1.8, "time": t0 + 10},  # the final evaluation
+    ]
+    fake_run(run_ctx, "r", "succeeded", metrics=metrics)
+    view = runs_view.run_view(run_ctx, "r")
+    loss = view["charts"]["loss"]
+    assert loss[loss["series"] == "validation loss"]["step"].tolist() == [5, 10], "one value per step"
+    assert loss[loss["series"] == "validation loss"]["value"].tolist() == [2.2, 1.8], "the final evaluation's kept"
+    updates = runs.detail_updates(run_ctx, "r", "step")
+    assert updates["loss"].constructor_args["visible"] is True
+    assert (
+        updates["lr"].constructor_args["visible"] is False
+        and updates["throughput"].constructor_args["visible"] is False
+    )
+    words = updates["points"]
+    assert words["visible"] and "**Learning rate**: learning rate 0.0002 (step 1)" in words["value"]
+    assert "tokens/s 19,136 (step 1)" in words["value"] and "286579" not in words["value"]
+    assert runs.PLOT["colors_in_legend"] == [], "no stray legend titled `series`"
+
+
+def test_a_time_limited_run_has_an_eta_from_its_time_limit(run_ctx):
+    """Issue 24 item 7: tabular showed no ETA although its time limit is known (its steps are trials)."""
+    from tests.test_ui_runs import fake_run
+    from ui import runs_view
+
+    fake_run(run_ctx, "t", "running", params={"time_limit": 120}, step=7, max_steps=3)
+    eta = runs_view.eta_seconds(run_ctx, run_ctx.store.get_run("t"))
+    assert eta is not None and 25 <= eta <= 31, eta  # started 90 s ago with 120 s to go
+    assert (
+        "ETA 30s" in runs_view.run_view(run_ctx, "t")["header"]
+        or "ETA 29s" in runs_view.run_view(run_ctx, "t")["header"]
+    )
+    fake_run(run_ctx, "s", "running", step=0, max_steps=100)
+    assert runs_view.eta_seconds(run_ctx, run_ctx.store.get_run("s")) is None, "no time limit, no guess"

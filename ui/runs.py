@@ -26,13 +26,14 @@ from ui.runs_view import ALL, TABLE_COLUMNS
 
 BUTTONS = ["stop", "resume", "duplicate", "download", "merge", "delete"]
 # the detail panel's outputs, in the order the public ``/poll`` endpoint returns them (after the table)
-DETAIL_KEYS = ["header", "error", *charts.CHARTS, "log", "metrics", "config", *BUTTONS, *charts.RESULTS]
+DETAIL_KEYS = ["header", "error", *charts.CHARTS, "log", "metrics", "config", *BUTTONS, *charts.RESULTS, "points"]
 PLOT = {
     "x": "step",
     "y": "value",
     "color": "series",
     "height": 290,
     "y_axis_format": ".3~g",
+    "colors_in_legend": [],  # no legend (a stray "series" under every chart): the title names each colour
 }  # 19,136.3 not 19,136.286579
 # Gradio 6.31's LinePlot takes a chart's series (its colour domain) from the data it had when it last rebuilt its
 # chart, and a new value alone does not rebuild it: a series that appears later is drawn in the first one's colour
@@ -116,7 +117,9 @@ def _buttons(c: dict[str, Any]) -> None:
 
 
 def _charts(c: dict[str, Any]) -> None:
-    """One LinePlot per chart of ``engine.train.charts.CHARTS``, two to a row."""
+    """One LinePlot per chart of ``engine.train.charts.CHARTS``, two to a row; above them, the values of charts
+    that have one point so far (``runs_view.single_points``: a chart is drawn from its second point)."""
+    c["points"] = gr.Markdown(visible=False, elem_id="run-points")
     items = list(charts.CHARTS.items())
     for i in range(0, len(items), 2):
         with gr.Row():
@@ -132,14 +135,15 @@ def _results(c: dict[str, Any]) -> None:
         c["per_class"] = gr.Dataframe(label=labels["per_class"], visible=False, elem_id="result-per_class")
     with gr.Row():
         c["leaderboard"] = gr.Dataframe(label=labels["leaderboard"], visible=False, elem_id="result-leaderboard")
-        c["importance"] = gr.BarPlot(
-            x="feature",
-            y="importance",
+        c["importance"] = gr.BarPlot(  # horizontal bars: long names stay readable (runs_view orders them)
+            x="importance",
+            y="feature",
             label=labels["importance"],
             visible=False,
             elem_id="result-importance",
-            sort="-y",  # most important first, bars from 0 (else the smallest bar is cut to nothing)
-            y_lim=[0, None],
+            x_lim=[0, None],  # bars from 0 (else the smallest bar is cut to nothing)
+            height=60 + 26 * charts.IMPORTANCE_TOP,
+            y_title=" ",  # the names say what they are
         )
     c["scatter"] = gr.ScatterPlot(
         x="true", y="predicted", label=labels["scatter"], visible=False, elem_id="result-scatter", height=320
@@ -215,12 +219,13 @@ def _compare(c: dict[str, Any]) -> None:
 def plot_update(df: pd.DataFrame, x: str, title: str | None = None, hide_empty: bool = False) -> Any:
     """A LinePlot update with fixed colours per series and a title naming them (``engine.train.charts.legend``); no
     data is sent as None (Gradio 6.31 stops drawing lines for good after it has been given an empty DataFrame);
-    ``hide_empty``: a chart with nothing to draw is hidden rather than shown as an empty panel."""
+    ``hide_empty``: a chart with no line to draw (no series of two points or more) is hidden rather than shown as
+    an empty panel or one lonely dot (its value is said by ``runs_view.single_points``)."""
     series = list(dict.fromkeys(df["series"])) if not df.empty else []
     colour_map = {s: hex_ for s, (_, hex_) in charts.colours(series).items()}
     extra = {"label": charts.legend(title, series)} if title else {}
     if hide_empty:
-        extra["visible"] = not df.empty
+        extra["visible"] = runs_view.has_line(df)
     plot = gr.LinePlot(value=None if df.empty else df, x=x, color_map=colour_map or None, **extra)
     plot.trainpad_series = "|".join(series)  # for mark_redraws
     return plot
@@ -236,6 +241,7 @@ def detail_updates(ctx: Context, run_id: str, x: str) -> dict[str, Any]:
         "header": view["header"],
         "error": gr.update(value=runs_view.error_md(view["row"], error), visible=bool(error)),
         **{k: plot_update(view["charts"][k], x, t, hide_empty=True) for k, t in charts.CHARTS.items()},
+        "points": _points_update(runs_view.single_points(view["charts"], x)),
         "log": view["log"],
         "metrics": gr.update(value=view["metrics"], visible=view["metrics"] is not None),
         "config": view["config"],
@@ -245,12 +251,17 @@ def detail_updates(ctx: Context, run_id: str, x: str) -> dict[str, Any]:
     }
 
 
+def _points_update(text: str) -> Any:
+    return gr.update(value=text, visible=bool(text))
+
+
 def _no_run_updates(ctx: Context, run_id: str, x: str) -> dict[str, Any]:
     empty = runs_view.chart_frame(ctx, "", [], x)
     return {
         "header": runs_view.note_html(run_id),
         "error": gr.update(visible=False),
         **{k: plot_update(empty, x, title, hide_empty=True) for k, title in charts.CHARTS.items()},
+        "points": _points_update(""),
         "log": "",
         "metrics": gr.update(value=None, visible=False),
         "config": "",

@@ -132,9 +132,36 @@ def chart_frame(ctx: Context, run_id: str, names: list[str], x: str = "step") ->
     df = df[CHART_COLUMNS]
     # numeric dtypes even when empty: the plot fixes its axis types from the first data it gets
     df = df.astype({"step": "int64", "epoch": "float64", "value": "float64", "series": "str"})
+    # the final evaluation logs again at the last step: two values at one x drew a vertical line; the last is kept
+    df = df.drop_duplicates(subset=["series", "step"], keep="last")
     if x == "epoch":
         df = df.dropna(subset=["epoch"])
     return df.reset_index(drop=True)
+
+
+def has_line(df: pd.DataFrame) -> bool:
+    """Whether a chart's data draws a line: one of its series has two points or more."""
+    return not df.empty and bool((df.groupby("series")["value"].size() >= 2).any())
+
+
+def single_points(frames: dict[str, pd.DataFrame], x: str = "step") -> str:
+    """The values of the charts that have data but no line yet (each series one point), as Markdown: a number
+    reads better than a lonely dot between axis labels; '' when there are none."""
+    said = []
+    for key, df in frames.items():
+        if df.empty or has_line(df):
+            continue
+        values = ", ".join(f"{r.series} {_value_text(r.value)} ({x} {_x_text(getattr(r, x))})" for r in df.itertuples())
+        said.append(f"**{charts.CHARTS[key].split(' (')[0]}**: {values}")
+    return " · ".join(said) + (" — drawn as a curve from the second point." if said else "")
+
+
+def _value_text(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
+def _x_text(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def run_points(ctx: Context, run_id: str, names: list[str], depth: int = 5) -> list[dict[str, Any]]:
@@ -165,10 +192,11 @@ MIN_PACED_STEPS = 3  # steps measured before an ETA is given ("estimating…" un
 
 def eta_seconds(ctx: Context, row: dict[str, Any], now: float | None = None) -> float | None:
     """Time left from the measured seconds per step (the worker's ``step_time`` reports, else the times of the
-    logged training losses); None when not running, or too few steps were measured yet."""
+    logged training losses), else from a run's time limit (``time_limit_eta``); None when not running, or too few
+    steps were measured yet."""
     step, total = row.get("step") or 0, row.get("max_steps") or 0
     if row["status"] != "running" or not step or not total or step >= total:
-        return None
+        return time_limit_eta(row, now)
     paces = [m["value"] for m in ctx.store.metrics(row["id"], [charts.STEP_TIME])]
     if paces:
         return sum(paces[-3:]) / len(paces[-3:]) * (total - step)
@@ -176,7 +204,16 @@ def eta_seconds(ctx: Context, row: dict[str, Any], now: float | None = None) -> 
     if len(points) >= 2 and points[-1]["step"] - points[0]["step"] >= MIN_PACED_STEPS:
         rate = (points[-1]["time"] - points[0]["time"]) / (points[-1]["step"] - points[0]["step"])
         return rate * (total - step)
-    return None
+    return time_limit_eta(row, now)
+
+
+def time_limit_eta(row: dict[str, Any], now: float | None = None) -> float | None:
+    """Time left of a running run whose params set a ``time_limit`` in seconds (a tabular search: its steps are
+    trials, not a known count), from the time it has run; None for any other run."""
+    limit, elapsed = (row.get("params") or {}).get("time_limit"), duration_of(row, now)
+    if row["status"] != "running" or not isinstance(limit, (int, float)) or isinstance(limit, bool) or elapsed is None:
+        return None
+    return max(0.0, float(limit) - elapsed)
 
 
 def facts(row: dict[str, Any], eta: float | None) -> list[str]:
@@ -187,7 +224,7 @@ def facts(row: dict[str, Any], eta: float | None) -> list[str]:
     if duration_of(row) is not None:
         out.append(f"elapsed {fmt_duration(duration_of(row))}")
     if eta is not None:
-        out.append(f"ETA {fmt_duration(eta)}")
+        out.append(f"ETA {fmt_duration(eta)}" if eta >= 1 else "finishing…")
     elif row["status"] == "running" and (row.get("step") or 0) < (row.get("max_steps") or 0):
         out.append("ETA estimating…")
     if metric_text(row):
@@ -369,9 +406,15 @@ def _leaderboard(file: Path) -> dict[str, pd.DataFrame]:
 
 
 def _importance(file: Path) -> dict[str, pd.DataFrame]:
+    """The ``IMPORTANCE_TOP`` most important features, most important first, for horizontal bars: each name led by
+    as many zero-width spaces as its rank, as the plot orders its names alphabetically (the names read the same)."""
     table = pd.read_csv(file)[["feature", "importance"]]
-    table = table.sort_values("importance", ascending=False).head(20).reset_index(drop=True)
+    table = table.sort_values("importance", ascending=False).head(charts.IMPORTANCE_TOP).reset_index(drop=True)
+    table["feature"] = [RANK_MARK * i + str(name) for i, name in enumerate(table["feature"])]
     return {"importance": table.astype({"feature": "str", "importance": "float64"})} if not table.empty else {}
+
+
+RANK_MARK = "\u200b"  # zero-width space: orders bar names without showing
 
 
 def _scatter(file: Path) -> dict[str, pd.DataFrame]:

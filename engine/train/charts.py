@@ -144,13 +144,14 @@ RESULTS = {
     "confusion": "Confusion matrix (rows: true class, columns: predicted)",
     "per_class": "Per class: precision, recall, F1",
     "leaderboard": "Leaderboard (models tried, best first)",
-    "importance": "Feature importance",
+    "importance": "Feature importance (the 15 most important features)",
     "scatter": "Predicted vs true (validation rows; on the diagonal = right)",
     "per_entity": "Per entity type: precision, recall, F1 (validation, seqeval)",
     "per_class_ap": "Average precision per class (validation; AP = COCO AP@[.5:.95])",
     "samples": "Sample generations at the latest evaluation (greedy, validation prompts)",
     "rollouts": "Rollouts at the latest logging step (sampled prompts, each completion and its rewards)",
 }
+IMPORTANCE_TOP = 15  # bars in the importance view (30 overlapping names were unreadable)
 # result views shown as one plain table each, laid out alike by the UI: a new one needs no UI change
 TABLE_VIEWS = ("per_entity", "per_class_ap", "samples", "rollouts")
 # (file path in the run folder, result view): a task gets a view by writing the file, no UI change.
