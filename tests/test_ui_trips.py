@@ -267,3 +267,11 @@ def test_a_time_limited_run_has_an_eta_from_its_time_limit(run_ctx):
     )
     fake_run(run_ctx, "s", "running", step=0, max_steps=100)
     assert runs_view.eta_seconds(run_ctx, run_ctx.store.get_run("s")) is None, "no time limit, no guess"
+
+
+def test_the_docs_tab_names_the_start_button():
+    """Issue 24 item 7: the Docs tab (README.md) said "press **Train**", but the button that queues a run is Start."""
+    from tests.conftest import ROOT
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "press **Train**" not in text and "press **Start**" in text
