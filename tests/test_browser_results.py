@@ -167,3 +167,75 @@ def test_playground_forgets_an_error_and_the_answer_when_another_run_is_picked(s
     pg.wait_for_timeout(1500)
     expect(output).not_to_contain_text("Error")
     shot(pg, "playground_error_cleared")
+
+
+def evaluation(ctx, eval_id: str, run_id: str, metrics: dict, rows: list[dict]) -> None:
+    """An evaluation of ``run_id`` as the supervisor records a finished eval job, with its predictions file."""
+    job_dir = ctx.data_dir / "jobs" / eval_id
+    job_dir.mkdir(parents=True)
+    predictions = job_dir / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = ctx.engine.store
+    store.insert_job({"id": eval_id, "kind": "eval", "run_id": run_id, "user": "", "job_dir": str(job_dir)})
+    assert store.update_job_if(eval_id, "queued", {"status": "running"})
+    row = {"id": eval_id, "job_id": eval_id, "user": "", "run_id": run_id, "model": run_id, "task": "llm_sft"}
+    row |= {"data": f"/data/{eval_id}.jsonl", "data_hash": eval_id, "n_examples": len(rows)}
+    row |= {"metrics": json.dumps(metrics), "key_metric_name": "exact_match", "key_metric": metrics["exact_match"]}
+    row |= {"greater_is_better": 1, "predictions_path": str(predictions), "settings": "{}"}
+    assert store.finish_job_with_evaluation(eval_id, {"status": "succeeded", "ended_at": time.time()}, row)
+
+
+def test_runs_page_shows_evaluations_and_hands_the_run_to_the_evaluate_page(studio, page, tmp_path):  # noqa: F811
+    """Issue 25: a run's page shows its evaluations (newest first, the worst rows of one inline), and Evaluate this
+    run opens the Evaluate page with the run picked. Issue 24 item 7 on the same page: importance as horizontal bars,
+    single values in words, no stray legend."""
+    import pandas as pd
+    from playwright.sync_api import expect
+
+    from tests.test_browser import show_run
+
+    url, ctx = studio
+    (tmp_path / "model").mkdir()
+    run_dir = model_run(ctx, "tuned", tmp_path / "model")
+    pd.DataFrame({"feature": [f"a_long_column_name_{i}" for i in range(30)], "importance": range(30)}).to_csv(
+        run_dir / "model" / "feature_importance.csv", index=False
+    )
+    t0 = time.time() - 60
+    metrics = [{"step": s, "epoch": s / 4, "name": "loss", "value": 3.0 / s, "time": t0 + s} for s in range(1, 5)]
+    metrics += [{"step": 1, "epoch": 0.25, "name": "learning_rate", "value": 2e-4, "time": t0 + 1}]
+    metrics += [
+        {"step": s, "epoch": s / 4, "name": f"eval_{m}", "value": s / 10, "time": t0 + s}
+        for s in (2, 4)
+        for m in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "exact_match", "rouge_l")
+    ]
+    ctx.store.add_metrics("tuned", metrics)
+    evaluation(ctx, "ev-old", "tuned", {"exact_match": 0.25}, [{"prompt": "2+2", "prediction": "5", "score": 0}])
+    worst = [{"prompt": "capital of Peru?", "prediction": "Paris", "reference": "Lima", "score": 0}]
+    evaluation(ctx, "ev-new", "tuned", {"exact_match": 0.75, "chrf": 80.5}, worst)
+    pg = page
+    pg.goto(url)
+    open_page(pg, "runs", "#run-id")
+    show_run(pg, "tuned")
+    table = pg.locator("#run-evals")
+    expect(table).to_be_visible()
+    expect(table.get_by_test_id("cell-0-0").first).to_have_text("ev-new")
+    expect(table.get_by_test_id("cell-1-0").first).to_have_text("ev-old")
+    expect(pg.locator("#run-evals-note")).to_contain_text("2 evaluations")
+    table.get_by_test_id("cell-0-1").first.click()
+    expect(pg.locator("#run-eval-worst")).to_contain_text("capital of Peru?")
+    # the charts: single values said in words, one line per chart drawn, importance bars readable
+    expect(pg.locator("#run-points")).to_contain_text("learning rate 0.0002 (step 1)")
+    expect(pg.locator("#chart-lr")).to_be_hidden()
+    expect(pg.locator("#chart-other")).to_be_visible()
+    expect(pg.locator("#result-importance")).to_be_visible()
+    pg.locator("#chart-other").scroll_into_view_if_needed()
+    shot(pg, "runs_page_evaluations")
+    other = pg.locator("#chart-other").bounding_box()
+    drawn = pg.locator("#chart-other canvas, #chart-other svg").first.bounding_box()
+    assert drawn["y"] + drawn["height"] <= other["y"] + other["height"] + 1, "the long title keeps its plot inside"
+    expect(pg.locator("#chart-loss")).not_to_contain_text("series")
+    pg.locator("#run-evaluate").click()
+    expect(pg.locator("#eval-go")).to_be_visible()
+    expect(pg.locator("#eval-model input")).to_have_value(re.compile("tuned"))
+    expect(pg.locator("#eval-history")).to_contain_text("ev-new")
+    shot(pg, "evaluate_page_from_run")
