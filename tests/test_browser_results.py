@@ -239,3 +239,34 @@ def test_runs_page_shows_evaluations_and_hands_the_run_to_the_evaluate_page(stud
     expect(pg.locator("#eval-model input")).to_have_value(re.compile("tuned"))
     expect(pg.locator("#eval-history")).to_contain_text("ev-new")
     shot(pg, "evaluate_page_from_run")
+
+
+def test_a_one_point_chart_is_a_number_until_its_second_point_draws_a_line(studio, page):  # noqa: F811
+    """Issue 24 item 2: a live run's chart with one point is said in words; the tick that brings its second point
+    shows the chart with its line (it is rebuilt then: see ui.runs.mark_redraws)."""
+    from playwright.sync_api import expect
+
+    from tests.test_browser import show_run
+    from tests.test_ui_runs import fake_run
+
+    url, ctx = studio
+    t0 = time.time() - 30
+    first = [
+        {"step": 1, "epoch": 0.1, "name": n, "value": v, "time": t0}
+        for n, v in (("loss", 3.0), ("learning_rate", 2e-4))
+    ]
+    fake_run(ctx, "live", "running", metrics=first, step=1, max_steps=10)
+    pg = page
+    pg.goto(url)
+    open_page(pg, "runs", "#run-id")
+    show_run(pg, "live")
+    expect(pg.locator("#run-points")).to_contain_text("learning rate 0.0002 (step 1)")
+    expect(pg.locator("#run-points")).to_contain_text("training loss 3 (step 1)")
+    expect(pg.locator("#chart-lr")).to_be_hidden()
+    ctx.store.add_metrics("live", [{"step": 2, "epoch": 0.2, "name": "learning_rate", "value": 1e-4, "time": t0 + 1}])
+    ctx.store.update_if("live", "running", {"step": 2})
+    expect(pg.locator("#chart-lr")).to_be_visible()
+    expect(pg.locator("#run-points")).not_to_contain_text("learning rate")
+    expect(pg.locator("#chart-lr g.mark-line path").first).to_be_attached()
+    expect(pg.locator("#chart-lr")).to_contain_text("learning rate (blue)")
+    shot(pg, "one_point_then_line")

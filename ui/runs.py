@@ -221,12 +221,13 @@ def plot_update(df: pd.DataFrame, x: str, title: str | None = None, hide_empty: 
     data is sent as None (Gradio 6.31 stops drawing lines for good after it has been given an empty DataFrame);
     ``hide_empty``: a chart with no line to draw (no series of two points or more) is hidden rather than shown as
     an empty panel or one lonely dot (its value is said by ``runs_view.single_points``)."""
-    series = list(dict.fromkeys(df["series"])) if not df.empty else []
+    drawn = runs_view.has_line(df) if hide_empty else not df.empty
+    series = list(dict.fromkeys(df["series"])) if drawn else []  # a hidden chart has none: shown, it is rebuilt
     colour_map = {s: hex_ for s, (_, hex_) in charts.colours(series).items()}
     extra = {"label": charts.legend(title, series)} if title else {}
     if hide_empty:
-        extra["visible"] = runs_view.has_line(df)
-    plot = gr.LinePlot(value=None if df.empty else df, x=x, color_map=colour_map or None, **extra)
+        extra["visible"] = drawn
+    plot = gr.LinePlot(value=df if drawn else None, x=x, color_map=colour_map or None, **extra)
     plot.trainpad_series = "|".join(series)  # for mark_redraws
     return plot
 
