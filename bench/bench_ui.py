@@ -168,18 +168,9 @@ def chart_latency(env: dict[str, str], data_dir: Path) -> dict[str, float]:
     seen: dict[int, float] = {}
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        out = client.predict(
-            api_name="/start_llm_sft",
-            upload=None,
-            base_model=str(model),
-            data_path=str(data),
-            max_length=64,
-            batch_size=2,
-            logging_steps=5,
-            epochs=1,
-            eval_strategy="no",
-            use_lora=False,
-        )
+        values = {"base_model": str(model), "data_path": str(data), "max_length": 64, "batch_size": 2}
+        values |= {"logging_steps": 5, "epochs": 1, "eval_strategy": "no", "use_lora": False}
+        out = client.predict("llm_sft", values, api_name="/start")
         run_id = out[2]
         events = data_dir / "runs" / run_id / "events.jsonl"
         deadline = time.time() + 180

@@ -28,26 +28,25 @@ def test_start_tiny_sft_through_the_api_and_poll_to_succeeded(studio, tiny_llama
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(48))
     client = Client(url, verbose=False)
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert {"/start_llm_sft", "/check_llm_sft", "/config_llm_sft", "/poll", "/stop_run"} <= set(api)
+    assert {"/start", "/check", "/config", "/preview", "/poll", "/stop_run"} <= set(api)
 
     # a bad value is refused with the field named, and nothing is queued
     out = client.predict(
-        api_name="/start_llm_sft", upload=None, base_model=str(tiny_llama), data_path=str(data), batch_size=0
+        "llm_sft", {"base_model": str(tiny_llama), "data_path": str(data), "batch_size": 0}, api_name="/start"
     )
     assert "`batch_size` = 0" in out[0] and ctx.store.list_runs() == []
 
-    out = client.predict(
-        api_name="/start_llm_sft",
-        upload=None,
-        base_model=str(tiny_llama),
-        data_path=str(data),
-        epochs=2,
-        batch_size=8,
-        max_length=64,
-        learning_rate=3e-3,
-        logging_steps=2,
-        run_name="api run",
-    )
+    values = {"base_model": str(tiny_llama), "data_path": str(data), "epochs": 2, "batch_size": 8, "max_length": 64}
+    values |= {"learning_rate": 3e-3, "logging_steps": 2, "run_name": "api run"}
+    checked = client.predict("llm_sft", values, api_name="/check")
+    assert checked[0].startswith("✓ Parameters are valid"), checked
+    yaml_text, command = client.predict("llm_sft", values, api_name="/config")
+    assert "learning_rate: 0.003" in yaml_text and command.startswith("trainpad ")
+    rows, note, matched = client.predict("llm_sft", values, api_name="/preview")
+    assert len(rows) > 0 and matched.get("messages") == "messages", matched
+    with pytest.raises(Exception, match="Unknown task 'nope'"):
+        client.predict("nope", values, api_name="/start")
+    out = client.predict("llm_sft", values, api_name="/start")
     run_id = out[2]
     assert out[0] == f"✓ Queued run `{run_id}`."
     deadline = time.time() + 240

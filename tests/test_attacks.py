@@ -66,7 +66,7 @@ def test_an_environment_variable_in_a_data_path_reaches_nothing(studio, monkeypa
     monkeypatch.setenv("ANN_FILE", str(studio["ann_file"]))
     bob = client(studio["url"], "bob")
     for path in ("${ANN_FILE}", "${TRAINPAD_DATA_DIR}/uploads/ann/0123456789/chat.jsonl"):
-        out = bob.predict(api_name="/start_llm_sft", upload=None, base_model=str(studio["model"]), data_path=path)
+        out = bob.predict("llm_sft", {"base_model": str(studio["model"]), "data_path": path}, api_name="/start")
         run_id = out[2] if isinstance(out[2], str) else ""
         assert SECRET_ROW not in flat(out)
         if not run_id:  # refused at Start: a path outside bob's uploads, or a Hub id that does not exist
@@ -143,7 +143,7 @@ def test_resume_from_another_users_checkpoint_is_refused(data_dir, tiny_llama):
 def test_exports_are_not_served_from_the_data_folder(studio):
     ann = client(studio["url"], "ann")
     out = ann.predict(
-        api_name="/config_llm_sft", upload=None, base_model=str(studio["model"]), data_path=str(studio["ann_file"])
+        "llm_sft", {"base_model": str(studio["model"]), "data_path": str(studio["ann_file"])}, api_name="/config"
     )
     exports = studio["ctx"].data_dir / "exports" / "ann"
     made = next(exports.glob("llm_sft-*.yaml"))

@@ -629,15 +629,15 @@ def test_the_form_offers_the_flavors_when_hf_jobs_is_picked_and_the_run_carries_
 
     ctx = Context(supervisor)
     monkeypatch.setenv("HF_TOKEN", TOKEN)  # the studio's own token, if any, asks for the list
-    with gr.Blocks():
-        tabs = [task_tab.build(TASK, ctx), task_tab.build(get_task("llm_sft"), ctx)]
-    flavor = tabs[0].run_fields["hf_flavor"]
-    assert flavor.visible is False and "hf_flavor" not in tabs[0].form  # in the Run section, not the parameters
-    shown = task_tab.flavor_updates(tabs, "hf-jobs")
-    assert len(shown) == 2 and all(u["visible"] for u in shown.values())
-    assert ("a100-large · 1× A100 80 GB · $2.50/h", "a100-large") in shown[flavor]["choices"]
-    assert shown[flavor]["choices"][0] == ("default: a10g-small", "")
-    assert not any(u["visible"] for u in task_tab.flavor_updates(tabs, "local").values())
+    with gr.Blocks():  # the form is built for the "Run on" choice (the Train page's render re-runs on a change)
+        local = task_tab.build(TASK, ctx, backend="local")
+        jobs = [task_tab.build(t, ctx, backend="hf-jobs") for t in (TASK, get_task("llm_sft"))]
+    flavor = local.run_fields["hf_flavor"]
+    assert flavor.visible is False and "hf_flavor" not in local.form  # in the Run section, not the parameters
+    shown = [t.run_fields["hf_flavor"] for t in jobs]
+    assert all(f.visible for f in shown)
+    assert ("a100-large · 1× A100 80 GB · $2.50/h", "a100-large") in shown[0].choices
+    assert shown[0].choices[0] == ("default: a10g-small", "")
     values = {"data_path": "someone/table", "hf_flavor": "a100-large", "model": "linear"}
     params = validate_params(TASK.params, task_view.params_data(TASK, values))
     assert hf_jobs.flavor(params.model_dump()) == "a100-large"

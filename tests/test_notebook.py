@@ -35,7 +35,7 @@ def test_the_colab_notebook_launches_a_shared_studio_with_a_login(monkeypatch, d
     assert launched["share"] is True and launched["ctx"].engine.policy.shared
     ((user, password),) = launched["auth"]
     assert user == "trainpad" and len(password) >= 10 and password in capsys.readouterr().out
-    assert "/start_llm_sft" in {d.api_name and f"/{d.api_name}" for d in launched["demo"].fns.values()}
+    assert "/start" in {d.api_name and f"/{d.api_name}" for d in launched["demo"].fns.values()}
 
 
 def test_the_readme_opens_the_notebook_without_an_invented_owner(tmp_path):

@@ -51,7 +51,7 @@ def test_users_see_and_touch_only_their_own_runs(shared_studio, tiny_llama):
     shutil.copytree(tiny_llama, model)
     ann, bob, root = (client(url, u) for u, _ in USERS)
 
-    out = ann.predict(api_name="/start_llm_sft", upload=None, base_model=str(model), data_path=str(data), max_steps=2)
+    out = ann.predict("llm_sft", {"base_model": str(model), "data_path": str(data), "max_steps": 2}, api_name="/start")
     run_id = out[2]
     assert run_id and ctx.engine.store.get_run(run_id)["user"] == "ann"
     row = ctx.engine.wait(run_id, timeout=240)
@@ -68,7 +68,7 @@ def test_users_see_and_touch_only_their_own_runs(shared_studio, tiny_llama):
     with pytest.raises(Exception, match="not in the list of choices|No run with id"):  # noqa: B017
         bob.predict(run_id, "text", "hi", "", None, None, None, api_name="/predict")
 
-    out = bob.predict(api_name="/start_llm_sft", upload=None, base_model=str(model), data_path=str(data), max_steps=2)
+    out = bob.predict("llm_sft", {"base_model": str(model), "data_path": str(data), "max_steps": 2}, api_name="/start")
     said = f"{out[0]} {out[1]}"
     assert not isinstance(out[2], str) or not out[2], "nothing was queued"
     assert "must be one of your uploads" in said, said

@@ -290,7 +290,7 @@ def test_the_built_folder_starts_as_a_space_and_refuses_visitors_not_signed_in(t
 
         client = Client(url, verbose=False)
         data = str(folder / "assets" / "data" / "text_classification.csv")
-        out = client.predict(api_name="/start_tabular", upload=None, base_model="", data_path=data)
+        out = client.predict("tabular", {"data_path": data}, api_name="/start")
         # refused: by the sign-in check, or before it by the path policy (a visitor not signed in has no uploads)
         assert "Sign in first" in str(out) or "must be one of your uploads" in str(out), out
         table = client.predict("", "all", "all", "step", api_name="/poll")[0]

@@ -235,8 +235,9 @@ def wired_tab(ctx: Context, task) -> tuple[gr.Blocks, task_tab.TaskTab, task_tab
     return demo, tab, shared, page
 
 
-def handler(demo: gr.Blocks, api_name: str):
-    return next(f.fn for f in demo.fns.values() if f.api_name == api_name)
+def handler(demo: gr.Blocks, button: str):
+    """The form's own handler of ``button`` (check, config, start): private, the API has /start etc."""
+    return next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == f"on_{button}")
 
 
 def test_start_handler_queues_the_run_or_marks_the_fields(tmp_path, data_dir, tiny_llama):
@@ -245,7 +246,7 @@ def test_start_handler_queues_the_run_or_marks_the_fields(tmp_path, data_dir, ti
     ctx = Context(Supervisor(data_dir))  # not started: a queued run stays queued
     task = get_task("llm_sft")
     demo, tab, shared, page = wired_tab(ctx, task)
-    on_start = handler(demo, "start_llm_sft")
+    on_start = handler(demo, "start")
     values = {
         **default_values(task, tab),
         "base_model": str(tiny_llama),
@@ -328,12 +329,15 @@ def test_config_round_trip_fills_the_same_values(tmp_path, ctx):
     assert "hf_secret" not in text and path.read_text() == text and f"run {path}" in command
     request = task_view.load_request(str(path))
     assert request["task"] == "llm_sft" and request["name"] == "my run"
-    updates = task_tab.fill_updates(tab, request)
-    filled = {name: updates[comp] for name, comp in tab.form.items()}
+    with gr.Blocks():
+        filled_tab = task_tab.build(task, ctx, request)  # the form built from the request (the Train page's render)
+    filled = {name: comp.value for name, comp in filled_tab.form.items()}
     assert filled["epochs"] == 2.0 and filled["use_lora"] is False and filled["scheduler"] == "cosine"
-    mapping = [updates[comp]["value"] for comp in tab.mapping.values()]
+    mapping = [comp.value for comp in filled_tab.mapping.values()]
     assert mapping == ["", "", "question", "answer"]
-    assert updates[tab.data_path] == str(csv) and updates[tab.run_name] == "my run"
+    assert filled_tab.data_path.value == str(csv) and filled_tab.run_name.value == "my run"
+    assert filled_tab.preview.visible and "question" in filled_tab.preview.value["headers"]
+    assert filled_tab.key != tab.key, "new render keys: the filled widgets are not the typed-over ones"
 
 
 def test_load_autotrain_config(tmp_path):
@@ -359,15 +363,14 @@ def test_check_shows_the_memory_verdict(ctx, tiny_llama, tmp_path):
 
 
 def test_a_fill_that_fails_says_so_beside_the_data(ctx, monkeypatch):
-    """The fill runs off the queue, where a raised error would show nothing."""
+    """A draft that cannot fill the form (a config from an older version…) leaves the defaults and says why."""
     task = get_task("llm_sft")
-    demo, tab, shared, _ = wired_tab(ctx, task)
-    on_fill = next(f.fn for f in demo.fns.values() if f.fn.__name__ == "on_fill")
 
     def broken(*_):
         raise KeyError("params")
 
-    monkeypatch.setattr(task_tab, "fill_updates", broken)
-    updates = on_fill(json.dumps({"task": "llm_sft", "params": {}}))
-    assert "Could not fill the form: KeyError" in updates[tab.data_msg]
-    assert updates[shared.nav].startswith("tab-train,family-LLM,tab-llm_sft|")
+    monkeypatch.setattr(task_view, "fill_values", broken)
+    with gr.Blocks():
+        tab = task_tab.build(task, ctx, {"task": "llm_sft", "params": {}, "nonce": 1})
+    assert "Could not fill the form: KeyError" in tab.data_msg.value
+    assert tab.form["epochs"].value == task.params.model_fields["epochs"].default

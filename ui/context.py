@@ -189,6 +189,15 @@ class Context:
         ]
         return [str(p) for p in sorted(set(found), key=lambda p: p.stat().st_mtime, reverse=True)]
 
+    def used_models(self, task: str, limit: int = 20) -> list[str]:
+        """Local model folders this user's runs of ``task`` trained from (still there), newest run first."""
+        out: list[str] = []
+        for row in self.store.list_runs(task=task, limit=200):
+            path = str(row.get("base_model") or "")
+            if path and path not in out and Path(path).is_absolute() and Path(path).is_dir():
+                out.append(path)
+        return out[:limit]
+
 
 def gradio_cache() -> Path:
     """Gradio's upload/cache folder (as gradio.utils.get_upload_folder says, without importing Gradio)."""

@@ -140,10 +140,11 @@ def condition_holds(show_if: dict[str, Any], values: dict[str, Any]) -> bool:
     return True
 
 
-def initial_visibility(model: type[BaseModel], name: str) -> bool:
+def initial_visibility(model: type[BaseModel], name: str, values: dict[str, Any] | None = None) -> bool:
+    """Whether a ``show_if`` field starts shown, given the form's widget values (the defaults where not given)."""
     show_if = field_hints(model, name).get("show_if") or {}
-    defaults = {n: to_ui(f, f.default) for n, f in model.model_fields.items()}
-    return condition_holds(show_if, defaults)
+    shown = {n: to_ui(f, f.default) for n, f in model.model_fields.items()} | (values or {})
+    return condition_holds(show_if, shown)
 
 
 def values_to_params(model: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:

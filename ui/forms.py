@@ -22,16 +22,23 @@ from ui.progress import NO_PROGRESS
 # --- building ---------------------------------------------------------------------------------
 
 
-def make_component(info: FieldInfo, name: str, elem_id: str) -> gr.components.Component:
-    """One widget for one field, with its default, help and a stable ``elem_id``."""
+_DEFAULT = object()
+
+
+def make_component(
+    info: FieldInfo, name: str, elem_id: str, value: Any = _DEFAULT, key: str | None = None
+) -> gr.components.Component:
+    """One widget for one field, with its value (the default unless given), help, a stable ``elem_id`` and, in a
+    ``gr.render``, a ``key`` (a widget re-rendered with the same key keeps what the user typed)."""
     kind = kind_of(info)
-    value = to_ui(info, info.default)
+    value = to_ui(info, info.default) if value is _DEFAULT else value
     common = {
         "label": label_of(name),
         "info": help_text(info, name),
         "elem_id": elem_id,
         "interactive": True,
         "min_width": 280,
+        "key": key,
     }
     if kind == "choice":
         return gr.Dropdown(choices=[str(c) for c in choices_of(info)], value=value, **common)
@@ -43,22 +50,27 @@ def make_component(info: FieldInfo, name: str, elem_id: str) -> gr.components.Co
     return gr.Textbox(value=value, placeholder=placeholder, max_lines=8, **common)
 
 
-def build_form(model: type[BaseModel], prefix: str, names: list[str]) -> dict[str, gr.components.Component]:
-    """Widgets for ``names`` (in order): basic ones first, the rest in an "Advanced" accordion."""
+def build_form(
+    model: type[BaseModel], prefix: str, names: list[str], values: dict[str, Any] | None = None, key: str = ""
+) -> dict[str, gr.components.Component]:
+    """Widgets for ``names`` (in order): basic ones first, the rest in an "Advanced" accordion. ``values``: the
+    widgets' values where not the defaults (a duplicated run's); ``key``: the prefix of their render keys."""
     basic = [n for n in names if not field_hints(model, n).get("advanced")]
     advanced = [n for n in names if field_hints(model, n).get("advanced")]
     comps: dict[str, gr.components.Component] = {}
-    _place(model, prefix, basic, comps)
+    placed = (model, prefix, values or {}, key)
+    _place(placed, basic, comps)
     if advanced:
-        with gr.Accordion("Advanced", open=False, elem_id=f"{prefix}-advanced"):
-            _place(model, prefix, advanced, comps)
-    wire_show_if(model, comps)
+        with gr.Accordion("Advanced", open=False, elem_id=f"{prefix}-advanced", key=f"{key}advanced" if key else None):
+            _place(placed, advanced, comps)
+    wire_show_if(model, comps, values)
     return comps
 
 
-def _place(model: type[BaseModel], prefix: str, names: list[str], comps: dict[str, Any]) -> None:
+def _place(placed: tuple, names: list[str], comps: dict[str, Any]) -> None:
     """Ungrouped fields in a wrapping grid, then each group under its own heading (one Row each:
     few layout blocks keep start-up fast)."""
+    model, prefix, values, key = placed
     groups: dict[str, list[str]] = {}
     for n in names:
         groups.setdefault(field_hints(model, n).get("group") or "", []).append(n)
@@ -67,10 +79,13 @@ def _place(model: type[BaseModel], prefix: str, names: list[str], comps: dict[st
             gr.Markdown(f"**{group.replace('_', ' ').capitalize()}**", elem_classes=["tp-group-title"])
         with gr.Row(equal_height=False, elem_classes=["tp-fields"]):
             for n in members:
-                comps[n] = make_component(model.model_fields[n], n, f"{prefix}-{n}")
+                value = values.get(n, _DEFAULT)
+                comps[n] = make_component(
+                    model.model_fields[n], n, f"{prefix}-{n}", value, f"{key}{n}" if key else None
+                )
 
 
-def wire_show_if(model: type[BaseModel], comps: dict[str, Any]) -> None:
+def wire_show_if(model: type[BaseModel], comps: dict[str, Any], values: dict[str, Any] | None = None) -> None:
     """Hide conditional fields now, and show/hide them when a field they depend on changes
     (one event per controlling field, updating all the fields that depend on it)."""
     conds = {}
@@ -78,7 +93,7 @@ def wire_show_if(model: type[BaseModel], comps: dict[str, Any]) -> None:
         cond = {c: v for c, v in (field_hints(model, name).get("show_if") or {}).items() if c in comps}
         if cond:
             conds[name] = cond
-            comps[name].visible = initial_visibility(model, name)
+            comps[name].visible = initial_visibility(model, name, values)
     for ctrl in sorted({c for cond in conds.values() for c in cond}):
         targets = [n for n, cond in conds.items() if ctrl in cond]
         ctrls = sorted({c for n in targets for c in conds[n]})

@@ -5,6 +5,7 @@ Built from the task registry at start-up; adding a task to ``engine.task.TASK_MO
 
 from __future__ import annotations
 
+import json
 import os
 from functools import partial
 from pathlib import Path
@@ -13,12 +14,15 @@ from typing import Any
 import gradio as gr
 
 from engine import settings
+from engine.errors import UserError
 from engine.preflight import system
 from engine.run.backends import all_backends
-from engine.task import FAMILIES, Task, all_tasks
-from ui import evals, nav, playground, publish, runs, side_by_side, sweeps, task_tab
+from engine.task import FAMILIES, Task, all_tasks, get_task
+from ui import evals, nav, playground, publish, runs, side_by_side, sweeps, task_tab, task_view
 from ui.context import Context
 from ui.progress import NO_PROGRESS
+
+QUIET = {"api_visibility": "private", "concurrency_limit": None}
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
@@ -78,16 +82,15 @@ def build_demo(ctx: Context) -> gr.Blocks:
         timer = gr.Timer(TIMER_SECONDS, active=False)
         saved_run = gr.BrowserState("", storage_key="trainpad_selected_run", secret=ctx.browser_secret())
         saved_tab = gr.BrowserState("train", storage_key="trainpad_tab")
-        tabs: list[task_tab.TaskTab] = []
         pages: dict[str, Any] = {}
-        # The Train page comes last in the layout and first on screen (assets/style.css orders its button
-        # first): Gradio 6.31's page finds a component by walking the layout from the top, and the Train page
-        # holds ~1,550 of its ~1,700 components; the Runs page's updates (every tick, Start, a row) then walk ~60.
+        late: dict[str, Any] = {}  # what the Train page's form wires to, built after it (the Runs page...)
         with gr.Tabs(elem_id="tp-main", overflow_behavior="wrap", selected="train"):
+            with gr.Tab("Train", id="train", elem_id="tab-train") as pages["train"]:
+                picker, load_config, config_box = _train_page(ctx, demo, backend, late)
             with gr.Tab("Runs", id="runs", elem_id="tab-runs") as pages["runs"]:
                 runs_page = runs.build(ctx, run_id, saved_run)
             with gr.Tab("Sweeps", id="sweeps", elem_id="tab-sweeps") as pages["sweeps"]:
-                sweeps_page = sweeps.build_page(ctx)
+                late["sweeps_page"] = sweeps_page = sweeps.build_page(ctx)
             with gr.Tab("Playground", id="playground", elem_id="tab-playground") as pages["playground"]:
                 playground.build_and_wire(ctx, demo, pages["playground"])
                 side_by_side.build(ctx)  # two models, one input; votes saved as preference rows
@@ -96,36 +99,56 @@ def build_demo(ctx: Context) -> gr.Blocks:
             with gr.Tab("Docs", id="docs", elem_id="tab-docs") as pages["docs"]:
                 publish.wire_docs(ctx)  # Publish as a Space (a local studio only)
                 gr.Markdown(publish.readme_text(ROOT / "README.md"))
-            with gr.Tab("Train", id="train", elem_id="tab-train") as pages["train"]:
-                config_box, load_config = _train_page(ctx, tabs)
         show_run = (partial(runs.switch_updates, ctx, runs_page), runs.switch_outputs(runs_page))
-        shared = task_tab.Shared(run_id, nav.build(), timer, backend, config_box, show_run)
-        for tab in tabs:
-            task_tab.wire(tab, ctx, shared)
-        task_tab.wire_flavors(tabs, backend)  # Hugging Face Jobs hardware, in each form when hf-jobs is picked
-        requests = [tab.fill_request for tab in tabs]
-        on_load_config = partial(task_tab.on_load_config, tabs)
+        late["shared"] = shared = task_tab.Shared(run_id, nav.build(), timer, backend, config_box, show_run)
+        task_tab.register_api(ctx)  # /check, /config, /start, /preview: any task, by name
+        fill = (partial(_filled, picker, shared.nav, ""), [*picker.outputs(), shared.nav])
         load_config.upload(
-            on_load_config, load_config, requests, api_visibility="private", show_progress_on=load_config
+            partial(_on_load_config, picker, shared.nav), [load_config, picker.state], fill[1], **QUIET, **NO_PROGRESS
         )
-        fill = partial(task_tab.fill_request_update, tabs)
-        runs.wire(ctx, runs_page, run_id, timer, (fill, requests))
-        for tab in tabs:  # the Sweep panel of each form, and the Sweeps page (Use best fills a form like Duplicate)
-            sweeps.wire_panel(tab, ctx, backend, sweeps_page, shared.nav)
-        sweeps.wire_page(ctx, sweeps_page, pages["sweeps"], (fill, requests))
+        runs.wire(ctx, runs_page, run_id, timer, fill)  # Duplicate
+        sweeps.wire_page(ctx, sweeps_page, pages["sweeps"], fill)  # Use best
         _wire_pages(ctx, demo, shared, docs, pages, (saved_run, saved_tab, runs_page["table"]))
     return demo
 
 
-def _train_page(ctx: Context, tabs: list[task_tab.TaskTab]) -> tuple[task_tab.ConfigBox, Any]:
-    """The Train page: Load config, the family and task tabs (filling ``tabs``), the shared config box."""
+def _train_page(ctx: Context, demo: gr.Blocks, backend: Any, late: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The Train page: Load config, the family and task tabs, the picked task's form (built when shown, by a
+    ``gr.render`` of the form state), the shared config box. Returns (the task picker, Load config, the box)."""
     with gr.Row(equal_height=True):
         gr.Markdown("Pick a task, or fill its form from a saved Trainpad or AutoTrain config:", scale=4)
         load_config = gr.UploadButton(
             "Load config", file_types=[".yaml", ".yml"], elem_id="tp-load-config", size="sm", scale=1
         )
-    _task_tabs(ctx, tabs)
-    return task_tab.build_config_box(), load_config
+    picker = _task_tabs()
+    first = next(iter(tasks_by_family().values()))[0].name
+
+    inputs = [picker.state, picker.kept, backend]
+
+    @gr.render(inputs=inputs, triggers=[demo.load, picker.state.change], show_progress="hidden")
+    def task_form(form_state: str, kept: dict[str, Any], backend_name: str) -> None:
+        name, draft = task_tab.shown_task(form_state, kept, first)
+        tab = task_tab.build(get_task(name), ctx, draft, backend_name or "local")
+        tab.sweep = sweeps.build_panel(tab)
+        task_tab.wire(tab, ctx, late["shared"])
+        task_tab.wire_picker(tab, picker)
+        sweeps.wire_panel(tab, ctx, backend, late["sweeps_page"], late["shared"].nav)
+
+    return picker, load_config, task_tab.build_config_box()
+
+
+def _filled(picker: task_tab.Picker, nav_box: Any, state: str, request: dict[str, Any]) -> dict[Any, Any]:
+    """Duplicate, Load config, Use best: the request becomes its task's draft, and the Train page shows its form."""
+    task = get_task(request["task"])
+    return {**picker.show(task, task_tab.with_draft(state, request)), nav_box: nav.show("tab-train")}
+
+
+def _on_load_config(picker: task_tab.Picker, nav_box: Any, file: Any, state: str) -> dict[Any, Any]:
+    """Load config: its task's form filled, or the problem as an error toast."""
+    try:
+        return _filled(picker, nav_box, state, task_view.load_request(file))
+    except UserError as e:
+        raise gr.Error(str(e), duration=None) from None
 
 
 def _wire_pages(
@@ -157,19 +180,30 @@ def _wire_pages(
     )
 
 
-def _task_tabs(ctx: Context, out: list[task_tab.TaskTab]) -> None:
-    """Family tabs holding task tabs; fills ``out`` with the TaskTabs. Tabs wrap (no "More tabs" menu): every
-    tab keeps a button :mod:`ui.nav` can click."""
-    with gr.Tabs(elem_id="tp-families", overflow_behavior="wrap"):
-        for family, tasks in tasks_by_family().items():
+def _task_tabs() -> task_tab.Picker:
+    """Family tabs holding task tabs, all empty: picking one sets the form state in the browser, and the form under
+    them is built for its task (:func:`_train_page`). Tabs wrap (no "More tabs" menu)."""
+    groups = tasks_by_family()
+    first = next(iter(groups.values()))[0].name
+    shown = json.dumps({"task": first}, separators=(",", ":"))  # as the browser writes it: no second render at load
+    state, kept = gr.Textbox(shown, visible=False, elem_id="tp-form-state"), gr.State({})
+    leaving = gr.Textbox(visible=False, elem_id="tp-form-leaving")
+    with gr.Tabs(elem_id="tp-families", overflow_behavior="wrap") as families:
+        picker = task_tab.Picker(state, kept, leaving, families)
+        for family, tasks in groups.items():
             family_id = task_tab.family_elem_id(family)
-            with gr.Tab(family, id=family_id, elem_id=family_id):
-                with gr.Tabs(overflow_behavior="wrap"):
+            with gr.Tab(family, id=family_id, elem_id=family_id) as picker.family_tabs[family]:
+                with gr.Tabs(overflow_behavior="wrap") as picker.inner[family]:
                     for task in tasks:
-                        with gr.Tab(task.title, id=f"task-{task.name}", elem_id=task_tab.task_elem_id(task)):
-                            tab = task_tab.build(task, ctx)
-                            tab.sweep = sweeps.build_panel(tab)
-                            out.append(tab)
+                        tab_id, elem_id = f"task-{task.name}", task_tab.task_elem_id(task)
+                        with gr.Tab(task.title, id=tab_id, elem_id=elem_id) as picker.task_tabs[task.name]:
+                            pass
+                        picker.task_tabs[task.name].select(
+                            None, state, [state, leaving], js=task_tab.pick_task_js(task.name), **NO_PROGRESS, **QUIET
+                        )
+            picked = task_tab.pick_family_js([t.name for t in tasks], first)
+            picker.family_tabs[family].select(None, state, [state, leaving], js=picked, **NO_PROGRESS, **QUIET)
+    return picker
 
 
 def launch_kwargs(ctx: Context) -> dict:

@@ -154,7 +154,7 @@ def wire_panel(tab: Any, ctx: Context, backend: Any, page: dict[str, Any], nav_b
         [backend, *panel.settings()],
         [panel.cost, nav_box, *view_outputs(page)],
         inputs_kwargs=inputs,
-        api_name=f"sweep_{tab.task.name}",
+        api_visibility="private",
         concurrency_limit=None,
         show_progress_on=panel.cost,
     )

@@ -7,8 +7,10 @@ its results into ``{component: update}`` maps, and :func:`wire` connects them to
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -18,8 +20,9 @@ from engine.errors import UserError
 from engine.params import field_hints
 from engine.preflight import models
 from engine.task import Task
-from ui import datasource, forms, nav, task_view
-from ui.context import Context
+from ui import datasource, form_values, forms, nav, task_view
+from ui.context import Context, gradio_cache
+from ui.form_values import to_ui
 from ui.progress import NO_PROGRESS
 from ui.task_view import DATA_FIELDS, HUB_ONLY_FIELDS, MAP_PREFIX, NONE_CHOICE, UNMARKED, problems_md
 
@@ -48,7 +51,7 @@ class TaskTab:
     form_msg: Any = None
     help: dict[str, str] = field(default_factory=dict)  # input key -> the widget's own help text (``info``)
     marked: Any = None  # a State: the keys marked on this page, so a handler updates only the marks that change
-    fill_request: Any = None  # a hidden box: a config (loaded, or a run duplicated) to fill this tab with, as JSON
+    key: str = ""  # the render keys' prefix: task and draft (ui.studio's gr.render)
     run_fields: dict[str, Any] = field(default_factory=dict)  # params beside the backend (hf_flavor), by name
     sweep: Any = None  # the Sweep panel (ui.sweeps), opened by the Sweep button beside Start
 
@@ -114,129 +117,174 @@ def task_elem_id(task: Task) -> str:
     return f"tab-{task.name}"
 
 
-def build(task: Task, ctx: Context) -> TaskTab:
-    """Lay out the tab's widgets (call inside a ``gr.Tab``)."""
+def build(task: Task, ctx: Context, draft: dict[str, Any] | None = None, backend: str = "local") -> TaskTab:
+    """Lay out the task's form (inside the Train page's ``gr.render``). Its widgets start from ``draft`` (a config
+    loaded or a run duplicated, :func:`ui.task_view.load_request`) or the defaults; each has a render key (task and
+    draft), so what the user typed survives switching to another task and back."""
     p = task.name
-    tab = TaskTab(task=task)
+    tab = TaskTab(task=task, key=f"{p}-{(draft or {}).get('nonce', 0)}-")
+    start = draft_values(task, draft) if draft else {}
     gr.Markdown(f"### {task.title}\n{task.description}", elem_classes=["tp-task-intro"])
     with gr.Group():
         tab.base_model = gr.Dropdown(
-            choices=task_view.model_choices(task, ctx.local_models()),
-            value=task.params.model_fields["base_model"].default or None,
+            choices=task_view.model_choices(task, ctx.local_models(), used=ctx.used_models(task.name)),
+            value=start.get("base_model", task.params.model_fields["base_model"].default or None),
             allow_custom_value=True,
             label="Base model",
             elem_id=f"{p}-base_model",
+            key=tab.key + "base_model",
             interactive=True,
             visible=not field_hints(task.params, "base_model").get("hidden"),
             info=f"{task.model_note} Type a Hub model id, or pick/paste a local model folder "
-            f"(folders under {ctx.models_dir.name}/ in the data folder are listed).".strip(),
+            f"(folders under {ctx.models_dir.name}/ in the data folder, and those your runs used, are listed).".strip(),
         )
     with gr.Accordion("Data", open=True, elem_id=f"{p}-data"):
-        _data_section(task, tab)
-        _mapping_section(task, tab)
+        _data_section(task, tab, start)
+        _mapping_section(task, tab, start)
     with gr.Accordion("Parameters", open=True, elem_id=f"{p}-params"):
-        tab.form = forms.build_form(task.params, p, task_view.form_fields(task))
-    _run_section(tab)
+        names = task_view.form_fields(task)
+        tab.form = forms.build_form(task.params, p, names, {n: start[n] for n in names if n in start}, tab.key)
+    _run_section(tab, start, backend)
     tab.help = {k: getattr(c, "info", None) or "" for k, c in tab.markable().items()}
     tab.marked = gr.State([])
-    # a hidden Textbox, not a State: the browser takes a State's first update (null) for a change, so every
-    # tab's fill would run on the first Duplicate
-    tab.fill_request = gr.Textbox(visible=False, elem_id=f"{p}-fill_request")
     return tab
 
 
-def _data_section(task: Task, tab: TaskTab) -> None:
-    p, fields = task.name, task.params.model_fields
+def draft_values(task: Task, draft: dict[str, Any]) -> dict[str, Any]:
+    """A draft's values for the form's widgets (:func:`ui.task_view.fill_values`), or, when it cannot fill the
+    form, the defaults with the reason beside the data."""
+    try:
+        return task_view.fill_values(
+            task, draft, [*task.params.model_fields, "run_name"], [c.role for c in task.columns]
+        )
+    except Exception as e:  # a config from an older version, a run whose params no longer validate…
+        return {"data_msg": problems_md([f"Could not fill the form: {type(e).__name__}: {e}"])}
+
+
+def _data_section(task: Task, tab: TaskTab, start: dict[str, Any]) -> None:
+    p, fields, key = task.name, task.params.model_fields, tab.key
     with gr.Row():
         tab.upload = gr.File(
             label="Upload data (CSV, TSV, JSON, JSONL, Parquet, or a ZIP of a folder)",
             file_types=datasource.UPLOAD_TYPES,
             elem_id=f"{p}-upload",
+            key=key + "upload",
             scale=1,
             height=140,
         )
         with gr.Column(scale=2):
+            data_path = start.get("data_path", fields["data_path"].default)
             tab.data_path = gr.Textbox(
                 label="Data: local file or folder, or Hub dataset id",
                 elem_id=f"{p}-data_path",
+                key=key + "data_path",
                 info=fields["data_path"].description,
-                value=fields["data_path"].default,
+                value=data_path,
             )
             with gr.Row():
                 for name in DATA_FIELDS:
                     if name in fields:
-                        tab.data_fields[name] = forms.make_component(fields[name], name, f"{p}-{name}")
+                        value = start.get(name, to_ui(fields[name], fields[name].default))
+                        tab.data_fields[name] = forms.make_component(
+                            fields[name], name, f"{p}-{name}", value, key + name
+                        )
             if "valid_path" in tab.data_fields:
                 tab.valid_upload = gr.File(
                     label="…or upload a validation file",
                     file_types=datasource.UPLOAD_TYPES,
                     elem_id=f"{p}-valid_upload",
-                    height=90,
+                    key=key + "valid_upload",
+                    height=120,
                 )
-            hub_shown = task_view.hub_fields_shown(fields["data_path"].default)
+            hub_shown = task_view.hub_fields_shown(data_path)
             for name in HUB_ONLY_FIELDS:
                 if name in tab.data_fields:
                     tab.data_fields[name].visible = hub_shown
-    tab.data_msg = gr.Markdown(elem_id=f"{p}-data_msg", elem_classes=["tp-problems"])
+    tab.data_msg = gr.Markdown(start.get("data_msg", ""), elem_id=f"{p}-data_msg", elem_classes=["tp-problems"])
+    df = start.get("preview", pd.DataFrame())
     tab.preview = gr.Dataframe(
-        value=pd.DataFrame(),
+        value=df,
         label="Preview",
         interactive=False,
         max_height=260,
         elem_id=f"{p}-preview",
-        visible=False,
+        key=key + "preview",
+        visible=not df.empty,
         wrap=True,
     )
     if task.predict_input in ("image", "image_text"):
-        tab.gallery = gr.Gallery(label="Images", columns=8, height=280, visible=False, elem_id=f"{p}-gallery")
+        shown = gallery_updates(tab, data_path, {k: start.get(k) for k in tab.data_fields}) if start else {}
+        gallery = {"visible": False, "label": "Images"} | dict(shown.get("gallery") or {})
+        gallery.pop("__type__", None)
+        tab.gallery = gr.Gallery(columns=8, height=280, elem_id=f"{p}-gallery", key=key + "gallery", **gallery)
 
 
-def _mapping_section(task: Task, tab: TaskTab) -> None:
+def _mapping_section(task: Task, tab: TaskTab, start: dict[str, Any]) -> None:
     gr.Markdown("**Columns** — which column of your data plays each role (matched by name when possible).")
     with gr.Row():
         for col in task.columns:
             need = "required" if col.required else "optional"
+            mapped = start.get(MAP_PREFIX + col.role) or {"choices": [NONE_CHOICE], "value": ""}
             tab.mapping[col.role] = gr.Dropdown(
-                choices=[NONE_CHOICE],
-                value="",
+                **mapped,
                 allow_custom_value=True,
                 label=col.role,
                 info=f"{col.help} ({need})",
                 elem_id=f"{task.name}-map-{col.role}",
+                key=tab.key + "map-" + col.role,
                 interactive=True,
             )
 
 
-def _run_section(tab: TaskTab) -> None:
-    p = tab.task.name
+def _run_section(tab: TaskTab, start: dict[str, Any], backend: str) -> None:
+    p, key = tab.task.name, tab.key
     with gr.Row(equal_height=True):
-        tab.run_name = gr.Textbox(value="", label="Run name", placeholder="optional", elem_id=f"{p}-run_name", scale=2)
+        tab.run_name = gr.Textbox(
+            value=start.get("run_name", ""),
+            label="Run name",
+            placeholder="optional",
+            elem_id=f"{p}-run_name",
+            key=key + "run_name",
+            scale=2,
+        )
         tab.hf_token = gr.Textbox(
             value="",
             label="Hugging Face token",
             type="password",
             placeholder="optional: private models, push to Hub",
             elem_id=f"{p}-hf_token",
+            key=key + "hf_token",
             scale=2,
             info="Passed to the run's process only; never saved.",
         )
-        if "hf_flavor" in tab.task.params.model_fields:  # shown when "Run on" is Hugging Face Jobs (wire_flavors)
+        if "hf_flavor" in tab.task.params.model_fields:  # shown when "Run on" is Hugging Face Jobs
             tab.run_fields["hf_flavor"] = gr.Dropdown(
-                choices=[("default", "")],
-                value="",
+                **flavor_choices(backend),
+                value=start.get("hf_flavor", ""),
                 allow_custom_value=True,
                 label="Hugging Face Jobs hardware",
                 info=tab.task.params.model_fields["hf_flavor"].description,
                 elem_id=f"{p}-hf_flavor",
-                visible=False,
+                key=key + "hf_flavor",
                 scale=2,
             )
     with gr.Row():
-        tab.buttons["check"] = gr.Button("Check", elem_id=f"{p}-check")
-        tab.buttons["config"] = gr.Button("Config", elem_id=f"{p}-config")
-        tab.buttons["start"] = gr.Button("Start", variant="primary", elem_id=f"{p}-start")
-        tab.buttons["sweep"] = gr.Button("Sweep", elem_id=f"{p}-sweep")  # wired by ui.sweeps
+        tab.buttons["check"] = gr.Button("Check", elem_id=f"{p}-check", key=key + "check")
+        tab.buttons["config"] = gr.Button("Config", elem_id=f"{p}-config", key=key + "config")
+        tab.buttons["start"] = gr.Button("Start", variant="primary", elem_id=f"{p}-start", key=key + "start")
+        tab.buttons["sweep"] = gr.Button("Sweep", elem_id=f"{p}-sweep", key=key + "sweep")  # wired by ui.sweeps
     tab.form_msg = gr.Markdown(elem_id=f"{p}-form_msg", elem_classes=["tp-problems"])
+
+
+def flavor_choices(backend: str) -> dict[str, Any]:
+    """The Hugging Face Jobs hardware dropdown: shown, with the Hub's flavors and prices, when "Run on" is hf-jobs
+    (asks the Hub, a few seconds at most); hidden otherwise."""
+    if backend != "hf-jobs":
+        return {"choices": [("default", "")], "visible": False}
+    choices, note = task_view.flavor_choices()
+    if note:
+        gr.Warning(note)
+    return {"choices": choices, "visible": True}
 
 
 def build_config_box() -> ConfigBox:
@@ -368,64 +416,116 @@ def start_updates(ctx: Context, tab: TaskTab, shared: Shared, backend: str, valu
     }
 
 
-def fill_updates(tab: TaskTab, request: dict[str, Any]) -> dict[Any, Any]:
-    """A config's values put into the tab's widgets (see :func:`ui.task_view.fill_values`)."""
-    filled = task_view.fill_values(tab.task, request, list(tab.inputs()), list(tab.mapping))
-    filled["preview"] = shown(filled["preview"])
-    extra = {k: filled.get(k) for k in tab.data_fields}
-    filled.update(gallery_updates(tab, filled.get("data_path"), extra))
-    filled.update({MAP_PREFIX + r: gr.update(**filled[MAP_PREFIX + r]) for r in tab.mapping})
-    return tab.by_component(filled)
+def with_draft(state: str, request: dict[str, Any]) -> str:
+    """The Train page's form state (JSON: the task shown, and a draft per task) with ``request`` (a config loaded,
+    a run duplicated, a sweep's best) as its task's draft, and its task shown."""
+    current = json.loads(state or "{}")
+    drafts = {**current.get("drafts", {}), request["task"]: {**request, "nonce": request.get("nonce") or time.time()}}
+    return json.dumps({"task": request["task"], "drafts": drafts})
 
 
-def fill_request_update(tabs: list[TaskTab], request: dict[str, Any]) -> dict[Any, Any]:
-    """The request given to its task's tab only, so only that tab's fill runs (one event, not one per tab: each
-    event costs the browser time in proportion to every component it has updated so far)."""
-    return {t.fill_request: json.dumps(request) for t in tabs if t.task.name == request["task"]}
+@dataclass
+class Picker:
+    """The Train page's task tabs (empty: the form under them is built for the task picked) and what the form is
+    built from: ``state`` (JSON: the task shown, and the drafts given to it: a config loaded, a run duplicated,
+    a sweep's best), set in the browser when a tab is picked, and ``kept`` (the forms left for another task)."""
+
+    state: Any
+    kept: Any
+    leaving: Any  # a hidden box the tabs set when picked: the form's own event keeps it (wire_picker)
+    families: Any  # the family Tabs
+    inner: dict[str, Any] = field(default_factory=dict)  # family -> its task Tabs
+    family_tabs: dict[str, Any] = field(default_factory=dict)  # family -> its Tab
+    task_tabs: dict[str, Any] = field(default_factory=dict)  # task name -> its Tab
+
+    def outputs(self) -> list[Any]:
+        return [self.state, self.families, *self.inner.values()]
+
+    def show(self, task: Task, state: str) -> dict[Any, Any]:
+        """The form ``state`` (its task: ``task``), and the family and task tabs selected to match."""
+        family = self.inner[task.family]
+        selected = gr.Tabs(selected=family_elem_id(task.family))
+        return {self.state: state, self.families: selected, family: gr.Tabs(selected=f"task-{task.name}")}
 
 
-def on_load_config(tabs: list[TaskTab], file: Any) -> dict[Any, Any]:
-    """The shared "Load config" upload: its task's tab filled, or the problem as an error toast."""
+def pick_task_js(task: str) -> str:
+    """Browser-only: a task tab picked -> the form state shows that task (and ``leaving`` changes)."""
+    return f"""(v) => {{
+  const s = JSON.parse(v || "{{}}");
+  s.task = {json.dumps(task)};
+  return [JSON.stringify(s), String(Date.now())];
+}}"""
+
+
+def pick_family_js(tasks: list[str], first: str) -> str:
+    """Browser-only: a family tab picked -> the form state shows the family's selected task tab (it stays when
+    the state shows one of the family's tasks already: Duplicate selects the family and the task)."""
+    return f"""async (v) => {{
+  const s = JSON.parse(v || "{{}}"), tasks = {json.dumps(tasks)};
+  if (tasks.includes(s.task || {json.dumps(first)})) return [v, String(Date.now())];
+  let picked = null;
+  for (let i = 0; i < 50 && !picked; i++) {{
+    picked = tasks.find((t) => document.getElementById(`tab-${{t}}-button`)?.getAttribute("aria-selected") === "true");
+    if (!picked) await new Promise((r) => setTimeout(r, 20));
+  }}
+  s.task = picked || tasks[0];
+  return [JSON.stringify(s), String(Date.now())];
+}}"""
+
+
+def form_draft(tab: TaskTab, values: dict[str, Any]) -> dict[str, Any] | None:
+    """The form's values as a draft (a request, as :func:`ui.task_view.load_request` makes), to build it again
+    when its task is picked again; None when a value cannot be read (the form then comes back as defaults). The
+    token is never kept."""
     try:
-        return fill_request_update(tabs, task_view.load_request(file))
-    except UserError as e:
-        raise gr.Error(str(e), duration=None) from None
+        params = task_view.params_data(tab.task, values)
+    except Exception:  # a half-typed JSON or list field
+        return None
+    return {"task": tab.task.name, "params": params, "name": str(values.get("run_name") or ""), "nonce": time.time()}
+
+
+def wire_picker(tab: TaskTab, picker: Picker) -> None:
+    """Inside the form's render: when a task or family tab is picked, this form is kept (``kept``) to be built
+    again when its task comes back. (Gradio 6.31's render keys keep a Textbox's typed value but reset Numbers,
+    Dropdowns and Checkboxes, so the values travel through the server; and an event added by a render to a
+    trigger outside it replaces that trigger's own events, so the tabs' browser-only events set ``leaving``.)"""
+    inputs = {**tab.inputs(), "kept__": picker.kept}
+
+    def on_leave(**values: Any) -> dict[str, Any]:
+        kept = dict(values.pop("kept__") or {})
+        draft = form_draft(tab, values)
+        return {**kept, tab.task.name: draft} if draft else kept
+
+    picker.leaving.change(on_leave, None, picker.kept, inputs_kwargs=inputs, queue=False, **NO_PROGRESS, **QUIET)
+
+
+def shown_task(state: str, kept: dict[str, Any] | None, default: str) -> tuple[str, dict[str, Any] | None]:
+    """The task the form state shows (``default`` when none) and the newest of its drafts: the one given (a run
+    duplicated…) or the form the user left."""
+    current = json.loads(state or "{}")
+    name = current.get("task") or default
+    drafts = [d for d in (current.get("drafts", {}).get(name), (kept or {}).get(name)) if d]
+    return name, max(drafts, key=lambda d: d.get("nonce") or 0) if drafts else None
 
 
 # --- wiring -----------------------------------------------------------------------------------
-
-
-def flavor_updates(tabs: list[TaskTab], backend: str) -> dict[Any, Any]:
-    """Every tab's Hugging Face Jobs hardware: shown, with the Hub's flavors and prices, when "Run on" is hf-jobs;
-    hidden otherwise. Asks the Hub (a few seconds at most) only when hf-jobs is picked."""
-    flavors = [t.run_fields["hf_flavor"] for t in tabs if "hf_flavor" in t.run_fields]
-    if backend != "hf-jobs":
-        return {f: gr.update(visible=False) for f in flavors}
-    choices, note = task_view.flavor_choices()
-    if note:
-        gr.Warning(note)
-    return {f: gr.update(visible=True, choices=choices) for f in flavors}
-
-
-def wire_flavors(tabs: list[TaskTab], backend: Any) -> None:
-    """The "Run on" selector shows or hides the flavor choice of every task form."""
-    flavors = [t.run_fields["hf_flavor"] for t in tabs if "hf_flavor" in t.run_fields]
-    if flavors:
-        backend.change(lambda b: flavor_updates(tabs, b), backend, flavors, **NO_PROGRESS, **QUIET)
 
 
 def wire(tab: TaskTab, ctx: Context, shared: Shared) -> None:
     """Connect the tab's upload, preview, buttons and config filling to the handlers."""
     _wire_data(tab, ctx)
     _wire_buttons(tab, ctx, shared)
-    _wire_fill(tab, shared)
+    if "hf_flavor" in tab.run_fields:  # "Run on" changed: the Hugging Face Jobs hardware shown or hidden
+        flavor = tab.run_fields["hf_flavor"]
+        shared.backend.change(lambda b: gr.update(**flavor_choices(b)), shared.backend, flavor, **NO_PROGRESS, **QUIET)
     tab.base_model.focus(lambda: model_choices_update(ctx, tab.task), None, tab.base_model, **NO_PROGRESS, **QUIET)
 
 
 def model_choices_update(ctx: Context, task: Task) -> Any:
     """The base model choices when the dropdown opens: folders added to ``models/`` since the app started
     show up, and the Hub's popular models for the task when online (skipped at once offline)."""
-    return gr.update(choices=task_view.model_choices(task, ctx.local_models(), models.hub_suggestions(task)))
+    hub = models.hub_suggestions(task)
+    return gr.update(choices=task_view.model_choices(task, ctx.local_models(), hub, ctx.used_models(task.name)))
 
 
 def _wire_data(tab: TaskTab, ctx: Context) -> None:
@@ -469,16 +569,16 @@ def _wire_data(tab: TaskTab, ctx: Context) -> None:
         None,
         preview_out,
         inputs_kwargs={"data_path": tab.data_path, **data_in},
-        api_name=f"preview_{tab.task.name}",
+        api_visibility="private",
         concurrency_limit=None,
         **progress,
     )
 
 
 def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
-    """Check, Config and Start (each also a public API endpoint, ``/<button>_<task>``)."""
+    """Check, Config and Start (the API has them for every task: :func:`register_api`)."""
     marked = [*tab.markable().values(), tab.marked]
-    box, p = shared.config, tab.task.name
+    box = shared.config
     _, start_view = shared.show_run
 
     def on_check(backend: str, **values: Any) -> dict[Any, Any]:
@@ -505,26 +605,78 @@ def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
             [shared.backend],
             outputs,
             inputs_kwargs={**tab.inputs(), MARKED: tab.marked},
-            api_name=f"{name}_{p}",
+            api_visibility="private",  # the API: /check, /config, /start (register_api)
             concurrency_limit=None,
             show_progress_on=tab.form_msg,  # the spinner where the answer appears, not on every field (ui.progress)
         )
 
 
-def _wire_fill(tab: TaskTab, shared: Shared) -> None:
-    """A config loaded (or a run duplicated) for this task fills the tab and shows it."""
-    fill_out = [shared.nav, tab.base_model, tab.data_path]
-    fill_out += [*tab.data_fields.values(), *tab.mapping.values(), *tab.form.values(), *tab.run_fields.values()]
-    fill_out += [tab.run_name, tab.preview, tab.data_msg, *([tab.gallery] if tab.gallery else [])]
+# --- the API: every task's Check, Config, Start and Preview, registered once ------------------------------------
 
-    def on_fill(text: str) -> Any:
-        if not text:
-            return gr.skip()
-        shown = {shared.nav: nav.show("tab-train", family_elem_id(tab.task.family), task_elem_id(tab.task))}
+
+def api_values(ctx: Context, task_name: str, values: dict[str, Any]) -> tuple[Task, dict[str, Any]]:
+    """An API call's task and its values as the form holds them. ``values``: the task's params as in a config
+    (``column_mapping`` a dict), plus ``run_name``, ``hf_token`` and ``upload`` (a file sent with the call)."""
+    from engine.task import all_tasks
+
+    tasks = {t.name: t for t in all_tasks()}
+    if task_name not in tasks:
+        raise gr.Error(f"Unknown task {task_name!r}: one of {', '.join(sorted(tasks))}.")
+    task, values = tasks[task_name], dict(values or {})
+    upload = values.pop("upload", None)
+    mapping = values.pop("column_mapping", None) or {}
+    if not isinstance(mapping, dict):
+        raise gr.Error("`column_mapping` must be an object: {role: column}.")
+    form = form_values.params_to_values(task.params, values)
+    form |= {k: values[k] for k in ("base_model", "data_path", "run_name", "hf_token") if k in values}
+    form |= {MAP_PREFIX + role: column for role, column in mapping.items()}
+    if upload:  # only a file the call itself sent (Gradio's cache), never a path of the server
+        path = Path(upload if isinstance(upload, str) else upload.get("path", "")).resolve()
+        if not path.is_relative_to(gradio_cache()):
+            raise gr.Error("`upload` must be a file sent with the call (gradio_client's handle_file).")
+        form["upload"] = str(path)
+    return task, form
+
+
+def register_api(ctx: Context) -> None:
+    """``/check``, ``/config``, ``/start`` and ``/preview`` (call inside the Blocks): what the form's buttons do,
+    for any task by name, with the same checks and the same path policy."""
+
+    def check(task: str, values: dict, backend: str = "local") -> tuple[str, str]:
+        """Check a task's settings and data: (the parameter problems or a ✓ line, the data report) as Markdown."""
+        t, form = api_values(ctx, task, values)
+        form_md, data_md, _ = task_view.check_report(ctx, t, form, backend)
+        return form_md, data_md
+
+    def config(task: str, values: dict) -> tuple[str, str]:
+        """The run's config (YAML) and the ``trainpad run`` command that starts it from a terminal."""
+        t, form = api_values(ctx, task, values)
         try:
-            return {**shown, **fill_updates(tab, json.loads(text))}
-        except Exception as e:  # off the queue, a raised error would show nothing: say it beside the data
-            return {**shown, tab.data_msg: problems_md([f"Could not fill the form: {type(e).__name__}: {e}"])}
+            text, command, _ = task_view.make_config(ctx, t, form)
+        except UserError as e:
+            raise gr.Error(problems_md(e.problems)) from None
+        return text, command
 
-    # off the queue (one request, no status messages); Duplicate and Load config, which may refuse, stay on it
-    tab.fill_request.change(on_fill, tab.fill_request, fill_out, queue=False, **NO_PROGRESS, **QUIET)
+    def start(task: str, values: dict, backend: str = "local") -> tuple[str, str, str]:
+        """Queue a run: ("✓ Queued run `ID`.", "", ID), or (parameter problems, data problems, "") and nothing
+        queued."""
+        t, form = api_values(ctx, task, values)
+        try:
+            form = task_view.resolve_upload(ctx, form)
+        except UserError as e:
+            return "", problems_md(e.problems), ""
+        run_id, param_problems, data_problems = task_view.try_start(ctx, t, form, backend)
+        if not run_id:
+            return problems_md(param_problems), problems_md(data_problems), ""
+        return f"✓ Queued run `{run_id}`.", "", run_id
+
+    def preview(task: str, values: dict) -> tuple[list, str, dict]:
+        """The data's first rows (as records), a note or the problem, and the column matched to each role."""
+        t, form = api_values(ctx, task, values)
+        extra = {k: form.get(k) for k in DATA_FIELDS if k in form}
+        current = {c.role: form.get(MAP_PREFIX + c.role, "") for c in t.columns}
+        df, note, matched, _ = task_view.preview_data(t, str(form.get("data_path") or ""), extra, current)
+        return df.astype(str).to_dict("records"), note, matched
+
+    for fn in (check, config, start, preview):
+        gr.api(fn, api_name=fn.__name__, concurrency_limit=None)

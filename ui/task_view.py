@@ -55,10 +55,13 @@ def hub_fields_shown(data_path: str | None) -> bool:
 # --- the base model picker -------------------------------------------------------------------
 
 
-def model_choices(task: Task, local: list[str], hub: list[str] = ()) -> list[tuple[str, str]]:
-    """The base model dropdown's (label, value) choices: the task's suggested models (small first), the model
-    folders of the data folder, then the Hub's popular ones for the task (when online); each once."""
+def model_choices(task: Task, local: list[str], hub: list[str] = (), used: list[str] = ()) -> list[tuple[str, str]]:
+    """The base model dropdown's (label, value) choices: the local folders this task's runs used (newest first),
+    the task's suggested models (small first), the model folders of the data folder, then the Hub's popular ones
+    for the task (when online); each once."""
     out: dict[str, str] = {}
+    for path in used:
+        out.setdefault(path, f"{Path(path).name} · used in a run ({path})")
     for name in task.suggested_models:
         out.setdefault(name, f"{name} · suggested")
     for path in local:
