@@ -275,3 +275,24 @@ def test_the_docs_tab_names_the_start_button():
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "press **Train**" not in text and "press **Start**" in text
+
+
+def test_side_by_side_asks_a_plain_text_run_in_its_own_format_and_closing_the_tab_frees_both(monkeypatch):
+    from ui import predictor
+    from ui import side_by_side as sbs
+
+    plain = {"params": {"column_mapping": {"text": "body"}}}
+    assert sbs.request_for("llm_sft", "User: hi", plain) == {"prompt": "User: hi", "stream": True}
+    chat = sbs.request_for("llm_sft", "hi", {"params": {}})
+    assert chat["messages"] == [{"role": "user", "content": "hi"}]
+    assert sbs.request_for("text_classification", "great film", plain) == "great film"
+    closed = []
+
+    class Fake:
+        def close(self):
+            closed.append(self)
+
+    sessions = {"abc": Fake(), "abc:sbs0": Fake(), "abc:sbs1": Fake(), "abcd": Fake()}
+    monkeypatch.setattr(predictor, "_SESSIONS", dict(sessions))
+    predictor.release_browser("abc")
+    assert list(predictor._SESSIONS) == ["abcd"] and len(closed) == 3

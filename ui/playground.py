@@ -18,9 +18,8 @@ from engine.errors import UserError
 from engine.task import get_task
 from engine.train.generation import capped_new_tokens, max_new_tokens_cap
 from ui import playground_table as pt
-from ui import side_by_side
 from ui.context import Context
-from ui.predictor import predictor_for, release
+from ui.predictor import predictor_for, release, release_browser
 from ui.progress import NO_PROGRESS
 
 KINDS = ["chat", "text", "json", "table", "image", "image_text", "audio"]
@@ -124,8 +123,7 @@ def build_and_wire(ctx: Context, demo: gr.Blocks, playground_tab: Any) -> None:
     _wire_chat(ctx, w)
 
     def on_leave(request: gr.Request) -> None:
-        for session in [request.session_hash or "", *side_by_side.pair_sessions(request.session_hash or "")]:
-            release(session)
+        release_browser(request.session_hash or "")  # side by side's models too
 
     demo.unload(on_leave)
 

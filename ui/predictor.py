@@ -199,6 +199,13 @@ def release(session: str) -> None:
         current.close()
 
 
+def release_browser(session: str) -> None:
+    """Release a browser session's predictors: its own and those of its pages (``<session>:<name>``, side by
+    side's two)."""
+    for key in [s for s in list(_SESSIONS) if s == session or s.startswith(f"{session}:")]:
+        release(key)
+
+
 @atexit.register
 def release_all() -> None:
     for session in list(_SESSIONS):

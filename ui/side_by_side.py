@@ -16,7 +16,7 @@ import gradio as gr
 from engine.errors import UserError
 from engine.eval import preferences as prefs
 from engine.task import get_task
-from ui import predictor
+from ui import playground, predictor
 from ui.context import Context
 from ui.predictor import predictor_for
 
@@ -55,11 +55,14 @@ def homes(ctx: Context, model_a: str, model_b: str) -> tuple[str, str, str]:
     return home_a, home_b, task_a
 
 
-def request_for(task: str, text: str) -> Any:
-    """What the models are asked: a chat turn for a chat model (streamed), else the text."""
-    if get_task(task).predict_input == "chat":
-        return {"messages": [{"role": "user", "content": text}], "stream": True}
-    return text
+def request_for(task: str, text: str, run: dict[str, Any] | None = None) -> Any:
+    """What a model is asked: a chat turn for a chat model (streamed; as typed for a run trained on plain text,
+    see ``ui.playground.plain_text_run``), else the text."""
+    if get_task(task).predict_input != "chat":
+        return text
+    if run is not None and playground.plain_text_run(run):
+        return {"prompt": text, "stream": True}
+    return {"messages": [{"role": "user", "content": text}], "stream": True}
 
 
 def both_answers(ctx: Context, session: str, model_a: str, model_b: str, text: str) -> Iterator[tuple[Any, Any]]:
@@ -68,9 +71,9 @@ def both_answers(ctx: Context, session: str, model_a: str, model_b: str, text: s
         raise UserError("Type something for both models to answer.")
     home_a, home_b, task = homes(ctx, model_a, model_b)
     check_slots()
-    inputs = request_for(task, text)
     updates: queue.Queue[tuple[int, str, Any]] = queue.Queue()
-    for side, home in enumerate((home_a, home_b)):
+    for side, (home, model) in enumerate(((home_a, model_a), (home_b, model_b))):
+        inputs = request_for(task, text, ctx.store.get_run(model) if model else None)
         threading.Thread(
             target=_answer, args=(ctx, pair_sessions(session)[side], home, inputs, side, updates), daemon=True
         ).start()
