@@ -54,6 +54,9 @@ def test_runs_page_shows_a_runs_evaluations_newest_first(studio_ctx):
     running = runs.evaluation_updates(ctx, c, "r2")
     assert not running["evaluate"]["interactive"] and "this run is running" in running["evals_note"]
     assert "No evaluations yet" in runs_view.evaluations_note({"status": "succeeded"}, 0)
+    from ui import evals
+
+    assert evals.evaluations_frame(ctx, "r1").iloc[0]["when"], "the Evaluate page says when too"
 
 
 def test_evaluate_this_run_hands_the_run_to_the_evaluate_page(studio_ctx):

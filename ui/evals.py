@@ -17,6 +17,7 @@ from engine.eval.submit import EvalRequest
 from engine.task import all_tasks
 from ui.context import Context
 from ui.progress import NO_PROGRESS
+from ui.runs_view import fmt_time
 
 BEST = "★"
 QUIET = {"api_visibility": "private", "concurrency_limit": None, **NO_PROGRESS}  # no spinner on tables and plots
@@ -91,10 +92,11 @@ def evaluations_frame(ctx: Context, model: str) -> pd.DataFrame:
                 "examples": e["n_examples"],
                 "key metric": f"{e['key_metric_name']} = {_fmt(e['key_metric'])}",
                 "metrics": _summary(e["metrics"]),
+                "when": fmt_time(e.get("created_at")),
             }
             for e in rows
         ],
-        columns=["evaluation", "data", "examples", "key metric", "metrics"],
+        columns=["evaluation", "data", "examples", "key metric", "metrics", "when"],
     )
 
 
