@@ -53,6 +53,7 @@ class Column:
     required: bool = True
     kind: str = "text"  # text | label | number | list | messages | any
     aliases: tuple[str, ...] = ()  # other column names that commonly hold this role (matched after the role's own)
+    need: str = ""  # the form's word for it when neither "required" nor "optional" is true (e.g. "required unless …")
 
 
 @dataclass

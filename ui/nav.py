@@ -26,6 +26,7 @@ SHOW_TABS = """async (value) => {
     if (button && button.getAttribute("aria-selected") !== "true") button.click();
     await new Promise((r) => requestAnimationFrame(() => r()));
   }
+  if (ids.length) window.scrollTo({ top: 0 });  // the page shown from its top, not at the last page's offset
 }"""
 
 

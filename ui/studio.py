@@ -151,6 +151,19 @@ def _on_load_config(picker: task_tab.Picker, nav_box: Any, file: Any, state: str
         raise gr.Error(str(e), duration=None) from None
 
 
+# Enter in a base model box keeps what was typed: Gradio's Dropdown would take the first suggestion containing it
+# (typing "gpt2" gave "gpt2-medium"); leaving the box (blur) keeps a custom value as typed.
+KEEP_TYPED_MODEL = """() => {
+  document.addEventListener("keydown", (e) => {
+    const box = e.target;
+    if (e.key !== "Enter" || !(box instanceof HTMLInputElement) || !box.closest("[id$='-base_model']")) return;
+    e.preventDefault();
+    e.stopPropagation();
+    box.blur();
+  }, true);
+}"""
+
+
 def _wire_pages(
     ctx: Context, demo: gr.Blocks, shared: task_tab.Shared, docs: Any, pages: dict[str, Any], restored: tuple
 ) -> None:
@@ -158,6 +171,7 @@ def _wire_pages(
     (the saved run, the saved page, the runs table). Pages are shown through :mod:`ui.nav`."""
     saved_run, saved_tab, table = restored
     docs.click(None, None, None, js=f"() => {{ ({nav.SHOW_TABS})('tab-docs'); }}")
+    demo.load(None, None, None, js=KEEP_TYPED_MODEL)
     for page_id, page in pages.items():
         page.select(lambda _p=page_id: _p, None, saved_tab, api_visibility="private", queue=False, **NO_PROGRESS)
 

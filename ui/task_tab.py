@@ -223,7 +223,7 @@ def _mapping_section(task: Task, tab: TaskTab, start: dict[str, Any]) -> None:
     gr.Markdown("**Columns** — which column of your data plays each role (matched by name when possible).")
     with gr.Row():
         for col in task.columns:
-            need = "required" if col.required else "optional"
+            need = col.need or ("required" if col.required else "optional")
             mapped = start.get(MAP_PREFIX + col.role) or {"choices": [NONE_CHOICE], "value": ""}
             tab.mapping[col.role] = gr.Dropdown(
                 **mapped,
@@ -323,13 +323,31 @@ def remark(tab: TaskTab, values: dict[str, Any], marks: dict[str, dict]) -> dict
 
 
 def preview_updates(tab: TaskTab, values: dict[str, Any]) -> dict[Any, Any]:
-    """The preview, its note or problem, and the role dropdowns matched to the data's columns."""
+    """The preview, its note or problem, and the role dropdowns matched to the data's columns; Check's verdict
+    and marks, computed from the data before, cleared."""
     extra = {k: values.get(k) for k in tab.data_fields}
     current = {r: values.get(MAP_PREFIX + r) for r in tab.mapping}
     df, note, matched, columns = task_view.preview_data(tab.task, values.get("data_path"), extra, current)
     choices = task_view.mapping_choices(tab.mapping, matched, columns)
     updates = {"preview": shown(df), "data_msg": note, **{k: gr.update(**c) for k, c in choices.items()}}
-    return tab.by_component({**updates, **gallery_updates(tab, values.get("data_path"), extra)})
+    updates |= gallery_updates(tab, values.get("data_path"), extra)
+    return merged(stale_cleared(tab, values), tab.by_component(updates))
+
+
+def merged(*updates: dict[Any, Any]) -> dict[Any, Any]:
+    """Update maps joined; two updates of one component become one (a role dropdown's new choices and its mark
+    cleared)."""
+    out: dict[Any, Any] = {}
+    for part in updates:
+        for comp, update in part.items():
+            both = isinstance(out.get(comp), dict) and isinstance(update, dict)
+            out[comp] = {**out[comp], **update} if both else update
+    return out
+
+
+def stale_cleared(tab: TaskTab, values: dict[str, Any]) -> dict[Any, Any]:
+    """The form's message and every mark back to the widgets' own help: new data makes them stale."""
+    return {tab.form_msg: "", **remark(tab, values, task_view.marks(tab.markable(), {}, tab.help))}
 
 
 def gallery_updates(tab: TaskTab, data_path: str | None, extra: dict[str, Any]) -> dict[str, Any]:
@@ -348,7 +366,8 @@ def upload_updates(ctx: Context, tab: TaskTab, values: dict[str, Any]) -> Any:
     try:
         path = str(datasource.keep_upload(values["upload"], ctx.uploads_dir, ctx.upload_quota))
     except UserError as e:
-        return tab.by_component({"preview": shown(pd.DataFrame()), "data_msg": problems_md(e.problems)})
+        refused = tab.by_component({"preview": shown(pd.DataFrame()), "data_msg": problems_md(e.problems)})
+        return merged(stale_cleared(tab, values), refused)
     return {tab.data_path: path, **preview_updates(tab, {**values, "data_path": path})}
 
 
@@ -515,6 +534,7 @@ def wire(tab: TaskTab, ctx: Context, shared: Shared) -> None:
     """Connect the tab's upload, preview, buttons and config filling to the handlers."""
     _wire_data(tab, ctx)
     _wire_buttons(tab, ctx, shared)
+    _wire_stale(tab)
     if "hf_flavor" in tab.run_fields:  # "Run on" changed: the Hugging Face Jobs hardware shown or hidden
         flavor = tab.run_fields["hf_flavor"]
         shared.backend.change(lambda b: gr.update(**flavor_choices(b)), shared.backend, flavor, **NO_PROGRESS, **QUIET)
@@ -529,8 +549,9 @@ def model_choices_update(ctx: Context, task: Task) -> Any:
 
 
 def _wire_data(tab: TaskTab, ctx: Context) -> None:
-    data_in = {**tab.data_fields, **{MAP_PREFIX + r: c for r, c in tab.mapping.items()}}
+    data_in = {**tab.data_fields, **{MAP_PREFIX + r: c for r, c in tab.mapping.items()}, MARKED: tab.marked}
     preview_out = [tab.preview, tab.data_msg, *tab.mapping.values(), *([tab.gallery] if tab.gallery else [])]
+    preview_out += [tab.form_msg, *tab.markable().values(), tab.marked]  # stale ones cleared
 
     def on_upload(**values: Any) -> Any:
         return upload_updates(ctx, tab, values)
@@ -573,6 +594,12 @@ def _wire_data(tab: TaskTab, ctx: Context) -> None:
         concurrency_limit=None,
         **progress,
     )
+
+
+def _wire_stale(tab: TaskTab) -> None:
+    """Check's verdict belongs to the values it checked: any edit clears it (in the browser, no request)."""
+    edits = [c.input for c in tab.markable().values() if hasattr(c, "input")]
+    gr.on(edits, None, None, tab.form_msg, js="() => ''", **NO_PROGRESS, **QUIET)
 
 
 def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:

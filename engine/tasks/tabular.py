@@ -144,7 +144,13 @@ def from_autotrain(config: dict[str, Any], params: dict[str, Any]) -> dict[str, 
 
 
 COLUMNS = [
-    Column("target", "the column to predict (several: set target_columns)", required=False, kind="label"),
+    Column(
+        "target",
+        "the column to predict (several: name them in target_columns)",
+        required=False,
+        kind="label",
+        need="required, unless target_columns names the columns",
+    ),
     Column("id", "an optional row id: kept out of the features, copied to predictions", required=False, kind="any"),
 ]
 
