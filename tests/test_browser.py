@@ -113,7 +113,7 @@ def test_upload_map_start_watch_reload_stop(studio, page, tiny_llama, tmp_path):
     pg = page
     pg.goto(url)
     expect(pg.get_by_role("tab", name="LLM fine-tuning (SFT)")).to_be_visible()
-    # the Train page opens first and its tab reads first, though it is built last (ui/studio.py)
+    # the Train page opens first and its tab reads first
     tab_x = {t: pg.get_by_role("tab", name=t, exact=True).bounding_box()["x"] for t in ("Train", "Runs", "Docs")}
     assert tab_x["Train"] < tab_x["Runs"] < tab_x["Docs"]
     pg.locator("#tp-docs").click()  # the header's Docs button shows the Docs page (ui.nav)

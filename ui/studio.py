@@ -134,6 +134,9 @@ def _train_page(ctx: Context, demo: gr.Blocks, backend: Any, late: dict[str, Any
         task_tab.wire_picker(tab, picker)
         sweeps.wire_panel(tab, ctx, backend, late["sweeps_page"], late["shared"].nav)
 
+    for fn in demo.fns.values():  # the render's own event shows no progress on its container (see ui.progress)
+        if fn.renderable is not None:
+            fn.show_progress_on = []
     return picker, load_config, task_tab.build_config_box()
 
 
