@@ -9,7 +9,8 @@ click-to-update latency in Chromium. Prints one JSON line.
   (as the page's ``gr.Timer`` does); for each loss point, the time from the worker writing it to
   ``events.jsonl`` to ``/poll`` first returning it.
 - clicks (Playwright driving Chromium, ``app.py`` in its own process, 20 runs in the history): the time from
-  a click to the page showing its result — Duplicate (the task form shows the copied run name), Start (the
+  a click to the page showing its result — a task tab (its form shown: forms are built when picked), Duplicate
+  (the task form shows the copied run name), Start (the
   Runs page shows the new run), a row of the runs table (the header shows that run) and Compare (the key
   metrics table lists both runs); medians of ``--clicks`` clicks each, with the load average.
 
@@ -265,13 +266,17 @@ def click_latency(env: dict[str, str], data_dir: Path, clicks: int) -> dict[str,
     ids = fill_history(data_dir, params={**params, "eval_strategy": "no", "use_lora": False})
     port = free_port()
     proc, _ = launch(app_cmd(port, data_dir), port, env)
-    times: dict[str, list[float]] = {"duplicate": [], "start": [], "select": [], "compare": []}
+    times: dict[str, list[float]] = {"switch": [], "duplicate": [], "start": [], "select": [], "compare": []}
     load = [os.getloadavg()[0]]
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
             pg = browser.new_page(viewport={"width": 1400, "height": 1600})
             pg.goto(f"http://127.0.0.1:{port}/")
+            pg.locator("#llm_sft-start").wait_for()
+            for _ in range(clicks):
+                for family, task, name in SWITCHES:
+                    times["switch"].append(switch(pg, family, task, name))
             open_runs(pg)
             pg.locator("#runs-refresh").click()
             pg.locator("#runs-table [aria-rowcount='21']").wait_for()
@@ -291,6 +296,31 @@ def click_latency(env: dict[str, str], data_dir: Path, clicks: int) -> dict[str,
         out[f"click_{name}_median_s"] = round(statistics.median(xs), 2)
         out[f"click_{name}_max_s"] = round(max(xs), 2)
     return out
+
+
+# task tabs clicked in turn: (family tab or None, task tab, the task's name); each shows another task's form
+SWITCHES = [
+    ("Text", "Text classification", "text_classification"),
+    (None, "Token classification", "token_classification"),
+    ("Vision", "Image classification", "image_classification"),
+    ("Tabular", "Tabular (classification & regression)", "tabular"),
+    ("LLM", "LLM fine-tuning (SFT)", "llm_sft"),
+    (None, "LLM preference tuning (DPO)", "llm_dpo"),
+]
+FORM_SHOWN = "t => !!document.querySelector(`#${t}-start`)?.offsetParent"
+
+
+def switch(pg, family: str | None, task: str, name: str) -> float:
+    """A task tab clicked (its family's first, when given) -> that task's form is shown (its Start button)."""
+
+    def click() -> None:
+        if family:
+            pg.get_by_role("tab", name=family, exact=True).click()
+        tab = pg.get_by_role("tab", name=task, exact=True)
+        if tab.get_attribute("aria-selected") != "true":
+            tab.click()
+
+    return timed(pg, click, FORM_SHOWN, name)
 
 
 def select_row(pg, row: int) -> float:

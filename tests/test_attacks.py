@@ -343,3 +343,17 @@ def test_a_shared_instance_calls_no_endpoint_a_visitor_names(data_dir, tiny_llam
     values = {"base_model": "org/model", "data_path": str(data), "reward_functions": ["judge"]}
     with pytest.raises(UserError, match="does not call endpoints its users name"):
         sup.submit(grpo, grpo.params(**values, judge_model="http://169.254.169.254/v1"), user="bob", check=False)
+
+
+def test_a_user_evaluates_only_on_test_data_they_may_read(supervisor, tiny_llama, tmp_path):
+    """A folder (no suffix) outside the user's uploads is refused like a file: image/audio test sets are folders."""
+    from engine.eval.submit import EvalRequest
+    from tests.test_sharing_limits import as_user
+    from ui.context import Context
+
+    bob = as_user(Context(supervisor, shared=True), "bob")
+    model = shutil.copytree(tiny_llama, supervisor.user_dirs("bob")[0] / "m")  # a model bob may read
+    elsewhere = mk(tmp_path / "someone" / "images" / "cat" / "1.png").parent.parent
+    for data in (str(elsewhere), str(elsewhere / "cat" / "1.png")):
+        with pytest.raises(UserError, match="is not among your uploads"):
+            bob.supervisor.submit_eval(EvalRequest(model=str(model), task="image_classification", data=data))

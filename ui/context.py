@@ -399,7 +399,9 @@ class UserSupervisor:
             if name and self._sup.store.get_run(name) is not None:
                 self._own(name)
         for path in (request.data, *request.benchmark.split(","), request.judge_model):
-            if path and Path(path).suffix and not self._ctx.readable(path):
+            path = str(path or "").strip()
+            local = bool(Path(path).suffix) or os.sep in path or Path(path).expanduser().exists()  # a folder too
+            if path and path != "valid" and local and not self._ctx.readable(path):
                 raise UserError(f"`{Path(path).name}` is not among your uploads or the allowed folders.")
         return submit_eval(self._sup, request, user)
 
