@@ -22,7 +22,7 @@ def poll(client, run_id: str) -> dict:
 
 
 def test_start_tiny_sft_through_the_api_and_poll_to_succeeded(studio, tiny_llama, tmp_path):
-    from gradio_client import Client
+    from gradio_client import Client, handle_file
 
     url, ctx = studio
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(48))
@@ -46,6 +46,10 @@ def test_start_tiny_sft_through_the_api_and_poll_to_succeeded(studio, tiny_llama
     assert len(rows) > 0 and matched.get("messages") == "messages", matched
     with pytest.raises(Exception, match="Unknown task 'nope'"):
         client.predict("nope", values, api_name="/start")
+    sent = {k: v for k, v in values.items() if k != "data_path"} | {"upload": handle_file(str(data))}
+    assert client.predict("llm_sft", sent, api_name="/check")[0].startswith("✓"), "a file sent with the call"
+    with pytest.raises(Exception, match="must be a file sent with the call"):
+        client.predict("llm_sft", {**sent, "upload": str(data)}, api_name="/check")  # a server path: no
     out = client.predict("llm_sft", values, api_name="/start")
     run_id = out[2]
     assert out[0] == f"✓ Queued run `{run_id}`."

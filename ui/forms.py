@@ -39,6 +39,7 @@ def make_component(
         "interactive": True,
         "min_width": 280,
         "key": key,
+        "preserved_by_key": None,  # the value given here, not the one the keyed widget had before (ui.task_tab)
     }
     if kind == "choice":
         return gr.Dropdown(choices=[str(c) for c in choices_of(info)], value=value, **common)
@@ -76,8 +77,9 @@ def _place(placed: tuple, names: list[str], comps: dict[str, Any]) -> None:
         groups.setdefault(field_hints(model, n).get("group") or "", []).append(n)
     for group, members in groups.items():
         if group:
-            gr.Markdown(f"**{group.replace('_', ' ').capitalize()}**", elem_classes=["tp-group-title"])
-        with gr.Row(equal_height=False, elem_classes=["tp-fields"]):
+            title = f"**{group.replace('_', ' ').capitalize()}**"
+            gr.Markdown(title, elem_classes=["tp-group-title"], key=f"{key}title-{group}" if key else None)
+        with gr.Row(equal_height=False, elem_classes=["tp-fields"], key=f"{key}fields-{group}" if key else None):
             for n in members:
                 value = values.get(n, _DEFAULT)
                 comps[n] = make_component(

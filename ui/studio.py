@@ -125,7 +125,8 @@ def _train_page(ctx: Context, demo: gr.Blocks, backend: Any, late: dict[str, Any
 
     inputs = [picker.state, picker.kept, backend]
 
-    @gr.render(inputs=inputs, triggers=[demo.load, picker.state.change], show_progress="hidden")
+    # off the queue: a form shows ~0.2 s sooner (no queue join and event stream for a ~50 ms build)
+    @gr.render(inputs=inputs, triggers=[demo.load, picker.state.change], show_progress="hidden", queue=False)
     def task_form(form_state: str, kept: dict[str, Any], backend_name: str) -> None:
         name, draft = task_tab.shown_task(form_state, kept, first)
         tab = task_tab.build(get_task(name), ctx, draft, backend_name or "local")

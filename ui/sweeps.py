@@ -41,27 +41,60 @@ class Panel:
 def build_panel(tab: Any) -> Panel:
     """Lay out a task tab's Sweep panel (closed until its Sweep button opens it with the preset)."""
     p, task = tab.task.name, tab.task
-    with gr.Accordion("Sweep: find the best settings", open=False, elem_id=f"{p}-sweep-panel") as box:
+    k = {"preserved_by_key": None}  # render keys (see ui.task_tab.KEYED)
+    with gr.Accordion("Sweep: find the best settings", open=False, elem_id=f"{p}-sweep-panel", key=f"{p}-sw") as box:
         fields = gr.Dropdown(
-            sweep_view.field_choices(task), multiselect=True, label="Fields to search", elem_id=f"{p}-sweep-fields"
+            sweep_view.field_choices(task),
+            multiselect=True,
+            label="Fields to search",
+            elem_id=f"{p}-sweep-fields",
+            key=f"{p}-sw-fields",
+            **k,
         )
         space = gr.Textbox(
             lines=3,
             label="Search space, one field a line",
             info="NAME=a,b,c (choices) · NAME=low:high (range) · NAME=log:low:high (range on a log scale)",
             elem_id=f"{p}-sweep-space",
+            key=f"{p}-sw-space",
+            **k,
         )
-        with gr.Row():
+        with gr.Row(key=f"{p}-sw-row"):
             strategy = gr.Dropdown(
-                sweep_view.STRATEGY_CHOICES, value="tpe", label="Strategy", elem_id=f"{p}-sweep-strategy"
+                sweep_view.STRATEGY_CHOICES,
+                value="tpe",
+                label="Strategy",
+                elem_id=f"{p}-sweep-strategy",
+                key=f"{p}-sw-strategy",
+                **k,
             )
             trials = gr.Number(
-                8, precision=0, minimum=0, label="Trials (grid: 0 = its size)", elem_id=f"{p}-sweep-trials"
+                8,
+                precision=0,
+                minimum=0,
+                label="Trials (grid: 0 = its size)",
+                elem_id=f"{p}-sweep-trials",
+                key=f"{p}-sw-trials",
+                **k,
             )
-            parallel = gr.Number(2, precision=0, minimum=1, label="Parallel trials", elem_id=f"{p}-sweep-parallel")
-            prune = gr.Checkbox(True, label="Stop trials that fall behind (median pruner)", elem_id=f"{p}-sweep-prune")
-        cost = gr.Markdown(elem_id=f"{p}-sweep-cost", elem_classes=["tp-problems"])
-        start = gr.Button("Start sweep", variant="primary", elem_id=f"{p}-sweep-start")
+            parallel = gr.Number(
+                2,
+                precision=0,
+                minimum=1,
+                label="Parallel trials",
+                elem_id=f"{p}-sweep-parallel",
+                key=f"{p}-sw-parallel",
+                **k,
+            )
+            prune = gr.Checkbox(
+                True,
+                label="Stop trials that fall behind (median pruner)",
+                elem_id=f"{p}-sweep-prune",
+                key=f"{p}-sw-prune",
+                **k,
+            )
+        cost = gr.Markdown(elem_id=f"{p}-sweep-cost", key=f"{p}-sw-cost", **k, elem_classes=["tp-problems"])
+        start = gr.Button("Start sweep", variant="primary", elem_id=f"{p}-sweep-start", key=f"{p}-sw-start", **k)
     return Panel(box, fields, space, strategy, trials, parallel, prune, cost, start)
 
 

@@ -26,7 +26,11 @@ from ui.form_values import to_ui
 from ui.progress import NO_PROGRESS
 from ui.task_view import DATA_FIELDS, HUB_ONLY_FIELDS, MAP_PREFIX, NONE_CHOICE, UNMARKED, problems_md
 
-QUIET = {"api_visibility": "private", "concurrency_limit": None}  # with a progress target, or **NO_PROGRESS
+QUIET = {"api_visibility": "private", "concurrency_limit": None}
+# Every block of a task's form has a render key, the same each time the form is built: the browser then updates its
+# widgets in place instead of adding new ones (each form built with new ids made the next switch slower). The
+# values always come from the constructor (the draft or the defaults), never from the widget the key had before.
+KEYED: dict[str, Any] = {"preserved_by_key": None}  # with a progress target, or **NO_PROGRESS
 MARKED = "marked__"  # the handlers' input: the keys this page shows marked (None: unknown, every widget is updated)
 
 
@@ -122,10 +126,11 @@ def build(task: Task, ctx: Context, draft: dict[str, Any] | None = None, backend
     loaded or a run duplicated, :func:`ui.task_view.load_request`) or the defaults; each has a render key (task and
     draft), so what the user typed survives switching to another task and back."""
     p = task.name
-    tab = TaskTab(task=task, key=f"{p}-{(draft or {}).get('nonce', 0)}-")
+    tab = TaskTab(task=task, key=f"{p}-")  # stable render keys: the browser reuses the widgets (see KEYED)
     start = draft_values(task, draft) if draft else {}
-    gr.Markdown(f"### {task.title}\n{task.description}", elem_classes=["tp-task-intro"])
-    with gr.Group():
+    key = tab.key
+    gr.Markdown(f"### {task.title}\n{task.description}", elem_classes=["tp-task-intro"], key=key + "intro")
+    with gr.Group(key=key + "model-group"):
         tab.base_model = gr.Dropdown(
             choices=task_view.model_choices(task, ctx.local_models(), used=ctx.used_models(task.name)),
             value=start.get("base_model", task.params.model_fields["base_model"].default or None),
@@ -133,15 +138,16 @@ def build(task: Task, ctx: Context, draft: dict[str, Any] | None = None, backend
             label="Base model",
             elem_id=f"{p}-base_model",
             key=tab.key + "base_model",
+            **KEYED,
             interactive=True,
             visible=not field_hints(task.params, "base_model").get("hidden"),
             info=f"{task.model_note} Type a Hub model id, or pick/paste a local model folder "
             f"(folders under {ctx.models_dir.name}/ in the data folder, and those your runs used, are listed).".strip(),
         )
-    with gr.Accordion("Data", open=True, elem_id=f"{p}-data"):
+    with gr.Accordion("Data", open=True, elem_id=f"{p}-data", key=key + "data"):
         _data_section(task, tab, start)
         _mapping_section(task, tab, start)
-    with gr.Accordion("Parameters", open=True, elem_id=f"{p}-params"):
+    with gr.Accordion("Parameters", open=True, elem_id=f"{p}-params", key=key + "params"):
         names = task_view.form_fields(task)
         tab.form = forms.build_form(task.params, p, names, {n: start[n] for n in names if n in start}, tab.key)
     _run_section(tab, start, backend)
@@ -163,25 +169,27 @@ def draft_values(task: Task, draft: dict[str, Any]) -> dict[str, Any]:
 
 def _data_section(task: Task, tab: TaskTab, start: dict[str, Any]) -> None:
     p, fields, key = task.name, task.params.model_fields, tab.key
-    with gr.Row():
+    with gr.Row(key=key + "data-row"):
         tab.upload = gr.File(
             label="Upload data (CSV, TSV, JSON, JSONL, Parquet, or a ZIP of a folder)",
             file_types=datasource.UPLOAD_TYPES,
             elem_id=f"{p}-upload",
             key=key + "upload",
+            **KEYED,
             scale=1,
             height=140,
         )
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, key=key + "data-column"):
             data_path = start.get("data_path", fields["data_path"].default)
             tab.data_path = gr.Textbox(
                 label="Data: local file or folder, or Hub dataset id",
                 elem_id=f"{p}-data_path",
                 key=key + "data_path",
+                **KEYED,
                 info=fields["data_path"].description,
                 value=data_path,
             )
-            with gr.Row():
+            with gr.Row(key=key + "data-fields"):
                 for name in DATA_FIELDS:
                     if name in fields:
                         value = start.get(name, to_ui(fields[name], fields[name].default))
@@ -194,13 +202,16 @@ def _data_section(task: Task, tab: TaskTab, start: dict[str, Any]) -> None:
                     file_types=datasource.UPLOAD_TYPES,
                     elem_id=f"{p}-valid_upload",
                     key=key + "valid_upload",
+                    **KEYED,
                     height=120,
                 )
             hub_shown = task_view.hub_fields_shown(data_path)
             for name in HUB_ONLY_FIELDS:
                 if name in tab.data_fields:
                     tab.data_fields[name].visible = hub_shown
-    tab.data_msg = gr.Markdown(start.get("data_msg", ""), elem_id=f"{p}-data_msg", elem_classes=["tp-problems"])
+    tab.data_msg = gr.Markdown(
+        start.get("data_msg", ""), elem_id=f"{p}-data_msg", elem_classes=["tp-problems"], key=key + "data_msg", **KEYED
+    )
     df = start.get("preview", pd.DataFrame())
     tab.preview = gr.Dataframe(
         value=df,
@@ -209,6 +220,7 @@ def _data_section(task: Task, tab: TaskTab, start: dict[str, Any]) -> None:
         max_height=260,
         elem_id=f"{p}-preview",
         key=key + "preview",
+        **KEYED,
         visible=not df.empty,
         wrap=True,
     )
@@ -216,12 +228,15 @@ def _data_section(task: Task, tab: TaskTab, start: dict[str, Any]) -> None:
         shown = gallery_updates(tab, data_path, {k: start.get(k) for k in tab.data_fields}) if start else {}
         gallery = {"visible": False, "label": "Images"} | dict(shown.get("gallery") or {})
         gallery.pop("__type__", None)
-        tab.gallery = gr.Gallery(columns=8, height=280, elem_id=f"{p}-gallery", key=key + "gallery", **gallery)
+        tab.gallery = gr.Gallery(columns=8, height=280, elem_id=f"{p}-gallery", key=key + "gallery", **KEYED, **gallery)
 
 
 def _mapping_section(task: Task, tab: TaskTab, start: dict[str, Any]) -> None:
-    gr.Markdown("**Columns** — which column of your data plays each role (matched by name when possible).")
-    with gr.Row():
+    gr.Markdown(
+        "**Columns** — which column of your data plays each role (matched by name when possible).",
+        key=tab.key + "columns-note",
+    )
+    with gr.Row(key=tab.key + "columns"):
         for col in task.columns:
             need = col.need or ("required" if col.required else "optional")
             mapped = start.get(MAP_PREFIX + col.role) or {"choices": [NONE_CHOICE], "value": ""}
@@ -232,19 +247,21 @@ def _mapping_section(task: Task, tab: TaskTab, start: dict[str, Any]) -> None:
                 info=f"{col.help} ({need})",
                 elem_id=f"{task.name}-map-{col.role}",
                 key=tab.key + "map-" + col.role,
+                **KEYED,
                 interactive=True,
             )
 
 
 def _run_section(tab: TaskTab, start: dict[str, Any], backend: str) -> None:
     p, key = tab.task.name, tab.key
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, key=key + "run-row"):
         tab.run_name = gr.Textbox(
             value=start.get("run_name", ""),
             label="Run name",
             placeholder="optional",
             elem_id=f"{p}-run_name",
             key=key + "run_name",
+            **KEYED,
             scale=2,
         )
         tab.hf_token = gr.Textbox(
@@ -254,6 +271,7 @@ def _run_section(tab: TaskTab, start: dict[str, Any], backend: str) -> None:
             placeholder="optional: private models, push to Hub",
             elem_id=f"{p}-hf_token",
             key=key + "hf_token",
+            **KEYED,
             scale=2,
             info="Passed to the run's process only; never saved.",
         )
@@ -266,14 +284,15 @@ def _run_section(tab: TaskTab, start: dict[str, Any], backend: str) -> None:
                 info=tab.task.params.model_fields["hf_flavor"].description,
                 elem_id=f"{p}-hf_flavor",
                 key=key + "hf_flavor",
+                **KEYED,
                 scale=2,
             )
-    with gr.Row():
+    with gr.Row(key=key + "buttons"):
         tab.buttons["check"] = gr.Button("Check", elem_id=f"{p}-check", key=key + "check")
         tab.buttons["config"] = gr.Button("Config", elem_id=f"{p}-config", key=key + "config")
         tab.buttons["start"] = gr.Button("Start", variant="primary", elem_id=f"{p}-start", key=key + "start")
         tab.buttons["sweep"] = gr.Button("Sweep", elem_id=f"{p}-sweep", key=key + "sweep")  # wired by ui.sweeps
-    tab.form_msg = gr.Markdown(elem_id=f"{p}-form_msg", elem_classes=["tp-problems"])
+    tab.form_msg = gr.Markdown(elem_id=f"{p}-form_msg", elem_classes=["tp-problems"], key=key + "form_msg", **KEYED)
 
 
 def flavor_choices(backend: str) -> dict[str, Any]:
@@ -573,6 +592,7 @@ def _wire_data(tab: TaskTab, ctx: Context) -> None:
             lambda f: valid_upload_updates(ctx, tab, f),
             tab.valid_upload,
             [tab.data_fields["valid_path"], tab.data_msg],
+            show_progress_on=tab.data_msg,
             **QUIET,
         )
     hub_only = [tab.data_fields[n] for n in HUB_ONLY_FIELDS if n in tab.data_fields]
@@ -582,6 +602,7 @@ def _wire_data(tab: TaskTab, ctx: Context) -> None:
             tab.data_path,
             hub_only,
             trigger_mode="always_last",
+            **NO_PROGRESS,
             **QUIET,
         )
     gr.on(
