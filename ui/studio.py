@@ -217,10 +217,16 @@ def _task_tabs() -> task_tab.Picker:
                         with gr.Tab(task.title, id=tab_id, elem_id=elem_id) as picker.task_tabs[task.name]:
                             pass
                         picker.task_tabs[task.name].select(
-                            None, state, [state, leaving], js=task_tab.pick_task_js(task.name), **NO_PROGRESS, **QUIET
+                            None,
+                            [state, leaving],
+                            [state, leaving],
+                            js=task_tab.pick_task_js(task.name),
+                            **NO_PROGRESS,
+                            **QUIET,
                         )
             picked = task_tab.pick_family_js([t.name for t in tasks], first)
-            picker.family_tabs[family].select(None, state, [state, leaving], js=picked, **NO_PROGRESS, **QUIET)
+            family_tab = picker.family_tabs[family]
+            family_tab.select(None, [state, leaving], [state, leaving], js=picked, **NO_PROGRESS, **QUIET)
     return picker
 
 

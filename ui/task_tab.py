@@ -487,9 +487,11 @@ class Picker:
 
 
 def pick_task_js(task: str) -> str:
-    """Browser-only: a task tab picked -> the form state shows that task (and ``leaving`` changes)."""
-    return f"""(v) => {{
+    """Browser-only: a task tab picked -> the form state shows that task and ``leaving`` changes (the form shown
+    is kept); nothing changes when the state shows the task already (Duplicate selected its tab)."""
+    return f"""(v, l) => {{
   const s = JSON.parse(v || "{{}}");
+  if (s.task === {json.dumps(task)}) return [v, l];
   s.task = {json.dumps(task)};
   return [JSON.stringify(s), String(Date.now())];
 }}"""
@@ -498,9 +500,9 @@ def pick_task_js(task: str) -> str:
 def pick_family_js(tasks: list[str], first: str) -> str:
     """Browser-only: a family tab picked -> the form state shows the family's selected task tab (it stays when
     the state shows one of the family's tasks already: Duplicate selects the family and the task)."""
-    return f"""async (v) => {{
+    return f"""async (v, l) => {{
   const s = JSON.parse(v || "{{}}"), tasks = {json.dumps(tasks)};
-  if (tasks.includes(s.task || {json.dumps(first)})) return [v, String(Date.now())];
+  if (tasks.includes(s.task || {json.dumps(first)})) return [v, l];
   let picked = null;
   for (let i = 0; i < 50 && !picked; i++) {{
     picked = tasks.find((t) => document.getElementById(`tab-${{t}}-button`)?.getAttribute("aria-selected") === "true");
