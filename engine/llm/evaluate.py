@@ -259,3 +259,15 @@ def evaluate_prompts(model_dir: Path, df: Any, options: dict[str, Any], how: str
     """:func:`evaluate_generation` on prompt-only test rows whose references come from :func:`prompt_references`."""
     prompts, refs = prompt_references(df, how)
     return evaluate_generation(model_dir, reference_frame(prompts, refs), options)
+
+
+ANSWER_HOW = (
+    "Add an `answer` column (the expected answer; --map answer=COLUMN), or give chat prompts that end with the "
+    "reference assistant turn."
+)
+
+
+def evaluate_answers(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The online RL tasks' evaluation (GRPO, RLOO): exact / normalized match, ROUGE-L, chrF and perplexity of the
+    greedy answers to the test prompts, against the `answer` column (or a chat prompt's final assistant turn)."""
+    return evaluate_prompts(model_dir, df, options, ANSWER_HOW)

@@ -4,9 +4,7 @@ REINFORCE Leave-One-Out advantages: each completion is compared with the mean of
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
+from engine.llm import evaluate as le
 from engine.llm import model as lm
 from engine.llm import rl
 from engine.params import field
@@ -35,20 +33,6 @@ def train(job: Job) -> dict[str, float]:
     return lt.fit(trainer, job)
 
 
-EVAL_HOW = (
-    "Add an `answer` column (the expected answer; --map answer=COLUMN), or give chat prompts that end with the "
-    "reference assistant turn."
-)
-
-
-def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """Exact / normalized match, ROUGE-L, chrF and perplexity of the greedy answers to the test prompts, against
-    the `answer` column (or a chat prompt's final assistant turn)."""
-    from engine.llm import evaluate as le
-
-    return le.evaluate_prompts(model_dir, df, options, EVAL_HOW)
-
-
 TASK = Task(
     name="llm_rloo",
     model_kind="causal",
@@ -61,6 +45,6 @@ TASK = Task(
     **rl.rl_task_fields(),
     train=train,
     predict=lm.generate,
-    evaluate=evaluate,
+    evaluate=le.evaluate_answers,
     autotrain_names=["llm-rloo", "llm:rloo"],
 )
