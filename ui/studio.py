@@ -18,7 +18,7 @@ from engine.errors import UserError
 from engine.preflight import system
 from engine.run.backends import all_backends
 from engine.task import FAMILIES, Task, all_tasks, get_task
-from ui import evals, nav, playground, publish, runs, side_by_side, sweeps, task_tab, task_view
+from ui import evals, nav, playground, publish, runs, side_by_side, sweeps, task_api, task_picker, task_tab, task_view
 from ui.context import Context
 from ui.progress import NO_PROGRESS
 
@@ -101,7 +101,7 @@ def build_demo(ctx: Context) -> gr.Blocks:
                 gr.Markdown(publish.readme_text(ROOT / "README.md"))
         show_run = (partial(runs.switch_updates, ctx, runs_page), runs.switch_outputs(runs_page))
         late["shared"] = shared = task_tab.Shared(run_id, nav.build(), timer, backend, config_box, show_run)
-        task_tab.register_api(ctx)  # /check, /config, /start, /preview: any task, by name
+        task_api.register_api(ctx)  # /check, /config, /start, /preview: any task, by name
         fill = (partial(_filled, picker, shared.nav, ""), [*picker.outputs(), shared.nav])
         load_config.upload(
             partial(_on_load_config, picker, shared.nav), [load_config, picker.state], fill[1], **QUIET, **NO_PROGRESS
@@ -128,11 +128,11 @@ def _train_page(ctx: Context, demo: gr.Blocks, backend: Any, late: dict[str, Any
     # off the queue: a form shows ~0.2 s sooner (no queue join and event stream for a ~50 ms build)
     @gr.render(inputs=inputs, triggers=[demo.load, picker.state.change], show_progress="hidden", queue=False)
     def task_form(form_state: str, kept: dict[str, Any], backend_name: str) -> None:
-        name, draft = task_tab.shown_task(form_state, kept, first)
+        name, draft = task_picker.shown_task(form_state, kept, first)
         tab = task_tab.build(get_task(name), ctx, draft, backend_name or "local")
         tab.sweep = sweeps.build_panel(tab)
         task_tab.wire(tab, ctx, late["shared"])
-        task_tab.wire_picker(tab, picker)
+        task_picker.wire_picker(tab, picker)
         sweeps.wire_panel(tab, ctx, backend, late["sweeps_page"], late["shared"].nav)
 
     for fn in demo.fns.values():  # the render's own event shows no progress on its container (see ui.progress)
@@ -141,13 +141,13 @@ def _train_page(ctx: Context, demo: gr.Blocks, backend: Any, late: dict[str, Any
     return picker, load_config, task_tab.build_config_box()
 
 
-def _filled(picker: task_tab.Picker, nav_box: Any, state: str, request: dict[str, Any]) -> dict[Any, Any]:
+def _filled(picker: task_picker.Picker, nav_box: Any, state: str, request: dict[str, Any]) -> dict[Any, Any]:
     """Duplicate, Load config, Use best: the request becomes its task's draft, and the Train page shows its form."""
     task = get_task(request["task"])
-    return {**picker.show(task, task_tab.with_draft(state, request)), nav_box: nav.show("tab-train")}
+    return {**picker.show(task, task_picker.with_draft(state, request)), nav_box: nav.show("tab-train")}
 
 
-def _on_load_config(picker: task_tab.Picker, nav_box: Any, file: Any, state: str) -> dict[Any, Any]:
+def _on_load_config(picker: task_picker.Picker, nav_box: Any, file: Any, state: str) -> dict[Any, Any]:
     """Load config: its task's form filled, or the problem as an error toast."""
     try:
         return _filled(picker, nav_box, state, task_view.load_request(file))
@@ -198,7 +198,7 @@ def _wire_pages(
     )
 
 
-def _task_tabs() -> task_tab.Picker:
+def _task_tabs() -> task_picker.Picker:
     """Family tabs holding task tabs, all empty: picking one sets the form state in the browser, and the form under
     them is built for its task (:func:`_train_page`). Tabs wrap (no "More tabs" menu)."""
     groups = tasks_by_family()
@@ -207,7 +207,7 @@ def _task_tabs() -> task_tab.Picker:
     state, kept = gr.Textbox(shown, visible=False, elem_id="tp-form-state"), gr.State({})
     leaving = gr.Textbox(visible=False, elem_id="tp-form-leaving")
     with gr.Tabs(elem_id="tp-families", overflow_behavior="wrap") as families:
-        picker = task_tab.Picker(state, kept, leaving, families)
+        picker = task_picker.Picker(state, kept, leaving, families)
         for family, tasks in groups.items():
             family_id = task_tab.family_elem_id(family)
             with gr.Tab(family, id=family_id, elem_id=family_id) as picker.family_tabs[family]:
@@ -220,11 +220,11 @@ def _task_tabs() -> task_tab.Picker:
                             None,
                             [state, leaving],
                             [state, leaving],
-                            js=task_tab.pick_task_js(task.name),
+                            js=task_picker.pick_task_js(task.name),
                             **NO_PROGRESS,
                             **QUIET,
                         )
-            picked = task_tab.pick_family_js([t.name for t in tasks], first)
+            picked = task_picker.pick_family_js([t.name for t in tasks], first)
             family_tab = picker.family_tabs[family]
             family_tab.select(None, [state, leaving], [state, leaving], js=picked, **NO_PROGRESS, **QUIET)
     return picker

@@ -6,11 +6,8 @@ its results into ``{component: update}`` maps, and :func:`wire` connects them to
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -20,8 +17,8 @@ from engine.errors import UserError
 from engine.params import field_hints
 from engine.preflight import models
 from engine.task import Task
-from ui import datasource, form_values, forms, nav, task_view
-from ui.context import Context, gradio_cache
+from ui import datasource, forms, nav, task_view
+from ui.context import Context
 from ui.form_values import to_ui
 from ui.progress import NO_PROGRESS
 from ui.task_view import DATA_FIELDS, HUB_ONLY_FIELDS, MAP_PREFIX, NONE_CHOICE, UNMARKED, problems_md
@@ -454,100 +451,6 @@ def start_updates(ctx: Context, tab: TaskTab, shared: Shared, backend: str, valu
     }
 
 
-def with_draft(state: str, request: dict[str, Any]) -> str:
-    """The Train page's form state (JSON: the task shown, and a draft per task) with ``request`` (a config loaded,
-    a run duplicated, a sweep's best) as its task's draft, and its task shown."""
-    current = json.loads(state or "{}")
-    drafts = {**current.get("drafts", {}), request["task"]: {**request, "nonce": request.get("nonce") or time.time()}}
-    return json.dumps({"task": request["task"], "drafts": drafts})
-
-
-@dataclass
-class Picker:
-    """The Train page's task tabs (empty: the form under them is built for the task picked) and what the form is
-    built from: ``state`` (JSON: the task shown, and the drafts given to it: a config loaded, a run duplicated,
-    a sweep's best), set in the browser when a tab is picked, and ``kept`` (the forms left for another task)."""
-
-    state: Any
-    kept: Any
-    leaving: Any  # a hidden box the tabs set when picked: the form's own event keeps it (wire_picker)
-    families: Any  # the family Tabs
-    inner: dict[str, Any] = field(default_factory=dict)  # family -> its task Tabs
-    family_tabs: dict[str, Any] = field(default_factory=dict)  # family -> its Tab
-    task_tabs: dict[str, Any] = field(default_factory=dict)  # task name -> its Tab
-
-    def outputs(self) -> list[Any]:
-        return [self.state, self.families, *self.inner.values()]
-
-    def show(self, task: Task, state: str) -> dict[Any, Any]:
-        """The form ``state`` (its task: ``task``), and the family and task tabs selected to match."""
-        family = self.inner[task.family]
-        selected = gr.Tabs(selected=family_elem_id(task.family))
-        return {self.state: state, self.families: selected, family: gr.Tabs(selected=f"task-{task.name}")}
-
-
-def pick_task_js(task: str) -> str:
-    """Browser-only: a task tab picked -> the form state shows that task and ``leaving`` changes (the form shown
-    is kept); nothing changes when the state shows the task already (Duplicate selected its tab)."""
-    return f"""(v, l) => {{
-  const s = JSON.parse(v || "{{}}");
-  if (s.task === {json.dumps(task)}) return [v, l];
-  s.task = {json.dumps(task)};
-  return [JSON.stringify(s), String(Date.now())];
-}}"""
-
-
-def pick_family_js(tasks: list[str], first: str) -> str:
-    """Browser-only: a family tab picked -> the form state shows the family's selected task tab (it stays when
-    the state shows one of the family's tasks already: Duplicate selects the family and the task)."""
-    return f"""async (v, l) => {{
-  const s = JSON.parse(v || "{{}}"), tasks = {json.dumps(tasks)};
-  if (tasks.includes(s.task || {json.dumps(first)})) return [v, l];
-  let picked = null;
-  for (let i = 0; i < 50 && !picked; i++) {{
-    picked = tasks.find((t) => document.getElementById(`tab-${{t}}-button`)?.getAttribute("aria-selected") === "true");
-    if (!picked) await new Promise((r) => setTimeout(r, 20));
-  }}
-  s.task = picked || tasks[0];
-  return [JSON.stringify(s), String(Date.now())];
-}}"""
-
-
-def form_draft(tab: TaskTab, values: dict[str, Any]) -> dict[str, Any] | None:
-    """The form's values as a draft (a request, as :func:`ui.task_view.load_request` makes), to build it again
-    when its task is picked again; None when a value cannot be read (the form then comes back as defaults). The
-    token is never kept."""
-    try:
-        params = task_view.params_data(tab.task, values)
-    except Exception:  # a half-typed JSON or list field
-        return None
-    return {"task": tab.task.name, "params": params, "name": str(values.get("run_name") or ""), "nonce": time.time()}
-
-
-def wire_picker(tab: TaskTab, picker: Picker) -> None:
-    """Inside the form's render: when a task or family tab is picked, this form is kept (``kept``) to be built
-    again when its task comes back. (Gradio 6.31's render keys keep a Textbox's typed value but reset Numbers,
-    Dropdowns and Checkboxes, so the values travel through the server; and an event added by a render to a
-    trigger outside it replaces that trigger's own events, so the tabs' browser-only events set ``leaving``.)"""
-    inputs = {**tab.inputs(), "kept__": picker.kept}
-
-    def on_leave(**values: Any) -> dict[str, Any]:
-        kept = dict(values.pop("kept__") or {})
-        draft = form_draft(tab, values)
-        return {**kept, tab.task.name: draft} if draft else kept
-
-    picker.leaving.change(on_leave, None, picker.kept, inputs_kwargs=inputs, queue=False, **NO_PROGRESS, **QUIET)
-
-
-def shown_task(state: str, kept: dict[str, Any] | None, default: str) -> tuple[str, dict[str, Any] | None]:
-    """The task the form state shows (``default`` when none) and the newest of its drafts: the one given (a run
-    duplicated…) or the form the user left."""
-    current = json.loads(state or "{}")
-    name = current.get("task") or default
-    drafts = [d for d in (current.get("drafts", {}).get(name), (kept or {}).get(name)) if d]
-    return name, max(drafts, key=lambda d: d.get("nonce") or 0) if drafts else None
-
-
 # --- wiring -----------------------------------------------------------------------------------
 
 
@@ -659,74 +562,3 @@ def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
             concurrency_limit=None,
             show_progress_on=tab.form_msg,  # the spinner where the answer appears, not on every field (ui.progress)
         )
-
-
-# --- the API: every task's Check, Config, Start and Preview, registered once ------------------------------------
-
-
-def api_values(ctx: Context, task_name: str, values: dict[str, Any]) -> tuple[Task, dict[str, Any]]:
-    """An API call's task and its values as the form holds them. ``values``: the task's params as in a config
-    (``column_mapping`` a dict), plus ``run_name``, ``hf_token`` and ``upload`` (a file sent with the call)."""
-    from engine.task import all_tasks
-
-    tasks = {t.name: t for t in all_tasks()}
-    if task_name not in tasks:
-        raise gr.Error(f"Unknown task {task_name!r}: one of {', '.join(sorted(tasks))}.")
-    task, values = tasks[task_name], dict(values or {})
-    upload = values.pop("upload", None)
-    mapping = values.pop("column_mapping", None) or {}
-    if not isinstance(mapping, dict):
-        raise gr.Error("`column_mapping` must be an object: {role: column}.")
-    form = form_values.params_to_values(task.params, values)
-    form |= {k: values[k] for k in ("base_model", "data_path", "run_name", "hf_token") if k in values}
-    form |= {MAP_PREFIX + role: column for role, column in mapping.items()}
-    if upload:  # only a file the call itself sent (Gradio's cache), never a path of the server
-        path = Path(upload if isinstance(upload, str) else upload.get("path", "")).resolve()
-        if not path.is_relative_to(gradio_cache()):
-            raise gr.Error("`upload` must be a file sent with the call (gradio_client's handle_file).")
-        form["upload"] = str(path)
-    return task, form
-
-
-def register_api(ctx: Context) -> None:
-    """``/check``, ``/config``, ``/start`` and ``/preview`` (call inside the Blocks): what the form's buttons do,
-    for any task by name, with the same checks and the same path policy."""
-
-    def check(task: str, values: dict, backend: str = "local") -> tuple[str, str]:
-        """Check a task's settings and data: (the parameter problems or a ✓ line, the data report) as Markdown."""
-        t, form = api_values(ctx, task, values)
-        form_md, data_md, _ = task_view.check_report(ctx, t, form, backend)
-        return form_md, data_md
-
-    def config(task: str, values: dict) -> tuple[str, str]:
-        """The run's config (YAML) and the ``trainpad run`` command that starts it from a terminal."""
-        t, form = api_values(ctx, task, values)
-        try:
-            text, command, _ = task_view.make_config(ctx, t, form)
-        except UserError as e:
-            raise gr.Error(problems_md(e.problems)) from None
-        return text, command
-
-    def start(task: str, values: dict, backend: str = "local") -> tuple[str, str, str]:
-        """Queue a run: ("✓ Queued run `ID`.", "", ID), or (parameter problems, data problems, "") and nothing
-        queued."""
-        t, form = api_values(ctx, task, values)
-        try:
-            form = task_view.resolve_upload(ctx, form)
-        except UserError as e:
-            return "", problems_md(e.problems), ""
-        run_id, param_problems, data_problems = task_view.try_start(ctx, t, form, backend)
-        if not run_id:
-            return problems_md(param_problems), problems_md(data_problems), ""
-        return f"✓ Queued run `{run_id}`.", "", run_id
-
-    def preview(task: str, values: dict) -> tuple[list, str, dict]:
-        """The data's first rows (as records), a note or the problem, and the column matched to each role."""
-        t, form = api_values(ctx, task, values)
-        extra = {k: form.get(k) for k in DATA_FIELDS if k in form}
-        current = {c.role: form.get(MAP_PREFIX + c.role, "") for c in t.columns}
-        df, note, matched, _ = task_view.preview_data(t, str(form.get("data_path") or ""), extra, current)
-        return df.astype(str).to_dict("records"), note, matched
-
-    for fn in (check, config, start, preview):
-        gr.api(fn, api_name=fn.__name__, concurrency_limit=None)

@@ -1,0 +1,111 @@
+"""The Train page's task picker: empty family and task tabs whose choice (set in the browser) builds one task's form
+under them (``ui.studio``'s ``gr.render``), the drafts a form is built from, and keeping a form left for another.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from engine.task import Task
+from ui import task_view
+from ui.progress import NO_PROGRESS
+from ui.task_tab import QUIET, TaskTab, family_elem_id
+
+
+def with_draft(state: str, request: dict[str, Any]) -> str:
+    """The Train page's form state (JSON: the task shown, and a draft per task) with ``request`` (a config loaded,
+    a run duplicated, a sweep's best) as its task's draft, and its task shown."""
+    current = json.loads(state or "{}")
+    drafts = {**current.get("drafts", {}), request["task"]: {**request, "nonce": request.get("nonce") or time.time()}}
+    return json.dumps({"task": request["task"], "drafts": drafts})
+
+
+@dataclass
+class Picker:
+    """The Train page's task tabs (empty: the form under them is built for the task picked) and what the form is
+    built from: ``state`` (JSON: the task shown, and the drafts given to it: a config loaded, a run duplicated,
+    a sweep's best), set in the browser when a tab is picked, and ``kept`` (the forms left for another task)."""
+
+    state: Any
+    kept: Any
+    leaving: Any  # a hidden box the tabs set when picked: the form's own event keeps it (wire_picker)
+    families: Any  # the family Tabs
+    inner: dict[str, Any] = field(default_factory=dict)  # family -> its task Tabs
+    family_tabs: dict[str, Any] = field(default_factory=dict)  # family -> its Tab
+    task_tabs: dict[str, Any] = field(default_factory=dict)  # task name -> its Tab
+
+    def outputs(self) -> list[Any]:
+        return [self.state, self.families, *self.inner.values()]
+
+    def show(self, task: Task, state: str) -> dict[Any, Any]:
+        """The form ``state`` (its task: ``task``), and the family and task tabs selected to match."""
+        family = self.inner[task.family]
+        selected = gr.Tabs(selected=family_elem_id(task.family))
+        return {self.state: state, self.families: selected, family: gr.Tabs(selected=f"task-{task.name}")}
+
+
+def pick_task_js(task: str) -> str:
+    """Browser-only: a task tab picked -> the form state shows that task and ``leaving`` changes (the form shown
+    is kept); nothing changes when the state shows the task already (Duplicate selected its tab)."""
+    return f"""(v, l) => {{
+  const s = JSON.parse(v || "{{}}");
+  if (s.task === {json.dumps(task)}) return [v, l];
+  s.task = {json.dumps(task)};
+  return [JSON.stringify(s), String(Date.now())];
+}}"""
+
+
+def pick_family_js(tasks: list[str], first: str) -> str:
+    """Browser-only: a family tab picked -> the form state shows the family's selected task tab (it stays when
+    the state shows one of the family's tasks already: Duplicate selects the family and the task)."""
+    return f"""async (v, l) => {{
+  const s = JSON.parse(v || "{{}}"), tasks = {json.dumps(tasks)};
+  if (tasks.includes(s.task || {json.dumps(first)})) return [v, l];
+  let picked = null;
+  for (let i = 0; i < 50 && !picked; i++) {{
+    picked = tasks.find((t) => document.getElementById(`tab-${{t}}-button`)?.getAttribute("aria-selected") === "true");
+    if (!picked) await new Promise((r) => setTimeout(r, 20));
+  }}
+  s.task = picked || tasks[0];
+  return [JSON.stringify(s), String(Date.now())];
+}}"""
+
+
+def form_draft(tab: TaskTab, values: dict[str, Any]) -> dict[str, Any] | None:
+    """The form's values as a draft (a request, as :func:`ui.task_view.load_request` makes), to build it again
+    when its task is picked again; None when a value cannot be read (the form then comes back as defaults). The
+    token is never kept."""
+    try:
+        params = task_view.params_data(tab.task, values)
+    except Exception:  # a half-typed JSON or list field
+        return None
+    return {"task": tab.task.name, "params": params, "name": str(values.get("run_name") or ""), "nonce": time.time()}
+
+
+def wire_picker(tab: TaskTab, picker: Picker) -> None:
+    """Inside the form's render: when a task or family tab is picked, this form is kept (``kept``) to be built
+    again when its task comes back. (Gradio 6.31's render keys keep a Textbox's typed value but reset Numbers,
+    Dropdowns and Checkboxes, so the values travel through the server; and an event added by a render to a
+    trigger outside it replaces that trigger's own events, so the tabs' browser-only events set ``leaving``.)"""
+    inputs = {**tab.inputs(), "kept__": picker.kept}
+
+    def on_leave(**values: Any) -> dict[str, Any]:
+        kept = dict(values.pop("kept__") or {})
+        draft = form_draft(tab, values)
+        return {**kept, tab.task.name: draft} if draft else kept
+
+    picker.leaving.change(on_leave, None, picker.kept, inputs_kwargs=inputs, queue=False, **NO_PROGRESS, **QUIET)
+
+
+def shown_task(state: str, kept: dict[str, Any] | None, default: str) -> tuple[str, dict[str, Any] | None]:
+    """The task the form state shows (``default`` when none) and the newest of its drafts: the one given (a run
+    duplicated…) or the form the user left."""
+    current = json.loads(state or "{}")
+    name = current.get("task") or default
+    drafts = [d for d in (current.get("drafts", {}).get(name), (kept or {}).get(name)) if d]
+    return name, max(drafts, key=lambda d: d.get("nonce") or 0) if drafts else None
