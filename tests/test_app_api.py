@@ -40,8 +40,8 @@ def test_start_tiny_sft_through_the_api_and_poll_to_succeeded(studio, tiny_llama
     values |= {"learning_rate": 3e-3, "logging_steps": 2, "run_name": "api run"}
     checked = client.predict("llm_sft", values, api_name="/check")
     assert checked[0].startswith("✓ Parameters are valid"), checked
-    yaml_text, command = client.predict("llm_sft", values, api_name="/config")
-    assert "learning_rate: 0.003" in yaml_text and command.startswith("trainpad ")
+    yaml_text, command, served = client.predict("llm_sft", values, api_name="/config")
+    assert "learning_rate: 0.003" in yaml_text and command.startswith("trainpad ") and served.endswith(".yaml")
     rows, note, matched = client.predict("llm_sft", values, api_name="/preview")
     assert len(rows) > 0 and matched.get("messages") == "messages", matched
     with pytest.raises(Exception, match="Unknown task 'nope'"):

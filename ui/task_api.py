@@ -49,14 +49,15 @@ def register_api(ctx: Context) -> None:
         form_md, data_md, _ = task_view.check_report(ctx, t, form, backend)
         return form_md, data_md
 
-    def config(task: str, values: dict) -> tuple[str, str]:
-        """The run's config (YAML) and the ``trainpad run`` command that starts it from a terminal."""
+    def config(task: str, values: dict) -> tuple[str, str, str]:
+        """The run's config (YAML), the ``trainpad run`` command that starts it from a terminal, and where the file
+        is kept for the page's download (a random folder of Gradio's cache, as the form's Config offers it)."""
         t, form = api_values(ctx, task, values)
         try:
-            text, command, _ = task_view.make_config(ctx, t, form)
+            text, command, path = task_view.make_config(ctx, t, form)
         except UserError as e:
             raise gr.Error(problems_md(e.problems)) from None
-        return text, command
+        return text, command, ctx.served(path)
 
     def start(task: str, values: dict, backend: str = "local") -> tuple[str, str, str]:
         """Queue a run: ("✓ Queued run `ID`.", "", ID), or (parameter problems, data problems, "") and nothing
