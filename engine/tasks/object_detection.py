@@ -88,22 +88,6 @@ def _as_list(value: Any) -> list:
     return value.tolist() if hasattr(value, "tolist") else list(value or [])
 
 
-def box_problems(name: str, boxes: list, cats: list, size: tuple[int, int], known: set | None) -> list[str]:
-    """Boxes of one image that are empty, outside the image (1 pixel of slack) or of an unknown category."""
-    w, h = size
-    out = []
-    for (x, y, bw, bh), c in zip(boxes, cats, strict=True):
-        box = f"[{x:g}, {y:g}, {bw:g}, {bh:g}] ({c})"
-        if bw <= 0 or bh <= 0:
-            out.append(f"image `{name}`: box {box} has no area; boxes are [x, y, width, height].")
-        elif x < -1 or y < -1 or x + bw > w + 1 or y + bh > h + 1:
-            hint = " It looks like [x_min, y_min, x_max, y_max]: use [x, y, width, height]." if bw > x else ""
-            out.append(f"image `{name}`: box {box} lies outside the {w}x{h} image.{hint}")
-        if known is not None and c not in known:
-            out.append(f"image `{name}`: category `{c}` never occurs in the training data.")
-    return out
-
-
 def check_split(df: Any, params: Params, split: str, known: set | None = None) -> tuple[list[str], set]:
     """Objects parse, images decode, boxes fit their image; returns the problems and the categories seen."""
     rows, problems = cells.parse_rows(df["objects"], parse_objects, ([], []))
@@ -112,7 +96,7 @@ def check_split(df: Any, params: Params, split: str, known: set | None = None) -
     cats = {c for _, cs in rows for c in cs}
     for i, size in sizes.items():
         name = Path(im.image_name(df["image"].iloc[i])).name
-        problems += [f"{split} data: {p}" for p in box_problems(name, *rows[i], size, known)]
+        problems += [f"{split} data: {p}" for p in vdet.box_problems(name, *rows[i], size, known)]
     return problems[:20], cats
 
 
@@ -128,10 +112,16 @@ def check_data(train: Any, valid: Any, params: Params) -> list[str]:
 # ---- training -----------------------------------------------------------------------------
 
 
-def dataset(df: Any, label2id: dict[str, int], processor: Any, params: Params, train: bool, size: int) -> Any:
-    rows, problems = cells.parse_rows(df["objects"], parse_objects, ([], []))
+def object_rows(objects: Any, where: str = "") -> list[tuple[list, list]]:
+    """Each row's parsed (boxes, categories); a UserError listing the first ten rows that do not parse."""
+    rows, problems = cells.parse_rows(objects, parse_objects, ([], []))
     if problems:
-        raise UserError(problems[:10])
+        raise UserError([f"{where}{p}" for p in problems[:10]])
+    return rows
+
+
+def dataset(df: Any, label2id: dict[str, int], processor: Any, params: Params, train: bool, size: int) -> Any:
+    rows = object_rows(df["objects"])
     keep = [i for i, (_, cats) in enumerate(rows) if all(c in label2id for c in cats)]
     boxes = [rows[i][0] for i in keep]
     classes = [[label2id[c] for c in rows[i][1]] for i in keep]
@@ -152,9 +142,7 @@ def train(job: Job) -> dict[str, float]:
     from transformers import AutoModelForObjectDetection
 
     params = job.params
-    rows, problems = cells.parse_rows(job.train["objects"], parse_objects, ([], []))
-    if problems:
-        raise UserError(problems[:10])
+    rows = object_rows(job.train["objects"])
     id2label, label2id = cells.label_maps(c for _, cats in rows for c in cats)
     processor = ve.load_processor(params.base_model, params.trust_remote_code)
     model = ve.load_model(
@@ -231,34 +219,12 @@ def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any
     """COCO mAP@[.5:.95], mAP@.5/.75 and AP per class on a test set (boxes [x, y, w, h] in pixels, categories the
     model's); precision/recall of the boxes scoring ``threshold`` (0.5) or more; images with the most missed or
     false boxes first."""
-    from engine.train import evaluation
     from engine.vision import evaluation as vev
 
-    rows, problems = cells.parse_rows(df["objects"], parse_objects, ([], []))
-    if problems:
-        raise UserError([f"Test data: {p}" for p in problems[:10]])
-    id2label = (runfiles.read_json(Path(model_dir) / "config.json") or {}).get("id2label") or {}
-    names = [str(id2label[k]) for k in sorted(id2label, key=int)]
-    evaluation.unseen_labels_error(set(names), [c for _, cats in rows for c in cats], "category")
-    index = {n: i for i, n in enumerate(names)}
-    images = vev.test_images(list(df["image"]), options)
-    found = evaluation.batched(
-        images,
-        lambda batch: predict(model_dir, {"image": batch, "threshold": 0.0}),
-        options.get("batch_size") or 8,
-        options.get("progress"),
+    found = lambda batch: predict(model_dir, {"image": batch, "threshold": 0.0})  # noqa: E731
+    return vev.evaluate_detection(
+        model_dir, object_rows(df["objects"], "Test data: "), list(df["image"]), found, options
     )
-    truth = [{"labels": [index[c] for c in cats], "boxes": boxes} for boxes, cats in rows]
-    detections = [
-        {
-            "labels": [index[o["label"]] for o in f["objects"]],
-            "scores": [o["score"] for o in f["objects"]],
-            "boxes": [vev.xyxy_to_xywh(o["box"]) for o in f["objects"]],
-        }
-        for f in found
-    ]
-    threshold = float(options.get("threshold") or 0.5)
-    return vev.detection_report(truth, detections, names, vev.shown_names(list(df["image"]), options), threshold)
 
 
 TASK = Task(

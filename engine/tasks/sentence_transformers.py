@@ -190,55 +190,23 @@ def predict(model_dir: Path, inputs: Any) -> dict[str, Any]:
 EVAL_ORDER = ("pair_score", "triplet", "pair", "qa", "pair_class")  # which mode a test file's columns are read as
 
 
-def eval_mode(df: Any, trained: str | None) -> str:
-    """The mode whose columns the test data has: the model's own mode first, else the first that fits (pair_class
-    data cannot be scored: its classifier is not saved)."""
-    have = set(df.columns)
-    fits = [m for m in ((trained,) if trained in MODES else ()) + EVAL_ORDER if set(MODES[m][0]) <= have]
-    if not fits:
-        wanted = "; ".join(f"{m}: {', '.join(MODES[m][0])}" for m in EVAL_ORDER[:4])
-        raise UserError(
-            f"The test data's columns ({', '.join(map(str, df.columns)) or 'none'}) fit no evaluation: it needs "
-            f"{wanted}. Map yours with --map ROLE=COLUMN."
-        )
-    usable = [m for m in fits if m != "pair_class"]
-    if not usable:
-        raise UserError(
-            "pair_class test data (premise, hypothesis, label) cannot be scored: the classifier trained beside the "
-            "embeddings is not saved with the model. Evaluate on scored pairs (sentence1, sentence2, score), "
-            "triplets (anchor, positive, negative) or pairs (anchor, positive)."
-        )
-    return usable[0]
-
-
 def evaluate(model_dir: Path, df: Any, options: dict[str, Any]) -> dict[str, Any]:
     """By the test data's columns: pair_score, Spearman/Pearson of cosine vs score; triplet, accuracy of
     cos(anchor, positive) > cos(anchor, negative) and recall@1; pair/qa, recall@1/@5 and MRR of the positive among
     all the test file's candidates. Rows worst first."""
-    import pandas as pd
-
     from engine.text import evaluation as te
 
     side, params = runfiles.read_side_file(model_dir), options.get("params") or {}
-    mode = eval_mode(df, side.get("mode") or params.get("mode"))
-    roles = MODES[mode][0]
-    if problems := qa.blank_cells(df, roles, "Test"):
+    roles = {m: MODES[m][0] for m in EVAL_ORDER}
+    mode = te.embedding_mode(df, side.get("mode") or params.get("mode"), roles)
+    if problems := qa.blank_cells(df, roles[mode], "Test"):
         raise UserError(problems)
-    model = te.load_embedder(model_dir, side.get("max_length") or params.get("max_length"))
-    batch = options.get("batch_size") or 32
-    embed = lambda texts: te.embed_texts(model, texts, batch)  # noqa: E731
-    texts = {r: df[r].astype(str).tolist() for r in roles if r not in TARGETS}
-    if mode == "pair_score":
-        if problems := _score_problems(df, "Test", {}):
-            raise UserError(problems)
-        cosines = (embed(texts["sentence1"]) * embed(texts["sentence2"])).sum(axis=1).tolist()
-        gold = pd.to_numeric(df["score"]).astype(float).tolist()
-        return te.similarity_report(texts["sentence1"], texts["sentence2"], cosines, gold)
-    if mode == "triplet":
-        return te.triplet_report(texts["anchor"], texts["positive"], texts["negative"], embed)
-    queries, positives = texts[roles[0]], texts[roles[1]]
-    docs = list(dict.fromkeys(positives))
-    return te.retrieval_report(queries, positives, embed(queries), embed(docs), docs)
+    if mode == "pair_score" and (problems := _score_problems(df, "Test", {})):
+        raise UserError(problems)
+    texts = [r for r in roles[mode] if r not in TARGETS]
+    return te.evaluate_embeddings(
+        model_dir, df, mode, texts, side.get("max_length") or params.get("max_length"), options
+    )
 
 
 def from_autotrain(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

@@ -278,3 +278,50 @@ def triplet_report(
     ]
     rows.sort(key=lambda r: r["margin"])
     return {"metrics": metrics, "rows": rows, "key_metric": "accuracy", "greater_is_better": True}
+
+
+def embedding_mode(df: Any, trained: str | None, roles: dict[str, list[str]]) -> str:
+    """The sentence-embedding mode whose columns (``roles``: mode -> its columns, in the order to try) the test
+    data has: the model's own mode first, else the first that fits (pair_class data cannot be scored: its
+    classifier is not saved)."""
+    have, order = set(df.columns), tuple(roles)
+    fits = [m for m in ((trained,) if trained in roles else ()) + order if set(roles[m]) <= have]
+    if not fits:
+        wanted = "; ".join(f"{m}: {', '.join(roles[m])}" for m in order[:4])
+        raise UserError(
+            f"The test data's columns ({', '.join(map(str, df.columns)) or 'none'}) fit no evaluation: it needs "
+            f"{wanted}. Map yours with --map ROLE=COLUMN."
+        )
+    usable = [m for m in fits if m != "pair_class"]
+    if not usable:
+        raise UserError(
+            "pair_class test data (premise, hypothesis, label) cannot be scored: the classifier trained beside the "
+            "embeddings is not saved with the model. Evaluate on scored pairs (sentence1, sentence2, score), "
+            "triplets (anchor, positive, negative) or pairs (anchor, positive)."
+        )
+    return usable[0]
+
+
+def evaluate_embeddings(
+    model_dir: Any, df: Any, mode: str, roles: list[str], max_length: int | None, options: dict[str, Any]
+) -> dict[str, Any]:
+    """A sentence-embedding model on checked test data: scored pairs (cosine vs ``score``), triplets, or
+    query/positive pairs ranked against every positive in the file; ``roles`` the text columns of ``mode``."""
+    import pandas as pd
+
+    model = load_embedder(model_dir, max_length)
+    batch = options.get("batch_size") or 32
+
+    def embed(texts: list[str]) -> Any:
+        return embed_texts(model, texts, batch)
+
+    texts = {r: df[r].astype(str).tolist() for r in roles}
+    if mode == "pair_score":
+        cosines = (embed(texts["sentence1"]) * embed(texts["sentence2"])).sum(axis=1).tolist()
+        gold = pd.to_numeric(df["score"]).astype(float).tolist()
+        return similarity_report(texts["sentence1"], texts["sentence2"], cosines, gold)
+    if mode == "triplet":
+        return triplet_report(texts["anchor"], texts["positive"], texts["negative"], embed)
+    queries, positives = texts[roles[0]], texts[roles[1]]
+    docs = list(dict.fromkeys(positives))
+    return retrieval_report(queries, positives, embed(queries), embed(docs), docs)

@@ -216,3 +216,19 @@ def detections(pred: Any, processor: Any, size: int) -> tuple[list[dict], list[d
                 }
             )
     return truth, found
+
+
+def box_problems(name: str, boxes: list, cats: list, size: tuple[int, int], known: set | None) -> list[str]:
+    """Boxes of one image that are empty, outside the image (1 pixel of slack) or of an unknown category."""
+    w, h = size
+    out = []
+    for (x, y, bw, bh), c in zip(boxes, cats, strict=True):
+        box = f"[{x:g}, {y:g}, {bw:g}, {bh:g}] ({c})"
+        if bw <= 0 or bh <= 0:
+            out.append(f"image `{name}`: box {box} has no area; boxes are [x, y, width, height].")
+        elif x < -1 or y < -1 or x + bw > w + 1 or y + bh > h + 1:
+            hint = " It looks like [x_min, y_min, x_max, y_max]: use [x, y, width, height]." if bw > x else ""
+            out.append(f"image `{name}`: box {box} lies outside the {w}x{h} image.{hint}")
+        if known is not None and c not in known:
+            out.append(f"image `{name}`: category `{c}` never occurs in the training data.")
+    return out

@@ -119,3 +119,30 @@ def _boxes_text(boxes: dict, names: list[str], threshold: float | None = None) -
         for k in keep
     ]
     return "; ".join(parts) or "(no boxes)"
+
+
+def evaluate_detection(
+    model_dir: Path, rows: list[tuple[list, list]], images: list[Any], predict: Any, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Object detection's test-set report: ``rows`` the parsed (boxes [x, y, w, h], categories) of each image,
+    ``predict`` a batch of images -> their detections (every score); categories checked against the model's."""
+    from engine import runfiles
+    from engine.train import evaluation
+
+    id2label = (runfiles.read_json(Path(model_dir) / "config.json") or {}).get("id2label") or {}
+    names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    evaluation.unseen_labels_error(set(names), [c for _, cats in rows for c in cats], "category")
+    index = {n: i for i, n in enumerate(names)}
+    loaded = test_images(images, options)
+    found = evaluation.batched(loaded, predict, options.get("batch_size") or 8, options.get("progress"))
+    truth = [{"labels": [index[c] for c in cats], "boxes": boxes} for boxes, cats in rows]
+    detections = [
+        {
+            "labels": [index[o["label"]] for o in f["objects"]],
+            "scores": [o["score"] for o in f["objects"]],
+            "boxes": [xyxy_to_xywh(o["box"]) for o in f["objects"]],
+        }
+        for f in found
+    ]
+    threshold = float(options.get("threshold") or 0.5)
+    return detection_report(truth, detections, names, shown_names(images, options), threshold)
