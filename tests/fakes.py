@@ -41,3 +41,25 @@ def fake_run(sup, tmp_path: Path, status: str = "running", proc=None, owner=None
         row.update(pid=proc.pid, pgid=proc.pid, pid_started=psutil.Process(proc.pid).create_time())
     sup.store.insert_run({**row, **fields})
     return run_id
+
+
+class FakePredictor:
+    """A Playground prediction process that starts nothing: its run folder, last use and whether it was closed."""
+
+    def __init__(self, run_dir, log):
+        self.run_dir, self.used, self.closed = str(run_dir), time.time(), False
+        self.proc = type("P", (), {"poll": lambda s: None})()
+
+    def close(self):
+        self.closed = True
+
+
+def fake_predictors(monkeypatch, max_processes: int, per_user: int = 1) -> None:
+    """The Playground's processes replaced by :class:`FakePredictor`, with these slot limits and no sessions yet."""
+    from ui import predictor
+
+    monkeypatch.setattr(predictor, "Predictor", FakePredictor)
+    monkeypatch.setattr(predictor, "MAX_PROCESSES", max_processes)
+    monkeypatch.setattr(predictor, "PER_USER", per_user)
+    monkeypatch.setattr(predictor, "_SESSIONS", {})
+    monkeypatch.setattr(predictor, "_OWNERS", {})

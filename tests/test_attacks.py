@@ -19,6 +19,7 @@ from engine.run.policy import Policy, frame_path_problems, named_path_problems
 from engine.run.supervisor import Supervisor
 from engine.task import get_task
 from tests.conftest import free_port
+from tests.fakes import fake_predictors
 from tests.tiny import chat_rows, write_csv, write_jsonl
 
 USERS = [("ann", "pw-ann"), ("bob", "pw-bob"), ("root", "pw-root")]
@@ -246,19 +247,7 @@ def test_playground_slots_are_per_user(data_dir, monkeypatch):
     from ui import predictor
     from ui.context import Context
 
-    class Fake:
-        def __init__(self, run_dir, log):
-            self.run_dir, self.used, self.closed = str(run_dir), time.time(), False
-            self.proc = type("P", (), {"poll": lambda s: None})()
-
-        def close(self):
-            self.closed = True
-
-    monkeypatch.setattr(predictor, "Predictor", Fake)
-    monkeypatch.setattr(predictor, "MAX_PROCESSES", 2)
-    monkeypatch.setattr(predictor, "PER_USER", 1)
-    monkeypatch.setattr(predictor, "_SESSIONS", {})
-    monkeypatch.setattr(predictor, "_OWNERS", {})
+    fake_predictors(monkeypatch, max_processes=2)
     ctx = Context(Supervisor(data_dir, manage_all=False, policy=Policy(shared=True)), shared=True)
     who = {"user": "ann"}
     ctx.user = lambda: who["user"]  # type: ignore[method-assign]

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from engine.run.store import Store
+from tests.fakes import fake_predictors
 
 
 def record(store: Store, eval_id: str, run_id: str, metrics: dict, data: str = "/data/test.jsonl") -> None:
@@ -85,19 +86,7 @@ def test_side_by_side_holds_two_models_for_one_user_of_a_shared_instance(data_di
     from ui import side_by_side as sbs
     from ui.context import Context
 
-    class Fake:
-        def __init__(self, run_dir, log):
-            self.run_dir, self.used, self.closed = str(run_dir), time.time(), False
-            self.proc = type("P", (), {"poll": lambda s: None})()
-
-        def close(self):
-            self.closed = True
-
-    monkeypatch.setattr(predictor, "Predictor", Fake)
-    monkeypatch.setattr(predictor, "MAX_PROCESSES", 3)
-    monkeypatch.setattr(predictor, "PER_USER", 1)
-    monkeypatch.setattr(predictor, "_SESSIONS", {})
-    monkeypatch.setattr(predictor, "_OWNERS", {})
+    fake_predictors(monkeypatch, max_processes=3)
     ctx = Context(Supervisor(data_dir, manage_all=False, policy=Policy(shared=True)), shared=True)
     ctx.user = lambda: "ann"  # type: ignore[method-assign]
     single = predictor.predictor_for(ctx, "s", "/runs/a")
