@@ -43,7 +43,13 @@ def test_switching_tasks_keeps_what_was_typed_and_builds_one_form(studio, page):
     box(pg, "llm_sft-learning_rate").fill("0.003")
     box(pg, "llm_sft-run_name").fill("kept name")
     pick(pg, "llm_sft-packing", "wrapped")
-    pg.locator("#llm_sft-use_lora input").uncheck()
+    pg.locator("#llm_sft-advanced").get_by_text("Advanced").first.click()
+    expect(pg.locator("#llm_sft-lora_r")).to_be_visible()
+    pg.locator("#llm_sft-use_lora input").uncheck()  # a field shown only with LoRA goes (in the browser)
+    expect(pg.locator("#llm_sft-lora_r")).to_be_hidden()
+    expect(pg.locator("#llm_sft-eval_steps")).to_be_hidden()
+    pick(pg, "llm_sft-eval_strategy", "steps")
+    expect(pg.locator("#llm_sft-eval_steps")).to_be_visible()
     pg.get_by_role("tab", name="Text", exact=True).click()  # a family: its first task's form
     expect(pg.locator("#text_classification-start")).to_be_visible()
     assert pg.locator("#llm_sft-start").count() == 0, "one task's form on the page at a time"
@@ -55,6 +61,7 @@ def test_switching_tasks_keeps_what_was_typed_and_builds_one_form(studio, page):
     expect(box(pg, "llm_sft-run_name")).to_have_value("kept name")
     expect(box(pg, "llm_sft-packing")).to_have_value("wrapped")
     expect(pg.locator("#llm_sft-use_lora input")).not_to_be_checked()
+    expect(box(pg, "llm_sft-eval_strategy")).to_have_value("steps")
     pg.get_by_role("tab", name="Text", exact=True).click()  # the family's last picked task, with its edit
     expect(box(pg, "token_classification-epochs")).to_have_value("7")
     shot(pg, "forms-1-switched-back")

@@ -229,6 +229,7 @@ def wired_tab(ctx: Context, task) -> tuple[gr.Blocks, task_tab.TaskTab, task_tab
             backend=gr.Dropdown(["local"], value="local"),
             config=task_tab.build_config_box(),
             show_run=(lambda rid: runs.switch_updates(ctx, page, rid), runs.switch_outputs(page)),
+            gathered=gr.Textbox(visible=False),
         )
         task_tab.wire(tab, ctx, shared)
         runs.wire(ctx, page, run_id, timer, (lambda request: {}, []))
@@ -236,8 +237,11 @@ def wired_tab(ctx: Context, task) -> tuple[gr.Blocks, task_tab.TaskTab, task_tab
 
 
 def handler(demo: gr.Blocks, button: str):
-    """The form's own handler of ``button`` (check, config, start): private, the API has /start etc."""
-    return next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == f"on_{button}")
+    """The form's own handler of ``button`` (check, config, start), called as the page calls it: with the values the
+    browser gathered as JSON (task_tab.on_form), the upload, the marks, then its own inputs. Private: the API has
+    /start etc."""
+    fn = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == f"on_{button}")
+    return lambda backend, **values: fn(json.dumps(values), None, None, backend)
 
 
 def test_start_handler_queues_the_run_or_marks_the_fields(tmp_path, data_dir, tiny_llama):

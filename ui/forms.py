@@ -9,6 +9,7 @@ Field kinds, labels and value conversions are in :mod:`ui.form_values` (no Gradi
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import gradio as gr
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from engine.params import field_hints
-from ui.form_values import choices_of, condition_holds, help_text, initial_visibility, kind_of, label_of, to_ui
+from ui.form_values import choices_of, help_text, initial_visibility, kind_of, label_of, to_ui
 from ui.progress import NO_PROGRESS
 
 # --- building ---------------------------------------------------------------------------------
@@ -99,17 +100,27 @@ def wire_show_if(model: type[BaseModel], comps: dict[str, Any], values: dict[str
     for ctrl in sorted({c for cond in conds.values() for c in cond}):
         targets = [n for n, cond in conds.items() if ctrl in cond]
         ctrls = sorted({c for n in targets for c in conds[n]})
-
-        def toggle(*vals: Any, _targets: list[str] = targets, _ctrls: list[str] = ctrls) -> Any:
-            values = dict(zip(_ctrls, vals, strict=True))
-            updates = [gr.update(visible=condition_holds(conds[n], values)) for n in _targets]
-            return updates[0] if len(updates) == 1 else updates
-
         comps[ctrl].change(
-            toggle,
+            None,
             [comps[c] for c in ctrls],
             [comps[n] for n in targets],
-            queue=False,
+            js=toggle_js(ctrls, [conds[n] for n in targets]),
             api_visibility="private",
             **NO_PROGRESS,
         )
+
+
+def toggle_js(ctrls: list[str], conds: list[dict[str, Any]]) -> str:
+    """Browser-only: the values of ``ctrls`` (in order) -> for each condition, its field shown or hidden
+    (:func:`ui.form_values.condition_holds`: compared as text)."""
+    allowed = [
+        {c: [str(a) for a in (w if isinstance(w, (list, tuple, set)) else [w])] for c, w in cond.items()}
+        for cond in conds
+    ]
+    holds = "Object.entries(c).every(([k, ok]) => ok.includes(text(v[k])))"
+    return f"""(...vals) => {{
+  const names = {json.dumps(ctrls)}, v = Object.fromEntries(names.map((n, i) => [n, vals[i]]));
+  const text = (x) => (x === true ? "True" : x === false ? "False" : x === null || x === undefined ? "None" : String(x));
+  const shown = {json.dumps(allowed)}.map((c) => ({{__type__: "update", visible: {holds}}}));
+  return shown.length === 1 ? shown[0] : shown;
+}}"""

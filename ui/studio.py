@@ -100,7 +100,8 @@ def build_demo(ctx: Context) -> gr.Blocks:
                 publish.wire_docs(ctx)  # Publish as a Space (a local studio only)
                 gr.Markdown(publish.readme_text(ROOT / "README.md"))
         show_run = (partial(runs.switch_updates, ctx, runs_page), runs.switch_outputs(runs_page))
-        late["shared"] = shared = task_tab.Shared(run_id, nav.build(), timer, backend, config_box, show_run)
+        gathered = gr.Textbox(visible=False, elem_id="tp-form-values")  # the shown form's values (task_tab.on_form)
+        late["shared"] = shared = task_tab.Shared(run_id, nav.build(), timer, backend, config_box, show_run, gathered)
         task_api.register_api(ctx)  # /check, /config, /start, /preview: any task, by name
         fill = (partial(_filled, picker, shared.nav, ""), [*picker.outputs(), shared.nav])
         load_config.upload(
@@ -127,7 +128,7 @@ def _train_page(ctx: Context, demo: gr.Blocks, backend: Any, late: dict[str, Any
 
     # off the queue: a form shows ~0.2 s sooner (no queue join and event stream for a ~50 ms build)
     @gr.render(inputs=inputs, triggers=[demo.load, picker.state.change], show_progress="hidden", queue=False)
-    def task_form(form_state: str, kept: dict[str, Any], backend_name: str) -> None:
+    def task_form(form_state: str, kept: str, backend_name: str) -> None:
         name, draft = task_picker.shown_task(form_state, kept, first)
         tab = task_tab.build(get_task(name), ctx, draft, backend_name or "local")
         tab.sweep = sweeps.build_panel(tab)
@@ -204,7 +205,8 @@ def _task_tabs() -> task_picker.Picker:
     groups = tasks_by_family()
     first = next(iter(groups.values()))[0].name
     shown = json.dumps({"task": first}, separators=(",", ":"))  # as the browser writes it: no second render at load
-    state, kept = gr.Textbox(shown, visible=False, elem_id="tp-form-state"), gr.State({})
+    state = gr.Textbox(shown, visible=False, elem_id="tp-form-state")
+    kept = gr.Textbox("{}", visible=False, elem_id="tp-form-kept")  # set in the browser (task_picker.leave_js)
     leaving = gr.Textbox(visible=False, elem_id="tp-form-leaving")
     with gr.Tabs(elem_id="tp-families", overflow_behavior="wrap") as families:
         picker = task_picker.Picker(state, kept, leaving, families)

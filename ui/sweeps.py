@@ -13,7 +13,7 @@ import pandas as pd
 
 from engine.errors import UserError
 from engine.run import sweep as sw
-from ui import nav, run_actions, sweep_view, task_view
+from ui import nav, run_actions, sweep_view, task_tab, task_view
 from ui.context import Context
 from ui.progress import NO_PROGRESS
 
@@ -146,31 +146,22 @@ def start_sweep(ctx: Context, tab: Any, backend: str, settings: list[Any], value
 
 
 def wire_panel(tab: Any, ctx: Context, backend: Any, page: dict[str, Any], nav_box: Any) -> None:
-    """The Sweep button, the field picker and Start sweep of one task tab."""
+    """The Sweep button, the field picker and Start sweep of one task tab (each reads the form: task_tab.on_form)."""
     panel: Panel = tab.sweep
-    inputs = tab.inputs()
 
-    def on_open(**values: Any) -> dict[Any, Any]:
+    def on_open(values: dict[str, Any]) -> dict[Any, Any]:
         return open_updates(ctx, tab, values)
 
-    tab.buttons["sweep"].click(
-        on_open,
-        None,
-        [panel.box, *panel.settings(), panel.cost],
-        inputs_kwargs=inputs,
-        **QUIET,
-        show_progress_on=panel.cost,
-    )
+    outputs = [panel.box, *panel.settings(), panel.cost]
+    task_tab.on_form(tab, tab.buttons["sweep"].click, on_open, [], outputs, show_progress_on=panel.cost)
 
-    def on_fields(names: list[str], current: str, **values: Any) -> Any:
+    def on_fields(values: dict[str, Any], names: list[str], current: str) -> Any:
         params, why = _form_params(tab, values)
         return sweep_view.space_text(tab.task, params, names or [], current) if params is not None else gr.skip()
 
-    panel.fields.input(
-        on_fields, [panel.fields, panel.space], panel.space, inputs_kwargs=inputs, **QUIET, **NO_PROGRESS
-    )
+    task_tab.on_form(tab, panel.fields.input, on_fields, [panel.fields, panel.space], [panel.space], **NO_PROGRESS)
 
-    def on_start(backend_name: str, *settings: Any, **values: Any) -> dict[Any, Any]:
+    def on_start(values: dict[str, Any], backend_name: str, *settings: Any) -> dict[Any, Any]:
         sweep_id, problems = start_sweep(ctx, tab, backend_name, list(settings), values)
         if not sweep_id:
             gr.Warning("Sweep not started — see the problems under Start sweep.")
@@ -182,14 +173,9 @@ def wire_panel(tab: Any, ctx: Context, backend: Any, page: dict[str, Any], nav_b
             **view_updates(ctx, page, sweep_id),
         }
 
-    panel.start.click(
-        on_start,
-        [backend, *panel.settings()],
-        [panel.cost, nav_box, *view_outputs(page)],
-        inputs_kwargs=inputs,
-        api_visibility="private",
-        concurrency_limit=None,
-        show_progress_on=panel.cost,
+    outputs = [panel.cost, nav_box, *view_outputs(page)]
+    task_tab.on_form(
+        tab, panel.start.click, on_start, [backend, *panel.settings()], outputs, show_progress_on=panel.cost
     )
 
 

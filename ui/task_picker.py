@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.task import Task
+from engine.task import Task, get_task
 from ui import task_view
 from ui.progress import NO_PROGRESS
 from ui.task_tab import QUIET, TaskTab, family_elem_id
@@ -29,7 +29,7 @@ def with_draft(state: str, request: dict[str, Any]) -> str:
 class Picker:
     """The Train page's task tabs (empty: the form under them is built for the task picked) and what the form is
     built from: ``state`` (JSON: the task shown, and the drafts given to it: a config loaded, a run duplicated,
-    a sweep's best), set in the browser when a tab is picked, and ``kept`` (the forms left for another task)."""
+    a sweep's best), set in the browser when a tab is picked, and ``kept`` (JSON: the forms left for another task)."""
 
     state: Any
     kept: Any
@@ -51,7 +51,7 @@ class Picker:
 
 def pick_task_js(task: str) -> str:
     """Browser-only: a task tab picked -> the form state shows that task and ``leaving`` changes (the form shown
-    is kept); nothing changes when the state shows the task already (Duplicate selected its tab)."""
+    is kept: :func:`leave_js`); nothing changes when the state shows the task already (Duplicate selected its tab)."""
     return f"""(v, l) => {{
   const s = JSON.parse(v || "{{}}");
   if (s.task === {json.dumps(task)}) return [v, l];
@@ -76,36 +76,69 @@ def pick_family_js(tasks: list[str], first: str) -> str:
 }}"""
 
 
-def form_draft(tab: TaskTab, values: dict[str, Any]) -> dict[str, Any] | None:
+def leave_js(task: str, names: list[str]) -> str:
+    """Browser-only, the form's event on ``leaving``: its values (``names``, in order) kept under its task in
+    ``kept`` (JSON; never the token). It runs at once, while the next form is being built on the server."""
+    return f"""(k, ...values) => {{
+  const kept = JSON.parse(k || "{{}}"), names = {json.dumps(names)};
+  if (values.every((x) => x === null || x === undefined)) return k;
+  kept[{json.dumps(task)}] = {{values: Object.fromEntries(names.map((n, i) => [n, values[i]])), nonce: Date.now() / 1000}};
+  return JSON.stringify(kept);
+}}"""
+
+
+def form_draft(task: Task, values: dict[str, Any], nonce: float | None = None) -> dict[str, Any] | None:
     """The form's values as a draft (a request, as :func:`ui.task_view.load_request` makes), to build it again
     when its task is picked again; None when a value cannot be read (the form then comes back as defaults). The
     token is never kept."""
     try:
-        params = task_view.params_data(tab.task, values)
+        params = task_view.params_data(task, values)
     except Exception:  # a half-typed JSON or list field
         return None
-    return {"task": tab.task.name, "params": params, "name": str(values.get("run_name") or ""), "nonce": time.time()}
+    name = str(values.get("run_name") or "")
+    return {"task": task.name, "params": params, "name": name, "nonce": nonce or time.time()}
+
+
+def kept_names(tab: TaskTab) -> list[str]:
+    """The form's values kept when it is left: every input but the upload and the token."""
+    return [k for k in tab.inputs() if k not in ("upload", "hf_token")]
 
 
 def wire_picker(tab: TaskTab, picker: Picker) -> None:
     """Inside the form's render: when a task or family tab is picked, this form is kept (``kept``) to be built
     again when its task comes back. (Gradio 6.31's render keys keep a Textbox's typed value but reset Numbers,
-    Dropdowns and Checkboxes, so the values travel through the server; and an event added by a render to a
-    trigger outside it replaces that trigger's own events, so the tabs' browser-only events set ``leaving``.)"""
-    inputs = {**tab.inputs(), "kept__": picker.kept}
+    Dropdowns and Checkboxes, so the values travel through ``kept``; an event added by a render to a trigger
+    outside it replaces that trigger's own events, so the tabs' browser-only events set ``leaving``; and the
+    event runs in the browser: a server event with the form's widgets as inputs leaves a loading status per widget
+    that the page re-sets on every later event, see :mod:`ui.progress`.)"""
+    names = kept_names(tab)
+    widgets = [tab.inputs()[n] for n in names]
+    picker.leaving.change(
+        None,
+        [picker.kept, *widgets],
+        picker.kept,
+        js=leave_js(tab.task.name, names),
+        **NO_PROGRESS,
+        **QUIET,
+    )
 
-    def on_leave(**values: Any) -> dict[str, Any]:
-        kept = dict(values.pop("kept__") or {})
-        draft = form_draft(tab, values)
-        return {**kept, tab.task.name: draft} if draft else kept
 
-    picker.leaving.change(on_leave, None, picker.kept, inputs_kwargs=inputs, queue=False, **NO_PROGRESS, **QUIET)
-
-
-def shown_task(state: str, kept: dict[str, Any] | None, default: str) -> tuple[str, dict[str, Any] | None]:
+def shown_task(state: str, kept: str, default: str) -> tuple[str, dict[str, Any] | None]:
     """The task the form state shows (``default`` when none) and the newest of its drafts: the one given (a run
-    duplicated…) or the form the user left."""
+    duplicated…) or the form the user left (``kept``: JSON, as :func:`leave_js` writes it)."""
     current = json.loads(state or "{}")
     name = current.get("task") or default
-    drafts = [d for d in (current.get("drafts", {}).get(name), (kept or {}).get(name)) if d]
+    left = _kept_values(kept).get(name)
+    drafts = [current.get("drafts", {}).get(name)]
+    if isinstance(left, dict) and isinstance(left.get("values"), dict):
+        drafts.append(form_draft(get_task(name), left["values"], left.get("nonce")))
+    drafts = [d for d in drafts if d]
     return name, max(drafts, key=lambda d: d.get("nonce") or 0) if drafts else None
+
+
+def _kept_values(kept: str) -> dict[str, Any]:
+    try:
+        out = json.loads(kept or "{}")
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}

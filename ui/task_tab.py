@@ -6,6 +6,7 @@ its results into ``{component: update}`` maps, and :func:`wire` connects them to
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,7 @@ class TaskTab:
     key: str = ""  # the render keys' prefix: task and draft (ui.studio's gr.render)
     run_fields: dict[str, Any] = field(default_factory=dict)  # params beside the backend (hf_flavor), by name
     sweep: Any = None  # the Sweep panel (ui.sweeps), opened by the Sweep button beside Start
+    gathered: Any = None  # a hidden box outside the form: its values, gathered by the browser (on_form)
 
     def inputs(self) -> dict[str, Any]:
         """Every value the handlers read, by keyword (``inputs_kwargs``)."""
@@ -103,6 +105,7 @@ class Shared:
     config: ConfigBox
     # the Runs page's panel: (run id -> its updates, the components they set); Start shows its run at once
     show_run: tuple[Callable[[str], dict[Any, Any]], list[Any]]
+    gathered: Any = None  # a hidden box: the shown form's values as JSON, gathered by the browser (on_form)
 
 
 # --- layout -----------------------------------------------------------------------------------
@@ -456,6 +459,7 @@ def start_updates(ctx: Context, tab: TaskTab, shared: Shared, backend: str, valu
 
 def wire(tab: TaskTab, ctx: Context, shared: Shared) -> None:
     """Connect the tab's upload, preview, buttons and config filling to the handlers."""
+    tab.gathered = shared.gathered
     _wire_data(tab, ctx)
     _wire_buttons(tab, ctx, shared)
     _wire_stale(tab)
@@ -534,13 +538,13 @@ def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
     box = shared.config
     _, start_view = shared.show_run
 
-    def on_check(backend: str, **values: Any) -> dict[Any, Any]:
+    def on_check(values: dict[str, Any], backend: str) -> dict[Any, Any]:
         return check_updates(ctx, tab, values, backend)
 
-    def on_config(backend: str, **values: Any) -> dict[Any, Any]:
+    def on_config(values: dict[str, Any], backend: str) -> dict[Any, Any]:
         return config_updates(ctx, tab, box, values)
 
-    def on_start(backend: str, **values: Any) -> dict[Any, Any]:
+    def on_start(values: dict[str, Any], backend: str) -> dict[Any, Any]:
         return start_updates(ctx, tab, shared, backend, values)
 
     events = [
@@ -553,12 +557,41 @@ def _wire_buttons(tab: TaskTab, ctx: Context, shared: Shared) -> None:
         ),
     ]
     for name, handler, outputs in events:
-        tab.buttons[name].click(
-            handler,
-            [shared.backend],
-            outputs,
-            inputs_kwargs={**tab.inputs(), MARKED: tab.marked},
-            api_visibility="private",  # the API: /check, /config, /start (register_api)
-            concurrency_limit=None,
-            show_progress_on=tab.form_msg,  # the spinner where the answer appears, not on every field (ui.progress)
-        )
+        # the spinner where the answer appears, not on every field (ui.progress); the API: /check, /config, /start
+        on_form(tab, tab.buttons[name].click, handler, [shared.backend], outputs, show_progress_on=tab.form_msg)
+
+
+def on_form(
+    tab: TaskTab, trigger: Any, fn: Callable[..., Any], inputs: list[Any], outputs: list[Any], **kw: Any
+) -> Any:
+    """An event that reads the whole form: the browser gathers the form's values into ``tab.gathered`` (JSON), then
+    ``fn(values, *inputs)`` runs with them (and the upload and the marks). Gradio 6.31 keeps a loading status for
+    each input of every server event run, and re-sets each one on every later event of the page: the form's ~60
+    widgets as inputs made every later click slower, by a walk of the page per widget (see :mod:`ui.progress`)."""
+    names = [k for k in tab.inputs() if k != "upload"]
+    widgets = [tab.inputs()[n] for n in names]
+    gather = f"(...v) => {{ const n = {json.dumps(names)}; return JSON.stringify(Object.fromEntries(n.map((k, i) => [k, v[i]]))); }}"
+    gathered = trigger(None, widgets, tab.gathered, js=gather, **NO_PROGRESS, **QUIET)
+
+    def run(raw: str, upload: Any, marked: Any, *args: Any) -> Any:
+        return fn({**form_values(raw), "upload": upload, MARKED: marked}, *args)
+
+    run.__name__ = getattr(fn, "__name__", "run")  # the handler's name in the page's config
+
+    return gathered.then(
+        run,
+        [tab.gathered, tab.upload, tab.marked, *inputs],
+        outputs,
+        api_visibility="private",
+        concurrency_limit=None,
+        **kw,
+    )
+
+
+def form_values(raw: str) -> dict[str, Any]:
+    """The values the browser gathered (:func:`on_form`), by input key."""
+    try:
+        values = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    return values if isinstance(values, dict) else {}
