@@ -15,7 +15,7 @@ import gradio as gr
 
 from engine import settings
 from engine.errors import UserError
-from engine.preflight import system
+from engine.preflight import bounded, system
 from engine.run.backends import all_backends
 from engine.task import FAMILIES, Task, all_tasks, get_task
 from ui import evals, nav, playground, publish, runs, side_by_side, sweeps, task_api, task_picker, task_tab, task_view
@@ -129,6 +129,7 @@ def _train_page(ctx: Context, demo: gr.Blocks, backend: Any, late: dict[str, Any
     # off the queue: a form shows ~0.2 s sooner (no queue join and event stream for a ~50 ms build)
     @gr.render(inputs=inputs, triggers=[demo.load, picker.state.change], show_progress="hidden", queue=False)
     def task_form(form_state: str, kept: str, backend_name: str) -> None:
+        bounded.warm()  # the chat-template checker's server, started in the background (once)
         name, draft = task_picker.shown_task(form_state, kept, first)
         tab = task_tab.build(get_task(name), ctx, draft, backend_name or "local")
         tab.sweep = sweeps.build_panel(tab)
