@@ -220,8 +220,9 @@ def test_sweep_trials_on_a_local_ray_head_run_and_are_grouped(on_ray, supervisor
         time.sleep(0.5)
     runs = supervisor.store.sweep_runs(sweep_id)
     assert [r["trial"] for r in runs] == [{"cv_folds": 2}, {"cv_folds": 3}]
-    assert all(r["backend"] == "ray" and r["remote_job_id"] for r in runs)
-    assert all(r["status"] == "succeeded" for r in runs), [(r["status"], r["error"]) for r in runs]
+    said = [(r["backend"], r["remote_job_id"], r["status"], r["error"]) for r in runs]
+    assert all(r["backend"] == "ray" and r["remote_job_id"] for r in runs), said
+    assert all(r["status"] == "succeeded" for r in runs), said
     sweep = supervisor.store.get_sweep(sweep_id)
     assert sweep["status"] == "succeeded" and sweep["best_run_id"] in {r["id"] for r in runs}
 
