@@ -378,3 +378,28 @@ def test_a_fill_that_fails_says_so_beside_the_data(ctx, monkeypatch):
         tab = task_tab.build(task, ctx, {"task": "llm_sft", "params": {}, "nonce": 1})
     assert "Could not fill the form: KeyError" in tab.data_msg.value
     assert tab.form["epochs"].value == task.params.model_fields["epochs"].default
+
+
+@pytest.mark.parametrize("name", ["llm_sft", "image_classification", "tabular"])
+def test_no_server_event_of_a_form_takes_its_widgets_as_inputs(ctx, name):
+    """Gradio 6.31's page keeps a loading status for each input of every server event run, and re-sets each one on
+    every later event by a walk of the whole page; a form rebuilt for another task leaves them behind (ui.progress).
+    So every event that reads the form gathers it in the browser first: no server event of a form (Check, Config,
+    Start, Sweep, preview, upload, keeping it when left, show/hide) takes more than the upload, the marks and one
+    widget (the data path, whose Hub fields are shown when it names a folder or a Hub dataset)."""
+    from ui import sweeps, task_picker
+
+    demo, tab, shared, _ = wired_tab(ctx, get_task(name))
+    with demo:
+        picker = task_picker.Picker(gr.Textbox(), gr.Textbox(), gr.Textbox(), None)
+        task_picker.wire_picker(tab, picker)
+        tab.sweep = sweeps.build_panel(tab)
+        sweeps.wire_panel(tab, ctx, shared.backend, sweeps.build_page(ctx), shared.nav)
+    widgets = {c._id for c in tab.inputs().values()}
+    reading = [fn for fn in demo.fns.values() if widgets & {c._id for c in fn.inputs}]
+    assert len(reading) >= 8, "the form's events are all here"
+    for fn in reading:
+        read = [c for c in fn.inputs if c._id in widgets]
+        if fn.fn is not None:  # a server event
+            assert len({c._id for c in read} - {tab.upload._id}) <= 1, (fn.name, len(read))  # the data path's hub check
+    assert any(len([c for c in fn.inputs if c._id in widgets]) > 20 and fn.fn is None for fn in reading), "gathered"

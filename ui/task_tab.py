@@ -477,25 +477,19 @@ def model_choices_update(ctx: Context, task: Task) -> Any:
 
 
 def _wire_data(tab: TaskTab, ctx: Context) -> None:
-    data_in = {**tab.data_fields, **{MAP_PREFIX + r: c for r, c in tab.mapping.items()}, MARKED: tab.marked}
+    """An upload kept and previewed; the data path previewed when typed (Enter, or leaving the box). Both read the
+    form in the browser first (:func:`on_form`): the previews clear the marks of every field."""
     preview_out = [tab.preview, tab.data_msg, *tab.mapping.values(), *([tab.gallery] if tab.gallery else [])]
     preview_out += [tab.form_msg, *tab.markable().values(), tab.marked]  # stale ones cleared
 
-    def on_upload(**values: Any) -> Any:
+    def on_upload(values: dict[str, Any]) -> Any:
         return upload_updates(ctx, tab, values)
 
-    def on_preview(**values: Any) -> dict[Any, Any]:
+    def on_preview(values: dict[str, Any]) -> dict[Any, Any]:
         return preview_updates(tab, values)
 
     progress = {"show_progress_on": tab.data_msg}  # not the preview table (see ui.progress)
-    tab.upload.upload(
-        on_upload,
-        None,
-        [tab.data_path, *preview_out],
-        inputs_kwargs={"upload": tab.upload, **data_in},
-        **progress,
-        **QUIET,
-    )
+    on_form(tab, tab.upload.upload, on_upload, [], [tab.data_path, *preview_out], **progress)
     if tab.valid_upload is not None:
         tab.valid_upload.upload(
             lambda f: valid_upload_updates(ctx, tab, f),
@@ -514,16 +508,8 @@ def _wire_data(tab: TaskTab, ctx: Context) -> None:
             **NO_PROGRESS,
             **QUIET,
         )
-    gr.on(
-        [tab.data_path.submit, tab.data_path.blur],
-        on_preview,
-        None,
-        preview_out,
-        inputs_kwargs={"data_path": tab.data_path, **data_in},
-        api_visibility="private",
-        concurrency_limit=None,
-        **progress,
-    )
+    typed = [tab.data_path.submit, tab.data_path.blur]
+    on_form(tab, lambda *a, **kw: gr.on(typed, *a, **kw), on_preview, [], preview_out, **progress)
 
 
 def _wire_stale(tab: TaskTab) -> None:
