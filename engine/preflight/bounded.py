@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import socket
 import struct
@@ -100,6 +101,8 @@ def _connect() -> socket.socket:
 
 
 def _start_server() -> None:
+    if _server.get("path"):  # a server that ended without cleaning up (killed)
+        shutil.rmtree(os.path.dirname(_server["path"]), ignore_errors=True)
     folder = tempfile.mkdtemp(prefix="trainpad-bounded-")  # mode 0700: only this user can connect
     path = os.path.join(folder, "s")
     proc = subprocess.Popen(
@@ -179,6 +182,7 @@ def _serve(path: str) -> None:
                 _child(conn)
             conn.close()
     os.unlink(path)
+    os.rmdir(os.path.dirname(path))
 
 
 def _child(conn: socket.socket) -> None:
