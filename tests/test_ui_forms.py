@@ -403,3 +403,23 @@ def test_no_server_event_of_a_form_takes_its_widgets_as_inputs(ctx, name):
         if fn.fn is not None:  # a server event
             assert len({c._id for c in read} - {tab.upload._id}) <= 1, (fn.name, len(read))  # the data path's hub check
     assert any(len([c for c in fn.inputs if c._id in widgets]) > 20 and fn.fn is None for fn in reading), "gathered"
+
+
+def test_a_left_form_comes_back_unless_a_draft_was_given_since():
+    """Picking a task shows the form the user left, unless a draft was given after that form was built (Duplicate,
+    Load config, Use best): decided by the draft's server nonce and the left form's ``base``, never by comparing the
+    browser's clock with the server's."""
+    from ui import task_picker
+
+    values = {"base_model": "org/edited", "data_path": "d.csv", "epochs": 7, "run_name": "mine"}
+    state = task_picker.with_draft("", {"task": "llm_sft", "params": {"base_model": "org/dup"}, "nonce": 100.0})
+    built_from_it = json.dumps({"llm_sft": {"values": values, "base": 100.0}})  # left after the duplicate was shown
+    name, draft = task_picker.shown_task(state, built_from_it, "text_classification")
+    assert name == "llm_sft" and draft["params"]["base_model"] == "org/edited" and draft["params"]["epochs"] == 7
+    assert draft["name"] == "mine" and draft["nonce"] == 100.0, "the next form keeps the same base"
+    older = json.dumps({"llm_sft": {"values": values, "base": 0.0}})  # left before the duplicate was given
+    assert task_picker.shown_task(state, older, "text_classification")[1]["params"]["base_model"] == "org/dup"
+    assert task_picker.shown_task("", older, "llm_sft")[1]["params"]["base_model"] == "org/edited", "no draft given"
+    assert task_picker.shown_task(json.dumps({"task": "llm_sft"}), "not json", "x") == ("llm_sft", None)
+    js = task_picker.leave_js("llm_sft", ["epochs"], 100.0)
+    assert "base: 100.0" in js and "Date.now" not in js

@@ -134,7 +134,7 @@ def _train_page(ctx: Context, demo: gr.Blocks, backend: Any, late: dict[str, Any
         tab = task_tab.build(get_task(name), ctx, draft, backend_name or "local")
         tab.sweep = sweeps.build_panel(tab)
         task_tab.wire(tab, ctx, late["shared"])
-        task_picker.wire_picker(tab, picker)
+        task_picker.wire_picker(tab, picker, float((draft or {}).get("nonce") or 0))
         sweeps.wire_panel(tab, ctx, backend, late["sweeps_page"], late["shared"].nav)
 
     for fn in demo.fns.values():  # the render's own event shows no progress on its container (see ui.progress)

@@ -76,18 +76,20 @@ def pick_family_js(tasks: list[str], first: str) -> str:
 }}"""
 
 
-def leave_js(task: str, names: list[str]) -> str:
+def leave_js(task: str, names: list[str], base: float = 0.0) -> str:
     """Browser-only, the form's event on ``leaving``: its values (``names``, in order) kept under its task in
-    ``kept`` (JSON; never the token). It runs at once, while the next form is being built on the server."""
+    ``kept`` (JSON; never the token), with ``base``: the nonce of the draft the form was built from (server time; 0
+    for the defaults), so a draft given later (Duplicate…) wins over it without comparing two machines' clocks. It
+    runs at once, while the next form is being built on the server."""
     return f"""(k, ...values) => {{
   const kept = JSON.parse(k || "{{}}"), names = {json.dumps(names)};
   if (values.every((x) => x === null || x === undefined)) return k;
-  kept[{json.dumps(task)}] = {{values: Object.fromEntries(names.map((n, i) => [n, values[i]])), nonce: Date.now() / 1000}};
+  kept[{json.dumps(task)}] = {{values: Object.fromEntries(names.map((n, i) => [n, values[i]])), base: {float(base)!r}}};
   return JSON.stringify(kept);
 }}"""
 
 
-def form_draft(task: Task, values: dict[str, Any], nonce: float | None = None) -> dict[str, Any] | None:
+def form_draft(task: Task, values: dict[str, Any], nonce: float = 0.0) -> dict[str, Any] | None:
     """The form's values as a draft (a request, as :func:`ui.task_view.load_request` makes), to build it again
     when its task is picked again; None when a value cannot be read (the form then comes back as defaults). The
     token is never kept."""
@@ -96,7 +98,7 @@ def form_draft(task: Task, values: dict[str, Any], nonce: float | None = None) -
     except Exception:  # a half-typed JSON or list field
         return None
     name = str(values.get("run_name") or "")
-    return {"task": task.name, "params": params, "name": name, "nonce": nonce or time.time()}
+    return {"task": task.name, "params": params, "name": name, "nonce": nonce}
 
 
 def kept_names(tab: TaskTab) -> list[str]:
@@ -104,9 +106,9 @@ def kept_names(tab: TaskTab) -> list[str]:
     return [k for k in tab.inputs() if k not in ("upload", "hf_token")]
 
 
-def wire_picker(tab: TaskTab, picker: Picker) -> None:
+def wire_picker(tab: TaskTab, picker: Picker, base: float = 0.0) -> None:
     """Inside the form's render: when a task or family tab is picked, this form is kept (``kept``) to be built
-    again when its task comes back. (Gradio 6.31's render keys keep a Textbox's typed value but reset Numbers,
+    again when its task comes back (``base``: the nonce of the draft it was built from). (Gradio 6.31's render keys keep a Textbox's typed value but reset Numbers,
     Dropdowns and Checkboxes, so the values travel through ``kept``; an event added by a render to a trigger
     outside it replaces that trigger's own events, so the tabs' browser-only events set ``leaving``; and the
     event runs in the browser: a server event with the form's widgets as inputs leaves a loading status per widget
@@ -117,23 +119,25 @@ def wire_picker(tab: TaskTab, picker: Picker) -> None:
         None,
         [picker.kept, *widgets],
         picker.kept,
-        js=leave_js(tab.task.name, names),
+        js=leave_js(tab.task.name, names, base),
         **NO_PROGRESS,
         **QUIET,
     )
 
 
 def shown_task(state: str, kept: str, default: str) -> tuple[str, dict[str, Any] | None]:
-    """The task the form state shows (``default`` when none) and the newest of its drafts: the one given (a run
-    duplicated…) or the form the user left (``kept``: JSON, as :func:`leave_js` writes it)."""
+    """The task the form state shows (``default`` when none) and its draft: the form the user left (``kept``: JSON,
+    as :func:`leave_js` writes it), unless a draft was given since that form was built (a run duplicated, a config
+    loaded, a sweep's best: its nonce is newer than the left form's ``base``); None for the defaults."""
     current = json.loads(state or "{}")
     name = current.get("task") or default
+    given = current.get("drafts", {}).get(name)
     left = _kept_values(kept).get(name)
-    drafts = [current.get("drafts", {}).get(name)]
     if isinstance(left, dict) and isinstance(left.get("values"), dict):
-        drafts.append(form_draft(get_task(name), left["values"], left.get("nonce")))
-    drafts = [d for d in drafts if d]
-    return name, max(drafts, key=lambda d: d.get("nonce") or 0) if drafts else None
+        base = float(left.get("base") or 0)
+        if not given or float(given.get("nonce") or 0) <= base:
+            return name, form_draft(get_task(name), left["values"], base) or given
+    return name, given
 
 
 def _kept_values(kept: str) -> dict[str, Any]:
