@@ -14,7 +14,7 @@ import gradio as gr
 from engine.task import Task, get_task
 from ui import task_view
 from ui.progress import NO_PROGRESS
-from ui.task_tab import QUIET, TaskTab, family_elem_id
+from ui.task_tab import QUIET, TaskTab, family_elem_id, json_dict
 
 
 def with_draft(state: str, request: dict[str, Any]) -> str:
@@ -132,17 +132,9 @@ def shown_task(state: str, kept: str, default: str) -> tuple[str, dict[str, Any]
     current = json.loads(state or "{}")
     name = current.get("task") or default
     given = current.get("drafts", {}).get(name)
-    left = _kept_values(kept).get(name)
+    left = json_dict(kept).get(name)
     if isinstance(left, dict) and isinstance(left.get("values"), dict):
         base = float(left.get("base") or 0)
         if not given or float(given.get("nonce") or 0) <= base:
             return name, form_draft(get_task(name), left["values"], base) or given
     return name, given
-
-
-def _kept_values(kept: str) -> dict[str, Any]:
-    try:
-        out = json.loads(kept or "{}")
-    except ValueError:
-        return {}
-    return out if isinstance(out, dict) else {}

@@ -560,7 +560,7 @@ def on_form(
     gathered = trigger(None, widgets, tab.gathered, js=gather, **NO_PROGRESS, **QUIET)
 
     def run(raw: str, upload: Any, marked: Any, *args: Any) -> Any:
-        return fn({**form_values(raw), "upload": upload, MARKED: marked}, *args)
+        return fn({**json_dict(raw), "upload": upload, MARKED: marked}, *args)
 
     run.__name__ = getattr(fn, "__name__", "run")  # the handler's name in the page's config
 
@@ -574,8 +574,9 @@ def on_form(
     )
 
 
-def form_values(raw: str) -> dict[str, Any]:
-    """The values the browser gathered (:func:`on_form`), by input key."""
+def json_dict(raw: str) -> dict[str, Any]:
+    """A hidden box's JSON object, as the browser wrote it (the gathered form values, the kept forms); ``{}`` when
+    it holds anything else."""
     try:
         values = json.loads(raw or "{}")
     except ValueError:

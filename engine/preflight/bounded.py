@@ -187,7 +187,6 @@ def _serve(path: str) -> None:
 
 def _child(conn: socket.socket) -> None:
     """One call in a forked child: its pid first, then its JSON line (or ``MemoryError``); never returns."""
-    import resource
 
     try:
         conn.sendall(f"{os.getpid()}\n".encode())
@@ -195,12 +194,19 @@ def _child(conn: socket.socket) -> None:
         func, args, memory_mb = pickle.loads(_recv_exact(conn, struct.unpack("!Q", head)[0]))
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.alarm(int(TIMEOUT_S * 4))  # a last stop, should the parent be gone
-        limit = int(memory_mb) << 20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        os.nice(10)
+        _limit(memory_mb)
         conn.sendall((_result_line(func, args) + "\n").encode())
     finally:
         os._exit(0)
+
+
+def _limit(memory_mb: int) -> None:
+    """This process's limits for one call: its address space, and a lower priority."""
+    import resource
+
+    limit = int(memory_mb) << 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.nice(10)
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes:
@@ -254,15 +260,12 @@ def _run_once(request: bytes, timeout: float) -> tuple[str | None, str]:
 
 
 def _main() -> None:
-    import resource
 
     if sys.argv[1:2] == ["--serve"]:
         _serve(sys.argv[2])
         return
     func, args, memory_mb = pickle.loads(sys.stdin.buffer.read())
-    limit = int(memory_mb) << 20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    os.nice(10)
+    _limit(memory_mb)
     print(_result_line(func, args), flush=True)
 
 
