@@ -108,8 +108,9 @@ def kept_names(tab: TaskTab) -> list[str]:
 
 def wire_picker(tab: TaskTab, picker: Picker, base: float = 0.0) -> None:
     """Inside the form's render: when a task or family tab is picked, this form is kept (``kept``) to be built
-    again when its task comes back (``base``: the nonce of the draft it was built from). (Gradio 6.31's render keys keep a Textbox's typed value but reset Numbers,
-    Dropdowns and Checkboxes, so the values travel through ``kept``; an event added by a render to a trigger
+    again when its task comes back (``base``: the nonce of the draft it was built from). (Gradio 6.31's render keys
+    keep a Textbox's typed value but reset Numbers, Dropdowns and Checkboxes, so the values travel through
+    ``kept``; an event added by a render to a trigger
     outside it replaces that trigger's own events, so the tabs' browser-only events set ``leaving``; and the
     event runs in the browser: a server event with the form's widgets as inputs leaves a loading status per widget
     that the page re-sets on every later event, see :mod:`ui.progress`.)"""
